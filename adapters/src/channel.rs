@@ -1,0 +1,154 @@
+//! The `Channel` seam: one message in, a receipt or a classified error out.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// The kind of transport a message travels on. The dispatcher picks the kind; the
+/// configuration maps each kind to a concrete channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Sms,
+    Push,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Sms => "sms",
+            ChannelKind::Push => "push",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rendered message text. It contains the one-time code, so it is wiped from memory
+/// when dropped and never shows up in `Debug` output (and therefore in logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MessageText(Zeroizing<String>);
+
+impl MessageText {
+    pub fn new(text: String) -> Self {
+        Self(Zeroizing::new(text))
+    }
+
+    /// The plaintext, for the adapter that actually transmits it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MessageText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MessageText(<{} chars redacted>)",
+            self.0.chars().count()
+        )
+    }
+}
+
+/// One message to deliver.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The verification this message belongs to (`vf_…`), for correlation only.
+    pub verification_id: String,
+    /// Which send of that verification this is (1 for the first, 2 for the first resend…).
+    /// `(verification_id, send)` identifies a message, so channels can dedupe retries.
+    pub send: u8,
+    /// Destination in E.164, with the leading `+`.
+    pub to: String,
+    pub kind: ChannelKind,
+    /// Language tag of the rendered text (`es`, `ca`, `gl`, `eu`, `va`, `en`).
+    pub locale: &'static str,
+    pub purpose: String,
+    pub text: MessageText,
+    /// When the code stops being valid (milliseconds since the Unix epoch): a channel
+    /// can use it as the message's own validity (SMPP validity_period, APNs expiration).
+    pub expires_at_ms: i64,
+}
+
+/// What a channel answers when it has taken a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitReceipt {
+    /// The transport's own reference for the message (SMSC message id, push id, outbox
+    /// line), used to match later delivery reports.
+    pub reference: String,
+}
+
+/// A failure to submit, classified so the dispatcher can choose its policy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The transport could not take the message now; the same message may succeed later
+    /// (on this channel or another).
+    #[error("temporary failure: {reason}")]
+    Temporary {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The message itself was refused (bad destination, content rejected): retrying it
+    /// anywhere gives the same answer.
+    #[error("rejected: {reason}")]
+    Rejected { reason: String },
+    /// The channel is shut down or was never started.
+    #[error("channel closed")]
+    Closed,
+}
+
+impl ChannelError {
+    /// Whether the dispatcher may try the message again.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ChannelError::Temporary { .. })
+    }
+}
+
+/// Final or intermediate state reported by the transport after submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportState {
+    Delivered,
+    Undeliverable,
+    Expired,
+    Rejected,
+}
+
+/// A delivery report (SMPP receipt, push provider answer) about an earlier submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The [`SubmitReceipt::reference`] the report is about.
+    pub reference: String,
+    pub state: ReportState,
+    /// Transport error code or text, when the report carries one.
+    pub error: Option<String>,
+}
+
+/// A transport that delivers messages.
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    /// Short name for metrics and the delivery history (`file`, `smpp:movistar`, …).
+    fn name(&self) -> &str;
+
+    /// Hand one message to the transport. Returns once the transport has accepted or
+    /// refused it; it never waits for the handset.
+    async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError>;
+
+    /// The stream of delivery reports, taken once by the dispatcher. Channels without
+    /// reports return `None`.
+    fn take_reports(&self) -> Option<mpsc::Receiver<DeliveryReport>> {
+        None
+    }
+
+    /// Finish in-flight work and release the transport; called once at shutdown.
+    async fn shutdown(&self) {}
+}

@@ -1,0 +1,16 @@
+//! Delivery channels for otpd.
+//!
+//! The dispatcher decides *what* to send and *when*; a [`Channel`] only knows *how* to
+//! hand one message to one transport (an outbox file today; SMPP and push providers
+//! later). Every channel classifies its failures ([`ChannelError`]) so that the
+//! dispatcher, not the adapter, owns retry, failover and fallback policy.
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod fake;
+pub mod file;
+
+pub use channel::{
+    Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, ReportState,
+    SubmitReceipt,
+};

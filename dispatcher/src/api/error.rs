@@ -1,0 +1,148 @@
+//! The API's one error type. Every failure becomes
+//! `{"error": {"code", "message", "field"?, "reason"?}}` with the right status; some
+//! answers also carry the verification's `id` and `status` beside the error.
+//!
+//! Messages are written here, never copied from the request: nothing a caller sent (a
+//! code, a number) is echoed back in an error.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub reason: Option<&'static str>,
+    pub retry_after: Option<Duration>,
+    /// `id` and `status` of the verification the error is about, when useful.
+    pub verification: Option<(String, &'static str)>,
+    pub attempts_left: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts_left: Option<u8>,
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            reason: None,
+            retry_after: None,
+            verification: None,
+            attempts_left: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+
+    pub fn about(mut self, id: String, status: &'static str) -> Self {
+        self.verification = Some((id, status));
+        self
+    }
+
+    pub fn attempts_left(mut self, n: u8) -> Self {
+        self.attempts_left = Some(n);
+        self
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the verification store is not available; retry later",
+        )
+        .retry_after(Duration::from_secs(1))
+    }
+}
+
+/// Seconds for `Retry-After`, rounded up and at least 1.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).max(1) as u64
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_after = self.retry_after.map(whole_seconds);
+        let body = Body {
+            id: self.verification.as_ref().map(|(id, _)| id.as_str()),
+            status: self.verification.as_ref().map(|(_, s)| *s),
+            attempts_left: self.attempts_left,
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+                reason: self.reason,
+                retry_after,
+            },
+        };
+        let bytes = serde_json::to_vec(&body).expect("error bodies serialize");
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,564 @@
+//! `/v1/verifications`: create (or re-send), read, check, cancel.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::JsonBody;
+use crate::code::Code;
+use crate::engine::{IssueError, IssueRequest, Issued};
+use crate::id::VerificationId;
+use crate::locale::{self, Locale};
+use crate::phone::E164;
+use crate::store::{IdempotencyBegin, StoreError, StoredResponse};
+use crate::verification::{CancelOutcome, CheckOutcome, RequestedChannel, Status, Verification};
+
+/// Longest `subject` (identity number) accepted.
+const MAX_SUBJECT_CHARS: usize = 64;
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVerification {
+    to: String,
+    #[serde(default)]
+    channel: Option<ChannelField>,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    purpose: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ChannelField {
+    Auto,
+    Sms,
+    Push,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckVerification {
+    code: String,
+}
+
+/// A verification as the API shows it.
+#[derive(Serialize)]
+pub struct VerificationView<'a> {
+    id: String,
+    status: &'static str,
+    to: String,
+    channel: &'static str,
+    purpose: &'a str,
+    locale: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    created_at: String,
+    expires_at: String,
+    attempts_left: u8,
+    sends_left: u8,
+    delivery: DeliveryView,
+}
+
+#[derive(Serialize)]
+struct DeliveryView {
+    state: &'static str,
+    channel: &'static str,
+    attempts: Vec<SendView>,
+}
+
+#[derive(Serialize)]
+struct SendView {
+    send: u8,
+    channel: &'static str,
+    state: &'static str,
+    queued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl<'a> VerificationView<'a> {
+    pub fn of(v: &'a Verification, status: Status) -> Self {
+        let attempts = v
+            .sends()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SendView {
+                send: (i + 1) as u8,
+                channel: s.channel.as_str(),
+                state: s.state.as_str(),
+                queued_at: s.queued_at.to_rfc3339(),
+                answered_at: s.answered_at.map(|t| t.to_rfc3339()),
+                reference: s.reference.as_deref().map(str::to_string),
+                error: s.error.as_deref().map(str::to_string),
+            })
+            .collect();
+        let last_channel = v
+            .sends()
+            .last()
+            .map(|s| s.channel.as_str())
+            .unwrap_or("sms");
+        Self {
+            id: v.id.to_string(),
+            status: status.as_str(),
+            to: v.to.to_string(),
+            channel: v.channel.as_str(),
+            purpose: &v.purpose,
+            locale: v.locale.as_str(),
+            subject: v.subject.as_deref(),
+            created_at: v.created_at.to_rfc3339(),
+            expires_at: v.expires_at.to_rfc3339(),
+            attempts_left: v.attempts_left(),
+            sends_left: v.sends_left(),
+            delivery: DeliveryView {
+                state: v.delivery_state().as_str(),
+                channel: last_channel,
+                attempts,
+            },
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("views serialize")
+}
+
+/// The `{id}` path segment, parsed; a malformed id is a 400 naming the field.
+pub struct IdPath(pub VerificationId);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let invalid =
+            || ApiError::bad_request("invalid_id", crate::id::InvalidId.to_string()).field("id");
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| invalid())?;
+        raw.parse().map(IdPath).map_err(|_| invalid())
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("no verification with this id (it may have expired and been removed)")
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failure");
+    ApiError::store_unavailable()
+}
+
+/// Validate the request into what the engine needs.
+fn validate(state: &AppState, body: CreateVerification) -> Result<IssueRequest, ApiError> {
+    let to = E164::parse_international(&body.to).map_err(|e| {
+        ApiError::bad_request("invalid_phone_number", e.to_string())
+            .field("to")
+            .reason(e.reason())
+    })?;
+    let locale_tag = body.locale.as_deref().unwrap_or(&state.default_locale);
+    let locale = Locale::parse(locale_tag).ok_or_else(|| {
+        ApiError::bad_request(
+            "unsupported_locale",
+            format!("unsupported language; supported: {}", locale::SUPPORTED),
+        )
+        .field("locale")
+    })?;
+    let purpose_name = body.purpose.as_deref().unwrap_or(&state.default_purpose);
+    let purpose = state.engine.purpose(purpose_name).cloned().ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_purpose",
+            format!(
+                "no such purpose; configured: {}",
+                state.engine.purpose_names().join(", ")
+            ),
+        )
+        .field("purpose")
+    })?;
+    let subject = match body.subject {
+        None => None,
+        Some(s) => Some(validate_subject(&s)?),
+    };
+    let channel = match body.channel.unwrap_or(ChannelField::Auto) {
+        ChannelField::Auto => RequestedChannel::Auto,
+        ChannelField::Sms => RequestedChannel::Sms,
+        ChannelField::Push => RequestedChannel::Push,
+    };
+    Ok(IssueRequest {
+        to,
+        channel,
+        locale,
+        purpose,
+        subject,
+    })
+}
+
+/// An identity number: an opaque printable token, trimmed, at most 64 characters.
+/// Spanish DNI/NIE check letters are verified when the value has that shape.
+fn validate_subject(raw: &str) -> Result<Box<str>, ApiError> {
+    let s = raw.trim();
+    let bad = |message: String| ApiError::bad_request("invalid_subject", message).field("subject");
+    if s.is_empty() {
+        return Err(bad("the subject is empty".into()));
+    }
+    if s.chars().count() > MAX_SUBJECT_CHARS {
+        return Err(bad(format!(
+            "the subject is longer than {MAX_SUBJECT_CHARS} characters"
+        )));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(
+            "the subject contains whitespace or control characters".into()
+        ));
+    }
+    if let Some(expected) = spanish_id_check_letter_mismatch(s) {
+        return Err(bad(format!(
+            "the DNI/NIE check letter is wrong (it should be {expected})"
+        )));
+    }
+    Ok(s.into())
+}
+
+/// For values shaped like a DNI (8 digits + letter) or NIE (X/Y/Z + 7 digits + letter),
+/// the right check letter when the given one is wrong.
+fn spanish_id_check_letter_mismatch(s: &str) -> Option<char> {
+    const LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let upper = s.to_ascii_uppercase();
+    let b = upper.as_bytes();
+    if b.len() != 9 || !b[8].is_ascii_alphabetic() {
+        return None;
+    }
+    let number: u32 = match b[0] {
+        b'X' | b'Y' | b'Z' if b[1..8].iter().all(u8::is_ascii_digit) => {
+            let lead = (b[0] - b'X') as u32;
+            lead * 10_000_000 + upper[1..8].parse::<u32>().ok()?
+        }
+        _ if b[..8].iter().all(u8::is_ascii_digit) => upper[..8].parse().ok()?,
+        _ => return None,
+    };
+    let expected = LETTERS[(number % 23) as usize] as char;
+    (b[8] as char != expected).then_some(expected)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ),
+        )
+        .field("Idempotency-Key")
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: JsonBody<CreateVerification>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let request = validate(&state, body.value)?;
+    let Some(key) = key else {
+        return issue(&state, request)
+            .await
+            .map(IntoResponse::into_response);
+    };
+
+    let mut hasher = Sha256::new();
+    hasher.update(b"POST /v1/verifications\n");
+    hasher.update(&body.raw);
+    let fingerprint: [u8; 32] = hasher.finalize().into();
+    let store = state.engine.store();
+    let now = state.engine.now();
+    match store
+        .idempotency_begin(&key, &fingerprint, now, state.idempotency_ttl)
+        .await
+        .map_err(store_error)?
+    {
+        IdempotencyBegin::Started => {}
+        IdempotencyBegin::Replay(stored) => {
+            let mut response = json_response(
+                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                stored.body.to_vec(),
+            );
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        IdempotencyBegin::InProgress => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+            )
+            .retry_after(std::time::Duration::from_secs(1)));
+        }
+        IdempotencyBegin::Mismatch => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+            )
+            .field("Idempotency-Key"));
+        }
+    }
+
+    let result = issue(&state, request).await;
+    match &result {
+        Ok(created) => {
+            let stored = StoredResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: created.body.clone().into(),
+            };
+            let now = state.engine.now();
+            if let Err(e) = store
+                .idempotency_finish(&key, &fingerprint, stored, now, state.idempotency_ttl)
+                .await
+            {
+                tracing::warn!(error = %e, "could not keep the idempotent response");
+            }
+        }
+        Err(_) => {
+            // Failed requests are not kept: the same key may be retried.
+            let _ = store.idempotency_abandon(&key, &fingerprint).await;
+        }
+    }
+    result.map(IntoResponse::into_response)
+}
+
+/// A successful create, before it becomes a response (idempotency keeps its body).
+struct Created {
+    body: Vec<u8>,
+    id: VerificationId,
+    resent: bool,
+}
+
+impl IntoResponse for Created {
+    fn into_response(self) -> Response {
+        let mut response = json_response(StatusCode::CREATED, self.body);
+        let location = format!("/v1/verifications/{}", self.id);
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        if self.resent {
+            response
+                .headers_mut()
+                .insert("otpd-resent", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+async fn issue(state: &AppState, request: IssueRequest) -> Result<Created, ApiError> {
+    match state.engine.issue(request).await {
+        Ok(issued) => {
+            let v = issued.verification();
+            Ok(Created {
+                body: to_json(&VerificationView::of(v, Status::Pending)),
+                id: v.id,
+                resent: matches!(issued, Issued::Resent(_)),
+            })
+        }
+        Err(IssueError::Overloaded) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many codes are waiting to be sent; retry shortly",
+        )
+        .retry_after(state.overload_retry_after)),
+        Err(IssueError::Cooldown { retry_after }) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "resend_cooldown",
+            "a code was sent to this number moments ago; it can be sent again after Retry-After seconds",
+        )
+        .retry_after(retry_after)),
+        Err(IssueError::MaxSends { retry_after }) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "max_sends_reached",
+            "the code was already sent the maximum number of times; a new one can be requested when it expires",
+        )
+        .retry_after(retry_after)),
+        Err(IssueError::Store(e)) => Err(store_error(e)),
+        Err(IssueError::Random(e)) => {
+            tracing::error!(error = %e, "no randomness for a code");
+            Err(ApiError::internal("could not generate a code"))
+        }
+    }
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let v = state
+        .engine
+        .get(&id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let status = v.status(state.engine.now());
+    Ok(json_response(
+        StatusCode::OK,
+        to_json(&VerificationView::of(&v, status)),
+    ))
+}
+
+#[derive(Serialize)]
+struct CheckView {
+    id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts_left: Option<u8>,
+}
+
+pub async fn check(
+    State(state): State<Arc<AppState>>,
+    IdPath(id): IdPath,
+    body: JsonBody<CheckVerification>,
+) -> Result<Response, ApiError> {
+    let code = Code::parse(&body.value.code)
+        .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()).field("code"))?;
+    let result = state
+        .engine
+        .check(&id, &code)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let id_text = id.to_string();
+    let ok = |status: &'static str, attempts_left: Option<u8>| {
+        json_response(
+            StatusCode::OK,
+            to_json(&CheckView {
+                id: id_text.clone(),
+                status,
+                attempts_left,
+            }),
+        )
+    };
+    match result.outcome {
+        CheckOutcome::Approved => Ok(ok("approved", None)),
+        CheckOutcome::Wrong { attempts_left } => Ok(ok("pending", Some(attempts_left))),
+        CheckOutcome::Locked => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "max_attempts_reached",
+            "too many wrong codes: this verification is locked; request a new code",
+        )
+        .about(id_text, "locked")
+        .attempts_left(0)),
+        CheckOutcome::Expired => Err(ApiError::new(
+            StatusCode::GONE,
+            "expired",
+            "this code has expired; request a new one",
+        )
+        .about(id_text, "expired")),
+        CheckOutcome::Canceled => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "canceled",
+            "this verification was canceled",
+        )
+        .about(id_text, "canceled")),
+        CheckOutcome::AlreadyApproved => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_approved",
+            "this verification was already approved; a code approves only once",
+        )),
+    }
+}
+
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let (outcome, v) = state
+        .engine
+        .cancel(&id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let id_text = id.to_string();
+    match outcome {
+        CancelOutcome::Canceled | CancelOutcome::AlreadyCanceled => Ok(json_response(
+            StatusCode::OK,
+            to_json(&VerificationView::of(&v, Status::Canceled)),
+        )),
+        CancelOutcome::Final(Status::Expired) => Err(ApiError::new(
+            StatusCode::GONE,
+            "expired",
+            "this verification has already expired",
+        )
+        .about(id_text, "expired")),
+        CancelOutcome::Final(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_final",
+            format!("this verification is already {}", status.as_str()),
+        )
+        .about(id_text, status.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dni_and_nie_check_letters() {
+        assert_eq!(spanish_id_check_letter_mismatch("12345678Z"), None);
+        assert_eq!(spanish_id_check_letter_mismatch("12345678z"), None);
+        assert_eq!(spanish_id_check_letter_mismatch("12345678A"), Some('Z'));
+        assert_eq!(spanish_id_check_letter_mismatch("X1234567L"), None);
+        assert_eq!(spanish_id_check_letter_mismatch("Y1234567X"), None);
+        assert_eq!(spanish_id_check_letter_mismatch("Z1234567R"), None);
+        assert_eq!(spanish_id_check_letter_mismatch("X1234567A"), Some('L'));
+        // Not DNI/NIE-shaped: left alone.
+        assert_eq!(spanish_id_check_letter_mismatch("PASSPORT1"), None);
+        assert_eq!(spanish_id_check_letter_mismatch("user-42"), None);
+    }
+
+    #[test]
+    fn subjects_are_bounded_printable_tokens() {
+        assert_eq!(&*validate_subject(" 12345678Z ").unwrap(), "12345678Z");
+        assert!(validate_subject("").is_err());
+        assert!(validate_subject("a b").is_err());
+        assert!(validate_subject("a\u{0}").is_err());
+        assert!(validate_subject(&"x".repeat(65)).is_err());
+        assert!(validate_subject(&"x".repeat(64)).is_ok());
+    }
+}

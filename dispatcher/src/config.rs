@@ -1,0 +1,514 @@
+//! Configuration: one TOML file plus `OTPD_*` environment overrides, validated before
+//! anything is bound.
+//!
+//! Every key is documented in `config/otpd.toml`. Unknown keys, wrong types and
+//! impossible values stop start-up with a message naming the key. Environment
+//! variables use `__` between levels (`OTPD_SERVER__LISTEN=127.0.0.1:9000`,
+//! `OTPD_PURPOSES__LOGIN__TTL=5m`); `OTPD_SECRET` is short for `OTPD_CODES__SECRET`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::code::CodeLength;
+use crate::locale::{self, Locale};
+
+/// The smallest server secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub codes: CodesConfig,
+    /// Purposes by name; each verification belongs to one.
+    pub purposes: BTreeMap<String, PurposeConfig>,
+    pub store: StoreConfig,
+    pub idempotency: IdempotencyConfig,
+    pub delivery: DeliveryConfig,
+    pub channels: ChannelsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long a shutdown waits for in-flight requests and deliveries.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodesConfig {
+    /// Server secret keying the code MACs (at least 32 bytes). When absent, a random
+    /// one is made at start-up: fine for the embedded store, whose codes die with the
+    /// process anyway.
+    pub secret: Option<String>,
+    /// Purpose used when a request names none.
+    pub default_purpose: String,
+    /// Language used when a request names none.
+    pub default_locale: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurposeConfig {
+    /// How long a code stays valid.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Digits per code, 4 to 10.
+    pub code_length: u8,
+    /// Checks allowed before the verification locks.
+    pub max_attempts: u8,
+    /// Sends of one code allowed (the first one included).
+    pub max_sends: u8,
+    /// Minimum wait between two sends of one code.
+    #[serde(with = "humantime_serde")]
+    pub resend_cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Which store: `memory` (embedded, one node).
+    pub kind: StoreKind,
+    /// Lock shards of the embedded store (rounded up to a power of two).
+    pub shards: usize,
+    /// How long a verification stays readable after its validity ends.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often expired records are swept.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a response is kept for replay under its `Idempotency-Key`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Sends waiting for a worker; when full, the API answers 503.
+    pub queue_capacity: usize,
+    /// Sends in flight at once.
+    pub concurrency: usize,
+    /// Submits per send when the channel reports a temporary failure.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles each time.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// `Retry-After` given with a 503 when the queue is full.
+    #[serde(with = "humantime_serde")]
+    pub overload_retry_after: Duration,
+    /// Channel for SMS.
+    pub sms: ChannelName,
+    /// Channel for app push.
+    pub push: ChannelName,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelName {
+    File,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    pub file: FileChannelConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileChannelConfig {
+    /// The outbox: one JSON line per message.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `otpd=debug,info`, …
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            codes: CodesConfig::default(),
+            purposes: BTreeMap::from([("login".to_string(), PurposeConfig::default())]),
+            store: StoreConfig::default(),
+            idempotency: IdempotencyConfig::default(),
+            delivery: DeliveryConfig::default(),
+            channels: ChannelsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: 16 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for CodesConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            default_purpose: "login".into(),
+            default_locale: "es".into(),
+        }
+    }
+}
+
+impl Default for PurposeConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(600),
+            code_length: 6,
+            max_attempts: 5,
+            max_sends: 5,
+            resend_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Memory,
+            shards: 64,
+            retention: Duration::from_secs(600),
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            concurrency: 64,
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(250),
+            overload_retry_after: Duration::from_secs(1),
+            sms: ChannelName::File,
+            push: ChannelName::File,
+        }
+    }
+}
+
+impl Default for FileChannelConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("otpd-outbox.jsonl"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}` = {value}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl std::fmt::Debug,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `OTPD_*` variables from `env`; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        // key path → the variable it came from, to name it in errors.
+        let mut from_env = BTreeMap::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("OTPD_") else {
+                continue;
+            };
+            let key = if rest.eq_ignore_ascii_case("SECRET") {
+                "codes.secret".to_string()
+            } else {
+                rest.to_ascii_lowercase().replace("__", ".")
+            };
+            figment = figment.merge(Serialized::default(&key, parse_env_value(&value)));
+            from_env.insert(key, name);
+        }
+        let source = file.map(|p| p.display().to_string());
+        let config: Config = figment.extract().map_err(|e| {
+            let mut messages: Vec<String> = e
+                .into_iter()
+                .map(|e| describe_figment_error(e, source.as_deref(), &from_env))
+                .collect();
+            messages.dedup();
+            ConfigError::Parse(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check what types cannot: ranges, references between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.body_limit < 1024 || self.server.body_limit > 1 << 20 {
+            return Err(invalid(
+                "server.body_limit",
+                self.server.body_limit,
+                "must be between 1024 and 1048576 bytes",
+            ));
+        }
+        if let Some(secret) = &self.codes.secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            return Err(ConfigError::Invalid {
+                key: "codes.secret".into(),
+                value: "<redacted>".into(),
+                reason: format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes, got {}",
+                    secret.len()
+                ),
+            });
+        }
+        if self.purposes.is_empty() {
+            return Err(invalid("purposes", "{}", "at least one purpose is needed"));
+        }
+        for (name, p) in &self.purposes {
+            let key = |k: &str| format!("purposes.{name}.{k}");
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    format!("purposes.{name}"),
+                    name,
+                    "a purpose name is 1 to 32 of a-z, 0-9, _ and -",
+                ));
+            }
+            if CodeLength::new(p.code_length).is_none() {
+                return Err(invalid(
+                    key("code_length"),
+                    p.code_length,
+                    "must be between 4 and 10",
+                ));
+            }
+            if p.ttl < Duration::from_secs(1) || p.ttl > Duration::from_secs(24 * 3600) {
+                return Err(invalid(
+                    key("ttl"),
+                    humantime::format_duration(p.ttl).to_string(),
+                    "must be between 1s and 24h",
+                ));
+            }
+            if !(1..=20).contains(&p.max_attempts) {
+                return Err(invalid(
+                    key("max_attempts"),
+                    p.max_attempts,
+                    "must be between 1 and 20",
+                ));
+            }
+            if !(1..=20).contains(&p.max_sends) {
+                return Err(invalid(
+                    key("max_sends"),
+                    p.max_sends,
+                    "must be between 1 and 20",
+                ));
+            }
+            if p.resend_cooldown >= p.ttl {
+                return Err(invalid(
+                    key("resend_cooldown"),
+                    humantime::format_duration(p.resend_cooldown).to_string(),
+                    format!(
+                        "must be shorter than the ttl ({})",
+                        humantime::format_duration(p.ttl)
+                    ),
+                ));
+            }
+        }
+        if !self.purposes.contains_key(&self.codes.default_purpose) {
+            return Err(invalid(
+                "codes.default_purpose",
+                &self.codes.default_purpose,
+                format!(
+                    "no such purpose; configured: {}",
+                    self.purposes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if Locale::parse(&self.codes.default_locale).is_none() {
+            return Err(invalid(
+                "codes.default_locale",
+                &self.codes.default_locale,
+                format!("unsupported language; supported: {}", locale::SUPPORTED),
+            ));
+        }
+        if !(1..=65_536).contains(&self.store.shards) {
+            return Err(invalid(
+                "store.shards",
+                self.store.shards,
+                "must be between 1 and 65536",
+            ));
+        }
+        if self.store.sweep_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "store.sweep_interval",
+                humantime::format_duration(self.store.sweep_interval).to_string(),
+                "must be at least 10ms",
+            ));
+        }
+        if self.idempotency.ttl < Duration::from_secs(1) {
+            return Err(invalid(
+                "idempotency.ttl",
+                humantime::format_duration(self.idempotency.ttl).to_string(),
+                "must be at least 1s",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.delivery.queue_capacity) {
+            return Err(invalid(
+                "delivery.queue_capacity",
+                self.delivery.queue_capacity,
+                "must be between 1 and 10000000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.delivery.concurrency) {
+            return Err(invalid(
+                "delivery.concurrency",
+                self.delivery.concurrency,
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=10).contains(&self.delivery.max_attempts) {
+            return Err(invalid(
+                "delivery.max_attempts",
+                self.delivery.max_attempts,
+                "must be between 1 and 10",
+            ));
+        }
+        if self.channels.file.path.as_os_str().is_empty() {
+            return Err(invalid("channels.file.path", "", "must not be empty"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "not a valid filter (e.g. `info` or `otpd=debug,warn`)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Environment values are strings; read numbers and booleans as such so that
+/// `OTPD_PURPOSES__LOGIN__CODE_LENGTH=8` is a number, and leave the rest as text.
+fn parse_env_value(value: &str) -> figment::value::Value {
+    use figment::value::Value;
+    if let Ok(n) = value.parse::<i64>() {
+        return Value::from(n);
+    }
+    match value {
+        "true" => Value::from(true),
+        "false" => Value::from(false),
+        _ => Value::from(value.to_string()),
+    }
+}
+
+/// Figment's message, with the key and where it came from (file or variable).
+fn describe_figment_error(
+    e: figment::Error,
+    file: Option<&str>,
+    from_env: &BTreeMap<String, String>,
+) -> String {
+    let key = e.path.join(".");
+    let message = e.kind.to_string();
+    let origin = from_env
+        .iter()
+        .find(|(k, _)| {
+            key == **k || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+        })
+        .map(|(_, var)| format!(" (from environment variable {var})"))
+        .or_else(|| file.map(|f| format!(" (in {f})")))
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{message}{origin}")
+    } else {
+        format!("`{key}`: {message}{origin}")
+    }
+}

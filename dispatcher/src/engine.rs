@@ -1,0 +1,235 @@
+//! The engine: what an API call does, independent of HTTP. It turns a validated request
+//! into a code, a stored verification and a queued delivery, and a typed code into a
+//! check — the flow of DESIGN.md between "validate" and "201".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, UnixMillis};
+use crate::code::{Code, CodeKeys, OsRandom, RandomError, RandomSource};
+use crate::delivery::{self, DeliveryJob, DeliveryQueue};
+use crate::id::{ShardTag, VerificationId};
+use crate::locale::Locale;
+use crate::metrics::Metrics;
+use crate::phone::E164;
+use crate::store::{CheckResult, IssueOutcome, Store, StoreError};
+use crate::verification::{
+    CancelOutcome, NewVerification, Policy, RequestedChannel, ResendRefusal, Verification,
+};
+
+/// A purpose (`login`, `signup`, …) and the policy its verifications get.
+#[derive(Debug, Clone)]
+pub struct Purpose {
+    pub name: Arc<str>,
+    pub policy: Policy,
+}
+
+/// A request to send a code, already validated.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub to: E164,
+    pub channel: RequestedChannel,
+    pub locale: Locale,
+    pub purpose: Purpose,
+    pub subject: Option<Box<str>>,
+}
+
+/// Whether `issue` made a new verification or re-sent a pending one.
+#[derive(Debug, Clone)]
+pub enum Issued {
+    Created(Verification),
+    Resent(Verification),
+}
+
+impl Issued {
+    pub fn verification(&self) -> &Verification {
+        match self {
+            Issued::Created(v) | Issued::Resent(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    #[error("the delivery queue is full")]
+    Overloaded,
+    #[error("a code was sent to this number moments ago; retry after {retry_after:?}")]
+    Cooldown { retry_after: Duration },
+    #[error("the code was already sent the maximum number of times")]
+    MaxSends { retry_after: Duration },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    keys: CodeKeys,
+    queue: DeliveryQueue,
+    clock: Arc<dyn Clock>,
+    purposes: HashMap<Box<str>, Purpose>,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: CodeKeys,
+        queue: DeliveryQueue,
+        clock: Arc<dyn Clock>,
+        purposes: impl IntoIterator<Item = Purpose>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            queue,
+            clock,
+            purposes: purposes
+                .into_iter()
+                .map(|p| (Box::from(&*p.name), p))
+                .collect(),
+            metrics,
+        }
+    }
+
+    pub fn purpose(&self, name: &str) -> Option<&Purpose> {
+        self.purposes.get(name)
+    }
+
+    pub fn purpose_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.purposes.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn queue(&self) -> &DeliveryQueue {
+        &self.queue
+    }
+
+    /// Bring the sampled gauges up to date (called before each metrics scrape).
+    pub fn publish_gauges(&self) {
+        self.metrics.queue_depth.set(self.queue.depth() as f64);
+    }
+
+    /// Issue a new code, or re-send the pending one for the same destination and
+    /// purpose. Reserves the queue slot first: when the queue is full nothing is
+    /// created.
+    pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
+        let slot = self.queue.try_reserve().map_err(|_| {
+            self.metrics.overloaded();
+            IssueError::Overloaded
+        })?;
+        let now = self.clock.now();
+
+        let policy = req.purpose.policy;
+        let mut rng = OsRandom;
+        let mut random = [0u8; 14];
+        rng.fill(&mut random)?;
+        let id = VerificationId::new(ShardTag::of(req.to), random);
+        let code = Code::generate(policy.code_length, &mut rng)?;
+        let kind = delivery::resolve(req.channel);
+        let candidate = Verification::new(
+            NewVerification {
+                id,
+                to: req.to,
+                purpose: req.purpose.name.clone(),
+                subject: req.subject,
+                locale: req.locale,
+                channel: req.channel,
+                first_send: kind,
+                code_mac: self.keys.mac(&id, &code),
+                sealed_code: self.keys.seal(&id, &code),
+                policy,
+            },
+            now,
+        );
+
+        let (issued, code) = match self.store.issue(candidate, now).await? {
+            IssueOutcome::Created(v) => {
+                self.metrics.created();
+                (Issued::Created(v), code)
+            }
+            IssueOutcome::Resent(v) => {
+                self.metrics.resent();
+                // Same verification, same code: recover it from its sealed form.
+                let code = self.keys.unseal(&v.id, v.sealed_code, v.code_length);
+                (Issued::Resent(v), code)
+            }
+            IssueOutcome::Refused { refusal, existing } => {
+                return Err(match refusal {
+                    ResendRefusal::Cooldown { retry_after } => {
+                        self.metrics.refused_cooldown();
+                        IssueError::Cooldown { retry_after }
+                    }
+                    ResendRefusal::MaxSends => {
+                        self.metrics.refused_max_sends();
+                        let retry_after = self
+                            .store
+                            .get(&existing)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|v| now.until(v.expires_at))
+                            .unwrap_or(policy.ttl);
+                        IssueError::MaxSends {
+                            retry_after: Duration::from_secs(retry_after.as_secs().max(1)),
+                        }
+                    }
+                });
+            }
+        };
+        let v = issued.verification();
+        let last = v
+            .sends()
+            .last()
+            .expect("a verification has at least one send");
+        slot.send(DeliveryJob {
+            id: v.id,
+            send: v.sends().len() as u8,
+            to: v.to,
+            kind: last.channel,
+            locale: v.locale,
+            purpose: v.purpose.clone(),
+            code,
+            expires_at: v.expires_at,
+        });
+        Ok(issued)
+    }
+
+    /// Check a typed code. `None` if the verification is unknown.
+    pub async fn check(
+        &self,
+        id: &VerificationId,
+        code: &Code,
+    ) -> Result<Option<CheckResult>, StoreError> {
+        let candidate = self.keys.mac(id, code);
+        let result = self.store.check(id, &candidate, self.clock.now()).await?;
+        if let Some(r) = &result {
+            self.metrics.checked(r.outcome);
+        }
+        Ok(result)
+    }
+
+    pub async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
+        self.store.get(id).await
+    }
+
+    pub async fn cancel(
+        &self,
+        id: &VerificationId,
+    ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
+        self.store.cancel(id, self.clock.now()).await
+    }
+}

@@ -1,0 +1,25 @@
+//! otpd, the one-time-code dispatch engine.
+//!
+//! The modules follow the flow in DESIGN.md: [`phone`] normalises the number, [`code`]
+//! makes and MACs the code, [`verification`] is the lifecycle, [`store`] keeps it,
+//! [`delivery`] sends it through a channel, [`engine`] ties those together, [`api`]
+//! speaks HTTP, [`config`] and [`server`] wire a process.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod clock;
+pub mod code;
+pub mod config;
+pub mod delivery;
+pub mod engine;
+pub mod id;
+pub mod locale;
+pub mod metrics;
+pub mod phone;
+pub mod server;
+pub mod store;
+pub mod template;
+pub mod verification;
+
+pub use config::Config;
+pub use server::{Deps, Server};

@@ -1,0 +1,265 @@
+//! Wiring and lifecycle: build the engine from a validated [`Config`], serve the API,
+//! run the delivery workers and the sweeper, and shut down in order.
+//!
+//! Shutdown is one signal. The listener stops accepting and in-flight requests finish;
+//! then the delivery queue closes and every job accepted before is sent (within
+//! `server.shutdown_grace`); then channels flush. Nothing accepted is dropped
+//! silently: a job still queued when the deadline passes is logged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use otpd_adapters::Channel;
+use otpd_adapters::file::FileChannel;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
+use crate::config::{ChannelName, Config, StoreKind};
+use crate::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
+use crate::engine::{Engine, Purpose};
+use crate::metrics::{self, Metrics};
+use crate::store::{MemoryStore, Store};
+use crate::verification::Policy;
+
+/// What a server can be given instead of what its config would build: tests pass a
+/// manual clock and fake channels here.
+pub struct Deps {
+    pub clock: Arc<dyn Clock>,
+    pub channels: Option<Channels>,
+}
+
+impl Default for Deps {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            channels: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the outbox {path}: {source}")]
+    Outbox {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no randomness for the server secret: {0}")]
+    Random(String),
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Server {
+    /// Bind `server.listen` and start.
+    pub async fn start(config: Config, deps: Deps) -> Result<Server, ServerError> {
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Self::start_on(listener, config, deps).await
+    }
+
+    /// Start on a listener the caller bound (tests bind `127.0.0.1:0`).
+    pub async fn start_on(
+        listener: TcpListener,
+        config: Config,
+        deps: Deps,
+    ) -> Result<Server, ServerError> {
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let keys = CodeKeys::derive(&server_secret(&config)?);
+        let store: Arc<dyn Store> = match config.store.kind {
+            StoreKind::Memory => Arc::new(MemoryStore::new(
+                config.store.shards,
+                config.store.retention,
+            )),
+        };
+        let channels = match deps.channels {
+            Some(channels) => channels,
+            None => configured_channels(&config)?,
+        };
+        let prometheus = metrics::install();
+        let metrics = Arc::new(Metrics::new());
+        let (queue, jobs) = DeliveryQueue::bounded(config.delivery.queue_capacity);
+        let purposes = config.purposes.iter().map(|(name, p)| Purpose {
+            name: Arc::from(name.as_str()),
+            policy: Policy {
+                ttl: p.ttl,
+                code_length: CodeLength::new(p.code_length).expect("validated"),
+                max_attempts: p.max_attempts,
+                max_sends: p.max_sends,
+                resend_cooldown: p.resend_cooldown,
+            },
+        });
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            keys,
+            queue,
+            deps.clock.clone(),
+            purposes,
+            metrics.clone(),
+        ));
+
+        let (stop, stop_rx) = watch::channel(false);
+        let (stop_workers, stop_workers_rx) = watch::channel(false);
+        let workers = tokio::spawn(
+            Workers {
+                channels: channels.clone(),
+                store: store.clone(),
+                clock: deps.clock.clone(),
+                metrics: metrics.clone(),
+                concurrency: config.delivery.concurrency,
+                retry: RetryPolicy {
+                    max_attempts: config.delivery.max_attempts,
+                    backoff: config.delivery.retry_backoff,
+                },
+            }
+            .run(jobs, stop_workers_rx),
+        );
+        let sweeper = tokio::spawn(sweep(
+            store.clone(),
+            deps.clock.clone(),
+            config.store.sweep_interval,
+            prometheus.clone(),
+            stop_rx.clone(),
+        ));
+
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+            prometheus: Some(prometheus),
+            default_purpose: config.codes.default_purpose.clone(),
+            default_locale: config.codes.default_locale.clone(),
+            idempotency_ttl: config.idempotency.ttl,
+            overload_retry_after: config.delivery.overload_retry_after,
+        });
+        let app = api::router(state, config.server.body_limit);
+        let grace = config.server.shutdown_grace;
+        let mut http_stop = stop_rx.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+            // Requests are done: nothing more can be queued. Deliver what was.
+            let _ = stop_workers.send(true);
+            if tokio::time::timeout(grace, workers).await.is_err() {
+                tracing::error!(
+                    grace = ?grace,
+                    "shutdown deadline passed with deliveries still queued or in flight"
+                );
+            }
+            let _ = sweeper.await;
+            channels.sms.shutdown().await;
+            if !Arc::ptr_eq(&channels.sms, &channels.push) {
+                channels.push.shutdown().await;
+            }
+            tracing::info!("otpd stopped");
+            served.map_err(ServerError::Serve)
+        });
+        tracing::info!(%addr, "otpd listening");
+        Ok(Server {
+            addr,
+            engine,
+            stop,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Begin a graceful shutdown; [`Server::wait`] returns when it is complete.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
+    if let Some(secret) = &config.codes.secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    tracing::warn!(
+        "no codes.secret configured: using a random one for this process (codes do not survive a restart)"
+    );
+    let mut secret = vec![0u8; 32];
+    OsRandom
+        .fill(&mut secret)
+        .map_err(|e| ServerError::Random(e.to_string()))?;
+    Ok(secret)
+}
+
+fn configured_channels(config: &Config) -> Result<Channels, ServerError> {
+    let path = &config.channels.file.path;
+    let file: Arc<dyn Channel> =
+        Arc::new(
+            FileChannel::open(path).map_err(|source| ServerError::Outbox {
+                path: path.display().to_string(),
+                source,
+            })?,
+        );
+    let pick = |name: ChannelName| match name {
+        ChannelName::File => file.clone(),
+    };
+    Ok(Channels {
+        sms: pick(config.delivery.sms),
+        push: pick(config.delivery.push),
+    })
+}
+
+/// Reclaim expired records on a timer, and keep the metrics exporter tidy.
+async fn sweep(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    every: std::time::Duration,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(e) = store.sweep(clock.now()).await {
+                    tracing::warn!(error = %e, "sweep failed");
+                }
+                prometheus.run_upkeep();
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The embedded store: everything in this process's memory, for a single node.
+//!
+//! Layout, chosen for a small resident footprint per live verification:
+//!
+//! - Records live in a dense slab (`Vec<Option<Verification>>`) per shard, reused
+//!   through a free list. A `Vec` only makes resident the pages it has written, while
+//!   a hash map spreading large values over twice as many buckets as entries would
+//!   touch them all.
+//! - Two `hashbrown::HashTable<u32>` index the slab: by id (hashed by the id's own
+//!   random bits, no hashing work) and by dedupe key (destination + purpose). Each
+//!   bucket is four bytes.
+//! - A min-heap per shard orders records by the end of their retention. Each `issue`
+//!   reclaims a few due records in its shard, so memory stays flat under sustained
+//!   load even without the periodic sweep; the sweep catches idle shards.
+//!
+//! The shard is chosen by the destination's shard tag, which every id carries, so an
+//! issue-or-resend touches one shard under one lock.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+
+use super::idempotency::IdempotencyTable;
+use super::{
+    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, Store, StoreError, StoredResponse,
+};
+use crate::clock::UnixMillis;
+use crate::code::CodeMac;
+use crate::id::VerificationId;
+use crate::phone::E164;
+use crate::verification::{CancelOutcome, SendResult, Status, Verification};
+
+/// How many due records an `issue` reclaims on its way, at most.
+const RECLAIM_PER_ISSUE: usize = 4;
+
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    mask: usize,
+    retention: Duration,
+    dedupe_hasher: DefaultHashBuilder,
+    idempotency: IdempotencyTable,
+    live: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Shard {
+    slots: Vec<Option<Verification>>,
+    free: Vec<u32>,
+    by_id: HashTable<u32>,
+    by_dest: HashTable<u32>,
+    expiry: BinaryHeap<Reverse<(UnixMillis, u32)>>,
+}
+
+fn id_hash(id: &VerificationId) -> u64 {
+    // Bytes 2.. are uniformly random: they are their own hash.
+    let b = id.as_bytes();
+    u64::from_le_bytes(b[2..10].try_into().expect("8 bytes"))
+}
+
+impl MemoryStore {
+    /// `shards` is rounded up to a power of two; `retention` is how long a record stays
+    /// readable after its validity ends.
+    pub fn new(shards: usize, retention: Duration) -> Self {
+        let n = shards.clamp(1, 1 << 16).next_power_of_two();
+        Self {
+            shards: (0..n).map(|_| Mutex::default()).collect(),
+            mask: n - 1,
+            retention,
+            dedupe_hasher: DefaultHashBuilder::default(),
+            idempotency: IdempotencyTable::new(n),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Verifications held right now (pending, final, or expired but retained).
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard_of(&self, id: &VerificationId) -> &Mutex<Shard> {
+        &self.shards[id.shard_tag().0 as usize & self.mask]
+    }
+
+    fn dedupe_hash(&self, to: E164, purpose: &str) -> u64 {
+        let mut h = self.dedupe_hasher.build_hasher();
+        to.hash(&mut h);
+        purpose.hash(&mut h);
+        h.finish()
+    }
+
+    fn retain_until(&self, v: &Verification) -> UnixMillis {
+        v.expires_at.plus(self.retention)
+    }
+}
+
+impl Shard {
+    fn find(&self, id: &VerificationId) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_id
+            .find(id_hash(id), |&s| {
+                slots[s as usize].as_ref().is_some_and(|v| v.id == *id)
+            })
+            .copied()
+    }
+
+    fn get_mut(&mut self, id: &VerificationId) -> Option<&mut Verification> {
+        let slot = self.find(id)?;
+        self.slots[slot as usize].as_mut()
+    }
+
+    /// The slot of the verification indexed under this destination and purpose.
+    fn find_dest(&self, dest_hash: u64, to: E164, purpose: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_dest
+            .find(dest_hash, |&s| {
+                slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|v| v.to == to && &*v.purpose == purpose)
+            })
+            .copied()
+    }
+
+    /// Store `v` as the destination's current verification, replacing `previous` (a
+    /// final one) in the dedupe index if there was one.
+    fn insert(
+        &mut self,
+        v: Verification,
+        dest_hash: u64,
+        previous: Option<u32>,
+        retain_until: UnixMillis,
+        dedupe_hash: impl Fn(&Verification) -> u64,
+    ) {
+        let id = id_hash(&v.id);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(v);
+                s
+            }
+            None => {
+                self.slots.push(Some(v));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        let record = |s: &u32| slots[*s as usize].as_ref().expect("indexed slot");
+        self.by_id
+            .insert_unique(id, slot, |s| id_hash(&record(s).id));
+        match previous.and_then(|p| self.by_dest.find_mut(dest_hash, |&s| s == p)) {
+            Some(entry) => *entry = slot,
+            None => {
+                self.by_dest
+                    .insert_unique(dest_hash, slot, |s| dedupe_hash(record(s)));
+            }
+        }
+        self.expiry.push(Reverse((retain_until, slot)));
+    }
+
+    /// Remove due records; returns how many.
+    fn reclaim(
+        &mut self,
+        now: UnixMillis,
+        limit: usize,
+        retention: Duration,
+        dedupe_hash: impl Fn(&Verification) -> u64,
+    ) -> usize {
+        let mut removed = 0;
+        while removed < limit {
+            match self.expiry.peek() {
+                Some(Reverse((at, _))) if *at <= now => {}
+                _ => break,
+            }
+            let Reverse((_, slot)) = self.expiry.pop().expect("peeked");
+            let due = self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|v| v.expires_at.plus(retention) <= now);
+            if !due {
+                continue; // the slot was reused by a younger record
+            }
+            let v = self.slots[slot as usize].take().expect("checked");
+            if let Ok(entry) = self.by_id.find_entry(id_hash(&v.id), |&s| s == slot) {
+                entry.remove();
+            }
+            if let Ok(entry) = self.by_dest.find_entry(dedupe_hash(&v), |&s| s == slot) {
+                entry.remove();
+            }
+            self.free.push(slot);
+            removed += 1;
+        }
+        removed
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn issue(
+        &self,
+        candidate: Verification,
+        now: UnixMillis,
+    ) -> Result<IssueOutcome, StoreError> {
+        let dest_hash = self.dedupe_hash(candidate.to, &candidate.purpose);
+        let retain_until = self.retain_until(&candidate);
+        let mut guard = self.shard_of(&candidate.id).lock();
+        let shard = &mut *guard;
+        let reclaimed = shard.reclaim(now, RECLAIM_PER_ISSUE, self.retention, |v| {
+            self.dedupe_hash(v.to, &v.purpose)
+        });
+        if reclaimed > 0 {
+            self.live.fetch_sub(reclaimed, Ordering::Relaxed);
+        }
+
+        let previous = shard.find_dest(dest_hash, candidate.to, &candidate.purpose);
+        if let Some(slot) = previous {
+            let current = shard.slots[slot as usize].as_mut().expect("indexed slot");
+            if current.status(now) == Status::Pending {
+                let channel = candidate.sends()[0].channel;
+                return Ok(match current.resend(channel, now) {
+                    Ok(_) => IssueOutcome::Resent(current.clone()),
+                    Err(refusal) => IssueOutcome::Refused {
+                        existing: current.id,
+                        refusal,
+                    },
+                });
+            }
+        }
+        shard.insert(candidate.clone(), dest_hash, previous, retain_until, |v| {
+            self.dedupe_hash(v.to, &v.purpose)
+        });
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Ok(IssueOutcome::Created(candidate))
+    }
+
+    async fn check(
+        &self,
+        id: &VerificationId,
+        candidate: &CodeMac,
+        now: UnixMillis,
+    ) -> Result<Option<CheckResult>, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard.get_mut(id).map(|v| {
+            let matches = v.code_mac.matches(candidate);
+            let outcome = v.check(matches, now);
+            CheckResult {
+                outcome,
+                attempts_left: v.attempts_left(),
+            }
+        }))
+    }
+
+    async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard.get_mut(id).map(|v| v.clone()))
+    }
+
+    async fn cancel(
+        &self,
+        id: &VerificationId,
+        now: UnixMillis,
+    ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard.get_mut(id).map(|v| (v.cancel(now), v.clone())))
+    }
+
+    async fn record_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard
+            .get_mut(id)
+            .is_some_and(|v| v.record_send(send, result, now)))
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        Ok(self.idempotency.begin(key, fingerprint, now, ttl))
+    }
+
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.idempotency
+            .finish(key, fingerprint, response, now, ttl);
+        Ok(())
+    }
+
+    async fn idempotency_abandon(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), StoreError> {
+        self.idempotency.abandon(key, fingerprint);
+        Ok(())
+    }
+
+    async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let n = shard.lock().reclaim(now, usize::MAX, self.retention, |v| {
+                self.dedupe_hash(v.to, &v.purpose)
+            });
+            self.live.fetch_sub(n, Ordering::Relaxed);
+            removed += n;
+        }
+        Ok(removed + self.idempotency.sweep(now))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

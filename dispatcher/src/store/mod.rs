@@ -1,0 +1,153 @@
+//! The `Store` seam: verifications, their dedupe index, and idempotency records.
+//!
+//! Every operation that reads and then writes is one call on the trait, so that each
+//! implementation can make it atomic in its own way: one shard lock in [`memory`], one
+//! Lua script (one round trip) on Redis. Nothing above the store does
+//! read-modify-write.
+
+pub mod idempotency;
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::clock::UnixMillis;
+use crate::code::CodeMac;
+use crate::id::VerificationId;
+use crate::verification::{CancelOutcome, CheckOutcome, ResendRefusal, SendResult, Verification};
+
+pub use memory::MemoryStore;
+
+/// What `issue` did.
+#[derive(Debug, Clone)]
+pub enum IssueOutcome {
+    /// No pending verification existed for the destination and purpose: the candidate
+    /// was stored, with its first send queued.
+    Created(Verification),
+    /// A pending one existed: another send of its code was queued on it. The
+    /// candidate was discarded.
+    Resent(Verification),
+    /// A pending one existed but may not be re-sent yet (or any more).
+    Refused {
+        existing: VerificationId,
+        refusal: ResendRefusal,
+    },
+}
+
+/// What `check` did, with what the answer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckResult {
+    pub outcome: CheckOutcome,
+    pub attempts_left: u8,
+}
+
+/// Hash of what an idempotent request carried (method, path, body): a retry must carry
+/// the same.
+pub type Fingerprint = [u8; 32];
+
+/// A response kept for replay under an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// What `idempotency_begin` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is new: it is now reserved for this request.
+    Started,
+    /// The same request completed before: answer with this.
+    Replay(StoredResponse),
+    /// The same key is being processed right now by another request.
+    InProgress,
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backing service cannot be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something that cannot be a valid record.
+    #[error("store returned a corrupt record: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Issue-or-resend, atomically. If a *pending* verification exists for the
+    /// candidate's destination and purpose, queue another send of its code on it
+    /// (subject to its cooldown and send limit) and discard the candidate; otherwise
+    /// store the candidate, which becomes the destination's pending verification.
+    async fn issue(
+        &self,
+        candidate: Verification,
+        now: UnixMillis,
+    ) -> Result<IssueOutcome, StoreError>;
+
+    /// Check-and-count, atomically: compare `candidate` with the stored MAC in
+    /// constant time, count the attempt, and apply the lifecycle. `None` if unknown.
+    async fn check(
+        &self,
+        id: &VerificationId,
+        candidate: &CodeMac,
+        now: UnixMillis,
+    ) -> Result<Option<CheckResult>, StoreError>;
+
+    async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError>;
+
+    /// Cancel if pending. `None` if unknown.
+    async fn cancel(
+        &self,
+        id: &VerificationId,
+        now: UnixMillis,
+    ) -> Result<Option<(CancelOutcome, Verification)>, StoreError>;
+
+    /// Record a channel's answer for send number `send`. Returns false if the
+    /// verification is gone or that send was already answered.
+    async fn record_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// Reserve `key` for a request with `fingerprint`, or find what it was used for.
+    /// A reservation that is never finished lapses after `ttl`.
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Keep `response` as the answer for `key` for `ttl`.
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Release a reservation whose request failed, so that a retry can run.
+    async fn idempotency_abandon(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), StoreError>;
+
+    /// Drop what has outlived its retention; returns how many records went.
+    async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
+
+    /// Whether the store can serve requests (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

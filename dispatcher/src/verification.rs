@@ -1,0 +1,599 @@
+//! The verification lifecycle: a pure state machine, no I/O and no clock of its own.
+//!
+//! ```text
+//!             check(right)            check(wrong) × max_attempts
+//!   Pending ───────────────► Approved    Pending ─────────────► Locked
+//!      │  cancel                          │ time ≥ expires_at
+//!      └──────────► Canceled              └──────────► Expired (derived, never stored)
+//! ```
+//!
+//! Approved, Canceled and Locked are final: nothing moves a verification out of them,
+//! so a code approves at most once and a canceled verification never approves.
+//! Expiry is derived from the time passed in, so a store needs no timer to expire
+//! anything. Every transition returns what happened, and the caller turns that into
+//! an answer; the store persists the mutated value.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd_adapters::ChannelKind;
+
+use crate::clock::UnixMillis;
+use crate::code::{CodeLength, CodeMac, SealedCode};
+use crate::id::VerificationId;
+use crate::locale::Locale;
+use crate::phone::E164;
+
+/// What the requester asked for; the dispatcher resolves `Auto` to a channel kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestedChannel {
+    Auto,
+    Sms,
+    Push,
+}
+
+impl RequestedChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestedChannel::Auto => "auto",
+            RequestedChannel::Sms => "sms",
+            RequestedChannel::Push => "push",
+        }
+    }
+}
+
+/// The rules a verification lives by, fixed when it is created (from its purpose's
+/// configuration) so that a config reload never changes a verification in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub ttl: Duration,
+    pub code_length: CodeLength,
+    pub max_attempts: u8,
+    pub max_sends: u8,
+    pub resend_cooldown: Duration,
+}
+
+/// The status a caller sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Pending,
+    Approved,
+    Canceled,
+    Locked,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Canceled => "canceled",
+            Status::Locked => "locked",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// The stored state; `Expired` is not one of them because it is derived from time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Approved,
+    Canceled,
+    Locked,
+}
+
+/// Where one send of the code stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendState {
+    /// Waiting in the delivery queue.
+    Queued,
+    /// Accepted by the channel.
+    Sent,
+    /// The channel refused it or could not be reached.
+    Failed,
+}
+
+impl SendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendState::Queued => "queued",
+            SendState::Sent => "sent",
+            SendState::Failed => "failed",
+        }
+    }
+}
+
+/// One send of the code: the delivery history has one per send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendAttempt {
+    pub channel: ChannelKind,
+    pub state: SendState,
+    pub queued_at: UnixMillis,
+    /// When the channel answered (sent or failed).
+    pub answered_at: Option<UnixMillis>,
+    /// The channel's reference (SMSC message id, outbox position…).
+    pub reference: Option<Box<str>>,
+    /// Why it failed, as the channel said it.
+    pub error: Option<Box<str>>,
+}
+
+/// A channel's answer about one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    Sent { reference: String },
+    Failed { error: String },
+}
+
+/// What a check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The code was right: the verification is now approved.
+    Approved,
+    /// The code was wrong; this many attempts remain (at least one).
+    Wrong {
+        attempts_left: u8,
+    },
+    /// The last attempt was used up now, or earlier.
+    Locked,
+    Expired,
+    Canceled,
+    /// Approved earlier: a code approves once, so this check approves nothing.
+    AlreadyApproved,
+}
+
+/// Why a repeat request did not re-send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResendRefusal {
+    /// Too soon after the previous send; try again after this long.
+    Cooldown { retry_after: Duration },
+    /// The code was sent `max_sends` times already.
+    MaxSends,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Canceled,
+    AlreadyCanceled,
+    /// Final in another way: approved, locked or expired.
+    Final(Status),
+}
+
+/// Everything needed to create a verification; the code itself is already reduced to
+/// its MAC and sealed copy.
+#[derive(Debug, Clone)]
+pub struct NewVerification {
+    pub id: VerificationId,
+    pub to: E164,
+    pub purpose: Arc<str>,
+    pub subject: Option<Box<str>>,
+    pub locale: Locale,
+    pub channel: RequestedChannel,
+    pub first_send: ChannelKind,
+    pub code_mac: CodeMac,
+    pub sealed_code: SealedCode,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub id: VerificationId,
+    pub to: E164,
+    pub purpose: Arc<str>,
+    pub subject: Option<Box<str>>,
+    pub locale: Locale,
+    pub channel: RequestedChannel,
+    pub code_length: CodeLength,
+    pub code_mac: CodeMac,
+    pub sealed_code: SealedCode,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    state: State,
+    state_changed_at: UnixMillis,
+    attempts: u8,
+    max_attempts: u8,
+    max_sends: u8,
+    resend_cooldown_ms: u32,
+    sends: Vec<SendAttempt>,
+}
+
+impl Verification {
+    /// A new pending verification whose first send is queued now.
+    pub fn new(init: NewVerification, now: UnixMillis) -> Self {
+        let p = init.policy;
+        Self {
+            id: init.id,
+            to: init.to,
+            purpose: init.purpose,
+            subject: init.subject,
+            locale: init.locale,
+            channel: init.channel,
+            code_length: p.code_length,
+            code_mac: init.code_mac,
+            sealed_code: init.sealed_code,
+            created_at: now,
+            expires_at: now.plus(p.ttl),
+            state: State::Pending,
+            state_changed_at: now,
+            attempts: 0,
+            max_attempts: p.max_attempts.max(1),
+            max_sends: p.max_sends.max(1),
+            resend_cooldown_ms: p.resend_cooldown.as_millis().min(u32::MAX as u128) as u32,
+            sends: vec![SendAttempt::queued(init.first_send, now)],
+        }
+    }
+
+    pub fn status(&self, now: UnixMillis) -> Status {
+        match self.state {
+            State::Pending if now >= self.expires_at => Status::Expired,
+            State::Pending => Status::Pending,
+            State::Approved => Status::Approved,
+            State::Canceled => Status::Canceled,
+            State::Locked => Status::Locked,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// When the stored state last changed (creation, approval, cancel, lock).
+    pub fn state_changed_at(&self) -> UnixMillis {
+        self.state_changed_at
+    }
+
+    pub fn attempts_left(&self) -> u8 {
+        self.max_attempts.saturating_sub(self.attempts)
+    }
+
+    pub fn sends_left(&self) -> u8 {
+        self.max_sends.saturating_sub(self.sends.len() as u8)
+    }
+
+    /// The delivery history, one entry per send, oldest first.
+    pub fn sends(&self) -> &[SendAttempt] {
+        &self.sends
+    }
+
+    /// Compare-and-count: `code_matches` is the constant-time comparison's result.
+    pub fn check(&mut self, code_matches: bool, now: UnixMillis) -> CheckOutcome {
+        match self.status(now) {
+            Status::Expired => return CheckOutcome::Expired,
+            Status::Canceled => return CheckOutcome::Canceled,
+            Status::Approved => return CheckOutcome::AlreadyApproved,
+            Status::Locked => return CheckOutcome::Locked,
+            Status::Pending => {}
+        }
+        self.attempts += 1;
+        if code_matches {
+            self.transition(State::Approved, now);
+            CheckOutcome::Approved
+        } else if self.attempts >= self.max_attempts {
+            self.transition(State::Locked, now);
+            CheckOutcome::Locked
+        } else {
+            CheckOutcome::Wrong {
+                attempts_left: self.attempts_left(),
+            }
+        }
+    }
+
+    /// Queue another send of the same code, if the cooldown and send limit allow.
+    /// Returns the send's number (2 for the first resend). Only a pending
+    /// verification can be re-sent; the caller creates a new one otherwise.
+    pub fn resend(&mut self, channel: ChannelKind, now: UnixMillis) -> Result<u8, ResendRefusal> {
+        debug_assert_eq!(self.status(now), Status::Pending);
+        if self.sends.len() >= self.max_sends as usize {
+            return Err(ResendRefusal::MaxSends);
+        }
+        let last = self
+            .sends
+            .last()
+            .map(|s| s.queued_at)
+            .unwrap_or(self.created_at);
+        let ready_at = last.plus(Duration::from_millis(u64::from(self.resend_cooldown_ms)));
+        if now < ready_at {
+            // Round up: a client that waits exactly Retry-After seconds must succeed.
+            let wait = now.until(ready_at);
+            let secs = wait.as_millis().div_ceil(1000) as u64;
+            return Err(ResendRefusal::Cooldown {
+                retry_after: Duration::from_secs(secs.max(1)),
+            });
+        }
+        self.sends.push(SendAttempt::queued(channel, now));
+        Ok(self.sends.len() as u8)
+    }
+
+    pub fn cancel(&mut self, now: UnixMillis) -> CancelOutcome {
+        match self.status(now) {
+            Status::Pending => {
+                self.transition(State::Canceled, now);
+                CancelOutcome::Canceled
+            }
+            Status::Canceled => CancelOutcome::AlreadyCanceled,
+            other => CancelOutcome::Final(other),
+        }
+    }
+
+    /// Record a channel's answer for send number `send` (1-based). Returns false if
+    /// there is no such send or it was already answered (a duplicate answer, e.g. a
+    /// redelivered job, changes nothing).
+    pub fn record_send(&mut self, send: u8, result: SendResult, now: UnixMillis) -> bool {
+        let Some(attempt) = send
+            .checked_sub(1)
+            .and_then(|i| self.sends.get_mut(i as usize))
+        else {
+            return false;
+        };
+        if attempt.state != SendState::Queued {
+            return false;
+        }
+        attempt.answered_at = Some(now);
+        match result {
+            SendResult::Sent { reference } => {
+                attempt.state = SendState::Sent;
+                attempt.reference = Some(reference.into_boxed_str());
+            }
+            SendResult::Failed { error } => {
+                attempt.state = SendState::Failed;
+                attempt.error = Some(error.into_boxed_str());
+            }
+        }
+        true
+    }
+
+    /// The state of the latest send, which is what "delivery state" means to a caller.
+    pub fn delivery_state(&self) -> SendState {
+        self.sends
+            .last()
+            .map(|s| s.state)
+            .unwrap_or(SendState::Queued)
+    }
+
+    fn transition(&mut self, to: State, now: UnixMillis) {
+        debug_assert_eq!(self.state, State::Pending, "final states are final");
+        self.state = to;
+        self.state_changed_at = now;
+    }
+}
+
+impl SendAttempt {
+    fn queued(channel: ChannelKind, now: UnixMillis) -> Self {
+        Self {
+            channel,
+            state: SendState::Queued,
+            queued_at: now,
+            answered_at: None,
+            reference: None,
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ShardTag;
+    use proptest::prelude::*;
+
+    const T0: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    fn policy() -> Policy {
+        Policy {
+            ttl: Duration::from_secs(600),
+            code_length: CodeLength::new(6).unwrap(),
+            max_attempts: 5,
+            max_sends: 3,
+            resend_cooldown: Duration::from_secs(30),
+        }
+    }
+
+    fn verification() -> Verification {
+        Verification::new(
+            NewVerification {
+                id: VerificationId::new(ShardTag(1), [1; 14]),
+                to: E164::parse_international("+34600123456").unwrap(),
+                purpose: Arc::from("login"),
+                subject: None,
+                locale: Locale::Es,
+                channel: RequestedChannel::Auto,
+                first_send: ChannelKind::Sms,
+                code_mac: CodeMac([0; 32]),
+                sealed_code: SealedCode(0),
+                policy: policy(),
+            },
+            T0,
+        )
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn new_verification_is_pending_with_one_queued_send() {
+        let v = verification();
+        assert_eq!(v.status(T0), Status::Pending);
+        assert_eq!(v.expires_at, T0.plus(secs(600)));
+        assert_eq!(v.attempts_left(), 5);
+        assert_eq!(v.sends_left(), 2);
+        assert_eq!(v.sends().len(), 1);
+        assert_eq!(v.delivery_state(), SendState::Queued);
+    }
+
+    #[test]
+    fn right_code_approves_once() {
+        let mut v = verification();
+        assert_eq!(v.check(true, T0), CheckOutcome::Approved);
+        assert_eq!(v.status(T0), Status::Approved);
+        assert_eq!(v.check(true, T0), CheckOutcome::AlreadyApproved);
+        assert_eq!(v.check(false, T0), CheckOutcome::AlreadyApproved);
+        // Even after the validity ends, an approved verification stays approved.
+        assert_eq!(v.status(T0.plus(secs(601))), Status::Approved);
+    }
+
+    #[test]
+    fn wrong_codes_count_down_then_lock() {
+        let mut v = verification();
+        for left in (1..=4).rev() {
+            assert_eq!(
+                v.check(false, T0),
+                CheckOutcome::Wrong {
+                    attempts_left: left
+                }
+            );
+        }
+        assert_eq!(v.check(false, T0), CheckOutcome::Locked);
+        assert_eq!(v.status(T0), Status::Locked);
+        assert_eq!(
+            v.check(true, T0),
+            CheckOutcome::Locked,
+            "locked never approves"
+        );
+        assert_eq!(v.attempts_left(), 0);
+    }
+
+    #[test]
+    fn the_last_attempt_can_still_approve() {
+        let mut v = verification();
+        for _ in 0..4 {
+            v.check(false, T0);
+        }
+        assert_eq!(v.check(true, T0), CheckOutcome::Approved);
+    }
+
+    #[test]
+    fn expiry_is_derived_from_time_and_blocks_checks() {
+        let mut v = verification();
+        let late = T0.plus(secs(600));
+        assert_eq!(v.status(late), Status::Expired);
+        assert_eq!(v.check(true, late), CheckOutcome::Expired);
+        assert_eq!(v.attempts_left(), 5, "an expired check uses no attempt");
+        assert_eq!(v.cancel(late), CancelOutcome::Final(Status::Expired));
+    }
+
+    #[test]
+    fn canceled_never_approves() {
+        let mut v = verification();
+        assert_eq!(v.cancel(T0), CancelOutcome::Canceled);
+        assert_eq!(v.cancel(T0), CancelOutcome::AlreadyCanceled);
+        assert_eq!(v.check(true, T0), CheckOutcome::Canceled);
+        assert_eq!(v.status(T0), Status::Canceled);
+    }
+
+    #[test]
+    fn approved_cannot_be_canceled() {
+        let mut v = verification();
+        v.check(true, T0);
+        assert_eq!(v.cancel(T0), CancelOutcome::Final(Status::Approved));
+    }
+
+    #[test]
+    fn resend_waits_for_the_cooldown_and_stops_at_max_sends() {
+        let mut v = verification();
+        assert_eq!(
+            v.resend(ChannelKind::Sms, T0.plus(Duration::from_millis(100))),
+            Err(ResendRefusal::Cooldown {
+                retry_after: secs(30)
+            })
+        );
+        assert_eq!(
+            v.resend(ChannelKind::Sms, T0.plus(Duration::from_millis(29_001))),
+            Err(ResendRefusal::Cooldown {
+                retry_after: secs(1)
+            })
+        );
+        assert_eq!(v.resend(ChannelKind::Sms, T0.plus(secs(30))), Ok(2));
+        assert_eq!(v.resend(ChannelKind::Sms, T0.plus(secs(60))), Ok(3));
+        assert_eq!(
+            v.resend(ChannelKind::Sms, T0.plus(secs(90))),
+            Err(ResendRefusal::MaxSends)
+        );
+        assert_eq!(v.sends_left(), 0);
+        assert_eq!(v.sends().len(), 3);
+    }
+
+    #[test]
+    fn send_results_are_recorded_once() {
+        let mut v = verification();
+        let later = T0.plus(secs(1));
+        assert!(v.record_send(
+            1,
+            SendResult::Sent {
+                reference: "outbox:0".into()
+            },
+            later
+        ));
+        assert_eq!(v.delivery_state(), SendState::Sent);
+        assert!(!v.record_send(
+            1,
+            SendResult::Failed {
+                error: "late duplicate".into()
+            },
+            later
+        ));
+        assert_eq!(v.sends()[0].reference.as_deref(), Some("outbox:0"));
+        assert_eq!(v.sends()[0].answered_at, Some(later));
+        assert!(!v.record_send(0, SendResult::Failed { error: "x".into() }, later));
+        assert!(!v.record_send(2, SendResult::Failed { error: "x".into() }, later));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Check(bool),
+        Cancel,
+        Resend,
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<bool>().prop_map(Op::Check),
+            Just(Op::Cancel),
+            Just(Op::Resend),
+            (0u16..400).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, a verification approves at most once, never after it was
+        /// canceled, locked or expired, and never allows more than max_attempts checks.
+        #[test]
+        fn never_approves_twice_or_after_a_final_state(ops in proptest::collection::vec(op(), 0..60)) {
+            let mut v = verification();
+            let mut now = T0;
+            let mut approvals = 0;
+            let mut counted_checks = 0;
+            for op in ops {
+                let before = v.status(now);
+                match op {
+                    Op::Check(right) => {
+                        let outcome = v.check(right, now);
+                        if matches!(outcome, CheckOutcome::Approved) {
+                            approvals += 1;
+                            prop_assert_eq!(before, Status::Pending);
+                        }
+                        if before == Status::Pending {
+                            counted_checks += 1;
+                        }
+                    }
+                    Op::Cancel => { v.cancel(now); }
+                    Op::Resend => {
+                        if before == Status::Pending {
+                            let _ = v.resend(ChannelKind::Sms, now);
+                        }
+                    }
+                    Op::Advance(s) => now = now.plus(secs(u64::from(s))),
+                }
+                if before != Status::Pending {
+                    prop_assert_eq!(v.status(now), before, "final states are final");
+                }
+                prop_assert!(v.sends().len() <= 3);
+            }
+            prop_assert!(approvals <= 1);
+            prop_assert!(counted_checks <= 5);
+        }
+    }
+}
