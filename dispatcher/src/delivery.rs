@@ -140,25 +140,27 @@ impl Workers {
         let mut in_flight = JoinSet::new();
         let mut stopping = false;
         loop {
-            tokio::select! {
-                job = rx.recv() => {
-                    let Some(job) = job else { break };
-                    let permit = limit.clone().acquire_owned().await.expect("never closed");
-                    let this = this.clone();
-                    in_flight.spawn(async move {
-                        this.deliver(job).await;
-                        drop(permit);
-                    });
-                    // Reap finished tasks so the set does not grow with the run.
-                    while in_flight.try_join_next().is_some() {}
-                }
+            // A worker first, then a job: while every worker is busy, jobs wait in the
+            // bounded queue (where they count towards its capacity), not here.
+            let permit = limit.clone().acquire_owned().await.expect("never closed");
+            let job = tokio::select! {
+                job = rx.recv() => job,
                 changed = stop.changed(), if !stopping => {
                     if changed.is_err() || *stop.borrow() {
                         stopping = true;
                         rx.close();
                     }
+                    continue;
                 }
-            }
+            };
+            let Some(job) = job else { break };
+            let this = this.clone();
+            in_flight.spawn(async move {
+                this.deliver(job).await;
+                drop(permit);
+            });
+            // Reap finished tasks so the set does not grow with the run.
+            while in_flight.try_join_next().is_some() {}
         }
         while in_flight.join_next().await.is_some() {}
     }

@@ -58,13 +58,21 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; a JSON object is expected",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Two steps, so that every error is classified right: syntax first (serde_json
+    // calls a number where an enum belongs a syntax error), then shape and types.
+    let document: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| describe(e, String::new()))?;
+    // serde would also fill a struct from an array, by position: refuse that.
+    if !document.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the request body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(document).map_err(|e| {
         let path = e.path().to_string();
         describe(e.into_inner(), path)
-    })?;
-    de.end().map_err(|e| describe(e, String::new()))?;
-    Ok(value)
+    })
 }
 
 fn describe(e: serde_json::Error, path: String) -> ApiError {
@@ -221,12 +229,12 @@ mod tests {
     }
 
     #[test]
-    fn a_non_object_body_is_a_type_error() {
-        for body in [&b"[1,2]"[..], b"42", b"\"code\"", b"null"] {
+    fn a_non_object_body_is_refused() {
+        for body in [&b"[1,2]"[..], b"[\"123456\"]", b"42", b"\"code\"", b"null"] {
             let e = parse::<Check>(body).unwrap_err();
             assert_eq!(
                 e.code,
-                "invalid_field",
+                "invalid_body",
                 "{:?}",
                 String::from_utf8_lossy(body)
             );

@@ -1,0 +1,187 @@
+//! A test harness: an otpd server started for real on `127.0.0.1:0`, with its outbox in
+//! a temporary directory and a manual clock, and a small HTTP client around it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::clock::{ManualClock, UnixMillis};
+use otpd::config::Config;
+use otpd::delivery::Channels;
+use otpd::{Deps, Server};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+/// 2026-11-23T12:00:00Z: tests start their clock here.
+pub const T0: UnixMillis = UnixMillis(1_795_435_200_000);
+
+pub struct TestServer {
+    pub base: String,
+    pub clock: ManualClock,
+    pub outbox: PathBuf,
+    pub client: reqwest::Client,
+    server: Option<Server>,
+    _dir: tempfile::TempDir,
+}
+
+/// An HTTP answer: status, headers, and the body as JSON (`Null` if not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, None).await
+    }
+
+    /// Start with the defaults changed by `tweak`, and optionally other channels than
+    /// the outbox.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config), channels: Option<Channels>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox.jsonl");
+        let mut config = Config::default();
+        config.channels.file.path = outbox.clone();
+        config.codes.secret = Some("test secret, long enough for otpd: 0123456789".into());
+        config.server.shutdown_grace = Duration::from_secs(5);
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+        let clock = ManualClock::new(T0);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let server = Server::start_on(
+            listener,
+            config,
+            Deps {
+                clock: Arc::new(clock.clone()),
+                channels,
+            },
+        )
+        .await
+        .expect("server starts");
+        Self {
+            base: format!("http://{}", server.addr()),
+            clock,
+            outbox,
+            client: reqwest::Client::new(),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+            server.wait().await.expect("clean shutdown");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.client.post(self.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(self.client.delete(self.url(path))).await
+    }
+
+    /// `POST /v1/verifications` to `to`, expecting 201.
+    pub async fn issue(&self, to: &str) -> Value {
+        let answer = self
+            .post("/v1/verifications", serde_json::json!({ "to": to }))
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.body
+    }
+
+    pub async fn check(&self, id: &str, code: &str) -> Answer {
+        self.post(
+            &format!("/v1/verifications/{id}/check"),
+            serde_json::json!({ "code": code }),
+        )
+        .await
+    }
+
+    /// The outbox lines so far.
+    pub fn outbox_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.outbox)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("outbox lines are JSON"))
+            .collect()
+    }
+
+    /// Wait (bounded) until send number `send` of verification `id` is in the outbox,
+    /// and return that line.
+    pub async fn outbox_line(&self, id: &str, send: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .outbox_lines()
+                .into_iter()
+                .find(|l| l["verification_id"] == id && l["send"] == send)
+            {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "send {send} of {id} never reached the outbox"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The code carried by send `send` of `id`, read from the outbox.
+    pub async fn code(&self, id: &str, send: u64) -> String {
+        let line = self.outbox_line(id, send).await;
+        code_in(line["text"].as_str().expect("text"))
+    }
+}
+
+/// The code in a rendered message: its first run of 4 or more digits.
+pub fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() >= 4)
+        .expect("a code in the message")
+        .to_string()
+}

@@ -1,0 +1,145 @@
+//! Delivery: a full queue answers 503 and creates nothing; channel failures are
+//! recorded; shutdown delivers what was accepted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::delivery::Channels;
+use otpd_adapters::ChannelError;
+use otpd_adapters::fake::{FakeChannel, Outcome};
+use otpd_e2e::TestServer;
+use serde_json::json;
+
+fn fake_channels(fake: &Arc<FakeChannel>) -> Channels {
+    Channels {
+        sms: fake.clone(),
+        push: fake.clone(),
+    }
+}
+
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never became true"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_and_creates_nothing() {
+    let fake = Arc::new(FakeChannel::gated("held"));
+    let t = TestServer::start_with(
+        |c| {
+            c.delivery.queue_capacity = 1;
+            c.delivery.concurrency = 1;
+        },
+        Some(fake_channels(&fake)),
+    )
+    .await;
+    // One send held by the channel, one waiting in the queue: full.
+    t.issue("+34600000040").await;
+    let engine = t.server().engine().clone();
+    wait_until(|| engine.queue().depth() == 0).await;
+    t.issue("+34600000041").await;
+
+    let a = t
+        .post("/v1/verifications", json!({"to": "+34600000042"}))
+        .await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(a.error_code(), "overloaded");
+    assert_eq!(a.header("retry-after"), Some("1"));
+
+    fake.release(2);
+    wait_until(|| fake.sent().len() == 2).await;
+    wait_until(|| engine.queue().depth() == 0).await;
+    // Nothing was half-created: the refused number gets a fresh verification.
+    fake.release(1);
+    let a = t
+        .post("/v1/verifications", json!({"to": "+34600000042"}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    wait_until(|| fake.sent().len() == 3).await;
+}
+
+#[tokio::test]
+async fn a_rejected_send_is_recorded_as_failed() {
+    let fake = Arc::new(FakeChannel::new("carrier"));
+    fake.script(Outcome::Fail(ChannelError::Rejected {
+        reason: "invalid destination".into(),
+    }));
+    let t = TestServer::start_with(|_| {}, Some(fake_channels(&fake))).await;
+    let id = t.issue("+34600000043").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/verifications/{id}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let v = t.get(&path).await.body;
+        if v["delivery"]["state"] != "queued" || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(v["delivery"]["state"], "failed");
+    let error = v["delivery"]["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("invalid destination"), "{error}");
+    assert!(fake.sent().is_empty());
+}
+
+#[tokio::test]
+async fn temporary_failures_are_retried() {
+    let fake = Arc::new(FakeChannel::new("flaky"));
+    fake.script(Outcome::Fail(ChannelError::Temporary {
+        reason: "throttled".into(),
+        retry_after: Some(Duration::from_millis(1)),
+    }));
+    let t = TestServer::start_with(|_| {}, Some(fake_channels(&fake))).await;
+    t.issue("+34600000044").await;
+    wait_until(|| fake.sent().len() == 1).await;
+}
+
+#[tokio::test]
+async fn push_requests_go_to_the_push_channel() {
+    let sms = Arc::new(FakeChannel::new("sms"));
+    let push = Arc::new(FakeChannel::new("push"));
+    let t = TestServer::start_with(
+        |_| {},
+        Some(Channels {
+            sms: sms.clone(),
+            push: push.clone(),
+        }),
+    )
+    .await;
+    let a = t
+        .post(
+            "/v1/verifications",
+            json!({"to": "+34600000045", "channel": "push"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(a.body["delivery"]["channel"], "push");
+    t.issue("+34600000046").await;
+    wait_until(|| push.sent().len() == 1 && sms.sent().len() == 1).await;
+    assert_eq!(push.sent()[0].to, "+34600000045");
+}
+
+#[tokio::test]
+async fn shutdown_delivers_everything_accepted() {
+    let fake = Arc::new(FakeChannel::gated("slow"));
+    let t =
+        TestServer::start_with(|c| c.delivery.concurrency = 4, Some(fake_channels(&fake))).await;
+    for i in 0..20 {
+        t.issue(&format!("+346000001{i:02}")).await;
+    }
+    fake.release(20);
+    t.stop().await;
+    assert_eq!(
+        fake.sent().len(),
+        20,
+        "every accepted send went out before exit"
+    );
+}
