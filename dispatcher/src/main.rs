@@ -26,7 +26,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Load and validate a configuration, print the effective result, and exit.
+    /// Load and validate a configuration, print the effective result as JSON (secret
+    /// redacted), and exit: 0 when valid, 78 when not.
     CheckConfig {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
                 if config.codes.secret.is_some() {
                     config.codes.secret = Some("<redacted>".into());
                 }
-                match toml_string(&config) {
+                match config_json(&config) {
                     Ok(text) => {
                         println!("{text}");
                         ExitCode::SUCCESS
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn toml_string(config: &Config) -> anyhow::Result<String> {
+fn config_json(config: &Config) -> anyhow::Result<String> {
     let value = serde_json::to_value(config)?;
     Ok(serde_json::to_string_pretty(&value)?)
 }

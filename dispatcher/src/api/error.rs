@@ -11,8 +11,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// An API failure. Boxed: it travels in every handler's `Result`, and most results
+/// are successes that should not pay for its size.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorParts>);
+
+#[derive(Debug, Clone)]
+pub struct ErrorParts {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -49,7 +54,7 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ErrorParts {
             status,
             code,
             message: message.into(),
@@ -58,7 +63,7 @@ impl ApiError {
             retry_after: None,
             verification: None,
             attempts_left: None,
-        }
+        }))
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -66,27 +71,27 @@ impl ApiError {
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.0.field = Some(field.into());
         self
     }
 
     pub fn reason(mut self, reason: &'static str) -> Self {
-        self.reason = Some(reason);
+        self.0.reason = Some(reason);
         self
     }
 
     pub fn retry_after(mut self, d: Duration) -> Self {
-        self.retry_after = Some(d);
+        self.0.retry_after = Some(d);
         self
     }
 
     pub fn about(mut self, id: String, status: &'static str) -> Self {
-        self.verification = Some((id, status));
+        self.0.verification = Some((id, status));
         self
     }
 
     pub fn attempts_left(mut self, n: u8) -> Self {
-        self.attempts_left = Some(n);
+        self.0.attempts_left = Some(n);
         self
     }
 
@@ -108,6 +113,14 @@ impl ApiError {
     }
 }
 
+impl std::ops::Deref for ApiError {
+    type Target = ErrorParts;
+
+    fn deref(&self) -> &ErrorParts {
+        &self.0
+    }
+}
+
 /// Seconds for `Retry-After`, rounded up and at least 1.
 fn whole_seconds(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
@@ -115,22 +128,24 @@ fn whole_seconds(d: Duration) -> u64 {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let retry_after = self.retry_after.map(whole_seconds);
+        let ApiError(parts) = self;
+        let this = *parts;
+        let retry_after = this.retry_after.map(whole_seconds);
         let body = Body {
-            id: self.verification.as_ref().map(|(id, _)| id.as_str()),
-            status: self.verification.as_ref().map(|(_, s)| *s),
-            attempts_left: self.attempts_left,
+            id: this.verification.as_ref().map(|(id, _)| id.as_str()),
+            status: this.verification.as_ref().map(|(_, s)| *s),
+            attempts_left: this.attempts_left,
             error: Detail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-                reason: self.reason,
+                code: this.code,
+                message: &this.message,
+                field: this.field.as_deref(),
+                reason: this.reason,
                 retry_after,
             },
         };
         let bytes = serde_json::to_vec(&body).expect("error bodies serialize");
         let mut response = (
-            self.status,
+            this.status,
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

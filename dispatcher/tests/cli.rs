@@ -1,0 +1,225 @@
+//! The `otpd` binary as an operator runs it: embedded defaults, bad configuration,
+//! logs that never carry a code, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const EX_CONFIG: i32 = 78;
+
+fn otpd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otpd"));
+    // Only what a test sets: no OTPD_* from the surrounding environment.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTPD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A running `otpd serve`, its address read from its log.
+struct Running {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+fn serve(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Running {
+    let mut cmd = otpd();
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("OTPD_SERVER__LISTEN", "127.0.0.1:0")
+        .env("OTPD_LOG__LEVEL", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("otpd starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("otpd logs its address");
+        if let Some(pos) = line.find("addr=") {
+            let rest = &line[pos + 5..];
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                .to_string();
+        }
+    };
+    Running {
+        child,
+        addr,
+        log: rx,
+    }
+}
+
+/// A tiny HTTP/1.1 client over a blocking socket: keeps this test free of an async
+/// runtime and of any client library between it and the binary.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn wait_for_line(path: &std::path::Path) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_string))
+        {
+            return serde_json::from_str(&line).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no outbox line");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(unix)]
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "otpd did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_without_arguments_issues_and_checks_codes_and_never_logs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = serve(dir.path(), &[]);
+    let (status, body) = http(
+        &running.addr,
+        "POST",
+        "/v1/verifications",
+        r#"{"to":"+34600123456"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The embedded default writes to ./otpd-outbox.jsonl.
+    let line = wait_for_line(&dir.path().join("otpd-outbox.jsonl"));
+    let code: String = line["text"].as_str().unwrap().chars().take(6).collect();
+    let (status, body) = http(
+        &running.addr,
+        "POST",
+        &format!("/v1/verifications/{id}/check"),
+        &format!(r#"{{"code":"{code}"}}"#),
+    );
+    assert_eq!((status, body.contains("approved")), (200, true), "{body}");
+
+    let exit = terminate(&mut running.child);
+    assert!(exit.success(), "graceful exit, got {exit}");
+    let log: Vec<String> = running.log.try_iter().collect();
+    let log = log.join("\n");
+    assert!(log.contains("otpd stopped"), "{log}");
+    assert!(!log.contains(&code), "the code appeared in the log:\n{log}");
+}
+
+#[test]
+fn bad_configuration_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[server]\nport = 80\n", "port"),
+        (
+            "[purposes.login]\ncode_length = 12\n",
+            "purposes.login.code_length",
+        ),
+        ("[purposes.login]\nttl = 10\n", "purposes.login.ttl"),
+        ("this is not toml", "invalid configuration"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = otpd()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(EX_CONFIG), "{text:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{text:?}: {stderr}");
+    }
+    let out = otpd()
+        .args(["serve"])
+        .env("OTPD_DELIVERY__QUEUE_CAPACITY", "-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EX_CONFIG));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OTPD_DELIVERY__QUEUE_CAPACITY"));
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file_and_hides_the_secret() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/otpd.toml");
+    let out = otpd()
+        .args(["check-config", "--config"])
+        .arg(&shipped)
+        .env(
+            "OTPD_SECRET",
+            "a secret that must not be printed, 32+ bytes",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"login\""), "{stdout}");
+    assert!(!stdout.contains("must not be printed"), "{stdout}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = otpd()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("OTPD_SERVER__LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr), "{stderr}");
+}

@@ -1,0 +1,177 @@
+//! Configuration loading: the shipped file, environment overrides, and every kind of
+//! mistake named by its key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use otpd::config::{Config, ConfigError};
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/otpd.toml")
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn load_text(text: &str) -> Result<Config, ConfigError> {
+    let f = file(text);
+    Config::load(Some(f.path()), Vec::new())
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_shipped_file_is_the_default() {
+    let config = Config::load(Some(&shipped()), Vec::new()).unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn no_file_means_defaults() {
+    let config = Config::load(None, Vec::new()).unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.purposes["login"].ttl, Duration::from_secs(600));
+    assert_eq!(config.purposes["login"].code_length, 6);
+}
+
+#[test]
+fn file_values_and_extra_purposes_merge_with_defaults() {
+    let config = load_text(
+        r#"
+        [server]
+        listen = "127.0.0.1:9999"
+        [purposes.payment]
+        ttl = "2m"
+        code_length = 8
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.port(), 9999);
+    assert_eq!(config.purposes["payment"].ttl, Duration::from_secs(120));
+    assert_eq!(config.purposes["payment"].max_attempts, 5);
+    assert!(config.purposes.contains_key("login"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let f = file("[server]\nlisten = \"127.0.0.1:9999\"\n");
+    let config = Config::load(
+        Some(f.path()),
+        env(&[
+            ("OTPD_SERVER__LISTEN", "127.0.0.1:7000"),
+            ("OTPD_PURPOSES__LOGIN__CODE_LENGTH", "8"),
+            ("OTPD_PURPOSES__LOGIN__TTL", "5m"),
+            ("OTPD_SECRET", "an environment secret of 32+ bytes!!"),
+            ("UNRELATED", "ignored"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.port(), 7000);
+    assert_eq!(config.purposes["login"].code_length, 8);
+    assert_eq!(config.purposes["login"].ttl, Duration::from_secs(300));
+    assert_eq!(
+        config.codes.secret.as_deref(),
+        Some("an environment secret of 32+ bytes!!")
+    );
+}
+
+fn error_of(result: Result<Config, ConfigError>) -> String {
+    result.expect_err("must be refused").to_string()
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = error_of(load_text("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"));
+    assert!(e.contains("port") && e.contains("server"), "{e}");
+    let e = error_of(load_text("[sever]\n"));
+    assert!(e.contains("sever"), "{e}");
+    let e = error_of(Config::load(None, env(&[("OTPD_SERVER__PORT", "1")])));
+    assert!(e.contains("OTPD_SERVER__PORT"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let e = error_of(load_text("[purposes.login]\ncode_length = \"six\"\n"));
+    assert!(e.contains("purposes.login.code_length"), "{e}");
+    let e = error_of(load_text("[server]\nlisten = \"not an address\"\n"));
+    assert!(e.contains("server.listen"), "{e}");
+    let e = error_of(load_text("[purposes.login]\nttl = \"ten minutes\"\n"));
+    assert!(e.contains("purposes.login.ttl"), "{e}");
+    let e = error_of(Config::load(
+        None,
+        env(&[("OTPD_DELIVERY__QUEUE_CAPACITY", "lots")]),
+    ));
+    assert!(
+        e.contains("delivery.queue_capacity") && e.contains("OTPD_DELIVERY__QUEUE_CAPACITY"),
+        "{e}"
+    );
+}
+
+#[test]
+fn impossible_values_are_named() {
+    let cases = [
+        (
+            "[purposes.login]\ncode_length = 12\n",
+            "purposes.login.code_length",
+        ),
+        (
+            "[purposes.login]\ncode_length = 3\n",
+            "purposes.login.code_length",
+        ),
+        (
+            "[purposes.login]\nmax_attempts = 0\n",
+            "purposes.login.max_attempts",
+        ),
+        ("[purposes.login]\nttl = \"0s\"\n", "purposes.login.ttl"),
+        (
+            "[purposes.login]\nresend_cooldown = \"20m\"\n",
+            "purposes.login.resend_cooldown",
+        ),
+        ("[purposes.\"Bad Name\"]\n", "purposes.Bad Name"),
+        ("[codes]\nsecret = \"short\"\n", "codes.secret"),
+        (
+            "[codes]\ndefault_purpose = \"signup\"\n",
+            "codes.default_purpose",
+        ),
+        ("[codes]\ndefault_locale = \"fr\"\n", "codes.default_locale"),
+        (
+            "[delivery]\nqueue_capacity = 0\n",
+            "delivery.queue_capacity",
+        ),
+        ("[delivery]\nconcurrency = 0\n", "delivery.concurrency"),
+        ("[delivery]\nsms = \"pigeon\"\n", "delivery.sms"),
+        ("[store]\nkind = \"postgres\"\n", "store.kind"),
+        ("[server]\nbody_limit = 10\n", "server.body_limit"),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
+    ];
+    for (text, key) in cases {
+        let e = error_of(load_text(text));
+        assert!(e.contains(key), "{text:?} gave {e}");
+    }
+}
+
+#[test]
+fn a_short_secret_is_never_echoed() {
+    let e = error_of(load_text("[codes]\nsecret = \"hunter2\"\n"));
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn broken_toml_and_missing_files_are_clear() {
+    let e = error_of(load_text("[server\nlisten = 1"));
+    assert!(e.contains("invalid configuration"), "{e}");
+    let e = error_of(Config::load(
+        Some(Path::new("/no/such/otpd.toml")),
+        Vec::new(),
+    ));
+    assert!(e.contains("/no/such/otpd.toml"), "{e}");
+}
