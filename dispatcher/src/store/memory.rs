@@ -332,3 +332,221 @@ impl Store for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::{CodeLength, SealedCode};
+    use crate::id::ShardTag;
+    use crate::locale::Locale;
+    use crate::verification::{
+        CheckOutcome, NewVerification, Policy, RequestedChannel, ResendRefusal,
+    };
+    use otpd_adapters::ChannelKind;
+    use std::sync::Arc;
+
+    const T0: UnixMillis = UnixMillis(1_800_000_000_000);
+    const TTL: Duration = Duration::from_secs(600);
+    const RETENTION: Duration = Duration::from_secs(60);
+
+    fn candidate(to: u64, purpose: &str, n: u64) -> Verification {
+        let to = E164::from_digits_unchecked(to);
+        let mut random = [0u8; 14];
+        random[..8].copy_from_slice(&n.to_le_bytes());
+        random[8..].copy_from_slice(&to.digits().to_le_bytes()[..6]);
+        Verification::new(
+            NewVerification {
+                id: VerificationId::new(ShardTag::of(to), random),
+                to,
+                purpose: Arc::from(purpose),
+                subject: None,
+                locale: Locale::Es,
+                channel: RequestedChannel::Auto,
+                first_send: ChannelKind::Sms,
+                code_mac: CodeMac([n as u8; 32]),
+                sealed_code: SealedCode(n),
+                policy: Policy {
+                    ttl: TTL,
+                    code_length: CodeLength::new(6).unwrap(),
+                    max_attempts: 3,
+                    max_sends: 2,
+                    resend_cooldown: Duration::from_secs(30),
+                },
+            },
+            T0,
+        )
+    }
+
+    fn created(outcome: IssueOutcome) -> Verification {
+        match outcome {
+            IssueOutcome::Created(v) => v,
+            other => panic!("expected Created, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn issue_dedupes_by_destination_and_purpose() {
+        let store = MemoryStore::new(4, RETENTION);
+        let first = created(
+            store
+                .issue(candidate(34600000001, "login", 1), T0)
+                .await
+                .unwrap(),
+        );
+        // Same destination and purpose, too soon: refused, pointing at the first.
+        match store
+            .issue(candidate(34600000001, "login", 2), T0)
+            .await
+            .unwrap()
+        {
+            IssueOutcome::Refused { existing, refusal } => {
+                assert_eq!(existing, first.id);
+                assert!(matches!(refusal, ResendRefusal::Cooldown { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+        // After the cooldown: the same verification, with a second send.
+        let later = T0.plus(Duration::from_secs(30));
+        match store
+            .issue(candidate(34600000001, "login", 3), later)
+            .await
+            .unwrap()
+        {
+            IssueOutcome::Resent(v) => {
+                assert_eq!(v.id, first.id);
+                assert_eq!(v.sealed_code, first.sealed_code, "same code");
+                assert_eq!(v.sends().len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another purpose or number is another verification.
+        created(
+            store
+                .issue(candidate(34600000001, "signup", 4), T0)
+                .await
+                .unwrap(),
+        );
+        created(
+            store
+                .issue(candidate(34600000002, "login", 5), T0)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_final_verification_is_replaced_in_the_dedupe_index() {
+        let store = MemoryStore::new(4, RETENTION);
+        let first = created(
+            store
+                .issue(candidate(34600000001, "login", 1), T0)
+                .await
+                .unwrap(),
+        );
+        let result = store
+            .check(&first.id, &first.code_mac, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.outcome, CheckOutcome::Approved);
+        let second = created(
+            store
+                .issue(candidate(34600000001, "login", 2), T0)
+                .await
+                .unwrap(),
+        );
+        assert_ne!(first.id, second.id);
+        // Both are readable; the new one is the one a repeat request finds.
+        assert!(store.get(&first.id).await.unwrap().is_some());
+        match store
+            .issue(candidate(34600000001, "login", 3), T0)
+            .await
+            .unwrap()
+        {
+            IssueOutcome::Refused { existing, .. } => assert_eq!(existing, second.id),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn check_compares_and_counts_atomically() {
+        let store = MemoryStore::new(4, RETENTION);
+        let v = created(
+            store
+                .issue(candidate(34600000001, "login", 1), T0)
+                .await
+                .unwrap(),
+        );
+        let wrong = CodeMac([0xEE; 32]);
+        let r = store.check(&v.id, &wrong, T0).await.unwrap().unwrap();
+        assert_eq!(r.outcome, CheckOutcome::Wrong { attempts_left: 2 });
+        store.check(&v.id, &wrong, T0).await.unwrap();
+        let r = store.check(&v.id, &wrong, T0).await.unwrap().unwrap();
+        assert_eq!(r.outcome, CheckOutcome::Locked);
+        let r = store.check(&v.id, &v.code_mac, T0).await.unwrap().unwrap();
+        assert_eq!(r.outcome, CheckOutcome::Locked);
+        let unknown = VerificationId::new(ShardTag(9), [9; 14]);
+        assert!(store.check(&unknown, &wrong, T0).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn records_go_after_their_retention_and_slots_are_reused() {
+        let store = MemoryStore::new(1, RETENTION);
+        let mut old = Vec::new();
+        for i in 0..100 {
+            old.push(created(
+                store
+                    .issue(candidate(34600000000 + i, "login", i), T0)
+                    .await
+                    .unwrap(),
+            ));
+        }
+        let gone = T0.plus(TTL + RETENTION);
+        assert_eq!(store.sweep(gone).await.unwrap(), 100);
+        assert_eq!(store.len(), 0);
+        for v in &old {
+            assert!(store.get(&v.id).await.unwrap().is_none(), "reclaimed");
+        }
+        // New records reuse the slots; the old ids do not find them.
+        for i in 0..100 {
+            created(
+                store
+                    .issue(candidate(34600000000 + i, "login", 1000 + i), gone)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(store.shards[0].lock().slots.len(), 100);
+        for v in &old {
+            assert!(store.get(&v.id).await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_stays_flat_under_sustained_load() {
+        // One record per simulated 10 ms for 2 hours of simulated time: far more than
+        // fit in the validity + retention window. Reclaiming on issue alone (no sweep)
+        // keeps the slab at the window's size.
+        let store = MemoryStore::new(1, RETENTION);
+        let mut now = T0;
+        let per_window = ((TTL + RETENTION).as_millis() / 10) as usize;
+        for i in 0..(per_window as u64 * 3) {
+            now = now.plus(Duration::from_millis(10));
+            store
+                .issue(candidate(34600000000 + i, "login", i), now)
+                .await
+                .unwrap();
+        }
+        let shard = store.shards[0].lock();
+        assert!(
+            shard.slots.len() <= per_window + RECLAIM_PER_ISSUE,
+            "{} slots",
+            shard.slots.len()
+        );
+        assert!(shard.by_id.len() <= per_window + 1);
+        assert!(shard.by_dest.len() <= per_window + 1);
+        assert!(shard.expiry.len() <= per_window + 1);
+        assert!(store.len() <= per_window + 1);
+    }
+}

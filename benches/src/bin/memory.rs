@@ -1,0 +1,58 @@
+//! Resident memory per live verification: issue N verifications (default 1,000,000)
+//! through the engine with the embedded store, let every delivery be recorded, and
+//! report the growth of the process's resident set divided by N.
+//!
+//! ```sh
+//! cargo run --release -p otpd-benches --bin memory -- 1000000
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::clock::SystemClock;
+use otpd_benches::{engine, request, resident_bytes};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let (engine, _keys, store, _stop) = engine(
+        Arc::new(SystemClock),
+        Duration::from_secs(3600),
+        Duration::from_secs(600),
+        1 << 16,
+    );
+    // Warm up allocator and runtime, then measure from a settled baseline.
+    tokio::task::yield_now().await;
+    let before = resident_bytes().unwrap_or(0);
+    for i in 0..n {
+        engine.issue(request(&engine, i)).await?;
+        if i % 1024 == 1023 {
+            while engine.queue().depth() > 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    while engine.queue().depth() > 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = resident_bytes().unwrap_or(0);
+    let live = store.len();
+    let per = (after.saturating_sub(before)) as f64 / live.max(1) as f64;
+    println!("live verifications: {live}");
+    println!(
+        "resident before: {:.1} MiB, after: {:.1} MiB",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0
+    );
+    println!("resident bytes per live verification: {per:.0}");
+    println!(
+        "inline size of a Verification: {} bytes",
+        std::mem::size_of::<otpd::verification::Verification>()
+    );
+    Ok(())
+}

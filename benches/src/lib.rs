@@ -1,0 +1,124 @@
+//! Shared pieces of otpd's benchmarks: an engine wired in process, and a channel that
+//! accepts everything and keeps nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otpd::clock::Clock;
+use otpd::code::{CodeKeys, CodeLength};
+use otpd::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
+use otpd::engine::{Engine, IssueRequest, Purpose};
+use otpd::locale::Locale;
+use otpd::metrics::Metrics;
+use otpd::phone::E164;
+use otpd::store::{MemoryStore, Store};
+use otpd::verification::{Policy, RequestedChannel};
+use otpd_adapters::{Channel, ChannelError, Message, SubmitReceipt};
+use tokio::sync::watch;
+
+/// Accepts every message at once, with a reference as long as an SMSC message id.
+#[derive(Default)]
+pub struct Discard {
+    n: AtomicU64,
+}
+
+#[async_trait]
+impl Channel for Discard {
+    fn name(&self) -> &str {
+        "discard"
+    }
+
+    async fn submit(&self, _message: &Message) -> Result<SubmitReceipt, ChannelError> {
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        Ok(SubmitReceipt {
+            reference: format!("{n:016x}"),
+        })
+    }
+}
+
+pub fn discard_channels() -> Channels {
+    let channel: Arc<dyn Channel> = Arc::new(Discard::default());
+    Channels {
+        sms: channel.clone(),
+        push: channel,
+    }
+}
+
+pub const SECRET: &[u8] = b"benchmark secret, long enough for otpd: 0123456789";
+
+pub fn login(ttl: Duration) -> Purpose {
+    Purpose {
+        name: Arc::from("login"),
+        policy: Policy {
+            ttl,
+            code_length: CodeLength::new(6).expect("6 digits"),
+            max_attempts: 5,
+            max_sends: 5,
+            resend_cooldown: Duration::from_secs(30),
+        },
+    }
+}
+
+/// An engine with the memory store and delivery workers sending to [`Discard`],
+/// spawned on the current runtime. Returns the engine, the keys (to recover codes
+/// from sealed copies, as the delivery worker does), the store, and the handle that
+/// stops the workers.
+pub fn engine(
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    retention: Duration,
+    queue_capacity: usize,
+) -> (Arc<Engine>, CodeKeys, Arc<MemoryStore>, watch::Sender<bool>) {
+    let keys = CodeKeys::derive(SECRET);
+    let store = Arc::new(MemoryStore::new(64, retention));
+    let (queue, jobs) = DeliveryQueue::bounded(queue_capacity);
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(Engine::new(
+        store.clone() as Arc<dyn Store>,
+        keys.clone(),
+        queue,
+        clock.clone(),
+        [login(ttl)],
+        metrics.clone(),
+    ));
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(
+        Workers {
+            channels: discard_channels(),
+            store: store.clone(),
+            clock,
+            metrics,
+            concurrency: 256,
+            retry: RetryPolicy {
+                max_attempts: 1,
+                backoff: Duration::from_millis(1),
+            },
+        }
+        .run(jobs, stop_rx),
+    );
+    (engine, keys, store, stop)
+}
+
+/// The i-th distinct Spanish mobile number.
+pub fn number(i: u64) -> E164 {
+    E164::from_digits_unchecked(34_600_000_000 + (i % 100_000_000))
+}
+
+pub fn request(engine: &Engine, i: u64) -> IssueRequest {
+    IssueRequest {
+        to: number(i),
+        channel: RequestedChannel::Auto,
+        locale: Locale::Es,
+        purpose: engine.purpose("login").expect("login").clone(),
+        subject: None,
+    }
+}
+
+/// Resident set size of this process, in bytes (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
