@@ -156,10 +156,10 @@ impl Engine {
             now,
         );
 
-        let (issued, code) = match self.store.issue(candidate, now).await? {
-            IssueOutcome::Created(v) => {
+        let (issued, code) = match self.store.issue(&candidate, now).await? {
+            IssueOutcome::Created => {
                 self.metrics.created();
-                (Issued::Created(v), code)
+                (Issued::Created(candidate), code)
             }
             IssueOutcome::Resent(v) => {
                 self.metrics.resent();

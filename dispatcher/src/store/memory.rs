@@ -205,11 +205,11 @@ impl Shard {
 impl Store for MemoryStore {
     async fn issue(
         &self,
-        candidate: Verification,
+        candidate: &Verification,
         now: UnixMillis,
     ) -> Result<IssueOutcome, StoreError> {
         let dest_hash = self.dedupe_hash(candidate.to, &candidate.purpose);
-        let retain_until = self.retain_until(&candidate);
+        let retain_until = self.retain_until(candidate);
         let mut guard = self.shard_of(&candidate.id).lock();
         let shard = &mut *guard;
         let reclaimed = shard.reclaim(now, RECLAIM_PER_ISSUE, self.retention, |v| {
@@ -237,7 +237,7 @@ impl Store for MemoryStore {
             self.dedupe_hash(v.to, &v.purpose)
         });
         self.live.fetch_add(1, Ordering::Relaxed);
-        Ok(IssueOutcome::Created(candidate))
+        Ok(IssueOutcome::Created)
     }
 
     async fn check(
@@ -377,9 +377,9 @@ mod tests {
         )
     }
 
-    fn created(outcome: IssueOutcome) -> Verification {
-        match outcome {
-            IssueOutcome::Created(v) => v,
+    async fn create(store: &MemoryStore, v: Verification, now: UnixMillis) -> Verification {
+        match store.issue(&v, now).await.unwrap() {
+            IssueOutcome::Created => v,
             other => panic!("expected Created, got {other:?}"),
         }
     }
@@ -387,15 +387,10 @@ mod tests {
     #[tokio::test]
     async fn issue_dedupes_by_destination_and_purpose() {
         let store = MemoryStore::new(4, RETENTION);
-        let first = created(
-            store
-                .issue(candidate(34600000001, "login", 1), T0)
-                .await
-                .unwrap(),
-        );
+        let first = create(&store, candidate(34600000001, "login", 1), T0).await;
         // Same destination and purpose, too soon: refused, pointing at the first.
         match store
-            .issue(candidate(34600000001, "login", 2), T0)
+            .issue(&candidate(34600000001, "login", 2), T0)
             .await
             .unwrap()
         {
@@ -408,7 +403,7 @@ mod tests {
         // After the cooldown: the same verification, with a second send.
         let later = T0.plus(Duration::from_secs(30));
         match store
-            .issue(candidate(34600000001, "login", 3), later)
+            .issue(&candidate(34600000001, "login", 3), later)
             .await
             .unwrap()
         {
@@ -420,47 +415,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Another purpose or number is another verification.
-        created(
-            store
-                .issue(candidate(34600000001, "signup", 4), T0)
-                .await
-                .unwrap(),
-        );
-        created(
-            store
-                .issue(candidate(34600000002, "login", 5), T0)
-                .await
-                .unwrap(),
-        );
+        create(&store, candidate(34600000001, "signup", 4), T0).await;
+        create(&store, candidate(34600000002, "login", 5), T0).await;
         assert_eq!(store.len(), 3);
     }
 
     #[tokio::test]
     async fn a_final_verification_is_replaced_in_the_dedupe_index() {
         let store = MemoryStore::new(4, RETENTION);
-        let first = created(
-            store
-                .issue(candidate(34600000001, "login", 1), T0)
-                .await
-                .unwrap(),
-        );
+        let first = create(&store, candidate(34600000001, "login", 1), T0).await;
         let result = store
             .check(&first.id, &first.code_mac, T0)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(result.outcome, CheckOutcome::Approved);
-        let second = created(
-            store
-                .issue(candidate(34600000001, "login", 2), T0)
-                .await
-                .unwrap(),
-        );
+        let second = create(&store, candidate(34600000001, "login", 2), T0).await;
         assert_ne!(first.id, second.id);
         // Both are readable; the new one is the one a repeat request finds.
         assert!(store.get(&first.id).await.unwrap().is_some());
         match store
-            .issue(candidate(34600000001, "login", 3), T0)
+            .issue(&candidate(34600000001, "login", 3), T0)
             .await
             .unwrap()
         {
@@ -472,12 +447,7 @@ mod tests {
     #[tokio::test]
     async fn check_compares_and_counts_atomically() {
         let store = MemoryStore::new(4, RETENTION);
-        let v = created(
-            store
-                .issue(candidate(34600000001, "login", 1), T0)
-                .await
-                .unwrap(),
-        );
+        let v = create(&store, candidate(34600000001, "login", 1), T0).await;
         let wrong = CodeMac([0xEE; 32]);
         let r = store.check(&v.id, &wrong, T0).await.unwrap().unwrap();
         assert_eq!(r.outcome, CheckOutcome::Wrong { attempts_left: 2 });
@@ -495,12 +465,7 @@ mod tests {
         let store = MemoryStore::new(1, RETENTION);
         let mut old = Vec::new();
         for i in 0..100 {
-            old.push(created(
-                store
-                    .issue(candidate(34600000000 + i, "login", i), T0)
-                    .await
-                    .unwrap(),
-            ));
+            old.push(create(&store, candidate(34600000000 + i, "login", i), T0).await);
         }
         let gone = T0.plus(TTL + RETENTION);
         assert_eq!(store.sweep(gone).await.unwrap(), 100);
@@ -510,12 +475,7 @@ mod tests {
         }
         // New records reuse the slots; the old ids do not find them.
         for i in 0..100 {
-            created(
-                store
-                    .issue(candidate(34600000000 + i, "login", 1000 + i), gone)
-                    .await
-                    .unwrap(),
-            );
+            create(&store, candidate(34600000000 + i, "login", 1000 + i), gone).await;
         }
         assert_eq!(store.shards[0].lock().slots.len(), 100);
         for v in &old {
@@ -534,7 +494,7 @@ mod tests {
         for i in 0..(per_window as u64 * 3) {
             now = now.plus(Duration::from_millis(10));
             store
-                .issue(candidate(34600000000 + i, "login", i), now)
+                .issue(&candidate(34600000000 + i, "login", i), now)
                 .await
                 .unwrap();
         }

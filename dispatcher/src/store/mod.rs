@@ -25,7 +25,7 @@ pub use memory::MemoryStore;
 pub enum IssueOutcome {
     /// No pending verification existed for the destination and purpose: the candidate
     /// was stored, with its first send queued.
-    Created(Verification),
+    Created,
     /// A pending one existed: another send of its code was queued on it. The
     /// candidate was discarded.
     Resent(Verification),
@@ -86,7 +86,7 @@ pub trait Store: Send + Sync + 'static {
     /// store the candidate, which becomes the destination's pending verification.
     async fn issue(
         &self,
-        candidate: Verification,
+        candidate: &Verification,
         now: UnixMillis,
     ) -> Result<IssueOutcome, StoreError>;
 
