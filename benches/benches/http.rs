@@ -33,6 +33,7 @@ fn http(c: &mut Criterion) {
             default_locale: "es".into(),
             idempotency_ttl: Duration::from_secs(3600),
             overload_retry_after: Duration::from_secs(1),
+            http_metrics: Default::default(),
         });
         api::router(state, 16 * 1024)
     });

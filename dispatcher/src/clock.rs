@@ -25,10 +25,17 @@ impl UnixMillis {
 
     /// RFC 3339 in UTC with second precision, e.g. `2026-11-23T10:00:00Z`.
     pub fn to_rfc3339(self) -> String {
-        let t = UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64);
-        humantime::format_rfc3339_seconds(t).to_string()
+        self.rfc3339().to_string()
+    }
+
+    /// The same, as a `Display` value that formats without allocating.
+    pub fn rfc3339(self) -> Rfc3339 {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64))
     }
 }
+
+/// A time formatted as RFC 3339 when displayed.
+pub type Rfc3339 = humantime::Rfc3339Timestamp;
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd_adapters::{Channel, ChannelError, ChannelKind, Message};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::{Clock, UnixMillis};
@@ -130,39 +130,52 @@ pub struct Workers {
     pub retry: RetryPolicy,
 }
 
+/// The next job, or `None` once the queue is closed and drained. Closes the queue
+/// when `stop` turns true.
+async fn next_job(
+    rx: &Mutex<mpsc::Receiver<DeliveryJob>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<DeliveryJob> {
+    let mut rx = rx.lock().await;
+    loop {
+        if *stop.borrow() {
+            rx.close();
+        }
+        tokio::select! {
+            job = rx.recv() => return job,
+            changed = stop.changed(), if !*stop.borrow() => {
+                if changed.is_err() {
+                    // The stop sender is gone: nobody can ask for a stop any more;
+                    // keep serving until the queue's senders are gone.
+                    return rx.recv().await;
+                }
+            }
+        }
+    }
+}
+
 impl Workers {
     /// Drain the queue until `stop` turns true, then stop taking new jobs (the queue
     /// closes, so the API answers 503), finish what is queued and in flight, and
     /// return. The caller bounds the whole with its shutdown deadline.
-    pub async fn run(self, mut rx: mpsc::Receiver<DeliveryJob>, mut stop: watch::Receiver<bool>) {
-        let limit = Arc::new(Semaphore::new(self.concurrency.max(1)));
+    ///
+    /// `concurrency` long-lived tasks share the receiver; the one holding it waits for
+    /// the next job (or the stop signal) and lets go as soon as it has one. A busy
+    /// worker never holds it, so jobs wait in the bounded queue — where they count
+    /// against its capacity — until a worker is free, and no task is spawned per job.
+    pub async fn run(self, rx: mpsc::Receiver<DeliveryJob>, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
-        let mut in_flight = JoinSet::new();
-        let mut stopping = false;
-        loop {
-            // A worker first, then a job: while every worker is busy, jobs wait in the
-            // bounded queue (where they count towards its capacity), not here.
-            let permit = limit.clone().acquire_owned().await.expect("never closed");
-            let job = tokio::select! {
-                job = rx.recv() => job,
-                changed = stop.changed(), if !stopping => {
-                    if changed.is_err() || *stop.borrow() {
-                        stopping = true;
-                        rx.close();
-                    }
-                    continue;
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = JoinSet::new();
+        for _ in 0..this.concurrency.max(1) {
+            let (this, rx, mut stop) = (this.clone(), rx.clone(), stop.clone());
+            workers.spawn(async move {
+                while let Some(job) = next_job(&rx, &mut stop).await {
+                    this.deliver(job).await;
                 }
-            };
-            let Some(job) = job else { break };
-            let this = this.clone();
-            in_flight.spawn(async move {
-                this.deliver(job).await;
-                drop(permit);
             });
-            // Reap finished tasks so the set does not grow with the run.
-            while in_flight.try_join_next().is_some() {}
         }
-        while in_flight.join_next().await.is_some() {}
+        while workers.join_next().await.is_some() {}
     }
 
     async fn deliver(&self, job: DeliveryJob) {

@@ -28,6 +28,9 @@ impl Locale {
     /// Parse a language tag, case-insensitively, accepting region subtags and `_`:
     /// `es`, `es-ES`, `ca_ES`, `ca-ES-valencia`, `va`, `en-GB`, …
     pub fn parse(tag: &str) -> Option<Locale> {
+        if let Some(&l) = Locale::ALL.iter().find(|l| l.as_str() == tag) {
+            return Some(l);
+        }
         let lower = tag.trim().to_ascii_lowercase().replace('_', "-");
         if lower == "va" || lower.starts_with("va-") || lower.ends_with("-valencia") {
             return (lower.starts_with("ca") || lower.starts_with("va")).then_some(Locale::Va);

@@ -149,6 +149,7 @@ impl Server {
             default_locale: config.codes.default_locale.clone(),
             idempotency_ttl: config.idempotency.ttl,
             overload_retry_after: config.delivery.overload_retry_after,
+            http_metrics: Default::default(),
         });
         let app = api::router(state, config.server.body_limit);
         let grace = config.server.shutdown_grace;

@@ -15,6 +15,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::Engine;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub default_locale: String,
     pub idempotency_ttl: Duration,
     pub overload_retry_after: Duration,
+    pub http_metrics: HttpMetrics,
 }
 
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
@@ -62,19 +64,80 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 /// Count every request by route template (not raw path, to keep label cardinality
 /// fixed) and time it.
-async fn observe(State(_): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().as_str().to_string();
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("otpd_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("otpd_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (count, latency) = state
+        .http_metrics
+        .series(route, &method, response.status().as_u16());
+    latency.record(started.elapsed().as_secs_f64());
+    count.increment(1);
     response
+}
+
+/// Metric handles per (route, method, status), registered on first use. Building a
+/// labelled key and looking it up in the recorder on every request costs allocations
+/// and a hash of three strings; this costs one read lock and no allocation.
+#[derive(Default)]
+pub struct HttpMetrics {
+    series: parking_lot::RwLock<hashbrown::HashMap<SeriesKey, (Counter, Histogram)>>,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct SeriesKey {
+    route: Box<str>,
+    method: Method,
+    status: u16,
+}
+
+/// A borrowed [`SeriesKey`], hashing the same fields in the same order.
+#[derive(Hash)]
+struct SeriesRef<'a> {
+    route: &'a str,
+    method: &'a Method,
+    status: u16,
+}
+
+impl hashbrown::Equivalent<SeriesKey> for SeriesRef<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        self.status == key.status && *self.method == key.method && self.route == &*key.route
+    }
+}
+
+impl HttpMetrics {
+    fn series(&self, route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+        let key = SeriesRef {
+            route,
+            method,
+            status,
+        };
+        if let Some(found) = self.series.read().get(&key) {
+            return found.clone();
+        }
+        let labels = [
+            ("route", route.to_string()),
+            ("method", method.as_str().to_string()),
+        ];
+        let count = metrics::counter!(
+            "otpd_http_requests_total",
+            &[
+                ("route", route.to_string()),
+                ("method", method.as_str().to_string()),
+                ("status", status.to_string())
+            ]
+        );
+        let latency = metrics::histogram!("otpd_http_request_duration_seconds", &labels);
+        self.series
+            .write()
+            .entry(SeriesKey {
+                route: route.into(),
+                method: method.clone(),
+                status,
+            })
+            .or_insert((count, latency))
+            .clone()
+    }
 }

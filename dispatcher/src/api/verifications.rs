@@ -53,43 +53,59 @@ pub struct CheckVerification {
     code: String,
 }
 
+/// Serializes anything `Display` straight into the output (serde_json's `collect_str`
+/// writes without an intermediate `String`).
+struct AsStr<T>(T);
+
+impl<T: std::fmt::Display> Serialize for AsStr<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+type Time = AsStr<crate::clock::Rfc3339>;
+
+fn time(t: crate::clock::UnixMillis) -> Time {
+    AsStr(t.rfc3339())
+}
+
 /// A verification as the API shows it.
 #[derive(Serialize)]
 pub struct VerificationView<'a> {
-    id: String,
+    id: AsStr<VerificationId>,
     status: &'static str,
-    to: String,
+    to: AsStr<E164>,
     channel: &'static str,
     purpose: &'a str,
     locale: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
-    created_at: String,
-    expires_at: String,
+    created_at: Time,
+    expires_at: Time,
     attempts_left: u8,
     sends_left: u8,
-    delivery: DeliveryView,
+    delivery: DeliveryView<'a>,
 }
 
 #[derive(Serialize)]
-struct DeliveryView {
+struct DeliveryView<'a> {
     state: &'static str,
     channel: &'static str,
-    attempts: Vec<SendView>,
+    attempts: Vec<SendView<'a>>,
 }
 
 #[derive(Serialize)]
-struct SendView {
+struct SendView<'a> {
     send: u8,
     channel: &'static str,
     state: &'static str,
-    queued_at: String,
+    queued_at: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
-    answered_at: Option<String>,
+    answered_at: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reference: Option<String>,
+    reference: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    error: Option<&'a str>,
 }
 
 impl<'a> VerificationView<'a> {
@@ -102,10 +118,10 @@ impl<'a> VerificationView<'a> {
                 send: (i + 1) as u8,
                 channel: s.channel.as_str(),
                 state: s.state.as_str(),
-                queued_at: s.queued_at.to_rfc3339(),
-                answered_at: s.answered_at.map(|t| t.to_rfc3339()),
-                reference: s.reference.as_deref().map(str::to_string),
-                error: s.error.as_deref().map(str::to_string),
+                queued_at: time(s.queued_at),
+                answered_at: s.answered_at.map(time),
+                reference: s.reference.as_deref(),
+                error: s.error.as_deref(),
             })
             .collect();
         let last_channel = v
@@ -114,15 +130,15 @@ impl<'a> VerificationView<'a> {
             .map(|s| s.channel.as_str())
             .unwrap_or("sms");
         Self {
-            id: v.id.to_string(),
+            id: AsStr(v.id),
             status: status.as_str(),
-            to: v.to.to_string(),
+            to: AsStr(v.to),
             channel: v.channel.as_str(),
             purpose: &v.purpose,
             locale: v.locale.as_str(),
             subject: v.subject.as_deref(),
-            created_at: v.created_at.to_rfc3339(),
-            expires_at: v.expires_at.to_rfc3339(),
+            created_at: time(v.created_at),
+            expires_at: time(v.expires_at),
             attempts_left: v.attempts_left(),
             sends_left: v.sends_left(),
             delivery: DeliveryView {
