@@ -167,7 +167,11 @@ impl Engine {
                 let code = self.keys.unseal(&v.id, v.sealed_code, v.code_length);
                 (Issued::Resent(v), code)
             }
-            IssueOutcome::Refused { refusal, existing } => {
+            IssueOutcome::Refused {
+                refusal,
+                expires_at,
+                ..
+            } => {
                 return Err(match refusal {
                     ResendRefusal::Cooldown { retry_after } => {
                         self.metrics.refused_cooldown();
@@ -175,16 +179,10 @@ impl Engine {
                     }
                     ResendRefusal::MaxSends => {
                         self.metrics.refused_max_sends();
-                        let retry_after = self
-                            .store
-                            .get(&existing)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|v| now.until(v.expires_at))
-                            .unwrap_or(policy.ttl);
+                        // A new code can be asked for once this one has expired.
+                        let left = now.until(expires_at);
                         IssueError::MaxSends {
-                            retry_after: Duration::from_secs(retry_after.as_secs().max(1)),
+                            retry_after: Duration::from_secs(left.as_secs().max(1)),
                         }
                     }
                 });

@@ -229,6 +229,7 @@ impl Store for MemoryStore {
                     Err(refusal) => IssueOutcome::Refused {
                         existing: current.id,
                         refusal,
+                        expires_at: current.expires_at,
                     },
                 });
             }
@@ -394,7 +395,9 @@ mod tests {
             .await
             .unwrap()
         {
-            IssueOutcome::Refused { existing, refusal } => {
+            IssueOutcome::Refused {
+                existing, refusal, ..
+            } => {
                 assert_eq!(existing, first.id);
                 assert!(matches!(refusal, ResendRefusal::Cooldown { .. }));
             }

@@ -33,6 +33,8 @@ pub enum IssueOutcome {
     Refused {
         existing: VerificationId,
         refusal: ResendRefusal,
+        /// When the existing verification expires (a new one can be asked for then).
+        expires_at: UnixMillis,
     },
 }
 
