@@ -142,6 +142,24 @@ impl TestServer {
         .await
     }
 
+    /// Wait (bounded) until the latest send of `id` has the channel's answer (state no
+    /// longer `queued`), and return the verification as `GET` shows it then.
+    pub async fn answered(&self, id: &str) -> Value {
+        let path = format!("/v1/verifications/{id}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.get(&path).await.body;
+            if v["delivery"]["state"] != "queued" {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the send of {id} was never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The outbox lines so far.
     pub fn outbox_lines(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.outbox)
