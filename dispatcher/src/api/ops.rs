@@ -52,13 +52,25 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub async fn openapi() -> Response {
+/// The description, with what depends on this server filled in: the purposes it is
+/// configured with, and the exact pattern of the numbers it accepts.
+pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    let mut spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    let create = &mut spec["components"]["schemas"]["CreateVerification"]["properties"];
+    let mut purposes = json!(state.engine.purpose_names());
+    purposes
+        .as_array_mut()
+        .expect("array")
+        .push(serde_json::Value::Null);
+    create["purpose"]["enum"] = purposes;
+    create["to"]["pattern"] = json!(crate::phone::international_pattern());
+    let body = serde_json::to_vec(&spec).expect("JSON serializes");
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        OPENAPI,
+        body,
     )
         .into_response()
 }

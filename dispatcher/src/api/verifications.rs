@@ -235,10 +235,10 @@ fn validate(state: &AppState, body: CreateVerification) -> Result<IssueRequest, 
     })
 }
 
-/// An identity number: an opaque printable token, trimmed, at most 64 characters.
-/// Spanish DNI/NIE check letters are verified when the value has that shape.
-fn validate_subject(raw: &str) -> Result<Box<str>, ApiError> {
-    let s = raw.trim();
+/// An identity number: an opaque token of 1 to 64 characters, none of them whitespace
+/// or control characters (the OpenAPI pattern says the same). Spanish DNI/NIE check
+/// letters are verified when the value has that shape.
+fn validate_subject(s: &str) -> Result<Box<str>, ApiError> {
     let bad = |message: String| ApiError::bad_request("invalid_subject", message).field("subject");
     if s.is_empty() {
         return Err(bad("the subject is empty".into()));
@@ -570,7 +570,8 @@ mod tests {
 
     #[test]
     fn subjects_are_bounded_printable_tokens() {
-        assert_eq!(&*validate_subject(" 12345678Z ").unwrap(), "12345678Z");
+        assert_eq!(&*validate_subject("12345678Z").unwrap(), "12345678Z");
+        assert!(validate_subject(" 12345678Z").is_err());
         assert!(validate_subject("").is_err());
         assert!(validate_subject("a b").is_err());
         assert!(validate_subject("a\u{0}").is_err());
