@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use otpd_adapters::Channel;
 use otpd_adapters::file::FileChannel;
+use std::future::IntoFuture;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,10 +28,11 @@ use crate::store::{MemoryStore, Store};
 use crate::verification::Policy;
 
 /// What a server can be given instead of what its config would build: tests pass a
-/// manual clock and fake channels here.
+/// manual clock, fake channels or a faulty store here.
 pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub channels: Option<Channels>,
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl Default for Deps {
@@ -37,6 +40,7 @@ impl Default for Deps {
         Self {
             clock: Arc::new(SystemClock),
             channels: None,
+            store: None,
         }
     }
 }
@@ -86,8 +90,9 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let keys = CodeKeys::derive(&server_secret(&config)?);
-        let store: Arc<dyn Store> = match config.store.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::new(
+        let store: Arc<dyn Store> = match (deps.store, config.store.kind) {
+            (Some(store), _) => store,
+            (None, StoreKind::Memory) => Arc::new(MemoryStore::new(
                 config.store.shards,
                 config.store.retention,
             )),
@@ -154,12 +159,28 @@ impl Server {
         let app = api::router(state, config.server.body_limit);
         let grace = config.server.shutdown_grace;
         let mut http_stop = stop_rx.clone();
+        let mut deadline_stop = stop_rx.clone();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
+            let serve = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = http_stop.wait_for(|stop| *stop).await;
                 })
-                .await;
+                .into_future();
+            // A request stuck inside the server (a store that never answers) must not
+            // hold the shutdown open: after the grace period we stop waiting for
+            // connections. Their tasks end when the runtime does, i.e. when `otpd`
+            // exits right after this.
+            let deadline = async move {
+                let _ = deadline_stop.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            };
+            let served = tokio::select! {
+                served = serve => served,
+                () = deadline => {
+                    tracing::warn!(grace = ?grace, "HTTP requests still in flight after the grace period; not waiting for them");
+                    Ok(())
+                }
+            };
             // Requests are done: nothing more can be queued. Deliver what was.
             let _ = stop_workers.send(true);
             if tokio::time::timeout(grace, workers).await.is_err() {

@@ -69,6 +69,7 @@ impl TestServer {
             Deps {
                 clock: Arc::new(clock.clone()),
                 channels,
+                store: None,
             },
         )
         .await

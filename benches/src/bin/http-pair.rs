@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Deps {
             clock: std::sync::Arc::new(SystemClock),
             channels: Some(discard_channels()),
+            store: None,
         },
     )
     .await?;
