@@ -48,9 +48,22 @@ impl TestServer {
         Self::start_with(|_| {}, None).await
     }
 
+    /// Start on the default configuration, with `store` instead of the embedded one.
+    pub async fn start_with_store(store: Arc<dyn otpd::store::Store>) -> Self {
+        Self::start_full(|_| {}, None, Some(store)).await
+    }
+
     /// Start with the defaults changed by `tweak`, and optionally other channels than
     /// the outbox.
     pub async fn start_with(tweak: impl FnOnce(&mut Config), channels: Option<Channels>) -> Self {
+        Self::start_full(tweak, channels, None).await
+    }
+
+    async fn start_full(
+        tweak: impl FnOnce(&mut Config),
+        channels: Option<Channels>,
+        store: Option<Arc<dyn otpd::store::Store>>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let outbox = dir.path().join("outbox.jsonl");
         let mut config = Config::default();
@@ -69,7 +82,7 @@ impl TestServer {
             Deps {
                 clock: Arc::new(clock.clone()),
                 channels,
-                store: None,
+                store,
             },
         )
         .await
@@ -203,4 +216,84 @@ pub fn code_in(text: &str) -> String {
         .find(|run| run.len() >= 4)
         .expect("a code in the message")
         .to_string()
+}
+
+/// Faulty stores, to see what the server does when its store misbehaves.
+pub mod faults {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use otpd::clock::UnixMillis;
+    use otpd::code::CodeMac;
+    use otpd::id::VerificationId;
+    use otpd::store::{
+        CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, Store, StoreError,
+        StoredResponse,
+    };
+    use otpd::verification::{CancelOutcome, SendResult, Verification};
+
+    /// A store whose `issue` never returns, as a store behind a dead network link might.
+    pub struct Hanging(pub MemoryStore);
+
+    #[async_trait]
+    impl Store for Hanging {
+        async fn issue(&self, _: &Verification, _: UnixMillis) -> Result<IssueOutcome, StoreError> {
+            std::future::pending().await
+        }
+        async fn check(
+            &self,
+            id: &VerificationId,
+            mac: &CodeMac,
+            now: UnixMillis,
+        ) -> Result<Option<CheckResult>, StoreError> {
+            self.0.check(id, mac, now).await
+        }
+        async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
+            self.0.get(id).await
+        }
+        async fn cancel(
+            &self,
+            id: &VerificationId,
+            now: UnixMillis,
+        ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
+            self.0.cancel(id, now).await
+        }
+        async fn record_send(
+            &self,
+            id: &VerificationId,
+            send: u8,
+            r: SendResult,
+            now: UnixMillis,
+        ) -> Result<bool, StoreError> {
+            self.0.record_send(id, send, r, now).await
+        }
+        async fn idempotency_begin(
+            &self,
+            k: &str,
+            f: &Fingerprint,
+            now: UnixMillis,
+            ttl: Duration,
+        ) -> Result<IdempotencyBegin, StoreError> {
+            self.0.idempotency_begin(k, f, now, ttl).await
+        }
+        async fn idempotency_finish(
+            &self,
+            k: &str,
+            f: &Fingerprint,
+            r: StoredResponse,
+            now: UnixMillis,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.0.idempotency_finish(k, f, r, now, ttl).await
+        }
+        async fn idempotency_abandon(&self, k: &str, f: &Fingerprint) -> Result<(), StoreError> {
+            self.0.idempotency_abandon(k, f).await
+        }
+        async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
+            self.0.sweep(now).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
 }

@@ -69,3 +69,37 @@ async fn malformed_keys_are_400() {
     }
     assert!(t.outbox_lines().is_empty());
 }
+
+#[tokio::test]
+async fn a_retry_while_the_first_is_in_flight_is_409() {
+    // The first request hangs in the store (its key is reserved); the retry must not
+    // run a second issue beside it.
+    let t = TestServer::start_with_store(std::sync::Arc::new(otpd_e2e::faults::Hanging(
+        otpd::store::MemoryStore::new(1, std::time::Duration::ZERO),
+    )))
+    .await;
+    let client = t.client.clone();
+    let url = t.url("/v1/verifications");
+    let first = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("idempotency-key", "req-5")
+            .json(&json!({"to": "+34600000035"}))
+            .send()
+            .await
+    });
+    let engine = t.server().engine().clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.queue().depth() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let retry = post_with_key(&t, "req-5", json!({"to": "+34600000035"})).await;
+    assert_eq!(retry.status, 409, "{}", retry.text);
+    assert_eq!(retry.error_code(), "idempotency_key_in_use");
+    assert_eq!(retry.header("retry-after"), Some("1"));
+    first.abort();
+}
