@@ -49,7 +49,6 @@ pub struct Metrics {
     send_seconds_sms: Histogram,
     send_seconds_push: Histogram,
     pub queue_depth: Gauge,
-    pub live_verifications: Gauge,
 }
 
 impl Default for Metrics {
@@ -87,7 +86,6 @@ impl Metrics {
             send_seconds_sms: seconds("sms"),
             send_seconds_push: seconds("push"),
             queue_depth: metrics::gauge!("otpd_delivery_queue_depth"),
-            live_verifications: metrics::gauge!("otpd_store_verifications"),
         }
     }
 
