@@ -9,6 +9,7 @@
 pub mod channel;
 pub mod fake;
 pub mod file;
+pub mod smpp;
 
 pub use channel::{
     Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, ReportState,

@@ -1,0 +1,543 @@
+//! SMSC delivery receipts: the de-facto text form of SMPP 3.4 Appendix B, the TLVs
+//! that duplicate it, and matching the receipted message id to what `submit_sm_resp`
+//! said — pure functions, no I/O.
+//!
+//! Receipt texts vary between SMSCs (key case, 10- or 12-digit dates, ids up to 64
+//! characters, `err` of 1 or 3 digits, `text:` missing), so the parser reads key by key
+//! and never relies on fixed offsets. When the TLVs `receipted_message_id` and
+//! `message_state` are present they win over the text.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// The state of a message as an SMSC reports it (`message_state` TLV values, and the
+/// `stat:` codes of the text form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageState {
+    Scheduled,
+    Enroute,
+    Delivered,
+    Expired,
+    Deleted,
+    Undeliverable,
+    Accepted,
+    Unknown,
+    Rejected,
+    Skipped,
+}
+
+impl MessageState {
+    /// From the `message_state` TLV.
+    pub fn from_tlv(value: u8) -> Option<Self> {
+        Some(match value {
+            0 => Self::Scheduled,
+            1 => Self::Enroute,
+            2 => Self::Delivered,
+            3 => Self::Expired,
+            4 => Self::Deleted,
+            5 => Self::Undeliverable,
+            6 => Self::Accepted,
+            7 => Self::Unknown,
+            8 => Self::Rejected,
+            9 => Self::Skipped,
+            _ => return None,
+        })
+    }
+
+    /// From the `stat:` field: the 7-letter codes, case-insensitively, and the full
+    /// words some SMSCs write instead.
+    pub fn from_stat(stat: &str) -> Option<Self> {
+        Some(match stat.trim().to_ascii_uppercase().as_str() {
+            "SCHEDLD" | "SCHEDULED" => Self::Scheduled,
+            "ENROUTE" => Self::Enroute,
+            "DELIVRD" | "DELIVERED" => Self::Delivered,
+            "EXPIRED" => Self::Expired,
+            "DELETED" => Self::Deleted,
+            "UNDELIV" | "UNDELIVERABLE" | "UNDELIVERED" => Self::Undeliverable,
+            "ACCEPTD" | "ACCEPTED" => Self::Accepted,
+            "UNKNOWN" => Self::Unknown,
+            "REJECTD" | "REJECTED" => Self::Rejected,
+            "SKIPPED" => Self::Skipped,
+            _ => return None,
+        })
+    }
+
+    /// Whether no later receipt can change the outcome. `ACCEPTD` is not final here:
+    /// many aggregators send it for "taken by the operator" before the real outcome.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Delivered
+                | Self::Expired
+                | Self::Deleted
+                | Self::Undeliverable
+                | Self::Rejected
+                | Self::Skipped
+        )
+    }
+}
+
+/// A date of the receipt text: `YYMMDDhhmm` or `YYMMDDhhmmss`, in the SMSC's local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptDate {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+}
+
+impl ReceiptDate {
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if !(s.len() == 10 || s.len() == 12) || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let two = |i: usize| s[i..i + 2].parse::<u8>().ok();
+        let date = ReceiptDate {
+            year: 2000 + u16::from(two(0)?),
+            month: two(2)?,
+            day: two(4)?,
+            hour: two(6)?,
+            minute: two(8)?,
+            second: if s.len() == 12 { two(10)? } else { 0 },
+        };
+        let valid = (1..=12).contains(&date.month)
+            && (1..=31).contains(&date.day)
+            && date.hour < 24
+            && date.minute < 60
+            && date.second < 61;
+        valid.then_some(date)
+    }
+}
+
+/// The text form, as parsed. Fields an SMSC left out are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReceiptText {
+    pub id: String,
+    pub sub: Option<u32>,
+    pub dlvrd: Option<u32>,
+    pub submit_date: Option<ReceiptDate>,
+    pub done_date: Option<ReceiptDate>,
+    /// The `stat:` value as written, and what it means when it is a known code.
+    pub stat: Option<String>,
+    pub state: Option<MessageState>,
+    pub err: Option<String>,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    #[error("the receipt has no message id")]
+    MissingId,
+    #[error("the receipt has no state: neither a stat: field nor a message_state TLV")]
+    MissingState,
+}
+
+const KEYS: &[&str] = &[
+    "id",
+    "sub",
+    "dlvrd",
+    "submit date",
+    "done date",
+    "stat",
+    "err",
+    "text",
+];
+
+/// Parse the text form, key by key. Unknown keys are ignored; `text:` takes the rest.
+pub fn parse_text(input: &str) -> Result<ReceiptText, ReceiptError> {
+    // (where the key starts, which key, where its value starts)
+    let mut found: Vec<(usize, &str, usize)> = Vec::new();
+    let lower = input.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let at_word_start = i == 0 || bytes[i - 1].is_ascii_whitespace();
+        if at_word_start
+            && let Some(key) = KEYS.iter().find(|k| {
+                bytes[i..].starts_with(k.as_bytes()) && bytes.get(i + k.len()) == Some(&b':')
+            })
+        {
+            found.push((i, key, i + key.len() + 1));
+            if *key == "text" {
+                break; // the original text may contain anything
+            }
+            i += key.len() + 1;
+            continue;
+        }
+        i += 1;
+    }
+    let mut receipt = ReceiptText::default();
+    for (n, &(_, key, value_start)) in found.iter().enumerate() {
+        let value_end = found.get(n + 1).map_or(input.len(), |next| next.0);
+        let value = input[value_start..value_end].trim();
+        match key {
+            "id" => receipt.id = value.to_string(),
+            "sub" => receipt.sub = value.parse().ok(),
+            "dlvrd" => receipt.dlvrd = value.parse().ok(),
+            "submit date" => receipt.submit_date = ReceiptDate::parse(value),
+            "done date" => receipt.done_date = ReceiptDate::parse(value),
+            "stat" => {
+                receipt.state = MessageState::from_stat(value);
+                receipt.stat = Some(value.to_string());
+            }
+            "err" => receipt.err = (!value.is_empty()).then(|| value.to_string()),
+            "text" => {
+                receipt.text = (!value.is_empty() && !value.eq_ignore_ascii_case("none"))
+                    .then(|| value.to_string())
+            }
+            _ => {}
+        }
+    }
+    if receipt.id.is_empty() {
+        return Err(ReceiptError::MissingId);
+    }
+    Ok(receipt)
+}
+
+/// A receipt reduced to what otpd acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The SMSC's id for the receipted message, as it reported it.
+    pub message_id: String,
+    pub state: MessageState,
+    /// The error code, when the SMSC gave one: `network_error_code` TLV as
+    /// `type:code`, else the text's `err:` (left out when it is only zeros).
+    pub error: Option<String>,
+}
+
+/// Combine the parts of a `deliver_sm` receipt: the TLVs win over the text.
+pub fn reconcile(
+    text: Option<&str>,
+    receipted_message_id: Option<&str>,
+    message_state: Option<u8>,
+    network_error_code: Option<(u8, u16)>,
+) -> Result<Receipt, ReceiptError> {
+    let parsed = text.and_then(|t| parse_text(t).ok());
+    let message_id = receipted_message_id
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .or_else(|| parsed.as_ref().map(|p| p.id.clone()))
+        .ok_or(ReceiptError::MissingId)?;
+    let state = message_state
+        .and_then(MessageState::from_tlv)
+        .or_else(|| parsed.as_ref().and_then(|p| p.state))
+        .ok_or(ReceiptError::MissingState)?;
+    let error = match network_error_code {
+        Some((kind, code)) => Some(format!("{kind}:{code}")),
+        None => parsed
+            .and_then(|p| p.err)
+            .filter(|e| e.bytes().any(|b| b != b'0')),
+    };
+    Ok(Receipt {
+        message_id,
+        state,
+        error,
+    })
+}
+
+/// Message ids as keys that match however the SMSC wrote them: case and leading zeros
+/// never matter, and an id may come back in the other base (hex in `submit_sm_resp`,
+/// decimal in the receipt, or the reverse). The first key is the id itself,
+/// normalised; the others are its readings in the other base.
+pub fn id_keys(id: &str) -> Vec<String> {
+    let raw = id.trim().to_ascii_lowercase();
+    let stripped = match raw.trim_start_matches('0') {
+        "" if !raw.is_empty() => "0".to_string(),
+        s => s.to_string(),
+    };
+    let mut keys = vec![stripped.clone()];
+    if stripped.is_empty() {
+        return keys;
+    }
+    if stripped.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = stripped.parse::<u128>()
+    {
+        keys.push(format!("{n:x}"));
+    }
+    if stripped.bytes().all(|b| b.is_ascii_hexdigit())
+        && let Ok(n) = u128::from_str_radix(&stripped, 16)
+    {
+        keys.push(n.to_string());
+    }
+    keys.dedup();
+    keys
+}
+
+/// Values indexed by SMSC message id, found again from a receipt however its id was
+/// written. An exact match (after normalisation) wins over a cross-base one, so two
+/// messages whose ids read alike in different bases are not confused when the SMSC
+/// uses one base for both.
+#[derive(Debug)]
+pub struct MessageIdIndex<V> {
+    exact: HashMap<String, V>,
+    /// Other-base reading → exact key.
+    alternate: HashMap<String, String>,
+}
+
+impl<V> Default for MessageIdIndex<V> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            alternate: HashMap::new(),
+        }
+    }
+}
+
+impl<V> MessageIdIndex<V> {
+    pub fn insert(&mut self, id: &str, value: V) {
+        let keys = id_keys(id);
+        let exact = keys[0].clone();
+        for alt in &keys[1..] {
+            self.alternate.insert(alt.clone(), exact.clone());
+        }
+        self.exact.insert(exact, value);
+    }
+
+    /// Remove and return the value for the message a receipt is about.
+    pub fn take(&mut self, receipt_id: &str) -> Option<V> {
+        let keys = id_keys(receipt_id);
+        let exact = if self.exact.contains_key(&keys[0]) {
+            keys[0].clone()
+        } else {
+            keys.iter().find_map(|k| {
+                self.alternate
+                    .get(k)
+                    .filter(|e| self.exact.contains_key(*e))
+                    .cloned()
+                    .or_else(|| self.exact.contains_key(k).then(|| k.clone()))
+            })?
+        };
+        let value = self.exact.remove(&exact)?;
+        for alt in &id_keys(&exact)[1..] {
+            if self.alternate.get(alt) == Some(&exact) {
+                self.alternate.remove(alt);
+            }
+        }
+        Some(value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+    }
+}
+
+impl<V: Clone + Eq + Hash> MessageIdIndex<V> {
+    /// Look without removing.
+    pub fn get(&self, receipt_id: &str) -> Option<&V> {
+        let keys = id_keys(receipt_id);
+        if let Some(v) = self.exact.get(&keys[0]) {
+            return Some(v);
+        }
+        keys.iter().find_map(|k| {
+            self.alternate
+                .get(k)
+                .and_then(|e| self.exact.get(e))
+                .or_else(|| self.exact.get(k))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STANDARD: &str = "id:0123456789 sub:001 dlvrd:001 submit date:2611231200 done date:2611231201 stat:DELIVRD err:000 text:042317 es tu código";
+
+    #[test]
+    fn parses_the_standard_form() {
+        let r = parse_text(STANDARD).unwrap();
+        assert_eq!(r.id, "0123456789");
+        assert_eq!(r.sub, Some(1));
+        assert_eq!(r.dlvrd, Some(1));
+        assert_eq!(
+            r.submit_date,
+            Some(ReceiptDate {
+                year: 2026,
+                month: 11,
+                day: 23,
+                hour: 12,
+                minute: 0,
+                second: 0
+            })
+        );
+        assert_eq!(r.done_date.unwrap().minute, 1);
+        assert_eq!(r.state, Some(MessageState::Delivered));
+        assert_eq!(r.stat.as_deref(), Some("DELIVRD"));
+        assert_eq!(r.err.as_deref(), Some("000"));
+        assert_eq!(r.text.as_deref(), Some("042317 es tu código"));
+    }
+
+    #[test]
+    fn tolerates_the_usual_variations() {
+        let variants = [
+            // Upper-case keys, 12-digit dates, one-digit err, no text.
+            "ID:ABCDEF SUB:001 DLVRD:000 SUBMIT DATE:261123120000 DONE DATE:261123120105 STAT:UNDELIV ERR:1",
+            // Text: with a capital, empty.
+            "id:abcdef sub:1 dlvrd:0 submit date:2611231200 done date:2611231201 stat:undeliv err:001 Text:",
+            // Extra spaces and an unknown key.
+            "id:abcdef  sub:1  foo:bar  stat:UNDELIV   err:001",
+        ];
+        for v in variants {
+            let r = parse_text(v).unwrap();
+            assert_eq!(r.id.to_ascii_lowercase(), "abcdef", "{v}");
+            assert_eq!(r.state, Some(MessageState::Undeliverable), "{v}");
+            assert_eq!(r.text, None, "{v}");
+        }
+        let r = parse_text(variants[0]).unwrap();
+        assert_eq!(r.done_date.unwrap().second, 5);
+    }
+
+    #[test]
+    fn text_may_contain_anything_including_keys() {
+        let r = parse_text("id:7 stat:DELIVRD err:000 text:id:9 stat:REJECTD").unwrap();
+        assert_eq!(r.id, "7");
+        assert_eq!(r.state, Some(MessageState::Delivered));
+        assert_eq!(r.text.as_deref(), Some("id:9 stat:REJECTD"));
+    }
+
+    #[test]
+    fn a_key_inside_a_word_is_not_a_key() {
+        let r = parse_text("id:5 xstat:REJECTD stat:DELIVRD").unwrap();
+        assert_eq!(r.state, Some(MessageState::Delivered));
+    }
+
+    #[test]
+    fn a_receipt_without_id_is_refused() {
+        assert_eq!(
+            parse_text("stat:DELIVRD err:000"),
+            Err(ReceiptError::MissingId)
+        );
+        assert_eq!(parse_text(""), Err(ReceiptError::MissingId));
+        assert_eq!(parse_text("id: stat:DELIVRD"), Err(ReceiptError::MissingId));
+    }
+
+    #[test]
+    fn bad_dates_and_unknown_stats_are_none_not_errors() {
+        let r = parse_text("id:1 submit date:2613231200 done date:26112312 stat:WEIRD").unwrap();
+        assert_eq!(r.submit_date, None);
+        assert_eq!(r.done_date, None);
+        assert_eq!(r.state, None);
+        assert_eq!(r.stat.as_deref(), Some("WEIRD"));
+    }
+
+    #[test]
+    fn tlvs_win_over_the_text() {
+        let r = reconcile(Some(STANDARD), Some("99"), Some(5), Some((3, 34))).unwrap();
+        assert_eq!(r.message_id, "99");
+        assert_eq!(r.state, MessageState::Undeliverable);
+        assert_eq!(r.error.as_deref(), Some("3:34"));
+        let r = reconcile(Some(STANDARD), None, None, None).unwrap();
+        assert_eq!(r.message_id, "0123456789");
+        assert_eq!(r.state, MessageState::Delivered);
+        assert_eq!(r.error, None, "err:000 is no error");
+        let r = reconcile(None, Some("abc"), Some(2), None).unwrap();
+        assert_eq!(r.state, MessageState::Delivered);
+        assert_eq!(
+            reconcile(None, Some("abc"), None, None),
+            Err(ReceiptError::MissingState)
+        );
+        assert_eq!(
+            reconcile(Some("garbage"), None, Some(2), None),
+            Err(ReceiptError::MissingId)
+        );
+    }
+
+    #[test]
+    fn final_states() {
+        assert!(MessageState::Delivered.is_final());
+        assert!(MessageState::Rejected.is_final());
+        assert!(!MessageState::Enroute.is_final());
+        assert!(!MessageState::Accepted.is_final());
+        for v in 0..=9 {
+            let s = MessageState::from_tlv(v).unwrap();
+            assert!(
+                s.is_final()
+                    || matches!(
+                        s,
+                        MessageState::Scheduled
+                            | MessageState::Enroute
+                            | MessageState::Accepted
+                            | MessageState::Unknown
+                    )
+            );
+        }
+        assert_eq!(MessageState::from_tlv(10), None);
+    }
+
+    #[test]
+    fn ids_match_across_bases_case_and_leading_zeros() {
+        let mut index = MessageIdIndex::default();
+        index.insert("1A2B3C", "hex-resp");
+        index.insert("0000004711", "dec-resp");
+        // Decimal receipt for a hex resp id (0x1A2B3C = 1715004).
+        assert_eq!(index.take("1715004"), Some("hex-resp"));
+        // Same base, lower case and without the leading zeros.
+        assert_eq!(index.take("4711"), Some("dec-resp"));
+        assert!(index.is_empty());
+
+        let mut index = MessageIdIndex::default();
+        index.insert("255", "dec");
+        assert_eq!(index.get("ff"), Some(&"dec"));
+        assert_eq!(index.get("000FF"), Some(&"dec"));
+        assert_eq!(index.take("FF"), Some("dec"));
+        assert_eq!(index.take("255"), None, "taken once");
+    }
+
+    #[test]
+    fn exact_matches_win_over_cross_base_ones() {
+        // "10" decimal and "16" decimal: a receipt "10" is the first, not 0x10 = 16.
+        let mut index = MessageIdIndex::default();
+        index.insert("10", "ten");
+        index.insert("16", "sixteen");
+        assert_eq!(index.take("10"), Some("ten"));
+        assert_eq!(index.take("16"), Some("sixteen"));
+    }
+
+    #[test]
+    fn non_numeric_and_huge_ids_match_only_themselves() {
+        let mut index = MessageIdIndex::default();
+        index.insert("msg-42-xyz", 1);
+        index.insert(&"9".repeat(64), 2);
+        assert_eq!(index.take("MSG-42-XYZ"), Some(1));
+        assert_eq!(index.take(&"9".repeat(64)), Some(2));
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,200}") {
+            let _ = parse_text(&s);
+        }
+
+        #[test]
+        fn any_numeric_id_is_found_in_either_base(n in 0u64..u64::MAX, zeros in 0usize..4, hex_first in any::<bool>()) {
+            let (stored, reported) = if hex_first {
+                (format!("{}{n:X}", "0".repeat(zeros)), n.to_string())
+            } else {
+                (format!("{}{n}", "0".repeat(zeros)), format!("{n:x}"))
+            };
+            let mut index = MessageIdIndex::default();
+            index.insert(&stored, ());
+            prop_assert!(index.take(&reported).is_some(), "{} vs {}", stored, reported);
+        }
+
+        #[test]
+        fn round_trip_of_generated_receipts(id in "[0-9A-Za-z]{1,64}", stat in prop_oneof![Just("DELIVRD"), Just("UNDELIV"), Just("EXPIRED"), Just("REJECTD")], err in 0u16..1000) {
+            let text = format!("id:{id} sub:001 dlvrd:001 submit date:2611231200 done date:2611231201 stat:{stat} err:{err:03} text:hola");
+            let r = parse_text(&text).unwrap();
+            prop_assert_eq!(r.id, id);
+            prop_assert_eq!(r.state, MessageState::from_stat(stat));
+            let err_text = format!("{err:03}");
+            prop_assert_eq!(r.err.as_deref(), Some(err_text.as_str()));
+        }
+    }
+}
