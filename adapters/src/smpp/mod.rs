@@ -4,4 +4,5 @@
 
 pub mod pdu;
 pub mod receipt;
+pub mod simulator;
 pub mod status;

@@ -1,0 +1,658 @@
+//! An SMSC simulator: a real SMPP 3.4 server on loopback, for otpd's tests and load
+//! tests. It accepts binds for configured accounts, answers submits after a
+//! configurable latency, injects faults (throttling, transient and permanent errors,
+//! dropped connections, silence) from a script or at random rates, and sends delivery
+//! receipts after a delay with a configurable outcome mix. Everything it received can
+//! be inspected.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use rusmpp::pdus::{BindReceiverResp, BindTransceiverResp, BindTransmitterResp, SubmitSmResp};
+use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
+use rusmpp::tokio_codec::CommandCodec;
+use rusmpp::types::COctetString;
+use rusmpp::values::{ErrorCodeNetworkType, NetworkErrorCode};
+use rusmpp::{Command, CommandStatus, Pdu};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+
+use super::pdu::{self, Address, MAX_PDU_LENGTH};
+use super::receipt::MessageState;
+
+/// Credentials the simulator accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub system_id: String,
+    pub password: String,
+}
+
+/// How the simulator writes message ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdFormat {
+    Decimal,
+    /// Upper-case hex, zero-padded to 8 digits.
+    Hex,
+}
+
+impl IdFormat {
+    fn write(self, n: u64) -> String {
+        match self {
+            IdFormat::Decimal => n.to_string(),
+            IdFormat::Hex => format!("{n:08X}"),
+        }
+    }
+}
+
+/// What happens to one submit_sm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Accept it.
+    None,
+    /// Answer with this command_status instead of accepting.
+    Status(u32),
+    /// Close the connection without answering.
+    Drop,
+    /// Never answer (the client's response timer must fire).
+    Silence,
+}
+
+/// Delivery receipts.
+#[derive(Debug, Clone)]
+pub struct ReceiptPolicy {
+    /// Delay after the submit_sm_resp.
+    pub delay: Duration,
+    /// Outcomes with weights; drawn for each receipted message.
+    pub outcomes: Vec<(MessageState, u32)>,
+    /// Base of the id in the receipt (a real SMSC may differ from its submit_sm_resp).
+    pub id_format: IdFormat,
+    /// Whether to add receipted_message_id / message_state / network_error_code TLVs.
+    pub tlvs: bool,
+}
+
+impl Default for ReceiptPolicy {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(10),
+            outcomes: vec![(MessageState::Delivered, 1)],
+            id_format: IdFormat::Decimal,
+            tlvs: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SmscConfig {
+    /// system_id in bind responses.
+    pub system_id: String,
+    /// Accepted credentials; empty accepts any.
+    pub accounts: Vec<Account>,
+    /// submit_sm per second per bind before answering ESME_RTHROTTLED.
+    pub tps_per_bind: Option<u32>,
+    /// Response latency, drawn uniformly between the two.
+    pub latency: (Duration, Duration),
+    pub message_ids: IdFormat,
+    pub receipts: ReceiptPolicy,
+    /// Faults for the first submits, in order (then `random_faults` apply).
+    pub script: Vec<Fault>,
+    /// Faults at random rates (per million submits), e.g. `(Fault::Status(0x58), 10_000)`.
+    pub random_faults: Vec<(Fault, u32)>,
+    /// Seed of the simulator's random draws: runs are repeatable.
+    pub seed: u64,
+}
+
+impl Default for SmscConfig {
+    fn default() -> Self {
+        Self {
+            system_id: "otpd-sim".into(),
+            accounts: Vec::new(),
+            tps_per_bind: None,
+            latency: (Duration::ZERO, Duration::ZERO),
+            message_ids: IdFormat::Decimal,
+            receipts: ReceiptPolicy::default(),
+            script: Vec::new(),
+            random_faults: Vec::new(),
+            seed: 0x0DDB_1A5E_5BAD_5EED,
+        }
+    }
+}
+
+/// A message the simulator accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub system_id: String,
+    pub message_id: String,
+    pub sequence_number: u32,
+    pub source: Address,
+    pub destination: Address,
+    pub esm_class: u8,
+    pub data_coding: u8,
+    pub registered_delivery: u8,
+    /// short_message, or message_payload when short_message is empty.
+    pub body: Vec<u8>,
+}
+
+/// Counters, for assertions and load reports.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub binds: AtomicU64,
+    pub bind_failures: AtomicU64,
+    pub submits: AtomicU64,
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped_connections: AtomicU64,
+    pub receipts_sent: AtomicU64,
+    pub enquire_links: AtomicU64,
+    pub unbinds: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindKind {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+struct Receiver {
+    conn: u64,
+    tx: mpsc::Sender<Outgoing>,
+    sequence: Arc<AtomicU32>,
+}
+
+/// What the writer task sends. Nearly every value is a `Command`; boxing it to shrink
+/// the rare `Close` would cost an allocation per PDU.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Command(Command),
+    Close,
+}
+
+struct Shared {
+    config: SmscConfig,
+    stats: Stats,
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Fault>>,
+    rng: Mutex<u64>,
+    next_id: AtomicU64,
+    next_conn: AtomicU64,
+    /// Receiving binds by system_id, for routing receipts.
+    receivers: Mutex<HashMap<String, Vec<Receiver>>>,
+}
+
+impl Shared {
+    /// xorshift64*: deterministic from the seed, good enough for fault draws.
+    fn random(&self) -> u64 {
+        let mut s = self.rng.lock();
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn fault(&self) -> Fault {
+        if let Some(f) = self.script.lock().pop_front() {
+            return f;
+        }
+        for (fault, per_million) in &self.config.random_faults {
+            if self.random() % 1_000_000 < u64::from(*per_million) {
+                return *fault;
+            }
+        }
+        Fault::None
+    }
+
+    fn latency(&self) -> Duration {
+        let (min, max) = self.config.latency;
+        if max <= min {
+            return min;
+        }
+        let span = (max - min).as_nanos() as u64;
+        min + Duration::from_nanos(self.random() % span)
+    }
+
+    fn outcome(&self) -> MessageState {
+        let total: u32 = self.config.receipts.outcomes.iter().map(|(_, w)| *w).sum();
+        if total == 0 {
+            return MessageState::Delivered;
+        }
+        let mut pick = (self.random() % u64::from(total)) as u32;
+        for (state, weight) in &self.config.receipts.outcomes {
+            if pick < *weight {
+                return *state;
+            }
+            pick -= weight;
+        }
+        MessageState::Delivered
+    }
+
+    fn authorised(&self, system_id: &str, password: &str) -> Result<(), CommandStatus> {
+        if self.config.accounts.is_empty() {
+            return Ok(());
+        }
+        match self
+            .config
+            .accounts
+            .iter()
+            .find(|a| a.system_id == system_id)
+        {
+            None => Err(CommandStatus::EsmeRinvsysid),
+            Some(a) if a.password != password => Err(CommandStatus::EsmeRinvpaswd),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// A running simulator.
+pub struct Smsc {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+}
+
+impl Smsc {
+    /// Listen on `127.0.0.1:0` and serve.
+    pub async fn start(config: SmscConfig) -> std::io::Result<Smsc> {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await?, config).await
+    }
+
+    pub async fn start_on(listener: TcpListener, config: SmscConfig) -> std::io::Result<Smsc> {
+        let addr = listener.local_addr()?;
+        let seed = config.seed.max(1);
+        let shared = Arc::new(Shared {
+            script: Mutex::new(config.script.iter().copied().collect()),
+            config,
+            stats: Stats::default(),
+            received: Mutex::new(Vec::new()),
+            rng: Mutex::new(seed),
+            next_id: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            receivers: Mutex::new(HashMap::new()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(accept(listener, shared.clone(), stop_rx));
+        Ok(Smsc { addr, shared, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Every accepted message so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().clone()
+    }
+
+    /// Append faults to the script (applied to the next submits, in order).
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.shared.script.lock().extend(faults);
+    }
+
+    /// Close every connection and stop listening.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Smsc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, shared.clone(), stop.clone()));
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One client connection: a reader loop here, a writer task for everything sent.
+async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
+    let (mut sink, mut frames) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(4096);
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outgoing::Command(c) => {
+                    if sink.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Outgoing::Close => break,
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let sequence = Arc::new(AtomicU32::new(1));
+    let mut bound: Option<(BindKind, String)> = None;
+    let mut window_start = Instant::now();
+    let mut in_window = 0u32;
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = stop.changed() => break,
+        };
+        let command = match frame {
+            Some(Ok(c)) => c,
+            // A malformed PDU: tell the client, as SMSCs do, and drop the link.
+            Some(Err(_)) => {
+                let nack = Command::new(CommandStatus::EsmeRinvcmdlen, 0, Pdu::GenericNack);
+                let _ = tx.send(Outgoing::Command(nack)).await;
+                break;
+            }
+            None => break,
+        };
+        let seq = command.sequence_number();
+        let reply =
+            |status: CommandStatus, pdu: Pdu| Outgoing::Command(Command::new(status, seq, pdu));
+        match command.pdu().cloned() {
+            Some(
+                pdu @ (Pdu::BindTransmitter(_) | Pdu::BindReceiver(_) | Pdu::BindTransceiver(_)),
+            ) => {
+                let (kind, system_id, password) = match &pdu {
+                    Pdu::BindTransmitter(b) => (
+                        BindKind::Transmitter,
+                        b.system_id.as_str().to_string(),
+                        b.password.as_str().to_string(),
+                    ),
+                    Pdu::BindReceiver(b) => (
+                        BindKind::Receiver,
+                        b.system_id.as_str().to_string(),
+                        b.password.as_str().to_string(),
+                    ),
+                    Pdu::BindTransceiver(b) => (
+                        BindKind::Transceiver,
+                        b.system_id.as_str().to_string(),
+                        b.password.as_str().to_string(),
+                    ),
+                    _ => unreachable!("matched above"),
+                };
+                let status = if bound.is_some() {
+                    Err(CommandStatus::EsmeRalybnd)
+                } else {
+                    shared.authorised(&system_id, &password)
+                };
+                let sid = smsc_id(&shared.config.system_id);
+                let resp: Pdu = match kind {
+                    BindKind::Transmitter => {
+                        BindTransmitterResp::builder().system_id(sid).build().into()
+                    }
+                    BindKind::Receiver => BindReceiverResp::builder().system_id(sid).build().into(),
+                    BindKind::Transceiver => {
+                        BindTransceiverResp::builder().system_id(sid).build().into()
+                    }
+                };
+                match status {
+                    Ok(()) => {
+                        shared.stats.binds.fetch_add(1, Ordering::Relaxed);
+                        if kind != BindKind::Transmitter {
+                            shared
+                                .receivers
+                                .lock()
+                                .entry(system_id.clone())
+                                .or_default()
+                                .push(Receiver {
+                                    conn,
+                                    tx: tx.clone(),
+                                    sequence: sequence.clone(),
+                                });
+                        }
+                        bound = Some((kind, system_id));
+                        let _ = tx.send(reply(CommandStatus::EsmeRok, resp)).await;
+                    }
+                    Err(status) => {
+                        shared.stats.bind_failures.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(reply(status, resp)).await;
+                    }
+                }
+            }
+            Some(Pdu::SubmitSm(submit)) => {
+                let Some((kind, system_id)) = bound.clone() else {
+                    let _ = tx
+                        .send(reply(
+                            CommandStatus::EsmeRinvbndsts,
+                            SubmitSmResp::builder().build().into(),
+                        ))
+                        .await;
+                    continue;
+                };
+                if kind == BindKind::Receiver {
+                    let _ = tx
+                        .send(reply(
+                            CommandStatus::EsmeRinvbndsts,
+                            SubmitSmResp::builder().build().into(),
+                        ))
+                        .await;
+                    continue;
+                }
+                shared.stats.submits.fetch_add(1, Ordering::Relaxed);
+                // Per-bind TPS: a one-second window.
+                let mut fault = shared.fault();
+                if let Some(tps) = shared.config.tps_per_bind {
+                    if window_start.elapsed() >= Duration::from_secs(1) {
+                        window_start = Instant::now();
+                        in_window = 0;
+                    }
+                    in_window += 1;
+                    if in_window > tps && fault == Fault::None {
+                        fault = Fault::Status(CommandStatus::EsmeRthrottled.into());
+                    }
+                }
+                match fault {
+                    Fault::Drop => {
+                        shared
+                            .stats
+                            .dropped_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Fault::Silence => continue,
+                    Fault::Status(code) => {
+                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        let resp = SubmitSmResp::builder().build();
+                        let out = reply(CommandStatus::from(code), resp.into());
+                        respond_later(&shared, &tx, out);
+                    }
+                    Fault::None => {
+                        let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                        let message_id = shared.config.message_ids.write(n);
+                        let body = if submit.short_message().as_ref().is_empty() {
+                            submit
+                                .tlvs()
+                                .iter()
+                                .find_map(|t| match t.value() {
+                                    Some(rusmpp::tlvs::TlvValue::MessagePayload(p)) => {
+                                        Some(p.value.as_ref().to_vec())
+                                    }
+                                    _ => None,
+                                })
+                                .unwrap_or_default()
+                        } else {
+                            submit.short_message().as_ref().to_vec()
+                        };
+                        let received = Received {
+                            system_id: system_id.clone(),
+                            message_id: message_id.clone(),
+                            sequence_number: seq,
+                            source: Address {
+                                ton: submit.source_addr_ton.into(),
+                                npi: submit.source_addr_npi.into(),
+                                addr: submit.source_addr.as_str().to_string(),
+                            },
+                            destination: Address {
+                                ton: submit.dest_addr_ton.into(),
+                                npi: submit.dest_addr_npi.into(),
+                                addr: submit.destination_addr.as_str().to_string(),
+                            },
+                            esm_class: submit.esm_class.into(),
+                            data_coding: submit.data_coding.into(),
+                            registered_delivery: submit.registered_delivery.into(),
+                            body,
+                        };
+                        shared.received.lock().push(received.clone());
+                        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        let resp = SubmitSmResp::builder()
+                            .message_id(
+                                COctetString::from_vec(with_nul(&message_id))
+                                    .expect("ids are short"),
+                            )
+                            .build();
+                        respond_later(&shared, &tx, reply(CommandStatus::EsmeRok, resp.into()));
+                        if received.registered_delivery & 0x03 != 0 {
+                            schedule_receipt(shared.clone(), received, n);
+                        }
+                    }
+                }
+            }
+            Some(Pdu::EnquireLink) => {
+                shared.stats.enquire_links.fetch_add(1, Ordering::Relaxed);
+                let _ = tx
+                    .send(reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp))
+                    .await;
+            }
+            Some(Pdu::Unbind) => {
+                shared.stats.unbinds.fetch_add(1, Ordering::Relaxed);
+                let _ = tx
+                    .send(reply(CommandStatus::EsmeRok, Pdu::UnbindResp))
+                    .await;
+                break;
+            }
+            // Answers to what we sent (deliver_sm_resp, enquire_link_resp): nothing to do.
+            Some(Pdu::DeliverSmResp(_)) | Some(Pdu::EnquireLinkResp) | Some(Pdu::GenericNack) => {}
+            _ => {
+                let _ = tx
+                    .send(reply(CommandStatus::EsmeRinvcmdid, Pdu::GenericNack))
+                    .await;
+            }
+        }
+    }
+    shared
+        .receivers
+        .lock()
+        .values_mut()
+        .for_each(|list| list.retain(|r| r.conn != conn));
+    let _ = tx.send(Outgoing::Close).await;
+    let _ = writer.await;
+}
+
+fn with_nul(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn smsc_id(id: &str) -> COctetString<1, 16> {
+    let cut: String = id.chars().take(15).collect();
+    COctetString::from_vec(with_nul(&cut)).expect("15 characters fit")
+}
+
+/// Send `out` after the configured latency, without holding up the reader.
+fn respond_later(shared: &Arc<Shared>, tx: &mpsc::Sender<Outgoing>, out: Outgoing) {
+    let delay = shared.latency();
+    if delay.is_zero() {
+        let _ = tx.try_send(out);
+        return;
+    }
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tx.send(out).await;
+    });
+}
+
+fn schedule_receipt(shared: Arc<Shared>, message: Received, n: u64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(shared.config.receipts.delay).await;
+        let state = shared.outcome();
+        let id = shared.config.receipts.id_format.write(n);
+        let stat = match state {
+            MessageState::Delivered => "DELIVRD",
+            MessageState::Expired => "EXPIRED",
+            MessageState::Deleted => "DELETED",
+            MessageState::Undeliverable => "UNDELIV",
+            MessageState::Accepted => "ACCEPTD",
+            MessageState::Rejected => "REJECTD",
+            MessageState::Enroute => "ENROUTE",
+            MessageState::Scheduled => "SCHEDLD",
+            MessageState::Skipped => "SKIPPED",
+            MessageState::Unknown => "UNKNOWN",
+        };
+        let err = if state == MessageState::Delivered {
+            0
+        } else {
+            34
+        };
+        let text = format!(
+            "id:{id} sub:001 dlvrd:{:03} submit date:2611231200 done date:2611231200 stat:{stat} err:{err:03} text:",
+            u8::from(state == MessageState::Delivered)
+        );
+        let tlvs = if shared.config.receipts.tlvs {
+            vec![
+                MessageDeliveryRequestTlvValue::ReceiptedMessageId(
+                    COctetString::from_vec(with_nul(&id)).expect("ids are short"),
+                ),
+                MessageDeliveryRequestTlvValue::MessageState(rusmpp::values::MessageState::from(
+                    tlv_state(state),
+                )),
+                MessageDeliveryRequestTlvValue::NetworkErrorCode(NetworkErrorCode::new(
+                    ErrorCodeNetworkType::Gsm,
+                    err,
+                )),
+            ]
+        } else {
+            Vec::new()
+        };
+        // The receipt goes from the handset to the sender: swap the addresses.
+        let Ok(deliver) =
+            pdu::receipt_deliver_sm(&message.destination, &message.source, &text, tlvs)
+        else {
+            return;
+        };
+        let target = {
+            let receivers = shared.receivers.lock();
+            receivers
+                .get(&message.system_id)
+                .and_then(|list| list.first())
+                .map(|r| (r.tx.clone(), r.sequence.fetch_add(1, Ordering::Relaxed)))
+        };
+        if let Some((tx, seq)) = target {
+            let command = Command::new(CommandStatus::EsmeRok, seq, deliver);
+            if tx.send(Outgoing::Command(command)).await.is_ok() {
+                shared.stats.receipts_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+fn tlv_state(state: MessageState) -> u8 {
+    match state {
+        MessageState::Scheduled => 0,
+        MessageState::Enroute => 1,
+        MessageState::Delivered => 2,
+        MessageState::Expired => 3,
+        MessageState::Deleted => 4,
+        MessageState::Undeliverable => 5,
+        MessageState::Accepted => 6,
+        MessageState::Unknown => 7,
+        MessageState::Rejected => 8,
+        MessageState::Skipped => 9,
+    }
+}
