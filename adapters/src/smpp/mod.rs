@@ -4,5 +4,6 @@
 
 pub mod pdu;
 pub mod receipt;
+pub mod session;
 pub mod simulator;
 pub mod status;

@@ -1,0 +1,562 @@
+//! One carrier bind: an SMPP 3.4 ESME session that stays connected.
+//!
+//! A [`Bind`] is a handle; a task owns the connection. The task connects, binds as a
+//! transceiver, and then keeps a *window* of submit_sm in flight, matched to their
+//! responses by sequence number. It paces submits to the bind's TPS, answers the
+//! SMSC's deliver_sm (forwarding delivery receipts) and enquire_link, and sends its
+//! own enquire_link when the link is idle. Whatever goes wrong with the link — a
+//! response that does not come within the response timeout, a closed socket, an
+//! unbind from the SMSC — it reconnects with exponential backoff and jitter, and
+//! sends again every submit that never got a response (at least once: the SMSC may
+//! have taken it, so this can duplicate an SMS; the count is kept).
+//!
+//! How each `command_status` is handled follows [`StatusClass`]: throttling puts
+//! the message back at the head of the queue and pauses the bind; transient errors
+//! are retried a few times; permanent ones fail the message with the status name.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rusmpp::pdus::{BindTransceiver, DeliverSmResp, SubmitSm};
+use rusmpp::tokio_codec::CommandCodec;
+use rusmpp::types::COctetString;
+use rusmpp::values::InterfaceVersion;
+use rusmpp::{Command, CommandStatus as Status, Pdu};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::Framed;
+
+use super::pdu::{self, MAX_PDU_LENGTH};
+use super::receipt::{Receipt, ReceiptError};
+use super::status::{CommandStatus, StatusClass};
+
+/// Everything one bind needs.
+#[derive(Debug, Clone)]
+pub struct BindConfig {
+    /// `host:port` of the SMSC.
+    pub address: String,
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    pub address_range: String,
+    /// Submits awaiting their response at most.
+    pub window: usize,
+    /// Submits per second at most; `None` for no cap.
+    pub tps: Option<u32>,
+    /// An enquire_link is sent when nothing was received for this long.
+    pub enquire_link_interval: Duration,
+    /// A request unanswered for this long declares the bind dead.
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Reconnect backoff: from `min`, doubling, up to `max`, with ±50% jitter.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// First pause after ESME_RTHROTTLED / ESME_RMSGQFUL; doubles while it repeats.
+    pub throttle_pause: Duration,
+    /// Submits of one message on transient errors, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for BindConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:2775".into(),
+            system_id: String::new(),
+            password: String::new(),
+            system_type: String::new(),
+            address_range: String::new(),
+            window: 64,
+            tps: None,
+            enquire_link_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(30),
+            throttle_pause: Duration::from_millis(100),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Where a bind stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindState {
+    Connecting,
+    Bound,
+    /// Shut down: it takes no more submits.
+    Closed,
+}
+
+/// Why a submit did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The SMSC refused the message with this status (permanent, or transient after
+    /// the last attempt).
+    #[error("the SMSC refused the message: {0}")]
+    Refused(CommandStatus),
+    /// The bind was shut down before the message could be sent.
+    #[error("the bind is closed")]
+    Closed,
+}
+
+impl SubmitError {
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SubmitError::Refused(status) => status.class() != StatusClass::Permanent,
+            SubmitError::Closed => true,
+        }
+    }
+}
+
+/// A receipt as it arrived, or why it could not be read.
+pub type ReceiptEvent = Result<Receipt, ReceiptError>;
+
+/// Counters of one bind.
+#[derive(Debug, Default)]
+pub struct BindStats {
+    pub connects: AtomicU64,
+    pub submits: AtomicU64,
+    pub accepted: AtomicU64,
+    pub throttled: AtomicU64,
+    pub refused: AtomicU64,
+    /// Submits sent again after a reconnect because their response never came.
+    pub resent: AtomicU64,
+    pub receipts: AtomicU64,
+    pub in_flight: AtomicU64,
+    /// The most submits ever in flight at once (never above the window).
+    pub max_in_flight: AtomicU64,
+}
+
+struct Request {
+    submit: SubmitSm,
+    reply: oneshot::Sender<Result<String, SubmitError>>,
+    attempts: u32,
+}
+
+/// A handle on one bind. Cloning shares the bind.
+#[derive(Clone)]
+pub struct Bind {
+    requests: mpsc::Sender<Request>,
+    state: watch::Receiver<BindState>,
+    stop: Arc<watch::Sender<bool>>,
+    stats: Arc<BindStats>,
+    done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Bind {
+    /// Start the bind's task; receipts go to `receipts`.
+    pub fn start(config: BindConfig, receipts: mpsc::Sender<ReceiptEvent>) -> Bind {
+        let (requests, rx) = mpsc::channel(config.window.max(1) * 4);
+        let (state_tx, state) = watch::channel(BindState::Connecting);
+        let (stop, stop_rx) = watch::channel(false);
+        let stats = Arc::new(BindStats::default());
+        let task = tokio::spawn(
+            Session {
+                config,
+                receipts,
+                state: state_tx,
+                stats: stats.clone(),
+                queue: VecDeque::new(),
+                requests: rx,
+                stop: stop_rx,
+            }
+            .run(),
+        );
+        Bind {
+            requests,
+            state,
+            stop: Arc::new(stop),
+            stats,
+            done: Arc::new(tokio::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// Send one message; answers with the SMSC's message id.
+    pub async fn submit(&self, submit: SubmitSm) -> Result<String, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request {
+                submit,
+                reply,
+                attempts: 0,
+            })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        answer.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    pub fn state(&self) -> BindState {
+        *self.state.borrow()
+    }
+
+    /// Wait until the bind is in `state` (or give up after `within`).
+    pub async fn wait_for(&self, state: BindState, within: Duration) -> bool {
+        let mut rx = self.state.clone();
+        tokio::time::timeout(within, rx.wait_for(|s| *s == state))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn stats(&self) -> &BindStats {
+        &self.stats
+    }
+
+    /// Stop taking submits, wait for the responses of those in flight (up to the
+    /// response timeout), unbind, and close. Queued submits fail with `Closed`.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.done.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Session {
+    config: BindConfig,
+    receipts: mpsc::Sender<ReceiptEvent>,
+    state: watch::Sender<BindState>,
+    stats: Arc<BindStats>,
+    /// Taken from callers, not yet sent (or sent and to be sent again).
+    queue: VecDeque<Request>,
+    requests: mpsc::Receiver<Request>,
+    stop: watch::Receiver<bool>,
+}
+
+/// How a connection ended.
+enum Ended {
+    /// Asked to stop, and done: do not reconnect.
+    Stopped,
+    /// The link failed; reconnect.
+    Lost(String),
+}
+
+impl Session {
+    async fn run(mut self) {
+        let mut backoff = self.config.reconnect_min;
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let _ = self.state.send(BindState::Connecting);
+            match self.connect_and_bind().await {
+                Ok(framed) => {
+                    backoff = self.config.reconnect_min;
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.state.send(BindState::Bound);
+                    match self.bound(framed).await {
+                        Ended::Stopped => break,
+                        Ended::Lost(why) => {
+                            tracing::warn!(smsc = %self.config.address, system_id = %self.config.system_id, reason = %why, "bind lost; reconnecting");
+                        }
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(smsc = %self.config.address, system_id = %self.config.system_id, reason = %why, "bind failed");
+                }
+            }
+            let _ = self.state.send(BindState::Connecting);
+            let wait = jitter(backoff);
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        let _ = self.state.send(BindState::Closed);
+        self.requests.close();
+        for request in self.queue.drain(..) {
+            let _ = request.reply.send(Err(SubmitError::Closed));
+        }
+        while let Ok(request) = self.requests.try_recv() {
+            let _ = request.reply.send(Err(SubmitError::Closed));
+        }
+    }
+
+    async fn connect_and_bind(&mut self) -> Result<Framed<TcpStream, CommandCodec>, String> {
+        let stream = tokio::time::timeout(
+            self.config.connect_timeout,
+            TcpStream::connect(&self.config.address),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect failed: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
+        let bind = BindTransceiver::builder()
+            .system_id(c_string(&self.config.system_id)?)
+            .password(c_string(&self.config.password)?)
+            .system_type(c_string(&self.config.system_type)?)
+            .interface_version(InterfaceVersion::Smpp3_4)
+            .address_range(c_string(&self.config.address_range)?)
+            .build();
+        framed
+            .send(Command::new(Status::EsmeRok, 1, bind))
+            .await
+            .map_err(|e| format!("bind send failed: {e}"))?;
+        let answer = tokio::time::timeout(self.config.response_timeout, framed.next())
+            .await
+            .map_err(|_| "no bind response".to_string())?
+            .ok_or("closed during bind")?
+            .map_err(|e| format!("bad bind response: {e}"))?;
+        match answer.pdu() {
+            Some(Pdu::BindTransceiverResp(_)) if answer.status() == Status::EsmeRok => Ok(framed),
+            Some(Pdu::BindTransceiverResp(_)) | Some(Pdu::GenericNack) => Err(format!(
+                "bind refused: {}",
+                CommandStatus(u32::from(answer.status()))
+            )),
+            _ => Err("unexpected answer to bind".into()),
+        }
+    }
+
+    /// Serve one bound connection until it ends.
+    async fn bound(&mut self, framed: Framed<TcpStream, CommandCodec>) -> Ended {
+        let (mut sink, mut frames) = framed.split();
+        let mut next_seq: u32 = 2;
+        let mut seq = || {
+            let s = next_seq;
+            next_seq = if next_seq >= 0x7FFF_FFFF {
+                1
+            } else {
+                next_seq + 1
+            };
+            s
+        };
+        let mut in_flight: HashMap<u32, (Request, Instant)> = HashMap::new();
+        let mut enquire_pending: Option<Instant> = None;
+        let mut last_heard = Instant::now();
+        let mut next_send = Instant::now();
+        let send_gap = self
+            .config
+            .tps
+            .filter(|t| *t > 0)
+            .map(|t| Duration::from_secs_f64(1.0 / f64::from(t)))
+            .unwrap_or(Duration::ZERO);
+        let mut pause = self.config.throttle_pause;
+        let mut stopping = false;
+
+        let ended = loop {
+            // Fill the window from the queue, paced by the TPS cap.
+            let now = Instant::now();
+            while !stopping && in_flight.len() < self.config.window && now >= next_send {
+                let Some(request) = self
+                    .queue
+                    .pop_front()
+                    .or_else(|| self.requests.try_recv().ok())
+                else {
+                    break;
+                };
+                if request.reply.is_closed() {
+                    continue; // the caller gave up
+                }
+                let s = seq();
+                if let Err(e) = sink
+                    .send(Command::new(Status::EsmeRok, s, request.submit.clone()))
+                    .await
+                {
+                    self.queue.push_front(request);
+                    break_lost(&mut self.queue, &mut in_flight, &self.stats);
+                    return Ended::Lost(format!("write failed: {e}"));
+                }
+                self.stats.submits.fetch_add(1, Ordering::Relaxed);
+                in_flight.insert(s, (request, Instant::now()));
+                next_send = if send_gap.is_zero() {
+                    now
+                } else {
+                    next_send.max(now - send_gap) + send_gap
+                };
+            }
+            self.stats
+                .in_flight
+                .store(in_flight.len() as u64, Ordering::Relaxed);
+            self.stats
+                .max_in_flight
+                .fetch_max(in_flight.len() as u64, Ordering::Relaxed);
+            if stopping && in_flight.is_empty() {
+                break Ended::Stopped;
+            }
+
+            // When must we wake up?
+            let oldest = in_flight.values().map(|(_, at)| *at).min();
+            let response_deadline = oldest
+                .into_iter()
+                .chain(enquire_pending)
+                .min()
+                .map(|t| t + self.config.response_timeout);
+            let keepalive_at = last_heard + self.config.enquire_link_interval;
+            let can_take = !stopping && in_flight.len() < self.config.window;
+            let pacing = (can_take && next_send > Instant::now() && !self.queue.is_empty())
+                .then_some(next_send);
+            let wake = [Some(keepalive_at), response_deadline, pacing]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("keepalive is always set");
+
+            tokio::select! {
+                frame = frames.next() => {
+                    let command = match frame {
+                        Some(Ok(c)) => c,
+                        Some(Err(e)) => break Ended::Lost(format!("bad PDU from the SMSC: {e}")),
+                        None => break Ended::Lost("the SMSC closed the connection".into()),
+                    };
+                    last_heard = Instant::now();
+                    let s = command.sequence_number();
+                    match command.pdu() {
+                        Some(Pdu::SubmitSmResp(resp)) => {
+                            let Some((mut request, _)) = in_flight.remove(&s) else { continue };
+                            let status = CommandStatus(u32::from(command.status()));
+                            match status.class() {
+                                StatusClass::Ok => {
+                                    pause = self.config.throttle_pause;
+                                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                                    let _ = request.reply.send(Ok(resp.message_id().as_str().to_string()));
+                                }
+                                StatusClass::SlowDown => {
+                                    // Not a failure: the same message goes first once the pause is over.
+                                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                                    next_send = Instant::now() + pause;
+                                    pause = (pause * 2).min(Duration::from_secs(10));
+                                    self.queue.push_front(request);
+                                }
+                                StatusClass::Transient if request.attempts + 1 < self.config.max_attempts => {
+                                    request.attempts += 1;
+                                    self.queue.push_back(request);
+                                }
+                                StatusClass::Session => {
+                                    self.queue.push_front(request);
+                                    break Ended::Lost(format!("the SMSC answered {status}"));
+                                }
+                                StatusClass::Transient | StatusClass::Permanent => {
+                                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                                    let _ = request.reply.send(Err(SubmitError::Refused(status)));
+                                }
+                            }
+                        }
+                        Some(Pdu::DeliverSm(deliver)) => {
+                            let ack = Command::new(Status::EsmeRok, s, DeliverSmResp::default());
+                            if let Err(e) = sink.send(ack).await {
+                                break Ended::Lost(format!("write failed: {e}"));
+                            }
+                            if let Some(receipt) = pdu::receipt_of(deliver) {
+                                self.stats.receipts.fetch_add(1, Ordering::Relaxed);
+                                let _ = self.receipts.send(receipt).await;
+                            }
+                        }
+                        Some(Pdu::EnquireLink) => {
+                            if let Err(e) = sink.send(Command::new(Status::EsmeRok, s, Pdu::EnquireLinkResp)).await {
+                                break Ended::Lost(format!("write failed: {e}"));
+                            }
+                        }
+                        Some(Pdu::EnquireLinkResp) => enquire_pending = None,
+                        Some(Pdu::Unbind) => {
+                            let _ = sink.send(Command::new(Status::EsmeRok, s, Pdu::UnbindResp)).await;
+                            break Ended::Lost("the SMSC unbound".into());
+                        }
+                        Some(Pdu::UnbindResp) => break Ended::Stopped,
+                        Some(Pdu::GenericNack) => {
+                            // A nack for one of our submits: the SMSC could not read it.
+                            if let Some((request, _)) = in_flight.remove(&s) {
+                                let status = CommandStatus(u32::from(command.status()));
+                                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                                let _ = request.reply.send(Err(SubmitError::Refused(status)));
+                            }
+                        }
+                        _ => {
+                            let nack = Command::new(Status::EsmeRinvcmdid, s, Pdu::GenericNack);
+                            if let Err(e) = sink.send(nack).await {
+                                break Ended::Lost(format!("write failed: {e}"));
+                            }
+                        }
+                    }
+                }
+                request = self.requests.recv(), if can_take && !stopping && self.queue.is_empty() => {
+                    match request {
+                        Some(r) => self.queue.push_back(r),
+                        None => stopping = true,
+                    }
+                }
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                }
+                _ = sleep_until(wake) => {
+                    let now = Instant::now();
+                    if response_deadline.is_some_and(|d| now >= d) {
+                        break Ended::Lost("a response did not come in time".into());
+                    }
+                    if now >= keepalive_at && enquire_pending.is_none() {
+                        let s = seq();
+                        if let Err(e) = sink.send(Command::new(Status::EsmeRok, s, Pdu::EnquireLink)).await {
+                            break Ended::Lost(format!("write failed: {e}"));
+                        }
+                        enquire_pending = Some(now);
+                        last_heard = now; // one probe per interval
+                    }
+                }
+            }
+        };
+
+        match ended {
+            Ended::Stopped => {
+                // Everything in flight was answered: unbind politely.
+                let s = seq();
+                if sink
+                    .send(Command::new(Status::EsmeRok, s, Pdu::Unbind))
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::time::timeout(self.config.response_timeout, async {
+                        while let Some(Ok(c)) = frames.next().await {
+                            if matches!(c.pdu(), Some(Pdu::UnbindResp)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+                let _ = sink.close().await;
+                Ended::Stopped
+            }
+            Ended::Lost(why) => {
+                break_lost(&mut self.queue, &mut in_flight, &self.stats);
+                Ended::Lost(why)
+            }
+        }
+    }
+}
+
+/// After losing the link: what was in flight goes back to the head of the queue, in
+/// sending order, to be sent again on the next connection.
+fn break_lost(
+    queue: &mut VecDeque<Request>,
+    in_flight: &mut HashMap<u32, (Request, Instant)>,
+    stats: &BindStats,
+) {
+    let mut lost: Vec<(Request, Instant)> = in_flight.drain().map(|(_, v)| v).collect();
+    lost.sort_by_key(|(_, at)| *at);
+    stats.resent.fetch_add(lost.len() as u64, Ordering::Relaxed);
+    for (request, _) in lost.into_iter().rev() {
+        queue.push_front(request);
+    }
+    stats.in_flight.store(0, Ordering::Relaxed);
+}
+
+fn c_string<const MAX: usize>(s: &str) -> Result<COctetString<1, MAX>, String> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    COctetString::from_vec(v).map_err(|_| format!("`{s}` is longer than SMPP allows"))
+}
+
+/// ±50% jitter, so that many binds lost together do not reconnect together.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
+    d.mul_f64(factor)
+}
