@@ -1,0 +1,86 @@
+//! submit_sm throughput through otpd's SMPP session to the simulator on loopback:
+//! one bind with window 64, and four binds. Every submit waits for its
+//! submit_sm_resp; receipts are off so that the figure is submits alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
+use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
+use otpd_adapters::smpp::simulator::{Smsc, SmscConfig};
+
+/// Submitters per bind: enough to keep a window of 64 full.
+const SUBMITTERS_PER_BIND: u64 = 128;
+
+fn submits(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let smsc = rt.block_on(Smsc::start(SmscConfig::default())).unwrap();
+    let message = pdu::submit_sm(
+        &Address { ton: 5, npi: 0, addr: "otpd".into() },
+        &Address::international("+34600123456"),
+        b"123456 es tu codigo de verificacion. Caduca en 10 min.",
+        SubmitOptions { data_coding: 0, registered_delivery: 0, esm_class: 0 },
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("smpp");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(8));
+    for binds in [1usize, 4] {
+        let pool: Vec<Bind> = rt.block_on(async {
+            let mut pool = Vec::new();
+            for _ in 0..binds {
+                let (tx, _rx) = tokio::sync::mpsc::channel(16);
+                std::mem::forget(_rx);
+                let bind = Bind::start(
+                    BindConfig {
+                        address: smsc.addr().to_string(),
+                        system_id: "bench".into(),
+                        password: "bench".into(),
+                        window: 64,
+                        ..BindConfig::default()
+                    },
+                    tx,
+                );
+                assert!(bind.wait_for(BindState::Bound, Duration::from_secs(10)).await);
+                pool.push(bind);
+            }
+            pool
+        });
+        let pool = Arc::new(pool);
+        group.bench_function(format!("submit_sm, {binds} bind(s), window 64"), |b| {
+            b.iter_custom(|iters| {
+                let pool = pool.clone();
+                let message = message.clone();
+                rt.block_on(async move {
+                    let submitters = SUBMITTERS_PER_BIND * pool.len() as u64;
+                    let start = Instant::now();
+                    let mut tasks = Vec::new();
+                    for s in 0..submitters {
+                        let n = iters / submitters + u64::from(s < iters % submitters);
+                        let bind = pool[s as usize % pool.len()].clone();
+                        let message = message.clone();
+                        tasks.push(tokio::spawn(async move {
+                            for _ in 0..n {
+                                bind.submit(message.clone()).await.unwrap();
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, submits);
+criterion_main!(benches);
