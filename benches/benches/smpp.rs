@@ -21,10 +21,18 @@ fn submits(c: &mut Criterion) {
         .unwrap();
     let smsc = rt.block_on(Smsc::start(SmscConfig::default())).unwrap();
     let message = pdu::submit_sm(
-        &Address { ton: 5, npi: 0, addr: "otpd".into() },
+        &Address {
+            ton: 5,
+            npi: 0,
+            addr: "otpd".into(),
+        },
         &Address::international("+34600123456"),
         b"123456 es tu codigo de verificacion. Caduca en 10 min.",
-        SubmitOptions { data_coding: 0, registered_delivery: 0, esm_class: 0 },
+        SubmitOptions {
+            data_coding: 0,
+            registered_delivery: 0,
+            esm_class: 0,
+        },
     )
     .unwrap();
     let mut group = c.benchmark_group("smpp");
@@ -47,7 +55,10 @@ fn submits(c: &mut Criterion) {
                     },
                     tx,
                 );
-                assert!(bind.wait_for(BindState::Bound, Duration::from_secs(10)).await);
+                assert!(
+                    bind.wait_for(BindState::Bound, Duration::from_secs(10))
+                        .await
+                );
                 pool.push(bind);
             }
             pool

@@ -26,12 +26,55 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run a simulator of a carrier's system, for tests, demos and load tests.
+    #[command(subcommand)]
+    Simulate(Simulate),
     /// Load and validate a configuration, print the effective result as JSON (secret
     /// redacted), and exit: 0 when valid, 78 when not.
     CheckConfig {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum Simulate {
+    /// An SMPP 3.4 SMSC on loopback: accepts binds and submits, sends delivery receipts.
+    Smsc(SmscArgs),
+}
+
+#[derive(clap::Args)]
+struct SmscArgs {
+    /// Address to listen on (loopback only is sensible: it accepts any account unless
+    /// --account is given).
+    #[arg(long, default_value = "127.0.0.1:2775")]
+    listen: std::net::SocketAddr,
+    /// `system_id:password` accepted (repeatable); none accepts any.
+    #[arg(long = "account")]
+    accounts: Vec<String>,
+    /// submit_sm per second per bind before ESME_RTHROTTLED.
+    #[arg(long)]
+    tps: Option<u32>,
+    /// Response latency in milliseconds, `MIN` or `MIN-MAX`.
+    #[arg(long, default_value = "0")]
+    latency_ms: String,
+    /// Delay of delivery receipts, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    receipt_delay_ms: u64,
+    /// Message ids in `decimal` or `hex`; receipts use the other base with --cross-base.
+    #[arg(long, default_value = "decimal")]
+    ids: String,
+    #[arg(long)]
+    cross_base: bool,
+    /// Share (0-100) of receipts that say UNDELIV instead of DELIVRD.
+    #[arg(long, default_value_t = 0)]
+    undeliverable_percent: u32,
+    /// Stop by itself after this many seconds (default: run until SIGTERM/Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Append every accepted message as a JSON line to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -73,6 +116,22 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Simulate(Simulate::Smsc(args)) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("otpd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(simulate_smsc(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("otpd: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -124,4 +183,145 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+async fn simulate_smsc(args: SmscArgs) -> anyhow::Result<()> {
+    use otpd_adapters::smpp::receipt::MessageState;
+    use otpd_adapters::smpp::simulator::{Account, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
+    use std::time::Duration;
+
+    let accounts = args
+        .accounts
+        .iter()
+        .map(|a| {
+            let (system_id, password) = a
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--account `{a}`: expected system_id:password"))?;
+            Ok(Account {
+                system_id: system_id.into(),
+                password: password.into(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (min, max) = match args.latency_ms.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u64>()?, b.trim().parse::<u64>()?),
+        None => {
+            let v = args.latency_ms.trim().parse::<u64>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--latency-ms `{}`: expected MIN or MIN-MAX",
+                    args.latency_ms
+                )
+            })?;
+            (v, v)
+        }
+    };
+    let ids = match args.ids.as_str() {
+        "decimal" => IdFormat::Decimal,
+        "hex" => IdFormat::Hex,
+        other => anyhow::bail!("--ids `{other}`: expected decimal or hex"),
+    };
+    let receipt_ids = match (ids, args.cross_base) {
+        (IdFormat::Decimal, true) => IdFormat::Hex,
+        (IdFormat::Hex, true) => IdFormat::Decimal,
+        (same, false) => same,
+    };
+    anyhow::ensure!(
+        args.undeliverable_percent <= 100,
+        "--undeliverable-percent is 0 to 100"
+    );
+    let config = SmscConfig {
+        accounts,
+        tps_per_bind: args.tps,
+        latency: (
+            Duration::from_millis(min),
+            Duration::from_millis(max.max(min)),
+        ),
+        message_ids: ids,
+        receipts: ReceiptPolicy {
+            delay: Duration::from_millis(args.receipt_delay_ms),
+            outcomes: vec![
+                (MessageState::Delivered, 100 - args.undeliverable_percent),
+                (MessageState::Undeliverable, args.undeliverable_percent),
+            ],
+            id_format: receipt_ids,
+            tlvs: true,
+        },
+        ..SmscConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let smsc = Smsc::start_on(listener, config).await?;
+    // The address goes to stdout so that scripts can read the port of `:0`.
+    println!("smsc listening on {}", smsc.addr());
+    let record = args.record.clone();
+    let recorder = record.map(|path| {
+        let smsc_received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (path, smsc_received)
+    });
+    let until = async {
+        match args.seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => shutdown_signal().await,
+        }
+    };
+    tokio::pin!(until);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = tick.tick() => {
+                if let Some((path, written)) = &recorder {
+                    append_received(&smsc, path, written)?;
+                }
+            }
+        }
+    }
+    if let Some((path, written)) = &recorder {
+        append_received(&smsc, path, written)?;
+    }
+    smsc.stop();
+    eprintln!(
+        "smsc: {} submits accepted, {} receipts sent",
+        smsc.stats()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        smsc.stats()
+            .receipts_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Append the messages accepted since the last call to `path`, one JSON line each.
+fn append_received(
+    smsc: &otpd_adapters::smpp::simulator::Smsc,
+    path: &std::path::Path,
+    written: &std::sync::atomic::AtomicUsize,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let received = smsc.received();
+    let from = written.load(std::sync::atomic::Ordering::Relaxed);
+    if received.len() <= from {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for r in &received[from..] {
+        let line = serde_json::json!({
+            "system_id": r.system_id,
+            "message_id": r.message_id,
+            "source": {"ton": r.source.ton, "npi": r.source.npi, "addr": r.source.addr},
+            "destination": {"ton": r.destination.ton, "npi": r.destination.npi, "addr": r.destination.addr},
+            "esm_class": r.esm_class,
+            "data_coding": r.data_coding,
+            "registered_delivery": r.registered_delivery,
+            "body_hex": hex::encode(&r.body),
+        });
+        writeln!(file, "{line}")?;
+    }
+    written.store(received.len(), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }

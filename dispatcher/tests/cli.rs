@@ -223,3 +223,57 @@ fn a_taken_port_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&addr), "{stderr}");
 }
+
+#[test]
+fn simulate_smsc_listens_on_loopback_and_stops_by_itself() {
+    let out = otpd()
+        .args([
+            "simulate",
+            "smsc",
+            "--listen",
+            "127.0.0.1:0",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("smsc listening on 127.0.0.1:"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn simulate_smsc_names_bad_arguments() {
+    for (args, word) in [
+        (vec!["--latency-ms", "fast"], "--latency-ms"),
+        (vec!["--ids", "octal"], "--ids"),
+        (vec!["--account", "nopassword"], "--account"),
+        (
+            vec!["--undeliverable-percent", "150"],
+            "--undeliverable-percent",
+        ),
+    ] {
+        let out = otpd()
+            .args([
+                "simulate",
+                "smsc",
+                "--listen",
+                "127.0.0.1:0",
+                "--seconds",
+                "1",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(word), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,116 @@
+//! Interoperability with an SMPP implementation none of us wrote: otpd's bind against
+//! the server of the npm `smpp` package (tests/interop/smsc.js). The test command
+//! installs it (`npm ci` in tests/interop); without it this test fails, it does not
+//! skip.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
+use otpd_adapters::smpp::receipt::{MessageIdIndex, MessageState};
+use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop")
+}
+
+/// The npm server, killed when dropped.
+struct NodeSmsc(std::process::Child);
+
+impl Drop for NodeSmsc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node_smsc() -> (NodeSmsc, u16) {
+    let dir = interop_dir();
+    assert!(
+        dir.join("node_modules/smpp").exists(),
+        "the npm smpp package is missing: run `npm ci` in {} (scripts/test.sh does)",
+        dir.display()
+    );
+    let mut child = Command::new("node")
+        .arg("smsc.js")
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is installed (scripts/test.sh installs it when absent)");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from smsc.js: {line:?}"));
+    (NodeSmsc(child), port)
+}
+
+#[tokio::test]
+async fn otpd_binds_submits_and_matches_receipts_with_the_npm_smpp_server() {
+    let (_node, port) = start_node_smsc();
+    let (tx, mut receipts) = tokio::sync::mpsc::channel(16);
+    let bind = Bind::start(
+        BindConfig {
+            address: format!("127.0.0.1:{port}"),
+            system_id: "otpd".into(),
+            password: "secret".into(),
+            ..BindConfig::default()
+        },
+        tx,
+    );
+    assert!(
+        bind.wait_for(BindState::Bound, Duration::from_secs(20))
+            .await,
+        "bound to the npm server"
+    );
+
+    let mut index = MessageIdIndex::default();
+    for n in 0..3u32 {
+        let submit = pdu::submit_sm(
+            &Address {
+                ton: 5,
+                npi: 0,
+                addr: "Clave".into(),
+            },
+            &Address::international(&format!("+3460012345{n}")),
+            format!("00421{n} es tu codigo").as_bytes(),
+            SubmitOptions {
+                data_coding: 0,
+                registered_delivery: 1,
+                esm_class: 0,
+            },
+        )
+        .unwrap();
+        let id = bind
+            .submit(submit)
+            .await
+            .expect("the npm server accepts the submit");
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "hex id: {id}");
+        index.insert(&id, n);
+    }
+    // The npm server reports the ids in decimal, in the text form only.
+    let mut matched = Vec::new();
+    for _ in 0..3 {
+        let receipt = tokio::time::timeout(Duration::from_secs(20), receipts.recv())
+            .await
+            .expect("a receipt in time")
+            .unwrap()
+            .expect("a readable receipt");
+        assert_eq!(receipt.state, MessageState::Delivered);
+        matched.push(
+            index
+                .take(&receipt.message_id)
+                .expect("the receipt matches a submit"),
+        );
+    }
+    matched.sort();
+    assert_eq!(matched, vec![0, 1, 2]);
+    bind.shutdown().await;
+    assert_eq!(bind.state(), BindState::Closed);
+}
