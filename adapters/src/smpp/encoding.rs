@@ -1,0 +1,284 @@
+//! Message text to short_message octets: GSM 03.38 7-bit when every character is in
+//! the default alphabet (or its extension table), UCS-2 otherwise; split into parts
+//! with a concatenation UDH when one SMS is not enough.
+//!
+//! GSM 7-bit is sent unpacked (one septet per octet, data_coding 0x00), which is what
+//! most SMSCs expect on SMPP; they pack for the air. Part sizes are the air limits:
+//! 160 septets alone or 153 per part (an escaped character counts 2 and is never
+//! split), 70 UTF-16 units alone or 67 per part (a surrogate pair is never split).
+
+/// GSM 03.38 default alphabet, by code 0x00..=0x7F. 0x1B is the escape to the
+/// extension table and stands for no character.
+const BASIC: [char; 128] = [
+    '@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å', //
+    'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', '\u{1b}', 'Æ', 'æ', 'ß', 'É', //
+    ' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', //
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?', //
+    '¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', //
+    'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§', //
+    '¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', //
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à', //
+];
+
+/// The extension table: (character, code after the 0x1B escape).
+const EXTENSION: [(char, u8); 10] = [
+    ('\u{0c}', 0x0A),
+    ('^', 0x14),
+    ('{', 0x28),
+    ('}', 0x29),
+    ('\\', 0x2F),
+    ('[', 0x3C),
+    ('~', 0x3D),
+    (']', 0x3E),
+    ('|', 0x40),
+    ('€', 0x65),
+];
+
+pub const DCS_GSM7: u8 = 0x00;
+pub const DCS_UCS2: u8 = 0x08;
+
+/// A message ready for submit_sm: its data_coding and one body per part. With more
+/// than one part, every body starts with a concatenation UDH and esm_class needs the
+/// UDHI bit (0x40).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub data_coding: u8,
+    pub parts: Vec<Vec<u8>>,
+}
+
+impl Encoded {
+    pub fn esm_class(&self) -> u8 {
+        if self.parts.len() > 1 { 0x40 } else { 0x00 }
+    }
+}
+
+/// The septets of `c` in GSM 7-bit, if it has any.
+fn gsm7(c: char) -> Option<([u8; 2], usize)> {
+    if c != '\u{1b}'
+        && let Some(code) = BASIC.iter().position(|&b| b == c)
+    {
+        return Some(([code as u8, 0], 1));
+    }
+    EXTENSION
+        .iter()
+        .find(|(e, _)| *e == c)
+        .map(|(_, code)| ([0x1B, *code], 2))
+}
+
+/// Whether `text` can go as GSM 7-bit.
+pub fn is_gsm7(text: &str) -> bool {
+    text.chars().all(|c| gsm7(c).is_some())
+}
+
+/// Encode `text`; `reference` is the concatenation reference shared by its parts.
+pub fn encode(text: &str, reference: u8) -> Encoded {
+    if is_gsm7(text) {
+        let mut septets: Vec<[u8; 2]> = Vec::new();
+        let mut lengths: Vec<usize> = Vec::new();
+        for c in text.chars() {
+            let (s, n) = gsm7(c).expect("checked");
+            septets.push(s);
+            lengths.push(n);
+        }
+        let total: usize = lengths.iter().sum();
+        let units: Vec<Vec<u8>> = septets
+            .iter()
+            .zip(&lengths)
+            .map(|(s, n)| s[..*n].to_vec())
+            .collect();
+        Encoded {
+            data_coding: DCS_GSM7,
+            parts: split(units, total, 160, 153, reference),
+        }
+    } else {
+        let mut units: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0;
+        for c in text.chars() {
+            let mut buf = [0u16; 2];
+            let encoded = c.encode_utf16(&mut buf);
+            total += encoded.len();
+            units.push(encoded.iter().flat_map(|u| u.to_be_bytes()).collect());
+        }
+        // Limits are in UTF-16 units; split() counts octets, so double them.
+        Encoded {
+            data_coding: DCS_UCS2,
+            parts: split(units, total * 2, 140, 134, reference),
+        }
+    }
+}
+
+/// Split characters (each its octets, never divided) into parts of at most `single`
+/// or, when more than one part is needed, `each` octets plus a UDH.
+fn split(
+    units: Vec<Vec<u8>>,
+    total: usize,
+    single: usize,
+    each: usize,
+    reference: u8,
+) -> Vec<Vec<u8>> {
+    if total <= single {
+        return vec![units.concat()];
+    }
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    for unit in units {
+        if current.len() + unit.len() > each {
+            bodies.push(std::mem::take(&mut current));
+        }
+        current.extend(unit);
+    }
+    if !current.is_empty() {
+        bodies.push(current);
+    }
+    let count = bodies.len().min(255) as u8;
+    bodies
+        .into_iter()
+        .take(255)
+        .enumerate()
+        .map(|(i, body)| {
+            // IEI 0x00: concatenated short messages, 8-bit reference.
+            let mut part = vec![0x05, 0x00, 0x03, reference, count, (i + 1) as u8];
+            part.extend(body);
+            part
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_gsm7(octets: &[u8]) -> String {
+        let mut out = String::new();
+        let mut escape = false;
+        for &o in octets {
+            if escape {
+                out.push(EXTENSION.iter().find(|(_, c)| *c == o).unwrap().0);
+                escape = false;
+            } else if o == 0x1B {
+                escape = true;
+            } else {
+                out.push(BASIC[o as usize]);
+            }
+        }
+        out
+    }
+
+    fn body(part: &[u8], multi: bool) -> &[u8] {
+        if multi { &part[6..] } else { part }
+    }
+
+    #[test]
+    fn plain_text_is_one_gsm7_part() {
+        let e = encode("042317 is your verification code. It expires in 10 min.", 1);
+        assert_eq!(e.data_coding, DCS_GSM7);
+        assert_eq!(e.parts.len(), 1);
+        assert_eq!(e.esm_class(), 0);
+        assert_eq!(e.parts[0][0], 0x30, "'0' is 0x30 in GSM 7-bit too");
+        assert_eq!(
+            decode_gsm7(&e.parts[0]),
+            "042317 is your verification code. It expires in 10 min."
+        );
+    }
+
+    #[test]
+    fn the_extension_table_costs_two_septets() {
+        let e = encode("10€ [x]", 1);
+        assert_eq!(
+            e.parts[0],
+            vec![0x31, 0x30, 0x1B, 0x65, 0x20, 0x1B, 0x3C, 0x78, 0x1B, 0x3E]
+        );
+        assert_eq!(decode_gsm7(&e.parts[0]), "10€ [x]");
+    }
+
+    #[test]
+    fn accents_outside_gsm7_switch_to_ucs2() {
+        assert!(is_gsm7("é è ñ Ñ ü à Ç ¿ ¡"));
+        assert!(!is_gsm7("código"), "ó is not in GSM 03.38");
+        let e = encode("código", 1);
+        assert_eq!(e.data_coding, DCS_UCS2);
+        assert_eq!(e.parts[0][..4], [0x00, 0x63, 0x00, 0xF3]);
+    }
+
+    #[test]
+    fn exactly_160_septets_is_one_part_161_is_two() {
+        assert_eq!(encode(&"a".repeat(160), 7).parts.len(), 1);
+        let e = encode(&"a".repeat(161), 7);
+        assert_eq!(e.parts.len(), 2);
+        assert_eq!(e.esm_class(), 0x40);
+        assert_eq!(&e.parts[0][..6], &[0x05, 0x00, 0x03, 7, 2, 1]);
+        assert_eq!(&e.parts[1][..6], &[0x05, 0x00, 0x03, 7, 2, 2]);
+        assert_eq!(e.parts[0].len(), 6 + 153);
+        assert_eq!(e.parts[1].len(), 6 + 8);
+    }
+
+    #[test]
+    fn an_escaped_character_is_never_split() {
+        let text = format!("{}€", "a".repeat(152));
+        let text = format!("{text}{}", "b".repeat(10));
+        let e = encode(&text, 1);
+        assert_eq!(e.parts.len(), 2);
+        assert_eq!(
+            e.parts[0].len(),
+            6 + 152,
+            "the escape pair moved whole to part 2"
+        );
+        assert_eq!(&e.parts[1][6..8], &[0x1B, 0x65]);
+    }
+
+    #[test]
+    fn ucs2_limits_and_surrogate_pairs() {
+        assert_eq!(encode(&"ó".repeat(70), 1).parts.len(), 1);
+        let e = encode(&"ó".repeat(71), 1);
+        assert_eq!(e.parts.len(), 2);
+        assert_eq!(e.parts[0].len(), 6 + 134);
+        // 66 units then an emoji (2 units): the pair does not fit in 67, so it moves.
+        let text = format!("{}😀", "ó".repeat(66)) + &"ó".repeat(10);
+        let e = encode(&text, 1);
+        assert_eq!(e.parts[0].len(), 6 + 132);
+        assert_eq!(&e.parts[1][6..10], &[0xD8, 0x3D, 0xDE, 0x00]);
+    }
+
+    #[test]
+    fn every_otpd_language_encodes() {
+        for text in [
+            "042317 es tu código de verificación. Caduca en 10 min. No lo compartas con nadie.",
+            "042317 és el teu codi de verificació. Caduca d'aquí a 10 min. No el comparteixis amb ningú.",
+            "042317 da zure egiaztapen-kodea. 10 minututan iraungiko da. Ez partekatu inorekin.",
+        ] {
+            let e = encode(text, 3);
+            assert!(!e.parts.is_empty());
+            assert!(e.parts.iter().all(|p| p.len() <= 140 + 20));
+        }
+    }
+
+    proptest! {
+        /// Whatever the text, parts respect the limits and reassemble to the text.
+        #[test]
+        fn parts_reassemble(text in "\\PC{0,400}", reference in any::<u8>()) {
+            let e = encode(&text, reference);
+            let multi = e.parts.len() > 1;
+            for (i, part) in e.parts.iter().enumerate() {
+                if multi {
+                    prop_assert_eq!(&part[..6], &[0x05, 0x00, 0x03, reference, e.parts.len() as u8, (i + 1) as u8][..]);
+                }
+                let limit = match (e.data_coding, multi) {
+                    (DCS_GSM7, false) => 160, (DCS_GSM7, true) => 153,
+                    (_, false) => 140, (_, true) => 134,
+                };
+                prop_assert!(body(part, multi).len() <= limit);
+            }
+            let joined: Vec<u8> = e.parts.iter().flat_map(|p| body(p, multi).to_vec()).collect();
+            let back = if e.data_coding == DCS_GSM7 {
+                decode_gsm7(&joined)
+            } else {
+                let units: Vec<u16> = joined.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                String::from_utf16(&units).unwrap()
+            };
+            if e.parts.len() < 255 {
+                prop_assert_eq!(back, text);
+            }
+        }
+    }
+}
