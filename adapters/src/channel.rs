@@ -128,6 +128,10 @@ pub enum ReportState {
 pub struct DeliveryReport {
     /// The [`SubmitReceipt::reference`] the report is about.
     pub reference: String,
+    /// The [`Message::verification_id`] and [`Message::send`] of that submission, so
+    /// that the dispatcher can record the report without a lookup of its own.
+    pub verification_id: String,
+    pub send: u8,
     pub state: ReportState,
     /// Transport error code or text, when the report carries one.
     pub error: Option<String>,

@@ -2,6 +2,7 @@
 //! delivery receipts live here; PDU framing comes from the `rusmpp` codec, and the
 //! session (binds, window, reconnect) sits on top, doing the I/O.
 
+pub mod carrier;
 pub mod encoding;
 pub mod pdu;
 pub mod receipt;

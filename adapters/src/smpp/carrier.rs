@@ -1,0 +1,360 @@
+//! A carrier: a pool of binds to one SMSC behind otpd's [`Channel`] trait.
+//!
+//! Submits go round-robin to the binds that are bound; a carrier with no live bind
+//! answers a temporary error at once, so the dispatcher can fail over. A message
+//! longer than one SMS goes out as several parts with a concatenation UDH.
+//!
+//! Receipts from every bind meet in one router, which matches them to submits
+//! ([`MessageIdIndex`]: exact id first, then the other base), waits until every part
+//! of a message has a final state, and emits one [`DeliveryReport`]. A receipt can
+//! overtake the submit_sm_resp it is about (the SMSC sends both, the resp may be read
+//! later); such a receipt is held for `unmatched_grace` and matched as soon as the
+//! submit is registered. Receipts that still match nothing are counted and logged.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::encoding;
+use super::pdu::{self, Address, SubmitOptions};
+use super::receipt::{MessageIdIndex, MessageState, Receipt};
+use super::session::{Bind, BindConfig, BindState, ReceiptEvent, SubmitError};
+use super::status::StatusClass;
+use crate::channel::{Channel, ChannelError, DeliveryReport, Message, ReportState, SubmitReceipt};
+
+#[derive(Debug, Clone)]
+pub struct CarrierConfig {
+    /// Short name, used in references, logs and metrics.
+    pub name: String,
+    /// The template of every bind (address, credentials, window, per-bind TPS, …).
+    pub bind: BindConfig,
+    /// How many binds to open.
+    pub binds: usize,
+    /// Sender: an alphanumeric id (TON 5, NPI 0) or a number.
+    pub source: Address,
+    /// registered_delivery: 0x01 asks for receipts.
+    pub registered_delivery: u8,
+    /// How long one submit may wait for a bind and its response before it is
+    /// reported as a temporary failure.
+    pub submit_timeout: Duration,
+    /// How long a receipt that matches nothing yet is kept for a late match.
+    pub unmatched_grace: Duration,
+}
+
+/// Counters of a carrier, beside its binds' own.
+#[derive(Debug, Default)]
+pub struct CarrierStats {
+    pub receipts_matched: AtomicU64,
+    pub receipts_unmatched: AtomicU64,
+    pub receipts_unreadable: AtomicU64,
+    pub reports: AtomicU64,
+}
+
+/// One message awaiting the receipts of its parts.
+struct Pending {
+    reference: String,
+    verification_id: String,
+    send: u8,
+    parts_left: usize,
+    worst: Option<(MessageState, Option<String>)>,
+}
+
+#[derive(Default)]
+struct Router {
+    /// SMSC message id → index into `pending`.
+    ids: MessageIdIndex<usize>,
+    pending: std::collections::HashMap<usize, Pending>,
+    next: usize,
+    /// Receipts that matched nothing yet, with when they arrived.
+    unmatched: VecDeque<(Receipt, Instant)>,
+}
+
+pub struct SmppCarrier {
+    config: CarrierConfig,
+    binds: Vec<Bind>,
+    next_bind: AtomicUsize,
+    next_reference: AtomicU8,
+    router: Arc<Mutex<Router>>,
+    reports_tx: mpsc::Sender<DeliveryReport>,
+    reports_rx: Mutex<Option<mpsc::Receiver<DeliveryReport>>>,
+    stats: Arc<CarrierStats>,
+}
+
+impl SmppCarrier {
+    /// Open the binds (they connect in the background) and start the receipt router.
+    pub fn start(config: CarrierConfig) -> Self {
+        let (receipts_tx, receipts_rx) = mpsc::channel(4096);
+        let binds = (0..config.binds.max(1))
+            .map(|_| Bind::start(config.bind.clone(), receipts_tx.clone()))
+            .collect();
+        let (reports_tx, reports_rx) = mpsc::channel(4096);
+        let router = Arc::new(Mutex::new(Router::default()));
+        let stats = Arc::new(CarrierStats::default());
+        tokio::spawn(route_receipts(
+            config.name.clone(),
+            receipts_rx,
+            router.clone(),
+            reports_tx.clone(),
+            stats.clone(),
+            config.unmatched_grace,
+        ));
+        Self {
+            config,
+            binds,
+            next_bind: AtomicUsize::new(0),
+            next_reference: AtomicU8::new(1),
+            router,
+            reports_tx,
+            reports_rx: Mutex::new(Some(reports_rx)),
+            stats,
+        }
+    }
+
+    /// Whether at least one bind is bound.
+    pub fn is_healthy(&self) -> bool {
+        self.binds.iter().any(|b| b.state() == BindState::Bound)
+    }
+
+    pub fn binds(&self) -> &[Bind] {
+        &self.binds
+    }
+
+    pub fn stats(&self) -> &CarrierStats {
+        &self.stats
+    }
+
+    /// Wait until every bind is bound (or give up after `within`).
+    pub async fn wait_bound(&self, within: Duration) -> bool {
+        for bind in &self.binds {
+            if !bind.wait_for(BindState::Bound, within).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn pick_bind(&self) -> Option<&Bind> {
+        let n = self.binds.len();
+        let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.binds[(start + i) % n])
+            .find(|b| b.state() == BindState::Bound)
+    }
+
+    fn register(&self, ids: &[String], message: &Message, reference: &str) {
+        let mut router = self.router.lock();
+        let key = router.next;
+        router.next += 1;
+        router.pending.insert(
+            key,
+            Pending {
+                reference: reference.to_string(),
+                verification_id: message.verification_id.clone(),
+                send: message.send,
+                parts_left: ids.len(),
+                worst: None,
+            },
+        );
+        for id in ids {
+            router.ids.insert(id, key);
+        }
+        // Receipts that overtook these submits can land now.
+        let waiting: Vec<(Receipt, Instant)> = router.unmatched.drain(..).collect();
+        for (receipt, at) in waiting {
+            match apply(&mut router, &receipt, &self.stats) {
+                Applied::Unmatched => router.unmatched.push_back((receipt, at)),
+                Applied::Report(report) => {
+                    let _ = self.reports_tx.try_send(report);
+                }
+                Applied::Partial => {}
+            }
+        }
+    }
+}
+
+enum Applied {
+    Unmatched,
+    Partial,
+    Report(DeliveryReport),
+}
+
+/// Apply one receipt to the router.
+fn apply(router: &mut Router, receipt: &Receipt, stats: &CarrierStats) -> Applied {
+    if !receipt.state.is_final() {
+        // ENROUTE, ACCEPTD…: the outcome is still to come; nothing to record.
+        return if router.ids.get(&receipt.message_id).is_some() {
+            Applied::Partial
+        } else {
+            Applied::Unmatched
+        };
+    }
+    let Some(key) = router.ids.take(&receipt.message_id) else {
+        return Applied::Unmatched;
+    };
+    stats.receipts_matched.fetch_add(1, Ordering::Relaxed);
+    let pending = router
+        .pending
+        .get_mut(&key)
+        .expect("indexed message is pending");
+    pending.parts_left = pending.parts_left.saturating_sub(1);
+    // A message is delivered only if every part is; otherwise its first failure stands.
+    let first_failure_seen = pending
+        .worst
+        .as_ref()
+        .is_some_and(|(state, _)| *state != MessageState::Delivered);
+    if !first_failure_seen {
+        pending.worst = Some((receipt.state, receipt.error.clone()));
+    }
+    if pending.parts_left > 0 {
+        return Applied::Partial;
+    }
+    let done = router.pending.remove(&key).expect("present");
+    let (state, error) = done.worst.expect("at least one part");
+    stats.reports.fetch_add(1, Ordering::Relaxed);
+    Applied::Report(DeliveryReport {
+        reference: done.reference,
+        verification_id: done.verification_id,
+        send: done.send,
+        state: report_state(state),
+        error,
+    })
+}
+
+fn report_state(state: MessageState) -> ReportState {
+    match state {
+        MessageState::Delivered => ReportState::Delivered,
+        MessageState::Expired | MessageState::Deleted => ReportState::Expired,
+        MessageState::Rejected => ReportState::Rejected,
+        _ => ReportState::Undeliverable,
+    }
+}
+
+async fn route_receipts(
+    carrier: String,
+    mut receipts: mpsc::Receiver<ReceiptEvent>,
+    router: Arc<Mutex<Router>>,
+    reports: mpsc::Sender<DeliveryReport>,
+    stats: Arc<CarrierStats>,
+    grace: Duration,
+) {
+    let mut sweep = tokio::time::interval(grace.max(Duration::from_millis(10)) / 2);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = receipts.recv() => {
+                let Some(event) = event else { break };
+                let receipt = match event {
+                    Ok(r) => r,
+                    Err(e) => {
+                        stats.receipts_unreadable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(carrier = %carrier, error = %e, "unreadable delivery receipt");
+                        continue;
+                    }
+                };
+                let applied = {
+                    let mut r = router.lock();
+                    let applied = apply(&mut r, &receipt, &stats);
+                    if matches!(applied, Applied::Unmatched) && receipt.state.is_final() {
+                        r.unmatched.push_back((receipt, Instant::now()));
+                    }
+                    applied
+                };
+                if let Applied::Report(report) = applied {
+                    let _ = reports.send(report).await;
+                }
+            }
+            _ = sweep.tick() => {
+                let expired: Vec<Receipt> = {
+                    let mut r = router.lock();
+                    let now = Instant::now();
+                    let mut gone = Vec::new();
+                    while r.unmatched.front().is_some_and(|(_, at)| now.duration_since(*at) >= grace) {
+                        gone.push(r.unmatched.pop_front().expect("front").0);
+                    }
+                    gone
+                };
+                for receipt in expired {
+                    stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt matched no submitted message");
+                }
+            }
+        }
+    }
+}
+
+fn channel_error(carrier: &str, e: SubmitError) -> ChannelError {
+    match e {
+        SubmitError::Refused(status) if status.class() == StatusClass::Permanent => {
+            ChannelError::Rejected {
+                reason: format!("{carrier}: {status}"),
+            }
+        }
+        other => ChannelError::Temporary {
+            reason: format!("{carrier}: {other}"),
+            retry_after: None,
+        },
+    }
+}
+
+#[async_trait]
+impl Channel for SmppCarrier {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError> {
+        let reference_byte = self.next_reference.fetch_add(1, Ordering::Relaxed);
+        let encoded = encoding::encode(message.text.expose(), reference_byte);
+        let destination = Address::international(&message.to);
+        let options = SubmitOptions {
+            data_coding: encoded.data_coding,
+            registered_delivery: self.config.registered_delivery,
+            esm_class: encoded.esm_class(),
+        };
+        let mut ids = Vec::with_capacity(encoded.parts.len());
+        for part in &encoded.parts {
+            let submit =
+                pdu::submit_sm(&self.config.source, &destination, part, options).map_err(|e| {
+                    ChannelError::Rejected {
+                        reason: format!("{}: {e}", self.config.name),
+                    }
+                })?;
+            let bind = self.pick_bind().ok_or_else(|| ChannelError::Temporary {
+                reason: format!("{}: no live bind", self.config.name),
+                retry_after: None,
+            })?;
+            let id = tokio::time::timeout(self.config.submit_timeout, bind.submit(submit))
+                .await
+                .map_err(|_| ChannelError::Temporary {
+                    reason: format!(
+                        "{}: no answer within {:?}",
+                        self.config.name, self.config.submit_timeout
+                    ),
+                    retry_after: None,
+                })?
+                .map_err(|e| channel_error(&self.config.name, e))?;
+            ids.push(id);
+        }
+        let reference = format!("{}:{}", self.config.name, ids[0]);
+        if self.config.registered_delivery & 0x03 != 0 {
+            self.register(&ids, message, &reference);
+        }
+        Ok(SubmitReceipt { reference })
+    }
+
+    fn take_reports(&self) -> Option<mpsc::Receiver<DeliveryReport>> {
+        self.reports_rx.lock().take()
+    }
+
+    async fn shutdown(&self) {
+        for bind in &self.binds {
+            bind.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! An SMPP carrier as otpd's Channel, against the simulator: submits, multi-part
+//! messages, receipts in either id base, receipts that overtake their response,
+//! unmatched receipts, no live bind, and refusals.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
+use otpd_adapters::smpp::pdu::Address;
+use otpd_adapters::smpp::receipt::MessageState;
+use otpd_adapters::smpp::session::BindConfig;
+use otpd_adapters::smpp::simulator::{Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
+use otpd_adapters::{
+    Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, ReportState,
+};
+
+fn carrier_config(name: &str, address: String) -> CarrierConfig {
+    CarrierConfig {
+        name: name.into(),
+        bind: BindConfig {
+            address,
+            system_id: "otpd".into(),
+            password: "secret".into(),
+            reconnect_min: Duration::from_millis(10),
+            reconnect_max: Duration::from_millis(50),
+            ..BindConfig::default()
+        },
+        binds: 2,
+        source: Address {
+            ton: 5,
+            npi: 0,
+            addr: "Clave".into(),
+        },
+        registered_delivery: 1,
+        submit_timeout: Duration::from_secs(10),
+        unmatched_grace: Duration::from_millis(200),
+    }
+}
+
+fn message(id: &str, text: &str) -> Message {
+    Message {
+        verification_id: id.into(),
+        send: 1,
+        to: "+34600123456".into(),
+        kind: ChannelKind::Sms,
+        locale: "es",
+        purpose: "login".into(),
+        text: MessageText::new(text.into()),
+        expires_at_ms: 0,
+    }
+}
+
+async fn started(name: &str, smsc: &Smsc) -> SmppCarrier {
+    let carrier = SmppCarrier::start(carrier_config(name, smsc.addr().to_string()));
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+    carrier
+}
+
+async fn next_report(rx: &mut tokio::sync::mpsc::Receiver<DeliveryReport>) -> DeliveryReport {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a report in time")
+        .expect("open")
+}
+
+#[tokio::test]
+async fn a_submit_is_reported_delivered_with_its_verification() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let carrier = started("movistar", &smsc).await;
+    let mut reports = carrier.take_reports().unwrap();
+    let receipt = carrier
+        .submit(&message("vf_1", "123456 is your code"))
+        .await
+        .unwrap();
+    let id = &smsc.received()[0].message_id;
+    assert_eq!(receipt.reference, format!("movistar:{id}"));
+    let report = next_report(&mut reports).await;
+    assert_eq!(report.reference, receipt.reference);
+    assert_eq!((report.verification_id.as_str(), report.send), ("vf_1", 1));
+    assert_eq!(report.state, ReportState::Delivered);
+    assert_eq!(smsc.received()[0].destination.addr, "34600123456");
+    assert_eq!(smsc.received()[0].source.addr, "Clave");
+    carrier.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_message_goes_in_parts_and_is_reported_once() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let carrier = started("c", &smsc).await;
+    let mut reports = carrier.take_reports().unwrap();
+    let text = "042317 es tu código de verificación. Caduca en 10 min. No lo compartas con nadie.";
+    carrier.submit(&message("vf_2", text)).await.unwrap();
+    let parts = smsc.received();
+    assert_eq!(parts.len(), 2, "UCS-2, over 70 characters");
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.data_coding == 0x08 && p.esm_class == 0x40)
+    );
+    let report = next_report(&mut reports).await;
+    assert_eq!(report.state, ReportState::Delivered);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), reports.recv())
+            .await
+            .is_err(),
+        "one report per message"
+    );
+}
+
+#[tokio::test]
+async fn one_failed_part_fails_the_message() {
+    let smsc = Smsc::start(SmscConfig {
+        receipts: ReceiptPolicy {
+            outcomes: vec![
+                (MessageState::Delivered, 1),
+                (MessageState::Undeliverable, 1),
+            ],
+            ..ReceiptPolicy::default()
+        },
+        seed: 3,
+        ..SmscConfig::default()
+    })
+    .await
+    .unwrap();
+    let carrier = started("c", &smsc).await;
+    let mut reports = carrier.take_reports().unwrap();
+    let mut states = Vec::new();
+    for n in 0..8 {
+        carrier
+            .submit(&message(&format!("vf_{n}"), &"ó".repeat(100)))
+            .await
+            .unwrap();
+    }
+    for _ in 0..8 {
+        states.push(next_report(&mut reports).await.state);
+    }
+    // 2 parts each, half the receipts undeliverable: most messages fail, and none is
+    // reported delivered unless both its parts were.
+    assert!(states.contains(&ReportState::Undeliverable));
+    assert_eq!(smsc.stats().receipts_sent.load(Ordering::Relaxed), 16);
+}
+
+#[tokio::test]
+async fn receipts_in_the_other_base_still_match() {
+    let smsc = Smsc::start(SmscConfig {
+        message_ids: IdFormat::Hex,
+        receipts: ReceiptPolicy {
+            id_format: IdFormat::Decimal,
+            tlvs: false,
+            ..ReceiptPolicy::default()
+        },
+        ..SmscConfig::default()
+    })
+    .await
+    .unwrap();
+    let carrier = started("c", &smsc).await;
+    let mut reports = carrier.take_reports().unwrap();
+    for n in 0..20 {
+        carrier
+            .submit(&message(&format!("vf_{n}"), "123456"))
+            .await
+            .unwrap();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        let r = next_report(&mut reports).await;
+        assert_eq!(r.state, ReportState::Delivered);
+        seen.push(r.verification_id);
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20);
+    assert_eq!(
+        carrier.stats().receipts_unmatched.load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_receipt_that_overtakes_its_response_still_lands() {
+    // Responses take 150 ms, receipts come at once: every receipt arrives first.
+    let smsc = Smsc::start(SmscConfig {
+        latency: (Duration::from_millis(150), Duration::from_millis(150)),
+        receipts: ReceiptPolicy {
+            delay: Duration::ZERO,
+            ..ReceiptPolicy::default()
+        },
+        ..SmscConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = carrier_config("c", smsc.addr().to_string());
+    config.unmatched_grace = Duration::from_secs(5);
+    let carrier = SmppCarrier::start(config);
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+    let mut reports = carrier.take_reports().unwrap();
+    carrier
+        .submit(&message("vf_early", "123456"))
+        .await
+        .unwrap();
+    let report = next_report(&mut reports).await;
+    assert_eq!(report.verification_id, "vf_early");
+    assert_eq!(
+        carrier.stats().receipts_unmatched.load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test]
+async fn receipts_for_nobody_are_counted() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    // The simulator sends an account's receipts to its first receiving bind: start the
+    // bystander first, so the sender's receipts reach it and match nothing there.
+    let mut bystander_config = carrier_config("bystander", smsc.addr().to_string());
+    bystander_config.binds = 1;
+    let bystander = SmppCarrier::start(bystander_config);
+    assert!(bystander.wait_bound(Duration::from_secs(10)).await);
+    let sender = started("sender", &smsc).await;
+    sender.submit(&message("vf_x", "123456")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bystander.stats().receipts_unmatched.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stray receipt was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn no_live_bind_is_a_temporary_error_at_once() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let carrier = SmppCarrier::start(carrier_config("down", address));
+    let err = carrier
+        .submit(&message("vf_1", "123456"))
+        .await
+        .unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("no live bind"), "{err}");
+    assert!(!carrier.is_healthy());
+}
+
+#[tokio::test]
+async fn a_refused_destination_is_rejected_with_the_status_name() {
+    let smsc = Smsc::start(SmscConfig {
+        script: vec![Fault::Status(0x0B)],
+        ..SmscConfig::default()
+    })
+    .await
+    .unwrap();
+    let carrier = started("c", &smsc).await;
+    let err = carrier
+        .submit(&message("vf_1", "123456"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ChannelError::Rejected { reason } if reason.contains("ESME_RINVDSTADR")),
+        "{err}"
+    );
+    assert!(!err.is_retriable());
+}
