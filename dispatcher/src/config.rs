@@ -121,22 +121,104 @@ pub struct DeliveryConfig {
     /// `Retry-After` given with a 503 when the queue is full.
     #[serde(with = "humantime_serde")]
     pub overload_retry_after: Duration,
-    /// Channel for SMS.
-    pub sms: ChannelName,
-    /// Channel for app push.
-    pub push: ChannelName,
+    /// Channel for SMS: `file`, or `smpp.NAME` for a carrier of [channels.smpp].
+    pub sms: String,
+    /// Channel for app push: `file` (push providers come later).
+    pub push: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelName {
+/// What a `delivery.sms` / `delivery.push` value names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRef {
     File,
+    Smpp(String),
+}
+
+impl ChannelRef {
+    pub fn parse(value: &str) -> Option<ChannelRef> {
+        match value {
+            "file" => Some(ChannelRef::File),
+            _ => value
+                .strip_prefix("smpp.")
+                .filter(|n| !n.is_empty())
+                .map(|n| ChannelRef::Smpp(n.to_string())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
     pub file: FileChannelConfig,
+    /// SMPP carriers by name.
+    pub smpp: BTreeMap<String, SmppCarrierConfig>,
+}
+
+/// One SMPP carrier: its SMSC, credentials, binds and sender.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppCarrierConfig {
+    /// SMSC host and port.
+    pub host: String,
+    pub port: u16,
+    /// Credentials of the ESME account (system_id up to 15 characters, password up
+    /// to 8, system_type up to 12).
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    /// address_range of the bind (usually empty).
+    pub address_range: String,
+    /// Transceiver binds to open.
+    pub binds: usize,
+    /// submit_sm awaiting a response, per bind.
+    pub window: usize,
+    /// submit_sm per second, per bind (as the carrier's contract allows); absent: no cap.
+    pub tps: Option<u32>,
+    /// Sender: an alphanumeric id (TON 5, NPI 0, up to 11 characters) or a number.
+    pub source_addr: String,
+    pub source_ton: u8,
+    pub source_npi: u8,
+    /// Ask for delivery receipts.
+    pub registered_delivery: bool,
+    /// Keepalive when the link is idle.
+    #[serde(with = "humantime_serde")]
+    pub enquire_link_interval: Duration,
+    /// A request unanswered this long declares the bind dead (it reconnects).
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// How long one message may wait for a bind and its answer.
+    #[serde(with = "humantime_serde")]
+    pub submit_timeout: Duration,
+    /// Reconnect backoff bounds (exponential, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for SmppCarrierConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 2775,
+            system_id: String::new(),
+            password: String::new(),
+            system_type: String::new(),
+            address_range: String::new(),
+            binds: 1,
+            window: 64,
+            tps: None,
+            source_addr: "otpd".into(),
+            source_ton: 5,
+            source_npi: 0,
+            registered_delivery: true,
+            enquire_link_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(10),
+            submit_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -235,8 +317,8 @@ impl Default for DeliveryConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(250),
             overload_retry_after: Duration::from_secs(1),
-            sms: ChannelName::File,
-            push: ChannelName::File,
+            sms: "file".into(),
+            push: "file".into(),
         }
     }
 }
@@ -461,6 +543,101 @@ impl Config {
                 self.delivery.max_attempts,
                 "must be between 1 and 10",
             ));
+        }
+        for (key, value) in [
+            ("delivery.sms", &self.delivery.sms),
+            ("delivery.push", &self.delivery.push),
+        ] {
+            match ChannelRef::parse(value) {
+                Some(ChannelRef::File) => {}
+                Some(ChannelRef::Smpp(name)) if self.channels.smpp.contains_key(&name) => {}
+                Some(ChannelRef::Smpp(name)) => {
+                    return Err(invalid(
+                        key,
+                        value,
+                        format!("no carrier `{name}` in [channels.smpp]"),
+                    ));
+                }
+                None => return Err(invalid(key, value, "expected `file` or `smpp.NAME`")),
+            }
+        }
+        for (name, c) in &self.channels.smpp {
+            let key = |k: &str| format!("channels.smpp.{name}.{k}");
+            let too_long = |k: &str, v: &str, max: usize| -> Result<(), ConfigError> {
+                if v.len() > max {
+                    Err(invalid(
+                        key(k),
+                        v,
+                        format!("SMPP allows at most {max} characters"),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            if c.host.is_empty() {
+                return Err(invalid(key("host"), &c.host, "must not be empty"));
+            }
+            if c.port == 0 {
+                return Err(invalid(key("port"), c.port, "must not be 0"));
+            }
+            if c.system_id.is_empty() {
+                return Err(invalid(key("system_id"), &c.system_id, "must not be empty"));
+            }
+            too_long("system_id", &c.system_id, 15)?;
+            too_long("system_type", &c.system_type, 12)?;
+            too_long("address_range", &c.address_range, 40)?;
+            too_long("source_addr", &c.source_addr, 20)?;
+            if c.password.len() > 8 {
+                return Err(ConfigError::Invalid {
+                    key: key("password"),
+                    value: "<redacted>".into(),
+                    reason: "SMPP allows at most 8 characters".into(),
+                });
+            }
+            if c.source_ton == 5 && c.source_addr.chars().count() > 11 {
+                return Err(invalid(
+                    key("source_addr"),
+                    &c.source_addr,
+                    "an alphanumeric sender (source_ton = 5) has at most 11 characters",
+                ));
+            }
+            if !(1..=64).contains(&c.binds) {
+                return Err(invalid(key("binds"), c.binds, "must be between 1 and 64"));
+            }
+            if !(1..=10_000).contains(&c.window) {
+                return Err(invalid(
+                    key("window"),
+                    c.window,
+                    "must be between 1 and 10000",
+                ));
+            }
+            if c.tps == Some(0) {
+                return Err(invalid(
+                    key("tps"),
+                    0,
+                    "must be at least 1 (leave it out for no cap)",
+                ));
+            }
+            if c.reconnect_min.is_zero() || c.reconnect_min > c.reconnect_max {
+                return Err(invalid(
+                    key("reconnect_min"),
+                    humantime::format_duration(c.reconnect_min).to_string(),
+                    "must be above zero and at most reconnect_max",
+                ));
+            }
+            for (k, d) in [
+                ("response_timeout", c.response_timeout),
+                ("submit_timeout", c.submit_timeout),
+                ("enquire_link_interval", c.enquire_link_interval),
+            ] {
+                if d < Duration::from_millis(10) {
+                    return Err(invalid(
+                        key(k),
+                        humantime::format_duration(d).to_string(),
+                        "must be at least 10ms",
+                    ));
+                }
+            }
         }
         if self.channels.file.path.as_os_str().is_empty() {
             return Err(invalid("channels.file.path", "", "must not be empty"));

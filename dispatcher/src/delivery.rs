@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_adapters::{Channel, ChannelError, ChannelKind, Message};
+use otpd_adapters::{Channel, ChannelError, ChannelKind, DeliveryReport, Message, ReportState};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::store::Store;
 use crate::template;
-use crate::verification::{RequestedChannel, SendResult};
+use crate::verification::{RequestedChannel, SendResult, SendState};
 
 /// One send of one code. It carries the plaintext code (wiped on drop) because the
 /// store only has its MAC and sealed form; it lives only in this process's memory.
@@ -104,6 +104,15 @@ pub struct Channels {
 }
 
 impl Channels {
+    /// Each channel once, however many kinds it serves.
+    pub fn distinct(&self) -> Vec<Arc<dyn Channel>> {
+        let mut all = vec![self.sms.clone()];
+        if !Arc::ptr_eq(&self.sms, &self.push) {
+            all.push(self.push.clone());
+        }
+        all
+    }
+
     pub fn for_kind(&self, kind: ChannelKind) -> &Arc<dyn Channel> {
         match kind {
             ChannelKind::Sms => &self.sms,
@@ -242,6 +251,39 @@ impl Workers {
             tokio::time::sleep(retry_after).await;
             wait = wait.saturating_mul(2);
             attempt += 1;
+        }
+    }
+}
+
+/// Apply a channel's delivery reports to the verifications they are about, until the
+/// channel closes its report stream.
+pub async fn apply_reports(
+    mut reports: mpsc::Receiver<DeliveryReport>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(report) = reports.recv().await {
+        let state = match report.state {
+            ReportState::Delivered => SendState::Delivered,
+            ReportState::Undeliverable => SendState::Undeliverable,
+            ReportState::Expired => SendState::Expired,
+            ReportState::Rejected => SendState::Rejected,
+        };
+        metrics.reported(state);
+        let Ok(id) = report.verification_id.parse::<VerificationId>() else {
+            tracing::warn!(reference = %report.reference, "delivery report for a malformed verification id");
+            continue;
+        };
+        match store
+            .record_report(&id, report.send, state, report.error, clock.now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%id, send = report.send, reference = %report.reference, "delivery report changed nothing (gone or already reported)")
+            }
+            Err(e) => tracing::warn!(%id, error = %e, "could not record a delivery report"),
         }
     }
 }

@@ -8,7 +8,7 @@ use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use otpd_adapters::ChannelKind;
 
-use crate::verification::CheckOutcome;
+use crate::verification::{CheckOutcome, SendState};
 
 /// Latency buckets in seconds, from 50 µs (in-process work) to 10 s (slow carriers).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -48,6 +48,7 @@ pub struct Metrics {
     failed_push: Counter,
     send_seconds_sms: Histogram,
     send_seconds_push: Histogram,
+    reports: [Counter; 4],
     pub queue_depth: Gauge,
 }
 
@@ -85,6 +86,8 @@ impl Metrics {
             failed_push: sends("push", "failed"),
             send_seconds_sms: seconds("sms"),
             send_seconds_push: seconds("push"),
+            reports: ["delivered", "undeliverable", "expired", "rejected"]
+                .map(|state| metrics::counter!("otpd_delivery_reports_total", "state" => state)),
             queue_depth: metrics::gauge!("otpd_delivery_queue_depth"),
         }
     }
@@ -128,6 +131,17 @@ impl Metrics {
                 self.send_seconds_push.record(took.as_secs_f64());
             }
         }
+    }
+
+    /// A delivery report arrived.
+    pub fn reported(&self, state: SendState) {
+        let i = match state {
+            SendState::Delivered => 0,
+            SendState::Undeliverable => 1,
+            SendState::Expired => 2,
+            _ => 3,
+        };
+        self.reports[i].increment(1);
     }
 
     pub fn send_failed(&self, kind: ChannelKind) {

@@ -9,8 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use otpd_adapters::Channel;
 use otpd_adapters::file::FileChannel;
+use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
+use otpd_adapters::smpp::pdu::Address;
+use otpd_adapters::smpp::session::BindConfig;
 use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
@@ -20,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
-use crate::config::{ChannelName, Config, StoreKind};
+use crate::config::{ChannelRef, Config, SmppCarrierConfig, StoreKind};
 use crate::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
@@ -139,6 +145,18 @@ impl Server {
             }
             .run(jobs, stop_workers_rx),
         );
+        // Delivery reports from every channel that has them (one task per channel).
+        let mut report_tasks = Vec::new();
+        for channel in channels.distinct() {
+            if let Some(reports) = channel.take_reports() {
+                report_tasks.push(tokio::spawn(crate::delivery::apply_reports(
+                    reports,
+                    store.clone(),
+                    deps.clock.clone(),
+                    metrics.clone(),
+                )));
+            }
+        }
         let sweeper = tokio::spawn(sweep(
             store.clone(),
             deps.clock.clone(),
@@ -190,9 +208,12 @@ impl Server {
                 );
             }
             let _ = sweeper.await;
-            channels.sms.shutdown().await;
-            if !Arc::ptr_eq(&channels.sms, &channels.push) {
-                channels.push.shutdown().await;
+            for channel in channels.distinct() {
+                channel.shutdown().await;
+            }
+            // Reports that arrive after the channels closed have nowhere to go.
+            for task in report_tasks {
+                task.abort();
             }
             tracing::info!("otpd stopped");
             served.map_err(ServerError::Serve)
@@ -242,21 +263,62 @@ fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
 }
 
 fn configured_channels(config: &Config) -> Result<Channels, ServerError> {
-    let path = &config.channels.file.path;
-    let file: Arc<dyn Channel> =
-        Arc::new(
-            FileChannel::open(path).map_err(|source| ServerError::Outbox {
-                path: path.display().to_string(),
-                source,
-            })?,
-        );
-    let pick = |name: ChannelName| match name {
-        ChannelName::File => file.clone(),
+    let mut opened: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+    let mut open = |value: &str| -> Result<Arc<dyn Channel>, ServerError> {
+        if let Some(channel) = opened.get(value) {
+            return Ok(channel.clone());
+        }
+        let channel: Arc<dyn Channel> = match ChannelRef::parse(value).expect("validated") {
+            ChannelRef::File => {
+                let path = &config.channels.file.path;
+                Arc::new(
+                    FileChannel::open(path).map_err(|source| ServerError::Outbox {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+                )
+            }
+            ChannelRef::Smpp(name) => {
+                let c = &config.channels.smpp[&name];
+                Arc::new(SmppCarrier::start(carrier_config(&name, c)))
+            }
+        };
+        opened.insert(value.to_string(), channel.clone());
+        Ok(channel)
     };
     Ok(Channels {
-        sms: pick(config.delivery.sms),
-        push: pick(config.delivery.push),
+        sms: open(&config.delivery.sms)?,
+        push: open(&config.delivery.push)?,
     })
+}
+
+fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
+    CarrierConfig {
+        name: name.to_string(),
+        bind: BindConfig {
+            address: format!("{}:{}", c.host, c.port),
+            system_id: c.system_id.clone(),
+            password: c.password.clone(),
+            system_type: c.system_type.clone(),
+            address_range: c.address_range.clone(),
+            window: c.window,
+            tps: c.tps,
+            enquire_link_interval: c.enquire_link_interval,
+            response_timeout: c.response_timeout,
+            reconnect_min: c.reconnect_min,
+            reconnect_max: c.reconnect_max,
+            ..BindConfig::default()
+        },
+        binds: c.binds,
+        source: Address {
+            ton: c.source_ton,
+            npi: c.source_npi,
+            addr: c.source_addr.clone(),
+        },
+        registered_delivery: u8::from(c.registered_delivery),
+        submit_timeout: c.submit_timeout,
+        unmatched_grace: Duration::from_secs(30),
+    }
 }
 
 /// Reclaim expired records on a timer, and keep the metrics exporter tidy.

@@ -93,6 +93,14 @@ pub enum SendState {
     Sent,
     /// The channel refused it or could not be reached.
     Failed,
+    /// The transport reported it delivered to the handset.
+    Delivered,
+    /// The transport reported it could not be delivered.
+    Undeliverable,
+    /// The transport gave up: its validity ended before delivery.
+    Expired,
+    /// The network refused it after accepting it.
+    Rejected,
 }
 
 impl SendState {
@@ -101,7 +109,22 @@ impl SendState {
             SendState::Queued => "queued",
             SendState::Sent => "sent",
             SendState::Failed => "failed",
+            SendState::Delivered => "delivered",
+            SendState::Undeliverable => "undeliverable",
+            SendState::Expired => "expired",
+            SendState::Rejected => "rejected",
         }
+    }
+
+    /// Whether this is what a delivery report says (the end of the send's story).
+    pub fn is_reported(self) -> bool {
+        matches!(
+            self,
+            SendState::Delivered
+                | SendState::Undeliverable
+                | SendState::Expired
+                | SendState::Rejected
+        )
     }
 }
 
@@ -113,6 +136,8 @@ pub struct SendAttempt {
     pub queued_at: UnixMillis,
     /// When the channel answered (sent or failed).
     pub answered_at: Option<UnixMillis>,
+    /// When the delivery report arrived (delivered, undeliverable, …).
+    pub reported_at: Option<UnixMillis>,
     /// The channel's reference (SMSC message id, outbox position…).
     pub reference: Option<Box<str>>,
     /// Why it failed, as the channel said it.
@@ -321,19 +346,19 @@ impl Verification {
     /// there is no such send or it was already answered (a duplicate answer, e.g. a
     /// redelivered job, changes nothing).
     pub fn record_send(&mut self, send: u8, result: SendResult, now: UnixMillis) -> bool {
-        let Some(attempt) = send
-            .checked_sub(1)
-            .and_then(|i| self.sends.get_mut(i as usize))
-        else {
+        let Some(attempt) = self.attempt_mut(send) else {
             return false;
         };
-        if attempt.state != SendState::Queued {
+        if attempt.answered_at.is_some() {
             return false;
         }
         attempt.answered_at = Some(now);
         match result {
             SendResult::Sent { reference } => {
-                attempt.state = SendState::Sent;
+                // A report may have overtaken the channel's answer; it says more.
+                if !attempt.state.is_reported() {
+                    attempt.state = SendState::Sent;
+                }
                 attempt.reference = Some(reference.into_boxed_str());
             }
             SendResult::Failed { error } => {
@@ -342,6 +367,35 @@ impl Verification {
             }
         }
         true
+    }
+
+    /// Record a delivery report for send number `send`. Returns false if there is no
+    /// such send, it failed, or it was reported already (the first report stands).
+    pub fn record_report(
+        &mut self,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> bool {
+        debug_assert!(state.is_reported());
+        let Some(attempt) = self.attempt_mut(send) else {
+            return false;
+        };
+        if attempt.state == SendState::Failed || attempt.state.is_reported() {
+            return false;
+        }
+        attempt.state = state;
+        attempt.reported_at = Some(now);
+        if error.is_some() {
+            attempt.error = error.map(String::into_boxed_str);
+        }
+        true
+    }
+
+    fn attempt_mut(&mut self, send: u8) -> Option<&mut SendAttempt> {
+        send.checked_sub(1)
+            .and_then(|i| self.sends.get_mut(i as usize))
     }
 
     /// The state of the latest send, which is what "delivery state" means to a caller.
@@ -366,6 +420,7 @@ impl SendAttempt {
             state: SendState::Queued,
             queued_at: now,
             answered_at: None,
+            reported_at: None,
             reference: None,
             error: None,
         }
@@ -538,6 +593,55 @@ mod tests {
         assert_eq!(v.sends()[0].answered_at, Some(later));
         assert!(!v.record_send(0, SendResult::Failed { error: "x".into() }, later));
         assert!(!v.record_send(2, SendResult::Failed { error: "x".into() }, later));
+    }
+
+    #[test]
+    fn reports_follow_sends_and_the_first_report_stands() {
+        let mut v = verification();
+        let t1 = T0.plus(secs(1));
+        let t2 = T0.plus(secs(2));
+        assert!(v.record_send(
+            1,
+            SendResult::Sent {
+                reference: "c:1".into()
+            },
+            t1
+        ));
+        assert!(v.record_report(1, SendState::Delivered, None, t2));
+        assert_eq!(v.delivery_state(), SendState::Delivered);
+        assert_eq!(v.sends()[0].reported_at, Some(t2));
+        assert!(!v.record_report(1, SendState::Undeliverable, Some("late".into()), t2));
+        assert_eq!(v.delivery_state(), SendState::Delivered);
+    }
+
+    #[test]
+    fn a_report_that_overtakes_the_answer_is_kept() {
+        let mut v = verification();
+        assert!(v.record_report(1, SendState::Undeliverable, Some("3:34".into()), T0));
+        assert!(v.record_send(
+            1,
+            SendResult::Sent {
+                reference: "c:1".into()
+            },
+            T0
+        ));
+        assert_eq!(v.delivery_state(), SendState::Undeliverable);
+        assert_eq!(v.sends()[0].reference.as_deref(), Some("c:1"));
+        assert_eq!(v.sends()[0].error.as_deref(), Some("3:34"));
+    }
+
+    #[test]
+    fn a_failed_send_takes_no_report() {
+        let mut v = verification();
+        v.record_send(
+            1,
+            SendResult::Failed {
+                error: "down".into(),
+            },
+            T0,
+        );
+        assert!(!v.record_report(1, SendState::Delivered, None, T0));
+        assert!(!v.record_report(9, SendState::Delivered, None, T0));
     }
 
     #[derive(Debug, Clone)]

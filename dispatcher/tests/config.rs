@@ -149,6 +149,43 @@ fn impossible_values_are_named() {
         ),
         ("[delivery]\nconcurrency = 0\n", "delivery.concurrency"),
         ("[delivery]\nsms = \"pigeon\"\n", "delivery.sms"),
+        ("[delivery]\nsms = \"smpp.nobody\"\n", "delivery.sms"),
+        (
+            "[channels.smpp.c]\nsystem_id = \"\"\n",
+            "channels.smpp.c.system_id",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"a-system-id-far-too-long\"\n",
+            "channels.smpp.c.system_id",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\npassword = \"ninechars\"\n",
+            "channels.smpp.c.password",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\nsource_addr = \"TwelveLetter\"\n",
+            "channels.smpp.c.source_addr",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\nbinds = 0\n",
+            "channels.smpp.c.binds",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\ntps = 0\n",
+            "channels.smpp.c.tps",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\nport = 0\n",
+            "channels.smpp.c.port",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\nwindow = \"big\"\n",
+            "channels.smpp.c.window",
+        ),
+        (
+            "[channels.smpp.c]\nsystem_id = \"x\"\nbind_mode = \"rx\"\n",
+            "bind_mode",
+        ),
         ("[store]\nkind = \"postgres\"\n", "store.kind"),
         ("[server]\nbody_limit = 10\n", "server.body_limit"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
@@ -157,6 +194,35 @@ fn impossible_values_are_named() {
         let e = error_of(load_text(text));
         assert!(e.contains(key), "{text:?} gave {e}");
     }
+}
+
+#[test]
+fn an_smpp_carrier_is_configured_and_named_by_delivery_sms() {
+    let config = load_text(
+        r#"
+        [delivery]
+        sms = "smpp.movistar"
+        [channels.smpp.movistar]
+        host = "127.0.0.1"
+        port = 2776
+        system_id = "otpd"
+        password = "secret"
+        binds = 2
+        tps = 100
+        source_addr = "Clave"
+        response_timeout = "5s"
+        "#,
+    )
+    .unwrap();
+    let c = &config.channels.smpp["movistar"];
+    assert_eq!((c.port, c.binds, c.tps, c.window), (2776, 2, Some(100), 64));
+    assert_eq!(c.response_timeout, Duration::from_secs(5));
+    assert!(c.registered_delivery);
+    // A carrier's password is not echoed when it is refused.
+    let e = error_of(load_text(
+        "[channels.smpp.c]\nsystem_id = \"x\"\npassword = \"topsecret\"\n",
+    ));
+    assert!(!e.contains("topsecret"), "{e}");
 }
 
 #[test]

@@ -230,7 +230,7 @@ pub mod faults {
         CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, Store, StoreError,
         StoredResponse,
     };
-    use otpd::verification::{CancelOutcome, SendResult, Verification};
+    use otpd::verification::{CancelOutcome, SendResult, SendState, Verification};
 
     /// A store whose `issue` never returns, as a store behind a dead network link might.
     pub struct Hanging(pub MemoryStore);
@@ -266,6 +266,16 @@ pub mod faults {
             now: UnixMillis,
         ) -> Result<bool, StoreError> {
             self.0.record_send(id, send, r, now).await
+        }
+        async fn record_report(
+            &self,
+            id: &VerificationId,
+            send: u8,
+            state: SendState,
+            error: Option<String>,
+            now: UnixMillis,
+        ) -> Result<bool, StoreError> {
+            self.0.record_report(id, send, state, error, now).await
         }
         async fn idempotency_begin(
             &self,

@@ -103,6 +103,8 @@ struct SendView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     answered_at: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    reported_at: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -120,6 +122,7 @@ impl<'a> VerificationView<'a> {
                 state: s.state.as_str(),
                 queued_at: time(s.queued_at),
                 answered_at: s.answered_at.map(time),
+                reported_at: s.reported_at.map(time),
                 reference: s.reference.as_deref(),
                 error: s.error.as_deref(),
             })

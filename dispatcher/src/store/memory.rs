@@ -35,7 +35,7 @@ use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::phone::E164;
-use crate::verification::{CancelOutcome, SendResult, Status, Verification};
+use crate::verification::{CancelOutcome, SendResult, SendState, Status, Verification};
 
 /// How many due records an `issue` reclaims on its way, at most.
 const RECLAIM_PER_ISSUE: usize = 4;
@@ -283,6 +283,20 @@ impl Store for MemoryStore {
         Ok(shard
             .get_mut(id)
             .is_some_and(|v| v.record_send(send, result, now)))
+    }
+
+    async fn record_report(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard
+            .get_mut(id)
+            .is_some_and(|v| v.record_report(send, state, error, now)))
     }
 
     async fn idempotency_begin(

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
-use crate::verification::{CancelOutcome, CheckOutcome, ResendRefusal, SendResult, Verification};
+use crate::verification::{
+    CancelOutcome, CheckOutcome, ResendRefusal, SendResult, SendState, Verification,
+};
 
 pub use memory::MemoryStore;
 
@@ -117,6 +119,17 @@ pub trait Store: Send + Sync + 'static {
         id: &VerificationId,
         send: u8,
         result: SendResult,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// Record a delivery report for send number `send`. Returns false if the
+    /// verification is gone or the report changes nothing.
+    async fn record_report(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
         now: UnixMillis,
     ) -> Result<bool, StoreError>;
 
