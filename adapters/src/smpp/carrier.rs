@@ -67,6 +67,8 @@ struct Pending {
 
 #[derive(Default)]
 struct Router {
+    /// The carrier's name, for metric labels.
+    carrier: String,
     /// SMSC message id → index into `pending`.
     ids: MessageIdIndex<usize>,
     pending: std::collections::HashMap<usize, Pending>,
@@ -91,10 +93,20 @@ impl SmppCarrier {
     pub fn start(config: CarrierConfig) -> Self {
         let (receipts_tx, receipts_rx) = mpsc::channel(4096);
         let binds = (0..config.binds.max(1))
-            .map(|_| Bind::start(config.bind.clone(), receipts_tx.clone()))
+            .map(|index| {
+                let bind = BindConfig {
+                    carrier: config.name.clone(),
+                    index,
+                    ..config.bind.clone()
+                };
+                Bind::start(bind, receipts_tx.clone())
+            })
             .collect();
         let (reports_tx, reports_rx) = mpsc::channel(4096);
-        let router = Arc::new(Mutex::new(Router::default()));
+        let router = Arc::new(Mutex::new(Router {
+            carrier: config.name.clone(),
+            ..Router::default()
+        }));
         let stats = Arc::new(CarrierStats::default());
         tokio::spawn(route_receipts(
             config.name.clone(),
@@ -198,6 +210,8 @@ fn apply(router: &mut Router, receipt: &Receipt, stats: &CarrierStats) -> Applie
         return Applied::Unmatched;
     };
     stats.receipts_matched.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("otpd_smpp_receipts_total", "carrier" => router.carrier.clone(), "state" => format!("{:?}", receipt.state).to_ascii_lowercase())
+        .increment(1);
     let pending = router
         .pending
         .get_mut(&key)
@@ -281,6 +295,7 @@ async fn route_receipts(
                 };
                 for receipt in expired {
                     stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("otpd_smpp_receipts_unmatched_total", "carrier" => carrier.clone()).increment(1);
                     tracing::warn!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt matched no submitted message");
                 }
             }

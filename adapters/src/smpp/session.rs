@@ -59,6 +59,9 @@ pub struct BindConfig {
     pub throttle_pause: Duration,
     /// Submits of one message on transient errors, the first included.
     pub max_attempts: u32,
+    /// The carrier this bind belongs to, and its number there: metric labels.
+    pub carrier: String,
+    pub index: usize,
 }
 
 impl Default for BindConfig {
@@ -78,6 +81,8 @@ impl Default for BindConfig {
             reconnect_max: Duration::from_secs(30),
             throttle_pause: Duration::from_millis(100),
             max_attempts: 3,
+            carrier: "smpp".into(),
+            index: 0,
         }
     }
 }
@@ -132,6 +137,59 @@ pub struct BindStats {
     pub max_in_flight: AtomicU64,
 }
 
+/// Prometheus series of one bind, registered once (the hot path bumps atomics).
+struct BindMetrics {
+    up: metrics::Gauge,
+    submits: metrics::Counter,
+    accepted: metrics::Counter,
+    throttled: metrics::Counter,
+    resent: metrics::Counter,
+    reconnects: metrics::Counter,
+    window: metrics::Gauge,
+    latency: metrics::Histogram,
+    carrier: String,
+    bind: String,
+}
+
+impl BindMetrics {
+    fn new(carrier: &str, index: usize) -> Self {
+        let (c, b) = (carrier.to_string(), index.to_string());
+        let labels = [("carrier", c.clone()), ("bind", b.clone())];
+        Self {
+            up: metrics::gauge!("otpd_smpp_bind_up", &labels),
+            submits: metrics::counter!("otpd_smpp_submits_total", &labels),
+            accepted: metrics::counter!(
+                "otpd_smpp_responses_total",
+                &[
+                    ("carrier", c.clone()),
+                    ("bind", b.clone()),
+                    ("status", "ESME_ROK".to_string())
+                ]
+            ),
+            throttled: metrics::counter!("otpd_smpp_throttled_total", &labels),
+            resent: metrics::counter!("otpd_smpp_resent_total", &labels),
+            reconnects: metrics::counter!("otpd_smpp_reconnects_total", &labels),
+            window: metrics::gauge!("otpd_smpp_window_in_use", &labels),
+            latency: metrics::histogram!("otpd_smpp_submit_duration_seconds", &labels),
+            carrier: c,
+            bind: b,
+        }
+    }
+
+    /// A response other than ESME_ROK (rare: registered on use).
+    fn response(&self, status: CommandStatus) {
+        metrics::counter!(
+            "otpd_smpp_responses_total",
+            &[
+                ("carrier", self.carrier.clone()),
+                ("bind", self.bind.clone()),
+                ("status", status.to_string())
+            ]
+        )
+        .increment(1);
+    }
+}
+
 struct Request {
     submit: SubmitSm,
     reply: oneshot::Sender<Result<String, SubmitError>>,
@@ -155,8 +213,10 @@ impl Bind {
         let (state_tx, state) = watch::channel(BindState::Connecting);
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(BindStats::default());
+        let metrics = BindMetrics::new(&config.carrier, config.index);
         let task = tokio::spawn(
             Session {
+                metrics,
                 config,
                 receipts,
                 state: state_tx,
@@ -218,6 +278,7 @@ impl Bind {
 
 struct Session {
     config: BindConfig,
+    metrics: BindMetrics,
     receipts: mpsc::Sender<ReceiptEvent>,
     state: watch::Sender<BindState>,
     stats: Arc<BindStats>,
@@ -246,7 +307,10 @@ impl Session {
             match self.connect_and_bind().await {
                 Ok(framed) => {
                     backoff = self.config.reconnect_min;
-                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    if self.stats.connects.fetch_add(1, Ordering::Relaxed) > 0 {
+                        self.metrics.reconnects.increment(1);
+                    }
+                    self.metrics.up.set(1.0);
                     let _ = self.state.send(BindState::Bound);
                     match self.bound(framed).await {
                         Ended::Stopped => break,
@@ -259,6 +323,7 @@ impl Session {
                     tracing::warn!(smsc = %self.config.address, system_id = %self.config.system_id, reason = %why, "bind failed");
                 }
             }
+            self.metrics.up.set(0.0);
             let _ = self.state.send(BindState::Connecting);
             let wait = jitter(backoff);
             backoff = (backoff * 2).min(self.config.reconnect_max);
@@ -267,6 +332,7 @@ impl Session {
                 _ = self.stop.changed() => {}
             }
         }
+        self.metrics.up.set(0.0);
         let _ = self.state.send(BindState::Closed);
         self.requests.close();
         for request in self.queue.drain(..) {
@@ -363,6 +429,7 @@ impl Session {
                     return Ended::Lost(format!("write failed: {e}"));
                 }
                 self.stats.submits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.submits.increment(1);
                 in_flight.insert(s, (request, Instant::now()));
                 next_send = if send_gap.is_zero() {
                     now
@@ -376,6 +443,7 @@ impl Session {
             self.stats
                 .max_in_flight
                 .fetch_max(in_flight.len() as u64, Ordering::Relaxed);
+            self.metrics.window.set(in_flight.len() as f64);
             if stopping && in_flight.is_empty() {
                 break Ended::Stopped;
             }
@@ -408,8 +476,14 @@ impl Session {
                     let s = command.sequence_number();
                     match command.pdu() {
                         Some(Pdu::SubmitSmResp(resp)) => {
-                            let Some((mut request, _)) = in_flight.remove(&s) else { continue };
+                            let Some((mut request, sent_at)) = in_flight.remove(&s) else { continue };
                             let status = CommandStatus(u32::from(command.status()));
+                            self.metrics.latency.record(sent_at.elapsed().as_secs_f64());
+                            if status.class() == StatusClass::Ok {
+                                self.metrics.accepted.increment(1);
+                            } else {
+                                self.metrics.response(status);
+                            }
                             match status.class() {
                                 StatusClass::Ok => {
                                     pause = self.config.throttle_pause;
@@ -419,6 +493,7 @@ impl Session {
                                 StatusClass::SlowDown => {
                                     // Not a failure: the same message goes first once the pause is over.
                                     self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                                    self.metrics.throttled.increment(1);
                                     next_send = Instant::now() + pause;
                                     pause = (pause * 2).min(Duration::from_secs(10));
                                     self.queue.push_front(request);
@@ -522,6 +597,7 @@ impl Session {
                 Ended::Stopped
             }
             Ended::Lost(why) => {
+                self.metrics.resent.increment(in_flight.len() as u64);
                 break_lost(&mut self.queue, &mut in_flight, &self.stats);
                 Ended::Lost(why)
             }
