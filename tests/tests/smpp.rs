@@ -89,6 +89,10 @@ async fn a_code_goes_out_by_smpp_and_its_receipt_marks_it_delivered() {
             .starts_with("movistar:")
     );
     assert!(attempt["reported_at"].is_string());
+    assert!(
+        attempt.get("error").is_none(),
+        "a delivered send has no error: {attempt}"
+    );
 
     // The SMSC got the code: reading it there, the person can approve.
     let received = smsc.received();

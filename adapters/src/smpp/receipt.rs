@@ -227,7 +227,9 @@ pub fn reconcile(
         .and_then(MessageState::from_tlv)
         .or_else(|| parsed.as_ref().and_then(|p| p.state))
         .ok_or(ReceiptError::MissingState)?;
+    // Error code 0 (TLV or text) means "no error": it is not recorded as one.
     let error = match network_error_code {
+        Some((_, 0)) => None,
         Some((kind, code)) => Some(format!("{kind}:{code}")),
         None => parsed
             .and_then(|p| p.err)
@@ -442,6 +444,8 @@ mod tests {
         assert_eq!(r.error, None, "err:000 is no error");
         let r = reconcile(None, Some("abc"), Some(2), None).unwrap();
         assert_eq!(r.state, MessageState::Delivered);
+        let r = reconcile(None, Some("abc"), Some(2), Some((3, 0))).unwrap();
+        assert_eq!(r.error, None, "network error code 0 is no error");
         assert_eq!(
             reconcile(None, Some("abc"), None, None),
             Err(ReceiptError::MissingState)
