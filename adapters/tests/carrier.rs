@@ -34,6 +34,7 @@ fn carrier_config(name: &str, address: String) -> CarrierConfig {
         registered_delivery: 1,
         submit_timeout: Duration::from_secs(10),
         unmatched_grace: Duration::from_millis(200),
+        encoding: Default::default(),
     }
 }
 
@@ -260,4 +261,59 @@ async fn a_refused_destination_is_rejected_with_the_status_name() {
         "{err}"
     );
     assert!(!err.is_retriable());
+}
+
+#[tokio::test]
+async fn the_carriers_encoding_policy_is_applied() {
+    use otpd_adapters::smpp::encoding::{Policy, Preferred, unpack_septets};
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let with = |name: &str, policy: Policy| {
+        let mut config = carrier_config(name, smsc.addr().to_string());
+        config.binds = 1;
+        config.encoding = policy;
+        SmppCarrier::start(config)
+    };
+    let latin = with(
+        "latin",
+        Policy {
+            preferred: Preferred::Latin1,
+            gsm7_packed: false,
+        },
+    );
+    let packed = with(
+        "packed",
+        Policy {
+            preferred: Preferred::Gsm7,
+            gsm7_packed: true,
+        },
+    );
+    assert!(latin.wait_bound(Duration::from_secs(10)).await);
+    assert!(packed.wait_bound(Duration::from_secs(10)).await);
+
+    latin
+        .submit(&message("vf_1", "123456 es tu código"))
+        .await
+        .unwrap();
+    let received = smsc.received();
+    assert_eq!(received[0].data_coding, 0x03);
+    assert_eq!(
+        received[0].body,
+        "123456 es tu código"
+            .chars()
+            .map(|c| c as u32 as u8)
+            .collect::<Vec<_>>()
+    );
+
+    packed
+        .submit(&message("vf_2", "123456 is your code"))
+        .await
+        .unwrap();
+    let received = smsc.received();
+    assert_eq!(received[1].data_coding, 0x00);
+    assert_eq!(
+        received[1].body.len(),
+        (19 * 7usize).div_ceil(8),
+        "19 septets packed"
+    );
+    assert_eq!(unpack_septets(&received[1].body, 0, 6), b"123456".to_vec());
 }

@@ -127,6 +127,14 @@ pub struct DeliveryConfig {
     pub push: String,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataCodingPolicy {
+    Gsm7,
+    Latin1,
+    Ucs2,
+}
+
 /// What a `delivery.sms` / `delivery.push` value names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelRef {
@@ -180,6 +188,11 @@ pub struct SmppCarrierConfig {
     pub source_npi: u8,
     /// Ask for delivery receipts.
     pub registered_delivery: bool,
+    /// Encoding tried first: `gsm7` (GSM 03.38), `latin1` (data_coding 3) or `ucs2`;
+    /// text that does not fit it goes as UCS-2.
+    pub data_coding: DataCodingPolicy,
+    /// Send GSM 7-bit packed (8 septets in 7 octets) instead of one septet per octet.
+    pub gsm7_packed: bool,
     /// Keepalive when the link is idle.
     #[serde(with = "humantime_serde")]
     pub enquire_link_interval: Duration,
@@ -212,6 +225,8 @@ impl Default for SmppCarrierConfig {
             source_ton: 5,
             source_npi: 0,
             registered_delivery: true,
+            data_coding: DataCodingPolicy::Gsm7,
+            gsm7_packed: false,
             enquire_link_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use otpd_adapters::Channel;
 use otpd_adapters::file::FileChannel;
 use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
+use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
 use otpd_adapters::smpp::pdu::Address;
 use otpd_adapters::smpp::session::BindConfig;
 use std::future::IntoFuture;
@@ -26,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
-use crate::config::{ChannelRef, Config, SmppCarrierConfig, StoreKind};
+use crate::config::{ChannelRef, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind};
 use crate::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
@@ -318,6 +319,14 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
         registered_delivery: u8::from(c.registered_delivery),
         submit_timeout: c.submit_timeout,
         unmatched_grace: Duration::from_secs(30),
+        encoding: EncodingPolicy {
+            preferred: match c.data_coding {
+                DataCodingPolicy::Gsm7 => Preferred::Gsm7,
+                DataCodingPolicy::Latin1 => Preferred::Latin1,
+                DataCodingPolicy::Ucs2 => Preferred::Ucs2,
+            },
+            gsm7_packed: c.gsm7_packed,
+        },
     }
 }
 

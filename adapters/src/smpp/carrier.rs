@@ -45,6 +45,8 @@ pub struct CarrierConfig {
     pub submit_timeout: Duration,
     /// How long a receipt that matches nothing yet is kept for a late match.
     pub unmatched_grace: Duration,
+    /// How the SMSC wants text encoded.
+    pub encoding: encoding::Policy,
 }
 
 /// Counters of a carrier, beside its binds' own.
@@ -325,7 +327,8 @@ impl Channel for SmppCarrier {
 
     async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError> {
         let reference_byte = self.next_reference.fetch_add(1, Ordering::Relaxed);
-        let encoded = encoding::encode(message.text.expose(), reference_byte);
+        let encoded =
+            encoding::encode_with(message.text.expose(), reference_byte, self.config.encoding);
         let destination = Address::international(&message.to);
         let options = SubmitOptions {
             data_coding: encoded.data_coding,

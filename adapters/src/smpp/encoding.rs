@@ -35,7 +35,29 @@ const EXTENSION: [(char, u8); 10] = [
 ];
 
 pub const DCS_GSM7: u8 = 0x00;
+pub const DCS_LATIN1: u8 = 0x03;
 pub const DCS_UCS2: u8 = 0x08;
+
+/// How a carrier wants text encoded (its SMSC's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub preferred: Preferred,
+    /// GSM 7-bit packed 8 septets into 7 octets, as some SMSCs expect, instead of one
+    /// septet per octet.
+    pub gsm7_packed: bool,
+}
+
+/// The encoding tried first; UCS-2 when the text does not fit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preferred {
+    /// GSM 03.38 7-bit.
+    #[default]
+    Gsm7,
+    /// ISO-8859-1 (data_coding 0x03): all of Western Europe's accents, 140 per SMS.
+    Latin1,
+    /// Always UCS-2.
+    Ucs2,
+}
 
 /// A message ready for submit_sm: its data_coding and one body per part. With more
 /// than one part, every body starts with a concatenation UDH and esm_class needs the
@@ -70,41 +92,98 @@ pub fn is_gsm7(text: &str) -> bool {
     text.chars().all(|c| gsm7(c).is_some())
 }
 
-/// Encode `text`; `reference` is the concatenation reference shared by its parts.
+/// Encode `text` the default way (GSM 7-bit unpacked, else UCS-2); `reference` is
+/// the concatenation reference shared by its parts.
 pub fn encode(text: &str, reference: u8) -> Encoded {
-    if is_gsm7(text) {
-        let mut septets: Vec<[u8; 2]> = Vec::new();
-        let mut lengths: Vec<usize> = Vec::new();
-        for c in text.chars() {
-            let (s, n) = gsm7(c).expect("checked");
-            septets.push(s);
-            lengths.push(n);
+    encode_with(text, reference, Policy::default())
+}
+
+/// Encode `text` as `policy` asks.
+pub fn encode_with(text: &str, reference: u8, policy: Policy) -> Encoded {
+    match policy.preferred {
+        Preferred::Gsm7 if is_gsm7(text) => {
+            let units: Vec<Vec<u8>> = text
+                .chars()
+                .map(|c| {
+                    let (s, n) = gsm7(c).expect("checked");
+                    s[..n].to_vec()
+                })
+                .collect();
+            let total = units.iter().map(Vec::len).sum();
+            let mut parts = split(units, total, 160, 153, reference);
+            if policy.gsm7_packed {
+                let multi = parts.len() > 1;
+                for part in &mut parts {
+                    *part = if multi {
+                        // The 6-octet UDH takes 48 bits; septets start on the next
+                        // septet boundary, bit 49: one fill bit.
+                        let mut packed = part[..6].to_vec();
+                        packed.extend(pack_septets(&part[6..], 1));
+                        packed
+                    } else {
+                        pack_septets(part, 0)
+                    };
+                }
+            }
+            Encoded {
+                data_coding: DCS_GSM7,
+                parts,
+            }
         }
-        let total: usize = lengths.iter().sum();
-        let units: Vec<Vec<u8>> = septets
-            .iter()
-            .zip(&lengths)
-            .map(|(s, n)| s[..*n].to_vec())
-            .collect();
-        Encoded {
-            data_coding: DCS_GSM7,
-            parts: split(units, total, 160, 153, reference),
+        Preferred::Latin1 if text.chars().all(|c| (c as u32) <= 0xFF) => {
+            let units: Vec<Vec<u8>> = text.chars().map(|c| vec![c as u32 as u8]).collect();
+            let total = units.len();
+            Encoded {
+                data_coding: DCS_LATIN1,
+                parts: split(units, total, 140, 134, reference),
+            }
         }
-    } else {
-        let mut units: Vec<Vec<u8>> = Vec::new();
-        let mut total = 0;
-        for c in text.chars() {
-            let mut buf = [0u16; 2];
-            let encoded = c.encode_utf16(&mut buf);
-            total += encoded.len();
-            units.push(encoded.iter().flat_map(|u| u.to_be_bytes()).collect());
-        }
-        // Limits are in UTF-16 units; split() counts octets, so double them.
-        Encoded {
-            data_coding: DCS_UCS2,
-            parts: split(units, total * 2, 140, 134, reference),
+        _ => {
+            let mut units: Vec<Vec<u8>> = Vec::new();
+            let mut total = 0;
+            for c in text.chars() {
+                let mut buf = [0u16; 2];
+                let encoded = c.encode_utf16(&mut buf);
+                total += encoded.len();
+                units.push(encoded.iter().flat_map(|u| u.to_be_bytes()).collect());
+            }
+            // Limits are in UTF-16 units; split() counts octets, so double them.
+            Encoded {
+                data_coding: DCS_UCS2,
+                parts: split(units, total * 2, 140, 134, reference),
+            }
         }
     }
+}
+
+/// Pack septets (one per octet, 0..=0x7F) 8 into 7 octets, least significant bit
+/// first, after `fill_bits` zero bits (GSM 03.38 §6.1.2.1).
+pub fn pack_septets(septets: &[u8], fill_bits: usize) -> Vec<u8> {
+    let total_bits = fill_bits + septets.len() * 7;
+    let mut out = vec![0u8; total_bits.div_ceil(8)];
+    for (i, &s) in septets.iter().enumerate() {
+        let bit = fill_bits + i * 7;
+        let (byte, shift) = (bit / 8, bit % 8);
+        let value = u16::from(s & 0x7F) << shift;
+        out[byte] |= value as u8;
+        if shift > 1 {
+            out[byte + 1] |= (value >> 8) as u8;
+        }
+    }
+    out
+}
+
+/// The inverse of [`pack_septets`], for `count` septets.
+pub fn unpack_septets(octets: &[u8], fill_bits: usize, count: usize) -> Vec<u8> {
+    (0..count)
+        .map(|i| {
+            let bit = fill_bits + i * 7;
+            let (byte, shift) = (bit / 8, bit % 8);
+            let lo = u16::from(octets.get(byte).copied().unwrap_or(0));
+            let hi = u16::from(octets.get(byte + 1).copied().unwrap_or(0));
+            (((lo | (hi << 8)) >> shift) & 0x7F) as u8
+        })
+        .collect()
 }
 
 /// Split characters (each its octets, never divided) into parts of at most `single`
@@ -253,7 +332,69 @@ mod tests {
         }
     }
 
+    #[test]
+    fn packing_follows_gsm_03_38() {
+        // The classic example: "hellohello" packs to E8 32 9B FD 46 97 D9 EC 37.
+        let septets: Vec<u8> = "hellohello"
+            .chars()
+            .map(|c| gsm7(c).unwrap().0[0])
+            .collect();
+        assert_eq!(
+            pack_septets(&septets, 0),
+            vec![0xE8, 0x32, 0x9B, 0xFD, 0x46, 0x97, 0xD9, 0xEC, 0x37]
+        );
+        assert_eq!(unpack_septets(&pack_septets(&septets, 0), 0, 10), septets);
+    }
+
+    #[test]
+    fn packed_parts_fit_140_octets_with_their_udh() {
+        let policy = Policy {
+            preferred: Preferred::Gsm7,
+            gsm7_packed: true,
+        };
+        let one = encode_with(&"a".repeat(160), 1, policy);
+        assert_eq!(one.parts.len(), 1);
+        assert_eq!(one.parts[0].len(), 140);
+        let two = encode_with(&"a".repeat(200), 1, policy);
+        assert_eq!(two.parts.len(), 2);
+        assert_eq!(
+            two.parts[0].len(),
+            140,
+            "6 UDH octets + 153 septets with one fill bit"
+        );
+        assert_eq!(&two.parts[0][..6], &[0x05, 0x00, 0x03, 1, 2, 1]);
+        let back = unpack_septets(&two.parts[0][6..], 1, 153);
+        assert!(back.iter().all(|&s| s == gsm7('a').unwrap().0[0]));
+    }
+
+    #[test]
+    fn latin1_carries_spanish_accents_in_one_octet_each() {
+        let policy = Policy {
+            preferred: Preferred::Latin1,
+            gsm7_packed: false,
+        };
+        let e = encode_with("código", 1, policy);
+        assert_eq!(e.data_coding, DCS_LATIN1);
+        assert_eq!(e.parts[0], vec![b'c', 0xF3, b'd', b'i', b'g', b'o']);
+        assert_eq!(encode_with(&"ó".repeat(140), 1, policy).parts.len(), 1);
+        assert_eq!(encode_with(&"ó".repeat(141), 1, policy).parts.len(), 2);
+        // Outside Latin-1: UCS-2.
+        assert_eq!(encode_with("10 €", 1, policy).data_coding, DCS_UCS2);
+        let ucs2 = Policy {
+            preferred: Preferred::Ucs2,
+            gsm7_packed: false,
+        };
+        assert_eq!(encode_with("abc", 1, ucs2).data_coding, DCS_UCS2);
+    }
+
     proptest! {
+        #[test]
+        fn pack_then_unpack_is_identity(septets in proptest::collection::vec(0u8..0x80, 0..200), fill in 0usize..7) {
+            let packed = pack_septets(&septets, fill);
+            prop_assert_eq!(packed.len(), (fill + septets.len() * 7).div_ceil(8));
+            prop_assert_eq!(unpack_septets(&packed, fill, septets.len()), septets);
+        }
+
         /// Whatever the text, parts respect the limits and reassemble to the text.
         #[test]
         fn parts_reassemble(text in "\\PC{0,400}", reference in any::<u8>()) {
