@@ -26,6 +26,7 @@ fn carrier_config(name: &str, address: String) -> CarrierConfig {
             ..BindConfig::default()
         },
         binds: 2,
+        pair: false,
         source: Address {
             ton: 5,
             npi: 0,
@@ -316,4 +317,48 @@ async fn the_carriers_encoding_policy_is_applied() {
         "19 septets packed"
     );
     assert_eq!(unpack_septets(&received[1].body, 0, 6), b"123456".to_vec());
+}
+
+#[tokio::test]
+async fn a_transmitter_receiver_pair_submits_on_one_link_and_takes_receipts_on_the_other() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let mut config = carrier_config("pair", smsc.addr().to_string());
+    config.binds = 1;
+    config.pair = true;
+    let carrier = SmppCarrier::start(config);
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+    assert_eq!(carrier.binds().len(), 2);
+    let mut reports = carrier.take_reports().unwrap();
+    for n in 0..4 {
+        carrier
+            .submit(&message(&format!("vf_{n}"), "123456"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            next_report(&mut reports).await.state,
+            ReportState::Delivered
+        );
+    }
+    use otpd_adapters::smpp::session::BindMode;
+    let submitted: Vec<u64> = carrier
+        .binds()
+        .iter()
+        .map(|(mode, b)| {
+            assert!(matches!(mode, BindMode::Transmitter | BindMode::Receiver));
+            b.stats().submits.load(Ordering::Relaxed)
+        })
+        .collect();
+    assert_eq!(
+        submitted,
+        vec![4, 0],
+        "the transmitter submits, the receiver only receives"
+    );
+    carrier.shutdown().await;
+    assert_eq!(
+        smsc.stats().unbinds.load(Ordering::Relaxed),
+        2,
+        "both halves unbind"
+    );
 }

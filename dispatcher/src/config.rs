@@ -129,6 +129,13 @@ pub struct DeliveryConfig {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+pub enum BindModeConfig {
+    Transceiver,
+    Pair,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum DataCodingPolicy {
     Gsm7,
     Latin1,
@@ -176,8 +183,10 @@ pub struct SmppCarrierConfig {
     pub system_type: String,
     /// address_range of the bind (usually empty).
     pub address_range: String,
-    /// Transceiver binds to open.
+    /// Binds to open (with `bind_mode = "pair"`: transmitter + receiver pairs).
     pub binds: usize,
+    /// `transceiver`, or `pair` for a transmitter and a receiver per bind.
+    pub bind_mode: BindModeConfig,
     /// submit_sm awaiting a response, per bind.
     pub window: usize,
     /// submit_sm per second, per bind (as the carrier's contract allows); absent: no cap.
@@ -219,6 +228,7 @@ impl Default for SmppCarrierConfig {
             system_type: String::new(),
             address_range: String::new(),
             binds: 1,
+            bind_mode: BindModeConfig::Transceiver,
             window: 64,
             tps: None,
             source_addr: "otpd".into(),

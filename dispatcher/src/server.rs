@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
-use crate::config::{ChannelRef, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind};
+use crate::config::{
+    BindModeConfig, ChannelRef, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind,
+};
 use crate::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
@@ -311,6 +313,7 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
             ..BindConfig::default()
         },
         binds: c.binds,
+        pair: c.bind_mode == BindModeConfig::Pair,
         source: Address {
             ton: c.source_ton,
             npi: c.source_npi,

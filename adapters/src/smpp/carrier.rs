@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::encoding;
 use super::pdu::{self, Address, SubmitOptions};
 use super::receipt::{MessageIdIndex, MessageState, Receipt};
-use super::session::{Bind, BindConfig, BindState, ReceiptEvent, SubmitError};
+use super::session::{Bind, BindConfig, BindMode, BindState, ReceiptEvent, SubmitError};
 use super::status::StatusClass;
 use crate::channel::{Channel, ChannelError, DeliveryReport, Message, ReportState, SubmitReceipt};
 
@@ -34,8 +34,10 @@ pub struct CarrierConfig {
     pub name: String,
     /// The template of every bind (address, credentials, window, per-bind TPS, …).
     pub bind: BindConfig,
-    /// How many binds to open.
+    /// How many binds to open (pairs, with `pair`).
     pub binds: usize,
+    /// Bind as a transmitter + receiver pair instead of a transceiver.
+    pub pair: bool,
     /// Sender: an alphanumeric id (TON 5, NPI 0) or a number.
     pub source: Address,
     /// registered_delivery: 0x01 asks for receipts.
@@ -81,7 +83,7 @@ struct Router {
 
 pub struct SmppCarrier {
     config: CarrierConfig,
-    binds: Vec<Bind>,
+    binds: Vec<(BindMode, Bind)>,
     next_bind: AtomicUsize,
     next_reference: AtomicU8,
     router: Arc<Mutex<Router>>,
@@ -94,14 +96,21 @@ impl SmppCarrier {
     /// Open the binds (they connect in the background) and start the receipt router.
     pub fn start(config: CarrierConfig) -> Self {
         let (receipts_tx, receipts_rx) = mpsc::channel(4096);
+        let modes: &[BindMode] = if config.pair {
+            &[BindMode::Transmitter, BindMode::Receiver]
+        } else {
+            &[BindMode::Transceiver]
+        };
         let binds = (0..config.binds.max(1))
-            .map(|index| {
+            .flat_map(|index| modes.iter().map(move |mode| (index, *mode)))
+            .map(|(index, mode)| {
                 let bind = BindConfig {
                     carrier: config.name.clone(),
                     index,
+                    mode,
                     ..config.bind.clone()
                 };
-                Bind::start(bind, receipts_tx.clone())
+                (mode, Bind::start(bind, receipts_tx.clone()))
             })
             .collect();
         let (reports_tx, reports_rx) = mpsc::channel(4096);
@@ -130,12 +139,15 @@ impl SmppCarrier {
         }
     }
 
-    /// Whether at least one bind is bound.
+    /// Whether at least one bind that can submit is bound.
     pub fn is_healthy(&self) -> bool {
-        self.binds.iter().any(|b| b.state() == BindState::Bound)
+        self.binds
+            .iter()
+            .any(|(mode, b)| mode.can_submit() && b.state() == BindState::Bound)
     }
 
-    pub fn binds(&self) -> &[Bind] {
+    /// The binds, with what each does.
+    pub fn binds(&self) -> &[(BindMode, Bind)] {
         &self.binds
     }
 
@@ -145,7 +157,7 @@ impl SmppCarrier {
 
     /// Wait until every bind is bound (or give up after `within`).
     pub async fn wait_bound(&self, within: Duration) -> bool {
-        for bind in &self.binds {
+        for (_, bind) in &self.binds {
             if !bind.wait_for(BindState::Bound, within).await {
                 return false;
             }
@@ -158,7 +170,8 @@ impl SmppCarrier {
         let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|i| &self.binds[(start + i) % n])
-            .find(|b| b.state() == BindState::Bound)
+            .find(|(mode, b)| mode.can_submit() && b.state() == BindState::Bound)
+            .map(|(_, b)| b)
     }
 
     fn register(&self, ids: &[String], message: &Message, reference: &str) {
@@ -371,7 +384,7 @@ impl Channel for SmppCarrier {
     }
 
     async fn shutdown(&self) {
-        for bind in &self.binds {
+        for (_, bind) in &self.binds {
             bind.shutdown().await;
         }
     }

@@ -7,7 +7,7 @@
 //! `CommandCodec` with a maximum PDU length, so a peer cannot make us buffer without
 //! bound.
 
-use rusmpp::pdus::{DeliverSm, SubmitSm};
+use rusmpp::pdus::{DataSm, DeliverSm, SubmitSm};
 use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue, TlvValue};
 use rusmpp::types::{AnyOctetString, COctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
@@ -110,14 +110,32 @@ pub fn submit_sm(
 /// with the receipt read from its TLVs and text; `None` for a mobile-originated
 /// message or another kind of acknowledgement.
 pub fn receipt_of(deliver: &DeliverSm) -> Option<Result<Receipt, ReceiptError>> {
-    if u8::from(deliver.esm_class) & 0x3C != 0x04 {
+    receipt_from(
+        u8::from(deliver.esm_class),
+        deliver.short_message().as_ref(),
+        deliver.tlvs(),
+    )
+}
+
+/// The same for a data_sm, which some SMSCs use for receipts (TLVs only, or a
+/// receipt text in message_payload).
+pub fn receipt_of_data_sm(data: &DataSm) -> Option<Result<Receipt, ReceiptError>> {
+    receipt_from(u8::from(data.esm_class), &[], data.tlvs())
+}
+
+fn receipt_from(
+    esm_class: u8,
+    short_message: &[u8],
+    tlvs: &[rusmpp::tlvs::Tlv],
+) -> Option<Result<Receipt, ReceiptError>> {
+    if esm_class & 0x3C != 0x04 {
         return None;
     }
     let mut receipted_id = None;
     let mut state = None;
     let mut network_error = None;
     let mut payload = None;
-    for tlv in deliver.tlvs() {
+    for tlv in tlvs {
         match tlv.value() {
             Some(TlvValue::ReceiptedMessageId(id)) => receipted_id = Some(id.as_str()),
             Some(TlvValue::MessageState(s)) => state = Some(u8::from(*s)),
@@ -129,11 +147,10 @@ pub fn receipt_of(deliver: &DeliverSm) -> Option<Result<Receipt, ReceiptError>> 
         }
     }
     // Receipt texts are ASCII in practice; anything else is read leniently.
-    let short = deliver.short_message().as_ref();
-    let body = if short.is_empty() {
-        payload.unwrap_or(short)
+    let body = if short_message.is_empty() {
+        payload.unwrap_or(short_message)
     } else {
-        short
+        short_message
     };
     let text = String::from_utf8_lossy(body);
     Some(receipt::reconcile(
@@ -317,6 +334,31 @@ mod tests {
         assert_eq!(r.message_id, "6699", "the TLV wins");
         assert_eq!(r.state, MessageState::Undeliverable);
         assert_eq!(r.error.as_deref(), Some("3:34"));
+    }
+
+    #[test]
+    fn a_data_sm_receipt_is_read_from_its_tlvs() {
+        // data_sm as an SMSC sends it, byte by byte: empty service_type, addresses
+        // 1/1 "", esm_class 0x04, then receipted_message_id "ABC" and message_state 2.
+        let body: &[u8] = &[
+            0, 1, 1, 0, 1, 1, 0, 0x04, 0, 0, //
+            0x00, 0x1E, 0x00, 0x04, b'A', b'B', b'C', 0, //
+            0x04, 0x27, 0x00, 0x01, 0x02,
+        ];
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&((16 + body.len()) as u32).to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0x01, 0x03, 0, 0, 0, 0, 0, 0, 0, 5]);
+        bytes.extend_from_slice(body);
+        let Some(Pdu::DataSm(data)) = decode(&mut bytes).pdu().cloned() else {
+            panic!("a data_sm");
+        };
+        let r = receipt_of_data_sm(&data).unwrap().unwrap();
+        assert_eq!(
+            (r.message_id.as_str(), r.state),
+            ("ABC", MessageState::Delivered)
+        );
+        let plain = DataSm::builder().esm_class(EsmClass::from(0x00)).build();
+        assert!(receipt_of_data_sm(&plain).is_none());
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rusmpp::pdus::{BindTransceiver, DeliverSmResp, SubmitSm};
+use rusmpp::pdus::{
+    BindReceiver, BindTransceiver, BindTransmitter, DataSmResp, DeliverSmResp, SubmitSm,
+};
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::COctetString;
 use rusmpp::values::InterfaceVersion;
@@ -59,9 +61,37 @@ pub struct BindConfig {
     pub throttle_pause: Duration,
     /// Submits of one message on transient errors, the first included.
     pub max_attempts: u32,
+    /// Transceiver, or one half of a transmitter + receiver pair.
+    pub mode: BindMode,
     /// The carrier this bind belongs to, and its number there: metric labels.
     pub carrier: String,
     pub index: usize,
+}
+
+/// What a bind does on its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BindMode {
+    /// Submits and receipts on one link.
+    #[default]
+    Transceiver,
+    /// Submits only.
+    Transmitter,
+    /// Receipts only: it takes no submits.
+    Receiver,
+}
+
+impl BindMode {
+    pub fn can_submit(self) -> bool {
+        self != BindMode::Receiver
+    }
+
+    fn label(self, index: usize) -> String {
+        match self {
+            BindMode::Transceiver => index.to_string(),
+            BindMode::Transmitter => format!("{index}-tx"),
+            BindMode::Receiver => format!("{index}-rx"),
+        }
+    }
 }
 
 impl Default for BindConfig {
@@ -81,6 +111,7 @@ impl Default for BindConfig {
             reconnect_max: Duration::from_secs(30),
             throttle_pause: Duration::from_millis(100),
             max_attempts: 3,
+            mode: BindMode::Transceiver,
             carrier: "smpp".into(),
             index: 0,
         }
@@ -152,8 +183,8 @@ struct BindMetrics {
 }
 
 impl BindMetrics {
-    fn new(carrier: &str, index: usize) -> Self {
-        let (c, b) = (carrier.to_string(), index.to_string());
+    fn new(carrier: &str, bind: String) -> Self {
+        let (c, b) = (carrier.to_string(), bind);
         let labels = [("carrier", c.clone()), ("bind", b.clone())];
         Self {
             up: metrics::gauge!("otpd_smpp_bind_up", &labels),
@@ -213,7 +244,7 @@ impl Bind {
         let (state_tx, state) = watch::channel(BindState::Connecting);
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(BindStats::default());
-        let metrics = BindMetrics::new(&config.carrier, config.index);
+        let metrics = BindMetrics::new(&config.carrier, config.mode.label(config.index));
         let task = tokio::spawn(
             Session {
                 metrics,
@@ -353,13 +384,31 @@ impl Session {
         .map_err(|e| format!("connect failed: {e}"))?;
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
-        let bind = BindTransceiver::builder()
-            .system_id(c_string(&self.config.system_id)?)
-            .password(c_string(&self.config.password)?)
-            .system_type(c_string(&self.config.system_type)?)
-            .interface_version(InterfaceVersion::Smpp3_4)
-            .address_range(c_string(&self.config.address_range)?)
-            .build();
+        let (system_id, password, system_type, address_range) = (
+            c_string(&self.config.system_id)?,
+            c_string(&self.config.password)?,
+            c_string(&self.config.system_type)?,
+            c_string(&self.config.address_range)?,
+        );
+        // The three binds have the same fields; only their command differs.
+        macro_rules! bind_pdu {
+            ($pdu:ident) => {
+                Pdu::from(
+                    $pdu::builder()
+                        .system_id(system_id)
+                        .password(password)
+                        .system_type(system_type)
+                        .interface_version(InterfaceVersion::Smpp3_4)
+                        .address_range(address_range)
+                        .build(),
+                )
+            };
+        }
+        let bind = match self.config.mode {
+            BindMode::Transceiver => bind_pdu!(BindTransceiver),
+            BindMode::Transmitter => bind_pdu!(BindTransmitter),
+            BindMode::Receiver => bind_pdu!(BindReceiver),
+        };
         framed
             .send(Command::new(Status::EsmeRok, 1, bind))
             .await
@@ -369,14 +418,23 @@ impl Session {
             .map_err(|_| "no bind response".to_string())?
             .ok_or("closed during bind")?
             .map_err(|e| format!("bad bind response: {e}"))?;
-        match answer.pdu() {
-            Some(Pdu::BindTransceiverResp(_)) if answer.status() == Status::EsmeRok => Ok(framed),
-            Some(Pdu::BindTransceiverResp(_)) | Some(Pdu::GenericNack) => Err(format!(
+        let answered = matches!(
+            (self.config.mode, answer.pdu()),
+            (BindMode::Transceiver, Some(Pdu::BindTransceiverResp(_)))
+                | (BindMode::Transmitter, Some(Pdu::BindTransmitterResp(_)))
+                | (BindMode::Receiver, Some(Pdu::BindReceiverResp(_)))
+                | (_, Some(Pdu::GenericNack))
+        );
+        if !answered {
+            return Err("unexpected answer to bind".into());
+        }
+        if answer.status() != Status::EsmeRok {
+            return Err(format!(
                 "bind refused: {}",
                 CommandStatus(u32::from(answer.status()))
-            )),
-            _ => Err("unexpected answer to bind".into()),
+            ));
         }
+        Ok(framed)
     }
 
     /// Serve one bound connection until it ends.
@@ -403,7 +461,10 @@ impl Session {
             .map(|t| Duration::from_secs_f64(1.0 / f64::from(t)))
             .unwrap_or(Duration::ZERO);
         let mut pause = self.config.throttle_pause;
-        let mut stopping = false;
+        // A receiver takes no submits: they stay with the caller's queue (and the
+        // carrier never gives it any).
+        let mut stopping = !self.config.mode.can_submit();
+        let receiving_only = stopping;
 
         let ended = loop {
             // Fill the window from the queue, paced by the TPS cap.
@@ -444,7 +505,7 @@ impl Session {
                 .max_in_flight
                 .fetch_max(in_flight.len() as u64, Ordering::Relaxed);
             self.metrics.window.set(in_flight.len() as f64);
-            if stopping && in_flight.is_empty() {
+            if stopping && in_flight.is_empty() && !receiving_only {
                 break Ended::Stopped;
             }
 
@@ -522,6 +583,18 @@ impl Session {
                                 let _ = self.receipts.send(receipt).await;
                             }
                         }
+                        Some(Pdu::DataSm(data)) => {
+                            let ack = Command::new(Status::EsmeRok, s, DataSmResp::builder().build());
+                            if let Err(e) = sink.send(ack).await {
+                                break Ended::Lost(format!("write failed: {e}"));
+                            }
+                            if let Some(receipt) = pdu::receipt_of_data_sm(data) {
+                                self.stats.receipts.fetch_add(1, Ordering::Relaxed);
+                                let _ = self.receipts.send(receipt).await;
+                            }
+                        }
+                        // Takes no response; otpd does not hold messages for later.
+                        Some(Pdu::AlertNotification(_)) => {}
                         Some(Pdu::EnquireLink) => {
                             if let Err(e) = sink.send(Command::new(Status::EsmeRok, s, Pdu::EnquireLinkResp)).await {
                                 break Ended::Lost(format!("write failed: {e}"));
@@ -555,8 +628,14 @@ impl Session {
                         None => stopping = true,
                     }
                 }
-                _ = self.stop.changed(), if !stopping => {
-                    stopping = true;
+                _ = self.stop.changed(), if !stopping || receiving_only => {
+                    if receiving_only {
+                        if *self.stop.borrow() {
+                            break Ended::Stopped;
+                        }
+                    } else {
+                        stopping = true;
+                    }
                 }
                 _ = sleep_until(wake) => {
                     let now = Instant::now();
