@@ -399,6 +399,134 @@ mod tests {
         assert!(c.decode(&mut partial).unwrap().is_some());
     }
 
+    /// Every PDU otpd sends or receives, through the codec and back, field by field,
+    /// with the sequence number and status it carried.
+    #[test]
+    fn every_pdu_otpd_exchanges_round_trips() {
+        use rusmpp::pdus::*;
+        use rusmpp::values::InterfaceVersion;
+        let sid = || c_string::<1, 16>("id", "otpd").unwrap();
+        let pw = || c_string::<1, 9>("pw", "secret").unwrap();
+        let mid = || c_string::<1, 65>("mid", "0A1B2C").unwrap();
+        let bind = |b: &str| match b {
+            "trx" => Pdu::from(
+                BindTransceiver::builder()
+                    .system_id(sid())
+                    .password(pw())
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .build(),
+            ),
+            "tx" => Pdu::from(
+                BindTransmitter::builder()
+                    .system_id(sid())
+                    .password(pw())
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .build(),
+            ),
+            _ => Pdu::from(
+                BindReceiver::builder()
+                    .system_id(sid())
+                    .password(pw())
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .build(),
+            ),
+        };
+        let submit = submit_sm(
+            &Address::international("+1"),
+            &Address::international("+34600123456"),
+            b"x",
+            plain(),
+        )
+        .unwrap();
+        let deliver = receipt_deliver_sm(
+            &Address::international("+34600123456"),
+            &Address::international("+1"),
+            "id:1 stat:DELIVRD",
+            vec![],
+        )
+        .unwrap();
+        let pdus: Vec<(CommandStatus, Pdu)> = vec![
+            (CommandStatus::EsmeRok, bind("trx")),
+            (CommandStatus::EsmeRok, bind("tx")),
+            (CommandStatus::EsmeRok, bind("rx")),
+            (
+                CommandStatus::EsmeRok,
+                BindTransceiverResp::builder()
+                    .system_id(sid())
+                    .build()
+                    .into(),
+            ),
+            (
+                CommandStatus::EsmeRinvpaswd,
+                BindTransmitterResp::builder()
+                    .system_id(sid())
+                    .build()
+                    .into(),
+            ),
+            (
+                CommandStatus::EsmeRok,
+                BindReceiverResp::builder().system_id(sid()).build().into(),
+            ),
+            (CommandStatus::EsmeRok, Pdu::Unbind),
+            (CommandStatus::EsmeRok, Pdu::UnbindResp),
+            (CommandStatus::EsmeRok, Pdu::EnquireLink),
+            (CommandStatus::EsmeRok, Pdu::EnquireLinkResp),
+            (CommandStatus::EsmeRinvcmdid, Pdu::GenericNack),
+            (CommandStatus::EsmeRok, submit.into()),
+            (
+                CommandStatus::EsmeRok,
+                SubmitSmResp::builder().message_id(mid()).build().into(),
+            ),
+            (
+                CommandStatus::EsmeRthrottled,
+                SubmitSmResp::builder().build().into(),
+            ),
+            (CommandStatus::EsmeRok, deliver.into()),
+            (CommandStatus::EsmeRok, DeliverSmResp::default().into()),
+            (
+                CommandStatus::EsmeRok,
+                DataSm::builder()
+                    .esm_class(EsmClass::from(0x04))
+                    .build()
+                    .into(),
+            ),
+            (
+                CommandStatus::EsmeRok,
+                DataSmResp::builder().message_id(mid()).build().into(),
+            ),
+            (
+                CommandStatus::EsmeRok,
+                QuerySm::builder().message_id(mid()).build().into(),
+            ),
+            (
+                CommandStatus::EsmeRok,
+                QuerySmResp::builder()
+                    .message_id(mid())
+                    .error_code(3)
+                    .build()
+                    .into(),
+            ),
+            (
+                CommandStatus::EsmeRok,
+                Outbind::builder()
+                    .system_id(sid())
+                    .password(pw())
+                    .build()
+                    .into(),
+            ),
+            (
+                CommandStatus::EsmeRok,
+                AlertNotification::builder().build().into(),
+            ),
+        ];
+        for (seq, (status, pdu)) in pdus.into_iter().enumerate() {
+            let command = Command::new(status, seq as u32 + 1, pdu);
+            let mut bytes = encode(command.clone());
+            assert_eq!(decode(&mut bytes), command, "{command:?}");
+            assert!(bytes.is_empty());
+        }
+    }
+
     proptest! {
         /// Whatever a peer sends, decoding answers with a PDU, "need more", or an
         /// error — never a panic.
