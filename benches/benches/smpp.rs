@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
-use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
+use otpd_adapters::smpp::session::Bind;
 use otpd_adapters::smpp::simulator::{Smsc, SmscConfig};
 
 /// Submitters per bind: enough to keep a window of 64 full.
@@ -20,21 +19,7 @@ fn submits(c: &mut Criterion) {
         .build()
         .unwrap();
     let smsc = rt.block_on(Smsc::start(SmscConfig::default())).unwrap();
-    let message = pdu::submit_sm(
-        &Address {
-            ton: 5,
-            npi: 0,
-            addr: "otpd".into(),
-        },
-        &Address::international("+34600123456"),
-        b"123456 es tu codigo de verificacion. Caduca en 10 min.",
-        SubmitOptions {
-            data_coding: 0,
-            registered_delivery: 0,
-            esm_class: 0,
-        },
-    )
-    .unwrap();
+    let message = otpd_benches::bench_submit_sm();
     let mut group = c.benchmark_group("smpp");
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
@@ -43,23 +28,11 @@ fn submits(c: &mut Criterion) {
         let pool: Vec<Bind> = rt.block_on(async {
             let mut pool = Vec::new();
             for _ in 0..binds {
-                let (tx, _rx) = tokio::sync::mpsc::channel(16);
-                std::mem::forget(_rx);
-                let bind = Bind::start(
-                    BindConfig {
-                        address: smsc.addr().to_string(),
-                        system_id: "bench".into(),
-                        password: "bench".into(),
-                        window: 64,
-                        ..BindConfig::default()
-                    },
-                    tx,
-                );
-                assert!(
-                    bind.wait_for(BindState::Bound, Duration::from_secs(10))
+                pool.push(
+                    otpd_benches::bench_bind(smsc.addr().to_string(), 64)
                         .await
+                        .unwrap(),
                 );
-                pool.push(bind);
             }
             pool
         });

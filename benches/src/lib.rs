@@ -122,3 +122,51 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// The submit_sm the SMPP benchmarks send: a one-part GSM 7-bit code message, no
+/// receipt asked for (so the figure is submits alone).
+pub fn bench_submit_sm() -> rusmpp::pdus::SubmitSm {
+    use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
+    pdu::submit_sm(
+        &Address {
+            ton: 5,
+            npi: 0,
+            addr: "otpd".into(),
+        },
+        &Address::international("+34600123456"),
+        b"123456 es tu codigo de verificacion. Caduca en 10 min.",
+        SubmitOptions {
+            data_coding: 0,
+            registered_delivery: 0,
+            esm_class: 0,
+        },
+    )
+    .expect("a valid submit_sm")
+}
+
+/// Open a transceiver bind to `address` with `window`, and wait until it is bound.
+pub async fn bench_bind(
+    address: String,
+    window: usize,
+) -> anyhow::Result<otpd_adapters::smpp::session::Bind> {
+    use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    // No receipts are asked for; keep the receiver so that the channel stays open.
+    std::mem::forget(rx);
+    let bind = Bind::start(
+        BindConfig {
+            address: address.clone(),
+            system_id: "otpd".into(),
+            password: "otpd".into(),
+            window,
+            ..BindConfig::default()
+        },
+        tx,
+    );
+    anyhow::ensure!(
+        bind.wait_for(BindState::Bound, Duration::from_secs(10))
+            .await,
+        "could not bind to {address}"
+    );
+    Ok(bind)
+}

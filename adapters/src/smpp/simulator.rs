@@ -425,24 +425,18 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                 }
             }
             Some(Pdu::SubmitSm(submit)) => {
-                let Some((kind, system_id)) = bound.clone() else {
-                    let _ = tx
-                        .send(reply(
+                // Only a bound transmitter or transceiver may submit.
+                let system_id = match &bound {
+                    Some((kind, system_id)) if *kind != BindKind::Receiver => system_id.clone(),
+                    _ => {
+                        let refusal = reply(
                             CommandStatus::EsmeRinvbndsts,
                             SubmitSmResp::builder().build().into(),
-                        ))
-                        .await;
-                    continue;
+                        );
+                        let _ = tx.send(refusal).await;
+                        continue;
+                    }
                 };
-                if kind == BindKind::Receiver {
-                    let _ = tx
-                        .send(reply(
-                            CommandStatus::EsmeRinvbndsts,
-                            SubmitSmResp::builder().build().into(),
-                        ))
-                        .await;
-                    continue;
-                }
                 shared.stats.submits.fetch_add(1, Ordering::Relaxed);
                 // Per-bind TPS: a one-second window.
                 let mut fault = shared.fault();

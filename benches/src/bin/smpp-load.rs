@@ -7,10 +7,7 @@
 //! ```
 //! Prints one JSON line: submits, seconds, rate.
 
-use std::time::{Duration, Instant};
-
-use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
-use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
+use std::time::Instant;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -25,41 +22,10 @@ async fn main() -> anyhow::Result<()> {
     let binds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let window: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(64);
 
-    let message = pdu::submit_sm(
-        &Address {
-            ton: 5,
-            npi: 0,
-            addr: "otpd".into(),
-        },
-        &Address::international("+34600123456"),
-        b"123456 es tu codigo de verificacion. Caduca en 10 min.",
-        SubmitOptions {
-            data_coding: 0,
-            registered_delivery: 0,
-            esm_class: 0,
-        },
-    )?;
+    let message = otpd_benches::bench_submit_sm();
     let mut pool = Vec::new();
     for _ in 0..binds {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        // Receipts are not asked for; keep the receiver so the channel stays open.
-        std::mem::forget(rx);
-        let bind = Bind::start(
-            BindConfig {
-                address: addr.to_string(),
-                system_id: "otpd".into(),
-                password: "otpd".into(),
-                window,
-                ..BindConfig::default()
-            },
-            tx,
-        );
-        anyhow::ensure!(
-            bind.wait_for(BindState::Bound, Duration::from_secs(10))
-                .await,
-            "could not bind to {addr}"
-        );
-        pool.push(bind);
+        pool.push(otpd_benches::bench_bind(addr.to_string(), window).await?);
     }
     let submitters = (2 * window * binds) as u64;
     let started = Instant::now();
