@@ -147,6 +147,12 @@ pub trait Channel: Send + Sync + 'static {
     /// refused it; it never waits for the handset.
     async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError>;
 
+    /// Whether the channel can take messages now (an SMPP carrier: at least one live
+    /// bind). Shown by the health endpoint; routing will use it to fail over.
+    fn healthy(&self) -> bool {
+        true
+    }
+
     /// The stream of delivery reports, taken once by the dispatcher. Channels without
     /// reports return `None`.
     fn take_reports(&self) -> Option<mpsc::Receiver<DeliveryReport>> {

@@ -34,6 +34,7 @@ fn http(c: &mut Criterion) {
             idempotency_ttl: Duration::from_secs(3600),
             overload_retry_after: Duration::from_secs(1),
             http_metrics: Default::default(),
+            channels: Vec::new(),
         });
         api::router(state, 16 * 1024)
     });

@@ -176,6 +176,7 @@ impl Server {
             idempotency_ttl: config.idempotency.ttl,
             overload_retry_after: config.delivery.overload_retry_after,
             http_metrics: Default::default(),
+            channels: channels.distinct(),
         });
         let app = api::router(state, config.server.body_limit);
         let grace = config.server.shutdown_grace;

@@ -181,3 +181,41 @@ async fn spanish_goes_as_ucs2_in_two_parts_and_is_delivered_once() {
     assert!(text.contains("código de verificación"), "{text}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn health_shows_the_carrier_and_its_outage() {
+    let smsc = smsc(ReceiptPolicy::default()).await;
+    let t = otpd_with_carrier(&smsc).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = t.get("/healthz").await;
+        if h.body["channels"]["movistar"] == "ok" {
+            assert_eq!(h.status, 200);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carrier never healthy: {}",
+            h.text
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The SMSC goes away: the carrier is reported down, the node stays ready.
+    smsc.stop();
+    drop(smsc);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = t.get("/healthz").await;
+        if h.body["channels"]["movistar"] == "unavailable" {
+            assert_eq!(h.status, 200, "{}", h.text);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outage never shown: {}",
+            h.text
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.stop().await;
+}

@@ -379,6 +379,10 @@ impl Channel for SmppCarrier {
         Ok(SubmitReceipt { reference })
     }
 
+    fn healthy(&self) -> bool {
+        self.is_healthy()
+    }
+
     fn take_reports(&self) -> Option<mpsc::Receiver<DeliveryReport>> {
         self.reports_rx.lock().take()
     }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub idempotency_ttl: Duration,
     pub overload_retry_after: Duration,
     pub http_metrics: HttpMetrics,
+    /// The delivery channels, for the health endpoint.
+    pub channels: Vec<Arc<dyn otpd_adapters::Channel>>,
 }
 
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {

@@ -18,9 +18,20 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let queue = state.engine.queue();
     let accepting = !queue.is_closed();
     let healthy = store_ok && accepting;
+    // Channels are reported, not required: a node whose carrier is down still
+    // accepts requests (they wait in the queue, or fail over), so it stays ready.
+    let channels: serde_json::Map<String, serde_json::Value> = state
+        .channels
+        .iter()
+        .map(|c| {
+            let status = if c.healthy() { "ok" } else { "unavailable" };
+            (c.name().to_string(), json!(status))
+        })
+        .collect();
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "store": if store_ok { "ok" } else { "unavailable" },
+        "channels": channels,
         "delivery_queue": {
             "depth": queue.depth(),
             "capacity": queue.capacity(),
