@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod phone;
 pub mod server;
 pub mod store;
+pub mod subscriber;
 pub mod template;
 pub mod verification;
 

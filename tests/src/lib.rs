@@ -227,9 +227,10 @@ pub mod faults {
     use otpd::code::CodeMac;
     use otpd::id::VerificationId;
     use otpd::store::{
-        CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, Store, StoreError,
-        StoredResponse,
+        CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber,
+        Store, StoreError, StoredResponse,
     };
+    use otpd::subscriber::{Device, Platform, Subscriber};
     use otpd::verification::{CancelOutcome, SendResult, SendState, Verification};
 
     /// A store whose `issue` never returns, as a store behind a dead network link might.
@@ -298,6 +299,33 @@ pub mod faults {
         }
         async fn idempotency_abandon(&self, k: &str, f: &Fingerprint) -> Result<(), StoreError> {
             self.0.idempotency_abandon(k, f).await
+        }
+        async fn put_subscriber(
+            &self,
+            subscriber: Subscriber,
+        ) -> Result<PutSubscriber, StoreError> {
+            self.0.put_subscriber(subscriber).await
+        }
+        async fn get_subscriber(&self, subject: &str) -> Result<Option<Subscriber>, StoreError> {
+            self.0.get_subscriber(subject).await
+        }
+        async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError> {
+            self.0.delete_subscriber(subject).await
+        }
+        async fn add_device(
+            &self,
+            subject: &str,
+            device: Device,
+        ) -> Result<Option<(bool, Subscriber)>, StoreError> {
+            self.0.add_device(subject, device).await
+        }
+        async fn remove_device(
+            &self,
+            subject: &str,
+            platform: Platform,
+            token: &str,
+        ) -> Result<Option<bool>, StoreError> {
+            self.0.remove_device(subject, platform, token).await
         }
         async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
             self.0.sweep(now).await

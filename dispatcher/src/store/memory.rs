@@ -28,13 +28,16 @@ use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use super::idempotency::IdempotencyTable;
+use super::registry::Registry;
 use super::{
-    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, Store, StoreError, StoredResponse,
+    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store, StoreError,
+    StoredResponse,
 };
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::phone::E164;
+use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{CancelOutcome, SendResult, SendState, Status, Verification};
 
 /// How many due records an `issue` reclaims on its way, at most.
@@ -46,6 +49,7 @@ pub struct MemoryStore {
     retention: Duration,
     dedupe_hasher: DefaultHashBuilder,
     idempotency: IdempotencyTable,
+    registry: Registry,
     live: AtomicUsize,
 }
 
@@ -75,6 +79,7 @@ impl MemoryStore {
             retention,
             dedupe_hasher: DefaultHashBuilder::default(),
             idempotency: IdempotencyTable::new(n),
+            registry: Registry::default(),
             live: AtomicUsize::new(0),
         }
     }
@@ -329,6 +334,35 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         self.idempotency.abandon(key, fingerprint);
         Ok(())
+    }
+
+    async fn put_subscriber(&self, subscriber: Subscriber) -> Result<PutSubscriber, StoreError> {
+        Ok(self.registry.put(subscriber))
+    }
+
+    async fn get_subscriber(&self, subject: &str) -> Result<Option<Subscriber>, StoreError> {
+        Ok(self.registry.get(subject))
+    }
+
+    async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.registry.delete(subject))
+    }
+
+    async fn add_device(
+        &self,
+        subject: &str,
+        device: Device,
+    ) -> Result<Option<(bool, Subscriber)>, StoreError> {
+        Ok(self.registry.add_device(subject, device))
+    }
+
+    async fn remove_device(
+        &self,
+        subject: &str,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        Ok(self.registry.remove_device(subject, platform, token))
     }
 
     async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {

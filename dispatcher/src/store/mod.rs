@@ -7,6 +7,7 @@
 
 pub mod idempotency;
 pub mod memory;
+pub mod registry;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
+use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
     CancelOutcome, CheckOutcome, ResendRefusal, SendResult, SendState, Verification,
 };
@@ -45,6 +47,17 @@ pub enum IssueOutcome {
 pub struct CheckResult {
     pub outcome: CheckOutcome,
     pub attempts_left: u8,
+}
+
+/// What `put_subscriber` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutSubscriber {
+    Created,
+    Replaced,
+    /// The number belongs to another subject; nothing was written.
+    PhoneTaken {
+        by: String,
+    },
 }
 
 /// Hash of what an idempotent request carried (method, path, body): a retry must carry
@@ -159,6 +172,29 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         fingerprint: &Fingerprint,
     ) -> Result<(), StoreError>;
+
+    /// Create or replace a subscriber, atomically keeping each number to one subject.
+    async fn put_subscriber(&self, subscriber: Subscriber) -> Result<PutSubscriber, StoreError>;
+
+    async fn get_subscriber(&self, subject: &str) -> Result<Option<Subscriber>, StoreError>;
+
+    /// Returns whether there was such a subscriber (its number is freed).
+    async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError>;
+
+    /// `None` if the subject is unknown; else whether the device fit, and the result.
+    async fn add_device(
+        &self,
+        subject: &str,
+        device: Device,
+    ) -> Result<Option<(bool, Subscriber)>, StoreError>;
+
+    /// `None` if the subject is unknown; else whether there was such a device.
+    async fn remove_device(
+        &self,
+        subject: &str,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Option<bool>, StoreError>;
 
     /// Drop what has outlived its retention; returns how many records went.
     async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
