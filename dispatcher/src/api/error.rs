@@ -75,6 +75,12 @@ impl ApiError {
         self
     }
 
+    /// Rename the field an error is about (the same check serves a body field and a
+    /// path segment).
+    pub fn field_mut(&mut self, field: impl Into<String>) {
+        self.0.field = Some(field.into());
+    }
+
     pub fn reason(mut self, reason: &'static str) -> Self {
         self.0.reason = Some(reason);
         self

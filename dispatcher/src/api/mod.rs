@@ -4,6 +4,7 @@
 pub mod error;
 pub mod json;
 pub mod ops;
+pub mod subscribers;
 pub mod verifications;
 
 use std::sync::Arc;
@@ -42,6 +43,20 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             get(verifications::get).delete(verifications::cancel),
         )
         .route("/v1/verifications/{id}/check", post(verifications::check))
+        .route(
+            "/v1/subscribers/{subject}",
+            get(subscribers::get)
+                .put(subscribers::put)
+                .delete(subscribers::delete),
+        )
+        .route(
+            "/v1/subscribers/{subject}/devices",
+            post(subscribers::add_device),
+        )
+        .route(
+            "/v1/subscribers/{subject}/devices/{platform}/{token}",
+            axum::routing::delete(subscribers::remove_device),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

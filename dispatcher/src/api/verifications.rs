@@ -28,7 +28,9 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVerification {
-    to: String,
+    /// Optional when `subject` names a registered subscriber: their number is used.
+    #[serde(default)]
+    to: Option<String>,
     #[serde(default)]
     channel: Option<ChannelField>,
     #[serde(default)]
@@ -194,9 +196,52 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::store_unavailable()
 }
 
+/// Fill in what a registered subject implies: the number when `to` is absent, and
+/// the subscriber's language when the request names none.
+async fn resolve_subject(state: &AppState, body: &mut CreateVerification) -> Result<(), ApiError> {
+    if body.to.is_some() && body.locale.is_some() {
+        return Ok(());
+    }
+    let Some(raw) = body.subject.as_deref() else {
+        if body.to.is_none() {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "the field `to` is required unless `subject` names a registered subscriber",
+            )
+            .field("to"));
+        }
+        return Ok(());
+    };
+    let subject = validate_subject(raw)?;
+    let subscriber = state
+        .engine
+        .store()
+        .get_subscriber(&subject)
+        .await
+        .map_err(store_error)?;
+    match subscriber {
+        Some(s) => {
+            if body.to.is_none() {
+                body.to = Some(s.phone.to_string());
+            }
+            if body.locale.is_none() {
+                body.locale = s.locale.map(|l| l.as_str().to_string());
+            }
+            Ok(())
+        }
+        None if body.to.is_none() => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_subject",
+            "no subscriber is registered with this subject; send `to` or register it first",
+        )
+        .field("subject")),
+        None => Ok(()),
+    }
+}
+
 /// Validate the request into what the engine needs.
 fn validate(state: &AppState, body: CreateVerification) -> Result<IssueRequest, ApiError> {
-    let to = E164::parse_international(&body.to).map_err(|e| {
+    let to = E164::parse_international(body.to.as_deref().unwrap_or_default()).map_err(|e| {
         ApiError::bad_request("invalid_phone_number", e.to_string())
             .field("to")
             .reason(e.reason())
@@ -241,7 +286,7 @@ fn validate(state: &AppState, body: CreateVerification) -> Result<IssueRequest, 
 /// An identity number: an opaque token of 1 to 64 characters, none of them whitespace
 /// or control characters (the OpenAPI pattern says the same). Spanish DNI/NIE check
 /// letters are verified when the value has that shape.
-fn validate_subject(s: &str) -> Result<Box<str>, ApiError> {
+pub(super) fn validate_subject(s: &str) -> Result<Box<str>, ApiError> {
     let bad = |message: String| ApiError::bad_request("invalid_subject", message).field("subject");
     if s.is_empty() {
         return Err(bad("the subject is empty".into()));
@@ -314,7 +359,9 @@ pub async fn create(
     body: JsonBody<CreateVerification>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let request = validate(&state, body.value)?;
+    let mut value = body.value;
+    resolve_subject(&state, &mut value).await?;
+    let request = validate(&state, value)?;
     let Some(key) = key else {
         return issue(&state, request)
             .await

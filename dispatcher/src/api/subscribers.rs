@@ -1,0 +1,268 @@
+//! `/v1/subscribers`: the registry of who has which number and which devices.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::JsonBody;
+use super::verifications::validate_subject;
+use crate::locale::{self, Locale};
+use crate::phone::E164;
+use crate::store::{PutSubscriber, StoreError};
+use crate::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    phone: String,
+    #[serde(default)]
+    devices: Vec<DeviceBody>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBody {
+    platform: String,
+    token: String,
+    app: String,
+}
+
+#[derive(Serialize)]
+struct SubscriberView<'a> {
+    subject: &'a str,
+    phone: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'static str>,
+    devices: Vec<DeviceView<'a>>,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct DeviceView<'a> {
+    platform: &'static str,
+    token: &'a str,
+    app: &'a str,
+    added_at: String,
+}
+
+fn view(s: &Subscriber) -> Vec<u8> {
+    let v = SubscriberView {
+        subject: &s.subject,
+        phone: s.phone.to_string(),
+        locale: s.locale.map(Locale::as_str),
+        devices: s
+            .devices
+            .iter()
+            .map(|d| DeviceView {
+                platform: d.platform.as_str(),
+                token: &d.token,
+                app: &d.app,
+                added_at: d.added_at.to_rfc3339(),
+            })
+            .collect(),
+        updated_at: s.updated_at.to_rfc3339(),
+    };
+    serde_json::to_vec(&v).expect("views serialize")
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failure");
+    ApiError::store_unavailable()
+}
+
+fn subject_from_path(raw: &str) -> Result<Box<str>, ApiError> {
+    validate_subject(raw).map_err(|e| {
+        let mut e = e;
+        e.field_mut("subject (path)");
+        e
+    })
+}
+
+fn unknown_subject() -> ApiError {
+    ApiError::not_found("no subscriber with this subject")
+}
+
+fn device(
+    index: Option<usize>,
+    body: DeviceBody,
+    now: crate::clock::UnixMillis,
+) -> Result<Device, ApiError> {
+    let field = |name: &str| match index {
+        Some(i) => format!("devices[{i}].{name}"),
+        None => name.to_string(),
+    };
+    let platform = Platform::parse(&body.platform).ok_or_else(|| {
+        ApiError::bad_request("invalid_device", "platform must be one of apns, fcm, hms")
+            .field(field("platform"))
+    })?;
+    subscriber::validate_token(platform, &body.token).map_err(|e| {
+        ApiError::bad_request("invalid_device", e.to_string()).field(field("token"))
+    })?;
+    subscriber::validate_app(&body.app)
+        .map_err(|e| ApiError::bad_request("invalid_device", e.to_string()).field(field("app")))?;
+    Ok(Device {
+        platform,
+        token: body.token.into(),
+        app: body.app.into(),
+        added_at: now,
+    })
+}
+
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    Path(subject): Path<String>,
+    body: JsonBody<PutBody>,
+) -> Result<Response, ApiError> {
+    let subject = subject_from_path(&subject)?;
+    let body = body.value;
+    let now = state.engine.now();
+    let phone = E164::parse_international(&body.phone).map_err(|e| {
+        ApiError::bad_request("invalid_phone_number", e.to_string())
+            .field("phone")
+            .reason(e.reason())
+    })?;
+    let locale = body
+        .locale
+        .as_deref()
+        .map(|tag| {
+            Locale::parse(tag).ok_or_else(|| {
+                ApiError::bad_request(
+                    "unsupported_locale",
+                    format!("unsupported language; supported: {}", locale::SUPPORTED),
+                )
+                .field("locale")
+            })
+        })
+        .transpose()?;
+    if body.devices.len() > MAX_DEVICES {
+        return Err(ApiError::bad_request(
+            "too_many_devices",
+            format!("a subscriber has at most {MAX_DEVICES} devices"),
+        )
+        .field("devices"));
+    }
+    let mut subscriber = Subscriber {
+        subject,
+        phone,
+        locale,
+        devices: Vec::new(),
+        updated_at: now,
+    };
+    for (i, d) in body.devices.into_iter().enumerate() {
+        subscriber.add_device(device(Some(i), d, now)?);
+    }
+    let outcome = state
+        .engine
+        .store()
+        .put_subscriber(subscriber.clone())
+        .await
+        .map_err(store_error)?;
+    match outcome {
+        PutSubscriber::Created => Ok(json(StatusCode::CREATED, view(&subscriber))),
+        PutSubscriber::Replaced => Ok(json(StatusCode::OK, view(&subscriber))),
+        PutSubscriber::PhoneTaken { by } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "phone_taken",
+            format!("this number is registered to another subject ({by}); a number belongs to one subject"),
+        )
+        .field("phone")),
+    }
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(subject): Path<String>,
+) -> Result<Response, ApiError> {
+    let subject = subject_from_path(&subject)?;
+    let s = state
+        .engine
+        .store()
+        .get_subscriber(&subject)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(unknown_subject)?;
+    Ok(json(StatusCode::OK, view(&s)))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(subject): Path<String>,
+) -> Result<Response, ApiError> {
+    let subject = subject_from_path(&subject)?;
+    if state
+        .engine
+        .store()
+        .delete_subscriber(&subject)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(unknown_subject())
+    }
+}
+
+pub async fn add_device(
+    State(state): State<Arc<AppState>>,
+    Path(subject): Path<String>,
+    body: JsonBody<DeviceBody>,
+) -> Result<Response, ApiError> {
+    let subject = subject_from_path(&subject)?;
+    let device = device(None, body.value, state.engine.now())?;
+    match state
+        .engine
+        .store()
+        .add_device(&subject, device)
+        .await
+        .map_err(store_error)?
+    {
+        None => Err(unknown_subject()),
+        Some((false, _)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_devices",
+            format!("a subscriber has at most {MAX_DEVICES} devices; remove one first"),
+        )),
+        Some((true, s)) => Ok(json(StatusCode::CREATED, view(&s))),
+    }
+}
+
+pub async fn remove_device(
+    State(state): State<Arc<AppState>>,
+    Path((subject, platform, token)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let subject = subject_from_path(&subject)?;
+    let platform = Platform::parse(&platform).ok_or_else(|| {
+        ApiError::bad_request("invalid_device", "platform must be one of apns, fcm, hms")
+            .field("platform (path)")
+    })?;
+    match state
+        .engine
+        .store()
+        .remove_device(&subject, platform, &token)
+        .await
+        .map_err(store_error)?
+    {
+        None => Err(unknown_subject()),
+        Some(false) => Err(ApiError::not_found("the subscriber has no such device")),
+        Some(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
