@@ -74,7 +74,9 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
         .expect("array")
         .push(serde_json::Value::Null);
     create["purpose"]["enum"] = purposes;
-    create["to"]["pattern"] = json!(crate::phone::international_pattern());
+    let number = json!(crate::phone::international_pattern());
+    create["to"]["pattern"] = number.clone();
+    spec["components"]["schemas"]["PutSubscriber"]["properties"]["phone"]["pattern"] = number;
     let body = serde_json::to_vec(&spec).expect("JSON serializes");
     (
         [(
