@@ -6,6 +6,7 @@
 //! dispatcher, not the adapter, owns retry, failover and fallback policy.
 #![forbid(unsafe_code)]
 
+pub mod apns;
 pub mod channel;
 pub mod fake;
 pub mod file;
