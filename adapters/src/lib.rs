@@ -9,7 +9,10 @@
 pub mod apns;
 pub mod channel;
 pub mod fake;
+pub mod fcm;
 pub mod file;
+pub mod hms;
+pub mod push;
 pub mod smpp;
 
 pub use channel::{

@@ -3,50 +3,25 @@
 //! it from the registry), the provider token needs renewing, try again later, or the
 //! push failed for good.
 
-use std::time::Duration;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Accepted {
-        apns_id: Option<String>,
-    },
-    /// The token no longer reaches the app (uninstalled, wrong app): remove the device.
-    RemoveDevice {
-        reason: String,
-    },
-    /// The provider token was refused: renew it, then retry.
-    RenewToken {
-        reason: String,
-    },
-    /// Temporary: retry after the given time, or with backoff.
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
-    /// Will not succeed as it is (bad topic, payload, configuration).
-    Fail {
-        reason: String,
-    },
-}
+pub use crate::push::Outcome;
+use crate::push::retry_after;
 
 pub fn classify(
     status: u16,
     apns_id: Option<&str>,
-    retry_after: Option<&str>,
+    retry_after_header: Option<&str>,
     body: &[u8],
 ) -> Outcome {
     if status == 200 {
         return Outcome::Accepted {
-            apns_id: apns_id.map(str::to_string),
+            id: apns_id.map(str::to_string),
         };
     }
     let reason = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_string))
         .unwrap_or_else(|| format!("HTTP {status}"));
-    let after = retry_after
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let after = retry_after(retry_after_header);
     match (status, reason.as_str()) {
         (_, "BadDeviceToken" | "Unregistered" | "ExpiredToken" | "DeviceTokenNotForTopic") => {
             Outcome::RemoveDevice { reason }
@@ -62,6 +37,7 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn reason(r: &str) -> Vec<u8> {
         format!(r#"{{"reason":"{r}"}}"#).into_bytes()
@@ -72,7 +48,7 @@ mod tests {
         assert_eq!(
             classify(200, Some("abc"), None, b""),
             Outcome::Accepted {
-                apns_id: Some("abc".into())
+                id: Some("abc".into())
             }
         );
         for (status, r) in [
