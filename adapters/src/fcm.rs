@@ -3,49 +3,36 @@
 
 use serde_json::json;
 
-use crate::push::{Outcome, retry_after};
+use crate::push::{Notification, Outcome, retry_after};
 
 /// FCM refuses messages over 4 KiB.
 pub const MAX_MESSAGE: usize = 4096;
-
-#[derive(Debug, Clone)]
-pub struct FcmPush<'a> {
-    pub project: &'a str,
-    pub token: &'a str,
-    pub title: &'a str,
-    pub body: &'a str,
-    pub verification_id: &'a str,
-    /// Seconds the code stays valid: the message's `ttl` (FCM drops it after).
-    pub ttl_secs: u64,
-    pub match_code: Option<&'a str>,
-    /// The Android package the token must belong to.
-    pub package: Option<&'a str>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the FCM message is {0} bytes; FCM accepts at most 4096")]
 pub struct MessageTooLarge(pub usize);
 
-/// `(path, JSON body)` of `POST /v1/projects/{project}/messages:send`.
-pub fn build(push: &FcmPush<'_>) -> Result<(String, Vec<u8>), MessageTooLarge> {
-    let mut data = json!({ "verification_id": push.verification_id });
-    if let Some(m) = push.match_code {
-        data["match_code"] = json!(m);
-    }
+/// `(path, JSON body)` of `POST /v1/projects/{project}/messages:send`; `package` is
+/// the Android package the token must belong to.
+pub fn build(
+    push: &Notification<'_>,
+    project: &str,
+    package: Option<&str>,
+) -> Result<(String, Vec<u8>), MessageTooLarge> {
     let mut android = json!({
         "priority": "HIGH",
         "ttl": format!("{}s", push.ttl_secs),
         // A resend replaces the earlier notification on the device.
         "collapse_key": push.verification_id,
     });
-    if let Some(p) = push.package {
+    if let Some(p) = package {
         android["restricted_package_name"] = json!(p);
     }
     let body = serde_json::to_vec(&json!({
         "message": {
             "token": push.token,
             "notification": { "title": push.title, "body": push.body },
-            "data": data,
+            "data": push.data(),
             "android": android,
         }
     }))
@@ -53,7 +40,7 @@ pub fn build(push: &FcmPush<'_>) -> Result<(String, Vec<u8>), MessageTooLarge> {
     if body.len() > MAX_MESSAGE {
         return Err(MessageTooLarge(body.len()));
     }
-    Ok((format!("/v1/projects/{}/messages:send", push.project), body))
+    Ok((format!("/v1/projects/{project}/messages:send"), body))
 }
 
 /// Classify an answer by HTTP status and `error.details[].errorCode`.
@@ -112,17 +99,16 @@ mod tests {
 
     #[test]
     fn the_request_is_a_high_priority_message_living_as_long_as_the_code() {
-        let (path, body) = build(&FcmPush {
-            project: "clave-prod",
+        let push = Notification {
             token: "tok",
             title: "Cl@ve",
             body: "042317 es tu código",
             verification_id: "vf_1",
+            expires_at: 0,
             ttl_secs: 540,
             match_code: Some("427"),
-            package: Some("es.gob.clave"),
-        })
-        .unwrap();
+        };
+        let (path, body) = build(&push, "clave-prod", Some("es.gob.clave")).unwrap();
         assert_eq!(path, "/v1/projects/clave-prod/messages:send");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let m = &v["message"];

@@ -3,38 +3,23 @@
 
 use serde_json::json;
 
-use crate::push::{Outcome, retry_after};
+use crate::push::{Notification, Outcome, retry_after};
 
 /// HMS refuses bodies over 4 KiB (tokens excluded; one token here).
 pub const MAX_BODY: usize = 4096;
-
-#[derive(Debug, Clone)]
-pub struct HmsPush<'a> {
-    pub app_id: &'a str,
-    pub token: &'a str,
-    pub title: &'a str,
-    pub body: &'a str,
-    pub verification_id: &'a str,
-    pub ttl_secs: u64,
-    pub match_code: Option<&'a str>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the HMS message is {0} bytes; HMS accepts at most 4096")]
 pub struct MessageTooLarge(pub usize);
 
 /// `(path, JSON body)` of `POST /v1/{app_id}/messages:send`.
-pub fn build(push: &HmsPush<'_>) -> Result<(String, Vec<u8>), MessageTooLarge> {
-    let mut data = json!({ "verification_id": push.verification_id });
-    if let Some(m) = push.match_code {
-        data["match_code"] = json!(m);
-    }
+pub fn build(push: &Notification<'_>, app_id: &str) -> Result<(String, Vec<u8>), MessageTooLarge> {
     let body = serde_json::to_vec(&json!({
         "validate_only": false,
         "message": {
             "token": [push.token],
             // HMS wants `data` as a string.
-            "data": data.to_string(),
+            "data": push.data().to_string(),
             "android": {
                 "urgency": "HIGH",
                 "ttl": format!("{}s", push.ttl_secs),
@@ -51,7 +36,7 @@ pub fn build(push: &HmsPush<'_>) -> Result<(String, Vec<u8>), MessageTooLarge> {
     if body.len() > MAX_BODY {
         return Err(MessageTooLarge(body.len()));
     }
-    Ok((format!("/v1/{}/messages:send", push.app_id), body))
+    Ok((format!("/v1/{app_id}/messages:send"), body))
 }
 
 /// Classify an answer by its result `code` (and HTTP status for flow control).
@@ -108,16 +93,16 @@ mod tests {
 
     #[test]
     fn the_request_follows_the_v1_api() {
-        let (path, body) = build(&HmsPush {
-            app_id: "103456789",
+        let push = Notification {
             token: "IQAAAACy",
             title: "Cl@ve",
             body: "042317 es tu código",
             verification_id: "vf_1",
+            expires_at: 0,
             ttl_secs: 540,
             match_code: None,
-        })
-        .unwrap();
+        };
+        let (path, body) = build(&push, "103456789").unwrap();
         assert_eq!(path, "/v1/103456789/messages:send");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["message"]["token"][0], "IQAAAACy");

@@ -4,6 +4,36 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
+/// One push, whatever the provider: to which token, what it says, for which
+/// verification, and for how long it is worth delivering.
+#[derive(Debug, Clone)]
+pub struct Notification<'a> {
+    pub token: &'a str,
+    pub title: &'a str,
+    /// The text shown (it carries the code, as an SMS would).
+    pub body: &'a str,
+    pub verification_id: &'a str,
+    /// When the code expires (seconds since the epoch).
+    pub expires_at: i64,
+    /// Seconds of validity left: the provider drops the message after.
+    pub ttl_secs: u64,
+    /// The short number also shown on the requesting screen, when there is one.
+    pub match_code: Option<&'a str>,
+}
+
+impl Notification<'_> {
+    /// The app-facing data every provider carries beside the visible text.
+    pub fn data(&self) -> serde_json::Value {
+        let mut data = json!({ "verification_id": self.verification_id });
+        if let Some(m) = self.match_code {
+            data["match_code"] = json!(m);
+        }
+        data
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Taken by the provider, with its id for the message when it gives one.

@@ -3,24 +3,10 @@
 
 use serde_json::json;
 
+use crate::push::Notification;
+
 /// APNs refuses payloads over 4 KiB (`PayloadTooLarge`); checked before sending.
 pub const MAX_PAYLOAD: usize = 4096;
-
-/// What one push says, and to whom.
-#[derive(Debug, Clone)]
-pub struct Push<'a> {
-    pub device_token: &'a str,
-    /// The app's bundle id: the `apns-topic`.
-    pub topic: &'a str,
-    pub title: &'a str,
-    /// The text shown (it carries the code, as an SMS would).
-    pub body: &'a str,
-    pub verification_id: &'a str,
-    /// When the code expires (seconds since the epoch): APNs stops trying then.
-    pub expires_at: i64,
-    /// The short number shown on the requesting screen too, when there is one.
-    pub match_code: Option<&'a str>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApnsRequest {
@@ -38,13 +24,10 @@ pub enum RequestError {
     CollapseIdTooLong,
 }
 
-pub fn build(push: &Push<'_>) -> Result<ApnsRequest, RequestError> {
+/// The request for `push`; `topic` is the app's bundle id.
+pub fn build(push: &Notification<'_>, topic: &str) -> Result<ApnsRequest, RequestError> {
     if push.verification_id.len() > 64 {
         return Err(RequestError::CollapseIdTooLong);
-    }
-    let mut otpd = json!({ "verification_id": push.verification_id });
-    if let Some(m) = push.match_code {
-        otpd["match_code"] = json!(m);
     }
     let payload = json!({
         "aps": {
@@ -52,21 +35,21 @@ pub fn build(push: &Push<'_>) -> Result<ApnsRequest, RequestError> {
             // A code the person is waiting for: shown even in Focus modes that allow it.
             "interruption-level": "time-sensitive",
         },
-        "otpd": otpd,
+        "otpd": push.data(),
     });
     let body = serde_json::to_vec(&payload).expect("JSON serializes");
     if body.len() > MAX_PAYLOAD {
         return Err(RequestError::PayloadTooLarge(body.len()));
     }
     Ok(ApnsRequest {
-        path: format!("/3/device/{}", push.device_token),
+        path: format!("/3/device/{}", push.token),
         headers: vec![
             ("apns-push-type", "alert".into()),
             ("apns-priority", "10".into()),
             ("apns-expiration", push.expires_at.max(0).to_string()),
             // A resend replaces the earlier notification instead of stacking.
             ("apns-collapse-id", push.verification_id.into()),
-            ("apns-topic", push.topic.into()),
+            ("apns-topic", topic.into()),
         ],
         body,
     })
@@ -76,21 +59,21 @@ pub fn build(push: &Push<'_>) -> Result<ApnsRequest, RequestError> {
 mod tests {
     use super::*;
 
-    fn push(body: &str) -> Push<'_> {
-        Push {
-            device_token: "a1b2",
-            topic: "es.gob.clave",
+    fn push(body: &str) -> Notification<'_> {
+        Notification {
+            token: "a1b2",
             title: "Cl@ve",
             body,
             verification_id: "vf_0123456789abcdef0123456789abcdef",
             expires_at: 1_795_435_800,
+            ttl_secs: 600,
             match_code: Some("427"),
         }
     }
 
     #[test]
     fn path_headers_and_payload() {
-        let r = build(&push("042317 es tu código")).unwrap();
+        let r = build(&push("042317 es tu código"), "es.gob.clave").unwrap();
         assert_eq!(r.path, "/3/device/a1b2");
         let h = |name: &str| {
             r.headers
@@ -115,10 +98,12 @@ mod tests {
     #[test]
     fn oversized_payloads_are_refused_before_sending() {
         let long = "x".repeat(5000);
-        assert!(matches!(build(&push(&long)), Err(RequestError::PayloadTooLarge(n)) if n > 4096));
+        assert!(
+            matches!(build(&push(&long), "t"), Err(RequestError::PayloadTooLarge(n)) if n > 4096)
+        );
         let mut p = push("x");
         let long_id = "v".repeat(65);
         p.verification_id = &long_id;
-        assert_eq!(build(&p), Err(RequestError::CollapseIdTooLong));
+        assert_eq!(build(&p, "t"), Err(RequestError::CollapseIdTooLong));
     }
 }
