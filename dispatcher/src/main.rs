@@ -116,42 +116,35 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Simulate(Simulate::Smsc(args)) => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("otpd: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(simulate_smsc(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("otpd: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::Simulate(Simulate::Smsc(args)) => block_on(simulate_smsc(args), ExitCode::from(2)),
         Command::Serve { config } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             init_logging(&config);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("otpd: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("otpd: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(serve(config), ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Run `job` on a new runtime; its error is printed and ends the process with `failure`.
+fn block_on(
+    job: impl std::future::Future<Output = anyhow::Result<()>>,
+    failure: ExitCode,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("otpd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otpd: {e:#}");
+            failure
         }
     }
 }
@@ -254,11 +247,8 @@ async fn simulate_smsc(args: SmscArgs) -> anyhow::Result<()> {
     let smsc = Smsc::start_on(listener, config).await?;
     // The address goes to stdout so that scripts can read the port of `:0`.
     println!("smsc listening on {}", smsc.addr());
-    let record = args.record.clone();
-    let recorder = record.map(|path| {
-        let smsc_received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        (path, smsc_received)
-    });
+    // How many received messages are in the record file already.
+    let mut written = 0usize;
     let until = async {
         match args.seconds {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -271,14 +261,14 @@ async fn simulate_smsc(args: SmscArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut until => break,
             _ = tick.tick() => {
-                if let Some((path, written)) = &recorder {
-                    append_received(&smsc, path, written)?;
+                if let Some(path) = &args.record {
+                    append_received(&smsc, path, &mut written)?;
                 }
             }
         }
     }
-    if let Some((path, written)) = &recorder {
-        append_received(&smsc, path, written)?;
+    if let Some(path) = &args.record {
+        append_received(&smsc, path, &mut written)?;
     }
     smsc.stop();
     eprintln!(
@@ -297,11 +287,11 @@ async fn simulate_smsc(args: SmscArgs) -> anyhow::Result<()> {
 fn append_received(
     smsc: &otpd_adapters::smpp::simulator::Smsc,
     path: &std::path::Path,
-    written: &std::sync::atomic::AtomicUsize,
+    written: &mut usize,
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let received = smsc.received();
-    let from = written.load(std::sync::atomic::Ordering::Relaxed);
+    let from = *written;
     if received.len() <= from {
         return Ok(());
     }
@@ -322,6 +312,6 @@ fn append_received(
         });
         writeln!(file, "{line}")?;
     }
-    written.store(received.len(), std::sync::atomic::Ordering::Relaxed);
+    *written = received.len();
     Ok(())
 }

@@ -61,7 +61,8 @@ pub enum PduError {
     BodyTooLong,
 }
 
-fn c_string<const MIN: usize, const MAX: usize>(
+/// A NUL-terminated SMPP string, refused (not truncated) when too long.
+pub(crate) fn c_string<const MIN: usize, const MAX: usize>(
     field: &'static str,
     value: &str,
 ) -> Result<COctetString<MIN, MAX>, PduError> {

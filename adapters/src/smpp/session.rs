@@ -24,7 +24,6 @@ use rusmpp::pdus::{
     BindReceiver, BindTransceiver, BindTransmitter, DataSmResp, DeliverSmResp, SubmitSm,
 };
 use rusmpp::tokio_codec::CommandCodec;
-use rusmpp::types::COctetString;
 use rusmpp::values::InterfaceVersion;
 use rusmpp::{Command, CommandStatus as Status, Pdu};
 use tokio::net::TcpStream;
@@ -384,11 +383,12 @@ impl Session {
         .map_err(|e| format!("connect failed: {e}"))?;
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
+        let too_long = |e: pdu::PduError| e.to_string();
         let (system_id, password, system_type, address_range) = (
-            c_string(&self.config.system_id)?,
-            c_string(&self.config.password)?,
-            c_string(&self.config.system_type)?,
-            c_string(&self.config.address_range)?,
+            pdu::c_string("system_id", &self.config.system_id).map_err(too_long)?,
+            pdu::c_string("password", &self.config.password).map_err(too_long)?,
+            pdu::c_string("system_type", &self.config.system_type).map_err(too_long)?,
+            pdu::c_string("address_range", &self.config.address_range).map_err(too_long)?,
         );
         // The three binds have the same fields; only their command differs.
         macro_rules! bind_pdu {
@@ -698,12 +698,6 @@ fn break_lost(
         queue.push_front(request);
     }
     stats.in_flight.store(0, Ordering::Relaxed);
-}
-
-fn c_string<const MAX: usize>(s: &str) -> Result<COctetString<1, MAX>, String> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    COctetString::from_vec(v).map_err(|_| format!("`{s}` is longer than SMPP allows"))
 }
 
 /// ±50% jitter, so that many binds lost together do not reconnect together.

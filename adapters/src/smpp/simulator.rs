@@ -505,8 +505,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         let resp = SubmitSmResp::builder()
                             .message_id(
-                                COctetString::from_vec(with_nul(&message_id))
-                                    .expect("ids are short"),
+                                pdu::c_string("message_id", &message_id).expect("ids are short"),
                             )
                             .build();
                         respond_later(&shared, &tx, reply(CommandStatus::EsmeRok, resp.into()));
@@ -547,15 +546,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
     let _ = writer.await;
 }
 
-fn with_nul(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
 fn smsc_id(id: &str) -> COctetString<1, 16> {
     let cut: String = id.chars().take(15).collect();
-    COctetString::from_vec(with_nul(&cut)).expect("15 characters fit")
+    pdu::c_string("system_id", &cut).expect("15 characters fit")
 }
 
 /// Send `out` after the configured latency, without holding up the reader.
@@ -601,7 +594,7 @@ fn schedule_receipt(shared: Arc<Shared>, message: Received, n: u64) {
         let tlvs = if shared.config.receipts.tlvs {
             vec![
                 MessageDeliveryRequestTlvValue::ReceiptedMessageId(
-                    COctetString::from_vec(with_nul(&id)).expect("ids are short"),
+                    pdu::c_string("message_id", &id).expect("ids are short"),
                 ),
                 MessageDeliveryRequestTlvValue::MessageState(rusmpp::values::MessageState::from(
                     tlv_state(state),
