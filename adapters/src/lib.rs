@@ -13,6 +13,7 @@ pub mod fcm;
 pub mod file;
 pub mod hms;
 pub mod push;
+pub mod push_mock;
 pub mod smpp;
 
 pub use channel::{

@@ -1,6 +1,10 @@
 //! Huawei HMS Push Kit (v1 API): the request for one push and what an answer means
 //! (pure; the client-credentials token and the HTTP client sit on top).
 
+pub mod client;
+
+pub use client::{HmsConfig, HmsPusher};
+
 use serde_json::json;
 
 use crate::push::{Notification, Outcome, retry_after};

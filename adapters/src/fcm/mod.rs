@@ -1,6 +1,12 @@
 //! Firebase Cloud Messaging HTTP v1: the request for one push and what an answer
 //! means (pure; the OAuth token and the HTTP/2 client sit on top).
 
+pub mod client;
+pub mod oauth;
+
+pub use client::{FcmConfig, FcmPusher};
+pub use oauth::ServiceAccount;
+
 use serde_json::json;
 
 use crate::push::{Notification, Outcome, retry_after};

@@ -2,8 +2,13 @@
 //! accepted, the device is gone (remove it from the registry), the credentials need
 //! renewing, try again later, or failed for good.
 
+pub mod bearer;
+pub mod fake;
+pub mod http;
+
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde_json::json;
 
 /// One push, whatever the provider: to which token, what it says, for which
@@ -57,4 +62,36 @@ pub fn retry_after(header: Option<&str>) -> Option<Duration> {
     header
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+/// A push provider: one notification to one device token of one app.
+///
+/// The provider's own credentials (APNs provider token, OAuth access tokens) are the
+/// adapter's business: a refused credential is renewed and the push tried once more
+/// before an answer comes back, so the caller only sees [`Outcome::RenewToken`] when
+/// renewing did not help. Retrying [`Outcome::Retry`] is the caller's policy.
+#[async_trait]
+pub trait Pusher: Send + Sync + 'static {
+    /// Short name for metrics and the delivery history (`apns`, `fcm`, `hms`, `file`).
+    fn name(&self) -> &str;
+
+    /// Send `push`. `app` is the app the token was registered for (the APNs topic,
+    /// the Android package, the HMS app id); empty means the configured default.
+    async fn push(&self, push: &Notification<'_>, app: &str) -> Outcome;
+
+    /// Release connections; called once at shutdown.
+    async fn shutdown(&self) {}
+}
+
+impl Outcome {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::RemoveDevice { .. } => "remove_device",
+            Outcome::RenewToken { .. } => "renew_token",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Fail { .. } => "fail",
+        }
+    }
 }
