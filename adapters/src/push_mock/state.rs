@@ -79,6 +79,8 @@ const MAX_CACHED: usize = 100_000;
 pub struct State {
     behaviour: Behaviour,
     requests: [u64; 3],
+    /// Requests not throttled, which the server-error share applies to.
+    unthrottled: [u64; 3],
     counts: [Counts; 3],
     gone: HashSet<(Provider, String)>,
     /// Access tokens issued (FCM, HMS) and when they stop being valid.
@@ -97,6 +99,7 @@ impl State {
         Self {
             behaviour,
             requests: [0; 3],
+            unthrottled: [0; 3],
             counts: [Counts::default(); 3],
             gone: HashSet::new(),
             access: HashMap::new(),
@@ -125,10 +128,13 @@ impl State {
         };
         let b = self.behaviour;
         if hits(b.throttle, *n) {
-            Verdict::Throttle {
+            return Verdict::Throttle {
                 retry_after: b.retry_after_secs,
-            }
-        } else if hits(b.server_error, *n) {
+            };
+        }
+        let m = &mut self.unthrottled[provider.index()];
+        *m += 1;
+        if hits(b.server_error, *m) {
             Verdict::ServerError
         } else {
             Verdict::Accept
