@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 use crate::channel::{Channel, ChannelError, Message, SubmitReceipt};
+use crate::push::{Notification, Outcome, Pusher};
 
 /// How many lines the writer takes in one batch at most.
 const MAX_BATCH: usize = 512;
@@ -66,6 +67,94 @@ impl FileChannel {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Append `line` as one JSON line; returns where it starts in the file.
+    async fn append(&self, line: &impl Serialize) -> Result<u64, ChannelError> {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(256));
+        serde_json::to_writer(&mut *bytes, line).map_err(|e| ChannelError::Rejected {
+            reason: format!("cannot encode outbox line: {e}"),
+        })?;
+        bytes.push(b'\n');
+
+        let sender = self.lines.get().ok_or(ChannelError::Closed)?;
+        let (ack, answer) = oneshot::channel();
+        sender
+            .send((bytes, ack))
+            .await
+            .map_err(|_| ChannelError::Closed)?;
+        match answer.await {
+            Ok(Ok(position)) => Ok(position),
+            Ok(Err(e)) => Err(ChannelError::Temporary {
+                reason: format!("cannot write outbox {}: {e}", self.path.display()),
+                retry_after: None,
+            }),
+            Err(_) => Err(ChannelError::Closed),
+        }
+    }
+}
+
+/// One push, as the outbox shows it.
+#[derive(Serialize)]
+struct PushLine<'a> {
+    verification_id: &'a str,
+    channel: &'static str,
+    platform: &'static str,
+    token: &'a str,
+    app: &'a str,
+    title: &'a str,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    match_code: Option<&'a str>,
+    expires_at_ms: i64,
+    written_at_ms: i64,
+}
+
+/// Pushes for one platform written to the outbox instead of a provider: the demo and
+/// development stand-in for APNs, FCM or HMS.
+pub struct FilePusher {
+    file: std::sync::Arc<FileChannel>,
+    platform: &'static str,
+}
+
+impl FilePusher {
+    /// `platform` names the provider it stands in for (`apns`, `fcm`, `hms`).
+    pub fn new(file: std::sync::Arc<FileChannel>, platform: &'static str) -> Self {
+        Self { file, platform }
+    }
+}
+
+#[async_trait]
+impl Pusher for FilePusher {
+    fn name(&self) -> &str {
+        "file"
+    }
+
+    async fn push(&self, push: &Notification<'_>, app: &str) -> Outcome {
+        let line = PushLine {
+            verification_id: push.verification_id,
+            channel: "push",
+            platform: self.platform,
+            token: push.token,
+            app,
+            title: push.title,
+            text: push.body,
+            match_code: push.match_code,
+            expires_at_ms: push.expires_at.saturating_mul(1000),
+            written_at_ms: now_ms(),
+        };
+        match self.file.append(&line).await {
+            Ok(position) => Outcome::Accepted {
+                id: Some(format!("outbox:{position}")),
+            },
+            Err(ChannelError::Temporary { reason, .. }) => Outcome::Retry {
+                reason,
+                after: None,
+            },
+            Err(e) => Outcome::Fail {
+                reason: e.to_string(),
+            },
+        }
     }
 }
 
@@ -142,28 +231,10 @@ impl Channel for FileChannel {
             expires_at_ms: message.expires_at_ms,
             written_at_ms: now_ms(),
         };
-        let mut bytes = Zeroizing::new(Vec::with_capacity(256));
-        serde_json::to_writer(&mut *bytes, &line).map_err(|e| ChannelError::Rejected {
-            reason: format!("cannot encode outbox line: {e}"),
-        })?;
-        bytes.push(b'\n');
-
-        let sender = self.lines.get().ok_or(ChannelError::Closed)?;
-        let (ack, answer) = oneshot::channel();
-        sender
-            .send((bytes, ack))
-            .await
-            .map_err(|_| ChannelError::Closed)?;
-        match answer.await {
-            Ok(Ok(position)) => Ok(SubmitReceipt {
-                reference: format!("outbox:{position}"),
-            }),
-            Ok(Err(e)) => Err(ChannelError::Temporary {
-                reason: format!("cannot write outbox {}: {e}", self.path.display()),
-                retry_after: None,
-            }),
-            Err(_) => Err(ChannelError::Closed),
-        }
+        let position = self.append(&line).await?;
+        Ok(SubmitReceipt {
+            reference: format!("outbox:{position}"),
+        })
     }
 
     async fn shutdown(&self) {

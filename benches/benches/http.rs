@@ -35,6 +35,7 @@ fn http(c: &mut Criterion) {
             overload_retry_after: Duration::from_secs(1),
             http_metrics: Default::default(),
             channels: Vec::new(),
+            push_providers: Vec::new(),
         });
         api::router(state, 16 * 1024)
     });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use otpd::clock::Clock;
 use otpd::code::{CodeKeys, CodeLength};
-use otpd::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
+use otpd::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use otpd::engine::{Engine, IssueRequest, Purpose};
 use otpd::locale::Locale;
 use otpd::metrics::Metrics;
@@ -42,7 +42,9 @@ pub fn discard_channels() -> Channels {
     let channel: Arc<dyn Channel> = Arc::new(Discard::default());
     Channels {
         sms: channel.clone(),
-        push: channel,
+        push: Pushers::all(Arc::new(otpd_adapters::push::fake::FakePusher::new(
+            "discard",
+        ))),
     }
 }
 
@@ -57,7 +59,9 @@ pub fn login(ttl: Duration) -> Purpose {
             max_attempts: 5,
             max_sends: 5,
             resend_cooldown: Duration::from_secs(30),
+            escalate_after: Duration::from_secs(60),
         },
+        provider_ack: false,
     }
 }
 
@@ -113,6 +117,7 @@ pub fn request(engine: &Engine, i: u64) -> IssueRequest {
         locale: Locale::Es,
         purpose: engine.purpose("login").expect("login").clone(),
         subject: None,
+        has_devices: false,
     }
 }
 

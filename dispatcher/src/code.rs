@@ -178,7 +178,7 @@ impl fmt::Debug for Code {
 /// A uniform draw from `[0, n)` by Lemire's multiply-and-reject: the product of a
 /// random 64-bit word and `n` lands in `n` equal bins once the few words of the
 /// uneven remainder (fewer than `n` of 2^64) are rejected and redrawn. No modulo bias.
-fn uniform_below(n: u64, rng: &mut impl RandomSource) -> Result<u64, RandomError> {
+pub(crate) fn uniform_below(n: u64, rng: &mut impl RandomSource) -> Result<u64, RandomError> {
     debug_assert!(n > 0);
     let threshold = n.wrapping_neg() % n; // 2^64 mod n, computed once per draw
     loop {

@@ -5,10 +5,17 @@
 //! into a `503` with nothing half-created, and the request path never waits on a
 //! channel. Workers render the message, submit it, retry what the channel calls
 //! temporary (never past the code's expiry), and record the answer in the store.
+//!
+//! A push goes to every registered device of the subject, each through its platform's
+//! provider. A device the provider calls gone is removed from the registry. When no
+//! device took the push and the verification may fall back (`channel: auto`), the same
+//! worker sends the same code by SMS at once; when the push went out, the escalation
+//! timer ([`crate::engine::Engine::escalate_due`]) sends it if no acknowledgement comes in time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use otpd_adapters::push::{Notification, Outcome, Pusher};
 use otpd_adapters::{Channel, ChannelError, ChannelKind, DeliveryReport, Message, ReportState};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
@@ -20,8 +27,9 @@ use crate::locale::Locale;
 use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::store::Store;
+use crate::subscriber::{Device, Platform};
 use crate::template;
-use crate::verification::{RequestedChannel, SendResult, SendState};
+use crate::verification::{EscalationCause, MatchCode, RequestedChannel, SendResult, SendState};
 
 /// One send of one code. It carries the plaintext code (wiped on drop) because the
 /// store only has its MAC and sealed form; it lives only in this process's memory.
@@ -35,12 +43,18 @@ pub struct DeliveryJob {
     pub purpose: Arc<str>,
     pub code: Code,
     pub expires_at: UnixMillis,
+    /// Whose devices a push goes to.
+    pub subject: Option<Box<str>>,
+    pub match_code: Option<MatchCode>,
+    /// The provider's acceptance counts as the app's acknowledgement.
+    pub provider_ack: bool,
 }
 
-/// Which kind of channel a request goes to. Without a subscriber registry there is
-/// no registered app to push to, so `auto` means SMS for now.
-pub fn resolve(requested: RequestedChannel) -> ChannelKind {
+/// Which kind of channel a request goes to: `auto` is push when the subject has a
+/// registered device, SMS otherwise.
+pub fn resolve(requested: RequestedChannel, has_devices: bool) -> ChannelKind {
     match requested {
+        RequestedChannel::Auto if has_devices => ChannelKind::Push,
         RequestedChannel::Auto | RequestedChannel::Sms => ChannelKind::Sms,
         RequestedChannel::Push => ChannelKind::Push,
     }
@@ -83,6 +97,11 @@ impl DeliveryQueue {
         self.tx.try_reserve().map(QueueSlot).map_err(|_| QueueFull)
     }
 
+    /// Queue `job`, waiting for room; `Err` once the queue is closed (shutdown).
+    pub async fn send(&self, job: DeliveryJob) -> Result<(), QueueFull> {
+        self.tx.send(job).await.map_err(|_| QueueFull)
+    }
+
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
     }
@@ -96,29 +115,51 @@ impl DeliveryQueue {
     }
 }
 
-/// The channel serving each kind.
+/// The push provider serving each platform.
+#[derive(Clone)]
+pub struct Pushers {
+    pub apns: Arc<dyn Pusher>,
+    pub fcm: Arc<dyn Pusher>,
+    pub hms: Arc<dyn Pusher>,
+}
+
+impl Pushers {
+    /// One provider for every platform (the outbox, a fake).
+    pub fn all(pusher: Arc<dyn Pusher>) -> Self {
+        Self {
+            apns: pusher.clone(),
+            fcm: pusher.clone(),
+            hms: pusher,
+        }
+    }
+
+    pub fn for_platform(&self, platform: Platform) -> &Arc<dyn Pusher> {
+        match platform {
+            Platform::Apns => &self.apns,
+            Platform::Fcm => &self.fcm,
+            Platform::Hms => &self.hms,
+        }
+    }
+
+    /// Each provider once, with the platforms it serves.
+    pub fn distinct(&self) -> Vec<(Vec<Platform>, Arc<dyn Pusher>)> {
+        let mut out: Vec<(Vec<Platform>, Arc<dyn Pusher>)> = Vec::new();
+        for platform in [Platform::Apns, Platform::Fcm, Platform::Hms] {
+            let p = self.for_platform(platform);
+            match out.iter_mut().find(|(_, q)| Arc::ptr_eq(p, q)) {
+                Some((platforms, _)) => platforms.push(platform),
+                None => out.push((vec![platform], p.clone())),
+            }
+        }
+        out
+    }
+}
+
+/// The SMS channel and the push providers.
 #[derive(Clone)]
 pub struct Channels {
     pub sms: Arc<dyn Channel>,
-    pub push: Arc<dyn Channel>,
-}
-
-impl Channels {
-    /// Each channel once, however many kinds it serves.
-    pub fn distinct(&self) -> Vec<Arc<dyn Channel>> {
-        let mut all = vec![self.sms.clone()];
-        if !Arc::ptr_eq(&self.sms, &self.push) {
-            all.push(self.push.clone());
-        }
-        all
-    }
-
-    pub fn for_kind(&self, kind: ChannelKind) -> &Arc<dyn Channel> {
-        match kind {
-            ChannelKind::Sms => &self.sms,
-            ChannelKind::Push => &self.push,
-        }
-    }
+    pub push: Pushers,
 }
 
 /// How workers retry what a channel calls temporary.
@@ -187,20 +228,165 @@ impl Workers {
         while workers.join_next().await.is_some() {}
     }
 
-    async fn deliver(&self, job: DeliveryJob) {
-        let channel = self.channels.for_kind(job.kind).clone();
-        let started = self.clock.now();
-        let result = self.submit_with_retries(channel.as_ref(), &job).await;
-        let now = self.clock.now();
-        match &result {
-            SendResult::Sent { .. } => self.metrics.sent(job.kind, started.until(now)),
-            SendResult::Failed { .. } => self.metrics.send_failed(job.kind),
-        }
-        match self.store.record_send(&job.id, job.send, result, now).await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result")
+    async fn deliver(&self, mut job: DeliveryJob) {
+        loop {
+            let started = self.clock.now();
+            let result = match job.kind {
+                ChannelKind::Sms => {
+                    self.submit_with_retries(self.channels.sms.as_ref(), &job)
+                        .await
+                }
+                ChannelKind::Push => self.push_to_devices(&job).await,
+            };
+            let now = self.clock.now();
+            let sent = matches!(result, SendResult::Sent { .. });
+            match &result {
+                SendResult::Sent { .. } => self.metrics.sent(job.kind, started.until(now)),
+                SendResult::Failed { .. } => self.metrics.send_failed(job.kind),
             }
+            if let Err(e) = self.store.record_send(&job.id, job.send, result, now).await {
+                tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
+            }
+            if job.kind != ChannelKind::Push {
+                return;
+            }
+            if sent {
+                if job.provider_ack
+                    && let Err(e) = self.store.acknowledge(&job.id, now).await
+                {
+                    tracing::warn!(id = %job.id, error = %e, "could not record the provider's acknowledgement");
+                }
+                return;
+            }
+            // No device took the push: fall back to SMS now, if this verification may
+            // (the store says, and makes sure it happens once).
+            match self
+                .store
+                .escalate(&job.id, EscalationCause::PushFailed, now)
+                .await
+            {
+                Ok(Some(v)) => {
+                    self.metrics.escalated(EscalationCause::PushFailed);
+                    tracing::info!(id = %job.id, "push failed: sending the code by SMS");
+                    job.kind = ChannelKind::Sms;
+                    job.send = v.sends().len() as u8;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(id = %job.id, error = %e, "could not escalate a failed push");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Push to every device of the subject; sent if any provider took it.
+    async fn push_to_devices(&self, job: &DeliveryJob) -> SendResult {
+        let failed = |error: String| SendResult::Failed { error };
+        let Some(subject) = job.subject.as_deref() else {
+            return failed("push needs a subject with a registered device".into());
+        };
+        let devices = match self.store.get_subscriber(subject).await {
+            Ok(Some(s)) => s.devices,
+            Ok(None) => Vec::new(),
+            Err(e) => return failed(format!("cannot read the subject's devices: {e}")),
+        };
+        if devices.is_empty() {
+            return failed("the subject has no registered device".into());
+        }
+        let now = self.clock.now();
+        if now >= job.expires_at {
+            return failed("the code expired before it could be sent".into());
+        }
+        let minutes = now.until(job.expires_at).as_secs().div_ceil(60).max(1);
+        let text = template::render(job.locale, &job.code, minutes);
+        let title = template::push_title(job.locale, job.match_code);
+        let id = job.id.to_string();
+        let match_code = job.match_code.map(|m| m.to_string());
+        let outcomes = futures_util::future::join_all(devices.iter().map(|device| {
+            let push = Notification {
+                token: &device.token,
+                title: &title,
+                body: text.expose(),
+                verification_id: &id,
+                expires_at: job.expires_at.0.div_euclid(1000),
+                ttl_secs: now.until(job.expires_at).as_secs().max(1),
+                match_code: match_code.as_deref(),
+            };
+            async move {
+                let outcome = self.push_with_retries(device, &push, job).await;
+                (device, outcome)
+            }
+        }))
+        .await;
+
+        let mut accepted = Vec::new();
+        let mut errors = Vec::new();
+        for (device, outcome) in outcomes {
+            let provider = self.channels.push.for_platform(device.platform).name();
+            metrics::counter!("otpd_push_total", "provider" => provider.to_string(), "outcome" => outcome.label()).increment(1);
+            match outcome {
+                Outcome::Accepted { id } => {
+                    accepted.push(format!("{provider}:{}", id.unwrap_or_default()))
+                }
+                Outcome::RemoveDevice { reason } => {
+                    self.remove_device(subject, device).await;
+                    errors.push(format!("{provider}: {reason} (device removed)"));
+                }
+                Outcome::RenewToken { reason }
+                | Outcome::Retry { reason, .. }
+                | Outcome::Fail { reason } => errors.push(format!("{provider}: {reason}")),
+            }
+        }
+        if accepted.is_empty() {
+            failed(errors.join("; "))
+        } else {
+            if !errors.is_empty() {
+                tracing::info!(id = %job.id, errors = %errors.join("; "), "push reached some devices only");
+            }
+            SendResult::Sent {
+                reference: accepted.join(","),
+            }
+        }
+    }
+
+    async fn remove_device(&self, subject: &str, device: &Device) {
+        match self
+            .store
+            .remove_device(subject, device.platform, &device.token)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!("otpd_push_devices_removed_total", "platform" => device.platform.as_str()).increment(1);
+                tracing::info!(platform = %device.platform, "removed a device its provider calls gone");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not remove a gone device"),
+        }
+    }
+
+    /// One device: retry what the provider calls temporary, as for SMS.
+    async fn push_with_retries(
+        &self,
+        device: &Device,
+        push: &Notification<'_>,
+        job: &DeliveryJob,
+    ) -> Outcome {
+        let pusher = self.channels.push.for_platform(device.platform);
+        let mut wait = self.retry.backoff;
+        let mut attempt = 1;
+        loop {
+            let outcome = pusher.push(push, &device.app).await;
+            let Outcome::Retry { after, .. } = &outcome else {
+                return outcome;
+            };
+            let pause = after.unwrap_or(wait);
+            if attempt >= self.retry.max_attempts || self.clock.now().plus(pause) >= job.expires_at
+            {
+                return outcome;
+            }
+            tokio::time::sleep(pause).await;
+            wait = wait.saturating_mul(2);
+            attempt += 1;
         }
     }
 

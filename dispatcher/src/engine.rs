@@ -15,14 +15,19 @@ use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::store::{CheckResult, IssueOutcome, Store, StoreError};
 use crate::verification::{
-    CancelOutcome, NewVerification, Policy, RequestedChannel, ResendRefusal, Verification,
+    AckOutcome, CancelOutcome, EscalationCause, MatchCode, NewVerification, Policy,
+    RequestedChannel, ResendRefusal, SendResult, Verification,
 };
+use otpd_adapters::ChannelKind;
 
 /// A purpose (`login`, `signup`, …) and the policy its verifications get.
 #[derive(Debug, Clone)]
 pub struct Purpose {
     pub name: Arc<str>,
     pub policy: Policy,
+    /// The push provider's acceptance counts as the app's acknowledgement (else only
+    /// `POST …/ack` from the app does).
+    pub provider_ack: bool,
 }
 
 /// A request to send a code, already validated.
@@ -33,6 +38,8 @@ pub struct IssueRequest {
     pub locale: Locale,
     pub purpose: Purpose,
     pub subject: Option<Box<str>>,
+    /// Whether the subject has a registered device (known from the registry).
+    pub has_devices: bool,
 }
 
 /// Whether `issue` made a new verification or re-sent a pending one.
@@ -139,7 +146,11 @@ impl Engine {
         rng.fill(&mut random)?;
         let id = VerificationId::new(ShardTag::of(req.to), random);
         let code = Code::generate(policy.code_length, &mut rng)?;
-        let kind = delivery::resolve(req.channel);
+        let kind = delivery::resolve(req.channel, req.has_devices);
+        let match_code = match kind {
+            ChannelKind::Push => Some(MatchCode::generate(&mut rng)?),
+            ChannelKind::Sms => None,
+        };
         let candidate = Verification::new(
             NewVerification {
                 id,
@@ -152,6 +163,7 @@ impl Engine {
                 code_mac: self.keys.mac(&id, &code),
                 sealed_code: self.keys.seal(&id, &code),
                 policy,
+                match_code,
             },
             now,
         );
@@ -202,8 +214,65 @@ impl Engine {
             purpose: v.purpose.clone(),
             code,
             expires_at: v.expires_at,
+            subject: v.subject.clone(),
+            match_code: v.match_code,
+            provider_ack: req.purpose.provider_ack,
         });
         Ok(issued)
+    }
+
+    /// The app says the push arrived. `None` if the verification is unknown.
+    pub async fn acknowledge(
+        &self,
+        id: &VerificationId,
+    ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
+        let result = self.store.acknowledge(id, self.clock.now()).await?;
+        if let Some((AckOutcome::Acknowledged, _)) = &result {
+            self.metrics.acknowledged();
+        }
+        Ok(result)
+    }
+
+    /// Send by SMS the codes whose push went unacknowledged for too long: up to
+    /// `limit` of them, each at most once (the store decides, atomically). Returns how
+    /// many were escalated. Waits for room in the queue rather than dropping one.
+    pub async fn escalate_due(&self, limit: usize) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let due = self.store.due_escalations(now, limit).await?;
+        let mut escalated = 0;
+        for id in due {
+            let Some(v) = self
+                .store
+                .escalate(&id, EscalationCause::Timeout, now)
+                .await?
+            else {
+                continue;
+            };
+            self.metrics.escalated(EscalationCause::Timeout);
+            escalated += 1;
+            let send = v.sends().len() as u8;
+            let job = DeliveryJob {
+                id: v.id,
+                send,
+                to: v.to,
+                kind: ChannelKind::Sms,
+                locale: v.locale,
+                purpose: v.purpose.clone(),
+                code: self.keys.unseal(&v.id, v.sealed_code, v.code_length),
+                expires_at: v.expires_at,
+                subject: None,
+                match_code: None,
+                provider_ack: false,
+            };
+            tracing::info!(%id, "push not acknowledged in time: sending the code by SMS");
+            if self.queue.send(job).await.is_err() {
+                let failed = SendResult::Failed {
+                    error: "otpd was shutting down".into(),
+                };
+                self.store.record_send(&id, send, failed, now).await?;
+            }
+        }
+        Ok(escalated)
     }
 
     /// Check a typed code. `None` if the verification is unknown.

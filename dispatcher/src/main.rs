@@ -96,6 +96,7 @@ fn init_logging(config: &Config) {
 }
 
 fn main() -> ExitCode {
+    otpd_adapters::push::http::install_crypto();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(config.as_ref()) {

@@ -8,7 +8,7 @@ use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use otpd_adapters::ChannelKind;
 
-use crate::verification::{CheckOutcome, SendState};
+use crate::verification::{CheckOutcome, EscalationCause, SendState};
 
 /// Latency buckets in seconds, from 50 µs (in-process work) to 10 s (slow carriers).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -49,6 +49,8 @@ pub struct Metrics {
     send_seconds_sms: Histogram,
     send_seconds_push: Histogram,
     reports: [Counter; 4],
+    escalations: [Counter; 2],
+    acknowledgements: Counter,
     pub queue_depth: Gauge,
 }
 
@@ -88,6 +90,9 @@ impl Metrics {
             send_seconds_push: seconds("push"),
             reports: ["delivered", "undeliverable", "expired", "rejected"]
                 .map(|state| metrics::counter!("otpd_delivery_reports_total", "state" => state)),
+            escalations: ["push_timeout", "push_failed"]
+                .map(|cause| metrics::counter!("otpd_escalations_total", "cause" => cause)),
+            acknowledgements: metrics::counter!("otpd_push_acknowledgements_total"),
             queue_depth: metrics::gauge!("otpd_delivery_queue_depth"),
         }
     }
@@ -142,6 +147,19 @@ impl Metrics {
             _ => 3,
         };
         self.reports[i].increment(1);
+    }
+
+    /// A push fell back to SMS.
+    pub fn escalated(&self, cause: EscalationCause) {
+        let i = match cause {
+            EscalationCause::Timeout => 0,
+            EscalationCause::PushFailed => 1,
+        };
+        self.escalations[i].increment(1);
+    }
+
+    pub fn acknowledged(&self) {
+        self.acknowledgements.increment(1);
     }
 
     pub fn send_failed(&self, kind: ChannelKind) {

@@ -9,11 +9,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use otpd_adapters::Channel;
-use otpd_adapters::file::FileChannel;
+use otpd_adapters::apns::{ApnsConfig, ApnsPusher};
+use otpd_adapters::fcm::{FcmConfig, FcmPusher, ServiceAccount};
+use otpd_adapters::file::{FileChannel, FilePusher};
+use otpd_adapters::hms::{HmsConfig, HmsPusher};
+use otpd_adapters::push::http::HttpOptions;
+use otpd_adapters::push::{Notification, Outcome, Pusher};
 use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
 use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
 use otpd_adapters::smpp::pdu::Address;
@@ -30,7 +34,7 @@ use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
 use crate::config::{
     BindModeConfig, ChannelRef, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind,
 };
-use crate::delivery::{Channels, DeliveryQueue, RetryPolicy, Workers};
+use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
 use crate::store::{MemoryStore, Store};
@@ -67,6 +71,8 @@ pub enum ServerError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot set up {key}: {reason}")]
+    Push { key: String, reason: String },
     #[error("no randomness for the server secret: {0}")]
     Random(String),
     #[error("the HTTP server failed: {0}")]
@@ -121,7 +127,9 @@ impl Server {
                 max_attempts: p.max_attempts,
                 max_sends: p.max_sends,
                 resend_cooldown: p.resend_cooldown,
+                escalate_after: p.escalate_after,
             },
+            provider_ack: p.push_ack == crate::config::PushAck::Provider,
         });
         let engine = Arc::new(Engine::new(
             store.clone(),
@@ -150,7 +158,8 @@ impl Server {
         );
         // Delivery reports from every channel that has them (one task per channel).
         let mut report_tasks = Vec::new();
-        for channel in channels.distinct() {
+        {
+            let channel = &channels.sms;
             if let Some(reports) = channel.take_reports() {
                 report_tasks.push(tokio::spawn(crate::delivery::apply_reports(
                     reports,
@@ -160,6 +169,7 @@ impl Server {
                 )));
             }
         }
+        let escalator = tokio::spawn(escalate(engine.clone(), ESCALATION_TICK, stop_rx.clone()));
         let sweeper = tokio::spawn(sweep(
             store.clone(),
             deps.clock.clone(),
@@ -176,7 +186,17 @@ impl Server {
             idempotency_ttl: config.idempotency.ttl,
             overload_retry_after: config.delivery.overload_retry_after,
             http_metrics: Default::default(),
-            channels: channels.distinct(),
+            channels: vec![channels.sms.clone()],
+            push_providers: channels
+                .push
+                .distinct()
+                .into_iter()
+                .flat_map(|(platforms, p)| {
+                    platforms
+                        .into_iter()
+                        .map(move |pl| (pl.as_str(), p.name().to_string()))
+                })
+                .collect(),
         });
         let app = api::router(state, config.server.body_limit);
         let grace = config.server.shutdown_grace;
@@ -203,7 +223,8 @@ impl Server {
                     Ok(())
                 }
             };
-            // Requests are done: nothing more can be queued. Deliver what was.
+            // Requests are done, and escalations stop queuing: deliver what was queued.
+            let _ = escalator.await;
             let _ = stop_workers.send(true);
             if tokio::time::timeout(grace, workers).await.is_err() {
                 tracing::error!(
@@ -212,8 +233,9 @@ impl Server {
                 );
             }
             let _ = sweeper.await;
-            for channel in channels.distinct() {
-                channel.shutdown().await;
+            channels.sms.shutdown().await;
+            for (_, pusher) in channels.push.distinct() {
+                pusher.shutdown().await;
             }
             // Reports that arrive after the channels closed have nowhere to go.
             for task in report_tasks {
@@ -267,33 +289,142 @@ fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
 }
 
 fn configured_channels(config: &Config) -> Result<Channels, ServerError> {
-    let mut opened: HashMap<String, Arc<dyn Channel>> = HashMap::new();
-    let mut open = |value: &str| -> Result<Arc<dyn Channel>, ServerError> {
-        if let Some(channel) = opened.get(value) {
-            return Ok(channel.clone());
+    let mut outbox: Option<Arc<FileChannel>> = None;
+    let mut open_outbox = || -> Result<Arc<FileChannel>, ServerError> {
+        if let Some(f) = &outbox {
+            return Ok(f.clone());
         }
-        let channel: Arc<dyn Channel> = match ChannelRef::parse(value).expect("validated") {
-            ChannelRef::File => {
-                let path = &config.channels.file.path;
-                Arc::new(
-                    FileChannel::open(path).map_err(|source| ServerError::Outbox {
-                        path: path.display().to_string(),
-                        source,
-                    })?,
-                )
-            }
-            ChannelRef::Smpp(name) => {
-                let c = &config.channels.smpp[&name];
-                Arc::new(SmppCarrier::start(carrier_config(&name, c)))
-            }
-        };
-        opened.insert(value.to_string(), channel.clone());
-        Ok(channel)
+        let path = &config.channels.file.path;
+        let file = Arc::new(
+            FileChannel::open(path).map_err(|source| ServerError::Outbox {
+                path: path.display().to_string(),
+                source,
+            })?,
+        );
+        outbox = Some(file.clone());
+        Ok(file)
+    };
+    let sms: Arc<dyn Channel> = match ChannelRef::parse(&config.delivery.sms).expect("validated") {
+        ChannelRef::File => open_outbox()?,
+        ChannelRef::Smpp(name) => {
+            let c = &config.channels.smpp[&name];
+            Arc::new(SmppCarrier::start(carrier_config(&name, c)))
+        }
+    };
+    let mut fallback = |platform: &'static str| -> Result<Arc<dyn Pusher>, ServerError> {
+        Ok(match config.delivery.push.as_str() {
+            "file" => Arc::new(FilePusher::new(open_outbox()?, platform)),
+            _ => Arc::new(NoProvider(platform)),
+        })
+    };
+    let push = &config.push;
+    let apns: Arc<dyn Pusher> = match &push.apns {
+        Some(a) => Arc::new(apns_pusher(a)?),
+        None => fallback("apns")?,
+    };
+    let fcm: Arc<dyn Pusher> = match &push.fcm {
+        Some(f) => Arc::new(fcm_pusher(f)?),
+        None => fallback("fcm")?,
+    };
+    let hms: Arc<dyn Pusher> = match &push.hms {
+        Some(h) => Arc::new(hms_pusher(h)?),
+        None => fallback("hms")?,
     };
     Ok(Channels {
-        sms: open(&config.delivery.sms)?,
-        push: open(&config.delivery.push)?,
+        sms,
+        push: Pushers { apns, fcm, hms },
     })
+}
+
+/// The push stand-in for a platform with no provider and `delivery.push = "none"`.
+struct NoProvider(&'static str);
+
+#[async_trait::async_trait]
+impl Pusher for NoProvider {
+    fn name(&self) -> &str {
+        "none"
+    }
+
+    async fn push(&self, _: &Notification<'_>, _: &str) -> Outcome {
+        Outcome::Fail {
+            reason: format!("no push provider is configured for {}", self.0),
+        }
+    }
+}
+
+fn read(key: &str, path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|e| ServerError::Push {
+        key: key.to_string(),
+        reason: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+fn http_options(
+    section: &str,
+    ca_file: &Option<std::path::PathBuf>,
+    connections: usize,
+    max_streams: usize,
+    timeout: Duration,
+) -> Result<HttpOptions, ServerError> {
+    Ok(HttpOptions {
+        ca_pem: match ca_file {
+            Some(path) => Some(read(&format!("push.{section}.ca_file"), path)?),
+            None => None,
+        },
+        connections,
+        max_streams,
+        timeout,
+    })
+}
+
+fn push_error(section: &str) -> impl Fn(otpd_adapters::push::http::SetupError) -> ServerError {
+    let key = format!("[push.{section}]");
+    move |e| ServerError::Push {
+        key: key.clone(),
+        reason: e.to_string(),
+    }
+}
+
+fn apns_pusher(a: &crate::config::ApnsSection) -> Result<ApnsPusher, ServerError> {
+    ApnsPusher::new(ApnsConfig {
+        base_url: a.url.clone(),
+        key_pem: read("push.apns.key_file", &a.key_file)?,
+        key_id: a.key_id.clone(),
+        team_id: a.team_id.clone(),
+        default_topic: a.topic.clone().filter(|t| !t.is_empty()),
+        http: http_options("apns", &a.ca_file, a.connections, a.max_streams, a.timeout)?,
+    })
+    .map_err(push_error("apns"))
+}
+
+fn fcm_pusher(f: &crate::config::FcmSection) -> Result<FcmPusher, ServerError> {
+    let json = read("push.fcm.service_account_file", &f.service_account_file)?;
+    let mut account = ServiceAccount::from_json(&json).map_err(|e| ServerError::Push {
+        key: "push.fcm.service_account_file".into(),
+        reason: e.to_string(),
+    })?;
+    if let Some(url) = &f.token_url {
+        account.token_uri = url.clone();
+    }
+    FcmPusher::new(FcmConfig {
+        base_url: f.url.clone(),
+        account,
+        project_id: f.project_id.clone(),
+        http: http_options("fcm", &f.ca_file, f.connections, f.max_streams, f.timeout)?,
+    })
+    .map_err(push_error("fcm"))
+}
+
+fn hms_pusher(h: &crate::config::HmsSection) -> Result<HmsPusher, ServerError> {
+    HmsPusher::new(HmsConfig {
+        base_url: h.url.clone(),
+        token_url: h.token_url.clone(),
+        app_id: h.app_id.clone().unwrap_or_else(|| h.client_id.clone()),
+        client_id: h.client_id.clone(),
+        client_secret: h.client_secret.clone().into(),
+        http: http_options("hms", &h.ca_file, h.connections, h.max_streams, h.timeout)?,
+    })
+    .map_err(push_error("hms"))
 }
 
 fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
@@ -331,6 +462,38 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
             },
             gsm7_packed: c.gsm7_packed,
         },
+    }
+}
+
+/// How often due escalations are looked for. Escalation happens within this much of
+/// its time, which is small beside the tens of seconds it waits.
+const ESCALATION_TICK: Duration = Duration::from_millis(100);
+
+/// Send by SMS the pushes left unacknowledged past their time, until stopped.
+async fn escalate(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                // Drain what is due now, a batch at a time.
+                loop {
+                    match engine.escalate_due(256).await {
+                        Ok(256) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "escalation check failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
     }
 }
 

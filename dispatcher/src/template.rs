@@ -5,6 +5,7 @@ use otpd_adapters::MessageText;
 
 use crate::code::Code;
 use crate::locale::Locale;
+use crate::verification::MatchCode;
 
 /// Render the SMS/push text carrying `code`, valid for about `minutes` more minutes.
 pub fn render(locale: Locale, code: &Code, minutes: u64) -> MessageText {
@@ -33,6 +34,21 @@ pub fn render(locale: Locale, code: &Code, minutes: u64) -> MessageText {
     MessageText::new(text)
 }
 
+/// The title of a push notification; with the match code the person compares with
+/// the number on the requesting screen.
+pub fn push_title(locale: Locale, match_code: Option<MatchCode>) -> String {
+    let title = match locale {
+        Locale::Es | Locale::Gl => "Código de verificación",
+        Locale::Ca | Locale::Va => "Codi de verificació",
+        Locale::Eu => "Egiaztapen-kodea",
+        Locale::En => "Verification code",
+    };
+    match match_code {
+        Some(m) => format!("{title} · {m}"),
+        None => title.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +66,14 @@ mod tests {
                 "{locale} repeats another"
             );
         }
+    }
+
+    #[test]
+    fn push_titles_carry_the_match_code() {
+        assert_eq!(
+            push_title(Locale::Es, MatchCode::new(42)),
+            "Código de verificación · 042"
+        );
+        assert_eq!(push_title(Locale::En, None), "Verification code");
     }
 }

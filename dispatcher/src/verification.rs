@@ -51,6 +51,9 @@ pub struct Policy {
     pub max_attempts: u8,
     pub max_sends: u8,
     pub resend_cooldown: Duration,
+    /// With `channel: auto` and a push first: how long the push may go unacknowledged
+    /// before the same code goes by SMS.
+    pub escalate_after: Duration,
 }
 
 /// The status a caller sees.
@@ -128,10 +131,73 @@ impl SendState {
     }
 }
 
+/// Why a send was made by escalation rather than asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscalationCause {
+    /// The push was not acknowledged within the purpose's `escalate_after`.
+    Timeout,
+    /// No push could be delivered (refused, no device left, provider unreachable).
+    PushFailed,
+}
+
+impl EscalationCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationCause::Timeout => "push_timeout",
+            EscalationCause::PushFailed => "push_failed",
+        }
+    }
+}
+
+/// The short number shown both on the requesting screen and in the push, so that the
+/// person can tell the request on their phone is the one in front of them. It is not
+/// a secret (it is shown, and it approves nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchCode(u16);
+
+impl MatchCode {
+    /// `value` below 1000.
+    pub fn new(value: u16) -> Option<Self> {
+        (value < 1000).then_some(Self(value))
+    }
+
+    pub fn value(self) -> u16 {
+        self.0
+    }
+
+    /// A uniformly random one.
+    pub fn generate(
+        rng: &mut impl crate::code::RandomSource,
+    ) -> Result<Self, crate::code::RandomError> {
+        crate::code::uniform_below(1000, rng).map(|v| Self(v as u16))
+    }
+}
+
+impl std::fmt::Display for MatchCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:03}", self.0)
+    }
+}
+
+/// What an acknowledgement from the app did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Recorded now: the push counts as delivered, and no escalation will follow.
+    Acknowledged,
+    /// Recorded before; nothing changed.
+    AlreadyAcknowledged,
+    /// The verification was never sent by push.
+    NotPush,
+    /// Final (approved, canceled, locked, expired): nothing to acknowledge.
+    Final(Status),
+}
+
 /// One send of the code: the delivery history has one per send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendAttempt {
     pub channel: ChannelKind,
+    /// Set when this send was made by escalating from push.
+    pub escalated: Option<EscalationCause>,
     pub state: SendState,
     pub queued_at: UnixMillis,
     /// When the channel answered (sent or failed).
@@ -200,6 +266,8 @@ pub struct NewVerification {
     pub code_mac: CodeMac,
     pub sealed_code: SealedCode,
     pub policy: Policy,
+    /// Shown on the requester's screen and in the push; `None` when not sent by push.
+    pub match_code: Option<MatchCode>,
 }
 
 #[derive(Debug, Clone)]
@@ -222,12 +290,22 @@ pub struct Verification {
     max_sends: u8,
     resend_cooldown_ms: u32,
     sends: Vec<SendAttempt>,
+    pub match_code: Option<MatchCode>,
+    /// When an unacknowledged push escalates to SMS; `None` when no escalation is
+    /// pending (none armed, acknowledged, or done).
+    escalate_at: Option<UnixMillis>,
+    /// When the app acknowledged the push.
+    acknowledged_at: Option<UnixMillis>,
 }
 
 impl Verification {
     /// A new pending verification whose first send is queued now.
     pub fn new(init: NewVerification, now: UnixMillis) -> Self {
         let p = init.policy;
+        // Only `auto` may fall back: a caller who asked for push asked for push only.
+        let escalate_at = (init.channel == RequestedChannel::Auto
+            && init.first_send == ChannelKind::Push)
+            .then(|| now.plus(p.escalate_after));
         Self {
             id: init.id,
             to: init.to,
@@ -247,7 +325,64 @@ impl Verification {
             max_sends: p.max_sends.max(1),
             resend_cooldown_ms: p.resend_cooldown.as_millis().min(u32::MAX as u128) as u32,
             sends: vec![SendAttempt::queued(init.first_send, now)],
+            match_code: init.match_code,
+            escalate_at,
+            acknowledged_at: None,
         }
+    }
+
+    /// When a pending escalation to SMS is due.
+    pub fn escalate_at(&self) -> Option<UnixMillis> {
+        self.escalate_at
+    }
+
+    pub fn acknowledged_at(&self) -> Option<UnixMillis> {
+        self.acknowledged_at
+    }
+
+    /// The app (or, per configuration, the provider) says the push arrived: the
+    /// latest push send counts as delivered and no escalation follows.
+    pub fn acknowledge(&mut self, now: UnixMillis) -> AckOutcome {
+        match self.status(now) {
+            Status::Pending => {}
+            other => return AckOutcome::Final(other),
+        }
+        let Some(i) = self
+            .sends
+            .iter()
+            .rposition(|s| s.channel == ChannelKind::Push)
+        else {
+            return AckOutcome::NotPush;
+        };
+        if self.acknowledged_at.is_some() {
+            return AckOutcome::AlreadyAcknowledged;
+        }
+        self.acknowledged_at = Some(now);
+        self.escalate_at = None;
+        let push = &mut self.sends[i];
+        if !push.state.is_reported() {
+            push.state = SendState::Delivered;
+            push.reported_at = Some(now);
+        }
+        AckOutcome::Acknowledged
+    }
+
+    /// Queue the SMS send of an escalation, if one is pending and due (`Timeout`: its
+    /// time has come; `PushFailed`: at once). At most once: the pending escalation is
+    /// consumed. Returns the new send's number.
+    pub fn escalate(&mut self, cause: EscalationCause, now: UnixMillis) -> Option<u8> {
+        if self.status(now) != Status::Pending {
+            return None;
+        }
+        let due = self.escalate_at?;
+        if cause == EscalationCause::Timeout && now < due {
+            return None;
+        }
+        self.escalate_at = None;
+        let mut send = SendAttempt::queued(ChannelKind::Sms, now);
+        send.escalated = Some(cause);
+        self.sends.push(send);
+        Some(self.sends.len() as u8)
     }
 
     pub fn status(&self, now: UnixMillis) -> Status {
@@ -417,6 +552,7 @@ impl SendAttempt {
     fn queued(channel: ChannelKind, now: UnixMillis) -> Self {
         Self {
             channel,
+            escalated: None,
             state: SendState::Queued,
             queued_at: now,
             answered_at: None,
@@ -442,6 +578,7 @@ mod tests {
             max_attempts: 5,
             max_sends: 3,
             resend_cooldown: Duration::from_secs(30),
+            escalate_after: Duration::from_secs(60),
         }
     }
 
@@ -458,6 +595,7 @@ mod tests {
                 code_mac: CodeMac([0; 32]),
                 sealed_code: SealedCode(0),
                 policy: policy(),
+                match_code: None,
             },
             T0,
         )
@@ -699,5 +837,104 @@ mod tests {
             prop_assert!(approvals <= 1);
             prop_assert!(counted_checks <= 5);
         }
+    }
+}
+
+#[cfg(test)]
+mod escalation_tests {
+    use super::*;
+    use crate::id::ShardTag;
+
+    const T0: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    fn pushed(channel: RequestedChannel) -> Verification {
+        Verification::new(
+            NewVerification {
+                id: VerificationId::new(ShardTag(1), [2; 14]),
+                to: E164::parse_international("+34600123456").unwrap(),
+                purpose: Arc::from("login"),
+                subject: Some("12345678Z".into()),
+                locale: Locale::Es,
+                channel,
+                first_send: ChannelKind::Push,
+                code_mac: CodeMac([0; 32]),
+                sealed_code: SealedCode(0),
+                policy: Policy {
+                    ttl: Duration::from_secs(600),
+                    code_length: CodeLength::new(6).unwrap(),
+                    max_attempts: 5,
+                    max_sends: 3,
+                    resend_cooldown: Duration::from_secs(30),
+                    escalate_after: Duration::from_secs(60),
+                },
+                match_code: MatchCode::new(7),
+            },
+            T0,
+        )
+    }
+
+    #[test]
+    fn a_timeout_escalates_once_and_only_when_due() {
+        let mut v = pushed(RequestedChannel::Auto);
+        assert_eq!(v.escalate_at(), Some(T0.plus(Duration::from_secs(60))));
+        assert_eq!(
+            v.escalate(EscalationCause::Timeout, T0.plus(Duration::from_secs(59))),
+            None
+        );
+        let due = T0.plus(Duration::from_secs(60));
+        assert_eq!(v.escalate(EscalationCause::Timeout, due), Some(2));
+        assert_eq!(v.escalate(EscalationCause::Timeout, due), None);
+        assert_eq!(v.escalate(EscalationCause::PushFailed, due), None);
+        let sms = &v.sends()[1];
+        assert_eq!(sms.channel, ChannelKind::Sms);
+        assert_eq!(sms.escalated, Some(EscalationCause::Timeout));
+        assert_eq!(v.escalate_at(), None);
+    }
+
+    #[test]
+    fn a_failed_push_escalates_at_once() {
+        let mut v = pushed(RequestedChannel::Auto);
+        assert_eq!(v.escalate(EscalationCause::PushFailed, T0), Some(2));
+        assert_eq!(
+            v.escalate(EscalationCause::Timeout, T0.plus(Duration::from_secs(61))),
+            None
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_stops_the_escalation_and_marks_the_push_delivered() {
+        let mut v = pushed(RequestedChannel::Auto);
+        let t = T0.plus(Duration::from_secs(5));
+        assert_eq!(v.acknowledge(t), AckOutcome::Acknowledged);
+        assert_eq!(v.acknowledge(t), AckOutcome::AlreadyAcknowledged);
+        assert_eq!(v.sends()[0].state, SendState::Delivered);
+        assert_eq!(
+            v.escalate(EscalationCause::Timeout, T0.plus(Duration::from_secs(61))),
+            None
+        );
+        assert_eq!(v.escalate(EscalationCause::PushFailed, t), None);
+    }
+
+    #[test]
+    fn only_auto_escalates_and_only_pending_verifications_move() {
+        let mut v = pushed(RequestedChannel::Push);
+        assert_eq!(v.escalate_at(), None);
+        assert_eq!(v.escalate(EscalationCause::PushFailed, T0), None);
+
+        let mut v = pushed(RequestedChannel::Auto);
+        v.cancel(T0);
+        assert_eq!(v.escalate(EscalationCause::PushFailed, T0), None);
+        assert_eq!(v.acknowledge(T0), AckOutcome::Final(Status::Canceled));
+
+        let mut v = pushed(RequestedChannel::Auto);
+        let late = T0.plus(Duration::from_secs(601));
+        assert_eq!(v.escalate(EscalationCause::Timeout, late), None, "expired");
+    }
+
+    #[test]
+    fn match_codes_have_three_digits() {
+        assert_eq!(MatchCode::new(7).unwrap().to_string(), "007");
+        assert_eq!(MatchCode::new(999).unwrap().to_string(), "999");
+        assert!(MatchCode::new(1000).is_none());
     }
 }

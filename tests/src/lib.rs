@@ -91,7 +91,7 @@ impl TestServer {
             base: format!("http://{}", server.addr()),
             clock,
             outbox,
-            client: reqwest::Client::new(),
+            client: client(),
             server: Some(server),
             _dir: dir,
         }
@@ -129,6 +129,10 @@ impl TestServer {
     pub async fn post(&self, path: &str, body: Value) -> Answer {
         self.send(self.client.post(self.url(path)).json(&body))
             .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.send(self.client.put(self.url(path)).json(&body)).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -210,6 +214,12 @@ impl TestServer {
     }
 }
 
+/// An HTTP client for tests (rustls needs its crypto provider chosen first).
+pub fn client() -> reqwest::Client {
+    otpd_adapters::push::http::install_crypto();
+    reqwest::Client::new()
+}
+
 /// The code in a rendered message: its first run of 4 or more digits.
 pub fn code_in(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
@@ -231,7 +241,9 @@ pub mod faults {
         Store, StoreError, StoredResponse,
     };
     use otpd::subscriber::{Device, Platform, Subscriber};
-    use otpd::verification::{CancelOutcome, SendResult, SendState, Verification};
+    use otpd::verification::{
+        AckOutcome, CancelOutcome, EscalationCause, SendResult, SendState, Verification,
+    };
 
     /// A store whose `issue` never returns, as a store behind a dead network link might.
     pub struct Hanging(pub MemoryStore);
@@ -277,6 +289,28 @@ pub mod faults {
             now: UnixMillis,
         ) -> Result<bool, StoreError> {
             self.0.record_report(id, send, state, error, now).await
+        }
+        async fn acknowledge(
+            &self,
+            id: &VerificationId,
+            now: UnixMillis,
+        ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
+            self.0.acknowledge(id, now).await
+        }
+        async fn escalate(
+            &self,
+            id: &VerificationId,
+            cause: EscalationCause,
+            now: UnixMillis,
+        ) -> Result<Option<Verification>, StoreError> {
+            self.0.escalate(id, cause, now).await
+        }
+        async fn due_escalations(
+            &self,
+            now: UnixMillis,
+            limit: usize,
+        ) -> Result<Vec<VerificationId>, StoreError> {
+            self.0.due_escalations(now, limit).await
         }
         async fn idempotency_begin(
             &self,

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd::delivery::Channels;
+use otpd::delivery::{Channels, Pushers};
 use otpd_adapters::ChannelError;
 use otpd_adapters::fake::{FakeChannel, Outcome};
+use otpd_adapters::push::fake::FakePusher;
 use otpd_e2e::TestServer;
 use serde_json::json;
 
 fn fake_channels(fake: &Arc<FakeChannel>) -> Channels {
     Channels {
         sms: fake.clone(),
-        push: fake.clone(),
+        push: Pushers::all(Arc::new(FakePusher::new("push"))),
     }
 }
 
@@ -95,28 +96,41 @@ async fn temporary_failures_are_retried() {
 }
 
 #[tokio::test]
-async fn push_requests_go_to_the_push_channel() {
+async fn push_requests_go_to_the_subjects_devices_and_sms_to_the_sms_channel() {
     let sms = Arc::new(FakeChannel::new("sms"));
-    let push = Arc::new(FakeChannel::new("push"));
+    let push = Arc::new(FakePusher::new("push"));
     let t = TestServer::start_with(
         |_| {},
         Some(Channels {
             sms: sms.clone(),
-            push: push.clone(),
+            push: Pushers::all(push.clone()),
         }),
     )
     .await;
+    let put = t
+        .put(
+            "/v1/subscribers/12345678Z",
+            json!({"phone": "+34600000045", "devices": [
+                {"platform": "fcm", "token": "fcm-token-0123456789abcdef", "app": "es.gob.clave"}
+            ]}),
+        )
+        .await;
+    assert!(put.status < 300, "{}", put.text);
     let a = t
         .post(
             "/v1/verifications",
-            json!({"to": "+34600000045", "channel": "push"}),
+            json!({"subject": "12345678Z", "channel": "push"}),
         )
         .await;
     assert_eq!(a.status, 201, "{}", a.text);
     assert_eq!(a.body["delivery"]["channel"], "push");
     t.issue("+34600000046").await;
-    wait_until(|| push.sent().len() == 1 && sms.sent().len() == 1).await;
-    assert_eq!(push.sent()[0].to, "+34600000045");
+    wait_until(|| push.pushed().len() == 1 && sms.sent().len() == 1).await;
+    let pushed = &push.pushed()[0];
+    assert_eq!(pushed.token, "fcm-token-0123456789abcdef");
+    assert_eq!(pushed.app, "es.gob.clave");
+    assert_eq!(pushed.match_code.as_deref(), a.body["match_code"].as_str());
+    assert_eq!(sms.sent()[0].to, "+34600000046");
 }
 
 #[tokio::test]

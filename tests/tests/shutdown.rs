@@ -28,7 +28,7 @@ async fn a_request_stuck_in_the_server_does_not_hold_the_shutdown_open() {
     .unwrap();
     let url = format!("http://{}/v1/verifications", server.addr());
     let stuck = tokio::spawn(async move {
-        reqwest::Client::new()
+        otpd_e2e::client()
             .post(url)
             .json(&serde_json::json!({"to": "+34600000060"}))
             .send()

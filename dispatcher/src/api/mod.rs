@@ -33,6 +33,8 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// The delivery channels, for the health endpoint.
     pub channels: Vec<Arc<dyn otpd_adapters::Channel>>,
+    /// Which provider serves each push platform, for the health endpoint.
+    pub push_providers: Vec<(&'static str, String)>,
 }
 
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
@@ -43,6 +45,10 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             get(verifications::get).delete(verifications::cancel),
         )
         .route("/v1/verifications/{id}/check", post(verifications::check))
+        .route(
+            "/v1/verifications/{id}/ack",
+            post(verifications::acknowledge),
+        )
         .route(
             "/v1/subscribers/{subject}",
             get(subscribers::get)

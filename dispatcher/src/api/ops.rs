@@ -32,6 +32,11 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "status": if healthy { "ok" } else { "unavailable" },
         "store": if store_ok { "ok" } else { "unavailable" },
         "channels": channels,
+        "push": state
+            .push_providers
+            .iter()
+            .map(|(platform, provider)| (platform.to_string(), json!(provider)))
+            .collect::<serde_json::Map<_, _>>(),
         "delivery_queue": {
             "depth": queue.depth(),
             "capacity": queue.capacity(),

@@ -18,7 +18,9 @@ use crate::id::VerificationId;
 use crate::locale::{self, Locale};
 use crate::phone::E164;
 use crate::store::{IdempotencyBegin, StoreError, StoredResponse};
-use crate::verification::{CancelOutcome, CheckOutcome, RequestedChannel, Status, Verification};
+use crate::verification::{
+    AckOutcome, CancelOutcome, CheckOutcome, MatchCode, RequestedChannel, Status, Verification,
+};
 
 /// Longest `subject` (identity number) accepted.
 const MAX_SUBJECT_CHARS: usize = 64;
@@ -82,6 +84,14 @@ pub struct VerificationView<'a> {
     locale: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
+    /// Shown on the requesting screen; the push shows the same number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    match_code: Option<AsStr<MatchCode>>,
+    /// When the push, unacknowledged, will be followed by an SMS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    escalates_at: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acknowledged_at: Option<Time>,
     created_at: Time,
     expires_at: Time,
     attempts_left: u8,
@@ -100,6 +110,9 @@ struct DeliveryView<'a> {
 struct SendView<'a> {
     send: u8,
     channel: &'static str,
+    /// Why this send was made: `push_timeout` or `push_failed` for an SMS after push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    escalated: Option<&'static str>,
     state: &'static str,
     queued_at: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +134,7 @@ impl<'a> VerificationView<'a> {
             .map(|(i, s)| SendView {
                 send: (i + 1) as u8,
                 channel: s.channel.as_str(),
+                escalated: s.escalated.map(|c| c.as_str()),
                 state: s.state.as_str(),
                 queued_at: time(s.queued_at),
                 answered_at: s.answered_at.map(time),
@@ -142,6 +156,9 @@ impl<'a> VerificationView<'a> {
             purpose: &v.purpose,
             locale: v.locale.as_str(),
             subject: v.subject.as_deref(),
+            match_code: v.match_code.map(AsStr),
+            escalates_at: v.escalate_at().map(time),
+            acknowledged_at: v.acknowledged_at().map(time),
             created_at: time(v.created_at),
             expires_at: time(v.expires_at),
             attempts_left: v.attempts_left(),
@@ -197,10 +214,15 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 /// Fill in what a registered subject implies: the number when `to` is absent, and
-/// the subscriber's language when the request names none.
-async fn resolve_subject(state: &AppState, body: &mut CreateVerification) -> Result<(), ApiError> {
-    if body.to.is_some() && body.locale.is_some() {
-        return Ok(());
+/// the subscriber's language when the request names none. Returns whether the
+/// subject has a registered device (push is possible).
+async fn resolve_subject(
+    state: &AppState,
+    body: &mut CreateVerification,
+) -> Result<bool, ApiError> {
+    let sms_only = matches!(body.channel, Some(ChannelField::Sms));
+    if body.to.is_some() && body.locale.is_some() && sms_only {
+        return Ok(false);
     }
     let Some(raw) = body.subject.as_deref() else {
         if body.to.is_none() {
@@ -210,7 +232,7 @@ async fn resolve_subject(state: &AppState, body: &mut CreateVerification) -> Res
             )
             .field("to"));
         }
-        return Ok(());
+        return Ok(false);
     };
     let subject = validate_subject(raw)?;
     let subscriber = state
@@ -227,7 +249,7 @@ async fn resolve_subject(state: &AppState, body: &mut CreateVerification) -> Res
             if body.locale.is_none() {
                 body.locale = s.locale.map(|l| l.as_str().to_string());
             }
-            Ok(())
+            Ok(!s.devices.is_empty())
         }
         None if body.to.is_none() => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -235,12 +257,16 @@ async fn resolve_subject(state: &AppState, body: &mut CreateVerification) -> Res
             "no subscriber is registered with this subject; send `to` or register it first",
         )
         .field("subject")),
-        None => Ok(()),
+        None => Ok(false),
     }
 }
 
 /// Validate the request into what the engine needs.
-fn validate(state: &AppState, body: CreateVerification) -> Result<IssueRequest, ApiError> {
+fn validate(
+    state: &AppState,
+    body: CreateVerification,
+    has_devices: bool,
+) -> Result<IssueRequest, ApiError> {
     let to = E164::parse_international(body.to.as_deref().unwrap_or_default()).map_err(|e| {
         ApiError::bad_request("invalid_phone_number", e.to_string())
             .field("to")
@@ -274,12 +300,25 @@ fn validate(state: &AppState, body: CreateVerification) -> Result<IssueRequest, 
         ChannelField::Sms => RequestedChannel::Sms,
         ChannelField::Push => RequestedChannel::Push,
     };
+    if channel == RequestedChannel::Push && !has_devices {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_device",
+            "push needs a `subject` with a registered device; use `auto` to fall back to SMS",
+        )
+        .field(if subject.is_some() {
+            "subject"
+        } else {
+            "channel"
+        }));
+    }
     Ok(IssueRequest {
         to,
         channel,
         locale,
         purpose,
         subject,
+        has_devices,
     })
 }
 
@@ -360,8 +399,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let mut value = body.value;
-    resolve_subject(&state, &mut value).await?;
-    let request = validate(&state, value)?;
+    let has_devices = resolve_subject(&state, &mut value).await?;
+    let request = validate(&state, value, has_devices)?;
     let Some(key) = key else {
         return issue(&state, request)
             .await
@@ -592,6 +631,45 @@ pub async fn cancel(
         )
         .about(id_text, "expired")),
         CancelOutcome::Final(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_final",
+            format!("this verification is already {}", status.as_str()),
+        )
+        .about(id_text, status.as_str())),
+    }
+}
+
+/// `POST /v1/verifications/{id}/ack`: the app received the push. The push counts as
+/// delivered and the SMS fallback is called off. Repeating it changes nothing.
+pub async fn acknowledge(
+    State(state): State<Arc<AppState>>,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let (outcome, v) = state
+        .engine
+        .acknowledge(&id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let id_text = id.to_string();
+    match outcome {
+        AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => Ok(json_response(
+            StatusCode::OK,
+            to_json(&VerificationView::of(&v, Status::Pending)),
+        )),
+        AckOutcome::NotPush => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_push",
+            "this verification was not sent by push; there is nothing to acknowledge",
+        )
+        .about(id_text, "pending")),
+        AckOutcome::Final(Status::Expired) => Err(ApiError::new(
+            StatusCode::GONE,
+            "expired",
+            "this verification has already expired",
+        )
+        .about(id_text, "expired")),
+        AckOutcome::Final(status) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_final",
             format!("this verification is already {}", status.as_str()),

@@ -17,7 +17,7 @@
 //! issue-or-resend touches one shard under one lock.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,7 +38,11 @@ use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::phone::E164;
 use crate::subscriber::{Device, Platform, Subscriber};
-use crate::verification::{CancelOutcome, SendResult, SendState, Status, Verification};
+use crate::verification::{
+    AckOutcome, CancelOutcome, EscalationCause, RequestedChannel, SendResult, SendState, Status,
+    Verification,
+};
+use otpd_adapters::ChannelKind;
 
 /// How many due records an `issue` reclaims on its way, at most.
 const RECLAIM_PER_ISSUE: usize = 4;
@@ -51,6 +55,9 @@ pub struct MemoryStore {
     idempotency: IdempotencyTable,
     registry: Registry,
     live: AtomicUsize,
+    /// Armed escalations by due time. Entries are not removed when an escalation is
+    /// disarmed (acknowledged, canceled): `escalate` re-checks under the shard lock.
+    escalations: Mutex<BTreeSet<(UnixMillis, [u8; 16])>>,
 }
 
 #[derive(Default)]
@@ -81,6 +88,7 @@ impl MemoryStore {
             idempotency: IdempotencyTable::new(n),
             registry: Registry::default(),
             live: AtomicUsize::new(0),
+            escalations: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -228,7 +236,15 @@ impl Store for MemoryStore {
         if let Some(slot) = previous {
             let current = shard.slots[slot as usize].as_mut().expect("indexed slot");
             if current.status(now) == Status::Pending {
-                let channel = candidate.sends()[0].channel;
+                // `auto` keeps to where the code went last (after an escalation,
+                // SMS), unless push is not possible any more.
+                let wanted = candidate.sends()[0].channel;
+                let channel = match (candidate.channel, wanted) {
+                    (RequestedChannel::Auto, ChannelKind::Push) => {
+                        current.sends().last().map_or(wanted, |s| s.channel)
+                    }
+                    _ => wanted,
+                };
                 return Ok(match current.resend(channel, now) {
                     Ok(_) => IssueOutcome::Resent(current.clone()),
                     Err(refusal) => IssueOutcome::Refused {
@@ -242,6 +258,12 @@ impl Store for MemoryStore {
         shard.insert(candidate.clone(), dest_hash, previous, retain_until, |v| {
             self.dedupe_hash(v.to, &v.purpose)
         });
+        drop(guard);
+        if let Some(due) = candidate.escalate_at() {
+            self.escalations
+                .lock()
+                .insert((due, *candidate.id.as_bytes()));
+        }
         self.live.fetch_add(1, Ordering::Relaxed);
         Ok(IssueOutcome::Created)
     }
@@ -302,6 +324,46 @@ impl Store for MemoryStore {
         Ok(shard
             .get_mut(id)
             .is_some_and(|v| v.record_report(send, state, error, now)))
+    }
+
+    async fn acknowledge(
+        &self,
+        id: &VerificationId,
+        now: UnixMillis,
+    ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard.get_mut(id).map(|v| (v.acknowledge(now), v.clone())))
+    }
+
+    async fn escalate(
+        &self,
+        id: &VerificationId,
+        cause: EscalationCause,
+        now: UnixMillis,
+    ) -> Result<Option<Verification>, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard
+            .get_mut(id)
+            .and_then(|v| v.escalate(cause, now).map(|_| v.clone())))
+    }
+
+    async fn due_escalations(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<VerificationId>, StoreError> {
+        let mut index = self.escalations.lock();
+        let mut due = Vec::new();
+        while due.len() < limit {
+            match index.first() {
+                Some((at, _)) if *at <= now => {
+                    let (_, id) = index.pop_first().expect("checked");
+                    due.push(VerificationId::from_bytes(id));
+                }
+                _ => break,
+            }
+        }
+        Ok(due)
     }
 
     async fn idempotency_begin(
@@ -388,10 +450,7 @@ mod tests {
     use crate::code::{CodeLength, SealedCode};
     use crate::id::ShardTag;
     use crate::locale::Locale;
-    use crate::verification::{
-        CheckOutcome, NewVerification, Policy, RequestedChannel, ResendRefusal,
-    };
-    use otpd_adapters::ChannelKind;
+    use crate::verification::{CheckOutcome, NewVerification, Policy, ResendRefusal};
     use std::sync::Arc;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -420,7 +479,9 @@ mod tests {
                     max_attempts: 3,
                     max_sends: 2,
                     resend_cooldown: Duration::from_secs(30),
+                    escalate_after: Duration::from_secs(60),
                 },
+                match_code: None,
             },
             T0,
         )

@@ -19,7 +19,8 @@ use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    CancelOutcome, CheckOutcome, ResendRefusal, SendResult, SendState, Verification,
+    AckOutcome, CancelOutcome, CheckOutcome, EscalationCause, ResendRefusal, SendResult, SendState,
+    Verification,
 };
 
 pub use memory::MemoryStore;
@@ -145,6 +146,33 @@ pub trait Store: Send + Sync + 'static {
         error: Option<String>,
         now: UnixMillis,
     ) -> Result<bool, StoreError>;
+
+    /// The push arrived (the app said so, or the provider, per configuration):
+    /// record it and disarm the escalation, atomically. `None` if unknown.
+    async fn acknowledge(
+        &self,
+        id: &VerificationId,
+        now: UnixMillis,
+    ) -> Result<Option<(AckOutcome, Verification)>, StoreError>;
+
+    /// Queue the SMS send of a pending escalation if it is due for `cause`, atomically
+    /// and at most once per verification, whichever node or task asks — so a timer
+    /// firing on two nodes, or again after a restart, sends one SMS. Returns the
+    /// verification with the new send last, or `None` if nothing was escalated.
+    async fn escalate(
+        &self,
+        id: &VerificationId,
+        cause: EscalationCause,
+        now: UnixMillis,
+    ) -> Result<Option<Verification>, StoreError>;
+
+    /// Up to `limit` verifications whose escalation time has come, taken out of the
+    /// due index. Some may have been acknowledged meanwhile; `escalate` decides.
+    async fn due_escalations(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<VerificationId>, StoreError>;
 
     /// Reserve `key` for a request with `fingerprint`, or find what it was used for.
     /// A reservation that is never finished lapses after `ttl`.

@@ -6,6 +6,8 @@
 //! variables use `__` between levels (`OTPD_SERVER__LISTEN=127.0.0.1:9000`,
 //! `OTPD_PURPOSES__LOGIN__TTL=5m`); `OTPD_SECRET` is short for `OTPD_CODES__SECRET`.
 
+pub mod push;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::CodeLength;
 use crate::locale::{self, Locale};
+pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
 
 /// The smallest server secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -32,6 +35,8 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     pub delivery: DeliveryConfig,
     pub channels: ChannelsConfig,
+    /// Push providers per platform.
+    pub push: PushConfig,
     pub log: LogConfig,
 }
 
@@ -75,6 +80,20 @@ pub struct PurposeConfig {
     /// Minimum wait between two sends of one code.
     #[serde(with = "humantime_serde")]
     pub resend_cooldown: Duration,
+    /// With `channel: auto`, when the code went by push: how long to wait for the
+    /// acknowledgement before sending the same code by SMS.
+    #[serde(with = "humantime_serde")]
+    pub escalate_after: Duration,
+    /// What acknowledges a push: `app` (`POST /v1/verifications/{id}/ack`) or
+    /// `provider` (the push provider accepted it).
+    pub push_ack: PushAck,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PushAck {
+    App,
+    Provider,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,7 +142,8 @@ pub struct DeliveryConfig {
     pub overload_retry_after: Duration,
     /// Channel for SMS: `file`, or `smpp.NAME` for a carrier of [channels.smpp].
     pub sms: String,
-    /// Channel for app push: `file` (push providers come later).
+    /// Push for platforms without a [push.*] provider: `file` (the outbox) or `none`
+    /// (such devices are skipped).
     pub push: String,
 }
 
@@ -278,6 +298,7 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             delivery: DeliveryConfig::default(),
             channels: ChannelsConfig::default(),
+            push: PushConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -311,6 +332,8 @@ impl Default for PurposeConfig {
             max_attempts: 5,
             max_sends: 5,
             resend_cooldown: Duration::from_secs(30),
+            escalate_after: Duration::from_secs(60),
+            push_ack: PushAck::App,
         }
     }
 }
@@ -499,6 +522,16 @@ impl Config {
                     "must be between 1 and 20",
                 ));
             }
+            if p.escalate_after < Duration::from_secs(1) || p.escalate_after >= p.ttl {
+                return Err(invalid(
+                    key("escalate_after"),
+                    humantime::format_duration(p.escalate_after).to_string(),
+                    format!(
+                        "must be at least 1s and shorter than the ttl ({})",
+                        humantime::format_duration(p.ttl)
+                    ),
+                ));
+            }
             if p.resend_cooldown >= p.ttl {
                 return Err(invalid(
                     key("resend_cooldown"),
@@ -569,10 +602,15 @@ impl Config {
                 "must be between 1 and 10",
             ));
         }
-        for (key, value) in [
-            ("delivery.sms", &self.delivery.sms),
-            ("delivery.push", &self.delivery.push),
-        ] {
+        if !matches!(self.delivery.push.as_str(), "file" | "none") {
+            return Err(invalid(
+                "delivery.push",
+                &self.delivery.push,
+                "expected `file` or `none` (providers are configured in [push.apns], [push.fcm], [push.hms])",
+            ));
+        }
+        self.push.validate()?;
+        for (key, value) in [("delivery.sms", &self.delivery.sms)] {
             match ChannelRef::parse(value) {
                 Some(ChannelRef::File) => {}
                 Some(ChannelRef::Smpp(name)) if self.channels.smpp.contains_key(&name) => {}
