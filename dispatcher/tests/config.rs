@@ -241,3 +241,77 @@ fn broken_toml_and_missing_files_are_clear() {
     ));
     assert!(e.contains("/no/such/otpd.toml"), "{e}");
 }
+
+#[test]
+fn push_providers_are_configured_per_platform() {
+    let config = load_text(
+        r#"
+        [push.apns]
+        url = "https://127.0.0.1:8443"
+        key_file = "/etc/otpd/AuthKey.p8"
+        key_id = "ABC123DEFG"
+        team_id = "TEAM123456"
+        [push.hms]
+        client_id = "104523"
+        [purposes.login]
+        escalate_after = "45s"
+        push_ack = "provider"
+        "#,
+    );
+    // The HMS secret may come from the environment instead of the file.
+    assert!(error_of(config).contains("push.hms"));
+    let f = file(
+        r#"
+        [push.apns]
+        url = "https://127.0.0.1:8443"
+        key_file = "/etc/otpd/AuthKey.p8"
+        key_id = "ABC123DEFG"
+        team_id = "TEAM123456"
+        [push.hms]
+        client_id = "104523"
+        [purposes.login]
+        escalate_after = "45s"
+        push_ack = "provider"
+        "#,
+    );
+    let config = Config::load(
+        Some(f.path()),
+        env(&[("OTPD_PUSH__HMS__CLIENT_SECRET", "s3cret")]),
+    )
+    .unwrap();
+    let apns = config.push.apns.as_ref().unwrap();
+    assert_eq!(apns.connections, 2);
+    assert_eq!(apns.max_streams, 1000);
+    assert!(config.push.fcm.is_none());
+    let hms = config.push.hms.as_ref().unwrap();
+    assert_eq!(hms.client_secret, "s3cret");
+    assert_eq!(hms.url, "https://push-api.cloud.huawei.com");
+    assert_eq!(config.purposes["login"].escalate_after, Duration::from_secs(45));
+    assert!(
+        !format!("{hms:?}").contains("s3cret"),
+        "the secret stays out of debug output"
+    );
+}
+
+#[test]
+fn push_mistakes_are_named() {
+    for (text, key) in [
+        ("[push.apns]\nkey_id = \"A\"\nteam_id = \"B\"\n", "key_file"),
+        (
+            "[push.apns]\nurl = \"ftp://x\"\nkey_file = \"k\"\nkey_id = \"A\"\nteam_id = \"B\"\n",
+            "push.apns.url",
+        ),
+        (
+            "[push.fcm]\nservice_account_file = \"a.json\"\nconnections = 0\n",
+            "push.fcm.connections",
+        ),
+        ("[push.fcm]\nservice_account_file = \"a.json\"\nmystery = 1\n", "mystery"),
+        ("[push.wns]\nurl = \"https://x\"\n", "wns"),
+        ("[purposes.login]\npush_ack = \"sometimes\"\n", "push_ack"),
+        ("[purposes.login]\nescalate_after = \"11m\"\n", "purposes.login.escalate_after"),
+        ("[delivery]\npush = \"smpp.x\"\n", "delivery.push"),
+    ] {
+        let message = error_of(load_text(text));
+        assert!(message.contains(key), "{text:?}: {message}");
+    }
+}
