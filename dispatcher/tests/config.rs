@@ -286,7 +286,10 @@ fn push_providers_are_configured_per_platform() {
     let hms = config.push.hms.as_ref().unwrap();
     assert_eq!(hms.client_secret, "s3cret");
     assert_eq!(hms.url, "https://push-api.cloud.huawei.com");
-    assert_eq!(config.purposes["login"].escalate_after, Duration::from_secs(45));
+    assert_eq!(
+        config.purposes["login"].escalate_after,
+        Duration::from_secs(45)
+    );
     assert!(
         !format!("{hms:?}").contains("s3cret"),
         "the secret stays out of debug output"
@@ -305,10 +308,16 @@ fn push_mistakes_are_named() {
             "[push.fcm]\nservice_account_file = \"a.json\"\nconnections = 0\n",
             "push.fcm.connections",
         ),
-        ("[push.fcm]\nservice_account_file = \"a.json\"\nmystery = 1\n", "mystery"),
+        (
+            "[push.fcm]\nservice_account_file = \"a.json\"\nmystery = 1\n",
+            "mystery",
+        ),
         ("[push.wns]\nurl = \"https://x\"\n", "wns"),
         ("[purposes.login]\npush_ack = \"sometimes\"\n", "push_ack"),
-        ("[purposes.login]\nescalate_after = \"11m\"\n", "purposes.login.escalate_after"),
+        (
+            "[purposes.login]\nescalate_after = \"11m\"\n",
+            "purposes.login.escalate_after",
+        ),
         ("[delivery]\npush = \"smpp.x\"\n", "delivery.push"),
     ] {
         let message = error_of(load_text(text));

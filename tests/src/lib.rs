@@ -53,6 +53,15 @@ impl TestServer {
         Self::start_full(|_| {}, None, Some(store)).await
     }
 
+    /// Start with the defaults changed by `tweak`, on `store` (shared with other
+    /// servers: several nodes, or one restarted).
+    pub async fn start_full_with(
+        tweak: impl FnOnce(&mut Config),
+        store: Arc<dyn otpd::store::Store>,
+    ) -> Self {
+        Self::start_full(tweak, None, Some(store)).await
+    }
+
     /// Start with the defaults changed by `tweak`, and optionally other channels than
     /// the outbox.
     pub async fn start_with(tweak: impl FnOnce(&mut Config), channels: Option<Channels>) -> Self {
