@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod simulate_push;
+
 use clap::{Parser, Subcommand};
 use otpd::config::{Config, LogFormat};
 use otpd::{Deps, Server};
@@ -41,6 +43,9 @@ enum Command {
 enum Simulate {
     /// An SMPP 3.4 SMSC on loopback: accepts binds and submits, sends delivery receipts.
     Smsc(SmscArgs),
+    /// APNs, FCM HTTP v1 and Huawei Push Kit (and their token endpoints) on one
+    /// HTTP/2 server, validating requests as the providers do.
+    Push(simulate_push::PushArgs),
 }
 
 #[derive(clap::Args)]
@@ -118,6 +123,9 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Simulate(Simulate::Smsc(args)) => block_on(simulate_smsc(args), ExitCode::from(2)),
+        Command::Simulate(Simulate::Push(args)) => {
+            block_on(simulate_push::run(args), ExitCode::from(2))
+        }
         Command::Serve { config } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,

@@ -277,3 +277,107 @@ fn simulate_smsc_names_bad_arguments() {
         assert!(stderr.contains(word), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn simulate_push_serves_apns_over_tls_to_a_real_client() {
+    use otpd_adapters::apns::{ApnsConfig, ApnsPusher};
+    use otpd_adapters::push::http::HttpOptions;
+    use otpd_adapters::push::{Notification, Outcome, Pusher};
+
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../adapters/tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let key = format!(
+        "ABC123DEFG:TEAM123456:{}",
+        fixtures.join("apns-test-key.pub").display()
+    );
+    let mut child = otpd()
+        .args([
+            "simulate",
+            "push",
+            "--listen",
+            "127.0.0.1:0",
+            "--seconds",
+            "20",
+        ])
+        .args(["--apns-key", &key, "--ca-out", ca.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("push mock listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let apns = ApnsPusher::new(ApnsConfig {
+            base_url: url,
+            key_pem: std::fs::read(fixtures.join("apns-test-key.p8")).unwrap(),
+            key_id: "ABC123DEFG".into(),
+            team_id: "TEAM123456".into(),
+            default_topic: Some("es.gob.clave".into()),
+            http: HttpOptions {
+                ca_pem: Some(std::fs::read(&ca).unwrap()),
+                ..HttpOptions::default()
+            },
+        })
+        .unwrap();
+        apns.push(
+            &Notification {
+                token: &"ab".repeat(32),
+                title: "t",
+                body: "b",
+                verification_id: "vf_1",
+                expires_at: 0,
+                ttl_secs: 60,
+                match_code: None,
+            },
+            "",
+        )
+        .await
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+}
+
+#[test]
+fn simulate_push_names_bad_arguments() {
+    for (args, word) in [
+        (vec!["--apns-key", "onlyone"], "--apns-key"),
+        (
+            vec!["--apns-key", "A:B:/no/such/file.pem"],
+            "/no/such/file.pem",
+        ),
+        (vec!["--hms-client", "id-without-secret"], "--hms-client"),
+        (vec!["--throttle-percent", "150"], "--throttle-percent"),
+    ] {
+        let out = otpd()
+            .args([
+                "simulate",
+                "push",
+                "--listen",
+                "127.0.0.1:0",
+                "--seconds",
+                "1",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(word), "{args:?}: {stderr}");
+    }
+}
