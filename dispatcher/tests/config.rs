@@ -242,38 +242,24 @@ fn broken_toml_and_missing_files_are_clear() {
     assert!(e.contains("/no/such/otpd.toml"), "{e}");
 }
 
+const PUSH_TOML: &str = r#"
+    [push.apns]
+    url = "https://127.0.0.1:8443"
+    key_file = "/etc/otpd/AuthKey.p8"
+    key_id = "ABC123DEFG"
+    team_id = "TEAM123456"
+    [push.hms]
+    client_id = "104523"
+    [purposes.login]
+    escalate_after = "45s"
+    push_ack = "provider"
+"#;
+
 #[test]
 fn push_providers_are_configured_per_platform() {
-    let config = load_text(
-        r#"
-        [push.apns]
-        url = "https://127.0.0.1:8443"
-        key_file = "/etc/otpd/AuthKey.p8"
-        key_id = "ABC123DEFG"
-        team_id = "TEAM123456"
-        [push.hms]
-        client_id = "104523"
-        [purposes.login]
-        escalate_after = "45s"
-        push_ack = "provider"
-        "#,
-    );
-    // The HMS secret may come from the environment instead of the file.
-    assert!(error_of(config).contains("push.hms"));
-    let f = file(
-        r#"
-        [push.apns]
-        url = "https://127.0.0.1:8443"
-        key_file = "/etc/otpd/AuthKey.p8"
-        key_id = "ABC123DEFG"
-        team_id = "TEAM123456"
-        [push.hms]
-        client_id = "104523"
-        [purposes.login]
-        escalate_after = "45s"
-        push_ack = "provider"
-        "#,
-    );
+    // The HMS secret is required; it may come from the environment.
+    assert!(error_of(load_text(PUSH_TOML)).contains("push.hms"));
+    let f = file(PUSH_TOML);
     let config = Config::load(
         Some(f.path()),
         env(&[("OTPD_PUSH__HMS__CLIENT_SECRET", "s3cret")]),

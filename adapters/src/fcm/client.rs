@@ -2,11 +2,10 @@
 //! connections to `…/v1/projects/{project}/messages:send`.
 
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use super::oauth::{AccountError, Assertions, ServiceAccount};
 use super::{build, classify};
-use crate::push::bearer::BearerCache;
+use crate::push::bearer::{BearerCache, BearerEndpoint};
 use crate::push::http::{self, HttpOptions, HttpPool, SetupError};
 use crate::push::{Notification, Outcome, Pusher};
 
@@ -25,9 +24,8 @@ pub struct FcmPusher {
     send_url: String,
     project: String,
     assertions: Assertions,
-    bearer: BearerCache,
     tokens: reqwest::Client,
-    pool: HttpPool,
+    endpoint: BearerEndpoint,
 }
 
 impl FcmPusher {
@@ -49,42 +47,14 @@ impl FcmPusher {
             send_url: format!("{base}/v1/projects/{project}/messages:send"),
             project,
             assertions,
-            bearer: BearerCache::default(),
             tokens: http::token_client(&config.http)?,
-            pool: HttpPool::new(&config.http)?,
-        })
-    }
-
-    async fn send_once(&self, body: &[u8]) -> (Outcome, Option<std::sync::Arc<str>>) {
-        let bearer = match self
-            .bearer
-            .get(|| self.assertions.fetch(&self.tokens))
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => return (crate::push::bearer::failed("FCM", e), None),
-        };
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        match HeaderValue::from_str(&bearer) {
-            Ok(v) => headers.insert(AUTHORIZATION, v),
-            Err(_) => {
-                return (
-                    Outcome::Fail {
-                        reason: "the access token is not a valid header".into(),
-                    },
-                    None,
-                );
-            }
-        };
-        let outcome = match self.pool.post(&self.send_url, headers, body.to_vec()).await {
-            Ok(a) => classify(a.status, a.header("retry-after"), &a.body),
-            Err(e) => Outcome::Retry {
-                reason: format!("FCM unreachable: {e}"),
-                after: None,
+            endpoint: BearerEndpoint {
+                provider: "FCM",
+                content_type: "application/json",
+                pool: HttpPool::new(&config.http)?,
+                cache: BearerCache::default(),
             },
-        };
-        (outcome, Some(bearer))
+        })
     }
 }
 
@@ -104,19 +74,17 @@ impl Pusher for FcmPusher {
                 };
             }
         };
-        let (outcome, bearer) = self.send_once(&body).await;
-        match (&outcome, bearer) {
-            (Outcome::RenewToken { .. }, Some(used)) => {
-                // The access token expired or was revoked early: one new token, one
-                // more try.
-                self.bearer.invalidate(&used);
-                self.send_once(&body).await.0
-            }
-            _ => outcome,
-        }
+        self.endpoint
+            .send(
+                &self.send_url,
+                &body,
+                || self.assertions.fetch(&self.tokens),
+                |a| classify(a.status, a.header("retry-after"), &a.body),
+            )
+            .await
     }
 
     async fn shutdown(&self) {
-        self.pool.close();
+        self.endpoint.pool.close();
     }
 }

@@ -1,14 +1,11 @@
 //! The HMS Push Kit channel: an OAuth2 client-credentials token, cached, and a pool of
 //! HTTP/2 connections to `…/v1/{appId}/messages:send`.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
 
 use super::{build, classify};
-use crate::push::bearer::{BearerCache, FetchError, TokenResponse, fetch_token};
+use crate::push::bearer::{BearerCache, BearerEndpoint, FetchError, TokenResponse, fetch_token};
 use crate::push::http::{self, HttpOptions, HttpPool, SetupError};
 use crate::push::{Notification, Outcome, Pusher};
 
@@ -40,9 +37,8 @@ impl std::fmt::Debug for HmsConfig {
 pub struct HmsPusher {
     base_url: String,
     config: HmsConfig,
-    bearer: BearerCache,
     tokens: reqwest::Client,
-    pool: HttpPool,
+    endpoint: BearerEndpoint,
 }
 
 impl HmsPusher {
@@ -55,8 +51,12 @@ impl HmsPusher {
         Ok(Self {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             tokens: http::token_client(&config.http)?,
-            pool: HttpPool::new(&config.http)?,
-            bearer: BearerCache::default(),
+            endpoint: BearerEndpoint {
+                provider: "HMS",
+                content_type: "application/json;charset=UTF-8",
+                pool: HttpPool::new(&config.http)?,
+                cache: BearerCache::default(),
+            },
             config,
         })
     }
@@ -72,37 +72,6 @@ impl HmsPusher {
             ],
         )
         .await
-    }
-
-    async fn send_once(&self, url: &str, body: &[u8], token: &str) -> (Outcome, Option<Arc<str>>) {
-        let bearer = match self.bearer.get(|| self.fetch_token()).await {
-            Ok(b) => b,
-            Err(e) => return (crate::push::bearer::failed("HMS", e), None),
-        };
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json;charset=UTF-8"),
-        );
-        match HeaderValue::from_str(&bearer) {
-            Ok(v) => headers.insert(AUTHORIZATION, v),
-            Err(_) => {
-                return (
-                    Outcome::Fail {
-                        reason: "the access token is not a valid header".into(),
-                    },
-                    None,
-                );
-            }
-        };
-        let outcome = match self.pool.post(url, headers, body.to_vec()).await {
-            Ok(a) => classify(a.status, a.header("retry-after"), &a.body, token),
-            Err(e) => Outcome::Retry {
-                reason: format!("HMS unreachable: {e}"),
-                after: None,
-            },
-        };
-        (outcome, Some(bearer))
     }
 }
 
@@ -122,17 +91,17 @@ impl Pusher for HmsPusher {
             }
         };
         let url = format!("{}{path}", self.base_url);
-        let (outcome, bearer) = self.send_once(&url, &body, push.token).await;
-        match (&outcome, bearer) {
-            (Outcome::RenewToken { .. }, Some(used)) => {
-                self.bearer.invalidate(&used);
-                self.send_once(&url, &body, push.token).await.0
-            }
-            _ => outcome,
-        }
+        self.endpoint
+            .send(
+                &url,
+                &body,
+                || self.fetch_token(),
+                |a| classify(a.status, a.header("retry-after"), &a.body, push.token),
+            )
+            .await
     }
 
     async fn shutdown(&self) {
-        self.pool.close();
+        self.endpoint.pool.close();
     }
 }

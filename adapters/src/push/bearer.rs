@@ -75,6 +75,73 @@ pub async fn fetch_token(
         .map_err(|e| FetchError::temporary(format!("the token endpoint's answer: {e}")))
 }
 
+/// A provider endpoint reached with an OAuth2 bearer token (FCM, HMS): POST over the
+/// pool, classify the answer, and when the provider refuses the token, forget it,
+/// fetch another and try once more.
+pub struct BearerEndpoint {
+    /// For error texts (`FCM`, `HMS`).
+    pub provider: &'static str,
+    pub content_type: &'static str,
+    pub pool: crate::push::http::HttpPool,
+    pub cache: BearerCache,
+}
+
+impl BearerEndpoint {
+    pub async fn send<F, Fut>(
+        &self,
+        url: &str,
+        body: &[u8],
+        fetch: F,
+        classify: impl Fn(&crate::push::http::Answer) -> crate::push::Outcome,
+    ) -> crate::push::Outcome
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<TokenResponse, FetchError>>,
+    {
+        let (outcome, used) = self.send_once(url, body, &fetch, &classify).await;
+        match (&outcome, used) {
+            (crate::push::Outcome::RenewToken { .. }, Some(used)) => {
+                self.cache.invalidate(&used);
+                self.send_once(url, body, &fetch, &classify).await.0
+            }
+            _ => outcome,
+        }
+    }
+
+    async fn send_once<F, Fut>(
+        &self,
+        url: &str,
+        body: &[u8],
+        fetch: &F,
+        classify: &impl Fn(&crate::push::http::Answer) -> crate::push::Outcome,
+    ) -> (crate::push::Outcome, Option<Arc<str>>)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<TokenResponse, FetchError>>,
+    {
+        use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+        let bearer = match self.cache.get(fetch).await {
+            Ok(b) => b,
+            Err(e) => return (failed(self.provider, e), None),
+        };
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        let Ok(value) = HeaderValue::from_str(&bearer) else {
+            let reason = "the access token is not a valid header".to_string();
+            return (crate::push::Outcome::Fail { reason }, None);
+        };
+        headers.insert(AUTHORIZATION, value);
+        let outcome = match self.pool.post(url, headers, body.to_vec()).await {
+            Ok(answer) => classify(&answer),
+            Err(e) => crate::push::Outcome::Retry {
+                reason: format!("{} unreachable: {e}", self.provider),
+                after: None,
+            },
+        };
+        (outcome, Some(bearer))
+    }
+}
+
 /// What a push gets when its provider's access token could not be had.
 pub fn failed(provider: &str, e: FetchError) -> crate::push::Outcome {
     let reason = format!("no {provider} access token: {}", e.reason);
@@ -103,9 +170,9 @@ pub struct BearerCache {
 impl BearerCache {
     /// The `authorization` header value, fetching a token with `fetch` when there is
     /// none or it is near its end.
-    pub async fn get<F, Fut>(&self, fetch: F) -> Result<Arc<str>, FetchError>
+    pub async fn get<F, Fut>(&self, fetch: &F) -> Result<Arc<str>, FetchError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<TokenResponse, FetchError>>,
     {
         if let Some(h) = self.fresh() {
@@ -167,16 +234,16 @@ mod tests {
             fetches.fetch_add(1, Ordering::SeqCst);
             async move { token(v, e) }
         };
-        assert_eq!(&*cache.get(|| fetch("a", 3600)).await.unwrap(), "Bearer a");
-        assert_eq!(&*cache.get(|| fetch("b", 3600)).await.unwrap(), "Bearer a");
+        assert_eq!(&*cache.get(&|| fetch("a", 3600)).await.unwrap(), "Bearer a");
+        assert_eq!(&*cache.get(&|| fetch("b", 3600)).await.unwrap(), "Bearer a");
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
         cache.invalidate("Bearer other");
-        assert_eq!(&*cache.get(|| fetch("b", 3600)).await.unwrap(), "Bearer a");
+        assert_eq!(&*cache.get(&|| fetch("b", 3600)).await.unwrap(), "Bearer a");
         cache.invalidate("Bearer a");
-        assert_eq!(&*cache.get(|| fetch("b", 30)).await.unwrap(), "Bearer b");
+        assert_eq!(&*cache.get(&|| fetch("b", 30)).await.unwrap(), "Bearer b");
         // 30 s of life is inside the one-minute margin: the next call fetches again.
-        assert_eq!(&*cache.get(|| fetch("c", 3600)).await.unwrap(), "Bearer c");
+        assert_eq!(&*cache.get(&|| fetch("c", 3600)).await.unwrap(), "Bearer c");
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
     }
 
@@ -189,10 +256,13 @@ mod tests {
             let (cache, fetches) = (cache.clone(), fetches.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get(|| async move {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        token("shared", 3600)
+                    .get(&|| {
+                        let fetches = fetches.clone();
+                        async move {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            token("shared", 3600)
+                        }
                     })
                     .await
                     .unwrap()
@@ -209,13 +279,13 @@ mod tests {
         let cache = BearerCache::default();
         assert!(
             cache
-                .get(|| async { Err(FetchError::temporary("down")) })
+                .get(&|| async { Err(FetchError::temporary("down")) })
                 .await
                 .is_err()
         );
-        assert!(cache.get(|| async { token("", 3600) }).await.is_err());
+        assert!(cache.get(&|| async { token("", 3600) }).await.is_err());
         assert_eq!(
-            &*cache.get(|| async { token("ok", 3600) }).await.unwrap(),
+            &*cache.get(&|| async { token("ok", 3600) }).await.unwrap(),
             "Bearer ok"
         );
     }

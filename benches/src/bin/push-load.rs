@@ -129,8 +129,12 @@ async fn main() -> anyhow::Result<()> {
     let deadline = started + MAX_RUN;
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
-        let (pusher, next, accepted, other) =
-            (pusher.clone(), next.clone(), accepted.clone(), other.clone());
+        let (pusher, next, accepted, other) = (
+            pusher.clone(),
+            next.clone(),
+            accepted.clone(),
+            other.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
