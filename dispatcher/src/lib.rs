@@ -16,6 +16,7 @@ pub mod id;
 pub mod locale;
 pub mod metrics;
 pub mod phone;
+pub mod route;
 pub mod server;
 pub mod store;
 pub mod subscriber;
