@@ -171,6 +171,29 @@ pub struct RetryPolicy {
     pub backoff: Duration,
 }
 
+impl RetryPolicy {
+    /// The wait before another try, after try number `attempt` failed temporarily
+    /// (`asked`: what the transport said to wait, else the doubling backoff). `None`
+    /// when no other try fits: the attempts are used up, or the wait would reach the
+    /// code's expiry.
+    fn pause(
+        &self,
+        attempt: u32,
+        asked: Option<Duration>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let pause = asked.unwrap_or_else(|| {
+            self.backoff
+                .saturating_mul(1u32 << attempt.saturating_sub(1).min(31))
+        });
+        (now.plus(pause) < expires_at).then_some(pause)
+    }
+}
+
 pub struct Workers {
     pub channels: Channels,
     pub store: Arc<dyn Store>,
@@ -372,26 +395,22 @@ impl Workers {
         job: &DeliveryJob,
     ) -> Outcome {
         let pusher = self.channels.push.for_platform(device.platform);
-        let mut wait = self.retry.backoff;
         let mut attempt = 1;
         loop {
             let outcome = pusher.push(push, &device.app).await;
             let Outcome::Retry { after, .. } = &outcome else {
                 return outcome;
             };
-            let pause = after.unwrap_or(wait);
-            if attempt >= self.retry.max_attempts || self.clock.now().plus(pause) >= job.expires_at
-            {
+            let now = self.clock.now();
+            let Some(pause) = self.retry.pause(attempt, *after, now, job.expires_at) else {
                 return outcome;
-            }
+            };
             tokio::time::sleep(pause).await;
-            wait = wait.saturating_mul(2);
             attempt += 1;
         }
     }
 
     async fn submit_with_retries(&self, channel: &dyn Channel, job: &DeliveryJob) -> SendResult {
-        let mut wait = self.retry.backoff;
         let mut attempt = 1;
         loop {
             let now = self.clock.now();
@@ -419,23 +438,21 @@ impl Workers {
                 }
                 Err(e) => e,
             };
-            let retry_after = match &error {
-                ChannelError::Temporary { retry_after, .. } => retry_after.unwrap_or(wait),
-                _ => Duration::MAX,
+            let pause = match &error {
+                ChannelError::Temporary { retry_after, .. } => {
+                    self.retry
+                        .pause(attempt, *retry_after, self.clock.now(), job.expires_at)
+                }
+                _ => None,
             };
-            let deadline = self.clock.now().plus(retry_after);
-            if !error.is_retriable()
-                || attempt >= self.retry.max_attempts
-                || deadline >= job.expires_at
-            {
+            let Some(pause) = pause else {
                 tracing::info!(id = %job.id, send = job.send, channel = channel.name(), attempt, error = %error, "send failed");
                 return SendResult::Failed {
                     error: format!("{}: {error}", channel.name()),
                 };
-            }
+            };
             tracing::debug!(id = %job.id, send = job.send, attempt, error = %error, "send failed, retrying");
-            tokio::time::sleep(retry_after).await;
-            wait = wait.saturating_mul(2);
+            tokio::time::sleep(pause).await;
             attempt += 1;
         }
     }
@@ -471,5 +488,30 @@ pub async fn apply_reports(
             }
             Err(e) => tracing::warn!(%id, error = %e, "could not record a delivery report"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_double_honour_what_was_asked_and_stop_at_expiry() {
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            backoff: Duration::from_millis(250),
+        };
+        let now = UnixMillis(1_000_000);
+        let far = now.plus(Duration::from_secs(600));
+        let ms = Duration::from_millis;
+        assert_eq!(policy.pause(1, None, now, far), Some(ms(250)));
+        assert_eq!(policy.pause(3, None, now, far), Some(ms(1000)));
+        assert_eq!(policy.pause(4, None, now, far), None, "attempts used up");
+        assert_eq!(
+            policy.pause(1, Some(Duration::from_secs(7)), now, far),
+            Some(Duration::from_secs(7))
+        );
+        let soon = now.plus(ms(200));
+        assert_eq!(policy.pause(1, None, now, soon), None, "would pass expiry");
     }
 }

@@ -1,7 +1,5 @@
 //! The APNs channel: provider-token authentication over a pool of HTTP/2 connections.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -9,7 +7,7 @@ use super::request;
 use super::response::classify;
 use super::token::ProviderToken;
 use crate::push::http::{HttpOptions, HttpPool, SetupError};
-use crate::push::{Notification, Outcome, Pusher};
+use crate::push::{Notification, Outcome, Pusher, now_secs};
 
 /// Apple's production endpoint; the sandbox is `https://api.sandbox.push.apple.com`.
 pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
@@ -36,13 +34,6 @@ pub struct ApnsPusher {
     token: ProviderToken,
     default_topic: Option<String>,
     pool: HttpPool,
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl ApnsPusher {

@@ -5,13 +5,12 @@
 //! reached through the same client, with the same trust settings (a private CA, the
 //! push mock), as the send endpoint.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::push::bearer::{FetchError, TokenResponse, fetch_token};
+use crate::push::now_secs;
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -116,11 +115,4 @@ impl Assertions {
         )
         .await
     }
-}
-
-pub(crate) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

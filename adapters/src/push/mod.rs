@@ -57,6 +57,15 @@ pub enum Outcome {
     Fail { reason: String },
 }
 
+/// Seconds since the Unix epoch: the time JWTs (provider tokens, grant assertions)
+/// carry.
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// `Retry-After` in seconds, when present and well-formed.
 pub fn retry_after(header: Option<&str>) -> Option<Duration> {
     header

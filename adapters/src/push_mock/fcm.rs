@@ -74,7 +74,7 @@ pub(super) async fn token(
         return grant_error("invalid_grant", "Invalid JWT Signature.");
     };
     let c = verified.claims;
-    let now = super::now_secs();
+    let now = crate::push::now_secs();
     if c.exp <= now || c.iat > now + 60 {
         return grant_error(
             "invalid_grant",
@@ -93,12 +93,7 @@ pub(super) async fn token(
             "Invalid OAuth scope or ID token audience provided.",
         );
     }
-    let ttl = shared.access_token_ttl;
-    let token = shared.state.lock().issue_access_token(Provider::Fcm, ttl);
-    json(
-        StatusCode::OK,
-        json!({ "access_token": token, "expires_in": ttl.as_secs(), "token_type": "Bearer" }),
-    )
+    shared.grant(Provider::Fcm)
 }
 
 /// The FCM error body: `status` for the HTTP status, `errorCode` in the details.

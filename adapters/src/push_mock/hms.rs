@@ -39,12 +39,7 @@ pub(super) async fn token(
     if client.client_secret != secret {
         return refuse(20058, "invalid client_secret");
     }
-    let ttl = shared.access_token_ttl;
-    let token = shared.state.lock().issue_access_token(Provider::Hms, ttl);
-    json(
-        StatusCode::OK,
-        json!({ "access_token": token, "expires_in": ttl.as_secs(), "token_type": "Bearer" }),
-    )
+    shared.grant(Provider::Hms)
 }
 
 struct Answer {

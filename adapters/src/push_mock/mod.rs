@@ -142,6 +142,16 @@ impl Shared {
         verdict
     }
 
+    /// A token endpoint's success: a new access token for `provider`.
+    pub fn grant(&self, provider: Provider) -> Response {
+        let ttl = self.access_token_ttl;
+        let token = self.state.lock().issue_access_token(provider, ttl);
+        json(
+            StatusCode::OK,
+            serde_json::json!({ "access_token": token, "expires_in": ttl.as_secs(), "token_type": "Bearer" }),
+        )
+    }
+
     pub fn record(
         &self,
         provider: Provider,
@@ -172,13 +182,6 @@ impl Shared {
             reason,
         });
     }
-}
-
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// `Authorization: Bearer …` (any case of the scheme), the token part.
