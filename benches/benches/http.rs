@@ -28,6 +28,10 @@ fn http(c: &mut Criterion) {
         std::mem::forget(stop);
         let state = Arc::new(AppState {
             engine,
+            numbers: Arc::new(otpd::number::NumberParser::new(
+                otpd::number::NumberRules::new("ES", true).unwrap(),
+                100_000,
+            )),
             prometheus: None,
             default_purpose: "login".into(),
             default_locale: "es".into(),

@@ -113,6 +113,7 @@ pub fn number(i: u64) -> E164 {
 pub fn request(engine: &Engine, i: u64) -> IssueRequest {
     IssueRequest {
         to: number(i),
+        line: otpd::number::NumberLine::default(),
         channel: RequestedChannel::Auto,
         locale: Locale::Es,
         purpose: engine.purpose("login").expect("login").clone(),

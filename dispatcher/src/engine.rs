@@ -12,6 +12,7 @@ use crate::delivery::{self, DeliveryJob, DeliveryQueue};
 use crate::id::{ShardTag, VerificationId};
 use crate::locale::Locale;
 use crate::metrics::Metrics;
+use crate::number::NumberLine;
 use crate::phone::E164;
 use crate::store::{CheckResult, IssueOutcome, Store, StoreError};
 use crate::verification::{
@@ -34,6 +35,7 @@ pub struct Purpose {
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
     pub to: E164,
+    pub line: NumberLine,
     pub channel: RequestedChannel,
     pub locale: Locale,
     pub purpose: Purpose,
@@ -155,6 +157,7 @@ impl Engine {
             NewVerification {
                 id,
                 to: req.to,
+                line: req.line,
                 purpose: req.purpose.name.clone(),
                 subject: req.subject,
                 locale: req.locale,

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod id;
 pub mod locale;
 pub mod metrics;
+pub mod number;
 pub mod phone;
 pub mod route;
 pub mod server;

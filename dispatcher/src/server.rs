@@ -37,6 +37,7 @@ use crate::config::{
 use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
+use crate::number::{NumberParser, NumberRules};
 use crate::store::{MemoryStore, Store};
 use crate::verification::Policy;
 
@@ -178,8 +179,11 @@ impl Server {
             stop_rx.clone(),
         ));
 
+        let numbers = NumberRules::new(&config.numbers.default_region, config.numbers.mobile_only)
+            .expect("validated");
         let state = Arc::new(AppState {
             engine: engine.clone(),
+            numbers: Arc::new(NumberParser::new(numbers, config.numbers.cache_capacity)),
             prometheus: Some(prometheus),
             default_purpose: config.codes.default_purpose.clone(),
             default_locale: config.codes.default_locale.clone(),

@@ -22,6 +22,7 @@ use crate::clock::UnixMillis;
 use crate::code::{CodeLength, CodeMac, SealedCode};
 use crate::id::VerificationId;
 use crate::locale::Locale;
+use crate::number::NumberLine;
 use crate::phone::E164;
 
 /// What the requester asked for; the dispatcher resolves `Auto` to a channel kind.
@@ -258,6 +259,8 @@ pub enum CancelOutcome {
 pub struct NewVerification {
     pub id: VerificationId,
     pub to: E164,
+    /// The number's country and kind of line.
+    pub line: NumberLine,
     pub purpose: Arc<str>,
     pub subject: Option<Box<str>>,
     pub locale: Locale,
@@ -274,6 +277,7 @@ pub struct NewVerification {
 pub struct Verification {
     pub id: VerificationId,
     pub to: E164,
+    pub line: NumberLine,
     pub purpose: Arc<str>,
     pub subject: Option<Box<str>>,
     pub locale: Locale,
@@ -309,6 +313,7 @@ impl Verification {
         Self {
             id: init.id,
             to: init.to,
+            line: init.line,
             purpose: init.purpose,
             subject: init.subject,
             locale: init.locale,
@@ -587,6 +592,7 @@ mod tests {
             NewVerification {
                 id: VerificationId::new(ShardTag(1), [1; 14]),
                 to: E164::parse_international("+34600123456").unwrap(),
+                line: NumberLine::default(),
                 purpose: Arc::from("login"),
                 subject: None,
                 locale: Locale::Es,
@@ -852,6 +858,7 @@ mod escalation_tests {
             NewVerification {
                 id: VerificationId::new(ShardTag(1), [2; 14]),
                 to: E164::parse_international("+34600123456").unwrap(),
+                line: NumberLine::default(),
                 purpose: Arc::from("login"),
                 subject: Some("12345678Z".into()),
                 locale: Locale::Es,

@@ -89,8 +89,9 @@ async fn unknown_and_missing_fields_are_named() {
 async fn invalid_numbers_say_why() {
     let t = TestServer::start().await;
     let cases = [
-        ("600123456", "not_international"),
-        ("34600123456", "not_international"),
+        ("60012", "too_short"),
+        ("+34 912 345 678", "not_mobile"),
+        ("+34 412 345 678", "invalid_number"),
         ("+34 600 ABC 456", "invalid_character"),
         ("+346", "too_short"),
         ("+34600123456789012", "too_long"),
@@ -105,6 +106,31 @@ async fn invalid_numbers_say_why() {
         assert_eq!(a.body["error"]["reason"], reason, "{to}");
     }
     assert_nothing_created(&t).await;
+}
+
+#[tokio::test]
+async fn numbers_are_taken_as_people_type_them_and_their_country_recorded() {
+    let t = TestServer::start().await;
+    for (i, to) in [
+        "600 12 34 01",
+        "34600123402",
+        "0034 600-123-403",
+        "(+34) 600.123.404",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = t.post("/v1/verifications", json!({ "to": to })).await;
+        assert_eq!(a.status, 201, "{to}: {}", a.text);
+        assert_eq!(a.body["to"], format!("+3460012340{}", i + 1), "{to}");
+        assert_eq!(a.body["country"], "ES");
+        assert_eq!(a.body["number_type"], "mobile");
+    }
+    let a = t
+        .post("/v1/verifications", json!({ "to": "+44 7400 123456" }))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(a.body["country"], "GB");
 }
 
 #[tokio::test]

@@ -121,7 +121,7 @@ async fn bad_registrations_name_the_field() {
     let t = TestServer::start().await;
     let cases = [
         (
-            json!({"phone": "600000104"}),
+            json!({"phone": "912 345 678"}),
             "invalid_phone_number",
             "phone",
         ),

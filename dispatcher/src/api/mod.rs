@@ -25,6 +25,8 @@ use error::ApiError;
 /// What handlers share.
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// Reads the numbers requests carry.
+    pub numbers: Arc<crate::number::NumberParser>,
     pub prometheus: Option<PrometheusHandle>,
     pub default_purpose: String,
     pub default_locale: String,

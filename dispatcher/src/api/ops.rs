@@ -69,7 +69,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The description, with what depends on this server filled in: the purposes it is
-/// configured with, and the exact pattern of the numbers it accepts.
+/// configured with, and the shape of the numbers it reads.
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
     let mut spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
     let create = &mut spec["components"]["schemas"]["CreateVerification"]["properties"];
@@ -79,7 +79,7 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
         .expect("array")
         .push(serde_json::Value::Null);
     create["purpose"]["enum"] = purposes;
-    let number = json!(crate::phone::international_pattern());
+    let number = json!(crate::number::INPUT_PATTERN);
     create["to"]["pattern"] = number.clone();
     spec["components"]["schemas"]["PutSubscriber"]["properties"]["phone"]["pattern"] = number;
     let body = serde_json::to_vec(&spec).expect("JSON serializes");

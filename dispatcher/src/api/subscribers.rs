@@ -12,7 +12,6 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::validate_subject;
 use crate::locale::{self, Locale};
-use crate::phone::E164;
 use crate::store::{PutSubscriber, StoreError};
 use crate::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
 
@@ -135,11 +134,15 @@ pub async fn put(
     let subject = subject_from_path(&subject)?;
     let body = body.value;
     let now = state.engine.now();
-    let phone = E164::parse_international(&body.phone).map_err(|e| {
-        ApiError::bad_request("invalid_phone_number", e.to_string())
-            .field("phone")
-            .reason(e.reason())
-    })?;
+    let phone = state
+        .numbers
+        .parse(&body.phone)
+        .map_err(|e| {
+            ApiError::bad_request("invalid_phone_number", e.to_string())
+                .field("phone")
+                .reason(e.reason())
+        })?
+        .e164;
     let locale = body
         .locale
         .as_deref()

@@ -79,6 +79,11 @@ pub struct VerificationView<'a> {
     id: AsStr<VerificationId>,
     status: &'static str,
     to: AsStr<E164>,
+    /// The number's country (ISO 3166-1 alpha-2); absent for non-geographic numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<crate::number::Region>,
+    /// `mobile`, `fixed_line_or_mobile`, …
+    number_type: &'static str,
     channel: &'static str,
     purpose: &'a str,
     locale: &'static str,
@@ -152,6 +157,8 @@ impl<'a> VerificationView<'a> {
             id: AsStr(v.id),
             status: status.as_str(),
             to: AsStr(v.to),
+            country: v.line.country,
+            number_type: v.line.kind.as_str(),
             channel: v.channel.as_str(),
             purpose: &v.purpose,
             locale: v.locale.as_str(),
@@ -267,11 +274,14 @@ fn validate(
     body: CreateVerification,
     has_devices: bool,
 ) -> Result<IssueRequest, ApiError> {
-    let to = E164::parse_international(body.to.as_deref().unwrap_or_default()).map_err(|e| {
-        ApiError::bad_request("invalid_phone_number", e.to_string())
-            .field("to")
-            .reason(e.reason())
-    })?;
+    let number = state
+        .numbers
+        .parse(body.to.as_deref().unwrap_or_default())
+        .map_err(|e| {
+            ApiError::bad_request("invalid_phone_number", e.to_string())
+                .field("to")
+                .reason(e.reason())
+        })?;
     let locale_tag = body.locale.as_deref().unwrap_or(&state.default_locale);
     let locale = Locale::parse(locale_tag).ok_or_else(|| {
         ApiError::bad_request(
@@ -313,7 +323,8 @@ fn validate(
         }));
     }
     Ok(IssueRequest {
-        to,
+        to: number.e164,
+        line: number.line(),
         channel,
         locale,
         purpose,

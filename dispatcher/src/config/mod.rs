@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::CodeLength;
 use crate::locale::{self, Locale};
+use crate::number::NumberRules;
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
 
 /// The smallest server secret accepted, in bytes.
@@ -29,6 +30,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub struct Config {
     pub server: ServerConfig,
     pub codes: CodesConfig,
+    pub numbers: NumbersConfig,
     /// Purposes by name; each verification belongs to one.
     pub purposes: BTreeMap<String, PurposeConfig>,
     pub store: StoreConfig,
@@ -63,6 +65,28 @@ pub struct CodesConfig {
     pub default_purpose: String,
     /// Language used when a request names none.
     pub default_locale: String,
+}
+
+/// How typed numbers are read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumbersConfig {
+    /// Region (ISO 3166-1 alpha-2) of numbers typed without a country code.
+    pub default_region: String,
+    /// Refuse numbers that are not mobile lines (landlines, toll-free, premium…).
+    pub mobile_only: bool,
+    /// Parsed numbers remembered (0: none).
+    pub cache_capacity: usize,
+}
+
+impl Default for NumbersConfig {
+    fn default() -> Self {
+        Self {
+            default_region: "ES".into(),
+            mobile_only: true,
+            cache_capacity: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -293,6 +317,7 @@ impl Default for Config {
         Self {
             server: ServerConfig::default(),
             codes: CodesConfig::default(),
+            numbers: NumbersConfig::default(),
             purposes: BTreeMap::from([("login".to_string(), PurposeConfig::default())]),
             store: StoreConfig::default(),
             idempotency: IdempotencyConfig::default(),
@@ -558,6 +583,20 @@ impl Config {
                 "codes.default_locale",
                 &self.codes.default_locale,
                 format!("unsupported language; supported: {}", locale::SUPPORTED),
+            ));
+        }
+        if let Err(e) = NumberRules::new(&self.numbers.default_region, true) {
+            return Err(invalid(
+                "numbers.default_region",
+                &self.numbers.default_region,
+                e.to_string(),
+            ));
+        }
+        if self.numbers.cache_capacity > 10_000_000 {
+            return Err(invalid(
+                "numbers.cache_capacity",
+                self.numbers.cache_capacity,
+                "must be at most 10000000",
             ));
         }
         if !(1..=65_536).contains(&self.store.shards) {

@@ -466,6 +466,7 @@ mod tests {
             NewVerification {
                 id: VerificationId::new(ShardTag::of(to), random),
                 to,
+                line: crate::number::NumberLine::default(),
                 purpose: Arc::from(purpose),
                 subject: None,
                 locale: Locale::Es,
