@@ -97,10 +97,15 @@ pub enum ChannelError {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// The message itself was refused (bad destination, content rejected): retrying it
-    /// anywhere gives the same answer.
+    /// The destination itself was refused (no such number, a number the network
+    /// cannot reach): every carrier would give the same answer, so no failover.
     #[error("rejected: {reason}")]
     Rejected { reason: String },
+    /// This carrier refused the message for a reason of its own (its rules, its
+    /// limits, a fault it calls final): retrying here is pointless, another carrier
+    /// may take it.
+    #[error("refused: {reason}")]
+    Refused { reason: String },
     /// The channel is shut down or was never started.
     #[error("channel closed")]
     Closed,

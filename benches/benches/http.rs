@@ -40,6 +40,8 @@ fn http(c: &mut Criterion) {
             http_metrics: Default::default(),
             channels: Vec::new(),
             push_providers: Vec::new(),
+            router: Arc::new(otpd_benches::router(&otpd_benches::discard_channels())),
+            reloader: None,
         });
         api::router(state, 16 * 1024)
     });

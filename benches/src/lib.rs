@@ -13,6 +13,7 @@ use otpd::engine::{Engine, IssueRequest, Purpose};
 use otpd::locale::Locale;
 use otpd::metrics::Metrics;
 use otpd::phone::E164;
+use otpd::routing::{Plan, Router};
 use otpd::store::{MemoryStore, Store};
 use otpd::verification::{Policy, RequestedChannel};
 use otpd_adapters::{Channel, ChannelError, Message, SubmitReceipt};
@@ -41,11 +42,21 @@ impl Channel for Discard {
 pub fn discard_channels() -> Channels {
     let channel: Arc<dyn Channel> = Arc::new(Discard::default());
     Channels {
-        sms: channel.clone(),
+        sms: vec![channel],
         push: Pushers::all(Arc::new(otpd_adapters::push::fake::FakePusher::new(
             "discard",
         ))),
     }
+}
+
+/// Routes and templates sending everything to the channels' first carrier.
+pub fn router(channels: &Channels) -> Router {
+    let mut config = otpd::config::Config::default();
+    config.routing.default = vec![otpd::config::RouteCarrier::Name(
+        channels.sms[0].name().to_string(),
+    )];
+    let plan = Plan::build(&config).expect("default plan");
+    Router::new(&channels.sms, plan).expect("the carriers run")
 }
 
 pub const SECRET: &[u8] = b"benchmark secret, long enough for otpd: 0123456789";
@@ -88,9 +99,12 @@ pub fn engine(
         metrics.clone(),
     ));
     let (stop, stop_rx) = watch::channel(false);
+    let channels = discard_channels();
     tokio::spawn(
         Workers {
-            channels: discard_channels(),
+            router: Arc::new(router(&channels)),
+            seed: std::hash::RandomState::new(),
+            channels,
             store: store.clone(),
             clock,
             metrics,

@@ -18,6 +18,13 @@ impl UnixMillis {
         )
     }
 
+    pub fn minus(self, d: Duration) -> Self {
+        UnixMillis(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
+    }
+
     /// Time from `self` until `later`, zero if `later` is not after `self`.
     pub fn until(self, later: UnixMillis) -> Duration {
         Duration::from_millis(later.0.saturating_sub(self.0).max(0) as u64)

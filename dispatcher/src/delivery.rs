@@ -12,6 +12,7 @@
 //! worker sends the same code by SMS at once; when the push went out, the escalation
 //! timer ([`crate::engine::Engine::escalate_due`]) sends it if no acknowledgement comes in time.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +27,15 @@ use crate::id::VerificationId;
 use crate::locale::Locale;
 use crate::metrics::Metrics;
 use crate::phone::E164;
+use crate::route::Target;
+use crate::routing::Router;
 use crate::store::Store;
 use crate::subscriber::{Device, Platform};
 use crate::template;
-use crate::verification::{EscalationCause, MatchCode, RequestedChannel, SendResult, SendState};
+use crate::throttle::ThrottleError;
+use crate::verification::{
+    EscalationCause, Failover, MatchCode, RequestedChannel, SendDetails, SendResult, SendState,
+};
 
 /// One send of one code. It carries the plaintext code (wiped on drop) because the
 /// store only has its MAC and sealed form; it lives only in this process's memory.
@@ -155,10 +161,11 @@ impl Pushers {
     }
 }
 
-/// The SMS channel and the push providers.
+/// The SMS carriers and the push providers.
 #[derive(Clone)]
 pub struct Channels {
-    pub sms: Arc<dyn Channel>,
+    /// Every SMS carrier, known to routes by [`Channel::name`].
+    pub sms: Vec<Arc<dyn Channel>>,
     pub push: Pushers,
 }
 
@@ -196,6 +203,10 @@ impl RetryPolicy {
 
 pub struct Workers {
     pub channels: Channels,
+    /// Routes, templates and the carriers' health and caps.
+    pub router: Arc<Router>,
+    /// Seeds each send's weighted carrier order.
+    pub seed: RandomState,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -254,20 +265,23 @@ impl Workers {
     async fn deliver(&self, mut job: DeliveryJob) {
         loop {
             let started = self.clock.now();
-            let result = match job.kind {
-                ChannelKind::Sms => {
-                    self.submit_with_retries(self.channels.sms.as_ref(), &job)
-                        .await
-                }
-                ChannelKind::Push => self.push_to_devices(&job).await,
+            let (result, details) = match job.kind {
+                ChannelKind::Sms => self.send_sms(&job).await,
+                ChannelKind::Push => (self.push_to_devices(&job).await, None),
             };
             let now = self.clock.now();
             let sent = matches!(result, SendResult::Sent { .. });
             match &result {
                 SendResult::Sent { .. } => self.metrics.sent(job.kind, started.until(now)),
-                SendResult::Failed { .. } => self.metrics.send_failed(job.kind),
+                SendResult::Failed { .. } | SendResult::Expired { .. } => {
+                    self.metrics.send_failed(job.kind)
+                }
             }
-            if let Err(e) = self.store.record_send(&job.id, job.send, result, now).await {
+            if let Err(e) = self
+                .store
+                .record_send(&job.id, job.send, result, details, now)
+                .await
+            {
                 tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
             }
             if job.kind != ChannelKind::Push {
@@ -322,7 +336,11 @@ impl Workers {
             return failed("the code expired before it could be sent".into());
         }
         let minutes = now.until(job.expires_at).as_secs().div_ceil(60).max(1);
-        let text = template::render(job.locale, &job.code, minutes);
+        let text =
+            self.router
+                .plan()
+                .templates()
+                .push_body(&job.purpose, job.locale, &job.code, minutes);
         let title = template::push_title(job.locale, job.match_code);
         let id = job.id.to_string();
         let match_code = job.match_code.map(|m| m.to_string());
@@ -410,50 +428,183 @@ impl Workers {
         }
     }
 
-    async fn submit_with_retries(&self, channel: &dyn Channel, job: &DeliveryJob) -> SendResult {
-        let mut attempt = 1;
-        loop {
-            let now = self.clock.now();
-            if now >= job.expires_at {
-                return SendResult::Failed {
-                    error: "the code expired before it could be sent".into(),
-                };
+    /// Send an SMS along the number's route: each carrier in the route's order,
+    /// passing over those that are down (no live bind, breaker open) or full, moving
+    /// on from one that fails in a way another may not, until one takes it. A refusal
+    /// of the number itself stops there: every carrier would refuse it. When every
+    /// carrier failed temporarily, the round is tried again after the retry pause,
+    /// never past the send deadline; a code with less validity left than the plan's
+    /// minimum is not sent at all but marked expired.
+    async fn send_sms(&self, job: &DeliveryJob) -> (SendResult, Option<Box<SendDetails>>) {
+        let plan = self.router.plan();
+        let mut details = SendDetails::default();
+        let now = self.clock.now();
+        let minutes = now.until(job.expires_at).as_secs().div_ceil(60).max(1);
+        let sms = match plan
+            .templates()
+            .sms(&job.purpose, job.locale, &job.code, minutes)
+        {
+            Ok(sms) => sms,
+            Err(e) => {
+                return (
+                    SendResult::Failed {
+                        error: format!("message template: {e}"),
+                    },
+                    None,
+                );
             }
-            let minutes = now.until(job.expires_at).as_secs().div_ceil(60).max(1);
-            let message = Message {
-                verification_id: job.id.to_string(),
-                send: job.send,
-                to: job.to.to_string(),
-                kind: job.kind,
-                locale: job.locale.as_str(),
-                purpose: job.purpose.to_string(),
-                text: template::render(job.locale, &job.code, minutes),
-                expires_at_ms: job.expires_at.0,
-            };
-            let error = match channel.submit(&message).await {
-                Ok(receipt) => {
-                    return SendResult::Sent {
-                        reference: receipt.reference,
-                    };
-                }
-                Err(e) => e,
-            };
-            let pause = match &error {
-                ChannelError::Temporary { retry_after, .. } => {
-                    self.retry
-                        .pause(attempt, *retry_after, self.clock.now(), job.expires_at)
-                }
-                _ => None,
-            };
-            let Some(pause) = pause else {
-                tracing::info!(id = %job.id, send = job.send, channel = channel.name(), attempt, error = %error, "send failed");
-                return SendResult::Failed {
-                    error: format!("{}: {error}", channel.name()),
+        };
+        details.encoding = Some(sms.measure.alphabet.as_str());
+        details.segments = sms.measure.segments.min(255) as u8;
+        let route = plan.route(job.to);
+        details.route = Some(if route.prefix.is_empty() {
+            "default".into()
+        } else {
+            route.prefix.into()
+        });
+        let order = match route.target {
+            Target::Blocked => {
+                metrics::counter!("otpd_sms_blocked_total").increment(1);
+                return (
+                    SendResult::Failed {
+                        error: format!("numbers under +{} are blocked", route.prefix),
+                    },
+                    Some(Box::new(details)),
+                );
+            }
+            target => target.order(self.seed.hash_one((job.id.to_string(), job.send))),
+        };
+        let deadline = job.expires_at.minus(plan.min_validity_left());
+        let message = Message {
+            verification_id: job.id.to_string(),
+            send: job.send,
+            to: job.to.to_string(),
+            kind: ChannelKind::Sms,
+            locale: job.locale.as_str(),
+            purpose: job.purpose.to_string(),
+            text: sms.text,
+            expires_at_ms: job.expires_at.0,
+        };
+        let expired = |details: SendDetails| {
+            metrics::counter!("otpd_sms_expired_before_send_total").increment(1);
+            (
+                SendResult::Expired {
+                    error: format!(
+                        "less than {} of validity left: not sent",
+                        humantime::format_duration(plan.min_validity_left())
+                    ),
+                },
+                Some(Box::new(details)),
+            )
+        };
+        let mut round = 1;
+        loop {
+            let mut asked: Option<Duration> = None;
+            let mut deadline_hit = false;
+            for name in &order {
+                let Some(slot) = self.router.slot(name) else {
+                    continue;
                 };
+                let now = self.clock.now();
+                if now >= deadline {
+                    return expired(details);
+                }
+                if let Err(why) = slot.admit(now) {
+                    details.failover(name, why);
+                    continue;
+                }
+                let until_deadline = now.until(deadline);
+                match slot
+                    .throttle()
+                    .admit(tokio::time::Instant::now() + until_deadline)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(ThrottleError::Deadline) => {
+                        deadline_hit = true;
+                        details
+                            .failover(name, "its throughput cap has no turn before the deadline");
+                        continue;
+                    }
+                    Err(e @ ThrottleError::QueueFull { .. }) => {
+                        details.failover(name, &e.to_string());
+                        continue;
+                    }
+                }
+                if self.clock.now() >= deadline {
+                    return expired(details);
+                }
+                details.carrier = Some(name.clone());
+                let answer = slot.channel.submit(&message).await;
+                let now = self.clock.now();
+                let error = match answer {
+                    Ok(receipt) => {
+                        slot.record(true, now);
+                        metrics::counter!("otpd_sms_carrier_total", "carrier" => name.to_string(), "outcome" => "sent").increment(1);
+                        return (
+                            SendResult::Sent {
+                                reference: receipt.reference,
+                            },
+                            Some(Box::new(details)),
+                        );
+                    }
+                    Err(e) => e,
+                };
+                metrics::counter!("otpd_sms_carrier_total", "carrier" => name.to_string(), "outcome" => error_label(&error)).increment(1);
+                if let ChannelError::Rejected { .. } = error {
+                    // The number's fault, not the carrier's: no failover, and the
+                    // carrier's health is untouched.
+                    tracing::info!(id = %job.id, send = job.send, carrier = %name, error = %error, "the carrier refused the number");
+                    return (
+                        SendResult::Failed {
+                            error: format!("{name}: {error}"),
+                        },
+                        Some(Box::new(details)),
+                    );
+                }
+                slot.record(false, now);
+                if let ChannelError::Temporary { retry_after, .. } = &error {
+                    asked = asked.max(*retry_after);
+                }
+                tracing::info!(id = %job.id, send = job.send, carrier = %name, round, error = %error, "carrier failed; trying the next one");
+                details.failover(name, &error.to_string());
+            }
+            let now = self.clock.now();
+            if deadline_hit && now.plus(Duration::from_millis(1)) >= deadline {
+                return expired(details);
+            }
+            let Some(pause) = self.retry.pause(round, asked, now, deadline) else {
+                let error = match details.failovers.last() {
+                    Some(f) => format!("no carrier took it; last: {}: {}", f.carrier, f.error),
+                    None => "the route has no running carrier".to_string(),
+                };
+                details.carrier = None;
+                return (SendResult::Failed { error }, Some(Box::new(details)));
             };
-            tracing::debug!(id = %job.id, send = job.send, attempt, error = %error, "send failed, retrying");
             tokio::time::sleep(pause).await;
-            attempt += 1;
+            round += 1;
+        }
+    }
+}
+
+fn error_label(e: &ChannelError) -> &'static str {
+    match e {
+        ChannelError::Temporary { .. } => "temporary",
+        ChannelError::Rejected { .. } => "rejected",
+        ChannelError::Refused { .. } => "refused",
+        _ => "closed",
+    }
+}
+
+impl SendDetails {
+    fn failover(&mut self, carrier: &Arc<str>, error: &str) {
+        metrics::counter!("otpd_sms_failovers_total", "from" => carrier.to_string()).increment(1);
+        // A long outage over many rounds would grow the history without end.
+        if self.failovers.len() < 16 {
+            self.failovers.push(Failover {
+                carrier: carrier.clone(),
+                error: error.into(),
+            });
         }
     }
 }

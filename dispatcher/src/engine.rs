@@ -272,7 +272,7 @@ impl Engine {
                 let failed = SendResult::Failed {
                     error: "otpd was shutting down".into(),
                 };
-                self.store.record_send(&id, send, failed, now).await?;
+                self.store.record_send(&id, send, failed, None, now).await?;
             }
         }
         Ok(escalated)

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod breaker;
 pub mod clock;
 pub mod code;
 pub mod config;
@@ -18,10 +19,12 @@ pub mod metrics;
 pub mod number;
 pub mod phone;
 pub mod route;
+pub mod routing;
 pub mod server;
 pub mod store;
 pub mod subscriber;
 pub mod template;
+pub mod throttle;
 pub mod verification;
 
 pub use config::Config;

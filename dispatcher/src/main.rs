@@ -127,12 +127,13 @@ fn main() -> ExitCode {
             block_on(simulate_push::run(args), ExitCode::from(2))
         }
         Command::Serve { config } => {
-            let config = match load(config.as_ref()) {
+            let file = config;
+            let config = match load(file.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             init_logging(&config);
-            block_on(serve(config), ExitCode::FAILURE)
+            block_on(serve(config, file), ExitCode::FAILURE)
         }
     }
 }
@@ -163,8 +164,29 @@ fn config_json(config: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = Server::start(config, Deps::default()).await?;
+async fn serve(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let server = Server::start(
+        config,
+        Deps {
+            config_file: file,
+            ..Deps::default()
+        },
+    )
+    .await?;
+    // SIGHUP reloads routes, templates and carrier caps; the server logs the outcome.
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                () = shutdown_signal() => break,
+                _ = hangup.recv() => {
+                    let _ = server.reload().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown();

@@ -217,6 +217,17 @@ impl RouteTable {
         self.routes.iter().map(|(p, t)| (&**p, t))
     }
 
+    /// Where numbers no prefix matches go.
+    pub fn default_target(&self) -> Option<&Target> {
+        self.default.as_ref()
+    }
+
+    /// Every route and the default, with its prefix (`default` for the default).
+    pub fn targets(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.routes()
+            .chain(self.default.as_ref().map(|t| ("default", t)))
+    }
+
     pub fn len(&self) -> usize {
         self.routes.len()
     }

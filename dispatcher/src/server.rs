@@ -7,6 +7,7 @@
 //! silently: a job still queued when the deadline passes is logged.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -38,6 +39,7 @@ use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
+use crate::routing::{Plan, Router};
 use crate::store::{MemoryStore, Store};
 use crate::verification::Policy;
 
@@ -47,6 +49,9 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub channels: Option<Channels>,
     pub store: Option<Arc<dyn Store>>,
+    /// Where the configuration came from, for reloads (`None`: defaults and
+    /// environment only).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Deps {
@@ -55,6 +60,7 @@ impl Default for Deps {
             clock: Arc::new(SystemClock),
             channels: None,
             store: None,
+            config_file: None,
         }
     }
 }
@@ -74,6 +80,8 @@ pub enum ServerError {
     },
     #[error("cannot set up {key}: {reason}")]
     Push { key: String, reason: String },
+    #[error("routing: {0}")]
+    Routing(String),
     #[error("no randomness for the server secret: {0}")]
     Random(String),
     #[error("the HTTP server failed: {0}")]
@@ -84,6 +92,7 @@ pub enum ServerError {
 pub struct Server {
     addr: SocketAddr,
     engine: Arc<Engine>,
+    reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -117,6 +126,15 @@ impl Server {
             Some(channels) => channels,
             None => configured_channels(&config)?,
         };
+        let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
+        let router = Arc::new(
+            Router::new(&channels.sms, plan).map_err(|e| ServerError::Routing(e.to_string()))?,
+        );
+        let reloader = Arc::new(Reloader {
+            router: router.clone(),
+            file: deps.config_file.clone(),
+            lock: tokio::sync::Mutex::new(()),
+        });
         let prometheus = metrics::install();
         let metrics = Arc::new(Metrics::new());
         let (queue, jobs) = DeliveryQueue::bounded(config.delivery.queue_capacity);
@@ -146,6 +164,8 @@ impl Server {
         let workers = tokio::spawn(
             Workers {
                 channels: channels.clone(),
+                router: router.clone(),
+                seed: std::hash::RandomState::new(),
                 store: store.clone(),
                 clock: deps.clock.clone(),
                 metrics: metrics.clone(),
@@ -159,8 +179,7 @@ impl Server {
         );
         // Delivery reports from every channel that has them (one task per channel).
         let mut report_tasks = Vec::new();
-        {
-            let channel = &channels.sms;
+        for channel in &channels.sms {
             if let Some(reports) = channel.take_reports() {
                 report_tasks.push(tokio::spawn(crate::delivery::apply_reports(
                     reports,
@@ -190,7 +209,9 @@ impl Server {
             idempotency_ttl: config.idempotency.ttl,
             overload_retry_after: config.delivery.overload_retry_after,
             http_metrics: Default::default(),
-            channels: vec![channels.sms.clone()],
+            channels: channels.sms.clone(),
+            router: router.clone(),
+            reloader: Some(reloader.clone()),
             push_providers: channels
                 .push
                 .distinct()
@@ -237,7 +258,9 @@ impl Server {
                 );
             }
             let _ = sweeper.await;
-            channels.sms.shutdown().await;
+            for channel in &channels.sms {
+                channel.shutdown().await;
+            }
             for (_, pusher) in channels.push.distinct() {
                 pusher.shutdown().await;
             }
@@ -252,6 +275,7 @@ impl Server {
         Ok(Server {
             addr,
             engine,
+            reloader,
             stop,
             task,
         })
@@ -263,6 +287,13 @@ impl Server {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Read the configuration again and apply what can change while running: routes,
+    /// templates, carriers' throughput caps and breaker thresholds. An invalid
+    /// configuration is refused with its error, and the one in force stays.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload().await
     }
 
     /// Begin a graceful shutdown; [`Server::wait`] returns when it is complete.
@@ -308,13 +339,24 @@ fn configured_channels(config: &Config) -> Result<Channels, ServerError> {
         outbox = Some(file.clone());
         Ok(file)
     };
-    let sms: Arc<dyn Channel> = match ChannelRef::parse(&config.delivery.sms).expect("validated") {
-        ChannelRef::File => open_outbox()?,
-        ChannelRef::Smpp(name) => {
-            let c = &config.channels.smpp[&name];
-            Arc::new(SmppCarrier::start(carrier_config(&name, c)))
-        }
-    };
+    // Every configured carrier runs, whether a route names it now or not, so that a
+    // reload can route to it; the outbox only when something names it.
+    let mut sms: Vec<Arc<dyn Channel>> = config
+        .channels
+        .smpp
+        .iter()
+        .map(|(name, c)| Arc::new(SmppCarrier::start(carrier_config(name, c))) as Arc<dyn Channel>)
+        .collect();
+    let names_file = ChannelRef::parse(&config.delivery.sms) == Some(ChannelRef::File)
+        || config
+            .routing
+            .default
+            .iter()
+            .chain(config.routing.routes.iter().flat_map(|r| r.carriers.iter()))
+            .any(|c| c.name() == "file");
+    if names_file {
+        sms.push(open_outbox()?);
+    }
     let mut fallback = |platform: &'static str| -> Result<Arc<dyn Pusher>, ServerError> {
         Ok(match config.delivery.push.as_str() {
             "file" => Arc::new(FilePusher::new(open_outbox()?, platform)),
@@ -441,7 +483,7 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
             system_type: c.system_type.clone(),
             address_range: c.address_range.clone(),
             window: c.window,
-            tps: c.tps,
+            tps: c.bind_tps,
             enquire_link_interval: c.enquire_link_interval,
             response_timeout: c.response_timeout,
             reconnect_min: c.reconnect_min,
@@ -466,6 +508,46 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
             },
             gsm7_packed: c.gsm7_packed,
         },
+    }
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    NotRunning(#[from] crate::routing::NotRunning),
+}
+
+/// Reads the configuration again and installs its plan. One reload at a time.
+pub struct Reloader {
+    router: Arc<Router>,
+    file: Option<PathBuf>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let _one = self.lock.lock().await;
+        let result = (|| {
+            let config = Config::load(self.file.as_deref(), std::env::vars())?;
+            let plan = Plan::build(&config)?;
+            self.router.install(plan)?;
+            Ok::<_, ReloadError>(())
+        })();
+        match &result {
+            Ok(()) => {
+                ::metrics::counter!("otpd_config_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(file = ?self.file, "configuration reloaded: routes, templates and carrier caps");
+            }
+            Err(e) => {
+                ::metrics::counter!("otpd_config_reloads_total", "result" => "refused")
+                    .increment(1);
+                tracing::error!(error = %e, "configuration reload refused; the one in force stays");
+            }
+        }
+        result
     }
 }
 

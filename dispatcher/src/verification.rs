@@ -209,13 +209,46 @@ pub struct SendAttempt {
     pub reference: Option<Box<str>>,
     /// Why it failed, as the channel said it.
     pub error: Option<Box<str>>,
+    /// For SMS: the carrier, the carriers tried before it, the encoding. Boxed and
+    /// absent for pushes, so a verification stays small.
+    pub details: Option<Box<SendDetails>>,
+}
+
+/// How an SMS send was routed and encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendDetails {
+    /// The carrier that took it (or the last one tried).
+    pub carrier: Option<Arc<str>>,
+    /// The route's prefix (`default` for the default route).
+    pub route: Option<Box<str>>,
+    /// Carriers passed over before, each with why.
+    pub failovers: Vec<Failover>,
+    /// `gsm7` or `ucs2`.
+    pub encoding: Option<&'static str>,
+    /// SMS the text takes.
+    pub segments: u8,
+}
+
+/// A carrier a send moved on from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    pub carrier: Arc<str>,
+    pub error: Box<str>,
 }
 
 /// A channel's answer about one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendResult {
-    Sent { reference: String },
-    Failed { error: String },
+    Sent {
+        reference: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not sent: too little validity was left for the code to be of use.
+    Expired {
+        error: String,
+    },
 }
 
 /// What a check did.
@@ -486,6 +519,17 @@ impl Verification {
     /// there is no such send or it was already answered (a duplicate answer, e.g. a
     /// redelivered job, changes nothing).
     pub fn record_send(&mut self, send: u8, result: SendResult, now: UnixMillis) -> bool {
+        self.record_send_with(send, result, None, now)
+    }
+
+    /// [`Verification::record_send`] with how the send was routed.
+    pub fn record_send_with(
+        &mut self,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+    ) -> bool {
         let Some(attempt) = self.attempt_mut(send) else {
             return false;
         };
@@ -505,7 +549,12 @@ impl Verification {
                 attempt.state = SendState::Failed;
                 attempt.error = Some(error.into_boxed_str());
             }
+            SendResult::Expired { error } => {
+                attempt.state = SendState::Expired;
+                attempt.error = Some(error.into_boxed_str());
+            }
         }
+        attempt.details = details;
         true
     }
 
@@ -564,6 +613,7 @@ impl SendAttempt {
             reported_at: None,
             reference: None,
             error: None,
+            details: None,
         }
     }
 }

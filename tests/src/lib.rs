@@ -81,6 +81,16 @@ impl TestServer {
         config.server.shutdown_grace = Duration::from_secs(5);
         tweak(&mut config);
         config.validate().expect("test config is valid");
+        // Stand-in carriers are not in the configuration: unless the test routed
+        // them itself, the default route goes to the first one.
+        if let Some(channels) = &channels
+            && config.routing.default.is_empty()
+            && config.channels.smpp.is_empty()
+        {
+            config.routing.default = vec![otpd::config::RouteCarrier::Name(
+                channels.sms[0].name().to_string(),
+            )];
+        }
         let clock = ManualClock::new(T0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -92,6 +102,7 @@ impl TestServer {
                 clock: Arc::new(clock.clone()),
                 channels,
                 store,
+                config_file: None,
             },
         )
         .await
@@ -285,9 +296,10 @@ pub mod faults {
             id: &VerificationId,
             send: u8,
             r: SendResult,
+            details: Option<Box<otpd::verification::SendDetails>>,
             now: UnixMillis,
         ) -> Result<bool, StoreError> {
-            self.0.record_send(id, send, r, now).await
+            self.0.record_send(id, send, r, details, now).await
         }
         async fn record_report(
             &self,

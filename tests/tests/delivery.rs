@@ -13,7 +13,7 @@ use serde_json::json;
 
 fn fake_channels(fake: &Arc<FakeChannel>) -> Channels {
     Channels {
-        sms: fake.clone(),
+        sms: vec![fake.clone()],
         push: Pushers::all(Arc::new(FakePusher::new("push"))),
     }
 }
@@ -102,7 +102,7 @@ async fn push_requests_go_to_the_subjects_devices_and_sms_to_the_sms_channel() {
     let t = TestServer::start_with(
         |_| {},
         Some(Channels {
-            sms: sms.clone(),
+            sms: vec![sms.clone()],
             push: Pushers::all(push.clone()),
         }),
     )

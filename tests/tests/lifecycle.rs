@@ -43,7 +43,7 @@ async fn create_answers_201_with_the_verification() {
         line["text"]
             .as_str()
             .unwrap()
-            .contains("codi de verificació")
+            .contains("és el teu codi de Cl@ve")
     );
 }
 

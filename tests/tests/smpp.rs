@@ -24,6 +24,13 @@ async fn smsc(receipts: ReceiptPolicy) -> Smsc {
 }
 
 async fn otpd_with_carrier(smsc: &Smsc) -> TestServer {
+    otpd_with_carrier_and(smsc, |_| {}).await
+}
+
+async fn otpd_with_carrier_and(
+    smsc: &Smsc,
+    tweak: impl FnOnce(&mut otpd::config::Config),
+) -> TestServer {
     let port = smsc.addr().port();
     TestServer::start_with(
         move |c| {
@@ -41,6 +48,7 @@ async fn otpd_with_carrier(smsc: &Smsc) -> TestServer {
                 },
             );
             c.delivery.sms = "smpp.movistar".into();
+            tweak(c);
         },
         None,
     )
@@ -152,9 +160,18 @@ async fn a_refused_destination_fails_the_send_with_the_status_name() {
 }
 
 #[tokio::test]
-async fn spanish_goes_as_ucs2_in_two_parts_and_is_delivered_once() {
+async fn long_spanish_goes_as_ucs2_in_two_parts_and_is_delivered_once() {
     let smsc = smsc(ReceiptPolicy::default()).await;
-    let t = otpd_with_carrier(&smsc).await;
+    let t = otpd_with_carrier_and(&smsc, |c| {
+        c.messages.templates = vec![otpd::config::TemplateConfig {
+            purpose: "*".into(),
+            locale: "es".into(),
+            text: "{code} es tu código de verificación de {app}. Caduca en {ttl_minutes} minutos. No lo compartas.".into(),
+            android_app_hash: None,
+            domain: None,
+        }];
+    })
+    .await;
     let id = t.issue("+34600000072").await["id"]
         .as_str()
         .unwrap()

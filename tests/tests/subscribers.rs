@@ -187,7 +187,12 @@ async fn a_verification_by_subject_uses_the_registered_number_and_language() {
     assert_eq!(a.body["subject"], "12345678Z");
     let line = t.outbox_line(a.body["id"].as_str().unwrap(), 1).await;
     assert_eq!(line["to"], "+34600000105");
-    assert!(line["text"].as_str().unwrap().contains("egiaztapen-kodea"));
+    assert!(
+        line["text"]
+            .as_str()
+            .unwrap()
+            .contains("da zure Cl@ve kodea")
+    );
 
     let unknown = t
         .post("/v1/verifications", json!({"subject": "87654321X"}))

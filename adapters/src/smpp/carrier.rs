@@ -320,8 +320,11 @@ async fn route_receipts(
 
 fn channel_error(carrier: &str, e: SubmitError) -> ChannelError {
     match e {
+        SubmitError::Refused(status) if status.is_destination_error() => ChannelError::Rejected {
+            reason: format!("{carrier}: {status}"),
+        },
         SubmitError::Refused(status) if status.class() == StatusClass::Permanent => {
-            ChannelError::Rejected {
+            ChannelError::Refused {
                 reason: format!("{carrier}: {status}"),
             }
         }

@@ -156,6 +156,72 @@ pub fn encode_with(text: &str, reference: u8, policy: Policy) -> Encoded {
     }
 }
 
+/// The alphabet a text goes in by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alphabet {
+    /// GSM 03.38 7-bit: 160 septets alone, 153 per part.
+    Gsm7,
+    /// UCS-2: 70 UTF-16 units alone, 67 per part.
+    Ucs2,
+}
+
+impl Alphabet {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alphabet::Gsm7 => "gsm7",
+            Alphabet::Ucs2 => "ucs2",
+        }
+    }
+}
+
+/// How a text goes by SMS under the default policy: its alphabet, its length in
+/// that alphabet's units (septets, an escaped character counting two; or UTF-16
+/// units) and how many SMS it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measure {
+    pub alphabet: Alphabet,
+    pub units: usize,
+    pub segments: usize,
+}
+
+/// [`Measure`] a text without encoding it; agrees with [`encode`] on the parts.
+pub fn measure(text: &str) -> Measure {
+    let gsm = is_gsm7(text);
+    let (alphabet, single, each) = if gsm {
+        (Alphabet::Gsm7, 160, 153)
+    } else {
+        (Alphabet::Ucs2, 70, 67)
+    };
+    let unit = |c: char| {
+        if gsm {
+            gsm7(c).map_or(1, |(_, n)| n)
+        } else {
+            c.len_utf16()
+        }
+    };
+    let units: usize = text.chars().map(unit).sum();
+    let segments = if units <= single {
+        1
+    } else {
+        // Parts fill greedily and never divide a character, as `split` does.
+        let (mut parts, mut current) = (1, 0);
+        for c in text.chars() {
+            let n = unit(c);
+            if current + n > each {
+                parts += 1;
+                current = 0;
+            }
+            current += n;
+        }
+        parts
+    };
+    Measure {
+        alphabet,
+        units,
+        segments,
+    }
+}
+
 /// Pack septets (one per octet, 0..=0x7F) 8 into 7 octets, least significant bit
 /// first, after `fill_bits` zero bits (GSM 03.38 §6.1.2.1).
 pub fn pack_septets(septets: &[u8], fill_bits: usize) -> Vec<u8> {
@@ -227,6 +293,32 @@ fn split(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn measure_agrees_with_encode(text in "[a-z0-9 €\\[\\]ñçüóá😀]{0,400}") {
+            let m = measure(&text);
+            let e = encode(&text, 1);
+            prop_assert_eq!(m.segments, e.parts.len().max(1));
+            prop_assert_eq!(m.alphabet == Alphabet::Gsm7, e.data_coding == DCS_GSM7);
+        }
+    }
+
+    #[test]
+    fn boundaries_of_one_and_two_segments() {
+        let m = measure(&"a".repeat(160));
+        assert_eq!((m.alphabet, m.units, m.segments), (Alphabet::Gsm7, 160, 1));
+        assert_eq!(measure(&"a".repeat(161)).segments, 2);
+        // `€` is an escape: two septets.
+        let m = measure(&format!("{}€", "a".repeat(158)));
+        assert_eq!((m.units, m.segments), (160, 1));
+        assert_eq!(measure(&format!("{}€", "a".repeat(159))).segments, 2);
+        let m = measure(&"ó".repeat(70));
+        assert_eq!((m.alphabet, m.units, m.segments), (Alphabet::Ucs2, 70, 1));
+        assert_eq!(measure(&"ó".repeat(71)).segments, 2);
+        assert_eq!(measure(&"ó".repeat(134)).segments, 2);
+        assert_eq!(measure(&"ó".repeat(135)).segments, 3);
+    }
 
     fn decode_gsm7(octets: &[u8]) -> String {
         let mut out = String::new();

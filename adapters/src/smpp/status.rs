@@ -89,6 +89,13 @@ impl CommandStatus {
     pub const INVALID_DEST_ADDR: CommandStatus = CommandStatus(0x0B);
     pub const SYSTEM_ERROR: CommandStatus = CommandStatus(0x08);
 
+    /// Whether the SMSC refused the destination address itself (`ESME_RINVDSTADR`,
+    /// `ESME_RINVDSTTON`, `ESME_RINVDSTNPI`): a fault of the number, not of the carrier,
+    /// so routing does not try it elsewhere.
+    pub fn is_destination_error(self) -> bool {
+        matches!(self.0, 0x0B | 0x50 | 0x51)
+    }
+
     fn known(self) -> Option<&'static (u32, &'static str, StatusClass)> {
         KNOWN
             .binary_search_by_key(&self.0, |(v, _, _)| *v)

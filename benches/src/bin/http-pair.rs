@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
     config.codes.secret = Some(String::from_utf8(otpd_benches::SECRET.to_vec())?);
     config.delivery.queue_capacity = 1 << 20;
     config.log.level = "warn".into();
+    config.routing.default = vec![otpd::config::RouteCarrier::Name("discard".into())];
     let otpd_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start_on(
         otpd_listener,
@@ -35,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
             clock: std::sync::Arc::new(SystemClock),
             channels: Some(discard_channels()),
             store: None,
+            config_file: None,
         },
     )
     .await?;

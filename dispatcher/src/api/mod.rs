@@ -1,6 +1,7 @@
 //! The HTTP API. [`router`] builds the whole of it from an [`AppState`], so tests can
 //! drive it without a socket and the server only adds a listener.
 
+pub mod admin;
 pub mod error;
 pub mod json;
 pub mod ops;
@@ -37,6 +38,10 @@ pub struct AppState {
     pub channels: Vec<Arc<dyn otpd_adapters::Channel>>,
     /// Which provider serves each push platform, for the health endpoint.
     pub push_providers: Vec<(&'static str, String)>,
+    /// Routes, templates, carriers' health.
+    pub router: Arc<crate::routing::Router>,
+    /// Applies `POST /v1/admin/reload`; `None` where reloading is not offered.
+    pub reloader: Option<Arc<crate::server::Reloader>>,
 }
 
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
@@ -65,6 +70,8 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             "/v1/subscribers/{subject}/devices/{platform}/{token}",
             axum::routing::delete(subscribers::remove_device),
         )
+        .route("/v1/admin/routes", get(admin::routes))
+        .route("/v1/admin/reload", post(admin::reload))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

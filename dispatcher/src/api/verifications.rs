@@ -282,14 +282,23 @@ fn validate(
                 .field("to")
                 .reason(e.reason())
         })?;
-    let locale_tag = body.locale.as_deref().unwrap_or(&state.default_locale);
-    let locale = Locale::parse(locale_tag).ok_or_else(|| {
-        ApiError::bad_request(
-            "unsupported_locale",
-            format!("unsupported language; supported: {}", locale::SUPPORTED),
-        )
-        .field("locale")
-    })?;
+    // The request's language, else the subscriber's (already filled in), else the
+    // one of the number's country, else the default.
+    let locale = match body.locale.as_deref() {
+        Some(tag) => Locale::parse(tag).ok_or_else(|| {
+            ApiError::bad_request(
+                "unsupported_locale",
+                format!("unsupported language; supported: {}", locale::SUPPORTED),
+            )
+            .field("locale")
+        })?,
+        None => state
+            .router
+            .plan()
+            .country_locale(number.country)
+            .or_else(|| Locale::parse(&state.default_locale))
+            .unwrap_or(Locale::Es),
+    };
     let purpose_name = body.purpose.as_deref().unwrap_or(&state.default_purpose);
     let purpose = state.engine.purpose(purpose_name).cloned().ok_or_else(|| {
         ApiError::bad_request(

@@ -7,6 +7,7 @@
 //! `OTPD_PURPOSES__LOGIN__TTL=5m`); `OTPD_SECRET` is short for `OTPD_CODES__SECRET`.
 
 pub mod push;
+pub mod routing;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ use crate::code::CodeLength;
 use crate::locale::{self, Locale};
 use crate::number::NumberRules;
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
+pub use routing::{
+    BreakerSection, MessagesConfig, RouteCarrier, RouteConfig, RoutingConfig, TemplateConfig,
+};
 
 /// The smallest server secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -37,6 +41,10 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     pub delivery: DeliveryConfig,
     pub channels: ChannelsConfig,
+    /// Which carriers numbers go to.
+    pub routing: RoutingConfig,
+    /// Message texts.
+    pub messages: MessagesConfig,
     /// Push providers per platform.
     pub push: PushConfig,
     pub log: LogConfig,
@@ -233,8 +241,14 @@ pub struct SmppCarrierConfig {
     pub bind_mode: BindModeConfig,
     /// submit_sm awaiting a response, per bind.
     pub window: usize,
-    /// submit_sm per second, per bind (as the carrier's contract allows); absent: no cap.
+    /// Messages per second to this carrier, across all its binds (its contract's
+    /// cap); absent: no cap. Messages over it wait their turn.
     pub tps: Option<u32>,
+    /// Messages that may wait for their turn under `tps`; when full, routing tries
+    /// the route's next carrier.
+    pub queue_capacity: usize,
+    /// submit_sm per second on each bind, when the SMSC limits binds too; absent: no cap.
+    pub bind_tps: Option<u32>,
     /// Sender: an alphanumeric id (TON 5, NPI 0, up to 11 characters) or a number.
     pub source_addr: String,
     pub source_ton: u8,
@@ -275,6 +289,8 @@ impl Default for SmppCarrierConfig {
             bind_mode: BindModeConfig::Transceiver,
             window: 64,
             tps: None,
+            queue_capacity: 1000,
+            bind_tps: None,
             source_addr: "otpd".into(),
             source_ton: 5,
             source_npi: 0,
@@ -323,6 +339,8 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             delivery: DeliveryConfig::default(),
             channels: ChannelsConfig::default(),
+            routing: RoutingConfig::default(),
+            messages: MessagesConfig::default(),
             push: PushConfig::default(),
             log: LogConfig::default(),
         }
@@ -713,11 +731,27 @@ impl Config {
                     "must be between 1 and 10000",
                 ));
             }
-            if c.tps == Some(0) {
+            for (k, tps) in [("tps", c.tps), ("bind_tps", c.bind_tps)] {
+                if tps == Some(0) {
+                    return Err(invalid(
+                        key(k),
+                        0,
+                        "must be at least 1 (leave it out for no cap)",
+                    ));
+                }
+            }
+            if !(1..=1_000_000).contains(&c.queue_capacity) {
                 return Err(invalid(
-                    key("tps"),
-                    0,
-                    "must be at least 1 (leave it out for no cap)",
+                    key("queue_capacity"),
+                    c.queue_capacity,
+                    "must be between 1 and 1000000",
+                ));
+            }
+            if name == "file" {
+                return Err(invalid(
+                    format!("channels.smpp.{name}"),
+                    name,
+                    "`file` names the outbox; give the carrier another name",
                 ));
             }
             if c.reconnect_min.is_zero() || c.reconnect_min > c.reconnect_max {
@@ -741,6 +775,7 @@ impl Config {
                 }
             }
         }
+        crate::routing::Plan::build(self)?.check_carriers(self)?;
         if self.channels.file.path.as_os_str().is_empty() {
             return Err(invalid("channels.file.path", "", "must not be empty"));
         }

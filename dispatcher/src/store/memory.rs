@@ -39,8 +39,8 @@ use crate::id::VerificationId;
 use crate::phone::E164;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, EscalationCause, RequestedChannel, SendResult, SendState, Status,
-    Verification,
+    AckOutcome, CancelOutcome, EscalationCause, RequestedChannel, SendDetails, SendResult,
+    SendState, Status, Verification,
 };
 use otpd_adapters::ChannelKind;
 
@@ -304,12 +304,13 @@ impl Store for MemoryStore {
         id: &VerificationId,
         send: u8,
         result: SendResult,
+        details: Option<Box<SendDetails>>,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let mut shard = self.shard_of(id).lock();
         Ok(shard
             .get_mut(id)
-            .is_some_and(|v| v.record_send(send, result, now)))
+            .is_some_and(|v| v.record_send_with(send, result, details, now)))
     }
 
     async fn record_report(

@@ -19,8 +19,8 @@ use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, CheckOutcome, EscalationCause, ResendRefusal, SendResult, SendState,
-    Verification,
+    AckOutcome, CancelOutcome, CheckOutcome, EscalationCause, ResendRefusal, SendDetails,
+    SendResult, SendState, Verification,
 };
 
 pub use memory::MemoryStore;
@@ -133,6 +133,7 @@ pub trait Store: Send + Sync + 'static {
         id: &VerificationId,
         send: u8,
         result: SendResult,
+        details: Option<Box<SendDetails>>,
         now: UnixMillis,
     ) -> Result<bool, StoreError>;
 

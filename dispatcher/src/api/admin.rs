@@ -1,0 +1,158 @@
+//! Operator endpoints: why a number goes where it goes, and reloading the routes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::locale::{self, Locale};
+use crate::route::Target;
+
+/// `GET /v1/admin/routes?to=…[&purpose=…][&locale=…]`: the decision for a number —
+/// its normalized form, country and type, the prefix that matched, the carriers in
+/// order with their health, and the template with its encoding and SMS count.
+pub async fn routes(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "to" | "purpose" | "locale"))
+    {
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            format!("unknown query parameter `{unknown}`; expected to, purpose, locale"),
+        )
+        .field(unknown.clone()));
+    }
+    let to = query.get("to").ok_or_else(|| {
+        ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")
+    })?;
+    let number = state.numbers.parse(to).map_err(|e| {
+        ApiError::bad_request("invalid_phone_number", e.to_string())
+            .field("to")
+            .reason(e.reason())
+    })?;
+    let purpose_name = query
+        .get("purpose")
+        .map(String::as_str)
+        .unwrap_or(&state.default_purpose);
+    let purpose = state.engine.purpose(purpose_name).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_purpose",
+            format!(
+                "no such purpose; configured: {}",
+                state.engine.purpose_names().join(", ")
+            ),
+        )
+        .field("purpose")
+    })?;
+    let plan = state.router.plan();
+    let (locale, locale_from) = match query.get("locale") {
+        Some(tag) => (
+            Locale::parse(tag).ok_or_else(|| {
+                ApiError::bad_request(
+                    "unsupported_locale",
+                    format!("unsupported language; supported: {}", locale::SUPPORTED),
+                )
+                .field("locale")
+            })?,
+            "request",
+        ),
+        None => match plan.country_locale(number.country) {
+            Some(l) => (l, "country"),
+            None => (
+                Locale::parse(&state.default_locale).unwrap_or(Locale::Es),
+                "default",
+            ),
+        },
+    };
+    let route = plan.route(number.e164);
+    let now = state.engine.now();
+    let carriers: Vec<serde_json::Value> = match route.target {
+        Target::Blocked => Vec::new(),
+        Target::Carriers(choices) => {
+            let mut sorted: Vec<_> = choices.iter().collect();
+            sorted.sort_by_key(|c| c.priority);
+            sorted
+                .iter()
+                .map(|c| {
+                    let group: u64 = sorted
+                        .iter()
+                        .filter(|o| o.priority == c.priority)
+                        .map(|o| u64::from(o.weight))
+                        .sum();
+                    let share = if group == 0 {
+                        0.0
+                    } else {
+                        f64::from(c.weight) / group as f64
+                    };
+                    json!({
+                        "carrier": &*c.carrier,
+                        "priority": c.priority,
+                        "weight": c.weight,
+                        "share": share,
+                        "health": state.router.slot(&c.carrier).map(|s| s.health(now)),
+                    })
+                })
+                .collect()
+        }
+    };
+    let policy = purpose.policy;
+    let minutes = policy.ttl.as_secs().div_ceil(60).max(1);
+    let measure = plan.templates().preview(
+        purpose_name,
+        locale,
+        usize::from(policy.code_length.get()),
+        minutes,
+    );
+    Ok(Json(json!({
+        "input": to,
+        "number": number.e164.to_string(),
+        "country": number.country,
+        "number_type": number.kind.as_str(),
+        "route": {
+            "prefix": if route.prefix.is_empty() { "default" } else { route.prefix },
+            "blocked": matches!(route.target, Target::Blocked),
+        },
+        "carriers": carriers,
+        "min_validity_left_seconds": plan.min_validity_left().as_secs(),
+        "template": {
+            "purpose": purpose_name,
+            "locale": locale.as_str(),
+            "locale_from": locale_from,
+            "source": plan.templates().source(purpose_name, locale),
+            "encoding": measure.alphabet.as_str(),
+            "units": measure.units,
+            "segments": measure.segments,
+            "max_segments": plan.templates().max_segments(),
+        },
+    }))
+    .into_response())
+}
+
+/// `POST /v1/admin/reload`: as SIGHUP. 200 when the new configuration is in force,
+/// 422 with its error when it was refused (the one in force stays).
+pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let Some(reloader) = &state.reloader else {
+        return Err(ApiError::not_found(
+            "reloading is not offered by this server",
+        ));
+    };
+    match reloader.reload().await {
+        Ok(()) => Ok(Json(json!({"status": "reloaded"})).into_response()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            format!("the new configuration was refused, the one in force stays: {e}"),
+        )),
+    }
+}
