@@ -74,12 +74,30 @@ impl TestServer {
         store: Option<Arc<dyn otpd::store::Store>>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let outbox = dir.path().join("outbox.jsonl");
         let mut config = Config::default();
+        tweak(&mut config);
+        Self::launch(dir, config, channels, store, None).await
+    }
+
+    /// Start from a configuration file, which `POST /v1/admin/reload` reads again.
+    /// The outbox and secret are set by environment variables, as an operator would.
+    pub async fn start_from_file(file: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config::load(Some(file), []).expect("test config file is valid");
+        Self::launch(dir, config, None, None, Some(file.to_path_buf())).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        mut config: Config,
+        channels: Option<Channels>,
+        store: Option<Arc<dyn otpd::store::Store>>,
+        config_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        let outbox = dir.path().join("outbox.jsonl");
         config.channels.file.path = outbox.clone();
         config.codes.secret = Some("test secret, long enough for otpd: 0123456789".into());
         config.server.shutdown_grace = Duration::from_secs(5);
-        tweak(&mut config);
         config.validate().expect("test config is valid");
         // Stand-in carriers are not in the configuration: unless the test routed
         // them itself, the default route goes to the first one.
@@ -102,7 +120,7 @@ impl TestServer {
                 clock: Arc::new(clock.clone()),
                 channels,
                 store,
-                config_file: None,
+                config_file,
             },
         )
         .await

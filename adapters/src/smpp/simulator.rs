@@ -136,6 +136,8 @@ pub struct Received {
     pub registered_delivery: u8,
     /// short_message, or message_payload when short_message is empty.
     pub body: Vec<u8>,
+    /// When the submit_sm was read: throughput is measured here, at the SMSC.
+    pub at: std::time::Instant,
 }
 
 /// Counters, for assertions and load reports.
@@ -483,6 +485,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                             submit.short_message().as_ref().to_vec()
                         };
                         let received = Received {
+                            at: std::time::Instant::now(),
                             system_id: system_id.clone(),
                             message_id: message_id.clone(),
                             sequence_number: seq,

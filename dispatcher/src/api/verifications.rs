@@ -128,6 +128,25 @@ struct SendView<'a> {
     reference: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    /// SMS: the carrier that took it (or was tried last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier: Option<&'a str>,
+    /// SMS: the route's prefix, or `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    /// SMS: carriers passed over before, and why.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    failovers: Vec<FailoverView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segments: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct FailoverView<'a> {
+    carrier: &'a str,
+    error: &'a str,
 }
 
 impl<'a> VerificationView<'a> {
@@ -146,6 +165,23 @@ impl<'a> VerificationView<'a> {
                 reported_at: s.reported_at.map(time),
                 reference: s.reference.as_deref(),
                 error: s.error.as_deref(),
+                carrier: s.details.as_ref().and_then(|d| d.carrier.as_deref()),
+                route: s.details.as_ref().and_then(|d| d.route.as_deref()),
+                failovers: s
+                    .details
+                    .iter()
+                    .flat_map(|d| d.failovers.iter())
+                    .map(|f| FailoverView {
+                        carrier: &f.carrier,
+                        error: &f.error,
+                    })
+                    .collect(),
+                encoding: s.details.as_ref().and_then(|d| d.encoding),
+                segments: s
+                    .details
+                    .as_ref()
+                    .filter(|d| d.segments > 0)
+                    .map(|d| d.segments),
             })
             .collect();
         let last_channel = v

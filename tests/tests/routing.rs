@@ -1,0 +1,503 @@
+//! Routing over real SMPP: two simulated SMSCs on loopback, otpd's carriers bound to
+//! them, failover when one fails, no failover when the number is at fault, the
+//! circuit breaker, a carrier's throughput cap counted at the SMSC, blocked prefixes,
+//! the admin explanation and reloads.
+
+use std::time::{Duration, Instant};
+
+use otpd::config::{Config, RouteCarrier, RouteConfig, SmppCarrierConfig};
+use otpd_adapters::smpp::simulator::{Fault, Smsc, SmscConfig};
+use otpd_e2e::TestServer;
+use serde_json::json;
+
+async fn smsc(config: SmscConfig) -> Smsc {
+    Smsc::start(config).await.expect("simulator starts")
+}
+
+fn failing() -> SmscConfig {
+    SmscConfig {
+        // ESME_RSYSERR on every submit: the carrier is up but broken.
+        random_faults: vec![(Fault::Status(0x08), 1_000_000)],
+        ..SmscConfig::default()
+    }
+}
+
+fn carrier(smsc: &Smsc) -> SmppCarrierConfig {
+    SmppCarrierConfig {
+        port: smsc.addr().port(),
+        system_id: "otpd".into(),
+        password: "secret".into(),
+        binds: 2,
+        reconnect_min: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(100),
+        response_timeout: Duration::from_secs(2),
+        submit_timeout: Duration::from_secs(2),
+        ..SmppCarrierConfig::default()
+    }
+}
+
+/// otpd with carriers `a` and `b`, `a` first on the default route.
+async fn two_carriers(a: &Smsc, b: &Smsc, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let (ca, cb) = (carrier(a), carrier(b));
+    let t = TestServer::start_with(
+        move |c| {
+            c.channels.smpp.insert("a".into(), ca);
+            c.channels.smpp.insert("b".into(), cb);
+            c.routing.default = vec![
+                RouteCarrier::Name("a".into()),
+                RouteCarrier::Name("b".into()),
+            ];
+            c.delivery.retry_backoff = Duration::from_millis(20);
+            tweak(c);
+        },
+        None,
+    )
+    .await;
+    wait_live(&t, &["a", "b"]).await;
+    t
+}
+
+/// Wait (bounded) until the named carriers have live binds.
+async fn wait_live(t: &TestServer, carriers: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = t.get("/healthz").await;
+        if carriers.iter().all(|c| h.body["channels"][c] == "ok") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carriers never bound: {}",
+            h.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait (bounded) until the first send of `id` is answered; its view.
+async fn answered(t: &TestServer, id: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = t.get(&format!("/v1/verifications/{id}")).await.body;
+        let state = v["delivery"]["attempts"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if state != "queued" {
+            return v["delivery"]["attempts"][0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn issue(t: &TestServer, to: &str) -> String {
+    let a = t
+        .post(
+            "/v1/verifications",
+            json!({"to": to, "locale": "en", "channel": "sms"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    a.body["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_failing_carrier_fails_over_to_the_next_and_the_history_says_so() {
+    let (a, b) = (smsc(failing()).await, smsc(SmscConfig::default()).await);
+    let t = two_carriers(&a, &b, |_| {}).await;
+    let id = issue(&t, "+34600000201").await;
+    let send = answered(&t, &id).await;
+    assert!(
+        matches!(send["state"].as_str(), Some("sent" | "delivered")),
+        "{send}"
+    );
+    assert_eq!(send["carrier"], "b", "{send}");
+    assert_eq!(send["route"], "default");
+    assert_eq!(send["failovers"][0]["carrier"], "a", "{send}");
+    assert!(
+        send["failovers"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ESME_RSYSERR"),
+        "{send}"
+    );
+    assert_eq!(send["encoding"], "gsm7");
+    assert_eq!(send["segments"], 1);
+    assert!(a.stats().refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(b.received().len(), 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_carrier_without_a_live_bind_is_passed_over() {
+    let b = smsc(SmscConfig::default()).await;
+    // `a` points at a port nobody listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cb = carrier(&b);
+    let t = TestServer::start_with(
+        move |c| {
+            c.channels.smpp.insert(
+                "a".into(),
+                SmppCarrierConfig {
+                    port,
+                    system_id: "otpd".into(),
+                    reconnect_min: Duration::from_millis(50),
+                    reconnect_max: Duration::from_millis(200),
+                    ..SmppCarrierConfig::default()
+                },
+            );
+            c.channels.smpp.insert("b".into(), cb);
+            c.routing.default = vec![
+                RouteCarrier::Name("a".into()),
+                RouteCarrier::Name("b".into()),
+            ];
+        },
+        None,
+    )
+    .await;
+    wait_live(&t, &["b"]).await;
+    let id = issue(&t, "+34600000202").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(send["carrier"], "b", "{send}");
+    assert_eq!(send["failovers"][0]["carrier"], "a");
+    assert_eq!(send["failovers"][0]["error"], "no live bind");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_number_does_not_fail_over() {
+    let (a, b) = (
+        smsc(SmscConfig::default()).await,
+        smsc(SmscConfig::default()).await,
+    );
+    let t = two_carriers(&a, &b, |_| {}).await;
+    a.inject([Fault::Status(0x0B)]);
+    let id = issue(&t, "+34600000203").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(send["state"], "failed", "{send}");
+    assert!(
+        send["error"].as_str().unwrap().contains("ESME_RINVDSTADR"),
+        "{send}"
+    );
+    assert_eq!(send["carrier"], "a");
+    assert!(send.get("failovers").is_none(), "{send}");
+    assert!(b.received().is_empty(), "the other carrier was not tried");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_errors_and_a_failed_probe_reopens_it() {
+    let (a, b) = (smsc(failing()).await, smsc(SmscConfig::default()).await);
+    let t = two_carriers(&a, &b, |c| {
+        c.routing.breaker.min_sends = 3;
+        c.routing.breaker.error_rate = 0.5;
+        c.routing.breaker.cool_down = Duration::from_secs(30);
+    })
+    .await;
+    for i in 0..3 {
+        let id = issue(&t, &format!("+3460000021{i}")).await;
+        assert_eq!(answered(&t, &id).await["carrier"], "b");
+    }
+    let refused = || a.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
+    // (The bind retries a transient status itself a few times before giving up.)
+    let before = refused();
+    assert!(before >= 3);
+    // Open: `a` is skipped without being asked.
+    let id = issue(&t, "+34600000214").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(send["carrier"], "b");
+    assert_eq!(
+        send["failovers"][0]["error"], "circuit breaker open",
+        "{send}"
+    );
+    assert_eq!(refused(), before);
+    let explain = t.get("/v1/admin/routes?to=%2B34600000215").await;
+    assert_eq!(
+        explain.body["carriers"][0]["health"]["breaker"], "open",
+        "{}",
+        explain.text
+    );
+    assert_eq!(explain.body["carriers"][0]["health"]["available"], false);
+
+    // After the cool-down one probe goes to `a`; it fails, so the breaker re-opens.
+    t.clock.advance(Duration::from_secs(31));
+    let id = issue(&t, "+34600000216").await;
+    assert_eq!(answered(&t, &id).await["carrier"], "b");
+    let probed = refused();
+    assert!(probed > before, "one probe went to `a`");
+    let id = issue(&t, "+34600000217").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(
+        send["failovers"][0]["error"], "circuit breaker open",
+        "{send}"
+    );
+    assert_eq!(refused(), probed, "open again after the failed probe");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_carriers_throughput_cap_holds_over_ten_seconds_at_the_smsc() {
+    const TPS: usize = 20;
+    let s = smsc(SmscConfig::default()).await;
+    let mut c = carrier(&s);
+    c.tps = Some(TPS as u32);
+    c.binds = 3;
+    c.queue_capacity = 10_000;
+    let t = TestServer::start_with(
+        move |cfg| {
+            cfg.channels.smpp.insert("capped".into(), c);
+            cfg.delivery.sms = "smpp.capped".into();
+            cfg.delivery.concurrency = 256;
+        },
+        None,
+    )
+    .await;
+    wait_live(&t, &["capped"]).await;
+    // Far more than 10 s of the cap, all at once.
+    let offered = TPS * 16;
+    for i in 0..offered {
+        issue(&t, &format!("+346{:08}", 10_000_000 + i)).await;
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let mut at: Vec<Instant> = s.received().iter().map(|r| r.at).collect();
+    at.sort();
+    let first = at[0];
+    let window: Vec<Instant> = at
+        .iter()
+        .copied()
+        .filter(|t| t.duration_since(first) < Duration::from_secs(10))
+        .collect();
+    // GCRA with a burst of one: at most TPS in any one second, 10 × TPS (+ the one
+    // at the very start) in ten.
+    assert!(window.len() <= 10 * TPS + 1, "{} in 10 s", window.len());
+    assert!(
+        window.len() >= 9 * TPS,
+        "the cap was not used: {} in 10 s",
+        window.len()
+    );
+    for (i, t0) in at.iter().enumerate() {
+        let in_second = at[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*t0) < Duration::from_secs(1))
+            .count();
+        assert!(in_second <= TPS + 1, "{in_second} within one second");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    let metrics = t.get("/metrics").await.text;
+    assert!(
+        metrics.contains("otpd_carrier_queue_depth{carrier=\"capped\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otpd_carrier_wait_seconds"),
+        "wait time is a metric"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn blocked_prefixes_and_longest_prefix_routes() {
+    let (a, b) = (
+        smsc(SmscConfig::default()).await,
+        smsc(SmscConfig::default()).await,
+    );
+    let t = two_carriers(&a, &b, |c| {
+        c.routing.routes = vec![
+            RouteConfig {
+                prefix: "34".into(),
+                carriers: vec![RouteCarrier::Name("a".into())],
+                blocked: false,
+            },
+            RouteConfig {
+                prefix: "3460012".into(),
+                carriers: vec![RouteCarrier::Name("b".into())],
+                blocked: false,
+            },
+            RouteConfig {
+                prefix: "447400".into(),
+                carriers: Vec::new(),
+                blocked: true,
+            },
+        ];
+    })
+    .await;
+    let id = issue(&t, "+34600123499").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(
+        (send["carrier"].as_str(), send["route"].as_str()),
+        (Some("b"), Some("3460012"))
+    );
+    let id = issue(&t, "+34610000001").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(
+        (send["carrier"].as_str(), send["route"].as_str()),
+        (Some("a"), Some("34"))
+    );
+    let id = issue(&t, "+447400123456").await;
+    let send = answered(&t, &id).await;
+    assert_eq!(send["state"], "failed");
+    assert!(
+        send["error"].as_str().unwrap().contains("blocked"),
+        "{send}"
+    );
+    assert_eq!(a.received().len() + b.received().len(), 2);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_too_close_to_expiry_is_marked_expired_not_sent() {
+    let (a, b) = (smsc(failing()).await, smsc(failing()).await);
+    let t = two_carriers(&a, &b, |c| {
+        c.purposes.get_mut("login").unwrap().ttl = Duration::from_secs(60);
+        c.purposes.get_mut("login").unwrap().escalate_after = Duration::from_secs(30);
+        c.purposes.get_mut("login").unwrap().resend_cooldown = Duration::from_secs(10);
+        c.routing.min_validity_left = Duration::from_secs(59);
+        c.delivery.max_attempts = 10;
+        c.delivery.retry_backoff = Duration::from_millis(50);
+    })
+    .await;
+    let id = issue(&t, "+34600000220").await;
+    // Both carriers fail; before the next round the manual clock moves past the
+    // send deadline (60 s validity, 59 s must be left).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    t.clock.advance(Duration::from_secs(2));
+    let send = answered(&t, &id).await;
+    assert_eq!(send["state"], "expired", "{send}");
+    assert!(
+        send["error"].as_str().unwrap().contains("validity left"),
+        "{send}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_view_explains_a_number() {
+    let (a, b) = (
+        smsc(SmscConfig::default()).await,
+        smsc(SmscConfig::default()).await,
+    );
+    let t = two_carriers(&a, &b, |c| {
+        c.routing.routes = vec![RouteConfig {
+            prefix: "34".into(),
+            carriers: vec![
+                RouteCarrier::Weighted {
+                    carrier: "a".into(),
+                    priority: Some(1),
+                    weight: Some(3),
+                },
+                RouteCarrier::Weighted {
+                    carrier: "b".into(),
+                    priority: Some(1),
+                    weight: Some(1),
+                },
+            ],
+            blocked: false,
+        }];
+    })
+    .await;
+    let e = t.get("/v1/admin/routes?to=600%2012%2034%2056").await;
+    assert_eq!(e.status, 200, "{}", e.text);
+    let b = &e.body;
+    assert_eq!(b["number"], "+34600123456");
+    assert_eq!(b["country"], "ES");
+    assert_eq!(b["number_type"], "mobile");
+    assert_eq!(b["route"]["prefix"], "34");
+    assert_eq!(b["carriers"][0]["carrier"], "a");
+    assert_eq!(b["carriers"][0]["share"], 0.75);
+    assert_eq!(b["carriers"][1]["share"], 0.25);
+    assert_eq!(b["carriers"][0]["health"]["live"], true);
+    assert_eq!(b["carriers"][0]["health"]["breaker"], "closed");
+    assert_eq!(b["template"]["locale"], "es");
+    assert_eq!(b["template"]["locale_from"], "country");
+    assert_eq!(b["template"]["encoding"], "ucs2");
+    assert_eq!(b["template"]["segments"], 1);
+
+    let e = t.get("/v1/admin/routes?to=%2B447400123456&locale=eu").await;
+    assert_eq!(e.body["route"]["prefix"], "default");
+    assert_eq!(e.body["template"]["encoding"], "gsm7");
+    for (query, code) in [
+        ("", "missing_field"),
+        ("?to=912345678", "invalid_phone_number"),
+        ("?to=600123456&purpose=nope", "unknown_purpose"),
+        ("?to=600123456&locale=fr", "unsupported_locale"),
+        ("?to=600123456&color=red", "unknown_field"),
+    ] {
+        let e = t.get(&format!("/v1/admin/routes{query}")).await;
+        assert_eq!(e.status, 400, "{query}: {}", e.text);
+        assert_eq!(e.error_code(), code, "{query}");
+    }
+    t.stop().await;
+}
+
+async fn explain(t: &TestServer) -> otpd_e2e::Answer {
+    t.get("/v1/admin/routes?to=%2B447400123456&locale=en").await
+}
+
+#[tokio::test]
+async fn a_reload_swaps_routes_and_templates_and_refuses_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otpd.toml");
+    let write = |routes: &str, text: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[routing]\n{routes}\n[[messages.templates]]\npurpose = \"*\"\nlocale = \"en\"\ntext = \"{text}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("", "First {code}");
+    let t = TestServer::start_from_file(&file).await;
+    assert_eq!(explain(&t).await.body["route"]["prefix"], "default");
+    let id = issue(&t, "+447400123456").await;
+    let line = t.outbox_line(&id, 1).await;
+    assert!(
+        line["text"].as_str().unwrap().starts_with("First "),
+        "{line}"
+    );
+
+    write(
+        "[[routing.routes]]\nprefix = \"44\"\ncarriers = [\"file\"]\n",
+        "Second {code}",
+    );
+    let r = t.post("/v1/admin/reload", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(explain(&t).await.body["route"]["prefix"], "44");
+    let id = issue(&t, "+447400123457").await;
+    let line = t.outbox_line(&id, 1).await;
+    assert!(
+        line["text"].as_str().unwrap().starts_with("Second "),
+        "{line}"
+    );
+
+    // Broken: an unknown placeholder. Refused with the reason; the old plan stays.
+    write("", "Third {pin}");
+    let r = t.post("/v1/admin/reload", json!({})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.error_code(), "invalid_config");
+    assert!(r.text.contains("{pin}"), "{}", r.text);
+    // A route to a carrier that does not run: refused too.
+    std::fs::write(
+        &file,
+        "[routing]\ndefault = [\"smpp.ghost\"]\n[channels.smpp.ghost]\nsystem_id = \"x\"\n",
+    )
+    .unwrap();
+    let r = t.post("/v1/admin/reload", json!({})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("ghost"), "{}", r.text);
+    assert_eq!(explain(&t).await.body["route"]["prefix"], "44");
+    let id = issue(&t, "+447400123458").await;
+    let line = t.outbox_line(&id, 1).await;
+    assert!(
+        line["text"].as_str().unwrap().starts_with("Second "),
+        "{line}"
+    );
+    t.stop().await;
+}
