@@ -310,3 +310,103 @@ fn push_mistakes_are_named() {
         assert!(message.contains(key), "{text:?}: {message}");
     }
 }
+
+#[test]
+fn routes_templates_and_numbers_are_read() {
+    let config = load_text(
+        r#"
+        [numbers]
+        default_region = "PT"
+        [channels.smpp.movistar]
+        system_id = "otpd"
+        tps = 200
+        [channels.smpp.vodafone]
+        system_id = "otpd"
+        [routing]
+        default = ["smpp.vodafone"]
+        [[routing.routes]]
+        prefix = "34"
+        carriers = ["movistar", { carrier = "vodafone", priority = 5, weight = 2 }]
+        [[routing.routes]]
+        prefix = "88213"
+        blocked = true
+        [[messages.templates]]
+        purpose = "*"
+        locale = "gl"
+        text = "{code} é o código de {app}"
+        domain = "clave.gob.es"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.numbers.default_region, "PT");
+    assert_eq!(config.routing.routes.len(), 2);
+    assert_eq!(config.channels.smpp["movistar"].tps, Some(200));
+    assert_eq!(
+        config.messages.templates[0].domain.as_deref(),
+        Some("clave.gob.es")
+    );
+}
+
+#[test]
+fn routing_and_template_mistakes_are_named() {
+    let route = |body: &str| format!("[channels.smpp.a]\nsystem_id = \"x\"\n{body}");
+    let cases: Vec<(String, &str)> = vec![
+        (route("[routing]\ndefault = [\"b\"]"), "carrier `b`"),
+        (
+            route("[[routing.routes]]\nprefix = \"3x\"\ncarriers = [\"a\"]"),
+            "prefix `3x`",
+        ),
+        (
+            route("[[routing.routes]]\nprefix = \"34\"\ncarriers = [\"a\"]\n[[routing.routes]]\nprefix = \"34\"\ncarriers = [\"a\"]"),
+            "configured twice",
+        ),
+        (
+            route("[[routing.routes]]\nprefix = \"34\"\ncarriers = [\"a\"]\nblocked = true"),
+            "routing.routes[0].carriers",
+        ),
+        (
+            route("[[routing.routes]]\nprefix = \"34\""),
+            "routing.routes[0].carriers",
+        ),
+        (
+            route("[[routing.routes]]\nprefix = \"34\"\ncarriers = [\"a\", \"smpp.a\"]"),
+            "listed twice",
+        ),
+        ("[routing.breaker]\nerror_rate = 1.5".into(), "routing.breaker.error_rate"),
+        ("[numbers]\ndefault_region = \"XX\"".into(), "numbers.default_region"),
+        ("[messages]\nmax_segments = 0".into(), "messages.max_segments"),
+        ("[messages.country_locales]\nES = \"fr\"".into(), "messages.country_locales.ES"),
+        (
+            "[[messages.templates]]\npurpose = \"nope\"\nlocale = \"es\"\ntext = \"{code}\"".into(),
+            "messages.templates[0].purpose",
+        ),
+        (
+            "[[messages.templates]]\npurpose = \"*\"\nlocale = \"es\"\ntext = \"{pin}\"".into(),
+            "unknown placeholder `{pin}`",
+        ),
+        (
+            "[[messages.templates]]\npurpose = \"*\"\nlocale = \"es\"\ntext = \"no code\"".into(),
+            "has no {code}",
+        ),
+        (
+            format!(
+                "[messages]\nmax_segments = 1\n[[messages.templates]]\npurpose = \"*\"\nlocale = \"en\"\ntext = \"{}{{code}}\"",
+                "x".repeat(155)
+            ),
+            "takes 2 SMS",
+        ),
+        (
+            "[[messages.templates]]\npurpose = \"*\"\nlocale = \"en\"\ntext = \"{code}\"\nandroid_app_hash = \"short\"".into(),
+            "android_app_hash",
+        ),
+        (
+            "[channels.smpp.file]\nsystem_id = \"x\"".into(),
+            "channels.smpp.file",
+        ),
+        (route("[channels.smpp.a.queue_capacity]"), "queue_capacity"),
+    ];
+    for (text, want) in cases {
+        let e = error_of(load_text(&text));
+        assert!(e.contains(want), "{text}\n→ {e}\n(wanted {want})");
+    }
+}

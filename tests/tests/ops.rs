@@ -59,12 +59,19 @@ async fn openapi_describes_every_route() {
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/v1/verifications/{id}/ack", "post"),
+        ("/v1/admin/routes", "get"),
+        ("/v1/admin/reload", "post"),
     ] {
         assert!(
             paths[path][method].is_object(),
             "{method} {path} is not described"
         );
     }
+    let pattern = paths["/v1/admin/routes"]["get"]["parameters"][0]["schema"]["pattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(pattern, otpd::number::INPUT_PATTERN);
     // Every documented status of the create call is one the API really uses.
     let responses = paths["/v1/verifications"]["post"]["responses"]
         .as_object()

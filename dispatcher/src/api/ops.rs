@@ -81,6 +81,7 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
     create["purpose"]["enum"] = purposes;
     let number = json!(crate::number::INPUT_PATTERN);
     create["to"]["pattern"] = number.clone();
+    spec["paths"]["/v1/admin/routes"]["get"]["parameters"][0]["schema"]["pattern"] = number.clone();
     spec["components"]["schemas"]["PutSubscriber"]["properties"]["phone"]["pattern"] = number;
     let body = serde_json::to_vec(&spec).expect("JSON serializes");
     (
