@@ -472,7 +472,7 @@ impl Workers {
                     Some(Box::new(details)),
                 );
             }
-            target => target.order(self.seed.hash_one((job.id.to_string(), job.send))),
+            target => target.order(self.seed.hash_one((job.id, job.send))),
         };
         let deadline = job.expires_at.minus(plan.min_validity_left());
         let message = Message {
@@ -540,7 +540,7 @@ impl Workers {
                 let error = match answer {
                     Ok(receipt) => {
                         slot.record(true, now);
-                        metrics::counter!("otpd_sms_carrier_total", "carrier" => name.to_string(), "outcome" => "sent").increment(1);
+                        metrics::counter!("otpd_sms_carrier_total", "carrier" => name.clone(), "outcome" => "sent").increment(1);
                         return (
                             SendResult::Sent {
                                 reference: receipt.reference,
@@ -550,7 +550,7 @@ impl Workers {
                     }
                     Err(e) => e,
                 };
-                metrics::counter!("otpd_sms_carrier_total", "carrier" => name.to_string(), "outcome" => error_label(&error)).increment(1);
+                metrics::counter!("otpd_sms_carrier_total", "carrier" => name.clone(), "outcome" => error_label(&error)).increment(1);
                 if let ChannelError::Rejected { .. } = error {
                     // The number's fault, not the carrier's: no failover, and the
                     // carrier's health is untouched.
@@ -569,10 +569,12 @@ impl Workers {
                 tracing::info!(id = %job.id, send = job.send, carrier = %name, round, error = %error, "carrier failed; trying the next one");
                 details.failover(name, &error.to_string());
             }
-            let now = self.clock.now();
-            if deadline_hit && now.plus(Duration::from_millis(1)) >= deadline {
+            // A carrier whose next turn comes after the deadline: by the time any
+            // retry could go, the code would be too close to expiry to be of use.
+            if deadline_hit {
                 return expired(details);
             }
+            let now = self.clock.now();
             let Some(pause) = self.retry.pause(round, asked, now, deadline) else {
                 let error = match details.failovers.last() {
                     Some(f) => format!("no carrier took it; last: {}: {}", f.carrier, f.error),
@@ -598,7 +600,7 @@ fn error_label(e: &ChannelError) -> &'static str {
 
 impl SendDetails {
     fn failover(&mut self, carrier: &Arc<str>, error: &str) {
-        metrics::counter!("otpd_sms_failovers_total", "from" => carrier.to_string()).increment(1);
+        metrics::counter!("otpd_sms_failovers_total", "from" => carrier.clone()).increment(1);
         // A long outage over many rounds would grow the history without end.
         if self.failovers.len() < 16 {
             self.failovers.push(Failover {

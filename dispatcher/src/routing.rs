@@ -159,6 +159,20 @@ impl Plan {
         let table = RouteTable::new(routes, Some(Target::Carriers(default)))
             .map_err(|e| invalid("routing.routes".into(), "", e.to_string()))?;
 
+        if let Some((name, p)) = config
+            .purposes
+            .iter()
+            .find(|(_, p)| r.min_validity_left >= p.ttl)
+        {
+            return Err(invalid(
+                "routing.min_validity_left".into(),
+                humantime::format_duration(r.min_validity_left).to_string(),
+                format!(
+                    "must be shorter than every purpose's ttl (purpose {name}: {})",
+                    humantime::format_duration(p.ttl)
+                ),
+            ));
+        }
         let b = &r.breaker;
         if !(0.0..=1.0).contains(&b.error_rate) || b.error_rate.is_nan() {
             return Err(invalid(
@@ -496,5 +510,90 @@ impl Router {
 
     pub fn channels(&self) -> impl Iterator<Item = &Arc<dyn Channel>> {
         self.slots.values().map(|s| &s.channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RouteConfig, SmppCarrierConfig};
+    use otpd_adapters::fake::FakeChannel;
+
+    fn config(tps: u32) -> Config {
+        let mut c = Config::default();
+        for name in ["a", "b"] {
+            c.channels.smpp.insert(
+                name.into(),
+                SmppCarrierConfig {
+                    system_id: "x".into(),
+                    tps: Some(tps),
+                    ..SmppCarrierConfig::default()
+                },
+            );
+        }
+        c.routing.default = vec![RouteCarrier::Name("smpp.a".into())];
+        c.routing.routes = vec![RouteConfig {
+            prefix: "+44".into(),
+            carriers: vec![RouteCarrier::Name("b".into())],
+            blocked: false,
+        }];
+        c
+    }
+
+    fn router() -> Router {
+        let channels: Vec<Arc<dyn Channel>> = vec![
+            Arc::new(FakeChannel::new("a")),
+            Arc::new(FakeChannel::new("b")),
+        ];
+        Router::new(&channels, Plan::build(&config(10)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_plan_routes_by_prefix_and_names_its_carriers() {
+        let r = router();
+        let plan = r.plan();
+        let uk = plan.route(E164::from_digits_unchecked(447_400_123_456));
+        assert_eq!(uk.prefix, "44", "a leading + is allowed in the prefix");
+        let es = plan.route(E164::from_digits_unchecked(34_600_123_456));
+        assert_eq!(es.prefix, "");
+        assert!(matches!(es.target, Target::Carriers(c) if &*c[0].carrier == "a"));
+        assert_eq!(r.slot("a").unwrap().throttle().tps(), NonZeroU32::new(10));
+    }
+
+    #[test]
+    fn install_updates_caps_and_refuses_carriers_that_do_not_run() {
+        let r = router();
+        let before = r.slot("b").unwrap().throttle();
+        r.install(Plan::build(&config(25)).unwrap()).unwrap();
+        let after = r.slot("b").unwrap().throttle();
+        assert_eq!(after.tps(), NonZeroU32::new(25));
+        assert!(!Arc::ptr_eq(&before, &after));
+        // Unchanged caps keep their limiter (and its place in time).
+        r.install(Plan::build(&config(25)).unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&after, &r.slot("b").unwrap().throttle()));
+
+        let mut ghost = config(25);
+        ghost.routing.default = vec![RouteCarrier::Name("file".into())];
+        let e = r.install(Plan::build(&ghost).unwrap()).unwrap_err();
+        assert_eq!(e, NotRunning("file".into()));
+        assert_eq!(
+            r.plan()
+                .route(E164::from_digits_unchecked(34_600_123_456))
+                .prefix,
+            "",
+            "the plan in force stays"
+        );
+        assert!(matches!(
+            r.plan().route(E164::from_digits_unchecked(34_600_123_456)).target,
+            Target::Carriers(c) if &*c[0].carrier == "a"
+        ));
+    }
+
+    #[test]
+    fn min_validity_left_must_leave_room_in_every_purpose() {
+        let mut c = config(1);
+        c.routing.min_validity_left = std::time::Duration::from_secs(600);
+        let e = Plan::build(&c).unwrap_err().to_string();
+        assert!(e.contains("routing.min_validity_left"), "{e}");
     }
 }

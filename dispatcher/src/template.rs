@@ -233,7 +233,7 @@ pub struct RenderedSms {
 pub struct Templates {
     app: String,
     max_segments: usize,
-    by_purpose: HashMap<(String, Locale), Template>,
+    by_purpose: HashMap<String, HashMap<Locale, Template>>,
     any_purpose: HashMap<Locale, Template>,
     shipped: Vec<Template>,
 }
@@ -292,7 +292,9 @@ impl Templates {
                 t.any_purpose.insert(entry.locale, template).is_some()
             } else {
                 t.by_purpose
-                    .insert((entry.purpose.clone(), entry.locale), template)
+                    .entry(entry.purpose.clone())
+                    .or_default()
+                    .insert(entry.locale, template)
                     .is_some()
             };
             if duplicate {
@@ -331,7 +333,11 @@ impl Templates {
 
     /// The template of `purpose` in `locale`, and where it comes from.
     pub fn source(&self, purpose: &str, locale: Locale) -> &'static str {
-        if self.by_purpose.contains_key(&(purpose.to_string(), locale)) {
+        if self
+            .by_purpose
+            .get(purpose)
+            .is_some_and(|m| m.contains_key(&locale))
+        {
             "purpose"
         } else if self.any_purpose.contains_key(&locale) {
             "any_purpose"
@@ -341,10 +347,9 @@ impl Templates {
     }
 
     fn get(&self, purpose: &str, locale: Locale) -> &Template {
-        // One lookup with a borrowed key would need a custom Borrow; templates are
-        // few and purposes short, so the allocation is cheap beside a send.
         self.by_purpose
-            .get(&(purpose.to_string(), locale))
+            .get(purpose)
+            .and_then(|m| m.get(&locale))
             .or_else(|| self.any_purpose.get(&locale))
             .unwrap_or_else(|| {
                 let i = Locale::ALL.iter().position(|&l| l == locale).unwrap_or(0);

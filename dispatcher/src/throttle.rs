@@ -25,7 +25,7 @@ pub enum ThrottleError {
 }
 
 pub struct Throttle {
-    carrier: String,
+    carrier: std::sync::Arc<str>,
     tps: Option<NonZeroU32>,
     limiter: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
@@ -50,7 +50,7 @@ impl Throttle {
     pub fn new(carrier: &str, tps: Option<NonZeroU32>, capacity: usize) -> Self {
         let clock = DefaultClock::default();
         Self {
-            carrier: carrier.to_string(),
+            carrier: std::sync::Arc::from(carrier),
             tps,
             limiter: tps.map(|tps| {
                 RateLimiter::direct_with_clock(
