@@ -28,7 +28,7 @@ use crate::locale::Locale;
 use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::route::Target;
-use crate::routing::Router;
+use crate::routing::{CarrierSlot, Router};
 use crate::store::Store;
 use crate::subscriber::{Device, Platform};
 use crate::template;
@@ -457,11 +457,7 @@ impl Workers {
         details.encoding = Some(sms.measure.alphabet.as_str());
         details.segments = sms.measure.segments.min(255) as u8;
         let route = plan.route(job.to);
-        details.route = Some(if route.prefix.is_empty() {
-            "default".into()
-        } else {
-            route.prefix.into()
-        });
+        details.route = Some(route.name.clone());
         let order = match route.target {
             Target::Blocked => {
                 metrics::counter!("otpd_sms_blocked_total").increment(1);
@@ -510,7 +506,7 @@ impl Workers {
                     return expired(details);
                 }
                 if let Err(why) = slot.admit(now) {
-                    details.failover(name, why);
+                    details.failover(slot, why);
                     continue;
                 }
                 let until_deadline = now.until(deadline);
@@ -523,11 +519,11 @@ impl Workers {
                     Err(ThrottleError::Deadline) => {
                         deadline_hit = true;
                         details
-                            .failover(name, "its throughput cap has no turn before the deadline");
+                            .failover(slot, "its throughput cap has no turn before the deadline");
                         continue;
                     }
                     Err(e @ ThrottleError::QueueFull { .. }) => {
-                        details.failover(name, &e.to_string());
+                        details.failover(slot, &e.to_string());
                         continue;
                     }
                 }
@@ -540,7 +536,7 @@ impl Workers {
                 let error = match answer {
                     Ok(receipt) => {
                         slot.record(true, now);
-                        metrics::counter!("otpd_sms_carrier_total", "carrier" => name.clone(), "outcome" => "sent").increment(1);
+                        slot.counters.sent.increment(1);
                         return (
                             SendResult::Sent {
                                 reference: receipt.reference,
@@ -550,7 +546,13 @@ impl Workers {
                     }
                     Err(e) => e,
                 };
-                metrics::counter!("otpd_sms_carrier_total", "carrier" => name.clone(), "outcome" => error_label(&error)).increment(1);
+                match &error {
+                    ChannelError::Temporary { .. } => &slot.counters.temporary,
+                    ChannelError::Rejected { .. } => &slot.counters.rejected,
+                    ChannelError::Refused { .. } => &slot.counters.refused,
+                    _ => &slot.counters.closed,
+                }
+                .increment(1);
                 if let ChannelError::Rejected { .. } = error {
                     // The number's fault, not the carrier's: no failover, and the
                     // carrier's health is untouched.
@@ -567,7 +569,7 @@ impl Workers {
                     asked = asked.max(*retry_after);
                 }
                 tracing::info!(id = %job.id, send = job.send, carrier = %name, round, error = %error, "carrier failed; trying the next one");
-                details.failover(name, &error.to_string());
+                details.failover(slot, &error.to_string());
             }
             // A carrier whose next turn comes after the deadline: by the time any
             // retry could go, the code would be too close to expiry to be of use.
@@ -589,18 +591,10 @@ impl Workers {
     }
 }
 
-fn error_label(e: &ChannelError) -> &'static str {
-    match e {
-        ChannelError::Temporary { .. } => "temporary",
-        ChannelError::Rejected { .. } => "rejected",
-        ChannelError::Refused { .. } => "refused",
-        _ => "closed",
-    }
-}
-
 impl SendDetails {
-    fn failover(&mut self, carrier: &Arc<str>, error: &str) {
-        metrics::counter!("otpd_sms_failovers_total", "from" => carrier.clone()).increment(1);
+    fn failover(&mut self, slot: &CarrierSlot, error: &str) {
+        slot.counters.failovers.increment(1);
+        let carrier = &slot.name;
         // A long outage over many rounds would grow the history without end.
         if self.failovers.len() < 16 {
             self.failovers.push(Failover {

@@ -37,6 +37,9 @@ impl Target {
         let Target::Carriers(carriers) = self else {
             return Vec::new();
         };
+        if let [only] = carriers.as_slice() {
+            return vec![only.carrier.clone()];
+        }
         let mut sorted: Vec<&CarrierChoice> = carriers.iter().collect();
         sorted.sort_by_key(|c| c.priority);
         let mut out = Vec::with_capacity(sorted.len());
@@ -82,6 +85,8 @@ fn splitmix(x: u64) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matched<'a> {
     pub prefix: &'a str,
+    /// The prefix, or `default`, shared: what the delivery history records.
+    pub name: &'a Arc<str>,
     pub target: &'a Target,
 }
 
@@ -117,6 +122,9 @@ impl Node {
 pub struct RouteTable {
     nodes: Vec<Node>,
     routes: Vec<(Box<str>, Target)>,
+    /// [`Matched::name`] of each route, and of the default.
+    names: Vec<Arc<str>>,
+    default_name: Arc<str>,
     default: Option<Target>,
 }
 
@@ -156,6 +164,8 @@ impl RouteTable {
         let mut table = Self {
             nodes: vec![Node::empty()],
             routes: Vec::new(),
+            names: Vec::new(),
+            default_name: Arc::from("default"),
             default,
         };
         for (prefix, target) in routes {
@@ -183,6 +193,7 @@ impl RouteTable {
                 return Err(RouteError::Duplicate(prefix));
             }
             table.nodes[node].route = table.routes.len() as u32;
+            table.names.push(Arc::from(prefix.as_str()));
             table.routes.push((prefix.into_boxed_str(), target));
         }
         Ok(table)
@@ -205,11 +216,17 @@ impl RouteTable {
         }
         if best != NONE {
             let (prefix, target) = &self.routes[best as usize];
-            return Some(Matched { prefix, target });
+            return Some(Matched {
+                prefix,
+                name: &self.names[best as usize],
+                target,
+            });
         }
-        self.default
-            .as_ref()
-            .map(|target| Matched { prefix: "", target })
+        self.default.as_ref().map(|target| Matched {
+            prefix: "",
+            name: &self.default_name,
+            target,
+        })
     }
 
     /// The configured prefixes and their targets, in configuration order.

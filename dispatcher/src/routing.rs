@@ -371,6 +371,32 @@ pub struct CarrierSlot {
     pub channel: Arc<dyn Channel>,
     breaker: Mutex<Breaker>,
     throttle: RwLock<Arc<Throttle>>,
+    /// Taken once: a labelled counter looked up per send costs an allocation.
+    pub counters: SlotCounters,
+}
+
+/// `otpd_sms_carrier_total` by outcome, and `otpd_sms_failovers_total`, of one carrier.
+pub struct SlotCounters {
+    pub sent: metrics::Counter,
+    pub temporary: metrics::Counter,
+    pub refused: metrics::Counter,
+    pub rejected: metrics::Counter,
+    pub closed: metrics::Counter,
+    pub failovers: metrics::Counter,
+}
+
+impl SlotCounters {
+    fn new(carrier: &Arc<str>) -> Self {
+        let outcome = |o: &'static str| metrics::counter!("otpd_sms_carrier_total", "carrier" => carrier.clone(), "outcome" => o);
+        Self {
+            sent: outcome("sent"),
+            temporary: outcome("temporary"),
+            refused: outcome("refused"),
+            rejected: outcome("rejected"),
+            closed: outcome("closed"),
+            failovers: metrics::counter!("otpd_sms_failovers_total", "from" => carrier.clone()),
+        }
+    }
 }
 
 impl CarrierSlot {
@@ -451,6 +477,7 @@ impl Router {
                 let name: Arc<str> = Arc::from(channel.name());
                 let limits = plan.limits(&name);
                 let slot = CarrierSlot {
+                    counters: SlotCounters::new(&name),
                     name: name.clone(),
                     channel: channel.clone(),
                     breaker: Mutex::new(Breaker::new(plan.breaker)),

@@ -126,6 +126,8 @@ impl Server {
             Some(channels) => channels,
             None => configured_channels(&config)?,
         };
+        // Before anything takes metric handles, so that theirs are live.
+        let prometheus = metrics::install();
         let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let router = Arc::new(
             Router::new(&channels.sms, plan).map_err(|e| ServerError::Routing(e.to_string()))?,
@@ -135,7 +137,6 @@ impl Server {
             file: deps.config_file.clone(),
             lock: tokio::sync::Mutex::new(()),
         });
-        let prometheus = metrics::install();
         let metrics = Arc::new(Metrics::new());
         let (queue, jobs) = DeliveryQueue::bounded(config.delivery.queue_capacity);
         let purposes = config.purposes.iter().map(|(name, p)| Purpose {

@@ -220,7 +220,7 @@ pub struct SendDetails {
     /// The carrier that took it (or the last one tried).
     pub carrier: Option<Arc<str>>,
     /// The route's prefix (`default` for the default route).
-    pub route: Option<Box<str>>,
+    pub route: Option<Arc<str>>,
     /// Carriers passed over before, each with why.
     pub failovers: Vec<Failover>,
     /// `gsm7` or `ucs2`.

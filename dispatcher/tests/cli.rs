@@ -27,8 +27,13 @@ struct Running {
 }
 
 fn serve(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Running {
+    serve_args(dir, &[], extra_env)
+}
+
+fn serve_args(dir: &std::path::Path, args: &[&str], extra_env: &[(&str, &str)]) -> Running {
     let mut cmd = otpd();
     cmd.arg("serve")
+        .args(args)
         .current_dir(dir)
         .env("OTPD_SERVER__LISTEN", "127.0.0.1:0")
         .env("OTPD_LOG__LEVEL", "debug")
@@ -380,4 +385,93 @@ fn simulate_push_names_bad_arguments() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(word), "{args:?}: {stderr}");
     }
+}
+
+/// The outbox text of verification `id`, waiting (bounded) for it.
+fn outbox_text(path: &std::path::Path, id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = std::fs::read_to_string(path).ok().and_then(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["verification_id"] == id)
+                .map(|v| v["text"].as_str().unwrap().to_string())
+        });
+        if let Some(text) = found {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outbox line for {id}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_for_log(running: &Running, needle: &str) -> String {
+    loop {
+        let line = running
+            .log
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_templates_and_keeps_the_old_ones_when_the_file_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otpd.toml");
+    let write = |text: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[[messages.templates]]\npurpose = \"*\"\nlocale = \"en\"\ntext = \"{text}\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("First {code}");
+    let mut running = serve_args(dir.path(), &["--config", "otpd.toml"], &[]);
+    let outbox = dir.path().join("otpd-outbox.jsonl");
+    let issue = |to: &str| {
+        let (status, body) = http(
+            &running.addr,
+            "POST",
+            "/v1/verifications",
+            &format!("{{\"to\": \"{to}\"}}"),
+        );
+        assert_eq!(status, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let hup = |pid: u32| {
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    // A British number gets English, by its country.
+    let id = issue("+44 7400 123456");
+    assert!(outbox_text(&outbox, &id).starts_with("First "));
+
+    write("Second {code}");
+    hup(running.child.id());
+    wait_for_log(&running, "configuration reloaded");
+    let id = issue("+44 7400 123457");
+    assert!(outbox_text(&outbox, &id).starts_with("Second "));
+
+    write("Third {pin}");
+    hup(running.child.id());
+    let refused = wait_for_log(&running, "reload refused");
+    assert!(refused.contains("pin"), "{refused}");
+    let id = issue("+44 7400 123458");
+    assert!(
+        outbox_text(&outbox, &id).starts_with("Second "),
+        "the old templates stay"
+    );
+    assert!(terminate(&mut running.child).success());
 }

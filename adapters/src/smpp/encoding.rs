@@ -74,17 +74,51 @@ impl Encoded {
     }
 }
 
+/// No GSM 7-bit form, in [`LATIN`].
+const NONE: u16 = 0xFFFF;
+/// An extension-table character: the escape, then the low byte.
+const ESCAPED: u16 = 0x1B00;
+
+/// GSM 7-bit forms of U+0000..U+00FF, built from the tables above at compile time:
+/// the characters of a Western European text are one array read each, not a search
+/// of the alphabet (this runs for every message, to measure it).
+const LATIN: [u16; 256] = {
+    let mut table = [NONE; 256];
+    let mut i = 0;
+    while i < BASIC.len() {
+        let c = BASIC[i] as u32;
+        if c < 256 && c != 0x1B {
+            table[c as usize] = i as u16;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < EXTENSION.len() {
+        let c = EXTENSION[i].0 as u32;
+        if c < 256 {
+            table[c as usize] = ESCAPED | EXTENSION[i].1 as u16;
+        }
+        i += 1;
+    }
+    table
+};
+
 /// The septets of `c` in GSM 7-bit, if it has any.
 fn gsm7(c: char) -> Option<([u8; 2], usize)> {
-    if c != '\u{1b}'
-        && let Some(code) = BASIC.iter().position(|&b| b == c)
-    {
-        return Some(([code as u8, 0], 1));
+    let code = match c as u32 {
+        cp @ 0..=0xFF => LATIN[cp as usize],
+        // Above Latin-1: the Greek capitals of the basic table, and €.
+        _ => match BASIC.iter().position(|&b| b == c) {
+            Some(i) => i as u16,
+            None if c == '€' => ESCAPED | 0x65,
+            None => NONE,
+        },
+    };
+    match code {
+        NONE => None,
+        c if c & 0xFF00 == ESCAPED => Some(([0x1B, c as u8], 2)),
+        c => Some(([c as u8, 0], 1)),
     }
-    EXTENSION
-        .iter()
-        .find(|(e, _)| *e == c)
-        .map(|(_, code)| ([0x1B, *code], 2))
 }
 
 /// Whether `text` can go as GSM 7-bit.
@@ -186,11 +220,19 @@ pub struct Measure {
 
 /// [`Measure`] a text without encoding it; agrees with [`encode`] on the parts.
 pub fn measure(text: &str) -> Measure {
-    let gsm = is_gsm7(text);
-    let (alphabet, single, each) = if gsm {
-        (Alphabet::Gsm7, 160, 153)
+    // One pass counts both ways; the second pass is only for texts of several parts.
+    let (mut septets, mut utf16, mut gsm) = (0, 0, true);
+    for c in text.chars() {
+        utf16 += c.len_utf16();
+        match gsm7(c) {
+            Some((_, n)) => septets += n,
+            None => gsm = false,
+        }
+    }
+    let (alphabet, single, each, units) = if gsm {
+        (Alphabet::Gsm7, 160, 153, septets)
     } else {
-        (Alphabet::Ucs2, 70, 67)
+        (Alphabet::Ucs2, 70, 67, utf16)
     };
     let unit = |c: char| {
         if gsm {
@@ -199,7 +241,6 @@ pub fn measure(text: &str) -> Measure {
             c.len_utf16()
         }
     };
-    let units: usize = text.chars().map(unit).sum();
     let segments = if units <= single {
         1
     } else {
@@ -293,6 +334,26 @@ fn split(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_latin_table_agrees_with_the_alphabet() {
+        for cp in 0u32..0x2400 {
+            let Some(c) = char::from_u32(cp) else {
+                continue;
+            };
+            let slow = if c != '\u{1b}'
+                && let Some(code) = BASIC.iter().position(|&b| b == c)
+            {
+                Some(([code as u8, 0], 1))
+            } else {
+                EXTENSION
+                    .iter()
+                    .find(|(e, _)| *e == c)
+                    .map(|(_, code)| ([0x1B, *code], 2))
+            };
+            assert_eq!(gsm7(c), slow, "U+{cp:04X}");
+        }
+    }
 
     proptest! {
         #[test]
