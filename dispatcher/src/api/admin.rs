@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::locale::{self, Locale};
+use crate::locale::Locale;
 use crate::route::Target;
 
 /// `GET /v1/admin/routes?to=…[&purpose=…][&locale=…]`: the decision for a number —
@@ -36,37 +36,15 @@ pub async fn routes(
     let to = query.get("to").ok_or_else(|| {
         ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")
     })?;
-    let number = state.numbers.parse(to).map_err(|e| {
-        ApiError::bad_request("invalid_phone_number", e.to_string())
-            .field("to")
-            .reason(e.reason())
-    })?;
+    let number = super::read_number(&state, to, "to")?;
     let purpose_name = query
         .get("purpose")
         .map(String::as_str)
         .unwrap_or(&state.default_purpose);
-    let purpose = state.engine.purpose(purpose_name).ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown_purpose",
-            format!(
-                "no such purpose; configured: {}",
-                state.engine.purpose_names().join(", ")
-            ),
-        )
-        .field("purpose")
-    })?;
+    let purpose = super::find_purpose(&state, purpose_name)?;
     let plan = state.router.plan();
     let (locale, locale_from) = match query.get("locale") {
-        Some(tag) => (
-            Locale::parse(tag).ok_or_else(|| {
-                ApiError::bad_request(
-                    "unsupported_locale",
-                    format!("unsupported language; supported: {}", locale::SUPPORTED),
-                )
-                .field("locale")
-            })?,
-            "request",
-        ),
+        Some(tag) => (super::read_locale(tag)?, "request"),
         None => match plan.country_locale(number.country) {
             Some(l) => (l, "country"),
             None => (

@@ -44,6 +44,50 @@ pub struct AppState {
     pub reloader: Option<Arc<crate::server::Reloader>>,
 }
 
+/// A number as typed, read with the metadata; a refusal names `field` and why.
+pub(crate) fn read_number(
+    state: &AppState,
+    input: &str,
+    field: &'static str,
+) -> Result<crate::number::NumberInfo, ApiError> {
+    state.numbers.parse(input).map_err(|e| {
+        ApiError::bad_request("invalid_phone_number", e.to_string())
+            .field(field)
+            .reason(e.reason())
+    })
+}
+
+/// A language tag of the request's `locale`.
+pub(crate) fn read_locale(tag: &str) -> Result<crate::locale::Locale, ApiError> {
+    crate::locale::Locale::parse(tag).ok_or_else(|| {
+        ApiError::bad_request(
+            "unsupported_locale",
+            format!(
+                "unsupported language; supported: {}",
+                crate::locale::SUPPORTED
+            ),
+        )
+        .field("locale")
+    })
+}
+
+/// A configured purpose, by the request's `purpose`.
+pub(crate) fn find_purpose<'a>(
+    state: &'a AppState,
+    name: &str,
+) -> Result<&'a crate::engine::Purpose, ApiError> {
+    state.engine.purpose(name).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_purpose",
+            format!(
+                "no such purpose; configured: {}",
+                state.engine.purpose_names().join(", ")
+            ),
+        )
+        .field("purpose")
+    })
+}
+
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .route("/v1/verifications", post(verifications::create))

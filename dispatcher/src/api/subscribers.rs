@@ -11,7 +11,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::validate_subject;
-use crate::locale::{self, Locale};
+use crate::locale::Locale;
 use crate::store::{PutSubscriber, StoreError};
 use crate::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
 
@@ -134,28 +134,8 @@ pub async fn put(
     let subject = subject_from_path(&subject)?;
     let body = body.value;
     let now = state.engine.now();
-    let phone = state
-        .numbers
-        .parse(&body.phone)
-        .map_err(|e| {
-            ApiError::bad_request("invalid_phone_number", e.to_string())
-                .field("phone")
-                .reason(e.reason())
-        })?
-        .e164;
-    let locale = body
-        .locale
-        .as_deref()
-        .map(|tag| {
-            Locale::parse(tag).ok_or_else(|| {
-                ApiError::bad_request(
-                    "unsupported_locale",
-                    format!("unsupported language; supported: {}", locale::SUPPORTED),
-                )
-                .field("locale")
-            })
-        })
-        .transpose()?;
+    let phone = super::read_number(&state, &body.phone, "phone")?.e164;
+    let locale = body.locale.as_deref().map(super::read_locale).transpose()?;
     if body.devices.len() > MAX_DEVICES {
         return Err(ApiError::bad_request(
             "too_many_devices",

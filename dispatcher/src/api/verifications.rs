@@ -15,7 +15,7 @@ use super::json::JsonBody;
 use crate::code::Code;
 use crate::engine::{IssueError, IssueRequest, Issued};
 use crate::id::VerificationId;
-use crate::locale::{self, Locale};
+use crate::locale::Locale;
 use crate::phone::E164;
 use crate::store::{IdempotencyBegin, StoreError, StoredResponse};
 use crate::verification::{
@@ -310,24 +310,11 @@ fn validate(
     body: CreateVerification,
     has_devices: bool,
 ) -> Result<IssueRequest, ApiError> {
-    let number = state
-        .numbers
-        .parse(body.to.as_deref().unwrap_or_default())
-        .map_err(|e| {
-            ApiError::bad_request("invalid_phone_number", e.to_string())
-                .field("to")
-                .reason(e.reason())
-        })?;
+    let number = super::read_number(state, body.to.as_deref().unwrap_or_default(), "to")?;
     // The request's language, else the subscriber's (already filled in), else the
     // one of the number's country, else the default.
     let locale = match body.locale.as_deref() {
-        Some(tag) => Locale::parse(tag).ok_or_else(|| {
-            ApiError::bad_request(
-                "unsupported_locale",
-                format!("unsupported language; supported: {}", locale::SUPPORTED),
-            )
-            .field("locale")
-        })?,
+        Some(tag) => super::read_locale(tag)?,
         None => state
             .router
             .plan()
@@ -336,16 +323,7 @@ fn validate(
             .unwrap_or(Locale::Es),
     };
     let purpose_name = body.purpose.as_deref().unwrap_or(&state.default_purpose);
-    let purpose = state.engine.purpose(purpose_name).cloned().ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown_purpose",
-            format!(
-                "no such purpose; configured: {}",
-                state.engine.purpose_names().join(", ")
-            ),
-        )
-        .field("purpose")
-    })?;
+    let purpose = super::find_purpose(state, purpose_name)?.clone();
     let subject = match body.subject {
         None => None,
         Some(s) => Some(validate_subject(&s)?),
