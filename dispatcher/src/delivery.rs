@@ -454,7 +454,7 @@ impl Workers {
                 );
             }
         };
-        details.encoding = Some(sms.measure.alphabet.as_str());
+        details.encoding = Some(sms.measure.alphabet);
         details.segments = sms.measure.segments.min(255) as u8;
         let route = plan.route(job.to);
         details.route = Some(route.name.clone());

@@ -224,7 +224,7 @@ pub struct SendDetails {
     /// Carriers passed over before, each with why.
     pub failovers: Vec<Failover>,
     /// `gsm7` or `ucs2`.
-    pub encoding: Option<&'static str>,
+    pub encoding: Option<otpd_adapters::smpp::encoding::Alphabet>,
     /// SMS the text takes.
     pub segments: u8,
 }

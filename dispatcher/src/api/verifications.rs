@@ -176,7 +176,11 @@ impl<'a> VerificationView<'a> {
                         error: &f.error,
                     })
                     .collect(),
-                encoding: s.details.as_ref().and_then(|d| d.encoding),
+                encoding: s
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.encoding)
+                    .map(|a| a.as_str()),
                 segments: s
                     .details
                     .as_ref()
