@@ -13,6 +13,7 @@ pub mod code;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod gcra;
 pub mod id;
 pub mod locale;
 pub mod metrics;
