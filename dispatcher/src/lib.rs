@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod engine;
 pub mod gcra;
 pub mod id;
+pub mod limiter;
 pub mod locale;
 pub mod metrics;
 pub mod number;

@@ -1,0 +1,302 @@
+//! The `Limiter` seam: one request checked against several keyed GCRA limits at
+//! once (destination, subject, IP, client, country, prefix, purpose…), charged to all
+//! of them only when every one allows it.
+//!
+//! [`MemoryLimiter`] keeps each key's state — one theoretical arrival time — in
+//! sharded hash maps. Keys are stored as 128-bit keyed hashes of (limit, key), so a
+//! key costs the same 24 bytes whatever its length and nobody can aim collisions at a
+//! shard. A request locks only the shards its keys fall in (in shard order, so two
+//! requests never wait on each other in a cycle); no lock is shared by all requests.
+//! Keys whose TAT has passed are as good as absent and are reclaimed by
+//! [`MemoryLimiter::reclaim`], which a timer runs, so the maps never grow without
+//! bound.
+
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+
+use crate::gcra::{self, Quota, Verdict};
+
+/// One limit to check: which limit (its name is the machine-readable reason of a
+/// refusal), the key within it, and its quota.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    pub limit: &'static str,
+    pub key: &'a [u8],
+    pub quota: Quota,
+}
+
+/// The request was refused by `limit`; it may come back after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub limit: &'static str,
+    pub retry_after: Duration,
+}
+
+/// Checks requests against keyed limits. Times are nanoseconds on a monotonic scale
+/// shared by every caller of one limiter.
+pub trait Limiter: Send + Sync {
+    /// Allow (and charge every limit) or refuse (and charge none). When several
+    /// limits refuse, the one that keeps the request out longest answers.
+    fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal>;
+}
+
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashMap<u128, u64>>;
+
+pub struct MemoryLimiter {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLimiter {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The stored key of `key` in `limit`: two 64-bit keyed hashes, different seeds.
+    fn id(&self, limit: &str, key: &[u8]) -> u128 {
+        let half = |seed: u8| {
+            let mut h = self.hasher.build_hasher();
+            seed.hash(&mut h);
+            limit.hash(&mut h);
+            key.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(half(0)) << 64) | u128::from(half(1))
+    }
+
+    fn shard_of(id: u128) -> usize {
+        (id as usize) % SHARDS
+    }
+
+    /// Forget keys back to a full burst (their TAT has passed), and give memory back
+    /// when a shard is mostly empty. Returns how many keys are left.
+    pub fn reclaim(&self, now: u64) -> usize {
+        let mut left = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock();
+            map.retain(|_, tat| *tat > now);
+            if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+                map.shrink_to_fit();
+            }
+            left += map.len();
+        }
+        left
+    }
+
+    /// Keys held now (reclaimed or not).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Limiter for MemoryLimiter {
+    fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
+        let ids: Vec<u128> = checks.iter().map(|c| self.id(c.limit, c.key)).collect();
+        let mut shards: Vec<usize> = ids.iter().map(|&id| Self::shard_of(id)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        // Locked in ascending shard order; found again by binary search.
+        let mut guards: Vec<_> = shards.iter().map(|&s| self.shards[s].lock()).collect();
+        let map_of = |id: u128| {
+            shards
+                .binary_search(&Self::shard_of(id))
+                .expect("its shard is locked")
+        };
+        // Phase one: every verdict, charging nothing. Two checks of the same key in
+        // one request see each other's charge.
+        let mut new_tats: Vec<(u128, u64)> = Vec::with_capacity(checks.len());
+        let mut refusal: Option<Refusal> = None;
+        for (c, &id) in checks.iter().zip(ids.iter()) {
+            let stored = new_tats
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == id)
+                .map(|(_, t)| *t)
+                .or_else(|| guards[map_of(id)].get(&id).copied())
+                .unwrap_or(0);
+            match gcra::check(c.quota, stored, now) {
+                Verdict::Allow { tat } => new_tats.push((id, tat)),
+                Verdict::Deny { retry_after } => {
+                    if refusal.is_none_or(|r| retry_after > r.retry_after) {
+                        refusal = Some(Refusal {
+                            limit: c.limit,
+                            retry_after,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(r) = refusal {
+            return Err(r);
+        }
+        // Phase two: charge them all.
+        for (id, tat) in new_tats {
+            guards[map_of(id)].insert(id, tat);
+        }
+        Ok(())
+    }
+}
+
+/// A limiter that allows everything, or refuses everything with a set answer: for
+/// tests of what callers do with either.
+pub struct FakeLimiter(pub Option<Refusal>);
+
+impl Limiter for FakeLimiter {
+    fn check(&self, _: &[Check<'_>], _: u64) -> Result<(), Refusal> {
+        match self.0 {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const S: u64 = 1_000_000_000;
+
+    fn q(count: u32, secs: u64) -> Quota {
+        Quota::per(count, Duration::from_secs(secs)).unwrap()
+    }
+
+    #[test]
+    fn a_refusal_charges_no_other_limit() {
+        let l = MemoryLimiter::new();
+        let now = 10 * S;
+        let number = Check {
+            limit: "destination",
+            key: b"+34600123456",
+            quota: q(5, 600),
+        };
+        let ip = Check {
+            limit: "ip",
+            key: b"192.0.2.7",
+            quota: q(2, 60),
+        };
+        assert!(l.check(&[number, ip], now).is_ok());
+        assert!(l.check(&[number, ip], now).is_ok());
+        let refused = l.check(&[number, ip], now).unwrap_err();
+        assert_eq!(refused.limit, "ip");
+        // The number was charged twice, not three times: three more pass alone.
+        for _ in 0..3 {
+            assert!(l.check(&[number], now).is_ok());
+        }
+        assert_eq!(l.check(&[number], now).unwrap_err().limit, "destination");
+    }
+
+    #[test]
+    fn the_limit_that_keeps_the_request_out_longest_answers() {
+        let l = MemoryLimiter::new();
+        let a = Check {
+            limit: "short",
+            key: b"k",
+            quota: q(1, 10),
+        };
+        let b = Check {
+            limit: "long",
+            key: b"k",
+            quota: q(1, 100),
+        };
+        l.check(&[a, b], S).unwrap();
+        let r = l.check(&[a, b], S).unwrap_err();
+        assert_eq!((r.limit, r.retry_after), ("long", Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn the_same_key_twice_in_one_request_counts_twice() {
+        let l = MemoryLimiter::new();
+        let c = Check {
+            limit: "x",
+            key: b"k",
+            quota: q(1, 10),
+        };
+        assert!(l.check(&[c, c], S).is_err());
+        assert!(l.check(&[c], S).is_ok(), "the refused pair charged nothing");
+    }
+
+    #[test]
+    fn idle_keys_are_reclaimed() {
+        let l = MemoryLimiter::new();
+        for i in 0..10_000u32 {
+            let key = i.to_be_bytes();
+            let c = Check {
+                limit: "destination",
+                key: &key,
+                quota: q(5, 600),
+            };
+            l.check(&[c], S).unwrap();
+        }
+        assert_eq!(l.len(), 10_000);
+        // Each key's TAT is one interval (120 s) ahead: still held at 100 s…
+        assert_eq!(l.reclaim(100 * S), 10_000);
+        // …and forgotten after, with its memory.
+        assert_eq!(l.reclaim(122 * S), 0);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn concurrent_requests_never_pass_more_than_the_quota() {
+        let l = Arc::new(MemoryLimiter::new());
+        let allowed = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (l, allowed) = (l.clone(), allowed.clone());
+                std::thread::spawn(move || {
+                    for i in 0..1000u32 {
+                        let other = (t * 1000 + i).to_be_bytes();
+                        let checks = [
+                            Check {
+                                limit: "global",
+                                key: b"login",
+                                quota: q(100, 3600),
+                            },
+                            Check {
+                                limit: "destination",
+                                key: &other,
+                                quota: q(5, 600),
+                            },
+                        ];
+                        if l.check(&checks, S).is_ok() {
+                            allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(allowed.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn the_fake_answers_as_told() {
+        let refusal = Refusal {
+            limit: "x",
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(FakeLimiter(Some(refusal)).check(&[], 0), Err(refusal));
+        assert_eq!(FakeLimiter(None).check(&[], 0), Ok(()));
+    }
+}
