@@ -11,11 +11,12 @@
 //! [`MemoryLimiter::reclaim`], which a timer runs, so the maps never grow without
 //! bound.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use hashbrown::HashMap;
 use parking_lot::Mutex;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::gcra::{self, Quota, Verdict};
 
@@ -39,17 +40,53 @@ pub struct Refusal {
 /// shared by every caller of one limiter.
 pub trait Limiter: Send + Sync {
     /// Allow (and charge every limit) or refuse (and charge none). When several
-    /// limits refuse, the one that keeps the request out longest answers.
+    /// limits refuse, the one that keeps the request out longest answers. At most
+    /// [`MAX_CHECKS`] limits per request; more is a programming error and panics.
     fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal>;
 }
 
+/// Limits one request may be checked against at once.
+pub const MAX_CHECKS: usize = 16;
+
 const SHARDS: usize = 64;
 
-type Shard = Mutex<HashMap<u128, u64>>;
+/// A shard's keys: hashbrown's own hasher would hash the already-random ids again;
+/// their low bits are as good as any hash.
+type Shard = Mutex<HashMap<u128, u64, IdHash>>;
+
+#[derive(Clone, Copy, Default)]
+struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// Takes the id's upper 64 bits (the shard index uses the lower ones).
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 ids are hashed; this is their byte form, for completeness.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = (i >> 64) as u64;
+    }
+}
 
 pub struct MemoryLimiter {
     shards: Box<[Shard]>,
-    hasher: RandomState,
+    keys: (u64, u64),
 }
 
 impl Default for MemoryLimiter {
@@ -60,22 +97,26 @@ impl Default for MemoryLimiter {
 
 impl MemoryLimiter {
     pub fn new() -> Self {
+        let mut seed = [0u8; 16];
+        // Without OS randomness the ids are still well spread, only predictable.
+        let _ = getrandom::fill(&mut seed);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(IdHash)))
+                .collect(),
+            keys: (
+                u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
+                u64::from_le_bytes(seed[8..].try_into().expect("8 bytes")),
+            ),
         }
     }
 
-    /// The stored key of `key` in `limit`: two 64-bit keyed hashes, different seeds.
+    /// The stored key of `key` in `limit`: a keyed 128-bit SipHash.
     fn id(&self, limit: &str, key: &[u8]) -> u128 {
-        let half = |seed: u8| {
-            let mut h = self.hasher.build_hasher();
-            seed.hash(&mut h);
-            limit.hash(&mut h);
-            key.hash(&mut h);
-            h.finish()
-        };
-        (u128::from(half(0)) << 64) | u128::from(half(1))
+        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        limit.hash(&mut h);
+        key.hash(&mut h);
+        h.finish128().as_u128()
     }
 
     fn shard_of(id: u128) -> usize {
@@ -109,12 +150,30 @@ impl MemoryLimiter {
 
 impl Limiter for MemoryLimiter {
     fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
-        let ids: Vec<u128> = checks.iter().map(|c| self.id(c.limit, c.key)).collect();
-        let mut shards: Vec<usize> = ids.iter().map(|&id| Self::shard_of(id)).collect();
-        shards.sort_unstable();
-        shards.dedup();
+        assert!(checks.len() <= MAX_CHECKS, "more than {MAX_CHECKS} limits");
+        // Fixed arrays: a decision allocates nothing.
+        let mut ids = [0u128; MAX_CHECKS];
+        let mut shards = [0usize; MAX_CHECKS];
+        for (i, c) in checks.iter().enumerate() {
+            ids[i] = self.id(c.limit, c.key);
+            shards[i] = Self::shard_of(ids[i]);
+        }
+        let n = checks.len();
+        shards[..n].sort_unstable();
+        let mut distinct = 0;
+        for i in 0..n {
+            if i == 0 || shards[i] != shards[i - 1] {
+                shards[distinct] = shards[i];
+                distinct += 1;
+            }
+        }
+        let shards = &shards[..distinct];
         // Locked in ascending shard order; found again by binary search.
-        let mut guards: Vec<_> = shards.iter().map(|&s| self.shards[s].lock()).collect();
+        let mut guards: [Option<parking_lot::MutexGuard<'_, HashMap<u128, u64, IdHash>>>;
+            MAX_CHECKS] = Default::default();
+        for (i, &s) in shards.iter().enumerate() {
+            guards[i] = Some(self.shards[s].lock());
+        }
         let map_of = |id: u128| {
             shards
                 .binary_search(&Self::shard_of(id))
@@ -122,18 +181,26 @@ impl Limiter for MemoryLimiter {
         };
         // Phase one: every verdict, charging nothing. Two checks of the same key in
         // one request see each other's charge.
-        let mut new_tats: Vec<(u128, u64)> = Vec::with_capacity(checks.len());
+        let mut new_tats = [(0u128, 0u64); MAX_CHECKS];
+        let mut charged = 0;
         let mut refusal: Option<Refusal> = None;
         for (c, &id) in checks.iter().zip(ids.iter()) {
-            let stored = new_tats
+            let stored = new_tats[..charged]
                 .iter()
                 .rev()
                 .find(|(k, _)| *k == id)
                 .map(|(_, t)| *t)
-                .or_else(|| guards[map_of(id)].get(&id).copied())
+                .or_else(|| {
+                    guards[map_of(id)]
+                        .as_ref()
+                        .and_then(|g| g.get(&id).copied())
+                })
                 .unwrap_or(0);
             match gcra::check(c.quota, stored, now) {
-                Verdict::Allow { tat } => new_tats.push((id, tat)),
+                Verdict::Allow { tat } => {
+                    new_tats[charged] = (id, tat);
+                    charged += 1;
+                }
                 Verdict::Deny { retry_after } => {
                     if refusal.is_none_or(|r| retry_after > r.retry_after) {
                         refusal = Some(Refusal {
@@ -148,8 +215,10 @@ impl Limiter for MemoryLimiter {
             return Err(r);
         }
         // Phase two: charge them all.
-        for (id, tat) in new_tats {
-            guards[map_of(id)].insert(id, tat);
+        for &(id, tat) in &new_tats[..charged] {
+            if let Some(g) = guards[map_of(id)].as_mut() {
+                g.insert(id, tat);
+            }
         }
         Ok(())
     }

@@ -1,0 +1,116 @@
+//! Limit decisions per second: otpd's limiter checking a request's set of limits,
+//! against governor alone on one key and on a million keys.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use governor::{Quota as GovQuota, RateLimiter};
+use otpd::gcra::Quota;
+use otpd::limiter::{Check, Limiter, MemoryLimiter};
+
+const KEYS: u64 = 1_000_000;
+
+fn limiter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("limiter");
+    group.throughput(Throughput::Elements(1));
+    // Generous quotas: the benches measure decisions, mostly allowing ones.
+    let q = Quota::per(1_000_000, Duration::from_secs(1)).unwrap();
+    let now = 1_000_000_000u64;
+
+    let one = MemoryLimiter::new();
+    group.bench_function("otpd, one limit, one key", |b| {
+        let check = [Check {
+            limit: "global",
+            key: b"login",
+            quota: q,
+        }];
+        b.iter(|| black_box(one.check(black_box(&check), now)))
+    });
+
+    let set = MemoryLimiter::new();
+    let mut i = 0u64;
+    group.bench_function("otpd, a request's 7 limits, 1M destinations", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let number = (34_600_000_000 + i).to_be_bytes();
+            let ip = ((i % 65_536) as u32).to_be_bytes();
+            let net = ((i % 256) as u32).to_be_bytes();
+            let checks = [
+                Check {
+                    limit: "destination",
+                    key: &number,
+                    quota: q,
+                },
+                Check {
+                    limit: "subject",
+                    key: &number[2..],
+                    quota: q,
+                },
+                Check {
+                    limit: "ip",
+                    key: &ip,
+                    quota: q,
+                },
+                Check {
+                    limit: "ip_prefix",
+                    key: &net,
+                    quota: q,
+                },
+                Check {
+                    limit: "client",
+                    key: b"backend-1",
+                    quota: q,
+                },
+                Check {
+                    limit: "country",
+                    key: b"ES",
+                    quota: q,
+                },
+                Check {
+                    limit: "purpose",
+                    key: b"login",
+                    quota: q,
+                },
+            ];
+            black_box(set.check(&checks, now))
+        })
+    });
+
+    let many = MemoryLimiter::new();
+    let mut j = 0u64;
+    group.bench_function("otpd, one limit, 1M keys", |b| {
+        b.iter(|| {
+            j = (j + 1) % KEYS;
+            let key = j.to_be_bytes();
+            black_box(many.check(
+                &[Check {
+                    limit: "destination",
+                    key: &key,
+                    quota: q,
+                }],
+                now,
+            ))
+        })
+    });
+
+    let gov_quota = GovQuota::per_second(NonZeroU32::new(1_000_000).unwrap());
+    let direct = RateLimiter::direct(gov_quota);
+    group.bench_function("governor, one key", |b| {
+        b.iter(|| black_box(direct.check()))
+    });
+
+    let keyed = RateLimiter::dashmap(gov_quota);
+    let mut k = 0u64;
+    group.bench_function("governor keyed, 1M keys", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(keyed.check_key(&k))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, limiter);
+criterion_main!(benches);
