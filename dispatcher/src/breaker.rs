@@ -81,10 +81,6 @@ impl Breaker {
         }
     }
 
-    pub fn config(&self) -> BreakerConfig {
-        self.config
-    }
-
     /// Take new settings (a reload); the counts so far are kept.
     pub fn reconfigure(&mut self, config: BreakerConfig) {
         self.config = config;

@@ -101,10 +101,6 @@ impl NumberKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<NumberKind> {
-        ALL_KINDS.iter().copied().find(|k| k.as_str() == s)
-    }
-
     /// Whether an SMS reaches a handset on it.
     pub fn takes_sms(self) -> bool {
         matches!(self, NumberKind::Mobile | NumberKind::FixedLineOrMobile)
@@ -127,21 +123,6 @@ impl NumberKind {
         }
     }
 }
-
-const ALL_KINDS: [NumberKind; 12] = [
-    NumberKind::Mobile,
-    NumberKind::FixedLine,
-    NumberKind::FixedLineOrMobile,
-    NumberKind::TollFree,
-    NumberKind::PremiumRate,
-    NumberKind::SharedCost,
-    NumberKind::PersonalNumber,
-    NumberKind::Voip,
-    NumberKind::Pager,
-    NumberKind::Uan,
-    NumberKind::Voicemail,
-    NumberKind::Unknown,
-];
 
 impl fmt::Display for NumberKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -240,14 +221,6 @@ impl NumberRules {
             mobile_only,
             default_code: meta.country_code(),
         })
-    }
-
-    pub fn default_region(&self) -> Region {
-        self.default_region
-    }
-
-    pub fn mobile_only(&self) -> bool {
-        self.mobile_only
     }
 
     /// Parse and validate without the cache.

@@ -234,11 +234,6 @@ impl RouteTable {
         self.routes.iter().map(|(p, t)| (&**p, t))
     }
 
-    /// Where numbers no prefix matches go.
-    pub fn default_target(&self) -> Option<&Target> {
-        self.default.as_ref()
-    }
-
     /// Every route and the default, with its prefix (`default` for the default).
     pub fn targets(&self) -> impl Iterator<Item = (&str, &Target)> {
         self.routes()

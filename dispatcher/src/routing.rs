@@ -352,7 +352,7 @@ impl Plan {
     }
 
     /// Every carrier some route names.
-    fn carriers(&self) -> BTreeSet<Arc<str>> {
+    pub fn carriers(&self) -> BTreeSet<Arc<str>> {
         self.table
             .targets()
             .map(|(_, t)| t)

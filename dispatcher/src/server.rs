@@ -32,9 +32,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
-use crate::config::{
-    BindModeConfig, ChannelRef, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind,
-};
+use crate::config::{BindModeConfig, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind};
 use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
 use crate::metrics::{self, Metrics};
@@ -122,13 +120,13 @@ impl Server {
                 config.store.retention,
             )),
         };
+        let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let channels = match deps.channels {
             Some(channels) => channels,
-            None => configured_channels(&config)?,
+            None => configured_channels(&config, &plan)?,
         };
         // Before anything takes metric handles, so that theirs are live.
         let prometheus = metrics::install();
-        let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let router = Arc::new(
             Router::new(&channels.sms, plan).map_err(|e| ServerError::Routing(e.to_string()))?,
         );
@@ -324,7 +322,7 @@ fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
     Ok(secret)
 }
 
-fn configured_channels(config: &Config) -> Result<Channels, ServerError> {
+fn configured_channels(config: &Config, plan: &Plan) -> Result<Channels, ServerError> {
     let mut outbox: Option<Arc<FileChannel>> = None;
     let mut open_outbox = || -> Result<Arc<FileChannel>, ServerError> {
         if let Some(f) = &outbox {
@@ -348,14 +346,7 @@ fn configured_channels(config: &Config) -> Result<Channels, ServerError> {
         .iter()
         .map(|(name, c)| Arc::new(SmppCarrier::start(carrier_config(name, c))) as Arc<dyn Channel>)
         .collect();
-    let names_file = ChannelRef::parse(&config.delivery.sms) == Some(ChannelRef::File)
-        || config
-            .routing
-            .default
-            .iter()
-            .chain(config.routing.routes.iter().flat_map(|r| r.carriers.iter()))
-            .any(|c| c.name() == "file");
-    if names_file {
+    if plan.carriers().contains("file") {
         sms.push(open_outbox()?);
     }
     let mut fallback = |platform: &'static str| -> Result<Arc<dyn Pusher>, ServerError> {

@@ -326,11 +326,6 @@ impl Templates {
         Ok(t)
     }
 
-    /// The shipped texts only (tests, tools).
-    pub fn shipped_only(app: &str) -> Templates {
-        Templates::new(app, 10, Vec::new(), &[]).expect("shipped templates are valid")
-    }
-
     /// The template of `purpose` in `locale`, and where it comes from.
     pub fn source(&self, purpose: &str, locale: Locale) -> &'static str {
         if self
