@@ -88,6 +88,14 @@ pub fn check(quota: Quota, tat: u64, now: u64) -> Verdict {
     }
 }
 
+/// Give one request back to a key whose stored TAT is `tat`: the charge of a request
+/// that, once admitted, turned out to send nothing (a duplicate). Returns the TAT to
+/// store, 0 when the key is back to a full burst.
+pub fn refund(quota: Quota, tat: u64, now: u64) -> u64 {
+    let back = tat.saturating_sub(quota.emission);
+    if back <= now { 0 } else { back }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +127,23 @@ mod tests {
             Verdict::Allow { .. }
         ));
         assert!(matches!(check(q, tat, now + 119 * S), Verdict::Deny { .. }));
+    }
+
+    #[test]
+    fn a_refund_gives_one_request_back() {
+        let q = Quota::new(2, Duration::from_secs(60), 2).unwrap();
+        let now = 100 * S;
+        let Verdict::Allow { tat } = check(q, 0, now) else {
+            panic!()
+        };
+        let Verdict::Allow { tat } = check(q, tat, now) else {
+            panic!()
+        };
+        assert!(matches!(check(q, tat, now), Verdict::Deny { .. }));
+        let tat = refund(q, tat, now);
+        assert!(matches!(check(q, tat, now), Verdict::Allow { .. }));
+        // Refunding the last charge forgets the key.
+        assert_eq!(refund(q, refund(q, tat, now), now), 0);
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub trait Limiter: Send + Sync {
     /// limits refuse, the one that keeps the request out longest answers. At most
     /// [`MAX_CHECKS`] limits per request; more is a programming error and panics.
     fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal>;
+
+    /// What [`Limiter::check`] would answer, charging nothing: for limits that gate a
+    /// request but are charged by something else (wrong codes gate new codes).
+    fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal>;
+
+    /// Give back one charge to each limit: the request was admitted but sent nothing
+    /// (a duplicate collapsed into an earlier one), so it should not count.
+    fn refund(&self, checks: &[Check<'_>], now: u64);
 }
 
 /// Limits one request may be checked against at once.
@@ -150,6 +158,30 @@ impl MemoryLimiter {
 
 impl Limiter for MemoryLimiter {
     fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
+        self.decide(checks, now, true)
+    }
+
+    fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
+        self.decide(checks, now, false)
+    }
+
+    fn refund(&self, checks: &[Check<'_>], now: u64) {
+        for c in checks {
+            let id = self.id(c.limit, c.key);
+            let mut map = self.shards[Self::shard_of(id)].lock();
+            if let Some(tat) = map.get_mut(&id) {
+                *tat = gcra::refund(c.quota, *tat, now);
+                if *tat == 0 {
+                    map.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+impl MemoryLimiter {
+    /// Every verdict first; then, when all allow and `charge` is set, every charge.
+    fn decide(&self, checks: &[Check<'_>], now: u64, charge: bool) -> Result<(), Refusal> {
         assert!(checks.len() <= MAX_CHECKS, "more than {MAX_CHECKS} limits");
         // Fixed arrays: a decision allocates nothing.
         let mut ids = [0u128; MAX_CHECKS];
@@ -214,6 +246,9 @@ impl Limiter for MemoryLimiter {
         if let Some(r) = refusal {
             return Err(r);
         }
+        if !charge {
+            return Ok(());
+        }
         // Phase two: charge them all.
         for &(id, tat) in &new_tats[..charged] {
             if let Some(g) = guards[map_of(id)].as_mut() {
@@ -235,6 +270,12 @@ impl Limiter for FakeLimiter {
             None => Ok(()),
         }
     }
+
+    fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
+        self.check(checks, now)
+    }
+
+    fn refund(&self, _: &[Check<'_>], _: u64) {}
 }
 
 #[cfg(test)]
@@ -290,6 +331,31 @@ mod tests {
         l.check(&[a, b], S).unwrap();
         let r = l.check(&[a, b], S).unwrap_err();
         assert_eq!((r.limit, r.retry_after), ("long", Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn peek_charges_nothing_and_refund_gives_back() {
+        let l = MemoryLimiter::new();
+        let c = Check {
+            limit: "destination",
+            key: b"+34600123456",
+            quota: q(2, 600),
+        };
+        for _ in 0..5 {
+            assert!(l.peek(&[c], S).is_ok());
+        }
+        l.check(&[c], S).unwrap();
+        l.check(&[c], S).unwrap();
+        assert_eq!(l.peek(&[c], S).unwrap_err().limit, "destination");
+        l.refund(&[c], S);
+        assert!(l.peek(&[c], S).is_ok());
+        l.check(&[c], S).unwrap();
+        assert!(l.check(&[c], S).is_err());
+        // Refunding every charge forgets the key; refunding an unknown key is a no-op.
+        l.refund(&[c], S);
+        l.refund(&[c], S);
+        l.refund(&[c], S);
+        assert!(l.is_empty());
     }
 
     #[test]
