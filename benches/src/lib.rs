@@ -134,6 +134,7 @@ pub fn request(engine: &Engine, i: u64) -> IssueRequest {
         locale: Locale::Es,
         purpose: engine.purpose("login").expect("login").clone(),
         subject: None,
+        client: None,
         has_devices: false,
     }
 }

@@ -40,6 +40,8 @@ pub struct IssueRequest {
     pub locale: Locale,
     pub purpose: Purpose,
     pub subject: Option<Box<str>>,
+    /// The API client asking (`None` when the API is open).
+    pub client: Option<Arc<str>>,
     /// Whether the subject has a registered device (known from the registry).
     pub has_devices: bool,
 }
@@ -160,6 +162,7 @@ impl Engine {
                 line: req.line,
                 purpose: req.purpose.name.clone(),
                 subject: req.subject,
+                client: req.client,
                 locale: req.locale,
                 channel: req.channel,
                 first_send: kind,

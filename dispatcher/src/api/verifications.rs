@@ -356,6 +356,7 @@ fn validate(
         locale,
         purpose,
         subject,
+        client: None,
         has_devices,
     })
 }

@@ -6,6 +6,7 @@
 //! variables use `__` between levels (`OTPD_SERVER__LISTEN=127.0.0.1:9000`,
 //! `OTPD_PURPOSES__LOGIN__TTL=5m`); `OTPD_SECRET` is short for `OTPD_CODES__SECRET`.
 
+pub mod limits;
 pub mod push;
 pub mod routing;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::code::CodeLength;
 use crate::locale::{self, Locale};
 use crate::number::NumberRules;
+pub use limits::{ClientConfig, LimitsConfig, PumpingConfig, PumpingMode, Rate};
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
 pub use routing::{
     BreakerSection, MessagesConfig, RouteCarrier, RouteConfig, RoutingConfig, TemplateConfig,
@@ -47,6 +49,11 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// Push providers per platform.
     pub push: PushConfig,
+    /// Rate limits and the SMS-pumping defence.
+    pub limits: LimitsConfig,
+    /// Authentication backends allowed to call otpd; none: the API is open (for
+    /// local use only).
+    pub clients: Vec<ClientConfig>,
     pub log: LogConfig,
 }
 
@@ -342,6 +349,8 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             messages: MessagesConfig::default(),
             push: PushConfig::default(),
+            limits: LimitsConfig::default(),
+            clients: Vec::new(),
             log: LogConfig::default(),
         }
     }
@@ -667,6 +676,9 @@ impl Config {
             ));
         }
         self.push.validate()?;
+        let purposes: Vec<&str> = self.purposes.keys().map(String::as_str).collect();
+        self.limits.validate(&purposes)?;
+        limits::validate_clients(&self.clients, &purposes)?;
         for (key, value) in [("delivery.sms", &self.delivery.sms)] {
             match ChannelRef::parse(value) {
                 Some(ChannelRef::File) => {}

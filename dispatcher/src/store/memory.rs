@@ -36,7 +36,6 @@ use super::{
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
-use crate::phone::E164;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
     AckOutcome, CancelOutcome, EscalationCause, RequestedChannel, SendDetails, SendResult,
@@ -105,10 +104,11 @@ impl MemoryStore {
         &self.shards[id.shard_tag().0 as usize & self.mask]
     }
 
-    fn dedupe_hash(&self, to: E164, purpose: &str) -> u64 {
+    fn dedupe_hash(&self, v: &Verification) -> u64 {
         let mut h = self.dedupe_hasher.build_hasher();
-        to.hash(&mut h);
-        purpose.hash(&mut h);
+        v.to.hash(&mut h);
+        v.purpose.hash(&mut h);
+        v.client.hash(&mut h);
         h.finish()
     }
 
@@ -133,13 +133,14 @@ impl Shard {
     }
 
     /// The slot of the verification indexed under this destination and purpose.
-    fn find_dest(&self, dest_hash: u64, to: E164, purpose: &str) -> Option<u32> {
+    /// The verification of the same client, number and purpose as `like`.
+    fn find_dest(&self, dest_hash: u64, like: &Verification) -> Option<u32> {
         let slots = &self.slots;
         self.by_dest
             .find(dest_hash, |&s| {
-                slots[s as usize]
-                    .as_ref()
-                    .is_some_and(|v| v.to == to && &*v.purpose == purpose)
+                slots[s as usize].as_ref().is_some_and(|v| {
+                    v.to == like.to && v.purpose == like.purpose && v.client == like.client
+                })
             })
             .copied()
     }
@@ -221,18 +222,18 @@ impl Store for MemoryStore {
         candidate: &Verification,
         now: UnixMillis,
     ) -> Result<IssueOutcome, StoreError> {
-        let dest_hash = self.dedupe_hash(candidate.to, &candidate.purpose);
+        let dest_hash = self.dedupe_hash(candidate);
         let retain_until = self.retain_until(candidate);
         let mut guard = self.shard_of(&candidate.id).lock();
         let shard = &mut *guard;
         let reclaimed = shard.reclaim(now, RECLAIM_PER_ISSUE, self.retention, |v| {
-            self.dedupe_hash(v.to, &v.purpose)
+            self.dedupe_hash(v)
         });
         if reclaimed > 0 {
             self.live.fetch_sub(reclaimed, Ordering::Relaxed);
         }
 
-        let previous = shard.find_dest(dest_hash, candidate.to, &candidate.purpose);
+        let previous = shard.find_dest(dest_hash, candidate);
         if let Some(slot) = previous {
             let current = shard.slots[slot as usize].as_mut().expect("indexed slot");
             if current.status(now) == Status::Pending {
@@ -256,7 +257,7 @@ impl Store for MemoryStore {
             }
         }
         shard.insert(candidate.clone(), dest_hash, previous, retain_until, |v| {
-            self.dedupe_hash(v.to, &v.purpose)
+            self.dedupe_hash(v)
         });
         drop(guard);
         if let Some(due) = candidate.escalate_at() {
@@ -431,9 +432,9 @@ impl Store for MemoryStore {
     async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
         let mut removed = 0;
         for shard in self.shards.iter() {
-            let n = shard.lock().reclaim(now, usize::MAX, self.retention, |v| {
-                self.dedupe_hash(v.to, &v.purpose)
-            });
+            let n = shard
+                .lock()
+                .reclaim(now, usize::MAX, self.retention, |v| self.dedupe_hash(v));
             self.live.fetch_sub(n, Ordering::Relaxed);
             removed += n;
         }
@@ -451,6 +452,7 @@ mod tests {
     use crate::code::{CodeLength, SealedCode};
     use crate::id::ShardTag;
     use crate::locale::Locale;
+    use crate::phone::E164;
     use crate::verification::{CheckOutcome, NewVerification, Policy, ResendRefusal};
     use std::sync::Arc;
 
@@ -470,6 +472,7 @@ mod tests {
                 line: crate::number::NumberLine::default(),
                 purpose: Arc::from(purpose),
                 subject: None,
+                client: None,
                 locale: Locale::Es,
                 channel: RequestedChannel::Auto,
                 first_send: ChannelKind::Sms,
@@ -532,6 +535,25 @@ mod tests {
         create(&store, candidate(34600000001, "signup", 4), T0).await;
         create(&store, candidate(34600000002, "login", 5), T0).await;
         assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn each_client_has_its_own_verification() {
+        let store = MemoryStore::new(4, RETENTION);
+        let mut a = candidate(34600000001, "login", 1);
+        a.client = Some(Arc::from("sede"));
+        let mut b = candidate(34600000001, "login", 2);
+        b.client = Some(Arc::from("bank"));
+        create(&store, a.clone(), T0).await;
+        // Another client asking for the same number and purpose neither sees nor
+        // re-sends the first one's code.
+        create(&store, b, T0).await;
+        let mut again = candidate(34600000001, "login", 3);
+        again.client = Some(Arc::from("sede"));
+        assert!(matches!(
+            store.issue(&again, T0).await.unwrap(),
+            IssueOutcome::Refused { existing, .. } if existing == a.id
+        ));
     }
 
     #[tokio::test]
