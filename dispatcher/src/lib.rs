@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod breaker;
+pub mod clients;
 pub mod clock;
 pub mod code;
 pub mod config;
@@ -20,6 +21,8 @@ pub mod locale;
 pub mod metrics;
 pub mod number;
 pub mod phone;
+pub mod prefix_map;
+pub mod pumping;
 pub mod route;
 pub mod routing;
 pub mod server;
