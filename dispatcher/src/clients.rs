@@ -202,7 +202,10 @@ mod tests {
         let c = Clients::new(&[config("sede", "k1"), config("bank", "k2")]);
         assert_eq!(&*c.authenticate(Some(b"Bearer k2")).unwrap().name, "bank");
         assert_eq!(
-            c.authenticate(Some(b"Bearer  k1 ")).unwrap().id().map(|n| &**n),
+            c.authenticate(Some(b"Bearer  k1 "))
+                .unwrap()
+                .id()
+                .map(|n| &**n),
             Some("sede")
         );
         assert_eq!(c.authenticate(None).unwrap_err(), AuthError::Missing);

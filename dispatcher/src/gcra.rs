@@ -59,6 +59,42 @@ impl Quota {
     }
 }
 
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at once, then 1 every {}",
+            self.burst(),
+            humantime::format_duration(Duration::from_millis(self.emission / 1_000_000))
+        )
+    }
+}
+
+/// Where a key stands, without charging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Requests that would be allowed right now, one after another.
+    pub remaining: u32,
+    /// When the next one is allowed, if none is now.
+    pub retry_after: Option<Duration>,
+}
+
+/// The standing of a key whose stored TAT is `tat`.
+pub fn standing(quota: Quota, tat: u64, now: u64) -> Standing {
+    let ahead = tat.max(now) - now;
+    if ahead <= quota.tolerance {
+        Standing {
+            remaining: ((quota.tolerance - ahead) / quota.emission + 1) as u32,
+            retry_after: None,
+        }
+    } else {
+        Standing {
+            remaining: 0,
+            retry_after: Some(Duration::from_nanos(ahead - quota.tolerance)),
+        }
+    }
+}
+
 /// The answer for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -140,7 +176,16 @@ mod tests {
             panic!()
         };
         assert!(matches!(check(q, tat, now), Verdict::Deny { .. }));
+        assert_eq!(
+            standing(q, tat, now),
+            Standing {
+                remaining: 0,
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
         let tat = refund(q, tat, now);
+        assert_eq!(standing(q, tat, now).remaining, 1);
+        assert_eq!(standing(q, 0, now).remaining, 2);
         assert!(matches!(check(q, tat, now), Verdict::Allow { .. }));
         // Refunding the last charge forgets the key.
         assert_eq!(refund(q, refund(q, tat, now), now), 0);

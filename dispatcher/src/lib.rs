@@ -17,6 +17,7 @@ pub mod engine;
 pub mod gcra;
 pub mod id;
 pub mod limiter;
+pub mod limits;
 pub mod locale;
 pub mod metrics;
 pub mod number;

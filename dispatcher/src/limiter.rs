@@ -51,6 +51,9 @@ pub trait Limiter: Send + Sync {
     /// Give back one charge to each limit: the request was admitted but sent nothing
     /// (a duplicate collapsed into an earlier one), so it should not count.
     fn refund(&self, checks: &[Check<'_>], now: u64);
+
+    /// Where one limit's key stands, for explaining decisions.
+    fn standing(&self, check: &Check<'_>, now: u64) -> gcra::Standing;
 }
 
 /// Limits one request may be checked against at once.
@@ -165,6 +168,16 @@ impl Limiter for MemoryLimiter {
         self.decide(checks, now, false)
     }
 
+    fn standing(&self, c: &Check<'_>, now: u64) -> gcra::Standing {
+        let id = self.id(c.limit, c.key);
+        let tat = self.shards[Self::shard_of(id)]
+            .lock()
+            .get(&id)
+            .copied()
+            .unwrap_or(0);
+        gcra::standing(c.quota, tat, now)
+    }
+
     fn refund(&self, checks: &[Check<'_>], now: u64) {
         for c in checks {
             let id = self.id(c.limit, c.key);
@@ -276,6 +289,13 @@ impl Limiter for FakeLimiter {
     }
 
     fn refund(&self, _: &[Check<'_>], _: u64) {}
+
+    fn standing(&self, c: &Check<'_>, _: u64) -> gcra::Standing {
+        gcra::Standing {
+            remaining: if self.0.is_some() { 0 } else { c.quota.burst() },
+            retry_after: self.0.map(|r| r.retry_after),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -85,7 +85,11 @@ mod tests {
 
     #[test]
     fn the_longest_prefix_wins() {
-        let m = PrefixMap::new([((34, 2), "es"), ((3460012, 7), "block"), ((88213, 5), "sat")]);
+        let m = PrefixMap::new([
+            ((34, 2), "es"),
+            ((3460012, 7), "block"),
+            ((88213, 5), "sat"),
+        ]);
         assert_eq!(m.lookup(n(34600123456)).map(|(_, v)| *v), Some("block"));
         assert_eq!(m.lookup(n(34611123456)), Some(((34, 2), &"es")));
         assert_eq!(m.lookup(n(882130000001)).map(|(_, v)| *v), Some("sat"));

@@ -165,10 +165,7 @@ impl Tally {
     }
 
     pub fn suspect(&self, rules: &PumpingRules) -> bool {
-        self.sends >= rules.min_sends
-            && self
-                .conversion()
-                .is_some_and(|c| c < rules.min_conversion)
+        self.sends >= rules.min_sends && self.conversion().is_some_and(|c| c < rules.min_conversion)
     }
 }
 
@@ -268,7 +265,9 @@ impl PumpingTracker {
                 let b = r.as_str().as_bytes();
                 u64::from(b[0]) * 31 + u64::from(b[1])
             }
-            Scope::Prefix { digits, len } => digits.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(*len),
+            Scope::Prefix { digits, len } => {
+                digits.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(*len)
+            }
         };
         &self.shards[(h >> 7) as usize % SHARDS]
     }
@@ -320,7 +319,13 @@ impl PumpingTracker {
     }
 
     /// A code was sent to `number`.
-    pub fn sent(&self, rules: &PumpingRules, number: E164, country: Option<Region>, now: UnixMillis) {
+    pub fn sent(
+        &self,
+        rules: &PumpingRules,
+        number: E164,
+        country: Option<Region>,
+        now: UnixMillis,
+    ) {
         self.add(rules, number, country, now, 1, 0);
     }
 
@@ -423,11 +428,17 @@ mod tests {
     }
 
     fn es(n: u64) -> (E164, Option<Region>) {
-        (E164::from_digits_unchecked(34_700_000_000 + n), Region::parse("ES"))
+        (
+            E164::from_digits_unchecked(34_700_000_000 + n),
+            Region::parse("ES"),
+        )
     }
 
     fn gb(n: u64) -> (E164, Option<Region>) {
-        (E164::from_digits_unchecked(447_700_000_000 + n), Region::parse("GB"))
+        (
+            E164::from_digits_unchecked(447_700_000_000 + n),
+            Region::parse("GB"),
+        )
     }
 
     fn secs(s: u64) -> UnixMillis {
@@ -467,7 +478,13 @@ mod tests {
         assert_eq!(t.judge(&r, n, c, secs(60)), Judgement::Clear);
         let later = t.judge(&r, n, c, secs(700));
         assert!(
-            matches!(later, Judgement::Suspect { scope: Scope::Prefix { digits: 44770, .. }, .. }),
+            matches!(
+                later,
+                Judgement::Suspect {
+                    scope: Scope::Prefix { digits: 44770, .. },
+                    ..
+                }
+            ),
             "{later:?}"
         );
         let views = t.explain(&r, n, c, secs(700));
@@ -506,7 +523,12 @@ mod tests {
         let r = PumpingRules::new(&c);
         let t = PumpingTracker::new();
         for i in 0..10_000 {
-            t.sent(&r, E164::from_digits_unchecked(447_700_000_000 + i), None, T0);
+            t.sent(
+                &r,
+                E164::from_digits_unchecked(447_700_000_000 + i),
+                None,
+                T0,
+            );
         }
         let held: usize = t.shards.iter().map(|s| s.lock().len()).sum();
         assert!(held <= 32 + SHARDS, "{held}");
