@@ -6,6 +6,7 @@
 //! speaks HTTP, [`config`] and [`server`] wire a process.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod breaker;
 pub mod clients;

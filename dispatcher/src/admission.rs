@@ -1,0 +1,521 @@
+//! Admission: whether a request may go on, before anything is made or sent. It
+//! asks the pumping defence about the number, then the [`Limiter`] about every
+//! layered limit at once, and keeps the counts those decisions need afterwards
+//! (sends, successful checks, wrong codes).
+//!
+//! The rules (limits, clients, pumping thresholds) are swapped whole on a reload
+//! without a lock: a request reads them with one atomic load.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::clients::Clients;
+use crate::clock::UnixMillis;
+use crate::config::{Config, PumpingMode};
+use crate::limiter::{Limiter, Refusal};
+use crate::limits::{IssueFacts, LimitPolicy, Pool, ip_key, name};
+use crate::number::Region;
+use crate::phone::E164;
+use crate::pumping::{Judgement, PumpingTracker, Scope, ScopeView};
+
+/// Everything a reload can change.
+pub struct Rules {
+    pub policy: LimitPolicy,
+    pub clients: Clients,
+}
+
+impl Rules {
+    pub fn new(config: &Config) -> Rules {
+        let clients = Clients::new(&config.clients);
+        Rules {
+            policy: LimitPolicy::new(&config.limits, &clients),
+            clients,
+        }
+    }
+}
+
+/// Why a request may not go on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// A limit (or the pumping throttle): come back later.
+    Limited(Refusal),
+    /// The number is on the deny list (by this entry).
+    Denied { entry: String },
+}
+
+/// What an admitted request was charged, to give it back if it sends nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    pool: Pool,
+    throttled: bool,
+}
+
+/// Nanoseconds for the limiter, on the wall clock otpd's clock gives (a step back is
+/// harmless: GCRA never lets a TAT move backwards).
+fn nanos(now: UnixMillis) -> u64 {
+    (now.0.max(0) as u64).saturating_mul(1_000_000)
+}
+
+fn refused(limit: &'static str) {
+    metrics::counter!("otpd_limit_refusals_total", "limit" => limit).increment(1);
+}
+
+fn pumping(decision: &'static str, scope: &'static str) {
+    metrics::counter!("otpd_pumping_decisions_total", "decision" => decision, "scope" => scope)
+        .increment(1);
+}
+
+pub struct Admission {
+    limiter: Arc<dyn Limiter>,
+    rules: ArcSwap<Rules>,
+    pumping: PumpingTracker,
+}
+
+/// One limit as the admin view explains it.
+#[derive(Debug, serde::Serialize)]
+pub struct LimitView {
+    pub limit: &'static str,
+    pub quota: String,
+    pub remaining: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Everything that would decide a request, for `GET /v1/admin/limits`.
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    /// What would happen now: `allowed`, or the refusing limit.
+    pub decision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    pub limits: Vec<LimitView>,
+    pub pumping: PumpingView,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PumpingView {
+    pub mode: &'static str,
+    pub min_sends: u32,
+    pub min_conversion: f64,
+    pub judgement: Judgement,
+    pub scopes: Vec<ScopeView>,
+}
+
+impl Admission {
+    pub fn new(limiter: Arc<dyn Limiter>, rules: Rules) -> Admission {
+        Admission {
+            limiter,
+            rules: ArcSwap::from_pointee(rules),
+            pumping: PumpingTracker::new(),
+        }
+    }
+
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.load_full()
+    }
+
+    /// Take new rules; counts and limit states carry over.
+    pub fn install(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    /// May a code be sent for this request? Charges every limit, or none.
+    pub fn admit_issue(
+        &self,
+        rules: &Rules,
+        f: &IssueFacts<'_>,
+        now: UnixMillis,
+    ) -> Result<Admitted, Refused> {
+        let p = &rules.policy;
+        let throttled = match self.pumping.judge(&p.pumping, f.to, f.country, now) {
+            Judgement::Clear | Judgement::AllowListed { .. } => false,
+            Judgement::Denied { entry } => {
+                pumping("denied", "list");
+                refused("deny_list");
+                return Err(Refused::Denied { entry });
+            }
+            Judgement::Suspect { scope, mode, .. } => match mode {
+                PumpingMode::Monitor => {
+                    pumping("would_refuse", scope.kind());
+                    tracing::info!(%scope, "monitor mode: would have refused a send to a suspect scope");
+                    false
+                }
+                PumpingMode::Block => {
+                    pumping("blocked", scope.kind());
+                    refused(name::PUMPING);
+                    return Err(Refused::Limited(Refusal {
+                        limit: name::PUMPING,
+                        retry_after: p.pumping.retry_after(),
+                    }));
+                }
+                PumpingMode::Throttle => true,
+            },
+        };
+        let ns = nanos(now);
+        if let Some(subject) = f.subject
+            && let Some(c) = p.check_subject(subject)
+            && let Err(r) = self.limiter.peek(&[c], ns)
+        {
+            refused(r.limit);
+            return Err(Refused::Limited(r));
+        }
+        let keys = p.keys(f);
+        let scope_key = self.scope_key(p, f.to);
+        let attempt = |pool: Pool| {
+            let mut checks = p.issue_checks(f, &keys, pool);
+            if throttled && let Some(c) = p.pumping_check(&scope_key) {
+                checks.push(c);
+            }
+            self.limiter.check(&checks, ns)
+        };
+        let mut pool = if p.has_reserved(f.purpose, f.client) {
+            Pool::Reserved
+        } else {
+            Pool::Shared
+        };
+        let mut result = attempt(pool);
+        if pool == Pool::Reserved
+            && let Err(r) = result
+            && r.limit == name::RESERVED
+        {
+            // The client's own share is used up: the shared pool, if any.
+            result = if p.has_shared(f.purpose) {
+                pool = Pool::Shared;
+                attempt(pool)
+            } else {
+                Err(Refusal {
+                    limit: name::PURPOSE,
+                    ..r
+                })
+            };
+        }
+        match result {
+            Ok(()) => {
+                if throttled {
+                    pumping("throttled_through", "prefix");
+                }
+                Ok(Admitted { pool, throttled })
+            }
+            Err(r) => {
+                if r.limit == name::PUMPING {
+                    pumping("throttled", "prefix");
+                }
+                refused(r.limit);
+                Err(Refused::Limited(r))
+            }
+        }
+    }
+
+    fn scope_key(&self, p: &LimitPolicy, to: E164) -> [u8; 9] {
+        let mut key = [0u8; 9];
+        if let Scope::Prefix { digits, len } = p.pumping.prefix_of(to) {
+            key[..8].copy_from_slice(&digits.to_be_bytes());
+            key[8] = len;
+        }
+        key
+    }
+
+    /// The admitted request sent nothing (it collapsed into an earlier one, or the
+    /// earlier one may not be re-sent yet): give its charges back.
+    pub fn refund_issue(
+        &self,
+        rules: &Rules,
+        f: &IssueFacts<'_>,
+        admitted: Admitted,
+        now: UnixMillis,
+    ) {
+        let p = &rules.policy;
+        let keys = p.keys(f);
+        let scope_key = self.scope_key(p, f.to);
+        let mut checks = p.issue_checks(f, &keys, admitted.pool);
+        if admitted.throttled
+            && let Some(c) = p.pumping_check(&scope_key)
+        {
+            checks.push(c);
+        }
+        self.limiter.refund(&checks, nanos(now));
+    }
+
+    /// A code went out to `to`.
+    pub fn sent(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
+        self.pumping.sent(&rules.policy.pumping, to, country, now);
+    }
+
+    /// May a code be checked from `ip`? Charges the per-IP check limit.
+    pub fn admit_check(
+        &self,
+        rules: &Rules,
+        ip: Option<IpAddr>,
+        now: UnixMillis,
+    ) -> Result<(), Refusal> {
+        let Some(ip) = ip else { return Ok(()) };
+        let key = ip_key(ip);
+        let Some(c) = rules.policy.check_ip(&key) else {
+            return Ok(());
+        };
+        self.limiter.check(&[c], nanos(now)).inspect_err(|r| {
+            refused(r.limit);
+        })
+    }
+
+    /// A wrong code was typed for `subject`. `Err` when the subject is past its
+    /// wrong-code limit: the caller locks what is being guessed.
+    pub fn wrong_code(&self, rules: &Rules, subject: &str, now: UnixMillis) -> Result<(), Refusal> {
+        let Some(c) = rules.policy.check_subject(subject) else {
+            return Ok(());
+        };
+        self.limiter.check(&[c], nanos(now)).inspect_err(|r| {
+            refused(r.limit);
+        })
+    }
+
+    /// A code sent to `to` was typed right.
+    pub fn converted(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
+        self.pumping.converted(&rules.policy.pumping, to, country, now);
+    }
+
+    /// Forget what is back to normal: limit keys at a full burst, idle scopes.
+    pub fn reclaim(&self, reclaim_limiter: impl FnOnce(u64) -> usize, now: UnixMillis) {
+        let keys = reclaim_limiter(nanos(now));
+        let scopes = self.pumping.reclaim(&self.rules().policy.pumping, now);
+        metrics::gauge!("otpd_limit_keys").set(keys as f64);
+        metrics::gauge!("otpd_pumping_scopes").set(scopes as f64);
+    }
+
+    /// What would decide a request with these facts now, charging nothing.
+    pub fn explain(&self, rules: &Rules, f: &IssueFacts<'_>, now: UnixMillis) -> Explanation {
+        let p = &rules.policy;
+        let ns = nanos(now);
+        let judgement = self.pumping.judge(&p.pumping, f.to, f.country, now);
+        let keys = p.keys(f);
+        let scope_key = self.scope_key(p, f.to);
+        let pool = if p.has_reserved(f.purpose, f.client) {
+            Pool::Reserved
+        } else {
+            Pool::Shared
+        };
+        let mut checks = p.issue_checks(f, &keys, pool);
+        if pool == Pool::Reserved && p.has_shared(f.purpose) {
+            checks.extend(
+                p.issue_checks(f, &keys, Pool::Shared)
+                    .into_iter()
+                    .filter(|c| c.limit == name::PURPOSE),
+            );
+        }
+        if matches!(
+            judgement,
+            Judgement::Suspect {
+                mode: PumpingMode::Throttle,
+                ..
+            }
+        ) && let Some(c) = p.pumping_check(&scope_key)
+        {
+            checks.push(c);
+        }
+        if let Some(subject) = f.subject
+            && let Some(c) = p.check_subject(subject)
+        {
+            checks.push(c);
+        }
+        let limits: Vec<LimitView> = checks
+            .iter()
+            .map(|c| {
+                let s = self.limiter.standing(c, ns);
+                LimitView {
+                    limit: c.limit,
+                    quota: c.quota.to_string(),
+                    remaining: s.remaining,
+                    retry_after_ms: s.retry_after.map(|d| d.as_millis() as u64),
+                }
+            })
+            .collect();
+        let mut decision = ("allowed".to_string(), None::<Duration>);
+        match &judgement {
+            Judgement::Denied { entry } => decision = (format!("denied by {entry}"), None),
+            Judgement::Suspect {
+                mode: PumpingMode::Block,
+                ..
+            } => decision = (name::PUMPING.into(), Some(p.pumping.retry_after())),
+            _ => {
+                // The reserved share refusing alone is not a refusal while the
+                // shared pool has room.
+                let shared_ok = limits
+                    .iter()
+                    .any(|l| l.limit == name::PURPOSE && l.remaining > 0);
+                if let Some(worst) = limits
+                    .iter()
+                    .filter(|l| l.remaining == 0)
+                    .filter(|l| !(l.limit == name::RESERVED && shared_ok))
+                    .max_by_key(|l| l.retry_after_ms)
+                {
+                    decision = (
+                        worst.limit.to_string(),
+                        worst.retry_after_ms.map(Duration::from_millis),
+                    );
+                }
+            }
+        }
+        Explanation {
+            decision: decision.0,
+            retry_after_ms: decision.1.map(|d| d.as_millis() as u64),
+            limits,
+            pumping: PumpingView {
+                mode: p.pumping.mode.as_str(),
+                min_sends: p.pumping.min_sends,
+                min_conversion: p.pumping.min_conversion,
+                scopes: self.pumping.explain(&p.pumping, f.to, f.country, now),
+                judgement,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::hash_key;
+    use crate::config::{ClientConfig, Rate};
+    use crate::limiter::MemoryLimiter;
+    use std::collections::BTreeMap;
+
+    const T0: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    fn config() -> Config {
+        let mut c = Config::default();
+        c.limits.purposes = BTreeMap::from([("login".into(), Rate::per(10, 60))]);
+        c.limits.pumping.min_sends = 5;
+        c.limits.pumping.grace = Duration::from_secs(60);
+        c.limits.pumping.mode = PumpingMode::Throttle;
+        c.limits.pumping.throttle = Rate::per(1, 600);
+        c.limits.pumping.deny = vec!["+8821".into()];
+        let client = |name: &str, reserved: f64| ClientConfig {
+            name: name.into(),
+            key_sha256: hash_key(name),
+            rate: Rate::Off,
+            purposes: vec![],
+            countries: vec![],
+            reserved,
+            admin: false,
+        };
+        c.clients = vec![client("sede", 0.5), client("bank", 0.0)];
+        c
+    }
+
+    fn admission(c: &Config) -> Admission {
+        Admission::new(Arc::new(MemoryLimiter::new()), Rules::new(c))
+    }
+
+    fn facts<'a>(client: &'a crate::clients::Client, n: u64) -> IssueFacts<'a> {
+        IssueFacts {
+            to: E164::from_digits_unchecked(447_700_000_000 + n),
+            country: Region::parse("GB"),
+            subject: None,
+            ip: None,
+            client,
+            purpose: "login",
+        }
+    }
+
+    #[test]
+    fn a_surge_of_one_client_leaves_the_others_their_share() {
+        let a = admission(&config());
+        let rules = a.rules();
+        let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
+        let sede = rules.clients.authenticate(Some(b"Bearer sede")).unwrap();
+        // The bank (no reservation) takes all it can: the shared half.
+        let mut bank_ok = 0;
+        for n in 0..100 {
+            if a.admit_issue(&rules, &facts(&bank, n), T0).is_ok() {
+                bank_ok += 1;
+            }
+        }
+        assert_eq!(bank_ok, 5);
+        let refusal = a.admit_issue(&rules, &facts(&bank, 500), T0).unwrap_err();
+        assert!(
+            matches!(refusal, Refused::Limited(Refusal { limit: "purpose", .. })),
+            "{refusal:?}"
+        );
+        // Sede still has its reserved half.
+        for n in 0..5 {
+            a.admit_issue(&rules, &facts(&sede, 1000 + n), T0).unwrap();
+        }
+        let last = a.admit_issue(&rules, &facts(&sede, 2000), T0).unwrap_err();
+        assert!(matches!(last, Refused::Limited(Refusal { limit: "purpose", .. })));
+    }
+
+    #[test]
+    fn a_refund_gives_the_destination_back() {
+        let a = admission(&config());
+        let rules = a.rules();
+        let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
+        let f = facts(&bank, 1);
+        for _ in 0..20 {
+            let admitted = a.admit_issue(&rules, &f, T0).unwrap();
+            a.refund_issue(&rules, &f, admitted, T0);
+        }
+        let e = a.explain(&rules, &f, T0);
+        assert_eq!(e.decision, "allowed");
+        let dest = e.limits.iter().find(|l| l.limit == "destination").unwrap();
+        assert_eq!(dest.remaining, 5);
+    }
+
+    #[test]
+    fn deny_list_and_pumping_throttle() {
+        let a = admission(&config());
+        let rules = a.rules();
+        let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
+        let sat = IssueFacts {
+            to: E164::from_digits_unchecked(882_130_000_001),
+            country: None,
+            ..facts(&bank, 0)
+        };
+        assert_eq!(
+            a.admit_issue(&rules, &sat, T0).unwrap_err(),
+            Refused::Denied {
+                entry: "+8821".into()
+            }
+        );
+        // Five unconverted sends to one prefix, judged after the grace.
+        for n in 0..5 {
+            a.sent(&rules, facts(&bank, n).to, Region::parse("GB"), T0);
+        }
+        let later = T0.plus(Duration::from_secs(900));
+        let e = a.explain(&rules, &facts(&bank, 9), later);
+        assert!(matches!(e.pumping.judgement, Judgement::Suspect { .. }), "{e:?}");
+        // Throttled: one through, then refused by `pumping`.
+        a.admit_issue(&rules, &facts(&bank, 10), later).unwrap();
+        let r = a.admit_issue(&rules, &facts(&bank, 11), later).unwrap_err();
+        assert!(matches!(r, Refused::Limited(Refusal { limit: "pumping", .. })), "{r:?}");
+    }
+
+    #[test]
+    fn wrong_codes_for_a_subject_gate_new_codes() {
+        let mut c = config();
+        c.limits.check_subject = Rate::per(3, 3600);
+        let a = admission(&c);
+        let rules = a.rules();
+        let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
+        let f = IssueFacts {
+            subject: Some("12345678Z"),
+            ..facts(&bank, 1)
+        };
+        for _ in 0..3 {
+            a.wrong_code(&rules, "12345678Z", T0).unwrap();
+        }
+        assert_eq!(
+            a.wrong_code(&rules, "12345678Z", T0).unwrap_err().limit,
+            "check_subject"
+        );
+        let r = a.admit_issue(&rules, &f, T0).unwrap_err();
+        assert!(matches!(r, Refused::Limited(Refusal { limit: "check_subject", .. })));
+        // Another subject is not concerned.
+        let other = IssueFacts {
+            subject: Some("87654321X"),
+            ..f
+        };
+        a.admit_issue(&rules, &other, T0).unwrap();
+    }
+}
