@@ -63,7 +63,7 @@ fn issue_and_check(c: &mut Criterion) {
                     let issued = engine.issue(request(&engine, i)).await.unwrap();
                     let v = issued.verification();
                     let code = keys.unseal(&v.id, v.sealed_code, v.code_length);
-                    let checked = engine.check(&v.id, &code).await.unwrap();
+                    let checked = engine.check(&v.id, &code, None).await.unwrap();
                     assert!(matches!(
                         checked,
                         Some(CheckResult {

@@ -42,6 +42,10 @@ fn http(c: &mut Criterion) {
             push_providers: Vec::new(),
             router: Arc::new(otpd_benches::router(&otpd_benches::discard_channels())),
             reloader: None,
+            admission: Arc::new(otpd::admission::Admission::new(
+                Arc::new(otpd::limiter::MemoryLimiter::new()),
+                otpd::admission::Rules::new(&otpd::Config::default()),
+            )),
         });
         api::router(state, 16 * 1024)
     });

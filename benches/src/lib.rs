@@ -136,6 +136,7 @@ pub fn request(engine: &Engine, i: u64) -> IssueRequest {
         subject: None,
         client: None,
         has_devices: false,
+        dedupe_window: std::time::Duration::from_secs(10),
     }
 }
 

@@ -274,7 +274,8 @@ impl Admission {
 
     /// A code sent to `to` was typed right.
     pub fn converted(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
-        self.pumping.converted(&rules.policy.pumping, to, country, now);
+        self.pumping
+            .converted(&rules.policy.pumping, to, country, now);
     }
 
     /// Forget what is back to normal: limit keys at a full burst, idle scopes.
@@ -435,7 +436,13 @@ mod tests {
         assert_eq!(bank_ok, 5);
         let refusal = a.admit_issue(&rules, &facts(&bank, 500), T0).unwrap_err();
         assert!(
-            matches!(refusal, Refused::Limited(Refusal { limit: "purpose", .. })),
+            matches!(
+                refusal,
+                Refused::Limited(Refusal {
+                    limit: "purpose",
+                    ..
+                })
+            ),
             "{refusal:?}"
         );
         // Sede still has its reserved half.
@@ -443,7 +450,13 @@ mod tests {
             a.admit_issue(&rules, &facts(&sede, 1000 + n), T0).unwrap();
         }
         let last = a.admit_issue(&rules, &facts(&sede, 2000), T0).unwrap_err();
-        assert!(matches!(last, Refused::Limited(Refusal { limit: "purpose", .. })));
+        assert!(matches!(
+            last,
+            Refused::Limited(Refusal {
+                limit: "purpose",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -484,11 +497,23 @@ mod tests {
         }
         let later = T0.plus(Duration::from_secs(900));
         let e = a.explain(&rules, &facts(&bank, 9), later);
-        assert!(matches!(e.pumping.judgement, Judgement::Suspect { .. }), "{e:?}");
+        assert!(
+            matches!(e.pumping.judgement, Judgement::Suspect { .. }),
+            "{e:?}"
+        );
         // Throttled: one through, then refused by `pumping`.
         a.admit_issue(&rules, &facts(&bank, 10), later).unwrap();
         let r = a.admit_issue(&rules, &facts(&bank, 11), later).unwrap_err();
-        assert!(matches!(r, Refused::Limited(Refusal { limit: "pumping", .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Refused::Limited(Refusal {
+                    limit: "pumping",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -510,7 +535,13 @@ mod tests {
             "check_subject"
         );
         let r = a.admit_issue(&rules, &f, T0).unwrap_err();
-        assert!(matches!(r, Refused::Limited(Refusal { limit: "check_subject", .. })));
+        assert!(matches!(
+            r,
+            Refused::Limited(Refusal {
+                limit: "check_subject",
+                ..
+            })
+        ));
         // Another subject is not concerned.
         let other = IssueFacts {
             subject: Some("87654321X"),

@@ -153,6 +153,14 @@ impl Clients {
             .ok_or(AuthError::Unknown)
     }
 
+    /// The client with this name (the open API's one client is `open`).
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Client>> {
+        match &self.open {
+            Some(everybody) => (&*everybody.name == name).then_some(everybody),
+            None => self.by_digest.values().find(|c| &*c.name == name),
+        }
+    }
+
     /// Every client, by name (for reserved shares).
     pub fn all(&self) -> impl Iterator<Item = &Arc<Client>> {
         self.by_digest.values()

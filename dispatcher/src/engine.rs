@@ -16,7 +16,7 @@ use crate::number::NumberLine;
 use crate::phone::E164;
 use crate::store::{CheckResult, IssueOutcome, Store, StoreError};
 use crate::verification::{
-    AckOutcome, CancelOutcome, EscalationCause, MatchCode, NewVerification, Policy,
+    AckOutcome, CancelOutcome, Closing, EscalationCause, MatchCode, NewVerification, Policy,
     RequestedChannel, ResendRefusal, SendResult, Verification,
 };
 use otpd_adapters::ChannelKind;
@@ -44,19 +44,24 @@ pub struct IssueRequest {
     pub client: Option<Arc<str>>,
     /// Whether the subject has a registered device (known from the registry).
     pub has_devices: bool,
+    /// A request for a pending verification whose last send is younger than this
+    /// is the same request again: it gets that verification, and nothing is sent.
+    pub dedupe_window: Duration,
 }
 
-/// Whether `issue` made a new verification or re-sent a pending one.
+/// Whether `issue` made a new verification, re-sent a pending one, or found the
+/// same request just made (and sent nothing).
 #[derive(Debug, Clone)]
 pub enum Issued {
     Created(Verification),
     Resent(Verification),
+    Deduplicated(Verification),
 }
 
 impl Issued {
     pub fn verification(&self) -> &Verification {
         match self {
-            Issued::Created(v) | Issued::Resent(v) => v,
+            Issued::Created(v) | Issued::Resent(v) | Issued::Deduplicated(v) => v,
         }
     }
 }
@@ -188,8 +193,12 @@ impl Engine {
             IssueOutcome::Refused {
                 refusal,
                 expires_at,
-                ..
+                existing,
             } => {
+                if let Some(v) = self.duplicate_of(&existing, req.dedupe_window, now).await? {
+                    self.metrics.deduplicated();
+                    return Ok(Issued::Deduplicated(v));
+                }
                 return Err(match refusal {
                     ResendRefusal::Cooldown { retry_after } => {
                         self.metrics.refused_cooldown();
@@ -225,6 +234,23 @@ impl Engine {
             provider_ack: req.purpose.provider_ack,
         });
         Ok(issued)
+    }
+
+    /// The pending verification `id` if its last send is younger than `window`.
+    async fn duplicate_of(
+        &self,
+        id: &VerificationId,
+        window: Duration,
+        now: UnixMillis,
+    ) -> Result<Option<Verification>, StoreError> {
+        if window.is_zero() {
+            return Ok(None);
+        }
+        let Some(v) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        let last = v.sends().last().map_or(v.created_at, |s| s.queued_at);
+        Ok((last.until(now) < window).then_some(v))
     }
 
     /// The app says the push arrived. `None` if the verification is unknown.
@@ -281,14 +307,19 @@ impl Engine {
         Ok(escalated)
     }
 
-    /// Check a typed code. `None` if the verification is unknown.
+    /// Check a typed code. `None` if the verification is unknown (or `client`'s
+    /// it is not).
     pub async fn check(
         &self,
         id: &VerificationId,
         code: &Code,
+        client: Option<&str>,
     ) -> Result<Option<CheckResult>, StoreError> {
         let candidate = self.keys.mac(id, code);
-        let result = self.store.check(id, &candidate, self.clock.now()).await?;
+        let result = self
+            .store
+            .check(id, &candidate, client, self.clock.now())
+            .await?;
         if let Some(r) = &result {
             self.metrics.checked(r.outcome);
         }
@@ -299,10 +330,13 @@ impl Engine {
         self.store.get(id).await
     }
 
-    pub async fn cancel(
+    /// Cancel (by its client) or lock (by otpd) a pending verification.
+    pub async fn close(
         &self,
         id: &VerificationId,
+        client: Option<&str>,
+        how: Closing,
     ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
-        self.store.cancel(id, self.clock.now()).await
+        self.store.close(id, client, how, self.clock.now()).await
     }
 }

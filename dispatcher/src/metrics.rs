@@ -40,6 +40,7 @@ pub struct Metrics {
     resent: Counter,
     refused_cooldown: Counter,
     refused_max_sends: Counter,
+    deduplicated: Counter,
     overloaded: Counter,
     checks: [Counter; 6],
     sent_sms: Counter,
@@ -73,6 +74,7 @@ impl Metrics {
             resent: issued("resent"),
             refused_cooldown: issued("refused_cooldown"),
             refused_max_sends: issued("refused_max_sends"),
+            deduplicated: issued("deduplicated"),
             overloaded: issued("refused_overloaded"),
             checks: [
                 check("approved"),
@@ -108,6 +110,9 @@ impl Metrics {
     }
     pub fn refused_max_sends(&self) {
         self.refused_max_sends.increment(1);
+    }
+    pub fn deduplicated(&self) {
+        self.deduplicated.increment(1);
     }
     pub fn overloaded(&self) {
         self.overloaded.increment(1);

@@ -29,12 +29,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admission, Rules};
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
 use crate::config::{BindModeConfig, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind};
 use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
+use crate::limiter::MemoryLimiter;
 use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
 use crate::routing::{Plan, Router};
@@ -130,8 +132,16 @@ impl Server {
         let router = Arc::new(
             Router::new(&channels.sms, plan).map_err(|e| ServerError::Routing(e.to_string()))?,
         );
+        let limiter = Arc::new(MemoryLimiter::new());
+        let admission = Arc::new(Admission::new(limiter.clone(), Rules::new(&config)));
+        if config.clients.is_empty() {
+            tracing::warn!(
+                "no [[clients]] configured: the API is open to anyone who can reach it (keep it on loopback)"
+            );
+        }
         let reloader = Arc::new(Reloader {
             router: router.clone(),
+            admission: admission.clone(),
             file: deps.config_file.clone(),
             lock: tokio::sync::Mutex::new(()),
         });
@@ -188,6 +198,12 @@ impl Server {
                 )));
             }
         }
+        let reclaimer = tokio::spawn(reclaim(
+            admission.clone(),
+            limiter,
+            deps.clock.clone(),
+            stop_rx.clone(),
+        ));
         let escalator = tokio::spawn(escalate(engine.clone(), ESCALATION_TICK, stop_rx.clone()));
         let sweeper = tokio::spawn(sweep(
             store.clone(),
@@ -211,6 +227,7 @@ impl Server {
             channels: channels.sms.clone(),
             router: router.clone(),
             reloader: Some(reloader.clone()),
+            admission: admission.clone(),
             push_providers: channels
                 .push
                 .distinct()
@@ -257,6 +274,7 @@ impl Server {
                 );
             }
             let _ = sweeper.await;
+            let _ = reclaimer.await;
             for channel in &channels.sms {
                 channel.shutdown().await;
             }
@@ -515,6 +533,7 @@ pub enum ReloadError {
 /// Reads the configuration again and installs its plan. One reload at a time.
 pub struct Reloader {
     router: Arc<Router>,
+    admission: Arc<Admission>,
     file: Option<PathBuf>,
     lock: tokio::sync::Mutex<()>,
 }
@@ -526,12 +545,13 @@ impl Reloader {
             let config = Config::load(self.file.as_deref(), std::env::vars())?;
             let plan = Plan::build(&config)?;
             self.router.install(plan)?;
+            self.admission.install(Rules::new(&config));
             Ok::<_, ReloadError>(())
         })();
         match &result {
             Ok(()) => {
                 ::metrics::counter!("otpd_config_reloads_total", "result" => "ok").increment(1);
-                tracing::info!(file = ?self.file, "configuration reloaded: routes, templates and carrier caps");
+                tracing::info!(file = ?self.file, "configuration reloaded: routes, templates, carrier caps, limits and clients");
             }
             Err(e) => {
                 ::metrics::counter!("otpd_config_reloads_total", "result" => "refused")
@@ -576,6 +596,29 @@ async fn escalate(engine: Arc<Engine>, every: Duration, mut stop: watch::Receive
 }
 
 /// Reclaim expired records on a timer, and keep the metrics exporter tidy.
+/// Forget limit keys back to a full burst and idle pumping scopes, every
+/// `limits.reclaim_interval` (read again after a reload), until stopped.
+async fn reclaim(
+    admission: Arc<Admission>,
+    limiter: Arc<MemoryLimiter>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let every = admission.rules().policy.reclaim_interval;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                admission.reclaim(|now| limiter.reclaim(now), clock.now());
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn sweep(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,

@@ -277,7 +277,15 @@ pub enum ResendRefusal {
     MaxSends,
 }
 
-/// What a cancel did.
+/// How a pending verification is closed before its end: canceled by its client,
+/// or locked by otpd (its subject typed too many wrong codes across verifications).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    Cancel,
+    Lock,
+}
+
+/// What a cancel (or lock) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
     Canceled,
@@ -510,13 +518,22 @@ impl Verification {
     }
 
     pub fn cancel(&mut self, now: UnixMillis) -> CancelOutcome {
-        match self.status(now) {
-            Status::Pending => {
+        self.close(Closing::Cancel, now)
+    }
+
+    /// Cancel or lock a pending verification; a final one stays as it is.
+    pub fn close(&mut self, how: Closing, now: UnixMillis) -> CancelOutcome {
+        match (self.status(now), how) {
+            (Status::Pending, Closing::Cancel) => {
                 self.transition(State::Canceled, now);
                 CancelOutcome::Canceled
             }
-            Status::Canceled => CancelOutcome::AlreadyCanceled,
-            other => CancelOutcome::Final(other),
+            (Status::Pending, Closing::Lock) => {
+                self.transition(State::Locked, now);
+                CancelOutcome::Final(Status::Locked)
+            }
+            (Status::Canceled, Closing::Cancel) => CancelOutcome::AlreadyCanceled,
+            (other, _) => CancelOutcome::Final(other),
         }
     }
 

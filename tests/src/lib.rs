@@ -280,7 +280,7 @@ pub mod faults {
     };
     use otpd::subscriber::{Device, Platform, Subscriber};
     use otpd::verification::{
-        AckOutcome, CancelOutcome, EscalationCause, SendResult, SendState, Verification,
+        AckOutcome, CancelOutcome, Closing, EscalationCause, SendResult, SendState, Verification,
     };
 
     /// A store whose `issue` never returns, as a store behind a dead network link might.
@@ -295,19 +295,22 @@ pub mod faults {
             &self,
             id: &VerificationId,
             mac: &CodeMac,
+            client: Option<&str>,
             now: UnixMillis,
         ) -> Result<Option<CheckResult>, StoreError> {
-            self.0.check(id, mac, now).await
+            self.0.check(id, mac, client, now).await
         }
         async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
             self.0.get(id).await
         }
-        async fn cancel(
+        async fn close(
             &self,
             id: &VerificationId,
+            client: Option<&str>,
+            how: Closing,
             now: UnixMillis,
         ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
-            self.0.cancel(id, now).await
+            self.0.close(id, client, how, now).await
         }
         async fn record_send(
             &self,

@@ -51,10 +51,12 @@ async fn the_same_key_with_another_body_is_422() {
 async fn a_failed_request_does_not_burn_its_key() {
     let t = TestServer::start().await;
     t.issue("+34600000033").await;
-    // Refused by the cooldown: not kept, so the same key works once the cooldown ends.
+    // Past the dedupe window but inside the resend cooldown: refused, and not kept,
+    // so the same key works once the cooldown ends.
+    t.clock.advance(std::time::Duration::from_secs(10));
     let refused = post_with_key(&t, "req-3", json!({"to": "+34600000033"})).await;
     assert_eq!(refused.status, 429);
-    t.clock.advance(std::time::Duration::from_secs(30));
+    t.clock.advance(std::time::Duration::from_secs(20));
     let ok = post_with_key(&t, "req-3", json!({"to": "+34600000033"})).await;
     assert_eq!(ok.status, 201, "{}", ok.text);
 }

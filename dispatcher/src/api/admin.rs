@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AdminCaller, AppState};
+use crate::limits::IssueFacts;
 use crate::locale::Locale;
 use crate::route::Target;
 
@@ -20,23 +21,11 @@ use crate::route::Target;
 /// order with their health, and the template with its encoding and SMS count.
 pub async fn routes(
     State(state): State<Arc<AppState>>,
+    _: AdminCaller,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !matches!(k.as_str(), "to" | "purpose" | "locale"))
-    {
-        return Err(ApiError::bad_request(
-            "unknown_field",
-            format!("unknown query parameter `{unknown}`; expected to, purpose, locale"),
-        )
-        .field(unknown.clone()));
-    }
-    let to = query.get("to").ok_or_else(|| {
-        ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")
-    })?;
-    let number = super::read_number(&state, to, "to")?;
+    let (query, to) = read_query(query, &["to", "purpose", "locale"])?;
+    let number = super::read_number(&state, &to, "to")?;
     let purpose_name = query
         .get("purpose")
         .map(String::as_str)
@@ -117,9 +106,83 @@ pub async fn routes(
     .into_response())
 }
 
+/// The query parameters, only `allowed` ones, `to` among them required.
+fn read_query(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<(HashMap<String, String>, String), ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            format!(
+                "unknown query parameter `{unknown}`; expected {}",
+                allowed.join(", ")
+            ),
+        )
+        .field(unknown.clone()));
+    }
+    let to = query.get("to").cloned().ok_or_else(|| {
+        ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")
+    })?;
+    Ok((query, to))
+}
+
+/// `GET /v1/admin/limits?to=…[&subject][&ip][&purpose][&client]`: every limit a
+/// request with these facts would meet now (quota, what is left, when it frees up),
+/// the pumping defence's counts and judgement for the number's prefix and country,
+/// and the decision — all without charging anything. `client` names a configured
+/// client (default: the caller).
+pub async fn limits(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(caller): AdminCaller,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (query, to) = read_query(query, &["to", "subject", "ip", "purpose", "client"])?;
+    let number = super::read_number(&state, &to, "to")?;
+    let purpose_name = query
+        .get("purpose")
+        .map(String::as_str)
+        .unwrap_or(&state.default_purpose);
+    let purpose = super::find_purpose(&state, purpose_name)?;
+    let ip = super::read_ip(query.get("ip").map(String::as_str))?;
+    let rules = state.admission.rules();
+    let client = match query.get("client") {
+        None => caller,
+        Some(name) => rules.clients.by_name(name).cloned().ok_or_else(|| {
+            ApiError::bad_request("unknown_client", "no client is configured with this name")
+                .field("client")
+        })?,
+    };
+    let facts = IssueFacts {
+        to: number.e164,
+        country: number.country,
+        subject: query.get("subject").map(String::as_str),
+        ip,
+        client: &client,
+        purpose: &purpose.name,
+    };
+    let explanation = state.admission.explain(&rules, &facts, state.engine.now());
+    Ok(Json(json!({
+        "number": number.e164.to_string(),
+        "country": number.country,
+        "client": &*client.name,
+        "purpose": &*purpose.name,
+        "purpose_capacity": rules.policy.capacity(&purpose.name).map(|q| q.to_string()),
+        "decision": explanation.decision,
+        "retry_after_ms": explanation.retry_after_ms,
+        "limits": explanation.limits,
+        "pumping": explanation.pumping,
+    }))
+    .into_response())
+}
+
 /// `POST /v1/admin/reload`: as SIGHUP. 200 when the new configuration is in force,
 /// 422 with its error when it was refused (the one in force stays).
-pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    _: AdminCaller,
+) -> Result<Response, ApiError> {
     let Some(reloader) = &state.reloader else {
         return Err(ApiError::not_found(
             "reloading is not offered by this server",

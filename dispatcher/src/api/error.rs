@@ -23,6 +23,8 @@ pub struct ErrorParts {
     pub message: String,
     pub field: Option<String>,
     pub reason: Option<&'static str>,
+    /// The limit that refused the request (`destination`, `ip`, …).
+    pub limit: Option<&'static str>,
     pub retry_after: Option<Duration>,
     /// `id` and `status` of the verification the error is about, when useful.
     pub verification: Option<(String, &'static str)>,
@@ -49,6 +51,8 @@ struct Detail<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
 }
 
@@ -60,6 +64,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             reason: None,
+            limit: None,
             retry_after: None,
             verification: None,
             attempts_left: None,
@@ -84,6 +89,24 @@ impl ApiError {
     pub fn reason(mut self, reason: &'static str) -> Self {
         self.0.reason = Some(reason);
         self
+    }
+
+    pub fn limit(mut self, limit: &'static str) -> Self {
+        self.0.limit = Some(limit);
+        self
+    }
+
+    /// A request refused by a rate limit: 429, the limit named, when to come back.
+    pub fn limited(refusal: crate::limiter::Refusal) -> Self {
+        let message = match refusal.limit {
+            "pumping" => "sends to this number range are restricted: its codes are rarely used (suspected SMS pumping); retry later".to_string(),
+            "check_subject" => "too many wrong codes for this subject; retry later".to_string(),
+            "check_ip" => "too many checks from this address; retry later".to_string(),
+            limit => format!("the `{limit}` rate limit is reached; retry after Retry-After seconds"),
+        };
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            .limit(refusal.limit)
+            .retry_after(refusal.retry_after)
     }
 
     pub fn retry_after(mut self, d: Duration) -> Self {
@@ -146,6 +169,7 @@ impl IntoResponse for ApiError {
                 message: &this.message,
                 field: this.field.as_deref(),
                 reason: this.reason,
+                limit: this.limit,
                 retry_after,
             },
         };
@@ -159,6 +183,12 @@ impl IntoResponse for ApiError {
             bytes,
         )
             .into_response();
+        if this.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"otpd\""),
+            );
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -42,6 +43,70 @@ pub struct AppState {
     pub router: Arc<crate::routing::Router>,
     /// Applies `POST /v1/admin/reload`; `None` where reloading is not offered.
     pub reloader: Option<Arc<crate::server::Reloader>>,
+    /// Clients, rate limits and the pumping defence.
+    pub admission: Arc<crate::admission::Admission>,
+}
+
+/// The authenticated API client making the request (everybody, when no client is
+/// configured). A missing or unknown key is a 401 before anything else is read.
+pub struct Caller(pub Arc<crate::clients::Client>);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        state
+            .admission
+            .rules()
+            .clients
+            .authenticate(header)
+            .map(Caller)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
+    }
+}
+
+/// A caller allowed to use `/v1/admin/*`.
+pub struct AdminCaller(pub Arc<crate::clients::Client>);
+
+impl FromRequestParts<Arc<AppState>> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Caller(client) = Caller::from_request_parts(parts, state).await?;
+        if !client.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key may not use the admin endpoints",
+            ));
+        }
+        Ok(AdminCaller(client))
+    }
+}
+
+/// The end user's IP address, as the backend passes it (`ip`).
+pub(crate) fn read_ip(input: Option<&str>) -> Result<Option<std::net::IpAddr>, ApiError> {
+    input
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_ip",
+                    "`ip` must be an IPv4 or IPv6 address (the end user's, as the backend saw it)",
+                )
+                .field("ip")
+            })
+        })
+        .transpose()
 }
 
 /// A number as typed, read with the metadata; a refusal names `field` and why.
@@ -116,6 +181,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         )
         .route("/v1/admin/routes", get(admin::routes))
         .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/admin/limits", get(admin::limits))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

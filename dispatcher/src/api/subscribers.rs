@@ -7,10 +7,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::validate_subject;
+use super::{AppState, Caller};
 use crate::locale::Locale;
 use crate::store::{PutSubscriber, StoreError};
 use crate::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
@@ -128,6 +128,7 @@ fn device(
 
 pub async fn put(
     State(state): State<Arc<AppState>>,
+    _: Caller,
     Path(subject): Path<String>,
     body: JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
@@ -173,6 +174,7 @@ pub async fn put(
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    _: Caller,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
     let subject = subject_from_path(&subject)?;
@@ -188,6 +190,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    _: Caller,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
     let subject = subject_from_path(&subject)?;
@@ -206,6 +209,7 @@ pub async fn delete(
 
 pub async fn add_device(
     State(state): State<Arc<AppState>>,
+    _: Caller,
     Path(subject): Path<String>,
     body: JsonBody<DeviceBody>,
 ) -> Result<Response, ApiError> {
@@ -230,6 +234,7 @@ pub async fn add_device(
 
 pub async fn remove_device(
     State(state): State<Arc<AppState>>,
+    _: Caller,
     Path((subject, platform, token)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let subject = subject_from_path(&subject)?;

@@ -9,17 +9,21 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
+use super::{AppState, Caller};
+use crate::admission::Refused;
+use crate::clients::Client;
 use crate::code::Code;
 use crate::engine::{IssueError, IssueRequest, Issued};
 use crate::id::VerificationId;
+use crate::limits::IssueFacts;
 use crate::locale::Locale;
 use crate::phone::E164;
 use crate::store::{IdempotencyBegin, StoreError, StoredResponse};
 use crate::verification::{
-    AckOutcome, CancelOutcome, CheckOutcome, MatchCode, RequestedChannel, Status, Verification,
+    AckOutcome, CancelOutcome, CheckOutcome, Closing, MatchCode, RequestedChannel, Status,
+    Verification,
 };
 
 /// Longest `subject` (identity number) accepted.
@@ -41,6 +45,9 @@ pub struct CreateVerification {
     purpose: Option<String>,
     #[serde(default)]
     subject: Option<String>,
+    /// The end user's IP address, as the backend saw it: keys the per-IP limits.
+    #[serde(default)]
+    ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -55,6 +62,9 @@ enum ChannelField {
 #[serde(deny_unknown_fields)]
 pub struct CheckVerification {
     code: String,
+    /// The end user's IP address: keys the per-IP check limit.
+    #[serde(default)]
+    ip: Option<String>,
 }
 
 /// Serializes anything `Display` straight into the output (serde_json's `collect_str`
@@ -311,10 +321,22 @@ async fn resolve_subject(
 /// Validate the request into what the engine needs.
 fn validate(
     state: &AppState,
+    client: &Client,
     body: CreateVerification,
     has_devices: bool,
 ) -> Result<IssueRequest, ApiError> {
     let number = super::read_number(state, body.to.as_deref().unwrap_or_default(), "to")?;
+    if !client.may_send_to(number.country) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "country_not_allowed",
+            format!(
+                "this client may send only to: {}",
+                client.countries().join(", ")
+            ),
+        )
+        .field("to"));
+    }
     // The request's language, else the subscriber's (already filled in), else the
     // one of the number's country, else the default.
     let locale = match body.locale.as_deref() {
@@ -328,6 +350,14 @@ fn validate(
     };
     let purpose_name = body.purpose.as_deref().unwrap_or(&state.default_purpose);
     let purpose = super::find_purpose(state, purpose_name)?.clone();
+    if !client.may_use(&purpose.name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "purpose_not_allowed",
+            "this client may not use this purpose",
+        )
+        .field("purpose"));
+    }
     let subject = match body.subject {
         None => None,
         Some(s) => Some(validate_subject(&s)?),
@@ -356,8 +386,9 @@ fn validate(
         locale,
         purpose,
         subject,
-        client: None,
+        client: client.id().cloned(),
         has_devices,
+        dedupe_window: state.admission.rules().policy.dedupe_window,
     })
 }
 
@@ -433,18 +464,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Caller(client): Caller,
     headers: HeaderMap,
     body: JsonBody<CreateVerification>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let mut value = body.value;
+    let ip = super::read_ip(value.ip.as_deref())?;
     let has_devices = resolve_subject(&state, &mut value).await?;
-    let request = validate(&state, value, has_devices)?;
+    let request = validate(&state, &client, value, has_devices)?;
     let Some(key) = key else {
-        return issue(&state, request)
+        return issue(&state, &client, ip, request)
             .await
             .map(IntoResponse::into_response);
     };
+    // Keys are the client's own: two clients may well pick the same one.
+    let key = format!("{}\n{key}", client.name);
 
     let mut hasher = Sha256::new();
     hasher.update(b"POST /v1/verifications\n");
@@ -486,11 +521,11 @@ pub async fn create(
         }
     }
 
-    let result = issue(&state, request).await;
+    let result = issue(&state, &client, ip, request).await;
     match &result {
         Ok(created) => {
             let stored = StoredResponse {
-                status: StatusCode::CREATED.as_u16(),
+                status: created.status().as_u16(),
                 body: created.body.clone().into(),
             };
             let now = state.engine.now();
@@ -514,11 +549,23 @@ struct Created {
     body: Vec<u8>,
     id: VerificationId,
     resent: bool,
+    /// The same request again: the earlier verification, nothing sent.
+    deduplicated: bool,
+}
+
+impl Created {
+    fn status(&self) -> StatusCode {
+        if self.deduplicated {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        }
+    }
 }
 
 impl IntoResponse for Created {
     fn into_response(self) -> Response {
-        let mut response = json_response(StatusCode::CREATED, self.body);
+        let mut response = json_response(self.status(), self.body);
         let location = format!("/v1/verifications/{}", self.id);
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, value);
@@ -528,18 +575,67 @@ impl IntoResponse for Created {
                 .headers_mut()
                 .insert("otpd-resent", HeaderValue::from_static("true"));
         }
+        if self.deduplicated {
+            response
+                .headers_mut()
+                .insert("otpd-deduplicated", HeaderValue::from_static("true"));
+        }
         response
     }
 }
 
-async fn issue(state: &AppState, request: IssueRequest) -> Result<Created, ApiError> {
-    match state.engine.issue(request).await {
+fn refused(r: Refused) -> ApiError {
+    match r {
+        Refused::Limited(refusal) => ApiError::limited(refusal),
+        Refused::Denied { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "destination_denied",
+            "codes are not sent to this number range",
+        )
+        .field("to")
+        .limit("deny_list"),
+    }
+}
+
+async fn issue(
+    state: &AppState,
+    client: &Client,
+    ip: Option<std::net::IpAddr>,
+    request: IssueRequest,
+) -> Result<Created, ApiError> {
+    let rules = state.admission.rules();
+    let now = state.engine.now();
+    let (to, country) = (request.to, request.line.country);
+    let subject = request.subject.clone();
+    let purpose = request.purpose.name.clone();
+    let facts = IssueFacts {
+        to,
+        country,
+        subject: subject.as_deref(),
+        ip,
+        client,
+        purpose: &purpose,
+    };
+    let admitted = state
+        .admission
+        .admit_issue(&rules, &facts, now)
+        .map_err(refused)?;
+    let result = state.engine.issue(request).await;
+    match &result {
+        Ok(Issued::Created(_) | Issued::Resent(_)) => {
+            state.admission.sent(&rules, to, country, now)
+        }
+        // Nothing was sent: the limits get their charge back.
+        _ => state.admission.refund_issue(&rules, &facts, admitted, now),
+    }
+    match result {
         Ok(issued) => {
             let v = issued.verification();
             Ok(Created {
                 body: to_json(&VerificationView::of(v, Status::Pending)),
                 id: v.id,
                 resent: matches!(issued, Issued::Resent(_)),
+                deduplicated: matches!(issued, Issued::Deduplicated(_)),
             })
         }
         Err(IssueError::Overloaded) => Err(ApiError::new(
@@ -570,6 +666,7 @@ async fn issue(state: &AppState, request: IssueRequest) -> Result<Created, ApiEr
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    Caller(client): Caller,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let v = state
@@ -577,6 +674,7 @@ pub async fn get(
         .get(&id)
         .await
         .map_err(store_error)?
+        .filter(|v| v.client.as_ref() == client.id())
         .ok_or_else(not_found)?;
     let status = v.status(state.engine.now());
     Ok(json_response(
@@ -595,18 +693,49 @@ struct CheckView {
 
 pub async fn check(
     State(state): State<Arc<AppState>>,
+    Caller(client): Caller,
     IdPath(id): IdPath,
     body: JsonBody<CheckVerification>,
 ) -> Result<Response, ApiError> {
     let code = Code::parse(&body.value.code)
         .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()).field("code"))?;
+    let ip = super::read_ip(body.value.ip.as_deref())?;
+    let rules = state.admission.rules();
+    let now = state.engine.now();
+    state
+        .admission
+        .admit_check(&rules, ip, now)
+        .map_err(ApiError::limited)?;
+    let owner = client.id().map(|n| &**n);
     let result = state
         .engine
-        .check(&id, &code)
+        .check(&id, &code, owner)
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
     let id_text = id.to_string();
+    match result.outcome {
+        CheckOutcome::Approved => state
+            .admission
+            .converted(&rules, result.to, result.country, now),
+        CheckOutcome::Wrong { .. } | CheckOutcome::Locked => {
+            if let Some(subject) = &result.subject
+                && let Err(refusal) = state.admission.wrong_code(&rules, subject, now)
+            {
+                // Guessing across verifications: lock this one too.
+                state
+                    .engine
+                    .close(&id, owner, Closing::Lock)
+                    .await
+                    .map_err(store_error)?;
+                tracing::warn!(%id, "too many wrong codes for the subject: verification locked");
+                return Err(ApiError::limited(refusal)
+                    .about(id_text, "locked")
+                    .attempts_left(0));
+            }
+        }
+        _ => {}
+    }
     let ok = |status: &'static str, attempts_left: Option<u8>| {
         json_response(
             StatusCode::OK,
@@ -649,11 +778,12 @@ pub async fn check(
 
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
+    Caller(client): Caller,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let (outcome, v) = state
         .engine
-        .cancel(&id)
+        .close(&id, client.id().map(|n| &**n), Closing::Cancel)
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;

@@ -38,7 +38,7 @@ use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, EscalationCause, RequestedChannel, SendDetails, SendResult,
+    AckOutcome, CancelOutcome, Closing, EscalationCause, RequestedChannel, SendDetails, SendResult,
     SendState, Status, Verification,
 };
 use otpd_adapters::ChannelKind;
@@ -273,17 +273,24 @@ impl Store for MemoryStore {
         &self,
         id: &VerificationId,
         candidate: &CodeMac,
+        client: Option<&str>,
         now: UnixMillis,
     ) -> Result<Option<CheckResult>, StoreError> {
         let mut shard = self.shard_of(id).lock();
-        Ok(shard.get_mut(id).map(|v| {
-            let matches = v.code_mac.matches(candidate);
-            let outcome = v.check(matches, now);
-            CheckResult {
-                outcome,
-                attempts_left: v.attempts_left(),
-            }
-        }))
+        Ok(shard
+            .get_mut(id)
+            .filter(|v| v.client.as_deref() == client)
+            .map(|v| {
+                let matches = v.code_mac.matches(candidate);
+                let outcome = v.check(matches, now);
+                CheckResult {
+                    outcome,
+                    attempts_left: v.attempts_left(),
+                    to: v.to,
+                    country: v.line.country,
+                    subject: v.subject.clone(),
+                }
+            }))
     }
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
@@ -291,13 +298,18 @@ impl Store for MemoryStore {
         Ok(shard.get_mut(id).map(|v| v.clone()))
     }
 
-    async fn cancel(
+    async fn close(
         &self,
         id: &VerificationId,
+        client: Option<&str>,
+        how: Closing,
         now: UnixMillis,
     ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
         let mut shard = self.shard_of(id).lock();
-        Ok(shard.get_mut(id).map(|v| (v.cancel(now), v.clone())))
+        Ok(shard
+            .get_mut(id)
+            .filter(|v| v.client.as_deref() == client)
+            .map(|v| (v.close(how, now), v.clone())))
     }
 
     async fn record_send(
@@ -561,7 +573,7 @@ mod tests {
         let store = MemoryStore::new(4, RETENTION);
         let first = create(&store, candidate(34600000001, "login", 1), T0).await;
         let result = store
-            .check(&first.id, &first.code_mac, T0)
+            .check(&first.id, &first.code_mac, None, T0)
             .await
             .unwrap()
             .unwrap();
@@ -585,15 +597,25 @@ mod tests {
         let store = MemoryStore::new(4, RETENTION);
         let v = create(&store, candidate(34600000001, "login", 1), T0).await;
         let wrong = CodeMac([0xEE; 32]);
-        let r = store.check(&v.id, &wrong, T0).await.unwrap().unwrap();
+        let r = store.check(&v.id, &wrong, None, T0).await.unwrap().unwrap();
         assert_eq!(r.outcome, CheckOutcome::Wrong { attempts_left: 2 });
-        store.check(&v.id, &wrong, T0).await.unwrap();
-        let r = store.check(&v.id, &wrong, T0).await.unwrap().unwrap();
+        store.check(&v.id, &wrong, None, T0).await.unwrap();
+        let r = store.check(&v.id, &wrong, None, T0).await.unwrap().unwrap();
         assert_eq!(r.outcome, CheckOutcome::Locked);
-        let r = store.check(&v.id, &v.code_mac, T0).await.unwrap().unwrap();
+        let r = store
+            .check(&v.id, &v.code_mac, None, T0)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.outcome, CheckOutcome::Locked);
         let unknown = VerificationId::new(ShardTag(9), [9; 14]);
-        assert!(store.check(&unknown, &wrong, T0).await.unwrap().is_none());
+        assert!(
+            store
+                .check(&unknown, &wrong, None, T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

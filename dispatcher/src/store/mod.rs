@@ -17,9 +17,10 @@ use bytes::Bytes;
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
+use crate::phone::E164;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, CheckOutcome, EscalationCause, ResendRefusal, SendDetails,
+    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, ResendRefusal, SendDetails,
     SendResult, SendState, Verification,
 };
 
@@ -44,10 +45,15 @@ pub enum IssueOutcome {
 }
 
 /// What `check` did, with what the answer needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
     pub outcome: CheckOutcome,
     pub attempts_left: u8,
+    /// Whose code it was: the number (and its country) for the pumping defence's
+    /// conversion counts, the subject for the wrong-code limit.
+    pub to: E164,
+    pub country: Option<crate::number::Region>,
+    pub subject: Option<Box<str>>,
 }
 
 /// What `put_subscriber` did.
@@ -110,19 +116,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Check-and-count, atomically: compare `candidate` with the stored MAC in
     /// constant time, count the attempt, and apply the lifecycle. `None` if unknown.
+    /// Compare and count one attempt, atomically. `client` must be the one that
+    /// asked for the verification, else it is not found (and nothing is counted).
     async fn check(
         &self,
         id: &VerificationId,
         candidate: &CodeMac,
+        client: Option<&str>,
         now: UnixMillis,
     ) -> Result<Option<CheckResult>, StoreError>;
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError>;
 
     /// Cancel if pending. `None` if unknown.
-    async fn cancel(
+    /// Cancel or lock a pending verification of `client` (else not found).
+    async fn close(
         &self,
         id: &VerificationId,
+        client: Option<&str>,
+        how: Closing,
         now: UnixMillis,
     ) -> Result<Option<(CancelOutcome, Verification)>, StoreError>;
 
