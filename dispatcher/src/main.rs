@@ -37,6 +37,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Make an API key for a `[[clients]]` entry: prints the key (give it to the
+    /// client, once) and its SHA-256 (put it in `key_sha256`). With --key, only hashes
+    /// that key.
+    HashKey {
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +129,23 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => match otpd::clients::new_key(&mut otpd::code::OsRandom) {
+                    Ok(k) => {
+                        println!("key = {k}");
+                        k
+                    }
+                    Err(e) => {
+                        eprintln!("otpd: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            println!("key_sha256 = \"{}\"", otpd::clients::hash_key(&key));
+            ExitCode::SUCCESS
+        }
         Command::Simulate(Simulate::Smsc(args)) => block_on(simulate_smsc(args), ExitCode::from(2)),
         Command::Simulate(Simulate::Push(args)) => {
             block_on(simulate_push::run(args), ExitCode::from(2))

@@ -214,6 +214,28 @@ fn check_config_accepts_the_shipped_file_and_hides_the_secret() {
 }
 
 #[test]
+fn hash_key_makes_keys_and_the_digests_the_config_holds() {
+    let out = otpd().args(["hash-key", "--key", "abc"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "key_sha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\""
+    );
+    let out = otpd().arg("hash-key").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key = "))
+        .expect("a key line");
+    let digest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key_sha256 = "))
+        .expect("a digest line");
+    assert!(key.starts_with("otpd_") && key.len() == 69, "{text}");
+    assert_eq!(digest.trim_matches('"'), otpd::clients::hash_key(key));
+}
+
+#[test]
 fn a_taken_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
