@@ -145,6 +145,7 @@ impl Admission {
                 }
                 PumpingMode::Block => {
                     pumping("blocked", scope.kind());
+                    self.pumping.refused(&p.pumping, f.to, f.country, now);
                     refused(name::PUMPING);
                     return Err(Refused::Limited(Refusal {
                         limit: name::PUMPING,
@@ -202,6 +203,7 @@ impl Admission {
             Err(r) => {
                 if r.limit == name::PUMPING {
                     pumping("throttled", "prefix");
+                    self.pumping.refused(&p.pumping, f.to, f.country, now);
                 }
                 refused(r.limit);
                 Err(Refused::Limited(r))

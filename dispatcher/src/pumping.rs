@@ -137,7 +137,19 @@ fn ms(now: UnixMillis) -> u64 {
 struct Bucket {
     epoch: u64,
     sends: u32,
+    refused: u32,
     conversions: u32,
+}
+
+/// What is being counted.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Sent,
+    /// A request refused because its scope was suspect: still demand that does not
+    /// convert, so a throttled attack keeps its scope suspect for as long as it
+    /// goes on, instead of clearing it as soon as its sends leave the window.
+    Refused,
+    Converted,
 }
 
 /// One scope's counts.
@@ -153,24 +165,32 @@ struct Window {
 pub struct Tally {
     /// Sends in the window, past the grace.
     pub sends: u32,
+    /// Requests refused as suspect pumping in the window, past the grace.
+    pub refused: u32,
     /// Successful checks in the window.
     pub conversions: u32,
-    /// Sends too recent to judge.
+    /// Sends and refusals too recent to judge.
     pub recent: u32,
 }
 
 impl Tally {
+    /// Requests judged: sends and refusals.
+    pub fn demand(&self) -> u32 {
+        self.sends.saturating_add(self.refused)
+    }
+
     pub fn conversion(&self) -> Option<f64> {
-        (self.sends > 0).then(|| f64::from(self.conversions) / f64::from(self.sends))
+        (self.demand() > 0).then(|| f64::from(self.conversions) / f64::from(self.demand()))
     }
 
     pub fn suspect(&self, rules: &PumpingRules) -> bool {
-        self.sends >= rules.min_sends && self.conversion().is_some_and(|c| c < rules.min_conversion)
+        self.demand() >= rules.min_sends
+            && self.conversion().is_some_and(|c| c < rules.min_conversion)
     }
 }
 
 impl Window {
-    fn add(&mut self, rules: &PumpingRules, now: UnixMillis, sends: u32, conversions: u32) {
+    fn add(&mut self, rules: &PumpingRules, now: UnixMillis, event: Event) {
         let epoch = ms(now) / rules.bucket_ms;
         let b = &mut self.buckets[(epoch % BUCKETS as u64) as usize];
         if b.epoch != epoch {
@@ -179,8 +199,12 @@ impl Window {
                 ..Bucket::default()
             };
         }
-        b.sends = b.sends.saturating_add(sends);
-        b.conversions = b.conversions.saturating_add(conversions);
+        let count = match event {
+            Event::Sent => &mut b.sends,
+            Event::Refused => &mut b.refused,
+            Event::Converted => &mut b.conversions,
+        };
+        *count = count.saturating_add(1);
     }
 
     fn tally(&self, rules: &PumpingRules, now: UnixMillis) -> Tally {
@@ -194,8 +218,9 @@ impl Window {
             t.conversions += b.conversions;
             if (b.epoch + 1) * rules.bucket_ms <= judged_before {
                 t.sends += b.sends;
+                t.refused += b.refused;
             } else {
-                t.recent += b.sends;
+                t.recent += b.sends + b.refused;
             }
         }
         t
@@ -203,9 +228,10 @@ impl Window {
 
     fn idle(&self, rules: &PumpingRules, now: UnixMillis) -> bool {
         let epoch = ms(now) / rules.bucket_ms;
-        self.buckets
-            .iter()
-            .all(|b| b.epoch + (BUCKETS as u64) <= epoch || (b.sends == 0 && b.conversions == 0))
+        self.buckets.iter().all(|b| {
+            b.epoch + (BUCKETS as u64) <= epoch
+                || (b.sends == 0 && b.refused == 0 && b.conversions == 0)
+        })
     }
 }
 
@@ -326,7 +352,18 @@ impl PumpingTracker {
         country: Option<Region>,
         now: UnixMillis,
     ) {
-        self.add(rules, number, country, now, 1, 0);
+        self.add(rules, number, country, now, Event::Sent);
+    }
+
+    /// A request to `number` was refused because its scope is suspect.
+    pub fn refused(
+        &self,
+        rules: &PumpingRules,
+        number: E164,
+        country: Option<Region>,
+        now: UnixMillis,
+    ) {
+        self.add(rules, number, country, now, Event::Refused);
     }
 
     /// A code sent to `number` was typed right.
@@ -337,7 +374,7 @@ impl PumpingTracker {
         country: Option<Region>,
         now: UnixMillis,
     ) {
-        self.add(rules, number, country, now, 0, 1);
+        self.add(rules, number, country, now, Event::Converted);
     }
 
     fn add(
@@ -346,8 +383,7 @@ impl PumpingTracker {
         number: E164,
         country: Option<Region>,
         now: UnixMillis,
-        sends: u32,
-        conversions: u32,
+        event: Event,
     ) {
         let cap = rules.max_tracked.div_ceil(SHARDS).max(1);
         for scope in Self::scopes(rules, number, country).into_iter().flatten() {
@@ -359,9 +395,7 @@ impl PumpingTracker {
                     continue;
                 }
             }
-            map.entry(scope)
-                .or_default()
-                .add(rules, now, sends, conversions);
+            map.entry(scope).or_default().add(rules, now, event);
         }
     }
 
@@ -493,6 +527,31 @@ mod tests {
         // Out of the window: forgotten, and clear again.
         assert_eq!(t.judge(&r, n, c, secs(3600 + 700)), Judgement::Clear);
         assert_eq!(t.reclaim(&r, secs(3600 + 700)), 0);
+    }
+
+    #[test]
+    fn a_refused_attack_keeps_its_scope_suspect_while_it_lasts() {
+        let r = rules(PumpingMode::Block);
+        let t = PumpingTracker::new();
+        for i in 0..30 {
+            let (n, c) = gb(i);
+            t.sent(&r, n, c, T0);
+        }
+        // The attack goes on, refused, well past the window of its sends.
+        for minute in 1..=90 {
+            let (n, c) = gb(1000 + minute);
+            let now = secs(minute * 60);
+            if minute > 10 {
+                assert!(
+                    matches!(t.judge(&r, n, c, now), Judgement::Suspect { .. }),
+                    "minute {minute}"
+                );
+            }
+            t.refused(&r, n, c, now);
+        }
+        // Once it stops, the scope clears with the window.
+        let (n, c) = gb(5000);
+        assert_eq!(t.judge(&r, n, c, secs(90 * 60 + 3700)), Judgement::Clear);
     }
 
     #[test]

@@ -1,0 +1,570 @@
+//! Rate limits, API clients and the SMS-pumping defence, over HTTP against a real
+//! server on a manual clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use otpd::clients::hash_key;
+use otpd::config::{ClientConfig, Config, PumpingMode, Rate};
+use otpd_e2e::{Answer, TestServer};
+use serde_json::{Value, json};
+
+fn client(name: &str, admin: bool) -> ClientConfig {
+    ClientConfig {
+        name: name.into(),
+        key_sha256: hash_key(&format!("key-of-{name}")),
+        rate: Rate::Off,
+        purposes: vec![],
+        countries: vec![],
+        reserved: 0.0,
+        admin,
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("key-of-{name}")
+}
+
+async fn post_as(t: &TestServer, who: &str, path: &str, body: Value) -> Answer {
+    t.send(t.client.post(t.url(path)).bearer_auth(key(who)).json(&body))
+        .await
+}
+
+async fn get_as(t: &TestServer, who: &str, path: &str) -> Answer {
+    t.send(t.client.get(t.url(path)).bearer_auth(key(who)))
+        .await
+}
+
+fn assert_limited(a: &Answer, limit: &str) {
+    assert_eq!(a.status, 429, "{}", a.text);
+    assert_eq!(a.error_code(), "rate_limited", "{}", a.text);
+    assert_eq!(a.body["error"]["limit"], limit, "{}", a.text);
+    let retry: u64 = a
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert_eq!(a.body["error"]["retry_after"], retry);
+}
+
+/// A wrong code for `id` (one the outbox shows is not its code).
+async fn wrong_check(t: &TestServer, id: &str, ip: Option<&str>) -> Answer {
+    let code = t.code(id, 1).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let mut body = json!({"code": wrong});
+    if let Some(ip) = ip {
+        body["ip"] = json!(ip);
+    }
+    t.post(&format!("/v1/verifications/{id}/check"), body).await
+}
+
+fn with_signup(c: &mut Config) {
+    let login = c.purposes["login"];
+    c.purposes.insert("signup".into(), login);
+    c.purposes.insert("reset".into(), login);
+}
+
+#[tokio::test]
+async fn api_keys_are_required_once_clients_are_configured() {
+    let t = TestServer::start_with(
+        |c| {
+            with_signup(c);
+            c.clients = vec![
+                ClientConfig {
+                    purposes: vec!["login".into()],
+                    countries: vec!["ES".into()],
+                    ..client("sede", false)
+                },
+                client("ops", true),
+            ];
+        },
+        None,
+    )
+    .await;
+    let body = json!({"to": "+34600000101"});
+    let none = t.post("/v1/verifications", body.clone()).await;
+    assert_eq!(none.status, 401, "{}", none.text);
+    assert_eq!(none.error_code(), "unauthorized");
+    assert!(
+        none.header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let wrong = t
+        .send(
+            t.client
+                .post(t.url("/v1/verifications"))
+                .bearer_auth("not-a-key")
+                .json(&body),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    let basic = t
+        .send(
+            t.client
+                .post(t.url("/v1/verifications"))
+                .header("authorization", "Basic c2VkZTpzZWNyZXQ=")
+                .json(&body),
+        )
+        .await;
+    assert_eq!(basic.status, 401);
+    assert!(
+        basic.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer")
+    );
+    // Nothing was made or sent for the refused ones.
+    assert!(t.outbox_lines().is_empty());
+
+    let created = post_as(&t, "sede", "/v1/verifications", body.clone()).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_str().unwrap().to_string();
+
+    let abroad = post_as(
+        &t,
+        "sede",
+        "/v1/verifications",
+        json!({"to": "+33612345678"}),
+    )
+    .await;
+    assert_eq!(abroad.status, 403, "{}", abroad.text);
+    assert_eq!(abroad.error_code(), "country_not_allowed");
+    let other_purpose = post_as(
+        &t,
+        "sede",
+        "/v1/verifications",
+        json!({"to": "+34600000102", "purpose": "signup"}),
+    )
+    .await;
+    assert_eq!(other_purpose.status, 403, "{}", other_purpose.text);
+    assert_eq!(other_purpose.error_code(), "purpose_not_allowed");
+
+    // Another client neither sees nor checks sede's verification, and its tries
+    // cost sede's nothing.
+    let path = format!("/v1/verifications/{id}");
+    assert_eq!(get_as(&t, "ops", &path).await.status, 404);
+    for _ in 0..6 {
+        let a = post_as(
+            &t,
+            "ops",
+            &format!("{path}/check"),
+            json!({"code": "000000"}),
+        )
+        .await;
+        assert_eq!(a.status, 404, "{}", a.text);
+    }
+    let cancel = t
+        .send(t.client.delete(t.url(&path)).bearer_auth(key("ops")))
+        .await;
+    assert_eq!(cancel.status, 404);
+    let code = t.code(&id, 1).await;
+    let ok = post_as(&t, "sede", &format!("{path}/check"), json!({"code": code})).await;
+    assert_eq!(ok.body["status"], "approved", "{}", ok.text);
+
+    // Admin endpoints for admin clients only; health and metrics stay open.
+    let denied = get_as(&t, "sede", "/v1/admin/limits?to=%2B34600000101").await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.error_code(), "forbidden");
+    let view = get_as(&t, "ops", "/v1/admin/limits?to=%2B34600000101&client=sede").await;
+    assert_eq!(view.status, 200, "{}", view.text);
+    assert_eq!(view.body["client"], "sede");
+    assert_eq!(t.get("/healthz").await.status, 200);
+    assert_eq!(t.get("/metrics").await.status, 200);
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_their_client() {
+    let t = TestServer::start_with(
+        |c| c.clients = vec![client("a", false), client("b", false)],
+        None,
+    )
+    .await;
+    let post = |who: &'static str, to: &'static str| {
+        t.send(
+            t.client
+                .post(t.url("/v1/verifications"))
+                .bearer_auth(key(who))
+                .header("idempotency-key", "order-1")
+                .json(&json!({"to": to})),
+        )
+    };
+    let a = post("a", "+34600000111").await;
+    let b = post("b", "+34600000112").await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(
+        b.status, 201,
+        "the same key from another client is another request: {}",
+        b.text
+    );
+    assert_ne!(a.body["id"], b.body["id"]);
+}
+
+#[tokio::test]
+async fn a_refused_request_is_charged_to_no_other_limit() {
+    let t = TestServer::start_with(
+        |c| {
+            with_signup(c);
+            c.limits.destination = Rate::per(2, 600);
+            c.limits.ip = Rate::per(3, 600);
+        },
+        None,
+    )
+    .await;
+    let issue = |to: &'static str, purpose: &'static str| {
+        t.post(
+            "/v1/verifications",
+            json!({"to": to, "purpose": purpose, "ip": "192.0.2.7"}),
+        )
+    };
+    assert_eq!(issue("+34600000121", "login").await.status, 201);
+    assert_eq!(issue("+34600000121", "signup").await.status, 201);
+    // The number's third code in ten minutes: refused by `destination`…
+    let third = issue("+34600000121", "reset").await;
+    assert_limited(&third, "destination");
+    assert_eq!(third.header("retry-after"), Some("300"));
+    // …and the address was not charged for it: one more passes, then `ip` refuses.
+    assert_eq!(issue("+34600000122", "login").await.status, 201);
+    assert_limited(&issue("+34600000123", "login").await, "ip");
+    // Once the interval passes, one more code to the number.
+    t.clock.advance(Duration::from_secs(300));
+    assert_eq!(issue("+34600000121", "reset").await.status, 201);
+}
+
+#[tokio::test]
+async fn limits_per_subject_network_prefix_and_country() {
+    let t = TestServer::start_with(
+        |c| {
+            c.limits.subject = Rate::per(2, 3600);
+            c.limits.ip = Rate::Off;
+            c.limits.ip_prefix = Rate::per(3, 600);
+            c.limits.prefixes = BTreeMap::from([("+37120".into(), Rate::per(2, 3600))]);
+            c.limits.countries = BTreeMap::from([("PT".into(), Rate::per(1, 3600))]);
+        },
+        None,
+    )
+    .await;
+    let post = |body: Value| t.post("/v1/verifications", body);
+    // Subject: two codes an hour, whatever the number.
+    for n in ["+34600000131", "+34600000132"] {
+        let a = post(json!({"to": n, "subject": "12345678Z"})).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+    assert_limited(
+        &post(json!({"to": "+34600000133", "subject": "12345678Z"})).await,
+        "subject",
+    );
+    // Network: a /24 shares one limit; another network does not.
+    for (i, ip) in ["198.51.100.1", "198.51.100.2", "198.51.100.200"]
+        .iter()
+        .enumerate()
+    {
+        let to = format!("+3460000014{i}");
+        assert_eq!(post(json!({"to": to, "ip": ip})).await.status, 201);
+    }
+    assert_limited(
+        &post(json!({"to": "+34600000149", "ip": "198.51.100.77"})).await,
+        "ip_prefix",
+    );
+    assert_eq!(
+        post(json!({"to": "+34600000149", "ip": "203.0.113.9"}))
+            .await
+            .status,
+        201
+    );
+    // IPv6: one /64.
+    for i in 0..3 {
+        let ip = format!("2001:db8:0:1::{i}");
+        let to = format!("+3460000015{i}");
+        assert_eq!(post(json!({"to": to, "ip": ip})).await.status, 201);
+    }
+    assert_limited(
+        &post(json!({"to": "+34600000159", "ip": "2001:db8:0:1:ffff::1"})).await,
+        "ip_prefix",
+    );
+    // Number prefix.
+    for n in ["+37120000001", "+37120000002"] {
+        assert_eq!(post(json!({"to": n})).await.status, 201);
+    }
+    assert_limited(&post(json!({"to": "+37120000003"})).await, "prefix");
+    // Country.
+    assert_eq!(post(json!({"to": "+351912345678"})).await.status, 201);
+    assert_limited(&post(json!({"to": "+351912345679"})).await, "country");
+    // A malformed address is a 400 naming the field, and charges nothing.
+    let bad = post(json!({"to": "+34600000160", "ip": "300.1.1.1"})).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body["error"]["field"], "ip");
+}
+
+#[tokio::test]
+async fn guessing_across_verifications_is_stopped() {
+    let t = TestServer::start_with(
+        |c| {
+            with_signup(c);
+            c.limits.check_subject = Rate::per(4, 3600);
+            c.limits.check_ip = Rate::per(100, 600);
+        },
+        None,
+    )
+    .await;
+    let issue = |to: &'static str, purpose: &'static str| {
+        t.post(
+            "/v1/verifications",
+            json!({"to": to, "purpose": purpose, "subject": "12345678Z"}),
+        )
+    };
+    let v1 = issue("+34600000171", "login").await.body;
+    let v2 = issue("+34600000172", "signup").await.body;
+    let v1: &'static str = v1["id"].as_str().unwrap().to_string().leak();
+    let v2: &'static str = v2["id"].as_str().unwrap().to_string().leak();
+    let wrong = |id: &'static str| wrong_check(&t, id, None);
+    // Three wrong codes on one, one on the other: four, the subject's limit.
+    for _ in 0..3 {
+        assert_eq!(wrong(v1).await.body["status"], "pending");
+    }
+    assert_eq!(wrong(v2).await.body["status"], "pending");
+    // The fifth, although v2 has attempts left: refused, and v2 is locked.
+    let fifth = wrong(v2).await;
+    assert_limited(&fifth, "check_subject");
+    assert_eq!(fifth.body["status"], "locked");
+    let v2_now = t.get(&format!("/v1/verifications/{v2}")).await.body;
+    assert_eq!(v2_now["status"], "locked");
+    let code = t.code(v2, 1).await;
+    let late = t
+        .post(
+            &format!("/v1/verifications/{v2}/check"),
+            json!({"code": code}),
+        )
+        .await;
+    assert_ne!(late.body["status"], "approved", "{}", late.text);
+    // And no new code for the subject until the limit allows.
+    assert_limited(&issue("+34600000173", "reset").await, "check_subject");
+}
+
+#[tokio::test]
+async fn checks_from_one_address_are_limited_before_they_count() {
+    let t = TestServer::start_with(|c| c.limits.check_ip = Rate::per(2, 600), None).await;
+    let id = t.issue("+34600000181").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let check = |ip: &'static str| wrong_check(&t, &id, Some(ip));
+    assert_eq!(check("192.0.2.1").await.body["attempts_left"], 4);
+    assert_eq!(check("192.0.2.1").await.body["attempts_left"], 3);
+    assert_limited(&check("192.0.2.1").await, "check_ip");
+    // The refused check did not cost the verification an attempt.
+    assert_eq!(check("192.0.2.2").await.body["attempts_left"], 2);
+}
+
+#[tokio::test]
+async fn a_surge_of_one_client_cannot_take_anothers_reserved_share() {
+    let t = TestServer::start_with(
+        |c| {
+            c.limits.purposes = BTreeMap::from([("login".into(), Rate::per(10, 60))]);
+            c.clients = vec![
+                ClientConfig {
+                    reserved: 0.5,
+                    ..client("aeat", false)
+                },
+                client("campaign", true),
+            ];
+        },
+        None,
+    )
+    .await;
+    let mut campaign_ok = 0;
+    for i in 0..20 {
+        let to = format!("+346000002{i:02}");
+        let a = post_as(&t, "campaign", "/v1/verifications", json!({"to": to})).await;
+        match a.status {
+            201 => campaign_ok += 1,
+            429 => assert_eq!(a.body["error"]["limit"], "purpose"),
+            other => panic!("{other}: {}", a.text),
+        }
+    }
+    assert_eq!(campaign_ok, 5, "the shared half");
+    for i in 0..5 {
+        let to = format!("+346000003{i:02}");
+        let a = post_as(&t, "aeat", "/v1/verifications", json!({"to": to})).await;
+        assert_eq!(a.status, 201, "the reserved half is there: {}", a.text);
+    }
+    let view = get_as(
+        &t,
+        "campaign",
+        "/v1/admin/limits?to=%2B34600000399&client=aeat",
+    )
+    .await;
+    assert_eq!(view.body["decision"], "purpose", "{}", view.text);
+}
+
+#[tokio::test]
+async fn deny_listed_ranges_are_refused_with_403() {
+    let t = TestServer::start_with(
+        |c| c.limits.pumping.deny = vec!["+37120".into(), "LV".into()],
+        None,
+    )
+    .await;
+    let a = t
+        .post("/v1/verifications", json!({"to": "+37120000001"}))
+        .await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert_eq!(a.error_code(), "destination_denied");
+    assert_eq!(a.body["error"]["limit"], "deny_list");
+    assert!(t.outbox_lines().is_empty());
+}
+
+/// A scripted attacker requests codes for many numbers of one range (they are paid
+/// for every SMS those numbers receive) and never types them, from ever-changing
+/// addresses, while ordinary people keep asking for codes and typing them. The
+/// range is throttled once its conversion is judged; ordinary traffic never notices.
+#[tokio::test]
+async fn an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not() {
+    let t = TestServer::start_with(
+        |c| {
+            c.limits.ip = Rate::Off;
+            c.limits.ip_prefix = Rate::Off;
+            let p = &mut c.limits.pumping;
+            p.mode = PumpingMode::Throttle;
+            p.window = Duration::from_secs(600);
+            p.grace = Duration::from_secs(60);
+            p.min_sends = 20;
+            p.min_conversion = 0.2;
+            p.prefix_digits = 6;
+            p.throttle = Rate::per(1, 60);
+        },
+        None,
+    )
+    .await;
+    let (mut attack_sent, mut attack_refused) = (0u32, 0u32);
+    let mut attack_sent_late = 0u32;
+    let (mut normal_asked, mut normal_approved) = (0u32, 0u32);
+    for minute in 0..12u64 {
+        for i in 0..15u64 {
+            let to = format!("+3712000{:04}", minute * 100 + i);
+            let ip = format!("203.0.113.{}", (minute * 15 + i) % 250);
+            let a = t
+                .post(
+                    "/v1/verifications",
+                    json!({"to": to, "ip": ip, "locale": "en"}),
+                )
+                .await;
+            match a.status {
+                201 => {
+                    attack_sent += 1;
+                    if minute >= 3 {
+                        attack_sent_late += 1;
+                    }
+                }
+                429 => {
+                    assert_eq!(a.body["error"]["limit"], "pumping", "{}", a.text);
+                    attack_refused += 1;
+                }
+                other => panic!("{other}: {}", a.text),
+            }
+        }
+        for i in 0..5u64 {
+            let to = format!("+3460010{:04}", minute * 10 + i);
+            normal_asked += 1;
+            let a = t.post("/v1/verifications", json!({"to": to})).await;
+            assert_eq!(
+                a.status, 201,
+                "ordinary traffic is never refused: {}",
+                a.text
+            );
+            let id = a.body["id"].as_str().unwrap().to_string();
+            let code = t.code(&id, 1).await;
+            let ok = t
+                .post(
+                    &format!("/v1/verifications/{id}/check"),
+                    json!({"code": code}),
+                )
+                .await;
+            if ok.body["status"] == "approved" {
+                normal_approved += 1;
+            }
+        }
+        t.clock.advance(Duration::from_secs(60));
+    }
+    println!(
+        "attack: {attack_sent} sent ({attack_sent_late} after minute 3), {attack_refused} refused; ordinary: {normal_approved}/{normal_asked} approved"
+    );
+    assert_eq!(
+        normal_approved, normal_asked,
+        "ordinary success rate unaffected"
+    );
+    // Judged once 20 sends were past the grace: from then on one a minute gets out.
+    assert!(attack_refused > 100, "refused {attack_refused}");
+    assert!(
+        attack_sent_late <= 9 + 1,
+        "sent after judgement: {attack_sent_late}"
+    );
+    assert!(attack_sent < 60, "sent {attack_sent}");
+
+    let view = t.get("/v1/admin/limits?to=%2B37120009999").await;
+    assert_eq!(
+        view.body["pumping"]["judgement"]["decision"], "suspect",
+        "{}",
+        view.text
+    );
+    assert_eq!(view.body["pumping"]["judgement"]["scope"], "+371200");
+    let prefix = &view.body["pumping"]["scopes"][0];
+    assert_eq!(prefix["scope"], "+371200");
+    assert_eq!(prefix["conversions"], 0);
+    assert_eq!(prefix["suspect"], true);
+    let spain = t.get("/v1/admin/limits?to=%2B34600109999").await;
+    assert_eq!(
+        spain.body["pumping"]["judgement"]["decision"], "clear",
+        "{}",
+        spain.text
+    );
+    assert_eq!(spain.body["decision"], "allowed");
+
+    let metrics = t.get("/metrics").await.text;
+    for series in [
+        "otpd_pumping_decisions_total{decision=\"throttled\",scope=\"prefix\"}",
+        "otpd_pumping_decisions_total{decision=\"throttled_through\",scope=\"prefix\"}",
+        "otpd_limit_refusals_total{limit=\"pumping\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing");
+    }
+}
+
+#[tokio::test]
+async fn monitor_mode_refuses_nothing_and_counts_what_it_would_have() {
+    let t = TestServer::start_with(
+        |c| {
+            let p = &mut c.limits.pumping;
+            p.mode = PumpingMode::Monitor;
+            p.window = Duration::from_secs(600);
+            p.grace = Duration::from_secs(60);
+            p.min_sends = 5;
+        },
+        None,
+    )
+    .await;
+    for i in 0..10 {
+        let a = t
+            .post(
+                "/v1/verifications",
+                json!({"to": format!("+3712000{i:04}")}),
+            )
+            .await;
+        assert_eq!(a.status, 201);
+    }
+    t.clock.advance(Duration::from_secs(120));
+    for i in 10..20 {
+        let a = t
+            .post(
+                "/v1/verifications",
+                json!({"to": format!("+3712000{i:04}")}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "monitor mode lets everything through");
+    }
+    let metrics = t.get("/metrics").await.text;
+    assert!(
+        metrics
+            .contains("otpd_pumping_decisions_total{decision=\"would_refuse\",scope=\"prefix\"}")
+    );
+}
