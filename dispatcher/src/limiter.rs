@@ -445,6 +445,63 @@ mod tests {
         assert_eq!(allowed.load(Ordering::Relaxed), 100);
     }
 
+    proptest::proptest! {
+        /// Requests checked against layered limits (a global one and keyed ones,
+        /// shared between requests in every combination), on a clock only ever
+        /// read: no key of any limit lets through more than burst + W / emission in
+        /// any window W, and a refused request is charged to none of them.
+        #[test]
+        fn layered_limits_never_pass_more_than_rate_times_window_plus_burst(
+            requests in proptest::collection::vec((0u8..4, 0u8..3, 0u64..3_000), 1..300),
+            counts in (1u32..6, 1u32..6, 1u32..6),
+            bursts in (1u32..4, 1u32..4, 1u32..4),
+        ) {
+            let l = MemoryLimiter::new();
+            let quota = |count, burst| Quota::new(count, Duration::from_secs(10), burst).unwrap();
+            let quotas = [
+                quota(counts.0, bursts.0),
+                quota(counts.1, bursts.1),
+                quota(counts.2, bursts.2),
+            ];
+            let mut now = 100 * S;
+            // (limit index, key) -> times allowed.
+            let mut allowed: std::collections::HashMap<(usize, u8), Vec<u64>> =
+                Default::default();
+            for (number, ip, gap_ms) in requests {
+                now += gap_ms * 1_000_000;
+                let (nk, ik) = ([number], [ip]);
+                let checks = [
+                    Check { limit: "global", key: b"all", quota: quotas[0] },
+                    Check { limit: "destination", key: &nk, quota: quotas[1] },
+                    Check { limit: "ip", key: &ik, quota: quotas[2] },
+                ];
+                let before: Vec<_> = checks.iter().map(|c| l.standing(c, now)).collect();
+                match l.check(&checks, now) {
+                    Ok(()) => {
+                        for (i, key) in [(0, 0), (1, number), (2, ip)] {
+                            allowed.entry((i, key)).or_default().push(now);
+                        }
+                    }
+                    Err(_) => {
+                        let after: Vec<_> = checks.iter().map(|c| l.standing(c, now)).collect();
+                        proptest::prop_assert_eq!(before, after, "a refusal charged something");
+                    }
+                }
+            }
+            for ((i, _), times) in &allowed {
+                let q = quotas[*i];
+                for windows in [1u64, 3, 10] {
+                    let w = q.emission().as_nanos() as u64 * windows;
+                    let cap = u64::from(q.burst()) + windows;
+                    for (j, start) in times.iter().enumerate() {
+                        let inside = times[j..].iter().take_while(|t| **t < start + w).count() as u64;
+                        proptest::prop_assert!(inside <= cap, "limit {}: {} in {} intervals", i, inside, windows);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_fake_answers_as_told() {
         let refusal = Refusal {
