@@ -62,6 +62,7 @@ async fn openapi_describes_every_route() {
         ("/v1/verifications/{id}/ack", "post"),
         ("/v1/admin/routes", "get"),
         ("/v1/admin/reload", "post"),
+        ("/v1/admin/limits", "get"),
     ] {
         assert!(
             paths[path][method].is_object(),
@@ -76,7 +77,9 @@ async fn openapi_describes_every_route() {
     let responses = paths["/v1/verifications"]["post"]["responses"]
         .as_object()
         .unwrap();
-    for status in ["201", "400", "409", "413", "415", "422", "429", "503"] {
+    for status in [
+        "200", "201", "400", "401", "403", "409", "413", "415", "422", "429", "503",
+    ] {
         assert!(
             responses.contains_key(status),
             "create does not document {status}"
