@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use governor::{Quota as GovQuota, RateLimiter};
+use otpd::admission::{Admission, Rules};
 use otpd::gcra::Quota;
 use otpd::limiter::{Check, Limiter, MemoryLimiter};
+use otpd::limits::IssueFacts;
 
 const KEYS: u64 = 1_000_000;
 
@@ -92,6 +94,49 @@ fn limiter(c: &mut Criterion) {
                 }],
                 now,
             ))
+        })
+    });
+
+    // The whole admission of a request as the API runs it: pumping judgement of the
+    // number's prefix and country, then destination, subject, IP, network, client,
+    // country and purpose capacity in one limiter call.
+    let mut config = otpd::Config::default();
+    config.limits.destination = otpd::config::Rate::per(1_000_000, 1);
+    config.limits.subject = otpd::config::Rate::per(1_000_000, 1);
+    config.limits.ip = otpd::config::Rate::per(1_000_000, 1);
+    config.limits.ip_prefix = otpd::config::Rate::per(1_000_000, 1);
+    config.limits.country = otpd::config::Rate::per(1_000_000, 1);
+    config
+        .limits
+        .purposes
+        .insert("login".into(), otpd::config::Rate::per(1_000_000, 1));
+    let admission = Admission::new(
+        std::sync::Arc::new(MemoryLimiter::new()),
+        Rules::new(&config),
+    );
+    let rules = admission.rules();
+    let client = rules.clients.authenticate(None).unwrap();
+    let es = otpd::number::Region::parse("ES");
+    let at = otpd::clock::UnixMillis(1_800_000_000_000);
+    let mut a = 0u64;
+    group.bench_function("otpd admission, a whole request, 1M destinations", |b| {
+        b.iter(|| {
+            a = (a + 1) % KEYS;
+            let subject = format!("{:08}Z", a);
+            let facts = IssueFacts {
+                to: otpd::phone::E164::from_digits_unchecked(34_600_000_000 + a),
+                country: es,
+                subject: Some(&subject),
+                ip: Some(std::net::IpAddr::from([
+                    10,
+                    (a >> 16) as u8,
+                    (a >> 8) as u8,
+                    a as u8,
+                ])),
+                client: &client,
+                purpose: "login",
+            };
+            black_box(admission.admit_issue(&rules, &facts, at).is_ok())
         })
     });
 
