@@ -568,3 +568,52 @@ async fn monitor_mode_refuses_nothing_and_counts_what_it_would_have() {
             .contains("otpd_pumping_decisions_total{decision=\"would_refuse\",scope=\"prefix\"}")
     );
 }
+
+#[tokio::test]
+async fn a_reload_changes_limits_and_clients_and_keeps_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otpd.toml");
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    write("[limits]\ndestination = \"1/10m\"\n");
+    let t = TestServer::start_from_file(&file).await;
+    let issue = |to: &'static str| t.post("/v1/verifications", json!({"to": to}));
+    assert_eq!(issue("+34600000401").await.status, 201);
+    t.clock.advance(Duration::from_secs(40));
+    assert_limited(&issue("+34600000401").await, "destination");
+
+    // Two a window now (a key's state carries over, so the first number waits out
+    // the send it already had).
+    write("[limits]\ndestination = \"2/10m\"\n");
+    let r = t.post("/v1/admin/reload", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_limited(&issue("+34600000401").await, "destination");
+    assert_eq!(issue("+34600000403").await.status, 201);
+    t.clock.advance(Duration::from_secs(40));
+    assert_eq!(issue("+34600000403").await.status, 201, "resent");
+    t.clock.advance(Duration::from_secs(40));
+    assert_limited(&issue("+34600000403").await, "destination");
+
+    // A broken limit is refused with its key named; the limits in force stay.
+    write("[limits]\ndestination = \"lots\"\n");
+    let r = t.post("/v1/admin/reload", json!({})).await;
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("limits.destination"), "{}", r.text);
+
+    // Clients appear: from now on a key is needed (and the reload itself needs an
+    // admin key).
+    write(&format!(
+        "[[clients]]\nname = \"ops\"\nkey_sha256 = \"{}\"\nadmin = true\n",
+        hash_key(&key("ops"))
+    ));
+    assert_eq!(t.post("/v1/admin/reload", json!({})).await.status, 200);
+    assert_eq!(issue("+34600000402").await.status, 401);
+    let a = post_as(
+        &t,
+        "ops",
+        "/v1/verifications",
+        json!({"to": "+34600000402"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(t.post("/v1/admin/reload", json!({})).await.status, 401);
+}
