@@ -25,12 +25,8 @@ pub async fn routes(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (query, to) = read_query(query, &["to", "purpose", "locale"])?;
-    let number = super::read_number(&state, &to, "to")?;
-    let purpose_name = query
-        .get("purpose")
-        .map(String::as_str)
-        .unwrap_or(&state.default_purpose);
-    let purpose = super::find_purpose(&state, purpose_name)?;
+    let (number, purpose) = number_and_purpose(&state, &query, &to)?;
+    let purpose_name: &str = &purpose.name;
     let plan = state.router.plan();
     let (locale, locale_from) = match query.get("locale") {
         Some(tag) => (super::read_locale(tag)?, "request"),
@@ -106,6 +102,20 @@ pub async fn routes(
     .into_response())
 }
 
+/// The number of `to` and the purpose of the query (default: the server's).
+fn number_and_purpose<'a>(
+    state: &'a AppState,
+    query: &HashMap<String, String>,
+    to: &str,
+) -> Result<(crate::number::NumberInfo, &'a crate::engine::Purpose), ApiError> {
+    let number = super::read_number(state, to, "to")?;
+    let name = query
+        .get("purpose")
+        .map(String::as_str)
+        .unwrap_or(&state.default_purpose);
+    Ok((number, super::find_purpose(state, name)?))
+}
+
 /// The query parameters, only `allowed` ones, `to` among them required.
 fn read_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -139,12 +149,7 @@ pub async fn limits(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (query, to) = read_query(query, &["to", "subject", "ip", "purpose", "client"])?;
-    let number = super::read_number(&state, &to, "to")?;
-    let purpose_name = query
-        .get("purpose")
-        .map(String::as_str)
-        .unwrap_or(&state.default_purpose);
-    let purpose = super::find_purpose(&state, purpose_name)?;
+    let (number, purpose) = number_and_purpose(&state, &query, &to)?;
     let ip = super::read_ip(query.get("ip").map(String::as_str))?;
     let rules = state.admission.rules();
     let client = match query.get("client") {
