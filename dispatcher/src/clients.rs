@@ -161,7 +161,7 @@ impl Clients {
         }
     }
 
-    /// Every client, by name (for reserved shares).
+    /// Every configured client (for reserved shares).
     pub fn all(&self) -> impl Iterator<Item = &Arc<Client>> {
         self.by_digest.values()
     }

@@ -83,7 +83,8 @@ pub struct IssueKeys {
     share: ArrayVec<u8, 128>,
 }
 
-fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+/// An IP address as a limit key (IPv4 as its IPv6-mapped form).
+pub fn ip_key(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
@@ -145,14 +146,13 @@ fn share_of(quota: Quota, share: f64) -> Option<Quota> {
 impl LimitPolicy {
     /// From validated configuration.
     pub fn new(c: &LimitsConfig, clients: &Clients) -> LimitPolicy {
+        let reserving: Vec<&Arc<Client>> = clients.all().filter(|cl| cl.reserved > 0.0).collect();
+        let taken: f64 = reserving.iter().map(|cl| cl.reserved).sum();
         let purposes = c
             .purposes
             .iter()
             .filter_map(|(name, rate)| {
                 let whole = rate.quota()?;
-                let reserving: Vec<&Arc<Client>> =
-                    clients.all().filter(|cl| cl.reserved > 0.0).collect();
-                let taken: f64 = reserving.iter().map(|cl| cl.reserved).sum();
                 let reserved = reserving
                     .iter()
                     .filter_map(|cl| Some((cl.name.clone(), share_of(whole, cl.reserved)?)))
@@ -215,7 +215,7 @@ impl LimitPolicy {
         };
         IssueKeys {
             destination: f.to.digits().to_be_bytes(),
-            ip: f.ip.map(ip_bytes).unwrap_or_default(),
+            ip: f.ip.map(ip_key).unwrap_or_default(),
             network: f
                 .ip
                 .map(|ip| network(ip, self.ipv4_prefix, self.ipv6_prefix))
@@ -319,11 +319,6 @@ impl LimitPolicy {
             quota,
         })
     }
-}
-
-/// An IP address as a limit key.
-pub fn ip_key(ip: IpAddr) -> [u8; 16] {
-    ip_bytes(ip)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::{AppState, Caller};
-use crate::admission::Refused;
+use crate::admission::{Refused, Rules};
 use crate::clients::Client;
 use crate::code::Code;
 use crate::engine::{IssueError, IssueRequest, Issued};
@@ -321,6 +321,7 @@ async fn resolve_subject(
 /// Validate the request into what the engine needs.
 fn validate(
     state: &AppState,
+    rules: &Rules,
     client: &Client,
     body: CreateVerification,
     has_devices: bool,
@@ -388,7 +389,7 @@ fn validate(
         subject,
         client: client.id().cloned(),
         has_devices,
-        dedupe_window: state.admission.rules().policy.dedupe_window,
+        dedupe_window: rules.policy.dedupe_window,
     })
 }
 
@@ -472,9 +473,11 @@ pub async fn create(
     let mut value = body.value;
     let ip = super::read_ip(value.ip.as_deref())?;
     let has_devices = resolve_subject(&state, &mut value).await?;
-    let request = validate(&state, &client, value, has_devices)?;
+    // One view of the limits for the whole request, even across a reload.
+    let rules = state.admission.rules();
+    let request = validate(&state, &rules, &client, value, has_devices)?;
     let Some(key) = key else {
-        return issue(&state, &client, ip, request)
+        return issue(&state, &rules, &client, ip, request)
             .await
             .map(IntoResponse::into_response);
     };
@@ -521,7 +524,7 @@ pub async fn create(
         }
     }
 
-    let result = issue(&state, &client, ip, request).await;
+    let result = issue(&state, &rules, &client, ip, request).await;
     match &result {
         Ok(created) => {
             let stored = StoredResponse {
@@ -599,11 +602,11 @@ fn refused(r: Refused) -> ApiError {
 
 async fn issue(
     state: &AppState,
+    rules: &Rules,
     client: &Client,
     ip: Option<std::net::IpAddr>,
     request: IssueRequest,
 ) -> Result<Created, ApiError> {
-    let rules = state.admission.rules();
     let now = state.engine.now();
     let (to, country) = (request.to, request.line.country);
     let subject = request.subject.clone();
@@ -618,15 +621,13 @@ async fn issue(
     };
     let admitted = state
         .admission
-        .admit_issue(&rules, &facts, now)
+        .admit_issue(rules, &facts, now)
         .map_err(refused)?;
     let result = state.engine.issue(request).await;
     match &result {
-        Ok(Issued::Created(_) | Issued::Resent(_)) => {
-            state.admission.sent(&rules, to, country, now)
-        }
+        Ok(Issued::Created(_) | Issued::Resent(_)) => state.admission.sent(rules, to, country, now),
         // Nothing was sent: the limits get their charge back.
-        _ => state.admission.refund_issue(&rules, &facts, admitted, now),
+        _ => state.admission.refund_issue(rules, &facts, admitted, now),
     }
     match result {
         Ok(issued) => {
