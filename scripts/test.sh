@@ -3,15 +3,27 @@
 # interoperability tests. Servers the tests need they start themselves on loopback
 # ports of their own; what they need installed is installed here:
 # - Node.js and npm (Debian's packages) when absent, for the independent SMPP peer;
-# - the npm `smpp` package, pinned by tests/interop/package-lock.json.
+# - the npm `smpp` package, pinned by tests/interop/package-lock.json;
+# - redis-server and redis-cli (Debian's packages) when absent: the Redis store,
+#   limiter and queue tests start their own servers and clusters on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "installing redis-server and redis-tools (Debian packages) for the Redis tests" >&2
+  apt_install redis-server redis-tools
+fi
+
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "installing Node.js and npm (Debian packages) for the SMPP interoperability test" >&2
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  apt_install nodejs npm
 fi
 (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 

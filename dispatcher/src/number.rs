@@ -84,6 +84,21 @@ pub enum NumberKind {
 }
 
 impl NumberKind {
+    pub const ALL: [NumberKind; 12] = [
+        NumberKind::Mobile,
+        NumberKind::FixedLine,
+        NumberKind::FixedLineOrMobile,
+        NumberKind::TollFree,
+        NumberKind::PremiumRate,
+        NumberKind::SharedCost,
+        NumberKind::PersonalNumber,
+        NumberKind::Voip,
+        NumberKind::Pager,
+        NumberKind::Uan,
+        NumberKind::Voicemail,
+        NumberKind::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NumberKind::Mobile => "mobile",

@@ -40,7 +40,8 @@ use crate::limiter::MemoryLimiter;
 use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
 use crate::routing::{Plan, Router};
-use crate::store::{MemoryStore, Store};
+use crate::store::redis::{Keys, Redis};
+use crate::store::{MemoryStore, RedisStore, Store};
 use crate::verification::Policy;
 
 /// What a server can be given instead of what its config would build: tests pass a
@@ -82,6 +83,8 @@ pub enum ServerError {
     Push { key: String, reason: String },
     #[error("routing: {0}")]
     Routing(String),
+    #[error("{0}")]
+    Redis(String),
     #[error("no randomness for the server secret: {0}")]
     Random(String),
     #[error("the HTTP server failed: {0}")]
@@ -121,6 +124,15 @@ impl Server {
                 config.store.shards,
                 config.store.retention,
             )),
+            (None, StoreKind::Redis) => {
+                let redis =
+                    Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?;
+                Arc::new(RedisStore::new(
+                    redis,
+                    Keys::new(&config.redis.prefix, config.redis.partitions),
+                    config.store.retention,
+                ))
+            }
         };
         let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let channels = match deps.channels {

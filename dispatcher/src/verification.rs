@@ -108,6 +108,16 @@ pub enum SendState {
 }
 
 impl SendState {
+    pub const ALL: [SendState; 7] = [
+        SendState::Queued,
+        SendState::Sent,
+        SendState::Failed,
+        SendState::Delivered,
+        SendState::Undeliverable,
+        SendState::Expired,
+        SendState::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SendState::Queued => "queued",
@@ -317,7 +327,7 @@ pub struct NewVerification {
     pub match_code: Option<MatchCode>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     pub id: VerificationId,
     pub to: E164,
@@ -332,19 +342,19 @@ pub struct Verification {
     pub sealed_code: SealedCode,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
-    state: State,
-    state_changed_at: UnixMillis,
-    attempts: u8,
-    max_attempts: u8,
-    max_sends: u8,
-    resend_cooldown_ms: u32,
-    sends: Vec<SendAttempt>,
+    pub(crate) state: State,
+    pub(crate) state_changed_at: UnixMillis,
+    pub(crate) attempts: u8,
+    pub(crate) max_attempts: u8,
+    pub(crate) max_sends: u8,
+    pub(crate) resend_cooldown_ms: u32,
+    pub(crate) sends: Vec<SendAttempt>,
     pub match_code: Option<MatchCode>,
     /// When an unacknowledged push escalates to SMS; `None` when no escalation is
     /// pending (none armed, acknowledged, or done).
-    escalate_at: Option<UnixMillis>,
+    pub(crate) escalate_at: Option<UnixMillis>,
     /// When the app acknowledged the push.
-    acknowledged_at: Option<UnixMillis>,
+    pub(crate) acknowledged_at: Option<UnixMillis>,
 }
 
 impl Verification {

@@ -8,6 +8,7 @@
 
 pub mod limits;
 pub mod push;
+pub mod redis;
 pub mod routing;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use crate::locale::{self, Locale};
 use crate::number::NumberRules;
 pub use limits::{ClientConfig, LimitsConfig, PumpingConfig, PumpingMode, Rate};
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
+pub use redis::RedisConfig;
 pub use routing::{
     BreakerSection, MessagesConfig, RouteCarrier, RouteConfig, RoutingConfig, TemplateConfig,
 };
@@ -40,6 +42,8 @@ pub struct Config {
     /// Purposes by name; each verification belongs to one.
     pub purposes: BTreeMap<String, PurposeConfig>,
     pub store: StoreConfig,
+    /// The shared store of many nodes, with `store.kind = "redis"`.
+    pub redis: RedisConfig,
     pub idempotency: IdempotencyConfig,
     pub delivery: DeliveryConfig,
     pub channels: ChannelsConfig,
@@ -139,12 +143,14 @@ pub enum PushAck {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Which store: `memory` (embedded, one node).
+    /// Which store: `memory` (embedded, one node) or `redis` (shared by many nodes;
+    /// see `[redis]`).
     pub kind: StoreKind,
     /// Lock shards of the embedded store (rounded up to a power of two).
     pub shards: usize,
@@ -343,6 +349,7 @@ impl Default for Config {
             numbers: NumbersConfig::default(),
             purposes: BTreeMap::from([("login".to_string(), PurposeConfig::default())]),
             store: StoreConfig::default(),
+            redis: RedisConfig::default(),
             idempotency: IdempotencyConfig::default(),
             delivery: DeliveryConfig::default(),
             channels: ChannelsConfig::default(),
@@ -529,6 +536,15 @@ impl Config {
                 ),
             });
         }
+        if self.store.kind == StoreKind::Redis && self.codes.secret.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "codes.secret".into(),
+                value: "<absent>".into(),
+                reason: "required with store.kind = \"redis\": every node must key codes alike \
+                         (set it, or OTPD_SECRET)"
+                    .into(),
+            });
+        }
         if self.purposes.is_empty() {
             return Err(invalid("purposes", "{}", "at least one purpose is needed"));
         }
@@ -639,6 +655,9 @@ impl Config {
                 humantime::format_duration(self.store.sweep_interval).to_string(),
                 "must be at least 10ms",
             ));
+        }
+        if self.store.kind == StoreKind::Redis {
+            self.redis.validate()?;
         }
         if self.idempotency.ttl < Duration::from_secs(1) {
             return Err(invalid(

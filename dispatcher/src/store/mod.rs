@@ -7,6 +7,7 @@
 
 pub mod idempotency;
 pub mod memory;
+pub mod redis;
 pub mod registry;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::verification::{
     SendResult, SendState, Verification,
 };
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// What `issue` did.

@@ -1,0 +1,143 @@
+//! Key names. Every key of one destination's verifications — the records, their
+//! dedupe entries, the partition's escalation index — carries the same hash tag, the
+//! destination's *partition*, so that a Redis Cluster keeps them in one slot and one
+//! Lua script may touch them all.
+//!
+//! The partition is the id's shard tag (see [`crate::id`]) modulo the configured
+//! number of partitions. It is part of every key name, so the number of partitions
+//! is fixed for the life of a Redis dataset.
+
+use std::fmt::Write as _;
+
+use crate::id::{ShardTag, VerificationId};
+use crate::phone::E164;
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Box<str>,
+    partitions: u16,
+}
+
+impl Keys {
+    /// `partitions` is at least 1.
+    pub fn new(prefix: &str, partitions: u16) -> Self {
+        Self {
+            prefix: prefix.into(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    pub fn partition_of(&self, tag: ShardTag) -> u16 {
+        tag.0 % self.partitions
+    }
+
+    /// `otpd:{17}:`: the start of every key of partition 17.
+    fn partition_prefix(&self, partition: u16) -> String {
+        format!("{}:{{{partition}}}:", self.prefix)
+    }
+
+    pub fn verification(&self, id: &VerificationId) -> String {
+        let mut k = self.partition_prefix(self.partition_of(id.shard_tag()));
+        write!(k, "v:{id}").expect("writing to a String");
+        k
+    }
+
+    /// The verification id at the end of a verification key.
+    pub fn id_of(key: &[u8]) -> Option<VerificationId> {
+        let start = key.iter().rposition(|&b| b == b':')? + 1;
+        std::str::from_utf8(&key[start..]).ok()?.parse().ok()
+    }
+
+    /// The entry naming the pending verification of one client, number and purpose.
+    pub fn dedupe(&self, to: E164, purpose: &str, client: Option<&str>) -> String {
+        let mut k = self.partition_prefix(self.partition_of(ShardTag::of(to)));
+        // The client comes last: a purpose name cannot contain ':' (config checks
+        // it), so no two (purpose, client) pairs share a key.
+        write!(k, "d:{}:{purpose}:{}", to.digits(), client.unwrap_or("")).expect("String");
+        k
+    }
+
+    /// The partition's armed escalations, scored by due time.
+    pub fn escalations(&self, partition: u16) -> String {
+        self.partition_prefix(partition) + "esc"
+    }
+
+    /// The escalation index a verification is armed in.
+    pub fn escalations_of(&self, id: &VerificationId) -> String {
+        self.escalations(self.partition_of(id.shard_tag()))
+    }
+
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{{{key}}}", self.prefix)
+    }
+
+    /// The registry lives in one slot (`{reg}`): a number's owner and the subject's
+    /// record must change together, in one script.
+    pub fn subscriber(&self, subject: &str) -> String {
+        format!("{}:{{reg}}:s:{subject}", self.prefix)
+    }
+
+    pub fn phone_owner(&self, phone: E164) -> String {
+        format!("{}{}", self.phone_owner_prefix(), phone.digits())
+    }
+
+    /// Scripts append a number's digits to this to find its owner entry.
+    pub fn phone_owner_prefix(&self) -> String {
+        format!("{}:{{reg}}:p:", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot Redis Cluster computes (CRC16/XMODEM of the hash tag, mod 16384).
+    fn slot(key: &str) -> u16 {
+        let tagged = match (key.find('{'), key.find('}')) {
+            (Some(a), Some(b)) if b > a + 1 => &key[a + 1..b],
+            _ => key,
+        };
+        let mut crc: u16 = 0;
+        for &byte in tagged.as_bytes() {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn a_destinations_keys_share_a_slot() {
+        let keys = Keys::new("otpd", 64);
+        for digits in [34_600_000_001u64, 34_600_000_002, 447_700_900_123] {
+            let to = E164::from_digits_unchecked(digits);
+            let id = VerificationId::new(ShardTag::of(to), [7; 14]);
+            let v = keys.verification(&id);
+            assert_eq!(slot(&v), slot(&keys.dedupe(to, "login", Some("bank"))));
+            assert_eq!(slot(&v), slot(&keys.escalations_of(&id)));
+            assert_eq!(Keys::id_of(v.as_bytes()), Some(id));
+        }
+        assert_eq!(
+            slot(&keys.subscriber("12345678Z")),
+            slot(&keys.phone_owner(E164::from_digits_unchecked(34_600_000_001)))
+        );
+    }
+
+    #[test]
+    fn partitions_spread_over_slots() {
+        let keys = Keys::new("otpd", 64);
+        let slots: std::collections::HashSet<u16> =
+            (0..64).map(|p| slot(&keys.escalations(p))).collect();
+        assert_eq!(slots.len(), 64);
+    }
+}

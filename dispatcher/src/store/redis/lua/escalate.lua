@@ -1,0 +1,14 @@
+-- Queue the SMS send of a pending escalation if it is due, at most once.
+-- KEYS[1] the record; KEYS[2] the escalation index. ARGV[1] 'push_timeout' (due
+-- only at its time) or 'push_failed' (at once); ARGV[2] now.
+-- Returns nil if nothing was escalated, else HGETALL with the new send last.
+local f = redis.call('HMGET', KEYS[1], 'st', 'ex', 'n', 'ea')
+if not f[1] then return false end
+local now = tonumber(ARGV[2])
+if status(f[1], f[2], now) ~= 'pending' or not f[4] then return false end
+if ARGV[1] == 'push_timeout' and now < tonumber(f[4]) then return false end
+redis.call('HDEL', KEYS[1], 'ea')
+redis.call('ZREM', KEYS[2], KEYS[1])
+local n = tonumber(f[3]) + 1
+redis.call('HSET', KEYS[1], 'n', n, n .. 'c', 'sms', n .. 'e', ARGV[1], n .. 's', 'queued', n .. 'q', now)
+return redis.call('HGETALL', KEYS[1])

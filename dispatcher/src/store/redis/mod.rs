@@ -1,0 +1,564 @@
+//! The Redis store: the state of many otpd nodes, on one Redis or a Redis Cluster.
+//!
+//! Every operation is one round trip: a single command, or one Lua script run with
+//! `EVALSHA` (the client loads it again after a `NOSCRIPT`, e.g. after a failover to
+//! a replica that never saw it). The scripts apply the lifecycle of
+//! [`crate::verification`] to the fields of [`record`]; the same behaviour tests run
+//! against this store and the memory one, so the two cannot drift apart unseen.
+//!
+//! Time: the lifecycle runs on the `now` otpd passes in, like the memory store, so
+//! nodes agree as far as their clocks do. Redis's own clock only expires keys, with
+//! relative TTLs (a record lives `retention` past its validity).
+
+pub mod conn;
+pub mod keys;
+pub mod record;
+pub mod subscriber;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{Script, Value};
+
+use crate::clock::UnixMillis;
+use crate::code::CodeMac;
+use crate::id::VerificationId;
+use crate::number::Region;
+use crate::phone::E164;
+use crate::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
+use crate::verification::{
+    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, ResendRefusal, SendDetails,
+    SendResult, SendState, Status, Verification,
+};
+
+pub use conn::{ConnectError, Redis};
+pub use keys::Keys;
+
+use super::{
+    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store, StoreError,
+    StoredResponse,
+};
+use conn::unavailable;
+use record::{Fields, bytes, fields};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// A verification script: the prelude, then its body.
+fn lifecycle(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+struct Scripts {
+    issue: Script,
+    check: Script,
+    close: Script,
+    record_send: Script,
+    record_report: Script,
+    acknowledge: Script,
+    escalate: Script,
+    due: Script,
+    idempotency_begin: Script,
+    idempotency_finish: Script,
+    idempotency_abandon: Script,
+    subscriber_put: Script,
+    subscriber_delete: Script,
+    device_add: Script,
+    device_remove: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    issue: lifecycle(include_str!("lua/issue.lua")),
+    check: lifecycle(include_str!("lua/check.lua")),
+    close: lifecycle(include_str!("lua/close.lua")),
+    record_send: lifecycle(include_str!("lua/record_send.lua")),
+    record_report: lifecycle(include_str!("lua/record_report.lua")),
+    acknowledge: lifecycle(include_str!("lua/acknowledge.lua")),
+    escalate: lifecycle(include_str!("lua/escalate.lua")),
+    due: Script::new(include_str!("lua/due.lua")),
+    idempotency_begin: Script::new(include_str!("lua/idempotency_begin.lua")),
+    idempotency_finish: Script::new(include_str!("lua/idempotency_finish.lua")),
+    idempotency_abandon: Script::new(include_str!("lua/idempotency_abandon.lua")),
+    subscriber_put: Script::new(include_str!("lua/subscriber_put.lua")),
+    subscriber_delete: Script::new(include_str!("lua/subscriber_delete.lua")),
+    device_add: Script::new(include_str!("lua/device_add.lua")),
+    device_remove: Script::new(include_str!("lua/device_remove.lua")),
+});
+
+pub struct RedisStore {
+    redis: Redis,
+    keys: Keys,
+    retention: Duration,
+}
+
+impl RedisStore {
+    /// `retention`: how long a record stays readable after its validity ends.
+    pub fn new(redis: Redis, keys: Keys, retention: Duration) -> Self {
+        Self {
+            redis,
+            keys,
+            retention,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        let mut conn = self.redis.conn().await?;
+        inv.invoke_async(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        let mut conn = self.redis.conn().await?;
+        cmd.query_async(&mut conn).await.map_err(unavailable)
+    }
+}
+
+fn client_arg(client: Option<&str>) -> String {
+    client.map_or_else(String::new, |c| format!("={c}"))
+}
+
+/// Milliseconds from `now` to `t`, at least 1 (Redis refuses a zero TTL).
+fn ms_until(now: UnixMillis, t: UnixMillis) -> i64 {
+    (t.0 - now.0).max(1)
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("unexpected script reply: {what}"))
+}
+
+fn items(v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(corrupt(format!("{other:?}"))),
+    }
+}
+
+fn text(v: Value) -> Result<String, StoreError> {
+    String::from_utf8(bytes(v)?).map_err(corrupt)
+}
+
+fn int(v: Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(i),
+        other => text(other)?.parse().map_err(corrupt),
+    }
+}
+
+fn status_named(s: &str) -> Result<Status, StoreError> {
+    Ok(match s {
+        "pending" => Status::Pending,
+        "approved" => Status::Approved,
+        "canceled" => Status::Canceled,
+        "locked" => Status::Locked,
+        "expired" => Status::Expired,
+        other => return Err(corrupt(format!("status {other:?}"))),
+    })
+}
+
+impl RedisStore {
+    fn verification(&self, id: VerificationId, v: Value) -> Result<Verification, StoreError> {
+        record::decode(id, &fields(v)?)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn issue(
+        &self,
+        candidate: &Verification,
+        now: UnixMillis,
+    ) -> Result<IssueOutcome, StoreError> {
+        let c = candidate;
+        let mut inv = SCRIPTS.issue.prepare_invoke();
+        inv.key(self.keys.dedupe(c.to, &c.purpose, c.client.as_deref()))
+            .key(self.keys.verification(&c.id))
+            .key(self.keys.escalations_of(&c.id))
+            .arg(now.0)
+            .arg(ms_until(now, c.expires_at.plus(self.retention)))
+            .arg(ms_until(now, c.expires_at))
+            .arg(c.channel.as_str())
+            .arg(c.sends()[0].channel.as_str())
+            .arg(
+                c.escalate_at()
+                    .map_or_else(String::new, |t| t.0.to_string()),
+            );
+        for (k, v) in record::encode(c) {
+            inv.arg(k).arg(v);
+        }
+        let mut reply = items(self.run(&inv).await?)?.into_iter();
+        let kind = text(reply.next().ok_or_else(|| corrupt("empty"))?)?;
+        match kind.as_str() {
+            "created" => Ok(IssueOutcome::Created),
+            "resent" => {
+                let key = bytes(reply.next().ok_or_else(|| corrupt("no key"))?)?;
+                let id = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
+                let v = self.verification(id, reply.next().ok_or_else(|| corrupt("no record"))?)?;
+                Ok(IssueOutcome::Resent(v))
+            }
+            "refused" => {
+                let mut next = || reply.next().ok_or_else(|| corrupt("short refusal"));
+                let key = bytes(next()?)?;
+                let existing = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
+                let why = text(next()?)?;
+                let wait_ms = int(next()?)?;
+                let expires_at = UnixMillis(int(next()?)?);
+                let refusal = match why.as_str() {
+                    "max_sends" => ResendRefusal::MaxSends,
+                    // Round up: a client that waits exactly Retry-After must succeed.
+                    _ => ResendRefusal::Cooldown {
+                        retry_after: Duration::from_secs((wait_ms.max(1) as u64).div_ceil(1000)),
+                    },
+                };
+                Ok(IssueOutcome::Refused {
+                    existing,
+                    refusal,
+                    expires_at,
+                })
+            }
+            other => Err(corrupt(other)),
+        }
+    }
+
+    async fn check(
+        &self,
+        id: &VerificationId,
+        candidate: &CodeMac,
+        client: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<CheckResult>, StoreError> {
+        let mut inv = SCRIPTS.check.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .arg(&candidate.0[..])
+            .arg(client_arg(client))
+            .arg(now.0);
+        let reply = self.run(&inv).await?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let mut r = items(reply)?.into_iter();
+        let mut next = || r.next().ok_or_else(|| corrupt("short check reply"));
+        let outcome = text(next()?)?;
+        let attempts_left = u8::try_from(int(next()?)?).map_err(corrupt)?;
+        let to = E164::from_digits_unchecked(text(next()?)?.parse().map_err(corrupt)?);
+        let country = Region::parse(&text(next()?)?);
+        let subject = Some(text(next()?)?)
+            .filter(|s| !s.is_empty())
+            .map(String::into_boxed_str);
+        let outcome = match outcome.as_str() {
+            "approved" => CheckOutcome::Approved,
+            "wrong" => CheckOutcome::Wrong { attempts_left },
+            "locked" => CheckOutcome::Locked,
+            "expired" => CheckOutcome::Expired,
+            "canceled" => CheckOutcome::Canceled,
+            "already_approved" => CheckOutcome::AlreadyApproved,
+            other => return Err(corrupt(other)),
+        };
+        Ok(Some(CheckResult {
+            outcome,
+            attempts_left,
+            to,
+            country,
+            subject,
+        }))
+    }
+
+    async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
+        let f = fields(
+            self.command(redis::cmd("HGETALL").arg(self.keys.verification(id)))
+                .await?,
+        )?;
+        if f.is_empty() {
+            return Ok(None);
+        }
+        record::decode(*id, &f).map(Some)
+    }
+
+    async fn close(
+        &self,
+        id: &VerificationId,
+        client: Option<&str>,
+        how: Closing,
+        now: UnixMillis,
+    ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
+        let mut inv = SCRIPTS.close.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .arg(client_arg(client))
+            .arg(match how {
+                Closing::Cancel => "cancel",
+                Closing::Lock => "lock",
+            })
+            .arg(now.0);
+        let reply = self.run(&inv).await?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let mut r = items(reply)?.into_iter();
+        let outcome = text(r.next().ok_or_else(|| corrupt("no outcome"))?)?;
+        let v = self.verification(*id, r.next().ok_or_else(|| corrupt("no record"))?)?;
+        let outcome = match outcome.as_str() {
+            "canceled" => CancelOutcome::Canceled,
+            "already_canceled" => CancelOutcome::AlreadyCanceled,
+            other => match other.strip_prefix("final:") {
+                Some(s) => CancelOutcome::Final(status_named(s)?),
+                None => return Err(corrupt(other)),
+            },
+        };
+        Ok(Some((outcome, v)))
+    }
+
+    async fn record_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let (kind, text) = match result {
+            SendResult::Sent { reference } => ("sent", reference),
+            SendResult::Failed { error } => ("failed", error),
+            SendResult::Expired { error } => ("expired", error),
+        };
+        let mut inv = SCRIPTS.record_send.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .arg(send)
+            .arg(kind)
+            .arg(text)
+            .arg(
+                details
+                    .as_deref()
+                    .map(record::encode_details)
+                    .unwrap_or_default(),
+            )
+            .arg(now.0);
+        Ok(int(self.run(&inv).await?)? == 1)
+    }
+
+    async fn record_report(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.record_report.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .arg(send)
+            .arg(state.as_str())
+            .arg(error.map_or_else(String::new, |e| format!("={e}")))
+            .arg(now.0);
+        Ok(int(self.run(&inv).await?)? == 1)
+    }
+
+    async fn acknowledge(
+        &self,
+        id: &VerificationId,
+        now: UnixMillis,
+    ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
+        let mut inv = SCRIPTS.acknowledge.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .key(self.keys.escalations_of(id))
+            .arg(now.0);
+        let reply = self.run(&inv).await?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let mut r = items(reply)?.into_iter();
+        let outcome = text(r.next().ok_or_else(|| corrupt("no outcome"))?)?;
+        let v = self.verification(*id, r.next().ok_or_else(|| corrupt("no record"))?)?;
+        let outcome = match outcome.as_str() {
+            "acknowledged" => AckOutcome::Acknowledged,
+            "already_acknowledged" => AckOutcome::AlreadyAcknowledged,
+            "not_push" => AckOutcome::NotPush,
+            other => AckOutcome::Final(status_named(other)?),
+        };
+        Ok(Some((outcome, v)))
+    }
+
+    async fn escalate(
+        &self,
+        id: &VerificationId,
+        cause: EscalationCause,
+        now: UnixMillis,
+    ) -> Result<Option<Verification>, StoreError> {
+        let mut inv = SCRIPTS.escalate.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .key(self.keys.escalations_of(id))
+            .arg(cause.as_str())
+            .arg(now.0);
+        match self.run(&inv).await? {
+            Value::Nil => Ok(None),
+            reply => self.verification(*id, reply).map(Some),
+        }
+    }
+
+    async fn due_escalations(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<VerificationId>, StoreError> {
+        let mut due = Vec::new();
+        for p in 0..self.keys.partitions() {
+            if due.len() >= limit {
+                break;
+            }
+            let mut inv = SCRIPTS.due.prepare_invoke();
+            inv.key(self.keys.escalations(p))
+                .arg(now.0)
+                .arg(limit - due.len());
+            for key in items(self.run(&inv).await?)? {
+                let key = bytes(key)?;
+                due.push(Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?);
+            }
+        }
+        Ok(due)
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let mut inv = SCRIPTS.idempotency_begin.prepare_invoke();
+        inv.key(self.keys.idempotency(key))
+            .arg(&fingerprint[..])
+            .arg(now.0)
+            .arg(ttl.as_millis().max(1) as u64);
+        let mut r = items(self.run(&inv).await?)?.into_iter();
+        let kind = text(r.next().ok_or_else(|| corrupt("empty"))?)?;
+        Ok(match kind.as_str() {
+            "started" => IdempotencyBegin::Started,
+            "in_progress" => IdempotencyBegin::InProgress,
+            "mismatch" => IdempotencyBegin::Mismatch,
+            "replay" => {
+                let status = u16::try_from(int(r.next().ok_or_else(|| corrupt("no status"))?)?)
+                    .map_err(corrupt)?;
+                let body = bytes(r.next().ok_or_else(|| corrupt("no body"))?)?;
+                IdempotencyBegin::Replay(StoredResponse {
+                    status,
+                    body: body.into(),
+                })
+            }
+            other => return Err(corrupt(other)),
+        })
+    }
+
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut inv = SCRIPTS.idempotency_finish.prepare_invoke();
+        inv.key(self.keys.idempotency(key))
+            .arg(&fingerprint[..])
+            .arg(response.status)
+            .arg(&response.body[..])
+            .arg(now.0)
+            .arg(ttl.as_millis().max(1) as u64);
+        self.run(&inv).await.map(drop)
+    }
+
+    async fn idempotency_abandon(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), StoreError> {
+        let mut inv = SCRIPTS.idempotency_abandon.prepare_invoke();
+        inv.key(self.keys.idempotency(key)).arg(&fingerprint[..]);
+        self.run(&inv).await.map(drop)
+    }
+
+    async fn put_subscriber(&self, s: Subscriber) -> Result<PutSubscriber, StoreError> {
+        let mut inv = SCRIPTS.subscriber_put.prepare_invoke();
+        inv.key(self.keys.subscriber(&s.subject))
+            .key(self.keys.phone_owner(s.phone))
+            .arg(&*s.subject)
+            .arg(s.phone.digits())
+            .arg(self.keys.phone_owner_prefix());
+        for (k, v) in subscriber::encode(&s) {
+            inv.arg(k).arg(v);
+        }
+        let mut r = items(self.run(&inv).await?)?.into_iter();
+        let kind = text(r.next().ok_or_else(|| corrupt("empty"))?)?;
+        Ok(match kind.as_str() {
+            "created" => PutSubscriber::Created,
+            "replaced" => PutSubscriber::Replaced,
+            "taken" => PutSubscriber::PhoneTaken {
+                by: text(r.next().ok_or_else(|| corrupt("no owner"))?)?,
+            },
+            other => return Err(corrupt(other)),
+        })
+    }
+
+    async fn get_subscriber(&self, subject: &str) -> Result<Option<Subscriber>, StoreError> {
+        let f = fields(
+            self.command(redis::cmd("HGETALL").arg(self.keys.subscriber(subject)))
+                .await?,
+        )?;
+        subscriber::decode(subject, &f)
+    }
+
+    async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.subscriber_delete.prepare_invoke();
+        inv.key(self.keys.subscriber(subject))
+            .arg(subject)
+            .arg(self.keys.phone_owner_prefix());
+        Ok(int(self.run(&inv).await?)? == 1)
+    }
+
+    async fn add_device(
+        &self,
+        subject: &str,
+        device: Device,
+    ) -> Result<Option<(bool, Subscriber)>, StoreError> {
+        let mut inv = SCRIPTS.device_add.prepare_invoke();
+        inv.key(self.keys.subscriber(subject))
+            .arg(device.platform.as_str())
+            .arg(&*device.token)
+            .arg(subscriber::device_line(&device))
+            .arg(MAX_DEVICES);
+        let reply = self.run(&inv).await?;
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let mut r = items(reply)?.into_iter();
+        let added = int(r.next().ok_or_else(|| corrupt("empty"))?)? == 1;
+        let f: Fields = fields(r.next().ok_or_else(|| corrupt("no record"))?)?;
+        let s = subscriber::decode(subject, &f)?.ok_or_else(|| corrupt("an empty subscriber"))?;
+        Ok(Some((added, s)))
+    }
+
+    async fn remove_device(
+        &self,
+        subject: &str,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut inv = SCRIPTS.device_remove.prepare_invoke();
+        inv.key(self.keys.subscriber(subject))
+            .arg(platform.as_str())
+            .arg(token);
+        match self.run(&inv).await? {
+            Value::Nil => Ok(None),
+            reply => Ok(Some(int(reply)? == 1)),
+        }
+    }
+
+    /// Redis expires records by itself (each key has its TTL).
+    async fn sweep(&self, _now: UnixMillis) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.command(&redis::cmd("PING")).await.map(drop)
+    }
+}

@@ -1,0 +1,136 @@
+//! A subscriber as a Redis hash, and back: `ph` number's digits, `lo` locale, `up`
+//! updated at, `dv` devices, one per line as `platform\ttoken\tapp\tadded_at` (tokens
+//! and app ids are visible ASCII by validation, so tabs and newlines cannot occur in
+//! them).
+
+use crate::clock::UnixMillis;
+use crate::locale::Locale;
+use crate::phone::E164;
+use crate::store::StoreError;
+use crate::subscriber::{Device, Platform, Subscriber};
+
+use super::record::Fields;
+
+pub fn encode(s: &Subscriber) -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = vec![
+        ("ph", s.phone.digits().to_string().into_bytes()),
+        ("up", s.updated_at.0.to_string().into_bytes()),
+        (
+            "dv",
+            s.devices
+                .iter()
+                .map(device_line)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes(),
+        ),
+    ];
+    if let Some(l) = s.locale {
+        out.push(("lo", l.as_str().as_bytes().to_vec()));
+    }
+    out
+}
+
+pub fn device_line(d: &Device) -> String {
+    format!(
+        "{}\t{}\t{}\t{}",
+        d.platform.as_str(),
+        d.token,
+        d.app,
+        d.added_at.0
+    )
+}
+
+fn corrupt(field: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("subscriber field {field}: {why}"))
+}
+
+/// `None` for an empty hash (no such subject).
+pub fn decode(subject: &str, f: &Fields) -> Result<Option<Subscriber>, StoreError> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let text = |k: &str| -> Result<&str, StoreError> {
+        let b = f.get(k.as_bytes()).ok_or_else(|| corrupt(k, "missing"))?;
+        std::str::from_utf8(b).map_err(|e| corrupt(k, e))
+    };
+    let phone: u64 = text("ph")?
+        .parse()
+        .map_err(|_| corrupt("ph", "not digits"))?;
+    let updated: i64 = text("up")?
+        .parse()
+        .map_err(|_| corrupt("up", "not a time"))?;
+    let locale = match f.get(b"lo".as_slice()) {
+        None => None,
+        Some(b) => {
+            let s = std::str::from_utf8(b).map_err(|e| corrupt("lo", e))?;
+            Some(
+                Locale::ALL
+                    .into_iter()
+                    .find(|l| l.as_str() == s)
+                    .ok_or_else(|| corrupt("lo", s))?,
+            )
+        }
+    };
+    let devices = text("dv")?
+        .split('\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut parts = line.split('\t');
+            let mut next = || parts.next().ok_or_else(|| corrupt("dv", "short line"));
+            let platform = next()?;
+            let platform = Platform::parse(platform).ok_or_else(|| corrupt("dv", platform))?;
+            let token = next()?.into();
+            let app = next()?.into();
+            let added: i64 = next()?.parse().map_err(|_| corrupt("dv", "not a time"))?;
+            Ok(Device {
+                platform,
+                token,
+                app,
+                added_at: UnixMillis(added),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(Subscriber {
+        subject: subject.into(),
+        phone: E164::from_digits_unchecked(phone),
+        locale,
+        devices,
+        updated_at: UnixMillis(updated),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_round_trips() {
+        let s = Subscriber {
+            subject: "12345678Z".into(),
+            phone: E164::from_digits_unchecked(34_600_123_456),
+            locale: Some(Locale::Eu),
+            devices: vec![
+                Device {
+                    platform: Platform::Apns,
+                    token: "ab".repeat(32).into(),
+                    app: "es.gob.clave".into(),
+                    added_at: UnixMillis(5),
+                },
+                Device {
+                    platform: Platform::Hms,
+                    token: "x:y/z".into(),
+                    app: "app".into(),
+                    added_at: UnixMillis(6),
+                },
+            ],
+            updated_at: UnixMillis(7),
+        };
+        let fields: Fields = encode(&s)
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v))
+            .collect();
+        assert_eq!(decode("12345678Z", &fields).unwrap(), Some(s));
+        assert_eq!(decode("x", &Fields::new()).unwrap(), None);
+    }
+}

@@ -1,0 +1,907 @@
+//! One behaviour suite, every store: each test below runs against the embedded memory
+//! store, a real `redis-server`, and (in one test, all behaviours in turn) a real
+//! three-master Redis Cluster. A differential test then drives the memory and Redis
+//! stores with the same random operations and compares what they answer and hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::clock::UnixMillis;
+use otpd::code::{CodeLength, CodeMac, SealedCode};
+use otpd::config::RedisConfig;
+use otpd::id::{ShardTag, VerificationId};
+use otpd::locale::Locale;
+use otpd::number::{NumberKind, NumberLine, Region};
+use otpd::phone::E164;
+use otpd::store::redis::{Keys, Redis};
+use otpd::store::{
+    IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber, RedisStore, Store, StoredResponse,
+};
+use otpd::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
+use otpd::verification::{
+    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, NewVerification, Policy,
+    RequestedChannel, ResendRefusal, SendDetails, SendResult, SendState, Status, Verification,
+};
+use otpd_adapters::ChannelKind;
+use otpd_e2e::redis::{RedisCluster, RedisServer};
+
+const T0: UnixMillis = UnixMillis(1_795_435_200_000);
+const TTL: Duration = Duration::from_secs(600);
+const RETENTION: Duration = Duration::from_secs(60);
+
+fn at(secs: u64) -> UnixMillis {
+    T0.plus(Duration::from_secs(secs))
+}
+
+fn candidate(to: u64, purpose: &str, n: u64) -> Verification {
+    candidate_with(to, purpose, n, RequestedChannel::Auto, ChannelKind::Sms)
+}
+
+fn candidate_with(
+    to: u64,
+    purpose: &str,
+    n: u64,
+    channel: RequestedChannel,
+    first: ChannelKind,
+) -> Verification {
+    let to = E164::from_digits_unchecked(to);
+    let mut random = [0u8; 14];
+    random[..8].copy_from_slice(&n.to_le_bytes());
+    random[8..].copy_from_slice(&to.digits().to_le_bytes()[..6]);
+    Verification::new(
+        NewVerification {
+            id: VerificationId::new(ShardTag::of(to), random),
+            to,
+            line: NumberLine {
+                country: Region::parse("ES"),
+                kind: NumberKind::Mobile,
+            },
+            purpose: Arc::from(purpose),
+            subject: Some("12345678Z".into()),
+            client: None,
+            locale: Locale::Es,
+            channel,
+            first_send: first,
+            code_mac: CodeMac([n as u8; 32]),
+            sealed_code: SealedCode(n),
+            policy: Policy {
+                ttl: TTL,
+                code_length: CodeLength::new(6).unwrap(),
+                max_attempts: 3,
+                max_sends: 3,
+                resend_cooldown: Duration::from_secs(30),
+                escalate_after: Duration::from_secs(60),
+            },
+            match_code: None,
+        },
+        T0,
+    )
+}
+
+fn push_candidate(to: u64, n: u64) -> Verification {
+    candidate_with(to, "login", n, RequestedChannel::Auto, ChannelKind::Push)
+}
+
+async fn create(store: &dyn Store, v: Verification, now: UnixMillis) -> Verification {
+    match store.issue(&v, now).await.unwrap() {
+        IssueOutcome::Created => v,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+fn redis_store(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisStore {
+    let config = RedisConfig {
+        urls,
+        cluster,
+        prefix: prefix.into(),
+        partitions: 16,
+        ..RedisConfig::default()
+    };
+    RedisStore::new(
+        Redis::new(&config).unwrap(),
+        Keys::new(prefix, 16),
+        RETENTION,
+    )
+}
+
+// ---- the behaviours ----
+
+async fn issue_dedupes_by_destination_and_purpose(store: &dyn Store) {
+    let first = create(store, candidate(34600000001, "login", 1), T0).await;
+    match store
+        .issue(&candidate(34600000001, "login", 2), T0)
+        .await
+        .unwrap()
+    {
+        IssueOutcome::Refused {
+            existing,
+            refusal,
+            expires_at,
+        } => {
+            assert_eq!(existing, first.id);
+            assert_eq!(
+                refusal,
+                ResendRefusal::Cooldown {
+                    retry_after: Duration::from_secs(30)
+                }
+            );
+            assert_eq!(expires_at, first.expires_at);
+        }
+        other => panic!("{other:?}"),
+    }
+    // 29.001 s later: the wait rounds up to a whole second.
+    match store
+        .issue(
+            &candidate(34600000001, "login", 2),
+            T0.plus(Duration::from_millis(29_001)),
+        )
+        .await
+        .unwrap()
+    {
+        IssueOutcome::Refused { refusal, .. } => assert_eq!(
+            refusal,
+            ResendRefusal::Cooldown {
+                retry_after: Duration::from_secs(1)
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    match store
+        .issue(&candidate(34600000001, "login", 3), at(30))
+        .await
+        .unwrap()
+    {
+        IssueOutcome::Resent(v) => {
+            assert_eq!(v.id, first.id);
+            assert_eq!(v.sealed_code, first.sealed_code, "same code");
+            assert_eq!(v.sends().len(), 2);
+            assert_eq!(v.sends()[1].queued_at, at(30));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.issue(&candidate(34600000001, "login", 4), at(60)).await.unwrap(),
+        IssueOutcome::Resent(v) if v.sends().len() == 3
+    ));
+    assert!(matches!(
+        store
+            .issue(&candidate(34600000001, "login", 5), at(90))
+            .await
+            .unwrap(),
+        IssueOutcome::Refused {
+            refusal: ResendRefusal::MaxSends,
+            ..
+        }
+    ));
+    create(store, candidate(34600000001, "signup", 6), T0).await;
+    create(store, candidate(34600000002, "login", 7), T0).await;
+    // Once expired, the number gets a new verification.
+    create(store, candidate(34600000001, "login", 8), at(600)).await;
+}
+
+async fn each_client_has_its_own_verification(store: &dyn Store) {
+    let mut a = candidate(34600000001, "login", 1);
+    a.client = Some(Arc::from("sede"));
+    let mut b = candidate(34600000001, "login", 2);
+    b.client = Some(Arc::from("bank"));
+    create(store, a.clone(), T0).await;
+    create(store, b.clone(), T0).await;
+    create(store, candidate(34600000001, "login", 3), T0).await;
+    let mut again = candidate(34600000001, "login", 4);
+    again.client = Some(Arc::from("sede"));
+    assert!(matches!(
+        store.issue(&again, T0).await.unwrap(),
+        IssueOutcome::Refused { existing, .. } if existing == a.id
+    ));
+    // Another client's (or no client's) check finds nothing and counts nothing.
+    assert!(
+        store
+            .check(&a.id, &a.code_mac, Some("bank"), T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .check(&a.id, &a.code_mac, None, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .close(&a.id, Some("bank"), Closing::Cancel, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.get(&a.id).await.unwrap().unwrap().attempts_left(), 3);
+    let r = store
+        .check(&a.id, &a.code_mac, Some("sede"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Approved);
+}
+
+async fn a_final_verification_is_replaced_in_the_dedupe_index(store: &dyn Store) {
+    let first = create(store, candidate(34600000001, "login", 1), T0).await;
+    let r = store
+        .check(&first.id, &first.code_mac, None, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Approved);
+    let second = create(store, candidate(34600000001, "login", 2), T0).await;
+    assert!(store.get(&first.id).await.unwrap().is_some());
+    assert!(matches!(
+        store.issue(&candidate(34600000001, "login", 3), T0).await.unwrap(),
+        IssueOutcome::Refused { existing, .. } if existing == second.id
+    ));
+}
+
+async fn check_compares_and_counts(store: &dyn Store) {
+    let v = create(store, candidate(34600000001, "login", 1), T0).await;
+    let wrong = CodeMac([0xEE; 32]);
+    let r = store.check(&v.id, &wrong, None, T0).await.unwrap().unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Wrong { attempts_left: 2 });
+    assert_eq!(r.attempts_left, 2);
+    assert_eq!(r.to, v.to);
+    assert_eq!(r.country, Region::parse("ES"));
+    assert_eq!(r.subject.as_deref(), Some("12345678Z"));
+    store.check(&v.id, &wrong, None, T0).await.unwrap();
+    let r = store
+        .check(&v.id, &wrong, None, at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Locked);
+    assert_eq!(r.attempts_left, 0);
+    let r = store
+        .check(&v.id, &v.code_mac, None, at(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Locked, "locked is final");
+    let got = store.get(&v.id).await.unwrap().unwrap();
+    assert_eq!(got.status(at(2)), Status::Locked);
+    assert_eq!(got.state_changed_at(), at(1));
+
+    let v = create(store, candidate(34600000002, "login", 2), T0).await;
+    let r = store
+        .check(&v.id, &v.code_mac, None, at(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Approved);
+    let r = store
+        .check(&v.id, &v.code_mac, None, at(6))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::AlreadyApproved);
+
+    let v = create(store, candidate(34600000003, "login", 3), T0).await;
+    let r = store
+        .check(&v.id, &v.code_mac, None, at(600))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Expired);
+
+    let unknown = VerificationId::new(ShardTag(9), [9; 14]);
+    assert!(
+        store
+            .check(&unknown, &wrong, None, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get(&unknown).await.unwrap().is_none());
+}
+
+async fn concurrent_checks_approve_once(store: Arc<dyn Store>) {
+    let v = create(&*store, candidate(34600000001, "login", 1), T0).await;
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            let (id, mac) = (v.id, v.code_mac);
+            tokio::spawn(async move { store.check(&id, &mac, None, T0).await.unwrap().unwrap() })
+        })
+        .collect();
+    let mut approved = 0;
+    for t in tasks {
+        match t.await.unwrap().outcome {
+            CheckOutcome::Approved => approved += 1,
+            CheckOutcome::AlreadyApproved => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(approved, 1);
+    // Many issues for one number at once: one is created, the others refer to it.
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .issue(&candidate(34600000009, "login", 100 + n), T0)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), IssueOutcome::Created) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+async fn close_cancels_or_locks_once(store: &dyn Store) {
+    let v = create(store, candidate(34600000001, "login", 1), T0).await;
+    let (o, got) = store
+        .close(&v.id, None, Closing::Cancel, at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o, CancelOutcome::Canceled);
+    assert_eq!(got.status(at(1)), Status::Canceled);
+    let (o, _) = store
+        .close(&v.id, None, Closing::Cancel, at(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o, CancelOutcome::AlreadyCanceled);
+    let (o, _) = store
+        .close(&v.id, None, Closing::Lock, at(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o, CancelOutcome::Final(Status::Canceled));
+    let r = store
+        .check(&v.id, &v.code_mac, None, at(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.outcome, CheckOutcome::Canceled);
+
+    let v = create(store, candidate(34600000002, "login", 2), T0).await;
+    let (o, got) = store
+        .close(&v.id, None, Closing::Lock, at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o, CancelOutcome::Final(Status::Locked));
+    assert_eq!(got.status(at(1)), Status::Locked);
+    let v = create(store, candidate(34600000003, "login", 3), T0).await;
+    let (o, _) = store
+        .close(&v.id, None, Closing::Cancel, at(600))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o, CancelOutcome::Final(Status::Expired));
+    let unknown = VerificationId::new(ShardTag(9), [9; 14]);
+    assert!(
+        store
+            .close(&unknown, None, Closing::Cancel, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
+    let v = create(store, candidate(34600000001, "login", 1), T0).await;
+    let details = SendDetails {
+        carrier: Some("movistar".into()),
+        route: Some("+34".into()),
+        failovers: vec![],
+        encoding: Some(otpd_adapters::smpp::encoding::Alphabet::Gsm7),
+        segments: 1,
+    };
+    let sent = SendResult::Sent {
+        reference: "m-1".into(),
+    };
+    assert!(
+        store
+            .record_send(
+                &v.id,
+                1,
+                sent.clone(),
+                Some(Box::new(details.clone())),
+                at(1)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_send(&v.id, 1, sent.clone(), None, at(2))
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(
+        !store
+            .record_send(&v.id, 2, sent.clone(), None, at(2))
+            .await
+            .unwrap(),
+        "no send 2"
+    );
+    assert!(
+        !store
+            .record_send(&v.id, 0, sent.clone(), None, at(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_report(&v.id, 1, SendState::Delivered, None, at(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_report(&v.id, 1, SendState::Undeliverable, Some("x".into()), at(4))
+            .await
+            .unwrap(),
+        "the first report stands"
+    );
+    let got = store.get(&v.id).await.unwrap().unwrap();
+    let s = &got.sends()[0];
+    assert_eq!(s.state, SendState::Delivered);
+    assert_eq!(s.answered_at, Some(at(1)));
+    assert_eq!(s.reported_at, Some(at(3)));
+    assert_eq!(s.reference.as_deref(), Some("m-1"));
+    assert_eq!(s.details.as_deref(), Some(&details));
+
+    // A report that overtakes the channel's answer is kept.
+    let v = create(store, candidate(34600000002, "login", 2), T0).await;
+    assert!(
+        store
+            .record_report(
+                &v.id,
+                1,
+                SendState::Undeliverable,
+                Some("absent subscriber".into()),
+                at(1)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_send(&v.id, 1, sent, None, at(2))
+            .await
+            .unwrap()
+    );
+    let got = store.get(&v.id).await.unwrap().unwrap();
+    assert_eq!(got.sends()[0].state, SendState::Undeliverable);
+    assert_eq!(got.sends()[0].error.as_deref(), Some("absent subscriber"));
+    assert_eq!(got.delivery_state(), SendState::Undeliverable);
+
+    // A failed send takes no report.
+    let v = create(store, candidate(34600000003, "login", 3), T0).await;
+    let failed = SendResult::Failed {
+        error: "throttled".into(),
+    };
+    assert!(
+        store
+            .record_send(&v.id, 1, failed, None, at(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_report(&v.id, 1, SendState::Delivered, None, at(2))
+            .await
+            .unwrap()
+    );
+    let got = store.get(&v.id).await.unwrap().unwrap();
+    assert_eq!(got.sends()[0].state, SendState::Failed);
+    assert_eq!(got.sends()[0].error.as_deref(), Some("throttled"));
+
+    let unknown = VerificationId::new(ShardTag(9), [9; 14]);
+    assert!(
+        !store
+            .record_send(
+                &unknown,
+                1,
+                SendResult::Expired {
+                    error: "late".into()
+                },
+                None,
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.get(&unknown).await.unwrap().is_none(),
+        "nothing made up"
+    );
+}
+
+async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
+    let v = create(store, push_candidate(34600000001, 1), T0).await;
+    assert_eq!(v.escalate_at(), Some(at(60)));
+    assert!(
+        store
+            .escalate(&v.id, EscalationCause::Timeout, at(59))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.due_escalations(at(59), 10).await.unwrap().is_empty());
+    assert_eq!(store.due_escalations(at(60), 10).await.unwrap(), vec![v.id]);
+    assert!(
+        store.due_escalations(at(60), 10).await.unwrap().is_empty(),
+        "taken out"
+    );
+    let got = store
+        .escalate(&v.id, EscalationCause::Timeout, at(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.sends().len(), 2);
+    assert_eq!(got.sends()[1].channel, ChannelKind::Sms);
+    assert_eq!(got.sends()[1].escalated, Some(EscalationCause::Timeout));
+    assert_eq!(got.escalate_at(), None);
+    assert!(
+        store
+            .escalate(&v.id, EscalationCause::PushFailed, at(61))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // After the escalation, `auto` re-sends go where the code went last: SMS.
+    match store
+        .issue(&push_candidate(34600000001, 2), at(100))
+        .await
+        .unwrap()
+    {
+        IssueOutcome::Resent(r) => assert_eq!(r.sends()[2].channel, ChannelKind::Sms),
+        other => panic!("{other:?}"),
+    }
+
+    // Acknowledged first: no escalation, the push counts as delivered.
+    let v = create(store, push_candidate(34600000002, 3), T0).await;
+    let (o, got) = store.acknowledge(&v.id, at(5)).await.unwrap().unwrap();
+    assert_eq!(o, AckOutcome::Acknowledged);
+    assert_eq!(got.sends()[0].state, SendState::Delivered);
+    assert_eq!(got.acknowledged_at(), Some(at(5)));
+    let (o, _) = store.acknowledge(&v.id, at(6)).await.unwrap().unwrap();
+    assert_eq!(o, AckOutcome::AlreadyAcknowledged);
+    assert!(
+        store
+            .escalate(&v.id, EscalationCause::Timeout, at(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The index may still list it (a store need not look it up there); escalating
+    // it does nothing.
+    for id in store.due_escalations(at(600), 10).await.unwrap() {
+        assert!(
+            store
+                .escalate(&id, EscalationCause::Timeout, at(600))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    // A failed push escalates at once.
+    let v = create(store, push_candidate(34600000003, 4), T0).await;
+    let got = store
+        .escalate(&v.id, EscalationCause::PushFailed, at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.sends()[1].escalated, Some(EscalationCause::PushFailed));
+
+    // SMS only: nothing to acknowledge; a final one tells its status.
+    let v = create(store, candidate(34600000004, "login", 5), T0).await;
+    let (o, _) = store.acknowledge(&v.id, at(1)).await.unwrap().unwrap();
+    assert_eq!(o, AckOutcome::NotPush);
+    store.check(&v.id, &v.code_mac, None, at(2)).await.unwrap();
+    let (o, _) = store.acknowledge(&v.id, at(3)).await.unwrap().unwrap();
+    assert_eq!(o, AckOutcome::Final(Status::Approved));
+    let unknown = VerificationId::new(ShardTag(9), [9; 14]);
+    assert!(store.acknowledge(&unknown, T0).await.unwrap().is_none());
+    assert!(
+        store
+            .escalate(&unknown, EscalationCause::PushFailed, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn due_escalations_are_bounded(store: &dyn Store) {
+    for i in 0..20 {
+        create(store, push_candidate(34600000100 + i, i), T0).await;
+    }
+    let first = store.due_escalations(at(60), 8).await.unwrap();
+    assert_eq!(first.len(), 8);
+    let rest = store.due_escalations(at(60), 100).await.unwrap();
+    assert_eq!(rest.len(), 12);
+    assert!(first.iter().all(|id| !rest.contains(id)));
+}
+
+async fn idempotency_records(store: &dyn Store) {
+    let ttl = Duration::from_secs(3600);
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    assert_eq!(
+        store.idempotency_begin("k", &a, T0, ttl).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store.idempotency_begin("k", &a, T0, ttl).await.unwrap(),
+        IdempotencyBegin::InProgress
+    );
+    assert_eq!(
+        store.idempotency_begin("k", &b, T0, ttl).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    let response = StoredResponse {
+        status: 201,
+        body: bytes::Bytes::from_static(b"{\"id\":\"vf_1\",\"bin\":\"\x00\xff\"}"),
+    };
+    store
+        .idempotency_finish("k", &b, response.clone(), at(1), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency_begin("k", &a, at(1), ttl).await.unwrap(),
+        IdempotencyBegin::InProgress,
+        "another request's fingerprint finishes nothing"
+    );
+    store
+        .idempotency_finish("k", &a, response.clone(), at(1), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency_begin("k", &a, at(2), ttl).await.unwrap(),
+        IdempotencyBegin::Replay(response.clone())
+    );
+    assert_eq!(
+        store.idempotency_begin("k", &b, at(2), ttl).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    // Abandoned: a retry may run.
+    assert_eq!(
+        store.idempotency_begin("j", &a, T0, ttl).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    store.idempotency_abandon("j", &b).await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("j", &a, T0, ttl).await.unwrap(),
+        IdempotencyBegin::InProgress
+    );
+    store.idempotency_abandon("j", &a).await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("j", &a, T0, ttl).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    // Lapsed: as good as new.
+    assert_eq!(
+        store
+            .idempotency_begin("k", &b, at(1).plus(ttl), ttl)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+}
+
+fn subscriber(subject: &str, phone: u64) -> Subscriber {
+    Subscriber {
+        subject: subject.into(),
+        phone: E164::from_digits_unchecked(phone),
+        locale: Some(Locale::Ca),
+        devices: vec![],
+        updated_at: T0,
+    }
+}
+
+fn device(platform: Platform, token: &str) -> Device {
+    Device {
+        platform,
+        token: token.into(),
+        app: "es.gob.clave".into(),
+        added_at: T0,
+    }
+}
+
+async fn registry_keeps_one_subject_per_number(store: &dyn Store) {
+    let a = subscriber("12345678Z", 34600000001);
+    assert_eq!(
+        store.put_subscriber(a.clone()).await.unwrap(),
+        PutSubscriber::Created
+    );
+    assert_eq!(
+        store.get_subscriber("12345678Z").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store
+            .put_subscriber(subscriber("X1234567L", 34600000001))
+            .await
+            .unwrap(),
+        PutSubscriber::PhoneTaken {
+            by: "12345678Z".into()
+        }
+    );
+    assert_eq!(store.get_subscriber("X1234567L").await.unwrap(), None);
+    // Moving to another number frees the old one.
+    let mut moved = subscriber("12345678Z", 34600000002);
+    moved.locale = None;
+    assert_eq!(
+        store.put_subscriber(moved.clone()).await.unwrap(),
+        PutSubscriber::Replaced
+    );
+    assert_eq!(
+        store.get_subscriber("12345678Z").await.unwrap(),
+        Some(moved)
+    );
+    assert_eq!(
+        store
+            .put_subscriber(subscriber("X1234567L", 34600000001))
+            .await
+            .unwrap(),
+        PutSubscriber::Created
+    );
+    assert!(store.delete_subscriber("12345678Z").await.unwrap());
+    assert!(!store.delete_subscriber("12345678Z").await.unwrap());
+    assert_eq!(store.get_subscriber("12345678Z").await.unwrap(), None);
+    assert_eq!(
+        store
+            .put_subscriber(subscriber("Y7654321G", 34600000002))
+            .await
+            .unwrap(),
+        PutSubscriber::Created,
+        "a deleted subject's number is free"
+    );
+}
+
+async fn registry_devices(store: &dyn Store) {
+    assert!(
+        store
+            .add_device("nobody", device(Platform::Fcm, "t"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .remove_device("nobody", Platform::Fcm, "t")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .put_subscriber(subscriber("12345678Z", 34600000001))
+        .await
+        .unwrap();
+    let (added, s) = store
+        .add_device("12345678Z", device(Platform::Fcm, "tok:1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(added);
+    assert_eq!(s.devices.len(), 1);
+    // The same token again refreshes it in place.
+    let mut again = device(Platform::Fcm, "tok:1");
+    again.app = "es.gob.clave.beta".into();
+    let (added, s) = store.add_device("12345678Z", again).await.unwrap().unwrap();
+    assert!(added);
+    assert_eq!(s.devices.len(), 1);
+    assert_eq!(&*s.devices[0].app, "es.gob.clave.beta");
+    // The same token on another platform is another device.
+    store
+        .add_device("12345678Z", device(Platform::Hms, "tok:1"))
+        .await
+        .unwrap();
+    for i in 2..MAX_DEVICES {
+        store
+            .add_device("12345678Z", device(Platform::Fcm, &format!("tok:{i}")))
+            .await
+            .unwrap();
+    }
+    let (added, s) = store
+        .add_device("12345678Z", device(Platform::Fcm, "one-too-many"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!added);
+    assert_eq!(s.devices.len(), MAX_DEVICES);
+    assert_eq!(
+        store
+            .remove_device("12345678Z", Platform::Fcm, "tok:1")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store
+            .remove_device("12345678Z", Platform::Fcm, "tok:1")
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    let s = store.get_subscriber("12345678Z").await.unwrap().unwrap();
+    assert_eq!(s.devices.len(), MAX_DEVICES - 1);
+    assert_eq!(s.devices[0].platform, Platform::Hms, "order kept");
+}
+
+// ---- one suite, three stores ----
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = otpd::store::MemoryStore::new(4, super::RETENTION);
+                    super::$name(&store).await;
+                }
+            )*
+        }
+
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = super::RedisServer::start();
+                    let store = super::redis_store(vec![server.url()], false, "otpd");
+                    super::$name(&store).await;
+                }
+            )*
+        }
+
+        /// A three-master cluster is slow to form: one, every behaviour in turn,
+        /// each under its own key prefix.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn cluster_runs_every_behaviour() {
+            let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3)).await.unwrap();
+            $(
+                let store = redis_store(cluster.urls(), true, concat!("t:", stringify!($name)));
+                $name(&store).await;
+            )*
+            let store: Arc<dyn Store> = Arc::new(redis_store(cluster.urls(), true, "t:concurrent"));
+            concurrent_checks_approve_once(store).await;
+            // The keys are spread over all three masters.
+            for node in &cluster.nodes {
+                let keys: usize = node.cli(&["DBSIZE"]).trim().parse().unwrap();
+                assert!(keys > 0, "a master holds no keys");
+            }
+        }
+    };
+}
+
+contract!(
+    issue_dedupes_by_destination_and_purpose,
+    each_client_has_its_own_verification,
+    a_final_verification_is_replaced_in_the_dedupe_index,
+    check_compares_and_counts,
+    close_cancels_or_locks_once,
+    sends_and_reports_are_recorded_once,
+    push_is_acknowledged_or_escalated_once,
+    due_escalations_are_bounded,
+    idempotency_records,
+    registry_keeps_one_subject_per_number,
+    registry_devices,
+);
+
+#[tokio::test]
+async fn memory_concurrent_checks_approve_once() {
+    concurrent_checks_approve_once(Arc::new(MemoryStore::new(4, RETENTION))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_concurrent_checks_approve_once() {
+    let server = RedisServer::start();
+    concurrent_checks_approve_once(Arc::new(redis_store(vec![server.url()], false, "otpd"))).await;
+}
