@@ -905,3 +905,236 @@ async fn redis_concurrent_checks_approve_once() {
     let server = RedisServer::start();
     concurrent_checks_approve_once(Arc::new(redis_store(vec![server.url()], false, "otpd"))).await;
 }
+
+// ---- differential: the same random operations on memory and Redis ----
+
+/// xorshift64*: a fixed, seedable sequence, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One random operation on `store`; what it answered, as text.
+async fn random_op(
+    store: &dyn Store,
+    rng: &mut Rng,
+    ids: &mut Vec<(VerificationId, CodeMac, Option<Arc<str>>)>,
+    n: u64,
+    now: UnixMillis,
+) -> String {
+    let pick = |rng: &mut Rng, ids: &Vec<(VerificationId, CodeMac, Option<Arc<str>>)>| {
+        if ids.is_empty() || rng.below(10) == 0 {
+            (
+                VerificationId::new(ShardTag(7), [7; 14]),
+                CodeMac([7; 32]),
+                None,
+            )
+        } else {
+            ids[rng.below(ids.len() as u64) as usize].clone()
+        }
+    };
+    match rng.below(9) {
+        0 | 1 => {
+            let channel = [
+                RequestedChannel::Auto,
+                RequestedChannel::Sms,
+                RequestedChannel::Push,
+            ][rng.below(3) as usize];
+            let first = if channel == RequestedChannel::Sms || rng.below(2) == 0 {
+                ChannelKind::Sms
+            } else {
+                ChannelKind::Push
+            };
+            let mut c = candidate_with(
+                34600000000 + rng.below(3),
+                ["login", "sign"][rng.below(2) as usize],
+                n,
+                channel,
+                first,
+            );
+            c.client = [None, Some(Arc::from("a"))][rng.below(2) as usize].clone();
+            let c = Verification::new(
+                NewVerification {
+                    id: c.id,
+                    to: c.to,
+                    line: c.line,
+                    purpose: c.purpose.clone(),
+                    subject: c.subject.clone(),
+                    client: c.client.clone(),
+                    locale: c.locale,
+                    channel,
+                    first_send: first,
+                    code_mac: c.code_mac,
+                    sealed_code: c.sealed_code,
+                    policy: Policy {
+                        ttl: TTL,
+                        code_length: CodeLength::new(6).unwrap(),
+                        max_attempts: 3,
+                        max_sends: 3,
+                        resend_cooldown: Duration::from_secs(30),
+                        escalate_after: Duration::from_secs(60),
+                    },
+                    match_code: None,
+                },
+                now,
+            );
+            let out = store.issue(&c, now).await.unwrap();
+            if matches!(out, IssueOutcome::Created) {
+                ids.push((c.id, c.code_mac, c.client.clone()));
+            }
+            format!("issue {out:?}")
+        }
+        2 | 3 => {
+            let (id, mac, client) = pick(rng, ids);
+            let mac = if rng.below(3) == 0 {
+                mac
+            } else {
+                CodeMac([0xEE; 32])
+            };
+            let client = if rng.below(8) == 0 {
+                Some("b")
+            } else {
+                client.as_deref()
+            };
+            format!(
+                "check {:?}",
+                store.check(&id, &mac, client, now).await.unwrap()
+            )
+        }
+        4 => {
+            let (id, _, client) = pick(rng, ids);
+            let how = [Closing::Cancel, Closing::Lock][rng.below(2) as usize];
+            format!(
+                "close {:?}",
+                store.close(&id, client.as_deref(), how, now).await.unwrap()
+            )
+        }
+        5 => {
+            let (id, ..) = pick(rng, ids);
+            let send = rng.below(4) as u8;
+            let result = match rng.below(3) {
+                0 => SendResult::Sent {
+                    reference: format!("r{n}"),
+                },
+                1 => SendResult::Failed {
+                    error: format!("e{n}"),
+                },
+                _ => SendResult::Expired {
+                    error: "late".into(),
+                },
+            };
+            format!(
+                "send {:?}",
+                store
+                    .record_send(&id, send, result, None, now)
+                    .await
+                    .unwrap()
+            )
+        }
+        6 => {
+            let (id, ..) = pick(rng, ids);
+            let state = [
+                SendState::Delivered,
+                SendState::Undeliverable,
+                SendState::Rejected,
+            ][rng.below(3) as usize];
+            let error = (rng.below(2) == 0).then(|| format!("why{n}"));
+            format!(
+                "report {:?}",
+                store
+                    .record_report(&id, rng.below(4) as u8, state, error, now)
+                    .await
+                    .unwrap()
+            )
+        }
+        7 => {
+            let (id, ..) = pick(rng, ids);
+            format!("ack {:?}", store.acknowledge(&id, now).await.unwrap())
+        }
+        _ => {
+            let (id, ..) = pick(rng, ids);
+            let cause =
+                [EscalationCause::Timeout, EscalationCause::PushFailed][rng.below(2) as usize];
+            format!(
+                "escalate {:?}",
+                store.escalate(&id, cause, now).await.unwrap()
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_answers_and_holds_what_memory_does() {
+    let server = RedisServer::start();
+    let mut seen = std::collections::HashSet::new();
+    for seed in 1..=60u64 {
+        // Records outlive the run in both: when a record goes is the one thing the
+        // two decide by different clocks (memory by otpd's, Redis by its own).
+        let day = Duration::from_secs(86_400);
+        let memory = MemoryStore::new(4, day);
+        let prefix = format!("diff{seed}");
+        let redis = RedisStore::new(
+            Redis::new(&RedisConfig {
+                urls: vec![server.url()],
+                ..RedisConfig::default()
+            })
+            .unwrap(),
+            Keys::new(&prefix, 16),
+            day,
+        );
+        let (mut rm, mut rr) = (Rng(seed * 0x9E37_79B9), Rng(seed * 0x9E37_79B9));
+        let (mut im, mut ir) = (Vec::new(), Vec::new());
+        let mut now = T0;
+        for n in 0..40u64 {
+            let a = random_op(&memory, &mut rm, &mut im, n, now).await;
+            let b = random_op(&redis, &mut rr, &mut ir, n, now).await;
+            assert_eq!(a, b, "seed {seed}, step {n}");
+            for kind in SEEN {
+                if a.contains(kind) {
+                    seen.insert(kind);
+                }
+            }
+            for (id, ..) in &im {
+                assert_eq!(
+                    memory.get(id).await.unwrap(),
+                    redis.get(id).await.unwrap(),
+                    "seed {seed}, step {n}: {id}"
+                );
+            }
+            now = now.plus(Duration::from_secs(rm.below(90)));
+            rr.next();
+        }
+    }
+    // The runs went through every kind of answer, so agreeing meant something.
+    let missing: Vec<_> = SEEN.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(missing.is_empty(), "never seen: {missing:?}");
+}
+
+const SEEN: [&str; 16] = [
+    "issue Created",
+    "issue Resent",
+    "Cooldown",
+    "MaxSends",
+    "Approved",
+    "Wrong",
+    "Locked",
+    "Expired",
+    "AlreadyApproved",
+    "Canceled",
+    "AlreadyCanceled",
+    "send true",
+    "report true",
+    "Acknowledged",
+    "NotPush",
+    "escalate Some",
+];
