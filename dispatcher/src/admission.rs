@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::clients::Clients;
 use crate::clock::UnixMillis;
 use crate::config::{Config, PumpingMode};
-use crate::limiter::{Limiter, Refusal};
+use crate::limiter::{Denial, Limiter, Refusal, Unavailable};
 use crate::limits::{IssueFacts, LimitPolicy, Pool, ip_key, name};
 use crate::number::Region;
 use crate::phone::E164;
@@ -44,6 +44,17 @@ pub enum Refused {
     Limited(Refusal),
     /// The number is on the deny list (by this entry).
     Denied { entry: String },
+    /// The limits cannot be read (their shared store is down): nothing is admitted.
+    Unavailable(Unavailable),
+}
+
+impl From<Denial> for Refused {
+    fn from(d: Denial) -> Self {
+        match d {
+            Denial::Refused(r) => Refused::Limited(r),
+            Denial::Unavailable(u) => Refused::Unavailable(u),
+        }
+    }
 }
 
 /// What an admitted request was charged, to give it back if it sends nothing.
@@ -123,7 +134,7 @@ impl Admission {
     }
 
     /// May a code be sent for this request? Charges every limit, or none.
-    pub fn admit_issue(
+    pub async fn admit_issue(
         &self,
         rules: &Rules,
         f: &IssueFacts<'_>,
@@ -158,39 +169,44 @@ impl Admission {
         let ns = nanos(now);
         if let Some(subject) = f.subject
             && let Some(c) = p.check_subject(subject)
-            && let Err(r) = self.limiter.peek(&[c], ns)
         {
-            refused(r.limit);
-            return Err(Refused::Limited(r));
+            match self.limiter.peek(&[c], ns).await {
+                Ok(()) => {}
+                Err(Denial::Refused(r)) => {
+                    refused(r.limit);
+                    return Err(Refused::Limited(r));
+                }
+                Err(Denial::Unavailable(u)) => return Err(Refused::Unavailable(u)),
+            }
         }
         let keys = p.keys(f);
         let scope_key = self.scope_key(p, f.to);
-        let attempt = |pool: Pool| {
+        let attempt = async |pool: Pool| {
             let mut checks = p.issue_checks(f, &keys, pool);
             if throttled && let Some(c) = p.pumping_check(&scope_key) {
                 checks.push(c);
             }
-            self.limiter.check(&checks, ns)
+            self.limiter.check(&checks, ns).await
         };
         let mut pool = if p.has_reserved(f.purpose, f.client) {
             Pool::Reserved
         } else {
             Pool::Shared
         };
-        let mut result = attempt(pool);
+        let mut result = attempt(pool).await;
         if pool == Pool::Reserved
-            && let Err(r) = result
+            && let Err(Denial::Refused(r)) = result
             && r.limit == name::RESERVED
         {
             // The client's own share is used up: the shared pool, if any.
             result = if p.has_shared(f.purpose) {
                 pool = Pool::Shared;
-                attempt(pool)
+                attempt(pool).await
             } else {
-                Err(Refusal {
+                Err(Denial::Refused(Refusal {
                     limit: name::PURPOSE,
                     ..r
-                })
+                }))
             };
         }
         match result {
@@ -200,7 +216,7 @@ impl Admission {
                 }
                 Ok(Admitted { pool, throttled })
             }
-            Err(r) => {
+            Err(Denial::Refused(r)) => {
                 if r.limit == name::PUMPING {
                     pumping("throttled", "prefix");
                     self.pumping.refused(&p.pumping, f.to, f.country, now);
@@ -208,6 +224,7 @@ impl Admission {
                 refused(r.limit);
                 Err(Refused::Limited(r))
             }
+            Err(Denial::Unavailable(u)) => Err(Refused::Unavailable(u)),
         }
     }
 
@@ -222,7 +239,7 @@ impl Admission {
 
     /// The admitted request sent nothing (it collapsed into an earlier one, or the
     /// earlier one may not be re-sent yet): give its charges back.
-    pub fn refund_issue(
+    pub async fn refund_issue(
         &self,
         rules: &Rules,
         f: &IssueFacts<'_>,
@@ -238,7 +255,10 @@ impl Admission {
         {
             checks.push(c);
         }
-        self.limiter.refund(&checks, nanos(now));
+        if let Err(e) = self.limiter.refund(&checks, nanos(now)).await {
+            // The charge stays: the limit errs on the strict side until it drains.
+            tracing::warn!(error = %e, "could not give a request's limit charges back");
+        }
     }
 
     /// A code went out to `to`.
@@ -247,31 +267,44 @@ impl Admission {
     }
 
     /// May a code be checked from `ip`? Charges the per-IP check limit.
-    pub fn admit_check(
+    pub async fn admit_check(
         &self,
         rules: &Rules,
         ip: Option<IpAddr>,
         now: UnixMillis,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), Refused> {
         let Some(ip) = ip else { return Ok(()) };
         let key = ip_key(ip);
         let Some(c) = rules.policy.check_ip(&key) else {
             return Ok(());
         };
-        self.limiter.check(&[c], nanos(now)).inspect_err(|r| {
-            refused(r.limit);
-        })
+        self.charge(c, now).await
+    }
+
+    async fn charge(&self, c: crate::limiter::Check<'_>, now: UnixMillis) -> Result<(), Refused> {
+        self.limiter
+            .check(&[c], nanos(now))
+            .await
+            .map_err(Refused::from)
+            .inspect_err(|r| {
+                if let Refused::Limited(r) = r {
+                    refused(r.limit);
+                }
+            })
     }
 
     /// A wrong code was typed for `subject`. `Err` when the subject is past its
     /// wrong-code limit: the caller locks what is being guessed.
-    pub fn wrong_code(&self, rules: &Rules, subject: &str, now: UnixMillis) -> Result<(), Refusal> {
+    pub async fn wrong_code(
+        &self,
+        rules: &Rules,
+        subject: &str,
+        now: UnixMillis,
+    ) -> Result<(), Refused> {
         let Some(c) = rules.policy.check_subject(subject) else {
             return Ok(());
         };
-        self.limiter.check(&[c], nanos(now)).inspect_err(|r| {
-            refused(r.limit);
-        })
+        self.charge(c, now).await
     }
 
     /// A code sent to `to` was typed right.
@@ -289,7 +322,12 @@ impl Admission {
     }
 
     /// What would decide a request with these facts now, charging nothing.
-    pub fn explain(&self, rules: &Rules, f: &IssueFacts<'_>, now: UnixMillis) -> Explanation {
+    pub async fn explain(
+        &self,
+        rules: &Rules,
+        f: &IssueFacts<'_>,
+        now: UnixMillis,
+    ) -> Result<Explanation, Unavailable> {
         let p = &rules.policy;
         let ns = nanos(now);
         let judgement = self.pumping.judge(&p.pumping, f.to, f.country, now);
@@ -323,18 +361,16 @@ impl Admission {
         {
             checks.push(c);
         }
-        let limits: Vec<LimitView> = checks
-            .iter()
-            .map(|c| {
-                let s = self.limiter.standing(c, ns);
-                LimitView {
-                    limit: c.limit,
-                    quota: c.quota.to_string(),
-                    remaining: s.remaining,
-                    retry_after_ms: s.retry_after.map(|d| d.as_millis() as u64),
-                }
-            })
-            .collect();
+        let mut limits: Vec<LimitView> = Vec::with_capacity(checks.len());
+        for c in &checks {
+            let s = self.limiter.standing(c, ns).await?;
+            limits.push(LimitView {
+                limit: c.limit,
+                quota: c.quota.to_string(),
+                remaining: s.remaining,
+                retry_after_ms: s.retry_after.map(|d| d.as_millis() as u64),
+            });
+        }
         let mut decision = ("allowed".to_string(), None::<Duration>);
         match &judgement {
             Judgement::Denied { entry } => decision = (format!("denied by {entry}"), None),
@@ -361,7 +397,7 @@ impl Admission {
                 }
             }
         }
-        Explanation {
+        Ok(Explanation {
             decision: decision.0,
             retry_after_ms: decision.1.map(|d| d.as_millis() as u64),
             limits,
@@ -372,7 +408,7 @@ impl Admission {
                 scopes: self.pumping.explain(&p.pumping, f.to, f.country, now),
                 judgement,
             },
-        }
+        })
     }
 }
 
@@ -422,8 +458,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_surge_of_one_client_leaves_the_others_their_share() {
+    #[tokio::test]
+    async fn a_surge_of_one_client_leaves_the_others_their_share() {
         let a = admission(&config());
         let rules = a.rules();
         let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
@@ -431,12 +467,15 @@ mod tests {
         // The bank (no reservation) takes all it can: the shared half.
         let mut bank_ok = 0;
         for n in 0..100 {
-            if a.admit_issue(&rules, &facts(&bank, n), T0).is_ok() {
+            if a.admit_issue(&rules, &facts(&bank, n), T0).await.is_ok() {
                 bank_ok += 1;
             }
         }
         assert_eq!(bank_ok, 5);
-        let refusal = a.admit_issue(&rules, &facts(&bank, 500), T0).unwrap_err();
+        let refusal = a
+            .admit_issue(&rules, &facts(&bank, 500), T0)
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 refusal,
@@ -449,9 +488,14 @@ mod tests {
         );
         // Sede still has its reserved half.
         for n in 0..5 {
-            a.admit_issue(&rules, &facts(&sede, 1000 + n), T0).unwrap();
+            a.admit_issue(&rules, &facts(&sede, 1000 + n), T0)
+                .await
+                .unwrap();
         }
-        let last = a.admit_issue(&rules, &facts(&sede, 2000), T0).unwrap_err();
+        let last = a
+            .admit_issue(&rules, &facts(&sede, 2000), T0)
+            .await
+            .unwrap_err();
         assert!(matches!(
             last,
             Refused::Limited(Refusal {
@@ -461,24 +505,24 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_refund_gives_the_destination_back() {
+    #[tokio::test]
+    async fn a_refund_gives_the_destination_back() {
         let a = admission(&config());
         let rules = a.rules();
         let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
         let f = facts(&bank, 1);
         for _ in 0..20 {
-            let admitted = a.admit_issue(&rules, &f, T0).unwrap();
-            a.refund_issue(&rules, &f, admitted, T0);
+            let admitted = a.admit_issue(&rules, &f, T0).await.unwrap();
+            a.refund_issue(&rules, &f, admitted, T0).await;
         }
-        let e = a.explain(&rules, &f, T0);
+        let e = a.explain(&rules, &f, T0).await.unwrap();
         assert_eq!(e.decision, "allowed");
         let dest = e.limits.iter().find(|l| l.limit == "destination").unwrap();
         assert_eq!(dest.remaining, 5);
     }
 
-    #[test]
-    fn deny_list_and_pumping_throttle() {
+    #[tokio::test]
+    async fn deny_list_and_pumping_throttle() {
         let a = admission(&config());
         let rules = a.rules();
         let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
@@ -488,7 +532,7 @@ mod tests {
             ..facts(&bank, 0)
         };
         assert_eq!(
-            a.admit_issue(&rules, &sat, T0).unwrap_err(),
+            a.admit_issue(&rules, &sat, T0).await.unwrap_err(),
             Refused::Denied {
                 entry: "+8821".into()
             }
@@ -498,14 +542,19 @@ mod tests {
             a.sent(&rules, facts(&bank, n).to, Region::parse("GB"), T0);
         }
         let later = T0.plus(Duration::from_secs(900));
-        let e = a.explain(&rules, &facts(&bank, 9), later);
+        let e = a.explain(&rules, &facts(&bank, 9), later).await.unwrap();
         assert!(
             matches!(e.pumping.judgement, Judgement::Suspect { .. }),
             "{e:?}"
         );
         // Throttled: one through, then refused by `pumping`.
-        a.admit_issue(&rules, &facts(&bank, 10), later).unwrap();
-        let r = a.admit_issue(&rules, &facts(&bank, 11), later).unwrap_err();
+        a.admit_issue(&rules, &facts(&bank, 10), later)
+            .await
+            .unwrap();
+        let r = a
+            .admit_issue(&rules, &facts(&bank, 11), later)
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 r,
@@ -518,8 +567,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn wrong_codes_for_a_subject_gate_new_codes() {
+    #[tokio::test]
+    async fn wrong_codes_for_a_subject_gate_new_codes() {
         let mut c = config();
         c.limits.check_subject = Rate::per(3, 3600);
         let a = admission(&c);
@@ -530,13 +579,16 @@ mod tests {
             ..facts(&bank, 1)
         };
         for _ in 0..3 {
-            a.wrong_code(&rules, "12345678Z", T0).unwrap();
+            a.wrong_code(&rules, "12345678Z", T0).await.unwrap();
         }
-        assert_eq!(
-            a.wrong_code(&rules, "12345678Z", T0).unwrap_err().limit,
-            "check_subject"
-        );
-        let r = a.admit_issue(&rules, &f, T0).unwrap_err();
+        assert!(matches!(
+            a.wrong_code(&rules, "12345678Z", T0).await.unwrap_err(),
+            Refused::Limited(Refusal {
+                limit: "check_subject",
+                ..
+            })
+        ));
+        let r = a.admit_issue(&rules, &f, T0).await.unwrap_err();
         assert!(matches!(
             r,
             Refused::Limited(Refusal {
@@ -549,6 +601,6 @@ mod tests {
             subject: Some("87654321X"),
             ..f
         };
-        a.admit_issue(&rules, &other, T0).unwrap();
+        a.admit_issue(&rules, &other, T0).await.unwrap();
     }
 }

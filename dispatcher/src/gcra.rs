@@ -54,6 +54,11 @@ impl Quota {
         Duration::from_nanos(self.emission)
     }
 
+    /// How far ahead of the schedule requests may run: `emission × (burst − 1)`.
+    pub fn tolerance(&self) -> Duration {
+        Duration::from_nanos(self.tolerance)
+    }
+
     pub fn burst(&self) -> u32 {
         (self.tolerance / self.emission + 1) as u32
     }

@@ -36,24 +36,50 @@ pub struct Refusal {
     pub retry_after: Duration,
 }
 
-/// Checks requests against keyed limits. Times are nanoseconds on a monotonic scale
-/// shared by every caller of one limiter.
+/// The limits' state cannot be reached (a shared store is down): nothing can be
+/// decided, so nothing is admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limits unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    Refused(Refusal),
+    Unavailable(Unavailable),
+}
+
+impl From<Refusal> for Denial {
+    fn from(r: Refusal) -> Self {
+        Denial::Refused(r)
+    }
+}
+
+impl From<Unavailable> for Denial {
+    fn from(u: Unavailable) -> Self {
+        Denial::Unavailable(u)
+    }
+}
+
+/// Checks requests against keyed limits. Times are nanoseconds on a scale shared by
+/// every caller of one limiter (Unix time, so that nodes sharing one agree).
+#[async_trait::async_trait]
 pub trait Limiter: Send + Sync {
     /// Allow (and charge every limit) or refuse (and charge none). When several
     /// limits refuse, the one that keeps the request out longest answers. At most
     /// [`MAX_CHECKS`] limits per request; more is a programming error and panics.
-    fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal>;
+    async fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Denial>;
 
     /// What [`Limiter::check`] would answer, charging nothing: for limits that gate a
     /// request but are charged by something else (wrong codes gate new codes).
-    fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal>;
+    async fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Denial>;
 
     /// Give back one charge to each limit: the request was admitted but sent nothing
     /// (a duplicate collapsed into an earlier one), so it should not count.
-    fn refund(&self, checks: &[Check<'_>], now: u64);
+    async fn refund(&self, checks: &[Check<'_>], now: u64) -> Result<(), Unavailable>;
 
     /// Where one limit's key stands, for explaining decisions.
-    fn standing(&self, check: &Check<'_>, now: u64) -> gcra::Standing;
+    async fn standing(&self, check: &Check<'_>, now: u64) -> Result<gcra::Standing, Unavailable>;
 }
 
 /// Limits one request may be checked against at once.
@@ -159,16 +185,37 @@ impl MemoryLimiter {
     }
 }
 
+#[async_trait::async_trait]
 impl Limiter for MemoryLimiter {
-    fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
+    async fn check(&self, checks: &[Check<'_>], now: u64) -> Result<(), Denial> {
+        Ok(self.check_now(checks, now)?)
+    }
+
+    async fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Denial> {
+        Ok(self.peek_now(checks, now)?)
+    }
+
+    async fn refund(&self, checks: &[Check<'_>], now: u64) -> Result<(), Unavailable> {
+        self.refund_now(checks, now);
+        Ok(())
+    }
+
+    async fn standing(&self, c: &Check<'_>, now: u64) -> Result<gcra::Standing, Unavailable> {
+        Ok(self.standing_now(c, now))
+    }
+}
+
+/// The same operations, synchronous: nothing in-process waits.
+impl MemoryLimiter {
+    pub fn check_now(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
         self.decide(checks, now, true)
     }
 
-    fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
+    pub fn peek_now(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
         self.decide(checks, now, false)
     }
 
-    fn standing(&self, c: &Check<'_>, now: u64) -> gcra::Standing {
+    pub fn standing_now(&self, c: &Check<'_>, now: u64) -> gcra::Standing {
         let id = self.id(c.limit, c.key);
         let tat = self.shards[Self::shard_of(id)]
             .lock()
@@ -178,7 +225,7 @@ impl Limiter for MemoryLimiter {
         gcra::standing(c.quota, tat, now)
     }
 
-    fn refund(&self, checks: &[Check<'_>], now: u64) {
+    pub fn refund_now(&self, checks: &[Check<'_>], now: u64) {
         for c in checks {
             let id = self.id(c.limit, c.key);
             let mut map = self.shards[Self::shard_of(id)].lock();
@@ -276,25 +323,28 @@ impl MemoryLimiter {
 /// tests of what callers do with either.
 pub struct FakeLimiter(pub Option<Refusal>);
 
+#[async_trait::async_trait]
 impl Limiter for FakeLimiter {
-    fn check(&self, _: &[Check<'_>], _: u64) -> Result<(), Refusal> {
+    async fn check(&self, _: &[Check<'_>], _: u64) -> Result<(), Denial> {
         match self.0 {
-            Some(r) => Err(r),
+            Some(r) => Err(r.into()),
             None => Ok(()),
         }
     }
 
-    fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Refusal> {
-        self.check(checks, now)
+    async fn peek(&self, checks: &[Check<'_>], now: u64) -> Result<(), Denial> {
+        self.check(checks, now).await
     }
 
-    fn refund(&self, _: &[Check<'_>], _: u64) {}
+    async fn refund(&self, _: &[Check<'_>], _: u64) -> Result<(), Unavailable> {
+        Ok(())
+    }
 
-    fn standing(&self, c: &Check<'_>, _: u64) -> gcra::Standing {
-        gcra::Standing {
+    async fn standing(&self, c: &Check<'_>, _: u64) -> Result<gcra::Standing, Unavailable> {
+        Ok(gcra::Standing {
             remaining: if self.0.is_some() { 0 } else { c.quota.burst() },
             retry_after: self.0.map(|r| r.retry_after),
-        }
+        })
     }
 }
 
@@ -324,15 +374,18 @@ mod tests {
             key: b"192.0.2.7",
             quota: q(2, 60),
         };
-        assert!(l.check(&[number, ip], now).is_ok());
-        assert!(l.check(&[number, ip], now).is_ok());
-        let refused = l.check(&[number, ip], now).unwrap_err();
+        assert!(l.check_now(&[number, ip], now).is_ok());
+        assert!(l.check_now(&[number, ip], now).is_ok());
+        let refused = l.check_now(&[number, ip], now).unwrap_err();
         assert_eq!(refused.limit, "ip");
         // The number was charged twice, not three times: three more pass alone.
         for _ in 0..3 {
-            assert!(l.check(&[number], now).is_ok());
+            assert!(l.check_now(&[number], now).is_ok());
         }
-        assert_eq!(l.check(&[number], now).unwrap_err().limit, "destination");
+        assert_eq!(
+            l.check_now(&[number], now).unwrap_err().limit,
+            "destination"
+        );
     }
 
     #[test]
@@ -348,8 +401,8 @@ mod tests {
             key: b"k",
             quota: q(1, 100),
         };
-        l.check(&[a, b], S).unwrap();
-        let r = l.check(&[a, b], S).unwrap_err();
+        l.check_now(&[a, b], S).unwrap();
+        let r = l.check_now(&[a, b], S).unwrap_err();
         assert_eq!((r.limit, r.retry_after), ("long", Duration::from_secs(100)));
     }
 
@@ -362,19 +415,19 @@ mod tests {
             quota: q(2, 600),
         };
         for _ in 0..5 {
-            assert!(l.peek(&[c], S).is_ok());
+            assert!(l.peek_now(&[c], S).is_ok());
         }
-        l.check(&[c], S).unwrap();
-        l.check(&[c], S).unwrap();
-        assert_eq!(l.peek(&[c], S).unwrap_err().limit, "destination");
-        l.refund(&[c], S);
-        assert!(l.peek(&[c], S).is_ok());
-        l.check(&[c], S).unwrap();
-        assert!(l.check(&[c], S).is_err());
+        l.check_now(&[c], S).unwrap();
+        l.check_now(&[c], S).unwrap();
+        assert_eq!(l.peek_now(&[c], S).unwrap_err().limit, "destination");
+        l.refund_now(&[c], S);
+        assert!(l.peek_now(&[c], S).is_ok());
+        l.check_now(&[c], S).unwrap();
+        assert!(l.check_now(&[c], S).is_err());
         // Refunding every charge forgets the key; refunding an unknown key is a no-op.
-        l.refund(&[c], S);
-        l.refund(&[c], S);
-        l.refund(&[c], S);
+        l.refund_now(&[c], S);
+        l.refund_now(&[c], S);
+        l.refund_now(&[c], S);
         assert!(l.is_empty());
     }
 
@@ -386,8 +439,11 @@ mod tests {
             key: b"k",
             quota: q(1, 10),
         };
-        assert!(l.check(&[c, c], S).is_err());
-        assert!(l.check(&[c], S).is_ok(), "the refused pair charged nothing");
+        assert!(l.check_now(&[c, c], S).is_err());
+        assert!(
+            l.check_now(&[c], S).is_ok(),
+            "the refused pair charged nothing"
+        );
     }
 
     #[test]
@@ -400,7 +456,7 @@ mod tests {
                 key: &key,
                 quota: q(5, 600),
             };
-            l.check(&[c], S).unwrap();
+            l.check_now(&[c], S).unwrap();
         }
         assert_eq!(l.len(), 10_000);
         // Each key's TAT is one interval (120 s) ahead: still held at 100 s…
@@ -432,7 +488,7 @@ mod tests {
                                 quota: q(5, 600),
                             },
                         ];
-                        if l.check(&checks, S).is_ok() {
+                        if l.check_now(&checks, S).is_ok() {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -475,15 +531,15 @@ mod tests {
                     Check { limit: "destination", key: &nk, quota: quotas[1] },
                     Check { limit: "ip", key: &ik, quota: quotas[2] },
                 ];
-                let before: Vec<_> = checks.iter().map(|c| l.standing(c, now)).collect();
-                match l.check(&checks, now) {
+                let before: Vec<_> = checks.iter().map(|c| l.standing_now(c, now)).collect();
+                match l.check_now(&checks, now) {
                     Ok(()) => {
                         for (i, key) in [(0, 0), (1, number), (2, ip)] {
                             allowed.entry((i, key)).or_default().push(now);
                         }
                     }
                     Err(_) => {
-                        let after: Vec<_> = checks.iter().map(|c| l.standing(c, now)).collect();
+                        let after: Vec<_> = checks.iter().map(|c| l.standing_now(c, now)).collect();
                         proptest::prop_assert_eq!(before, after, "a refusal charged something");
                     }
                 }
@@ -502,13 +558,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_fake_answers_as_told() {
+    #[tokio::test]
+    async fn the_fake_answers_as_told() {
         let refusal = Refusal {
             limit: "x",
             retry_after: Duration::from_secs(1),
         };
-        assert_eq!(FakeLimiter(Some(refusal)).check(&[], 0), Err(refusal));
-        assert_eq!(FakeLimiter(None).check(&[], 0), Ok(()));
+        assert_eq!(
+            FakeLimiter(Some(refusal)).check(&[], 0).await,
+            Err(Denial::Refused(refusal))
+        );
+        assert_eq!(FakeLimiter(None).check(&[], 0).await, Ok(()));
     }
 }

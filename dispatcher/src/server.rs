@@ -36,10 +36,11 @@ use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
 use crate::config::{BindModeConfig, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind};
 use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::engine::{Engine, Purpose};
-use crate::limiter::MemoryLimiter;
+use crate::limiter::{Limiter, MemoryLimiter};
 use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
 use crate::routing::{Plan, Router};
+use crate::store::redis::limiter::RedisLimiter;
 use crate::store::redis::{Keys, Redis};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::verification::Policy;
@@ -118,21 +119,24 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let keys = CodeKeys::derive(&server_secret(&config)?);
-        let store: Arc<dyn Store> = match (deps.store, config.store.kind) {
+        // With Redis, it holds everything shared: records and limits alike.
+        let redis = match config.store.kind {
+            StoreKind::Memory => None,
+            StoreKind::Redis => {
+                Some(Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?)
+            }
+        };
+        let store: Arc<dyn Store> = match (deps.store, &redis) {
             (Some(store), _) => store,
-            (None, StoreKind::Memory) => Arc::new(MemoryStore::new(
+            (None, None) => Arc::new(MemoryStore::new(
                 config.store.shards,
                 config.store.retention,
             )),
-            (None, StoreKind::Redis) => {
-                let redis =
-                    Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?;
-                Arc::new(RedisStore::new(
-                    redis,
-                    Keys::new(&config.redis.prefix, config.redis.partitions),
-                    config.store.retention,
-                ))
-            }
+            (None, Some(redis)) => Arc::new(RedisStore::new(
+                redis.clone(),
+                Keys::new(&config.redis.prefix, config.redis.partitions),
+                config.store.retention,
+            )),
         };
         let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let channels = match deps.channels {
@@ -144,8 +148,13 @@ impl Server {
         let router = Arc::new(
             Router::new(&channels.sms, plan).map_err(|e| ServerError::Routing(e.to_string()))?,
         );
-        let limiter = Arc::new(MemoryLimiter::new());
-        let admission = Arc::new(Admission::new(limiter.clone(), Rules::new(&config)));
+        let memory_limiter = redis.is_none().then(|| Arc::new(MemoryLimiter::new()));
+        let limiter: Arc<dyn Limiter> = match (&redis, &memory_limiter) {
+            (Some(redis), _) => Arc::new(RedisLimiter::new(redis.clone(), &config.redis.prefix)),
+            (None, Some(memory)) => memory.clone(),
+            (None, None) => unreachable!("one or the other"),
+        };
+        let admission = Arc::new(Admission::new(limiter, Rules::new(&config)));
         if config.clients.is_empty() {
             tracing::warn!(
                 "no [[clients]] configured: the API is open to anyone who can reach it (keep it on loopback)"
@@ -212,7 +221,7 @@ impl Server {
         }
         let reclaimer = tokio::spawn(reclaim(
             admission.clone(),
-            limiter,
+            memory_limiter,
             deps.clock.clone(),
             stop_rx.clone(),
         ));
@@ -612,7 +621,8 @@ async fn escalate(engine: Arc<Engine>, every: Duration, mut stop: watch::Receive
 /// `limits.reclaim_interval` (read again after a reload), until stopped.
 async fn reclaim(
     admission: Arc<Admission>,
-    limiter: Arc<MemoryLimiter>,
+    // Redis expires its limit keys by itself.
+    limiter: Option<Arc<MemoryLimiter>>,
     clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -620,7 +630,8 @@ async fn reclaim(
         let every = admission.rules().policy.reclaim_interval;
         tokio::select! {
             () = tokio::time::sleep(every) => {
-                admission.reclaim(|now| limiter.reclaim(now), clock.now());
+                let reclaim_limiter = |now| limiter.as_ref().map_or(0, |l| l.reclaim(now));
+                admission.reclaim(reclaim_limiter, clock.now());
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {

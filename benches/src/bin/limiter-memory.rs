@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use otpd::gcra::Quota;
-use otpd::limiter::{Check, Limiter, MemoryLimiter};
+use otpd::limiter::{Check, MemoryLimiter};
 use otpd_benches::resident_bytes;
 
 fn main() -> anyhow::Result<()> {
@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
             quota,
         };
         limiter
-            .check(&[check], now)
+            .check_now(&[check], now)
             .map_err(|r| anyhow::anyhow!("refused: {r:?}"))?;
     }
     let after = resident_bytes().unwrap_or(0);

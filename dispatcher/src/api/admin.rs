@@ -167,7 +167,11 @@ pub async fn limits(
         client: &client,
         purpose: &purpose.name,
     };
-    let explanation = state.admission.explain(&rules, &facts, state.engine.now());
+    let explanation = state
+        .admission
+        .explain(&rules, &facts, state.engine.now())
+        .await
+        .map_err(super::error::limits_unavailable)?;
     Ok(Json(json!({
         "number": number.e164.to_string(),
         "country": number.country,

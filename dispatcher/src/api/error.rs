@@ -132,6 +132,15 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    pub fn limits_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "limits_unavailable",
+            "the rate limits cannot be checked right now; retry later",
+        )
+        .retry_after(Duration::from_secs(1))
+    }
+
     pub fn store_unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,4 +205,10 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The limiter's store is down: log it, answer 503.
+pub fn limits_unavailable(e: crate::limiter::Unavailable) -> ApiError {
+    tracing::error!(error = %e, "limiter failure");
+    ApiError::limits_unavailable()
 }

@@ -597,6 +597,7 @@ fn refused(r: Refused) -> ApiError {
         )
         .field("to")
         .limit("deny_list"),
+        Refused::Unavailable(e) => super::error::limits_unavailable(e),
     }
 }
 
@@ -622,12 +623,18 @@ async fn issue(
     let admitted = state
         .admission
         .admit_issue(rules, &facts, now)
+        .await
         .map_err(refused)?;
     let result = state.engine.issue(request).await;
     match &result {
         Ok(Issued::Created(_) | Issued::Resent(_)) => state.admission.sent(rules, to, country, now),
         // Nothing was sent: the limits get their charge back.
-        _ => state.admission.refund_issue(rules, &facts, admitted, now),
+        _ => {
+            state
+                .admission
+                .refund_issue(rules, &facts, admitted, now)
+                .await
+        }
     }
     match result {
         Ok(issued) => {
@@ -706,7 +713,8 @@ pub async fn check(
     state
         .admission
         .admit_check(&rules, ip, now)
-        .map_err(ApiError::limited)?;
+        .await
+        .map_err(refused)?;
     let owner = client.id().map(|n| &**n);
     let result = state
         .engine
@@ -721,8 +729,12 @@ pub async fn check(
             .converted(&rules, result.to, result.country, now),
         CheckOutcome::Wrong { .. } | CheckOutcome::Locked => {
             if let Some(subject) = &result.subject
-                && let Err(refusal) = state.admission.wrong_code(&rules, subject, now)
+                && let Err(refusal) = state.admission.wrong_code(&rules, subject, now).await
             {
+                let refusal = match refusal {
+                    Refused::Limited(r) => r,
+                    other => return Err(refused(other)),
+                };
                 // Guessing across verifications: lock this one too.
                 state
                     .engine

@@ -92,28 +92,48 @@ impl Keys {
     }
 }
 
+/// The Redis Cluster slot of a key: CRC16/XMODEM of its hash tag (the text between
+/// the first `{` and the next `}`, if not empty) or of the whole key, mod 16384.
+pub fn slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|a| {
+            let rest = &key[a + 1..];
+            let b = rest.iter().position(|&b| b == b'}')?;
+            (b > 0).then(|| &rest[..b])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in tagged {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The slot Redis Cluster computes (CRC16/XMODEM of the hash tag, mod 16384).
     fn slot(key: &str) -> u16 {
-        let tagged = match (key.find('{'), key.find('}')) {
-            (Some(a), Some(b)) if b > a + 1 => &key[a + 1..b],
-            _ => key,
-        };
-        let mut crc: u16 = 0;
-        for &byte in tagged.as_bytes() {
-            crc ^= u16::from(byte) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
+        super::slot(key.as_bytes())
+    }
+
+    #[test]
+    fn slots_are_those_redis_computes() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod conn;
 pub mod keys;
+pub mod limiter;
 pub mod record;
 pub mod subscriber;
 
