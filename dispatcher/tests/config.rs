@@ -187,6 +187,28 @@ fn impossible_values_are_named() {
             "bind_mode",
         ),
         ("[store]\nkind = \"postgres\"\n", "store.kind"),
+        ("[store]\nkind = \"redis\"\n", "codes.secret"),
+        (
+            "[store]\nkind = \"redis\"\n[codes]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[redis]\nurls = [\"http://x\"]\n",
+            "redis.urls[0]",
+        ),
+        (
+            "[store]\nkind = \"redis\"\n[codes]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[redis]\nurls = [\"redis://a:1\", \"redis://b:2\"]\n",
+            "cluster = true",
+        ),
+        (
+            "[store]\nkind = \"redis\"\n[codes]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[redis]\npartitions = 0\n",
+            "redis.partitions",
+        ),
+        (
+            "[store]\nkind = \"redis\"\n[codes]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[redis]\nprefix = \"a b\"\n",
+            "redis.prefix",
+        ),
+        (
+            "[store]\nkind = \"redis\"\n[codes]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[redis]\ntimeout = \"0s\"\n",
+            "redis.timeout",
+        ),
+        ("[redis]\nurls = \"redis://x\"\n", "redis.urls"),
         ("[server]\nbody_limit = 10\n", "server.body_limit"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
     ];
