@@ -115,6 +115,7 @@ pub fn engine(
                 max_attempts: 1,
                 backoff: Duration::from_millis(1),
             },
+            name: Arc::from("bench"),
         }
         .run(jobs, stop_rx),
     );

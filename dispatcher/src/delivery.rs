@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::route::Target;
 use crate::routing::{CarrierSlot, Router};
-use crate::store::Store;
+use crate::store::{JobReceipt, Store, TakeSend};
 use crate::subscriber::{Device, Platform};
 use crate::template;
 use crate::throttle::ThrottleError;
@@ -54,6 +54,8 @@ pub struct DeliveryJob {
     pub match_code: Option<MatchCode>,
     /// The provider's acceptance counts as the app's acknowledgement.
     pub provider_ack: bool,
+    /// Where to acknowledge the job, when it came from the store's queue.
+    pub receipt: Option<JobReceipt>,
 }
 
 /// Which kind of channel a request goes to: `auto` is push when the subject has a
@@ -212,6 +214,8 @@ pub struct Workers {
     pub metrics: Arc<Metrics>,
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    /// This node's name, under which its workers take sends (see [`Store::take_send`]).
+    pub name: Arc<str>,
 }
 
 /// The next job, or `None` once the queue is closed and drained. Closes the queue
@@ -263,6 +267,35 @@ impl Workers {
     }
 
     async fn deliver(&self, mut job: DeliveryJob) {
+        if let Some(receipt) = &job.receipt {
+            match self.store.take_send(&job.id, job.send, &self.name).await {
+                Ok(TakeSend::Go) => {}
+                Ok(TakeSend::Answered | TakeSend::Gone) => {
+                    // Done before (or nothing left to do): only acknowledge the job.
+                    // The store records nothing over an answered or missing send.
+                    let nothing = SendResult::Failed {
+                        error: "already answered".into(),
+                    };
+                    self.record(&job, nothing, None).await;
+                    return;
+                }
+                Ok(TakeSend::Interrupted) if receipt.claimed => {
+                    tracing::warn!(id = %job.id, send = job.send, "a node stopped while sending this; not sent again");
+                    let interrupted = SendResult::Failed {
+                        error: "interrupted: the node sending it stopped before the channel answered; not sent again, to avoid a duplicate".into(),
+                    };
+                    self.record(&job, interrupted, None).await;
+                    return;
+                }
+                // Another worker took it over meanwhile; it is theirs.
+                Ok(TakeSend::Interrupted) => return,
+                Err(e) => {
+                    // Left pending in the queue: claimed and retried later.
+                    tracing::warn!(id = %job.id, error = %e, "could not take a send");
+                    return;
+                }
+            }
+        }
         loop {
             let started = self.clock.now();
             let (result, details) = match job.kind {
@@ -277,13 +310,7 @@ impl Workers {
                     self.metrics.send_failed(job.kind)
                 }
             }
-            if let Err(e) = self
-                .store
-                .record_send(&job.id, job.send, result, details, now)
-                .await
-            {
-                tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
-            }
+            self.record(&job, result, details).await;
             if job.kind != ChannelKind::Push {
                 return;
             }
@@ -305,6 +332,10 @@ impl Workers {
                 Ok(Some(v)) => {
                     self.metrics.escalated(EscalationCause::PushFailed);
                     tracing::info!(id = %job.id, "push failed: sending the code by SMS");
+                    if job.receipt.is_some() {
+                        // The store queued the SMS send with the escalation.
+                        return;
+                    }
                     job.kind = ChannelKind::Sms;
                     job.send = v.sends().len() as u8;
                 }
@@ -314,6 +345,32 @@ impl Workers {
                     return;
                 }
             }
+        }
+    }
+
+    /// Record a channel's answer, acknowledging the job in the same step when it came
+    /// from the store's queue.
+    async fn record(
+        &self,
+        job: &DeliveryJob,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+    ) {
+        let now = self.clock.now();
+        let recorded = match &job.receipt {
+            Some(r) => {
+                self.store
+                    .record_send_and_ack(&job.id, job.send, result, details, now, r)
+                    .await
+            }
+            None => {
+                self.store
+                    .record_send(&job.id, job.send, result, details, now)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
         }
     }
 

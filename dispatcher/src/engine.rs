@@ -83,6 +83,9 @@ pub enum IssueError {
 
 pub struct Engine {
     store: Arc<dyn Store>,
+    /// The store queues each send in the same step as it records it (Redis streams):
+    /// this node's workers get them from there, whichever node asked.
+    store_queues: bool,
     keys: CodeKeys,
     queue: DeliveryQueue,
     clock: Arc<dyn Clock>,
@@ -101,6 +104,7 @@ impl Engine {
     ) -> Self {
         Self {
             store,
+            store_queues: false,
             keys,
             queue,
             clock,
@@ -110,6 +114,17 @@ impl Engine {
                 .collect(),
             metrics,
         }
+    }
+
+    /// Sends are queued by the store itself (see [`Engine::store_queues`]).
+    pub fn with_store_queue(mut self) -> Self {
+        self.store_queues = true;
+        self
+    }
+
+    /// Whether sends go through the store's queue rather than this process's.
+    pub fn store_queues(&self) -> bool {
+        self.store_queues
     }
 
     pub fn purpose(&self, name: &str) -> Option<&Purpose> {
@@ -143,10 +158,14 @@ impl Engine {
     /// purpose. Reserves the queue slot first: when the queue is full nothing is
     /// created.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
-        let slot = self.queue.try_reserve().map_err(|_| {
-            self.metrics.overloaded();
-            IssueError::Overloaded
-        })?;
+        let slot = if self.store_queues {
+            None
+        } else {
+            Some(self.queue.try_reserve().map_err(|_| {
+                self.metrics.overloaded();
+                IssueError::Overloaded
+            })?)
+        };
         let now = self.clock.now();
 
         let policy = req.purpose.policy;
@@ -184,6 +203,10 @@ impl Engine {
                 self.metrics.created();
                 (Issued::Created(candidate), code)
             }
+            IssueOutcome::Overloaded => {
+                self.metrics.overloaded();
+                return Err(IssueError::Overloaded);
+            }
             IssueOutcome::Resent(v) => {
                 self.metrics.resent();
                 // Same verification, same code: recover it from its sealed form.
@@ -215,6 +238,10 @@ impl Engine {
                 });
             }
         };
+        let Some(slot) = slot else {
+            // Queued by the store with the verification.
+            return Ok(issued);
+        };
         let v = issued.verification();
         let last = v
             .sends()
@@ -232,6 +259,7 @@ impl Engine {
             subject: v.subject.clone(),
             match_code: v.match_code,
             provider_ack: req.purpose.provider_ack,
+            receipt: None,
         });
         Ok(issued)
     }
@@ -282,6 +310,9 @@ impl Engine {
             };
             self.metrics.escalated(EscalationCause::Timeout);
             escalated += 1;
+            if self.store_queues {
+                continue;
+            }
             let send = v.sends().len() as u8;
             let job = DeliveryJob {
                 id: v.id,
@@ -295,6 +326,7 @@ impl Engine {
                 subject: None,
                 match_code: None,
                 provider_ack: false,
+                receipt: None,
             };
             tracing::info!(%id, "push not acknowledged in time: sending the code by SMS");
             if self.queue.send(job).await.is_err() {

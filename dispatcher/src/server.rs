@@ -41,6 +41,7 @@ use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
 use crate::routing::{Plan, Router};
 use crate::store::redis::limiter::RedisLimiter;
+use crate::store::redis::queue::StreamConsumer;
 use crate::store::redis::{Keys, Redis};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::verification::Policy;
@@ -126,18 +127,24 @@ impl Server {
                 Some(Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?)
             }
         };
+        // Sends go through Redis streams when the store is the Redis one built here.
+        let store_queues = redis.is_some() && deps.store.is_none();
         let store: Arc<dyn Store> = match (deps.store, &redis) {
             (Some(store), _) => store,
             (None, None) => Arc::new(MemoryStore::new(
                 config.store.shards,
                 config.store.retention,
             )),
-            (None, Some(redis)) => Arc::new(RedisStore::new(
-                redis.clone(),
-                Keys::new(&config.redis.prefix, config.redis.partitions),
-                config.store.retention,
-            )),
+            (None, Some(redis)) => Arc::new(
+                RedisStore::new(
+                    redis.clone(),
+                    Keys::new(&config.redis.prefix, config.redis.partitions),
+                    config.store.retention,
+                )
+                .with_queue(config.delivery.queue_capacity),
+            ),
         };
+
         let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let channels = match deps.channels {
             Some(channels) => channels,
@@ -180,14 +187,23 @@ impl Server {
             },
             provider_ack: p.push_ack == crate::config::PushAck::Provider,
         });
-        let engine = Arc::new(Engine::new(
+        let provider_ack: std::collections::HashMap<Box<str>, bool> = purposes
+            .clone()
+            .map(|p| (Box::from(&*p.name), p.provider_ack))
+            .collect();
+        let mut engine = Engine::new(
             store.clone(),
-            keys,
-            queue,
+            keys.clone(),
+            queue.clone(),
             deps.clock.clone(),
             purposes,
             metrics.clone(),
-        ));
+        );
+        if store_queues {
+            engine = engine.with_store_queue();
+        }
+        let engine = Arc::new(engine);
+        let node = node_name();
 
         let (stop, stop_rx) = watch::channel(false);
         let (stop_workers, stop_workers_rx) = watch::channel(false);
@@ -204,9 +220,25 @@ impl Server {
                     max_attempts: config.delivery.max_attempts,
                     backoff: config.delivery.retry_backoff,
                 },
+                name: node.clone(),
             }
             .run(jobs, stop_workers_rx),
         );
+        // Jobs from the shared streams into this node's queue, until the stop.
+        let consumer = match (&redis, store_queues) {
+            (Some(redis), true) => Some(tokio::spawn(
+                StreamConsumer {
+                    redis: redis.clone(),
+                    keys: Keys::new(&config.redis.prefix, config.redis.partitions),
+                    name: node.clone(),
+                    codes: keys,
+                    provider_ack,
+                    claim_after: config.redis.claim_after,
+                }
+                .run(queue, stop_rx.clone()),
+            )),
+            _ => None,
+        };
         // Delivery reports from every channel that has them (one task per channel).
         let mut report_tasks = Vec::new();
         for channel in &channels.sms {
@@ -287,6 +319,10 @@ impl Server {
             };
             // Requests are done, and escalations stop queuing: deliver what was queued.
             let _ = escalator.await;
+            // No more jobs from the shared streams; those read are delivered.
+            if let Some(consumer) = consumer {
+                let _ = consumer.await;
+            }
             let _ = stop_workers.send(true);
             if tokio::time::timeout(grace, workers).await.is_err() {
                 tracing::error!(
@@ -666,4 +702,21 @@ async fn sweep(
             }
         }
     }
+}
+
+/// This process's name among the nodes sharing a Redis: host, process id and a
+/// random part (a restarted process is another consumer; its old jobs are claimed).
+fn node_name() -> Arc<str> {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "otpd".into());
+    let mut random = [0u8; 4];
+    let _ = getrandom::fill(&mut random);
+    Arc::from(format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        hex::encode(random)
+    ))
 }

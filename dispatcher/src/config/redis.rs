@@ -41,6 +41,10 @@ pub struct RedisConfig {
     /// How long making a connection may take.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a delivery job may sit unanswered with one node before another
+    /// claims it (the first is presumed dead). Longer than a send can take.
+    #[serde(with = "humantime_serde")]
+    pub claim_after: Duration,
 }
 
 impl Default for RedisConfig {
@@ -57,6 +61,7 @@ impl Default for RedisConfig {
             tls_key: None,
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            claim_after: Duration::from_secs(30),
         }
     }
 }
@@ -126,6 +131,15 @@ impl RedisConfig {
                     "must be between 1ms and 60s",
                 ));
             }
+        }
+        if self.claim_after < Duration::from_millis(100)
+            || self.claim_after > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "redis.claim_after",
+                humantime::format_duration(self.claim_after).to_string(),
+                "must be between 100ms and 1h",
+            ));
         }
         Ok(())
     }

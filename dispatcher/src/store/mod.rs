@@ -37,6 +37,9 @@ pub enum IssueOutcome {
     /// A pending one existed: another send of its code was queued on it. The
     /// candidate was discarded.
     Resent(Verification),
+    /// The store queues deliveries itself (Redis streams) and that queue is full:
+    /// nothing was written.
+    Overloaded,
     /// A pending one existed but may not be re-sent yet (or any more).
     Refused {
         existing: VerificationId,
@@ -56,6 +59,31 @@ pub struct CheckResult {
     pub to: E164,
     pub country: Option<crate::number::Region>,
     pub subject: Option<Box<str>>,
+}
+
+/// Where a delivery job handed out by a store-held queue is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReceipt {
+    /// The stream (queue) the job came from.
+    pub stream: String,
+    /// Its entry there.
+    pub entry: String,
+    /// Whether it was claimed from another worker that went quiet (else read new).
+    pub claimed: bool,
+}
+
+/// Whether a worker may hand a send to its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeSend {
+    /// Yes: it is now this worker's.
+    Go,
+    /// It was answered already (the job came round again): only acknowledge it.
+    Answered,
+    /// Another worker took it and never answered. It may have reached the channel,
+    /// so it is not sent again.
+    Interrupted,
+    /// The verification (or that send) is gone.
+    Gone,
 }
 
 /// What `put_subscriber` did.
@@ -150,6 +178,32 @@ pub trait Store: Send + Sync + 'static {
         details: Option<Box<SendDetails>>,
         now: UnixMillis,
     ) -> Result<bool, StoreError>;
+
+    /// Before handing send `send` to a channel: make it `worker`'s, so that a job
+    /// handed out twice is sent once. A store that hands each job out once (the
+    /// memory one) always says go.
+    async fn take_send(
+        &self,
+        _id: &VerificationId,
+        _send: u8,
+        _worker: &str,
+    ) -> Result<TakeSend, StoreError> {
+        Ok(TakeSend::Go)
+    }
+
+    /// [`Store::record_send`], and acknowledge the job that carried the send, in one
+    /// step (a store that keeps no queue has nothing to acknowledge).
+    async fn record_send_and_ack(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+        _receipt: &JobReceipt,
+    ) -> Result<bool, StoreError> {
+        self.record_send(id, send, result, details, now).await
+    }
 
     /// Record a delivery report for send number `send`. Returns false if the
     /// verification is gone or the report changes nothing.

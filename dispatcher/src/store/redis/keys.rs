@@ -72,6 +72,16 @@ impl Keys {
         self.escalations(self.partition_of(id.shard_tag()))
     }
 
+    /// The partition's delivery stream.
+    pub fn stream(&self, partition: u16) -> String {
+        self.partition_prefix(partition) + "q"
+    }
+
+    /// The delivery stream a verification's jobs go to.
+    pub fn stream_of(&self, id: &VerificationId) -> String {
+        self.stream(self.partition_of(id.shard_tag()))
+    }
+
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)
     }
@@ -145,6 +155,7 @@ mod tests {
             let v = keys.verification(&id);
             assert_eq!(slot(&v), slot(&keys.dedupe(to, "login", Some("bank"))));
             assert_eq!(slot(&v), slot(&keys.escalations_of(&id)));
+            assert_eq!(slot(&v), slot(&keys.stream_of(&id)));
             assert_eq!(Keys::id_of(v.as_bytes()), Some(id));
         }
         assert_eq!(

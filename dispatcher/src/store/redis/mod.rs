@@ -13,6 +13,7 @@
 pub mod conn;
 pub mod keys;
 pub mod limiter;
+pub mod queue;
 pub mod record;
 pub mod subscriber;
 
@@ -37,8 +38,8 @@ pub use conn::{ConnectError, Redis};
 pub use keys::Keys;
 
 use super::{
-    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store, StoreError,
-    StoredResponse,
+    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, JobReceipt, PutSubscriber, Store,
+    StoreError, StoredResponse, TakeSend,
 };
 use conn::unavailable;
 use record::{Fields, bytes, fields};
@@ -59,6 +60,7 @@ struct Scripts {
     acknowledge: Script,
     escalate: Script,
     due: Script,
+    take_send: Script,
     idempotency_begin: Script,
     idempotency_finish: Script,
     idempotency_abandon: Script,
@@ -77,6 +79,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     acknowledge: lifecycle(include_str!("lua/acknowledge.lua")),
     escalate: lifecycle(include_str!("lua/escalate.lua")),
     due: Script::new(include_str!("lua/due.lua")),
+    take_send: Script::new(include_str!("lua/take_send.lua")),
     idempotency_begin: Script::new(include_str!("lua/idempotency_begin.lua")),
     idempotency_finish: Script::new(include_str!("lua/idempotency_finish.lua")),
     idempotency_abandon: Script::new(include_str!("lua/idempotency_abandon.lua")),
@@ -90,6 +93,9 @@ pub struct RedisStore {
     redis: Redis,
     keys: Keys,
     retention: Duration,
+    /// With a queue: each stream's capacity; sends are appended to the streams in
+    /// the same step as they are recorded.
+    queue: Option<usize>,
 }
 
 impl RedisStore {
@@ -99,7 +105,15 @@ impl RedisStore {
             redis,
             keys,
             retention,
+            queue: None,
         }
+    }
+
+    /// Queue every send on the delivery streams (see [`queue`]), each holding at most
+    /// `capacity` unanswered jobs; past that, `issue` answers `Overloaded`.
+    pub fn with_queue(mut self, capacity: usize) -> Self {
+        self.queue = Some(capacity.max(1));
+        self
     }
 
     pub fn keys(&self) -> &Keys {
@@ -163,6 +177,39 @@ impl RedisStore {
     fn verification(&self, id: VerificationId, v: Value) -> Result<Verification, StoreError> {
         record::decode(id, &fields(v)?)
     }
+
+    /// Record a channel's answer; with a receipt, acknowledge and delete its job in
+    /// the same script (the stream is in the verification's slot).
+    async fn record_answer(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+        receipt: Option<&JobReceipt>,
+    ) -> Result<bool, StoreError> {
+        let (kind, text) = match result {
+            SendResult::Sent { reference } => ("sent", reference),
+            SendResult::Failed { error } => ("failed", error),
+            SendResult::Expired { error } => ("expired", error),
+        };
+        let mut inv = SCRIPTS.record_send.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .key(self.keys.stream_of(id))
+            .arg(send)
+            .arg(kind)
+            .arg(text)
+            .arg(
+                details
+                    .as_deref()
+                    .map(record::encode_details)
+                    .unwrap_or_default(),
+            )
+            .arg(now.0)
+            .arg(receipt.map_or("", |r| r.entry.as_str()));
+        Ok(int(self.run(&inv).await?)? == 1)
+    }
 }
 
 #[async_trait]
@@ -177,6 +224,7 @@ impl Store for RedisStore {
         inv.key(self.keys.dedupe(c.to, &c.purpose, c.client.as_deref()))
             .key(self.keys.verification(&c.id))
             .key(self.keys.escalations_of(&c.id))
+            .key(self.keys.stream_of(&c.id))
             .arg(now.0)
             .arg(ms_until(now, c.expires_at.plus(self.retention)))
             .arg(ms_until(now, c.expires_at))
@@ -185,7 +233,8 @@ impl Store for RedisStore {
             .arg(
                 c.escalate_at()
                     .map_or_else(String::new, |t| t.0.to_string()),
-            );
+            )
+            .arg(self.queue.map_or_else(String::new, |n| n.to_string()));
         for (k, v) in record::encode(c) {
             inv.arg(k).arg(v);
         }
@@ -193,6 +242,7 @@ impl Store for RedisStore {
         let kind = text(reply.next().ok_or_else(|| corrupt("empty"))?)?;
         match kind.as_str() {
             "created" => Ok(IssueOutcome::Created),
+            "overloaded" => Ok(IssueOutcome::Overloaded),
             "resent" => {
                 let key = bytes(reply.next().ok_or_else(|| corrupt("no key"))?)?;
                 let id = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
@@ -318,24 +368,38 @@ impl Store for RedisStore {
         details: Option<Box<SendDetails>>,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let (kind, text) = match result {
-            SendResult::Sent { reference } => ("sent", reference),
-            SendResult::Failed { error } => ("failed", error),
-            SendResult::Expired { error } => ("expired", error),
-        };
-        let mut inv = SCRIPTS.record_send.prepare_invoke();
-        inv.key(self.keys.verification(id))
-            .arg(send)
-            .arg(kind)
-            .arg(text)
-            .arg(
-                details
-                    .as_deref()
-                    .map(record::encode_details)
-                    .unwrap_or_default(),
-            )
-            .arg(now.0);
-        Ok(int(self.run(&inv).await?)? == 1)
+        self.record_answer(id, send, result, details, now, None)
+            .await
+    }
+
+    async fn take_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        worker: &str,
+    ) -> Result<TakeSend, StoreError> {
+        let mut inv = SCRIPTS.take_send.prepare_invoke();
+        inv.key(self.keys.verification(id)).arg(send).arg(worker);
+        Ok(match text(self.run(&inv).await?)?.as_str() {
+            "go" => TakeSend::Go,
+            "answered" => TakeSend::Answered,
+            "interrupted" => TakeSend::Interrupted,
+            "gone" => TakeSend::Gone,
+            other => return Err(corrupt(other)),
+        })
+    }
+
+    async fn record_send_and_ack(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+        receipt: &JobReceipt,
+    ) -> Result<bool, StoreError> {
+        self.record_answer(id, send, result, details, now, Some(receipt))
+            .await
     }
 
     async fn record_report(
@@ -389,8 +453,10 @@ impl Store for RedisStore {
         let mut inv = SCRIPTS.escalate.prepare_invoke();
         inv.key(self.keys.verification(id))
             .key(self.keys.escalations_of(id))
+            .key(self.keys.stream_of(id))
             .arg(cause.as_str())
-            .arg(now.0);
+            .arg(now.0)
+            .arg(if self.queue.is_some() { "1" } else { "" });
         match self.run(&inv).await? {
             Value::Nil => Ok(None),
             reply => self.verification(*id, reply).map(Some),

@@ -1,6 +1,7 @@
 -- Queue the SMS send of a pending escalation if it is due, at most once.
--- KEYS[1] the record; KEYS[2] the escalation index. ARGV[1] 'push_timeout' (due
--- only at its time) or 'push_failed' (at once); ARGV[2] now.
+-- KEYS[1] the record; KEYS[2] the escalation index; KEYS[3] the delivery stream.
+-- ARGV[1] 'push_timeout' (due only at its time) or 'push_failed' (at once);
+-- ARGV[2] now; ARGV[3] '1' to queue the SMS send on the stream in the same step.
 -- Returns nil if nothing was escalated, else HGETALL with the new send last.
 local f = redis.call('HMGET', KEYS[1], 'st', 'ex', 'n', 'ea')
 if not f[1] then return false end
@@ -11,4 +12,5 @@ redis.call('HDEL', KEYS[1], 'ea')
 redis.call('ZREM', KEYS[2], KEYS[1])
 local n = tonumber(f[3]) + 1
 redis.call('HSET', KEYS[1], 'n', n, n .. 'c', 'sms', n .. 'e', ARGV[1], n .. 's', 'queued', n .. 'q', now)
+if ARGV[3] == '1' then enqueue(KEYS[3], KEYS[1], n, 'sms') end
 return redis.call('HGETALL', KEYS[1])

@@ -1,11 +1,18 @@
 -- Issue or resend, atomically.
 -- KEYS[1] the dedupe entry of (number, purpose, client); KEYS[2] the candidate's
--- record; KEYS[3] the partition's escalation index.
+-- record; KEYS[3] the partition's escalation index; KEYS[4] its delivery stream.
 -- ARGV[1] now; ARGV[2] ms to keep the record; ARGV[3] ms until it expires;
 -- ARGV[4] the channel asked for; ARGV[5] the candidate's first channel;
--- ARGV[6] when its escalation is due, or ''; ARGV[7..] its fields and values.
--- Returns {'created'}, {'resent', key, HGETALL}, or {'refused', key, why, retry ms, expires}.
+-- ARGV[6] when its escalation is due, or ''; ARGV[7] the stream's capacity, or ''
+-- when jobs are not queued here; ARGV[8..] the candidate's fields and values.
+-- Returns {'created'}, {'resent', key, HGETALL}, {'overloaded'}, or
+-- {'refused', key, why, retry ms, expires}. With a stream, the send is queued in the
+-- same step: no verification without its job, no job without its verification.
 local now = tonumber(ARGV[1])
+local queued = ARGV[7] ~= ''
+if queued and redis.call('XLEN', KEYS[4]) >= tonumber(ARGV[7]) then
+  return {'overloaded'}
+end
 local current = redis.call('GET', KEYS[1])
 if current then
   local f = redis.call('HMGET', current, 'st', 'ex', 'n', 'ms', 'cd', 'cr')
@@ -26,13 +33,15 @@ if current then
     end
     n = n + 1
     redis.call('HSET', current, 'n', n, n .. 'c', channel, n .. 's', 'queued', n .. 'q', now)
+    if queued then enqueue(KEYS[4], current, n, channel) end
     return {'resent', current, redis.call('HGETALL', current)}
   end
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], unpack(ARGV, 8))
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], KEYS[2], 'PX', ARGV[3])
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[6], KEYS[2])
 end
+if queued then enqueue(KEYS[4], KEYS[2], 1, ARGV[5]) end
 return {'created'}

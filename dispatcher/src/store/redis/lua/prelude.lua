@@ -34,3 +34,14 @@ local function same_client(stored, arg)
   if stored then return arg == '=' .. stored end
   return arg == ''
 end
+
+-- Append the delivery job of send `send` of the verification at `vkey` to the
+-- partition's stream: what a worker needs, the code only in its sealed form.
+local function enqueue(stream, vkey, send, kind)
+  local f = redis.call('HMGET', vkey, 'to', 'lo', 'pu', 'sc', 'cn', 'ex', 'su', 'mc')
+  local entry = {'v', string.match(vkey, '([^:]+)$'), 'n', send, 'k', kind,
+    'to', f[1], 'lo', f[2], 'pu', f[3], 'sc', f[4], 'cn', f[5], 'ex', f[6]}
+  if f[7] then table.insert(entry, 'su'); table.insert(entry, f[7]) end
+  if f[8] then table.insert(entry, 'mc'); table.insert(entry, f[8]) end
+  return redis.call('XADD', stream, '*', unpack(entry))
+end
