@@ -217,3 +217,116 @@ async fn without_redis_requests_fail_fast_and_service_resumes_with_nothing_lost(
     assert_eq!(r.status, 201, "{}", r.text);
     a.stop().await;
 }
+
+/// A node that died after reading jobs: its jobs sit pending in the group under its
+/// name. Another node claims them once idle and delivers each once; the one the dead
+/// node had already taken (it may have reached the channel) is not sent again but
+/// recorded as interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
+    use otpd::store::redis::{Keys, Redis};
+    use otpd::store::{IssueOutcome, RedisStore, Store, TakeSend};
+
+    let redis = RedisServer::start();
+    // Jobs queued as a node would queue them, read by "ghost", which then dies.
+    let store = RedisStore::new(
+        Redis::new(&otpd::config::RedisConfig {
+            urls: vec![redis.url()],
+            ..Default::default()
+        })
+        .unwrap(),
+        Keys::new("otpd", 64),
+        Duration::from_secs(600),
+    )
+    .with_queue(100);
+    let keys = otpd::code::CodeKeys::derive(b"test secret, long enough for otpd: 0123456789");
+    let mut ids = Vec::new();
+    for n in 0..5u64 {
+        let to = otpd::phone::E164::from_digits_unchecked(34_600_500_000 + n);
+        let id = otpd::id::VerificationId::new(otpd::id::ShardTag::of(to), [n as u8; 14]);
+        let code = otpd::code::Code::parse("123456").unwrap();
+        let v = otpd::verification::Verification::new(
+            otpd::verification::NewVerification {
+                id,
+                to,
+                line: Default::default(),
+                purpose: "login".into(),
+                subject: None,
+                client: None,
+                locale: otpd::locale::Locale::En,
+                channel: otpd::verification::RequestedChannel::Sms,
+                first_send: otpd_adapters::ChannelKind::Sms,
+                code_mac: keys.mac(&id, &code),
+                sealed_code: keys.seal(&id, &code),
+                policy: otpd::verification::Policy {
+                    ttl: Duration::from_secs(600),
+                    code_length: otpd::code::CodeLength::new(6).unwrap(),
+                    max_attempts: 5,
+                    max_sends: 5,
+                    resend_cooldown: Duration::from_secs(30),
+                    escalate_after: Duration::from_secs(60),
+                },
+                match_code: None,
+            },
+            otpd_e2e::T0,
+        );
+        assert!(matches!(
+            store.issue(&v, otpd_e2e::T0).await.unwrap(),
+            IssueOutcome::Created
+        ));
+        ids.push(id);
+    }
+    let streams: Vec<String> = (0..64).map(|p| format!("otpd:{{{p}}}:q")).collect();
+    for s in &streams {
+        redis.cli(&["XGROUP", "CREATE", s, "otpd", "0", "MKSTREAM"]);
+        redis.cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "otpd",
+            "ghost",
+            "COUNT",
+            "100",
+            "STREAMS",
+            s,
+            ">",
+        ]);
+    }
+    // The ghost had taken the first send of the first one when it died.
+    assert_eq!(
+        store.take_send(&ids[0], 1, "ghost").await.unwrap(),
+        TakeSend::Go
+    );
+
+    let b = node(&redis, |c| c.redis.claim_after = Duration::from_millis(300)).await;
+    for id in &ids[1..] {
+        code_from(&[&b], &id.to_string()).await;
+    }
+    let first = b.answered(&ids[0].to_string()).await;
+    assert_eq!(first["delivery"]["state"], "failed", "{first}");
+    assert!(
+        first.to_string().contains("interrupted"),
+        "the taken send is recorded as interrupted: {first}"
+    );
+    // A while later nothing more has gone out: each once, the interrupted never.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let lines = delivered(&[&b]);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for id in &ids[1..] {
+        let v = b.answered(&id.to_string()).await;
+        assert_eq!(v["delivery"]["state"], "sent", "{v}");
+        assert_eq!(
+            otpd_e2e::code_in(
+                lines
+                    .iter()
+                    .find(|((v, _), _)| *v == id.to_string())
+                    .unwrap()
+                    .1["text"]
+                    .as_str()
+                    .unwrap()
+            ),
+            "123456",
+            "the code, unsealed by the node that sent it"
+        );
+    }
+    b.stop().await;
+}
