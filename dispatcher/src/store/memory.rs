@@ -460,12 +460,14 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    //! What every store does is tested once for all of them in the end-to-end
+    //! crate's `store_contract`; here, only what is the memory store's own.
     use super::*;
     use crate::code::{CodeLength, SealedCode};
     use crate::id::ShardTag;
     use crate::locale::Locale;
     use crate::phone::E164;
-    use crate::verification::{CheckOutcome, NewVerification, Policy, ResendRefusal};
+    use crate::verification::{NewVerification, Policy};
     use std::sync::Arc;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -509,113 +511,6 @@ mod tests {
             IssueOutcome::Created => v,
             other => panic!("expected Created, got {other:?}"),
         }
-    }
-
-    #[tokio::test]
-    async fn issue_dedupes_by_destination_and_purpose() {
-        let store = MemoryStore::new(4, RETENTION);
-        let first = create(&store, candidate(34600000001, "login", 1), T0).await;
-        // Same destination and purpose, too soon: refused, pointing at the first.
-        match store
-            .issue(&candidate(34600000001, "login", 2), T0)
-            .await
-            .unwrap()
-        {
-            IssueOutcome::Refused {
-                existing, refusal, ..
-            } => {
-                assert_eq!(existing, first.id);
-                assert!(matches!(refusal, ResendRefusal::Cooldown { .. }));
-            }
-            other => panic!("{other:?}"),
-        }
-        // After the cooldown: the same verification, with a second send.
-        let later = T0.plus(Duration::from_secs(30));
-        match store
-            .issue(&candidate(34600000001, "login", 3), later)
-            .await
-            .unwrap()
-        {
-            IssueOutcome::Resent(v) => {
-                assert_eq!(v.id, first.id);
-                assert_eq!(v.sealed_code, first.sealed_code, "same code");
-                assert_eq!(v.sends().len(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
-        // Another purpose or number is another verification.
-        create(&store, candidate(34600000001, "signup", 4), T0).await;
-        create(&store, candidate(34600000002, "login", 5), T0).await;
-        assert_eq!(store.len(), 3);
-    }
-
-    #[tokio::test]
-    async fn each_client_has_its_own_verification() {
-        let store = MemoryStore::new(4, RETENTION);
-        let mut a = candidate(34600000001, "login", 1);
-        a.client = Some(Arc::from("sede"));
-        let mut b = candidate(34600000001, "login", 2);
-        b.client = Some(Arc::from("bank"));
-        create(&store, a.clone(), T0).await;
-        // Another client asking for the same number and purpose neither sees nor
-        // re-sends the first one's code.
-        create(&store, b, T0).await;
-        let mut again = candidate(34600000001, "login", 3);
-        again.client = Some(Arc::from("sede"));
-        assert!(matches!(
-            store.issue(&again, T0).await.unwrap(),
-            IssueOutcome::Refused { existing, .. } if existing == a.id
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_final_verification_is_replaced_in_the_dedupe_index() {
-        let store = MemoryStore::new(4, RETENTION);
-        let first = create(&store, candidate(34600000001, "login", 1), T0).await;
-        let result = store
-            .check(&first.id, &first.code_mac, None, T0)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(result.outcome, CheckOutcome::Approved);
-        let second = create(&store, candidate(34600000001, "login", 2), T0).await;
-        assert_ne!(first.id, second.id);
-        // Both are readable; the new one is the one a repeat request finds.
-        assert!(store.get(&first.id).await.unwrap().is_some());
-        match store
-            .issue(&candidate(34600000001, "login", 3), T0)
-            .await
-            .unwrap()
-        {
-            IssueOutcome::Refused { existing, .. } => assert_eq!(existing, second.id),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn check_compares_and_counts_atomically() {
-        let store = MemoryStore::new(4, RETENTION);
-        let v = create(&store, candidate(34600000001, "login", 1), T0).await;
-        let wrong = CodeMac([0xEE; 32]);
-        let r = store.check(&v.id, &wrong, None, T0).await.unwrap().unwrap();
-        assert_eq!(r.outcome, CheckOutcome::Wrong { attempts_left: 2 });
-        store.check(&v.id, &wrong, None, T0).await.unwrap();
-        let r = store.check(&v.id, &wrong, None, T0).await.unwrap().unwrap();
-        assert_eq!(r.outcome, CheckOutcome::Locked);
-        let r = store
-            .check(&v.id, &v.code_mac, None, T0)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.outcome, CheckOutcome::Locked);
-        let unknown = VerificationId::new(ShardTag(9), [9; 14]);
-        assert!(
-            store
-                .check(&unknown, &wrong, None, T0)
-                .await
-                .unwrap()
-                .is_none()
-        );
     }
 
     #[tokio::test]
