@@ -127,6 +127,7 @@ impl Server {
                 Some(Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?)
             }
         };
+        let redis_keys = Keys::new(&config.redis.prefix, config.redis.partitions);
         // Sends go through Redis streams when the store is the Redis one built here.
         let store_queues = redis.is_some() && deps.store.is_none();
         let store: Arc<dyn Store> = match (deps.store, &redis) {
@@ -136,12 +137,8 @@ impl Server {
                 config.store.retention,
             )),
             (None, Some(redis)) => Arc::new(
-                RedisStore::new(
-                    redis.clone(),
-                    Keys::new(&config.redis.prefix, config.redis.partitions),
-                    config.store.retention,
-                )
-                .with_queue(config.delivery.queue_capacity),
+                RedisStore::new(redis.clone(), redis_keys.clone(), config.store.retention)
+                    .with_queue(config.delivery.queue_capacity),
             ),
         };
 
@@ -229,7 +226,7 @@ impl Server {
             (Some(redis), true) => Some(tokio::spawn(
                 StreamConsumer {
                     redis: redis.clone(),
-                    keys: Keys::new(&config.redis.prefix, config.redis.partitions),
+                    keys: redis_keys,
                     name: node.clone(),
                     codes: keys,
                     provider_ack,

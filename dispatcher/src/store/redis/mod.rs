@@ -42,7 +42,7 @@ use super::{
     StoreError, StoredResponse, TakeSend,
 };
 use conn::unavailable;
-use record::{Fields, bytes, fields};
+use record::{Fields, bytes, fields, text};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -151,10 +151,6 @@ fn items(v: Value) -> Result<Vec<Value>, StoreError> {
     }
 }
 
-fn text(v: Value) -> Result<String, StoreError> {
-    String::from_utf8(bytes(v)?).map_err(corrupt)
-}
-
 fn int(v: Value) -> Result<i64, StoreError> {
     match v {
         Value::Int(i) => Ok(i),
@@ -176,6 +172,21 @@ fn status_named(s: &str) -> Result<Status, StoreError> {
 impl RedisStore {
     fn verification(&self, id: VerificationId, v: Value) -> Result<Verification, StoreError> {
         record::decode(id, &fields(v)?)
+    }
+
+    /// A `{outcome, HGETALL}` reply (nil: unknown).
+    fn outcome_and_record(
+        &self,
+        id: VerificationId,
+        reply: Value,
+    ) -> Result<Option<(String, Verification)>, StoreError> {
+        if reply == Value::Nil {
+            return Ok(None);
+        }
+        let mut r = items(reply)?.into_iter();
+        let outcome = text(r.next().ok_or_else(|| corrupt("no outcome"))?)?;
+        let v = self.verification(id, r.next().ok_or_else(|| corrupt("no record"))?)?;
+        Ok(Some((outcome, v)))
     }
 
     /// Record a channel's answer; with a receipt, acknowledge and delete its job in
@@ -342,13 +353,9 @@ impl Store for RedisStore {
                 Closing::Lock => "lock",
             })
             .arg(now.0);
-        let reply = self.run(&inv).await?;
-        if reply == Value::Nil {
+        let Some((outcome, v)) = self.outcome_and_record(*id, self.run(&inv).await?)? else {
             return Ok(None);
-        }
-        let mut r = items(reply)?.into_iter();
-        let outcome = text(r.next().ok_or_else(|| corrupt("no outcome"))?)?;
-        let v = self.verification(*id, r.next().ok_or_else(|| corrupt("no record"))?)?;
+        };
         let outcome = match outcome.as_str() {
             "canceled" => CancelOutcome::Canceled,
             "already_canceled" => CancelOutcome::AlreadyCanceled,
@@ -428,13 +435,9 @@ impl Store for RedisStore {
         inv.key(self.keys.verification(id))
             .key(self.keys.escalations_of(id))
             .arg(now.0);
-        let reply = self.run(&inv).await?;
-        if reply == Value::Nil {
+        let Some((outcome, v)) = self.outcome_and_record(*id, self.run(&inv).await?)? else {
             return Ok(None);
-        }
-        let mut r = items(reply)?.into_iter();
-        let outcome = text(r.next().ok_or_else(|| corrupt("no outcome"))?)?;
-        let v = self.verification(*id, r.next().ok_or_else(|| corrupt("no record"))?)?;
+        };
         let outcome = match outcome.as_str() {
             "acknowledged" => AckOutcome::Acknowledged,
             "already_acknowledged" => AckOutcome::AlreadyAcknowledged,

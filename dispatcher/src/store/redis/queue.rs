@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use super::conn::{Redis, unavailable};
 use super::keys::Keys;
-use super::record::{bytes, channel_kind};
+use super::record::{channel_kind, text};
 use crate::clock::UnixMillis;
 use crate::code::{CodeKeys, CodeLength, SealedCode};
 use crate::delivery::{DeliveryJob, DeliveryQueue};
@@ -248,10 +248,6 @@ impl StreamConsumer {
 }
 
 type Entries = Vec<(String, HashMap<String, String>)>;
-
-fn text(v: Value) -> Result<String, StoreError> {
-    String::from_utf8(bytes(v)?).map_err(corrupt)
-}
 
 /// `XREADGROUP`'s reply: per stream, its entries (nil when nothing came).
 fn parse_read(v: Value) -> Result<Vec<(String, Entries)>, StoreError> {

@@ -236,6 +236,10 @@ pub fn bytes(v: Value) -> Result<Vec<u8>, StoreError> {
     }
 }
 
+pub fn text(v: Value) -> Result<String, StoreError> {
+    String::from_utf8(bytes(v)?).map_err(|e| StoreError::Corrupt(format!("not UTF-8: {e}")))
+}
+
 struct Reader<'a>(&'a Fields);
 
 impl Reader<'_> {
