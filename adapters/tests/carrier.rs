@@ -362,3 +362,81 @@ async fn a_transmitter_receiver_pair_submits_on_one_link_and_takes_receipts_on_t
         "both halves unbind"
     );
 }
+
+/// Two nodes bound to one account: the SMSC sends every receipt to the first bind,
+/// so the node that submitted never sees its receipts. Through the shared directory
+/// the other node finds whose they are, whole messages and multi-part ones alike.
+#[tokio::test]
+async fn a_receipt_reaching_another_node_finds_its_message_in_the_directory() {
+    use otpd_adapters::smpp::directory::{MemoryDirectory, MessageDirectory};
+    use std::sync::Arc;
+
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let directory: Arc<dyn MessageDirectory> = Arc::new(MemoryDirectory::new());
+    let config = |name: &str| CarrierConfig {
+        binds: 1,
+        unmatched_grace: Duration::from_secs(3),
+        ..carrier_config(name, smsc.addr().to_string())
+    };
+    // The receiving node binds first: the simulator sends receipts to it.
+    let receiving = SmppCarrier::start_shared(config("movistar"), directory.clone());
+    assert!(receiving.wait_bound(Duration::from_secs(10)).await);
+    let sending = SmppCarrier::start_shared(config("movistar"), directory.clone());
+    assert!(sending.wait_bound(Duration::from_secs(10)).await);
+    let mut here = receiving.take_reports().unwrap();
+    let mut there = sending.take_reports().unwrap();
+
+    let short = sending
+        .submit(&message("vf_short", "123456 is your code"))
+        .await
+        .unwrap();
+    let long = "042317 es tu código de verificación. Caduca en 10 min. No lo compartas con nadie.";
+    let long = sending.submit(&message("vf_long", long)).await.unwrap();
+    assert_eq!(smsc.received().len(), 3, "one part and two parts");
+
+    let mut reports = vec![next_report(&mut here).await, next_report(&mut here).await];
+    reports.sort_by(|a, b| a.verification_id.cmp(&b.verification_id));
+    assert_eq!(reports[0].verification_id, "vf_long");
+    assert_eq!(reports[0].reference, long.reference);
+    assert_eq!(reports[1].verification_id, "vf_short");
+    assert_eq!(reports[1].reference, short.reference);
+    assert!(reports.iter().all(|r| r.state == ReportState::Delivered));
+    // Once for the two-part message, not once per part; nothing left unmatched.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(here.try_recv().is_err());
+    assert!(
+        there.try_recv().is_err(),
+        "the sender never saw the receipts"
+    );
+    assert_eq!(
+        receiving.stats().receipts_unmatched.load(Ordering::Relaxed),
+        0
+    );
+    receiving.shutdown().await;
+    sending.shutdown().await;
+}
+
+/// Without a directory such a receipt is counted as unmatched, as before.
+#[tokio::test]
+async fn without_a_directory_another_nodes_receipt_is_unmatched() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let config = |name: &str| CarrierConfig {
+        binds: 1,
+        ..carrier_config(name, smsc.addr().to_string())
+    };
+    let receiving = SmppCarrier::start(config("movistar"));
+    assert!(receiving.wait_bound(Duration::from_secs(10)).await);
+    let sending = SmppCarrier::start(config("movistar"));
+    assert!(sending.wait_bound(Duration::from_secs(10)).await);
+    sending
+        .submit(&message("vf_1", "123456 is your code"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while receiving.stats().receipts_unmatched.load(Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiving.shutdown().await;
+    sending.shutdown().await;
+}

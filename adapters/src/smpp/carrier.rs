@@ -9,7 +9,10 @@
 //! of a message has a final state, and emits one [`DeliveryReport`]. A receipt can
 //! overtake the submit_sm_resp it is about (the SMSC sends both, the resp may be read
 //! later); such a receipt is held for `unmatched_grace` and matched as soon as the
-//! submit is registered. Receipts that still match nothing are counted and logged.
+//! submit is registered. With a shared [`MessageDirectory`] (several nodes bound to
+//! one account), each submit is noted there too, and a receipt that matches nothing
+//! here is looked up there: the SMSC may have sent it to this node for a message
+//! another node submitted. Receipts that still match nothing are counted and logged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,9 +24,10 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::directory::{MessageDirectory, Noted};
 use super::encoding;
 use super::pdu::{self, Address, SubmitOptions};
-use super::receipt::{MessageIdIndex, MessageState, Receipt};
+use super::receipt::{MessageIdIndex, MessageState, Receipt, id_keys};
 use super::session::{Bind, BindConfig, BindMode, BindState, ReceiptEvent, SubmitError};
 use super::status::StatusClass;
 use crate::channel::{Channel, ChannelError, DeliveryReport, Message, ReportState, SubmitReceipt};
@@ -90,11 +94,27 @@ pub struct SmppCarrier {
     reports_tx: mpsc::Sender<DeliveryReport>,
     reports_rx: Mutex<Option<mpsc::Receiver<DeliveryReport>>>,
     stats: Arc<CarrierStats>,
+    directory: Option<Arc<dyn MessageDirectory>>,
 }
+
+/// How long past a message's validity its directory note is kept: an SMSC sends
+/// the final receipt at the latest when the validity ends, a little after on a slow
+/// link.
+const NOTE_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 impl SmppCarrier {
     /// Open the binds (they connect in the background) and start the receipt router.
     pub fn start(config: CarrierConfig) -> Self {
+        Self::start_with(config, None)
+    }
+
+    /// [`SmppCarrier::start`], noting submits in a directory shared with other nodes
+    /// and looking receipts up there that match nothing here.
+    pub fn start_shared(config: CarrierConfig, directory: Arc<dyn MessageDirectory>) -> Self {
+        Self::start_with(config, Some(directory))
+    }
+
+    fn start_with(config: CarrierConfig, directory: Option<Arc<dyn MessageDirectory>>) -> Self {
         let (receipts_tx, receipts_rx) = mpsc::channel(4096);
         let modes: &[BindMode] = if config.pair {
             &[BindMode::Transmitter, BindMode::Receiver]
@@ -120,12 +140,15 @@ impl SmppCarrier {
         }));
         let stats = Arc::new(CarrierStats::default());
         tokio::spawn(route_receipts(
-            config.name.clone(),
+            Routing {
+                carrier: config.name.clone(),
+                router: router.clone(),
+                reports: reports_tx.clone(),
+                stats: stats.clone(),
+                grace: config.unmatched_grace,
+                directory: directory.clone(),
+            },
             receipts_rx,
-            router.clone(),
-            reports_tx.clone(),
-            stats.clone(),
-            config.unmatched_grace,
         ));
         Self {
             config,
@@ -136,6 +159,7 @@ impl SmppCarrier {
             reports_tx,
             reports_rx: Mutex::new(Some(reports_rx)),
             stats,
+            directory,
         }
     }
 
@@ -175,33 +199,63 @@ impl SmppCarrier {
     }
 
     fn register(&self, ids: &[String], message: &Message, reference: &str) {
-        let mut router = self.router.lock();
-        let key = router.next;
-        router.next += 1;
-        router.pending.insert(
+        let reports = self.router.lock().register(
+            ids,
+            reference,
+            &message.verification_id,
+            message.send,
+            &self.stats,
+        );
+        for report in reports {
+            let _ = self.reports_tx.try_send(report);
+        }
+    }
+}
+
+impl Router {
+    /// Await the receipts of a message's parts; returns the reports of receipts that
+    /// were waiting for it.
+    fn register(
+        &mut self,
+        ids: &[String],
+        reference: &str,
+        verification_id: &str,
+        send: u8,
+        stats: &CarrierStats,
+    ) -> Vec<DeliveryReport> {
+        let key = self.next;
+        self.next += 1;
+        self.pending.insert(
             key,
             Pending {
                 reference: reference.to_string(),
-                verification_id: message.verification_id.clone(),
-                send: message.send,
+                verification_id: verification_id.to_string(),
+                send,
                 parts_left: ids.len(),
                 worst: None,
             },
         );
         for id in ids {
-            router.ids.insert(id, key);
+            self.ids.insert(id, key);
         }
         // Receipts that overtook these submits can land now.
-        let waiting: Vec<(Receipt, Instant)> = router.unmatched.drain(..).collect();
+        let mut reports = Vec::new();
+        let waiting: Vec<(Receipt, Instant)> = self.unmatched.drain(..).collect();
         for (receipt, at) in waiting {
-            match apply(&mut router, &receipt, &self.stats) {
-                Applied::Unmatched => router.unmatched.push_back((receipt, at)),
-                Applied::Report(report) => {
-                    let _ = self.reports_tx.try_send(report);
-                }
+            match apply(self, &receipt, stats) {
+                Applied::Unmatched => self.unmatched.push_back((receipt, at)),
+                Applied::Report(report) => reports.push(report),
                 Applied::Partial => {}
             }
         }
+        reports
+    }
+
+    /// Whether a receipt for `message_id` waits unmatched.
+    fn is_waiting(&self, message_id: &str) -> bool {
+        self.unmatched
+            .iter()
+            .any(|(r, _)| r.message_id == message_id)
     }
 }
 
@@ -264,14 +318,35 @@ fn report_state(state: MessageState) -> ReportState {
     }
 }
 
-async fn route_receipts(
+/// What the receipt router works with.
+#[derive(Clone)]
+struct Routing {
     carrier: String,
-    mut receipts: mpsc::Receiver<ReceiptEvent>,
     router: Arc<Mutex<Router>>,
     reports: mpsc::Sender<DeliveryReport>,
     stats: Arc<CarrierStats>,
     grace: Duration,
-) {
+    directory: Option<Arc<dyn MessageDirectory>>,
+}
+
+/// When a receipt that matches nothing here is looked up in the directory, counted
+/// from its arrival: first soon (a submit of this node would have matched it by
+/// then), then again in case the node that sent it had not noted it yet.
+const LOOKUPS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+];
+
+async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEvent>) {
+    let Routing {
+        carrier,
+        router,
+        reports,
+        stats,
+        grace,
+        directory,
+    } = routing.clone();
     let mut sweep = tokio::time::interval(grace.max(Duration::from_millis(10)) / 2);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -286,16 +361,20 @@ async fn route_receipts(
                         continue;
                     }
                 };
-                let applied = {
+                let (applied, stray) = {
                     let mut r = router.lock();
                     let applied = apply(&mut r, &receipt, &stats);
-                    if matches!(applied, Applied::Unmatched) && receipt.state.is_final() {
-                        r.unmatched.push_back((receipt, Instant::now()));
+                    let stray = matches!(applied, Applied::Unmatched) && receipt.state.is_final();
+                    if stray {
+                        r.unmatched.push_back((receipt.clone(), Instant::now()));
                     }
-                    applied
+                    (applied, stray)
                 };
                 if let Applied::Report(report) = applied {
                     let _ = reports.send(report).await;
+                }
+                if stray && directory.is_some() {
+                    tokio::spawn(look_up(routing.clone(), receipt.message_id));
                 }
             }
             _ = sweep.tick() => {
@@ -316,6 +395,60 @@ async fn route_receipts(
             }
         }
     }
+}
+
+/// Find the message of a receipt that waits unmatched in the shared directory, and
+/// once found, await its parts here as if this node had submitted it.
+async fn look_up(routing: Routing, message_id: String) {
+    let Some(directory) = &routing.directory else {
+        return;
+    };
+    let arrived = Instant::now();
+    for at in LOOKUPS {
+        if at >= routing.grace {
+            break;
+        }
+        tokio::time::sleep_until(arrived + at).await;
+        if !routing.router.lock().is_waiting(&message_id) {
+            // Matched meanwhile: by a submit of this node, or by a lookup of another
+            // part of the same message.
+            return;
+        }
+        let noted = match directory.find(&routing.carrier, &message_id).await {
+            Ok(Some(noted)) => noted,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(carrier = %routing.carrier, error = %e, "cannot look a receipt's message up");
+                continue;
+            }
+        };
+        let reports = {
+            let mut r = routing.router.lock();
+            if !r.is_waiting(&message_id) {
+                return;
+            }
+            let reference = format!("{}:{}", routing.carrier, noted.ids[0]);
+            r.register(
+                &noted.ids,
+                &reference,
+                &noted.verification_id,
+                noted.send,
+                &routing.stats,
+            )
+        };
+        for report in reports {
+            let _ = routing.reports.send(report).await;
+        }
+        return;
+    }
+}
+
+/// From now until `at_ms` (milliseconds since the Unix epoch); zero once past.
+fn until(at_ms: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Duration::from_millis(at_ms.saturating_sub(now).max(0) as u64)
 }
 
 fn channel_error(carrier: &str, e: SubmitError) -> ChannelError {
@@ -378,6 +511,17 @@ impl Channel for SmppCarrier {
         let reference = format!("{}:{}", self.config.name, ids[0]);
         if self.config.registered_delivery & 0x03 != 0 {
             self.register(&ids, message, &reference);
+            if let Some(directory) = &self.directory {
+                directory.note(
+                    &self.config.name,
+                    Noted {
+                        verification_id: message.verification_id.clone(),
+                        send: message.send,
+                        ids: ids.iter().map(|id| id_keys(id).swap_remove(0)).collect(),
+                    },
+                    until(message.expires_at_ms) + NOTE_MARGIN,
+                );
+            }
         }
         Ok(SubmitReceipt { reference })
     }
