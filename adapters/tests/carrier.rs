@@ -394,7 +394,7 @@ async fn a_receipt_reaching_another_node_finds_its_message_in_the_directory() {
     let long = sending.submit(&message("vf_long", long)).await.unwrap();
     assert_eq!(smsc.received().len(), 3, "one part and two parts");
 
-    let mut reports = vec![next_report(&mut here).await, next_report(&mut here).await];
+    let mut reports = [next_report(&mut here).await, next_report(&mut here).await];
     reports.sort_by(|a, b| a.verification_id.cmp(&b.verification_id));
     assert_eq!(reports[0].verification_id, "vf_long");
     assert_eq!(reports[0].reference, long.reference);
