@@ -109,6 +109,10 @@ pub enum ChannelError {
     /// The channel is shut down or was never started.
     #[error("channel closed")]
     Closed,
+    /// The sender's [`SendGate`] withheld the message at the last moment; nothing
+    /// left.
+    #[error("withheld: {reason}")]
+    Withheld { reason: String },
 }
 
 impl ChannelError {
@@ -143,6 +147,24 @@ pub struct DeliveryReport {
 }
 
 /// A transport that delivers messages.
+/// The sender's last word before a message leaves; see [`Channel::submit_gated`].
+#[async_trait]
+pub trait SendGate: Send + Sync {
+    /// `Ok` lets the message go; an error (normally [`ChannelError::Withheld`])
+    /// keeps it back and is what the submit returns.
+    async fn pass(&self) -> Result<(), ChannelError>;
+}
+
+/// A gate that always lets the message go.
+pub struct Open;
+
+#[async_trait]
+impl SendGate for Open {
+    async fn pass(&self) -> Result<(), ChannelError> {
+        Ok(())
+    }
+}
+
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
     /// Short name for metrics and the delivery history (`file`, `smpp:movistar`, …).
@@ -151,6 +173,20 @@ pub trait Channel: Send + Sync + 'static {
     /// Hand one message to the transport. Returns once the transport has accepted or
     /// refused it; it never waits for the handset.
     async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError>;
+
+    /// [`Channel::submit`], passing `gate` at the last moment before the message
+    /// leaves — after every wait for a bind, a window slot or a turn — so that
+    /// what the gate records ("this node is sending it now") is as close as can be
+    /// to the message leaving. A gate that refuses withholds the message
+    /// ([`ChannelError::Withheld`]).
+    async fn submit_gated(
+        &self,
+        message: &Message,
+        gate: &dyn SendGate,
+    ) -> Result<SubmitReceipt, ChannelError> {
+        gate.pass().await?;
+        self.submit(message).await
+    }
 
     /// Whether the channel can take messages now (an SMPP carrier: at least one live
     /// bind). Shown by the health endpoint; routing will use it to fail over.

@@ -17,6 +17,6 @@ pub mod push_mock;
 pub mod smpp;
 
 pub use channel::{
-    Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, ReportState,
-    SubmitReceipt,
+    Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, Open, ReportState,
+    SendGate, SubmitReceipt,
 };

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd_adapters::push::{Notification, Outcome, Pusher};
-use otpd_adapters::{Channel, ChannelError, ChannelKind, DeliveryReport, Message, ReportState};
+use otpd_adapters::{
+    Channel, ChannelError, ChannelKind, DeliveryReport, Message, Open, ReportState, SendGate,
+};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -267,28 +269,12 @@ impl Workers {
     }
 
     async fn deliver(&self, mut job: DeliveryJob) {
-        if let Some(receipt) = &job.receipt {
+        // A queued push is taken before it goes to the providers; a queued SMS at
+        // the carrier's last moment, by the gate it passes (see `TakeGate`).
+        if job.receipt.is_some() && job.kind == ChannelKind::Push {
             match self.store.take_send(&job.id, job.send, &self.name).await {
                 Ok(TakeSend::Go) => {}
-                Ok(TakeSend::Answered | TakeSend::Gone) => {
-                    // Done before (or nothing left to do): only acknowledge the job.
-                    // The store records nothing over an answered or missing send.
-                    let nothing = SendResult::Failed {
-                        error: "already answered".into(),
-                    };
-                    self.record(&job, nothing, None).await;
-                    return;
-                }
-                Ok(TakeSend::Interrupted) if receipt.claimed => {
-                    tracing::warn!(id = %job.id, send = job.send, "a node stopped while sending this; not sent again");
-                    let interrupted = SendResult::Failed {
-                        error: "interrupted: the node sending it stopped before the channel answered; not sent again, to avoid a duplicate".into(),
-                    };
-                    self.record(&job, interrupted, None).await;
-                    return;
-                }
-                // Another worker took it over meanwhile; it is theirs.
-                Ok(TakeSend::Interrupted) => return,
+                Ok(other) => return self.not_taken(&job, other).await,
                 Err(e) => {
                     // Left pending in the queue: claimed and retried later.
                     tracing::warn!(id = %job.id, error = %e, "could not take a send");
@@ -298,9 +284,28 @@ impl Workers {
         }
         loop {
             let started = self.clock.now();
-            let (result, details) = match job.kind {
-                ChannelKind::Sms => self.send_sms(&job).await,
-                ChannelKind::Push => (self.push_to_devices(&job).await, None),
+            let (result, details) = match (job.kind, &job.receipt) {
+                (ChannelKind::Sms, None) => self.send_sms(&job, &Open).await,
+                (ChannelKind::Sms, Some(_)) => {
+                    let gate = TakeGate {
+                        store: &*self.store,
+                        id: job.id,
+                        send: job.send,
+                        node: &self.name,
+                        taken: parking_lot::Mutex::new(Taken::NotYet),
+                    };
+                    let answer = self.send_sms(&job, &gate).await;
+                    let taken = *gate.taken.lock();
+                    match taken {
+                        // Not taken: it failed before reaching a carrier (blocked,
+                        // expired, no carrier); that is its answer.
+                        Taken::NotYet | Taken::Took(TakeSend::Go) => answer,
+                        Taken::Took(other) => return self.not_taken(&job, other).await,
+                        // Left pending in the queue: claimed and retried later.
+                        Taken::Failed => return,
+                    }
+                }
+                (ChannelKind::Push, _) => (self.push_to_devices(&job).await, None),
             };
             let now = self.clock.now();
             let sent = matches!(result, SendResult::Sent { .. });
@@ -345,6 +350,30 @@ impl Workers {
                     return;
                 }
             }
+        }
+    }
+
+    /// A queued job whose send this node could not take.
+    async fn not_taken(&self, job: &DeliveryJob, outcome: TakeSend) {
+        match outcome {
+            TakeSend::Go => {}
+            TakeSend::Answered | TakeSend::Gone => {
+                // Done before (or nothing left to do): only acknowledge the job.
+                // The store records nothing over an answered or missing send.
+                let nothing = SendResult::Failed {
+                    error: "already answered".into(),
+                };
+                self.record(job, nothing, None).await;
+            }
+            TakeSend::Interrupted if job.receipt.as_ref().is_some_and(|r| r.claimed) => {
+                tracing::warn!(id = %job.id, send = job.send, "a node stopped while sending this; not sent again");
+                let interrupted = SendResult::Failed {
+                    error: "interrupted: the node sending it stopped before the channel answered; not sent again, to avoid a duplicate".into(),
+                };
+                self.record(job, interrupted, None).await;
+            }
+            // Another worker took it over meanwhile; it is theirs.
+            TakeSend::Interrupted | TakeSend::Mine => {}
         }
     }
 
@@ -492,7 +521,11 @@ impl Workers {
     /// carrier failed temporarily, the round is tried again after the retry pause,
     /// never past the send deadline; a code with less validity left than the plan's
     /// minimum is not sent at all but marked expired.
-    async fn send_sms(&self, job: &DeliveryJob) -> (SendResult, Option<Box<SendDetails>>) {
+    async fn send_sms(
+        &self,
+        job: &DeliveryJob,
+        gate: &dyn SendGate,
+    ) -> (SendResult, Option<Box<SendDetails>>) {
         let plan = self.router.plan();
         let mut details = SendDetails::default();
         let now = self.clock.now();
@@ -588,9 +621,16 @@ impl Workers {
                     return expired(details);
                 }
                 details.carrier = Some(name.clone());
-                let answer = slot.channel.submit(&message).await;
+                let answer = slot.channel.submit_gated(&message, gate).await;
                 let now = self.clock.now();
                 let error = match answer {
+                    Err(ChannelError::Withheld { reason }) => {
+                        // Not this carrier's doing: the caller knows why.
+                        return (
+                            SendResult::Failed { error: reason },
+                            Some(Box::new(details)),
+                        );
+                    }
                     Ok(receipt) => {
                         slot.record(true, now);
                         slot.counters.sent.increment(1);
@@ -645,6 +685,55 @@ impl Workers {
             tokio::time::sleep(pause).await;
             round += 1;
         }
+    }
+}
+
+/// Takes a queued job's send for this node (see [`Store::take_send`]) when the
+/// carrier is about to write it: after the throughput cap, the bind and the window,
+/// so that a node that dies while its sends wait there leaves them to another node
+/// rather than marked interrupted. Passes at once on a retry of a send it took.
+struct TakeGate<'a> {
+    store: &'a dyn Store,
+    id: VerificationId,
+    send: u8,
+    node: &'a str,
+    taken: parking_lot::Mutex<Taken>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Taken {
+    NotYet,
+    Took(TakeSend),
+    /// The store could not be asked.
+    Failed,
+}
+
+#[async_trait::async_trait]
+impl SendGate for TakeGate<'_> {
+    async fn pass(&self) -> Result<(), ChannelError> {
+        if let Taken::Took(TakeSend::Go) = *self.taken.lock() {
+            return Ok(());
+        }
+        let (taken, answer) = match self.store.take_send(&self.id, self.send, self.node).await {
+            Ok(TakeSend::Go) => (Taken::Took(TakeSend::Go), Ok(())),
+            Ok(other) => (
+                Taken::Took(other),
+                Err(ChannelError::Withheld {
+                    reason: format!("the send is not this node's to make ({other:?})"),
+                }),
+            ),
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %e, "could not take a send");
+                (
+                    Taken::Failed,
+                    Err(ChannelError::Withheld {
+                        reason: format!("could not take the send: {e}"),
+                    }),
+                )
+            }
+        };
+        *self.taken.lock() = taken;
+        answer
     }
 }
 

@@ -20,6 +20,7 @@ use otpd_adapters::hms::{HmsConfig, HmsPusher};
 use otpd_adapters::push::http::HttpOptions;
 use otpd_adapters::push::{Notification, Outcome, Pusher};
 use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
+use otpd_adapters::smpp::directory::MessageDirectory;
 use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
 use otpd_adapters::smpp::pdu::Address;
 use otpd_adapters::smpp::session::BindConfig;
@@ -40,6 +41,7 @@ use crate::limiter::{Limiter, MemoryLimiter};
 use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
 use crate::routing::{Plan, Router};
+use crate::store::redis::directory::RedisDirectory;
 use crate::store::redis::limiter::RedisLimiter;
 use crate::store::redis::queue::StreamConsumer;
 use crate::store::redis::{Keys, Redis};
@@ -145,7 +147,15 @@ impl Server {
         let plan = Plan::build(&config).map_err(|e| ServerError::Routing(e.to_string()))?;
         let channels = match deps.channels {
             Some(channels) => channels,
-            None => configured_channels(&config, &plan)?,
+            None => {
+                // Receipts may reach any node bound to an account: carriers note
+                // their submits where every node can find them.
+                let directory = redis.as_ref().map(|r| {
+                    Arc::new(RedisDirectory::start(r.clone(), redis_keys.clone()))
+                        as Arc<dyn MessageDirectory>
+                });
+                configured_channels(&config, &plan, directory)?
+            }
         };
         // Before anything takes metric handles, so that theirs are live.
         let prometheus = metrics::install();
@@ -231,6 +241,8 @@ impl Server {
                     codes: keys,
                     provider_ack,
                     claim_after: config.redis.claim_after,
+                    prefetch: config.delivery.concurrency * 2,
+                    held: Default::default(),
                 }
                 .run(queue, stop_rx.clone()),
             )),
@@ -394,7 +406,11 @@ fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
     Ok(secret)
 }
 
-fn configured_channels(config: &Config, plan: &Plan) -> Result<Channels, ServerError> {
+fn configured_channels(
+    config: &Config,
+    plan: &Plan,
+    directory: Option<Arc<dyn MessageDirectory>>,
+) -> Result<Channels, ServerError> {
     let mut outbox: Option<Arc<FileChannel>> = None;
     let mut open_outbox = || -> Result<Arc<FileChannel>, ServerError> {
         if let Some(f) = &outbox {
@@ -416,7 +432,13 @@ fn configured_channels(config: &Config, plan: &Plan) -> Result<Channels, ServerE
         .channels
         .smpp
         .iter()
-        .map(|(name, c)| Arc::new(SmppCarrier::start(carrier_config(name, c))) as Arc<dyn Channel>)
+        .map(|(name, c)| {
+            let config = carrier_config(name, c);
+            Arc::new(match &directory {
+                Some(d) => SmppCarrier::start_shared(config, d.clone()),
+                None => SmppCarrier::start(config),
+            }) as Arc<dyn Channel>
+        })
         .collect();
     if plan.carriers().contains("file") {
         sms.push(open_outbox()?);

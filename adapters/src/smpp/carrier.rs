@@ -5,11 +5,15 @@
 //! longer than one SMS goes out as several parts with a concatenation UDH.
 //!
 //! Receipts from every bind meet in one router, which matches them to submits
-//! ([`MessageIdIndex`]: exact id first, then the other base), waits until every part
-//! of a message has a final state, and emits one [`DeliveryReport`]. A receipt can
-//! overtake the submit_sm_resp it is about (the SMSC sends both, the resp may be read
-//! later); such a receipt is held for `unmatched_grace` and matched as soon as the
-//! submit is registered. With a shared [`MessageDirectory`] (several nodes bound to
+//! ([`MessageIdIndex`]), waits until every part of a message has a final state, and
+//! emits one [`DeliveryReport`]. A receipt can overtake the submit_sm_resp it is
+//! about (the SMSC sends both, the resp may be read later); such a receipt is held
+//! for `unmatched_grace` and matched as soon as the submit is registered. A receipt
+//! matches its id as written at once; read in the other base (SMSCs that answer the
+//! submit in hex and write the receipt in decimal, or the reverse) only after it
+//! has waited [`OTHER_BASE_AFTER`]: before that, the id read in the other base may
+//! be another message's, pending while the receipt's own submit is not registered
+//! yet. With a shared [`MessageDirectory`] (several nodes bound to
 //! one account), each submit is noted there too, and a receipt that matches nothing
 //! here is looked up there: the SMSC may have sent it to this node for a message
 //! another node submitted. Receipts that still match nothing are counted and logged.
@@ -30,7 +34,9 @@ use super::pdu::{self, Address, SubmitOptions};
 use super::receipt::{MessageIdIndex, MessageState, Receipt, id_keys};
 use super::session::{Bind, BindConfig, BindMode, BindState, ReceiptEvent, SubmitError};
 use super::status::StatusClass;
-use crate::channel::{Channel, ChannelError, DeliveryReport, Message, ReportState, SubmitReceipt};
+use crate::channel::{
+    Channel, ChannelError, DeliveryReport, Message, Open, ReportState, SendGate, SubmitReceipt,
+};
 
 #[derive(Debug, Clone)]
 pub struct CarrierConfig {
@@ -95,6 +101,18 @@ pub struct SmppCarrier {
     reports_rx: Mutex<Option<mpsc::Receiver<DeliveryReport>>>,
     stats: Arc<CarrierStats>,
     directory: Option<Arc<dyn MessageDirectory>>,
+    /// One permit per window slot of the binds that submit: a message waits here,
+    /// before its gate, rather than inside a bind after it.
+    window: tokio::sync::Semaphore,
+}
+
+/// How long a receipt waits for its id as written before it may match an id read in
+/// the other base.
+pub const OTHER_BASE_AFTER: Duration = Duration::from_secs(1);
+
+/// [`OTHER_BASE_AFTER`], or half the grace when that is shorter.
+fn other_base_after(grace: Duration) -> Duration {
+    OTHER_BASE_AFTER.min(grace / 2)
 }
 
 /// How long past a message's validity its directory note is kept: an SMSC sends
@@ -134,6 +152,7 @@ impl SmppCarrier {
             })
             .collect();
         let (reports_tx, reports_rx) = mpsc::channel(4096);
+        let window = config.binds.max(1) * config.bind.window.max(1);
         let router = Arc::new(Mutex::new(Router {
             carrier: config.name.clone(),
             ..Router::default()
@@ -160,6 +179,7 @@ impl SmppCarrier {
             reports_rx: Mutex::new(Some(reports_rx)),
             stats,
             directory,
+            window: tokio::sync::Semaphore::new(window),
         }
     }
 
@@ -242,7 +262,7 @@ impl Router {
         let mut reports = Vec::new();
         let waiting: Vec<(Receipt, Instant)> = self.unmatched.drain(..).collect();
         for (receipt, at) in waiting {
-            match apply(self, &receipt, stats) {
+            match apply(self, &receipt, stats, false) {
                 Applied::Unmatched => self.unmatched.push_back((receipt, at)),
                 Applied::Report(report) => reports.push(report),
                 Applied::Partial => {}
@@ -266,16 +286,33 @@ enum Applied {
 }
 
 /// Apply one receipt to the router.
-fn apply(router: &mut Router, receipt: &Receipt, stats: &CarrierStats) -> Applied {
+/// Apply one receipt to the router; its id read in the other base too when
+/// `other_base`.
+fn apply(
+    router: &mut Router,
+    receipt: &Receipt,
+    stats: &CarrierStats,
+    other_base: bool,
+) -> Applied {
     if !receipt.state.is_final() {
         // ENROUTE, ACCEPTD…: the outcome is still to come; nothing to record.
-        return if router.ids.get(&receipt.message_id).is_some() {
+        let known = if other_base {
+            router.ids.get(&receipt.message_id).is_some()
+        } else {
+            router.ids.get_exact(&receipt.message_id).is_some()
+        };
+        return if known {
             Applied::Partial
         } else {
             Applied::Unmatched
         };
     }
-    let Some(key) = router.ids.take(&receipt.message_id) else {
+    let key = if other_base {
+        router.ids.take(&receipt.message_id)
+    } else {
+        router.ids.take_exact(&receipt.message_id)
+    };
+    let Some(key) = key else {
         return Applied::Unmatched;
     };
     stats.receipts_matched.fetch_add(1, Ordering::Relaxed);
@@ -332,8 +369,9 @@ struct Routing {
 /// When a receipt that matches nothing here is looked up in the directory, counted
 /// from its arrival: first soon (a submit of this node would have matched it by
 /// then), then again in case the node that sent it had not noted it yet.
-const LOOKUPS: [Duration; 3] = [
-    Duration::from_millis(100),
+const LOOKUPS: [Duration; 4] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
     Duration::from_secs(1),
     Duration::from_secs(5),
 ];
@@ -347,7 +385,8 @@ async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEv
         grace,
         directory,
     } = routing.clone();
-    let mut sweep = tokio::time::interval(grace.max(Duration::from_millis(10)) / 2);
+    let other_base_after = other_base_after(grace);
+    let mut sweep = tokio::time::interval(other_base_after.max(Duration::from_millis(8)) / 4);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -363,7 +402,7 @@ async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEv
                 };
                 let (applied, stray) = {
                     let mut r = router.lock();
-                    let applied = apply(&mut r, &receipt, &stats);
+                    let applied = apply(&mut r, &receipt, &stats, false);
                     let stray = matches!(applied, Applied::Unmatched) && receipt.state.is_final();
                     if stray {
                         r.unmatched.push_back((receipt.clone(), Instant::now()));
@@ -373,20 +412,40 @@ async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEv
                 if let Applied::Report(report) = applied {
                     let _ = reports.send(report).await;
                 }
+                tracing::debug!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, stray, "delivery receipt");
                 if stray && directory.is_some() {
                     tokio::spawn(look_up(routing.clone(), receipt.message_id));
                 }
             }
             _ = sweep.tick() => {
-                let expired: Vec<Receipt> = {
+                let (expired, reports_now) = {
                     let mut r = router.lock();
                     let now = Instant::now();
                     let mut gone = Vec::new();
                     while r.unmatched.front().is_some_and(|(_, at)| now.duration_since(*at) >= grace) {
                         gone.push(r.unmatched.pop_front().expect("front").0);
                     }
-                    gone
+                    // Receipts that waited long enough for their own submit: their
+                    // id may now be read in the other base.
+                    let mut found = Vec::new();
+                    let waiting: Vec<(Receipt, Instant)> = r.unmatched.drain(..).collect();
+                    for (receipt, at) in waiting {
+                        let applied = if now.duration_since(at) >= other_base_after {
+                            apply(&mut r, &receipt, &stats, true)
+                        } else {
+                            Applied::Unmatched
+                        };
+                        match applied {
+                            Applied::Unmatched => r.unmatched.push_back((receipt, at)),
+                            Applied::Report(report) => found.push(report),
+                            Applied::Partial => {}
+                        }
+                    }
+                    (gone, found)
                 };
+                for report in reports_now {
+                    let _ = reports.send(report).await;
+                }
                 for receipt in expired {
                     stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("otpd_smpp_receipts_unmatched_total", "carrier" => carrier.clone()).increment(1);
@@ -414,9 +473,16 @@ async fn look_up(routing: Routing, message_id: String) {
             // part of the same message.
             return;
         }
-        let noted = match directory.find(&routing.carrier, &message_id).await {
+        let other_base = at >= other_base_after(routing.grace);
+        let noted = match directory
+            .find(&routing.carrier, &message_id, other_base)
+            .await
+        {
             Ok(Some(noted)) => noted,
-            Ok(None) => continue,
+            Ok(None) => {
+                tracing::debug!(carrier = %routing.carrier, %message_id, "receipt's message not in the directory yet");
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(carrier = %routing.carrier, error = %e, "cannot look a receipt's message up");
                 continue;
@@ -427,6 +493,7 @@ async fn look_up(routing: Routing, message_id: String) {
             if !r.is_waiting(&message_id) {
                 return;
             }
+            tracing::debug!(carrier = %routing.carrier, %message_id, verification = %noted.verification_id, "receipt's message found in the directory");
             let reference = format!("{}:{}", routing.carrier, noted.ids[0]);
             r.register(
                 &noted.ids,
@@ -475,6 +542,34 @@ impl Channel for SmppCarrier {
     }
 
     async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError> {
+        self.submit_gated(message, &Open).await
+    }
+
+    async fn submit_gated(
+        &self,
+        message: &Message,
+        gate: &dyn SendGate,
+    ) -> Result<SubmitReceipt, ChannelError> {
+        let started = Instant::now();
+        let waited = |what: &str| ChannelError::Temporary {
+            reason: format!(
+                "{}: no {what} within {:?}",
+                self.config.name, self.config.submit_timeout
+            ),
+            retry_after: None,
+        };
+        let _slot = tokio::time::timeout(self.config.submit_timeout, self.window.acquire())
+            .await
+            .map_err(|_| waited("window slot"))?
+            .map_err(|_| ChannelError::Closed)?;
+        if self.pick_bind().is_none() {
+            return Err(ChannelError::Temporary {
+                reason: format!("{}: no live bind", self.config.name),
+                retry_after: None,
+            });
+        }
+        gate.pass().await?;
+        let left = self.config.submit_timeout.saturating_sub(started.elapsed());
         let reference_byte = self.next_reference.fetch_add(1, Ordering::Relaxed);
         let encoded =
             encoding::encode_with(message.text.expose(), reference_byte, self.config.encoding);
@@ -496,15 +591,9 @@ impl Channel for SmppCarrier {
                 reason: format!("{}: no live bind", self.config.name),
                 retry_after: None,
             })?;
-            let id = tokio::time::timeout(self.config.submit_timeout, bind.submit(submit))
+            let id = tokio::time::timeout(left, bind.submit(submit))
                 .await
-                .map_err(|_| ChannelError::Temporary {
-                    reason: format!(
-                        "{}: no answer within {:?}",
-                        self.config.name, self.config.submit_timeout
-                    ),
-                    retry_after: None,
-                })?
+                .map_err(|_| waited("answer"))?
                 .map_err(|e| channel_error(&self.config.name, e))?;
             ids.push(id);
         }
@@ -512,15 +601,16 @@ impl Channel for SmppCarrier {
         if self.config.registered_delivery & 0x03 != 0 {
             self.register(&ids, message, &reference);
             if let Some(directory) = &self.directory {
-                directory.note(
-                    &self.config.name,
-                    Noted {
-                        verification_id: message.verification_id.clone(),
-                        send: message.send,
-                        ids: ids.iter().map(|id| id_keys(id).swap_remove(0)).collect(),
-                    },
-                    until(message.expires_at_ms) + NOTE_MARGIN,
-                );
+                let noted = Noted {
+                    verification_id: message.verification_id.clone(),
+                    send: message.send,
+                    ids: ids.iter().map(|id| id_keys(id).swap_remove(0)).collect(),
+                };
+                let keep = until(message.expires_at_ms) + NOTE_MARGIN;
+                if let Err(e) = directory.note(&self.config.name, noted, keep).await {
+                    // Sent all the same; only a receipt reaching another node is lost.
+                    tracing::warn!(carrier = %self.config.name, error = %e, "could not note a submitted message");
+                }
             }
         }
         Ok(SubmitReceipt { reference })

@@ -64,14 +64,26 @@ pub struct DirectoryError(pub String);
 #[async_trait]
 pub trait MessageDirectory: Send + Sync + 'static {
     /// Note a submitted message under each of its ids, for `keep` (past which no
-    /// receipt is expected). It must not hold the submit up: an implementation
-    /// queues and writes in the background. A lost note costs only the receipt of
-    /// that message if the receipt reaches another node.
-    fn note(&self, carrier: &str, message: Noted, keep: Duration);
+    /// receipt is expected). The carrier waits for it before it reports the submit,
+    /// so that the note is there before the send is recorded (and its receipt can
+    /// come); an implementation batches concurrent notes. A lost note costs only
+    /// the receipt of that message if the receipt reaches another node.
+    async fn note(
+        &self,
+        carrier: &str,
+        message: Noted,
+        keep: Duration,
+    ) -> Result<(), DirectoryError>;
 
-    /// The message `message_id` (as a receipt wrote it: either base, any case) of
-    /// `carrier` is part of, if some node noted it.
-    async fn find(&self, carrier: &str, message_id: &str) -> Result<Option<Noted>, DirectoryError>;
+    /// The message `message_id` (as a receipt wrote it, any case) of `carrier` is
+    /// part of, if some node noted it; with `other_base`, also under the id read
+    /// in the other base (after the id as written).
+    async fn find(
+        &self,
+        carrier: &str,
+        message_id: &str,
+        other_base: bool,
+    ) -> Result<Option<Noted>, DirectoryError>;
 }
 
 /// In memory, for one process with several carriers on one account, and for tests.
@@ -96,7 +108,12 @@ impl MemoryDirectory {
 
 #[async_trait]
 impl MessageDirectory for MemoryDirectory {
-    fn note(&self, carrier: &str, message: Noted, keep: Duration) {
+    async fn note(
+        &self,
+        carrier: &str,
+        message: Noted,
+        keep: Duration,
+    ) -> Result<(), DirectoryError> {
         let until = Instant::now() + keep;
         let mut entries = self.entries.lock();
         let now = Instant::now();
@@ -104,12 +121,22 @@ impl MessageDirectory for MemoryDirectory {
         for id in &message.ids {
             entries.insert((carrier.to_string(), id.clone()), (message.clone(), until));
         }
+        Ok(())
     }
 
-    async fn find(&self, carrier: &str, message_id: &str) -> Result<Option<Noted>, DirectoryError> {
+    async fn find(
+        &self,
+        carrier: &str,
+        message_id: &str,
+        other_base: bool,
+    ) -> Result<Option<Noted>, DirectoryError> {
         let entries = self.entries.lock();
         let now = Instant::now();
-        Ok(id_keys(message_id).into_iter().find_map(|k| {
+        let mut keys = id_keys(message_id);
+        if !other_base {
+            keys.truncate(1);
+        }
+        Ok(keys.into_iter().find_map(|k| {
             entries
                 .get(&(carrier.to_string(), k))
                 .filter(|(_, until)| *until > now)
@@ -136,20 +163,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn found_under_any_part_and_in_the_other_base() {
+    async fn found_under_any_part_and_in_the_other_base_when_asked() {
         let d = MemoryDirectory::new();
         let n = Noted {
             verification_id: "vf_1".into(),
             send: 1,
             ids: vec!["ff".into(), "100".into()],
         };
-        d.note("movistar", n.clone(), Duration::from_secs(60));
-        assert_eq!(d.find("movistar", "FF").await.unwrap(), Some(n.clone()));
-        assert_eq!(d.find("movistar", "0100").await.unwrap(), Some(n.clone()));
-        // 255 is ff read in decimal.
-        assert_eq!(d.find("movistar", "255").await.unwrap(), Some(n));
-        assert_eq!(d.find("vodafone", "ff").await.unwrap(), None);
-        assert_eq!(d.find("movistar", "77").await.unwrap(), None);
+        d.note("movistar", n.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.find("movistar", "FF", false).await.unwrap(),
+            Some(n.clone())
+        );
+        assert_eq!(
+            d.find("movistar", "0100", false).await.unwrap(),
+            Some(n.clone())
+        );
+        // 255 is ff read in decimal: only when asked.
+        assert_eq!(d.find("movistar", "255", false).await.unwrap(), None);
+        assert_eq!(d.find("movistar", "255", true).await.unwrap(), Some(n));
+        assert_eq!(d.find("vodafone", "ff", true).await.unwrap(), None);
+        assert_eq!(d.find("movistar", "77", true).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -160,7 +196,7 @@ mod tests {
             send: 1,
             ids: vec!["1".into()],
         };
-        d.note("c", n, Duration::ZERO);
-        assert_eq!(d.find("c", "1").await.unwrap(), None);
+        d.note("c", n, Duration::ZERO).await.unwrap();
+        assert_eq!(d.find("c", "1", true).await.unwrap(), None);
     }
 }

@@ -300,6 +300,19 @@ impl<V> MessageIdIndex<V> {
         self.exact.insert(exact, value);
     }
 
+    /// Remove and return the value of the message whose id is `receipt_id` as
+    /// written (after normalisation), not read in another base.
+    pub fn take_exact(&mut self, receipt_id: &str) -> Option<V> {
+        let exact = id_keys(receipt_id).swap_remove(0);
+        let value = self.exact.remove(&exact)?;
+        for alt in &id_keys(&exact)[1..] {
+            if self.alternate.get(alt) == Some(&exact) {
+                self.alternate.remove(alt);
+            }
+        }
+        Some(value)
+    }
+
     /// Remove and return the value for the message a receipt is about.
     pub fn take(&mut self, receipt_id: &str) -> Option<V> {
         let keys = id_keys(receipt_id);
@@ -333,6 +346,11 @@ impl<V> MessageIdIndex<V> {
 }
 
 impl<V: Clone + Eq + Hash> MessageIdIndex<V> {
+    /// Look without removing, by the id as written only.
+    pub fn get_exact(&self, receipt_id: &str) -> Option<&V> {
+        self.exact.get(&id_keys(receipt_id).swap_remove(0))
+    }
+
     /// Look without removing.
     pub fn get(&self, receipt_id: &str) -> Option<&V> {
         let keys = id_keys(receipt_id);

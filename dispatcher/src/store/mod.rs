@@ -62,7 +62,7 @@ pub struct CheckResult {
 }
 
 /// Where a delivery job handed out by a store-held queue is acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct JobReceipt {
     /// The stream (queue) the job came from.
     pub stream: String,
@@ -70,6 +70,37 @@ pub struct JobReceipt {
     pub entry: String,
     /// Whether it was claimed from another worker that went quiet (else read new).
     pub claimed: bool,
+    /// Tells the queue this node still has the job, until the job is dropped.
+    pub hold: Hold,
+}
+
+/// Kept with a job while this node has it; dropping it lets the queue know the node
+/// is done with the job (answered, or left for another to claim).
+pub struct Hold(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Hold {
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(release)))
+    }
+
+    /// A hold that tells nobody anything.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
 }
 
 /// Whether a worker may hand a send to its channel.
@@ -79,9 +110,12 @@ pub enum TakeSend {
     Go,
     /// It was answered already (the job came round again): only acknowledge it.
     Answered,
-    /// Another worker took it and never answered. It may have reached the channel,
+    /// Another node took it and never answered. It may have reached the channel,
     /// so it is not sent again.
     Interrupted,
+    /// Another worker of this node has it (a second copy of the same job): it is
+    /// theirs to answer.
+    Mine,
     /// The verification (or that send) is gone.
     Gone,
 }

@@ -82,6 +82,15 @@ impl Keys {
         self.stream(self.partition_of(id.shard_tag()))
     }
 
+    /// Where a carrier's SMSC message id is noted (see [`super::directory`]). The id
+    /// alone picks the partition: the node that looks it up knows nothing else.
+    pub fn message(&self, carrier: &str, message_id: &str) -> String {
+        let partition = slot(message_id.as_bytes()) % self.partitions;
+        let mut k = self.partition_prefix(partition);
+        write!(k, "m:{carrier}:{message_id}").expect("writing to a String");
+        k
+    }
+
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{{{key}}}", self.prefix)
     }

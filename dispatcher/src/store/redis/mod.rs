@@ -11,6 +11,7 @@
 //! relative TTLs (a record lives `retention` past its validity).
 
 pub mod conn;
+pub mod directory;
 pub mod keys;
 pub mod limiter;
 pub mod queue;
@@ -391,6 +392,7 @@ impl Store for RedisStore {
             "go" => TakeSend::Go,
             "answered" => TakeSend::Answered,
             "interrupted" => TakeSend::Interrupted,
+            "mine" => TakeSend::Mine,
             "gone" => TakeSend::Gone,
             other => return Err(corrupt(other)),
         })

@@ -10,12 +10,19 @@
 //! dies leaves its jobs pending in the group: the others claim them once they have
 //! been idle for `redis.claim_after` (`XAUTOCLAIM`), and the send's owner mark
 //! ([`crate::store::Store::take_send`]) keeps a claimed job from going out twice.
+//! A live node keeps the jobs it holds (waiting for a worker, or being sent,
+//! however long its retries take) from looking idle: it re-claims them for itself
+//! (`XCLAIM … JUSTID`, which resets their idle time) every third of `claim_after`.
+//! It reads no more than `prefetch` jobs ahead of its workers, so that the others
+//! get their share.
 //!
 //! Jobs carry the code sealed (as the verification does); the node that sends it
 //! unseals it with the shared server secret.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -31,7 +38,7 @@ use crate::delivery::{DeliveryJob, DeliveryQueue};
 use crate::id::VerificationId;
 use crate::locale::Locale;
 use crate::phone::E164;
-use crate::store::{JobReceipt, StoreError};
+use crate::store::{Hold, JobReceipt, StoreError};
 use crate::verification::MatchCode;
 
 pub const GROUP: &str = "otpd";
@@ -48,6 +55,58 @@ pub struct StreamConsumer {
     pub provider_ack: HashMap<Box<str>, bool>,
     /// How long a job may sit unanswered with another node before it is claimed.
     pub claim_after: Duration,
+    /// Most jobs read ahead of the workers (waiting in the node's queue).
+    pub prefetch: usize,
+    /// The jobs this node has: stream → entry → how many copies it holds.
+    pub held: Arc<Held>,
+}
+
+/// See [`StreamConsumer::held`].
+#[derive(Default)]
+pub struct Held(Mutex<HashMap<String, HashMap<String, usize>>>);
+
+impl Held {
+    fn hold(self: &Arc<Self>, stream: &str, entry: &str) -> Hold {
+        *self
+            .0
+            .lock()
+            .entry(stream.to_owned())
+            .or_default()
+            .entry(entry.to_owned())
+            .or_default() += 1;
+        let (this, stream, entry) = (self.clone(), stream.to_owned(), entry.to_owned());
+        Hold::new(move || {
+            let mut held = this.0.lock();
+            if let Some(entries) = held.get_mut(&stream) {
+                if let Some(n) = entries.get_mut(&entry) {
+                    *n -= 1;
+                    if *n == 0 {
+                        entries.remove(&entry);
+                    }
+                }
+                if entries.is_empty() {
+                    held.remove(&stream);
+                }
+            }
+        })
+    }
+
+    /// Stream → entries held now.
+    fn snapshot(&self) -> Vec<(String, Vec<String>)> {
+        self.0
+            .lock()
+            .iter()
+            .map(|(s, e)| (s.clone(), e.keys().cloned().collect()))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -89,12 +148,21 @@ impl StreamConsumer {
         let mut idle = Duration::from_millis(1);
         let mut prepared = false;
         let mut last_claim = tokio::time::Instant::now();
+        let mut last_refresh = tokio::time::Instant::now();
         while !*stop.borrow() {
-            let room = queue.capacity().saturating_sub(queue.depth()).min(256);
+            let room = queue
+                .capacity()
+                .min(self.prefetch.max(1))
+                .saturating_sub(queue.depth())
+                .min(256);
             let work = async {
                 if !prepared {
                     self.prepare().await?;
                     prepared = true;
+                }
+                if last_refresh.elapsed() >= self.claim_after / 3 {
+                    last_refresh = tokio::time::Instant::now();
+                    self.refresh().await?;
                 }
                 if room == 0 {
                     return Ok(Vec::new());
@@ -177,6 +245,45 @@ impl StreamConsumer {
         cmd.query_async(&mut conn).await.map_err(unavailable)
     }
 
+    /// Reset the idle time of every job this node holds, so that nobody claims it.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let held = self.held.snapshot();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let xclaim = |stream: &str, entries: &[String]| {
+            let mut c = redis::cmd("XCLAIM");
+            c.arg(stream)
+                .arg(GROUP)
+                .arg(&*self.name)
+                .arg(0)
+                .arg(entries)
+                .arg("JUSTID");
+            c
+        };
+        let mut conn = self.redis.conn().await?;
+        if self.redis.is_cluster() {
+            let commands: Vec<redis::Cmd> = held.iter().map(|(s, e)| xclaim(s, e)).collect();
+            for r in join_all(commands.iter().map(|c| {
+                let mut conn = conn.clone();
+                async move { c.query_async::<Value>(&mut conn).await }
+            }))
+            .await
+            {
+                r.map_err(unavailable)?;
+            }
+        } else {
+            let mut pipe = redis::pipe();
+            for (s, e) in &held {
+                pipe.add_command(xclaim(s, e)).ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     /// Jobs other consumers left unanswered for `claim_after`, now this node's.
     async fn claim(&self, count: usize) -> Result<Vec<DeliveryJob>, StoreError> {
         let min_idle = self.claim_after.as_millis() as u64;
@@ -240,6 +347,7 @@ impl StreamConsumer {
             provider_ack: self.provider_ack.get(purpose).copied().unwrap_or(false),
             receipt: Some(JobReceipt {
                 stream: stream.to_owned(),
+                hold: self.held.hold(stream, &entry),
                 entry,
                 claimed,
             }),

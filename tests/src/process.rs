@@ -1,0 +1,127 @@
+//! otpd as a real process: started from its binary with a configuration file, on a
+//! free loopback port, and killed however a test needs (SIGKILL included). Killed
+//! when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::redis::free_port;
+
+pub struct OtpdProcess {
+    pub base: String,
+    pub pid: u32,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+/// The `otpd` binary of this build. `cargo test --workspace` builds it beside the
+/// test executables (`target/<profile>/otpd`); when it is not there (one package
+/// tested alone), it is built.
+pub fn otpd_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("OTPD_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable");
+    // target/<profile>/deps/<test> → target/<profile>/otpd
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("otpd");
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "otpd", "--bin", "otpd"])
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building otpd failed");
+    }
+    assert!(bin.exists(), "no otpd binary at {}", bin.display());
+    bin
+}
+
+impl OtpdProcess {
+    /// Start `otpd serve` on `config` (TOML; `[server] listen` is set here) and wait
+    /// until it answers `/healthz` with 200.
+    pub async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let file = dir.path().join("otpd.toml");
+        std::fs::write(&file, config).expect("config written");
+        let log = std::fs::File::create(dir.path().join("otpd.log")).expect("log file");
+        let child = Command::new(otpd_binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .env("OTPD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("OTPD_CHANNELS__FILE__PATH", dir.path().join("outbox.jsonl"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("otpd starts");
+        let process = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            pid: child.id(),
+            child,
+            dir,
+        };
+        let client = crate::client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", process.base)).send().await
+                && r.status() == 200
+            {
+                return process;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "otpd did not become healthy; its log:\n{}",
+                process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until `/healthz` reports every channel up (carriers bound).
+    pub async fn wait_channels(&self) {
+        let client = crate::client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+                && let Ok(body) = r.json::<serde_json::Value>().await
+                && body["channels"]
+                    .as_object()
+                    .is_some_and(|c| c.values().all(|s| s == "ok"))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "channels never came up; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the process wrote to stdout and stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("otpd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no flushing, nothing.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OtpdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
