@@ -330,3 +330,123 @@ async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
     }
     b.stop().await;
 }
+
+/// The same on a 3-master Redis Cluster: each partition's stream is read on its own
+/// shard, and every job is still delivered once and recorded on its verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_every_job_is_delivered_once_by_some_node() {
+    use otpd_e2e::redis::RedisCluster;
+
+    let cluster = RedisCluster::start(3);
+    let on_cluster = |urls: Vec<String>| {
+        move |c: &mut otpd::Config| {
+            c.store.kind = StoreKind::Redis;
+            c.redis.urls = urls;
+            c.redis.cluster = true;
+            c.redis.timeout = Duration::from_millis(500);
+        }
+    };
+    let a = TestServer::start_with(on_cluster(cluster.urls()), None).await;
+    let b = TestServer::start_with(on_cluster(cluster.urls()), None).await;
+    let mut ids = Vec::new();
+    for n in 0..24 {
+        let on = if n % 2 == 0 { &a } else { &b };
+        let r = on
+            .post(
+                "/v1/verifications",
+                json!({"to": format!("+3460080{n:04}")}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        code_from(&[&a, &b], id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = delivered(&[&a, &b]);
+    assert_eq!(lines.len(), 24, "each job once: {lines:?}");
+    for id in &ids {
+        let v = b.answered(id).await;
+        assert_eq!(v["delivery"]["state"], "sent", "{v}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Over TLS (`rediss://`, the server's certificate checked against `redis.tls_ca`)
+/// as an ACL user with a password; the default user is switched off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_as_an_acl_user() {
+    otpd_adapters::push::http::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = dir.path().join("redis.crt");
+    let key = dir.path().join("redis.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let tls_port = otpd_e2e::redis::free_port();
+    let tls_port_arg = tls_port.to_string();
+    let redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-port",
+        &tls_port_arg,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "otpd",
+        "on",
+        ">s3cret-pass",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    redis.cli(&["ACL", "SETUSER", "default", "off"]);
+
+    let (ca, url) = (cert.clone(), format!("rediss://127.0.0.1:{tls_port}"));
+    let node = |password: &'static str| {
+        let (ca, url) = (ca.clone(), url.clone());
+        move |c: &mut otpd::Config| {
+            c.store.kind = StoreKind::Redis;
+            c.redis.urls = vec![url];
+            c.redis.tls_ca = Some(ca);
+            c.redis.username = Some("otpd".into());
+            c.redis.password = Some(password.into());
+            c.redis.timeout = Duration::from_millis(500);
+            c.redis.connect_timeout = Duration::from_millis(500);
+        }
+    };
+    let a = TestServer::start_with(node("s3cret-pass"), None).await;
+    assert_eq!(a.get("/healthz").await.status, 200);
+    let id = a.issue("+34600900100").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = code_from(&[&a], &id).await;
+    let r = a.check(&id, &code).await;
+    assert_eq!(r.body["status"], "approved", "{}", r.text);
+
+    // A wrong password: the store is unavailable, and the node says so.
+    let wrong = TestServer::start_with(node("wrong"), None).await;
+    let r = wrong
+        .post("/v1/verifications", json!({"to": "+34600900101"}))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(wrong.get("/healthz").await.status, 503);
+    a.stop().await;
+    wrong.stop().await;
+}
