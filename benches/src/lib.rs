@@ -39,8 +39,20 @@ impl Channel for Discard {
     }
 }
 
+impl Discard {
+    /// Messages accepted so far.
+    pub fn sent(&self) -> u64 {
+        self.n.load(Ordering::Relaxed)
+    }
+}
+
 pub fn discard_channels() -> Channels {
-    let channel: Arc<dyn Channel> = Arc::new(Discard::default());
+    discard_channels_with(Arc::new(Discard::default()))
+}
+
+/// The channels of [`discard_channels`], SMS going to `channel`.
+pub fn discard_channels_with(channel: Arc<Discard>) -> Channels {
+    let channel: Arc<dyn Channel> = channel;
     Channels {
         sms: vec![channel],
         push: Pushers::all(Arc::new(otpd_adapters::push::fake::FakePusher::new(
