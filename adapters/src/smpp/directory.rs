@@ -56,6 +56,16 @@ impl Noted {
     }
 }
 
+/// The keys a receipt's id is looked up under, in order: the id as written
+/// (normalised), then, with `other_base`, its readings in the other base.
+pub fn lookup_keys(message_id: &str, other_base: bool) -> Vec<String> {
+    let mut keys = id_keys(message_id);
+    if !other_base {
+        keys.truncate(1);
+    }
+    keys
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("message directory unavailable: {0}")]
 pub struct DirectoryError(pub String);
@@ -132,16 +142,14 @@ impl MessageDirectory for MemoryDirectory {
     ) -> Result<Option<Noted>, DirectoryError> {
         let entries = self.entries.lock();
         let now = Instant::now();
-        let mut keys = id_keys(message_id);
-        if !other_base {
-            keys.truncate(1);
-        }
-        Ok(keys.into_iter().find_map(|k| {
-            entries
-                .get(&(carrier.to_string(), k))
-                .filter(|(_, until)| *until > now)
-                .map(|(n, _)| n.clone())
-        }))
+        Ok(lookup_keys(message_id, other_base)
+            .into_iter()
+            .find_map(|k| {
+                entries
+                    .get(&(carrier.to_string(), k))
+                    .filter(|(_, until)| *until > now)
+                    .map(|(n, _)| n.clone())
+            }))
     }
 }
 

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use otpd_adapters::smpp::directory::{DirectoryError, MessageDirectory, Noted};
-use otpd_adapters::smpp::receipt::id_keys;
+use otpd_adapters::smpp::directory::{DirectoryError, MessageDirectory, Noted, lookup_keys};
 use redis::Value;
 use tokio::sync::mpsc;
 
@@ -136,11 +135,7 @@ impl MessageDirectory for RedisDirectory {
             .conn()
             .await
             .map_err(|e| DirectoryError(e.to_string()))?;
-        let mut ids = id_keys(message_id);
-        if !other_base {
-            ids.truncate(1);
-        }
-        for id in ids {
+        for id in lookup_keys(message_id, other_base) {
             let found: Option<String> = redis::cmd("GET")
                 .arg(self.keys.message(carrier, &id))
                 .query_async(&mut conn)
