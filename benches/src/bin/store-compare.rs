@@ -283,7 +283,7 @@ const TOP_LEVEL: &[&str] = &[
 fn per_op(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, ops: u64) -> String {
     let delta =
         |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
-    let trips: u64 = TOP_LEVEL.iter().map(|n| delta(n)).sum();
+    let trips = round_trips(before, after);
     let parts: Vec<String> = TOP_LEVEL
         .iter()
         .filter(|n| delta(n) > 0)

@@ -128,6 +128,36 @@ impl Redis {
     pub fn is_cluster(&self) -> bool {
         matches!(&*self.inner, Inner::Cluster { .. })
     }
+
+    /// Run `commands`, whose answers nobody needs, in as few round trips as the
+    /// deployment allows: one pipeline on a single server; on a cluster, where they
+    /// may live on many slots, each on its own, all in flight at once.
+    pub async fn run_all(&self, commands: &[Cmd]) -> Result<(), StoreError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn().await?;
+        if self.is_cluster() {
+            let answers = futures_util::future::join_all(commands.iter().map(|c| {
+                let mut conn = conn.clone();
+                async move { c.query_async::<Value>(&mut conn).await }
+            }))
+            .await;
+            for answer in answers {
+                answer.map_err(unavailable)?;
+            }
+        } else {
+            let mut pipe = redis::pipe();
+            for c in commands {
+                pipe.add_command(c.clone()).ignore();
+            }
+            let mut conn = conn;
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
 }
 
 fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, ConnectError> {

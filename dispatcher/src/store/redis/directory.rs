@@ -11,9 +11,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use otpd_adapters::smpp::directory::{DirectoryError, MessageDirectory, Noted, lookup_keys};
-use redis::Value;
 use tokio::sync::mpsc;
 
 use super::conn::{Redis, unavailable};
@@ -61,35 +59,18 @@ async fn write_notes(redis: Redis, mut rx: mpsc::Receiver<Note>) {
 }
 
 async fn write(redis: &Redis, batch: &[Note]) -> Result<(), crate::store::StoreError> {
-    let set = |n: &Note| {
-        let mut c = redis::cmd("SET");
-        c.arg(&n.key)
-            .arg(&n.value)
-            .arg("PX")
-            .arg(n.keep.as_millis().max(1) as u64);
-        c
-    };
-    let mut conn = redis.conn().await?;
-    if redis.is_cluster() {
-        let commands: Vec<redis::Cmd> = batch.iter().map(set).collect();
-        let results = join_all(commands.iter().map(|c| {
-            let mut conn = conn.clone();
-            async move { c.query_async::<Value>(&mut conn).await }
-        }))
-        .await;
-        for r in results {
-            r.map_err(unavailable)?;
-        }
-    } else {
-        let mut pipe = redis::pipe();
-        for n in batch {
-            pipe.add_command(set(n)).ignore();
-        }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
-    }
-    Ok(())
+    let sets: Vec<redis::Cmd> = batch
+        .iter()
+        .map(|n| {
+            let mut c = redis::cmd("SET");
+            c.arg(&n.key)
+                .arg(&n.value)
+                .arg("PX")
+                .arg(n.keep.as_millis().max(1) as u64);
+            c
+        })
+        .collect();
+    redis.run_all(&sets).await
 }
 
 #[async_trait]

@@ -248,40 +248,20 @@ impl StreamConsumer {
     /// Reset the idle time of every job this node holds, so that nobody claims it.
     async fn refresh(&self) -> Result<(), StoreError> {
         let held = self.held.snapshot();
-        if held.is_empty() {
-            return Ok(());
-        }
-        let xclaim = |stream: &str, entries: &[String]| {
-            let mut c = redis::cmd("XCLAIM");
-            c.arg(stream)
-                .arg(GROUP)
-                .arg(&*self.name)
-                .arg(0)
-                .arg(entries)
-                .arg("JUSTID");
-            c
-        };
-        let mut conn = self.redis.conn().await?;
-        if self.redis.is_cluster() {
-            let commands: Vec<redis::Cmd> = held.iter().map(|(s, e)| xclaim(s, e)).collect();
-            for r in join_all(commands.iter().map(|c| {
-                let mut conn = conn.clone();
-                async move { c.query_async::<Value>(&mut conn).await }
-            }))
-            .await
-            {
-                r.map_err(unavailable)?;
-            }
-        } else {
-            let mut pipe = redis::pipe();
-            for (s, e) in &held {
-                pipe.add_command(xclaim(s, e)).ignore();
-            }
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(())
+        let claims: Vec<redis::Cmd> = held
+            .iter()
+            .map(|(stream, entries)| {
+                let mut c = redis::cmd("XCLAIM");
+                c.arg(stream)
+                    .arg(GROUP)
+                    .arg(&*self.name)
+                    .arg(0)
+                    .arg(entries)
+                    .arg("JUSTID");
+                c
+            })
+            .collect();
+        self.redis.run_all(&claims).await
     }
 
     /// Jobs other consumers left unanswered for `claim_after`, now this node's.
