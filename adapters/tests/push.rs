@@ -25,6 +25,14 @@ const HMS_TOKEN: &str = "IQAAAACy0kYkAAB-hms-device-token-for-tests";
 async fn mock(tls: bool) -> PushMock {
     PushMock::start(MockConfig {
         tls,
+        ..mock_config()
+    })
+    .await
+    .unwrap()
+}
+
+fn mock_config() -> MockConfig {
+    MockConfig {
         apns_keys: vec![ApnsKey {
             key_id: "ABC123DEFG".into(),
             team_id: "TEAM123456".into(),
@@ -40,9 +48,7 @@ async fn mock(tls: bool) -> PushMock {
             client_secret: "hms-secret".into(),
         }],
         ..MockConfig::default()
-    })
-    .await
-    .unwrap()
+    }
 }
 
 fn http(mock: &PushMock) -> HttpOptions {
@@ -400,4 +406,31 @@ async fn an_unreachable_provider_is_a_retry() {
         apns.push(&note(APNS_TOKEN), "").await,
         Outcome::Retry { reason, .. } if reason.starts_with("APNs unreachable")
     ));
+}
+
+#[tokio::test]
+async fn a_tap_sees_accepted_pushes_only() {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let tap = {
+        let seen = seen.clone();
+        otpd_adapters::push_mock::PushTap(Arc::new(move |provider, body: &[u8]| {
+            seen.lock().push((provider, body.to_vec()))
+        }))
+    };
+    let mock = PushMock::start(MockConfig {
+        tap: Some(tap),
+        ..mock_config()
+    })
+    .await
+    .unwrap();
+    let apns = apns(&mock);
+    assert!(accepted(&apns.push(&note(APNS_TOKEN), "").await));
+    mock.unregister(Provider::Apns, APNS_TOKEN);
+    let gone = apns.push(&note(APNS_TOKEN), "").await;
+    assert!(matches!(gone, Outcome::RemoveDevice { .. }), "{gone:?}");
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 1, "the refused push is not tapped");
+    assert_eq!(seen[0].0, Provider::Apns);
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].1).unwrap();
+    assert_eq!(body["aps"]["alert"]["body"], "Tu código Cl@ve es 042317");
 }

@@ -409,3 +409,77 @@ async fn an_unknown_command_gets_a_generic_nack_and_the_link_stays() {
         Some(Pdu::EnquireLinkResp)
     ));
 }
+
+#[tokio::test]
+async fn a_tap_sees_every_message_and_keep_bounds_what_is_kept() {
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let tap = {
+        let seen = seen.clone();
+        otpd_adapters::smpp::simulator::Tap(std::sync::Arc::new(move |r| {
+            seen.lock()
+                .push((r.destination.addr.clone(), r.body.clone()))
+        }))
+    };
+    let smsc = Smsc::start(SmscConfig {
+        keep: 1,
+        tap: Some(tap),
+        ..accounts()
+    })
+    .await
+    .unwrap();
+    let mut client = connect(&smsc).await;
+    bind(&mut client, "otpd", "secret").await;
+    for seq in 2..5 {
+        submit(&mut client, seq, 0).await;
+        assert_eq!(next(&mut client).await.status(), CommandStatus::EsmeRok);
+    }
+    assert_eq!(smsc.received().len(), 1, "only `keep` messages are kept");
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 3, "the tap saw every accepted message");
+    assert!(
+        seen.iter()
+            .all(|(to, body)| to == "34600123456" && body == b"123456 es tu codigo")
+    );
+}
+
+#[tokio::test]
+async fn a_hung_smsc_reads_but_answers_nothing_until_it_resumes() {
+    let smsc = Smsc::start(accounts()).await.unwrap();
+    let mut client = connect(&smsc).await;
+    bind(&mut client, "otpd", "secret").await;
+    smsc.set_hung(true);
+    submit(&mut client, 2, 1).await;
+    client
+        .send(Command::new(CommandStatus::EsmeRok, 3, Pdu::EnquireLink))
+        .await
+        .unwrap();
+    let silent = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(silent.is_err(), "a hung SMSC answered: {silent:?}");
+    assert_eq!(
+        smsc.stats()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // A fresh connection is accepted but its bind is not answered either.
+    let mut other = connect(&smsc).await;
+    let bind_pdu = BindTransceiver::builder()
+        .system_id(c("otpd"))
+        .password(c("secret"))
+        .interface_version(InterfaceVersion::Smpp3_4)
+        .build();
+    other
+        .send(Command::new(CommandStatus::EsmeRok, 1, bind_pdu))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.next())
+            .await
+            .is_err()
+    );
+    smsc.set_hung(false);
+    submit(&mut client, 4, 0).await;
+    let resp = next(&mut client).await;
+    assert_eq!(resp.sequence_number(), 4);
+    assert_eq!(resp.status(), CommandStatus::EsmeRok);
+}

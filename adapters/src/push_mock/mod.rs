@@ -90,6 +90,22 @@ pub struct MockConfig {
     pub behaviour: Behaviour,
     /// Requests kept for inspection (the oldest go first); 0 keeps none.
     pub keep: usize,
+    /// Called with every push the mock accepts, as it answers it.
+    pub tap: Option<PushTap>,
+}
+
+/// A watcher of accepted pushes: the provider and the request body as sent. It runs
+/// on the request's task: it must be quick (hand the push on, never block).
+#[derive(Clone)]
+pub struct PushTap(pub Arc<TapFn>);
+
+/// What a [`PushTap`] calls.
+pub type TapFn = dyn Fn(Provider, &[u8]) + Send + Sync;
+
+impl std::fmt::Debug for PushTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushTap")
+    }
 }
 
 impl Default for MockConfig {
@@ -104,6 +120,7 @@ impl Default for MockConfig {
             access_token_ttl: Duration::from_secs(3600),
             behaviour: Behaviour::default(),
             keep: 10_000,
+            tap: None,
         }
     }
 }
@@ -127,6 +144,7 @@ pub(crate) struct Shared {
     pub fcm_accounts: Vec<(String, DecodingKey)>,
     pub hms_clients: Vec<HmsClient>,
     pub access_token_ttl: Duration,
+    pub tap: Option<PushTap>,
 }
 
 impl Shared {
@@ -161,6 +179,12 @@ impl Shared {
         status: StatusCode,
         reason: Option<String>,
     ) {
+        if let Some(tap) = &self.tap
+            && status == StatusCode::OK
+            && reason.is_none()
+        {
+            (tap.0)(provider, body);
+        }
         let mut s = self.state.lock();
         s.record(Recorded {
             seq: 0,
@@ -262,6 +286,7 @@ impl PushMock {
             fcm_accounts,
             hms_clients: config.hms_clients.clone(),
             access_token_ttl: config.access_token_ttl,
+            tap: config.tap.clone(),
         });
 
         let listener = TcpListener::bind(config.listen)

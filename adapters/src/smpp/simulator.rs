@@ -2,13 +2,15 @@
 //! tests. It accepts binds for configured accounts, answers submits after a
 //! configurable latency, injects faults (throttling, transient and permanent errors,
 //! dropped connections, silence) from a script or at random rates, and sends delivery
-//! receipts after a delay with a configurable outcome mix. Everything it received can
-//! be inspected.
+//! receipts after a delay with a configurable outcome mix. What it received can be
+//! inspected afterwards (up to `keep` messages) or watched as it arrives (a [`Tap`]),
+//! and it can be made to hang — read everything, answer nothing — as a carrier's
+//! SMSC does when it stops answering without closing its connections.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -105,6 +107,22 @@ pub struct SmscConfig {
     pub random_faults: Vec<(Fault, u32)>,
     /// Seed of the simulator's random draws: runs are repeatable.
     pub seed: u64,
+    /// Accepted messages kept for [`Smsc::received`]; the newest beyond it are not
+    /// kept (a load test keeps none and watches them through `tap`).
+    pub keep: usize,
+    /// Called with every accepted message as it is accepted.
+    pub tap: Option<Tap>,
+}
+
+/// A watcher of accepted messages. It runs on the connection's task: it must be
+/// quick (hand the message on, never block).
+#[derive(Clone)]
+pub struct Tap(pub Arc<dyn Fn(&Received) + Send + Sync>);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
 }
 
 impl Default for SmscConfig {
@@ -119,6 +137,8 @@ impl Default for SmscConfig {
             script: Vec::new(),
             random_faults: Vec::new(),
             seed: 0x0DDB_1A5E_5BAD_5EED,
+            keep: usize::MAX,
+            tap: None,
         }
     }
 }
@@ -185,6 +205,8 @@ struct Shared {
     next_conn: AtomicU64,
     /// Receiving binds by system_id, for routing receipts.
     receivers: Mutex<HashMap<String, Vec<Receiver>>>,
+    /// Read every PDU, answer none.
+    hung: AtomicBool,
 }
 
 impl Shared {
@@ -275,6 +297,7 @@ impl Smsc {
             next_id: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             receivers: Mutex::new(HashMap::new()),
+            hung: AtomicBool::new(false),
         });
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(accept(listener, shared.clone(), stop_rx));
@@ -297,6 +320,13 @@ impl Smsc {
     /// Append faults to the script (applied to the next submits, in order).
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.shared.script.lock().extend(faults);
+    }
+
+    /// Hang (`true`): keep every connection open and read what comes, but answer
+    /// nothing — binds, submits, enquire_links — and send no receipts, as an SMSC
+    /// that stops responding does. `false` resumes answering what comes next.
+    pub fn set_hung(&self, hung: bool) {
+        self.shared.hung.store(hung, Ordering::Relaxed);
     }
 
     /// Close every connection and stop listening.
@@ -362,6 +392,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
             }
             None => break,
         };
+        if shared.hung.load(Ordering::Relaxed) {
+            continue;
+        }
         let seq = command.sequence_number();
         let reply =
             |status: CommandStatus, pdu: Pdu| Outgoing::Command(Command::new(status, seq, pdu));
@@ -504,7 +537,15 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                             registered_delivery: submit.registered_delivery.into(),
                             body,
                         };
-                        shared.received.lock().push(received.clone());
+                        if let Some(tap) = &shared.config.tap {
+                            (tap.0)(&received);
+                        }
+                        {
+                            let mut kept = shared.received.lock();
+                            if kept.len() < shared.config.keep {
+                                kept.push(received.clone());
+                            }
+                        }
                         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         let resp = SubmitSmResp::builder()
                             .message_id(
@@ -571,6 +612,9 @@ fn respond_later(shared: &Arc<Shared>, tx: &mpsc::Sender<Outgoing>, out: Outgoin
 fn schedule_receipt(shared: Arc<Shared>, message: Received, n: u64) {
     tokio::spawn(async move {
         tokio::time::sleep(shared.config.receipts.delay).await;
+        if shared.hung.load(Ordering::Relaxed) {
+            return;
+        }
         let state = shared.outcome();
         let id = shared.config.receipts.id_format.write(n);
         let stat = match state {
