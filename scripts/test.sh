@@ -5,7 +5,9 @@
 # - Node.js and npm (Debian's packages) when absent, for the independent SMPP peer;
 # - the npm `smpp` package, pinned by tests/interop/package-lock.json;
 # - redis-server and redis-cli (Debian's packages) when absent: the Redis store,
-#   limiter and queue tests start their own servers and clusters on free ports.
+#   limiter and queue tests start their own servers and clusters on free ports;
+# - chromium (Debian's package) when absent: the load tool's HTML report is opened
+#   headless to check that it renders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +28,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt_install nodejs npm
 fi
 (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium (Debian package) for the load report's rendering test" >&2
+  apt_install chromium
+fi
 
 cargo test --workspace --locked "$@"

@@ -1,0 +1,1005 @@
+//! One run: the simulators and otpd started, the people registered, the arrivals sent
+//! on schedule, the codes followed from request to phone to check, and everything
+//! stopped — bounded in count and in time, whatever otpd does.
+//!
+//! A person's session joins two things that happen in either order: otpd's answer
+//! (the verification id) and the code's arrival at the SMSC or the push provider.
+//! When both are known the person acts on the code after a human delay, as the
+//! scenario's behaviour draws for them.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::Method;
+use otpd_adapters::push_mock::{Provider, PushTap};
+use otpd_adapters::smpp::simulator::{Received, Tap};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::codes;
+use crate::http::Http;
+use crate::measure::{Measures, Op, Via};
+use crate::population::{Pattern, Person, Population};
+use crate::profile::{RateProfile, Schedule};
+use crate::report::Report;
+use crate::rng::{Rng, mix};
+use crate::scenario::Scenario;
+use crate::sims::{SimError, Sims};
+use crate::target::{self, OtpdProcess, TargetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Sims(#[from] SimError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("cannot find a free loopback port: {0}")]
+    Port(std::io::Error),
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where the report, otpd's configuration and its log go.
+    pub out: PathBuf,
+    /// The otpd binary to start (default: beside this tool, built if absent).
+    pub otpd: Option<PathBuf>,
+    /// Drive an otpd already running here instead of starting one (its carriers and
+    /// push providers are then its own business).
+    pub url: Option<String>,
+    /// Print progress to stderr every few seconds.
+    pub progress: bool,
+}
+
+/// The code length of the purpose the tool asks for.
+const CODE_LENGTH: usize = 6;
+/// Sessions' keys stay known this long after they settle, so that a late message
+/// (an escalation SMS after the app answered) is told apart from a stray one.
+const TOMBSTONE: Duration = Duration::from_secs(180);
+/// Between a wrong code and the right one.
+const RETYPE: Duration = Duration::from_secs(2);
+/// The check burst checks these verifications (of people who never type) at most.
+const BURST_POOL: usize = 250_000;
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Right,
+    WrongThenRight,
+    Resend,
+    Never,
+}
+
+struct Session {
+    due: Instant,
+    person: Person,
+    kind: Kind,
+    typing: Duration,
+    abuse: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    id: Option<Arc<str>>,
+    code: Option<String>,
+    deliveries: u32,
+    pushed: Option<Instant>,
+    acked: bool,
+    typing: bool,
+    settled: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    by_phone: HashMap<u64, Arc<Session>>,
+    by_id: HashMap<Arc<str>, Arc<Session>>,
+    /// Pushes that arrived before otpd's answer told us their verification.
+    early: HashMap<Arc<str>, (Via, String, Instant)>,
+    gone_phones: HashMap<u64, Instant>,
+    gone_ids: HashMap<Arc<str>, Instant>,
+}
+
+/// Where sessions are found by phone number (SMS) and by verification id (push).
+struct Inbox {
+    shards: Vec<Mutex<Shard>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn shard<K: Hash + ?Sized>(&self, key: &K) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// Forget tombstones older than `TOMBSTONE`; returns the early pushes that are
+    /// that old too (stray: no session ever claimed them).
+    fn sweep(&self, now: Instant, all: bool) -> u64 {
+        let mut stray = 0;
+        for shard in &self.shards {
+            let mut s = shard.lock();
+            let keep = |at: &Instant| !all && now.saturating_duration_since(*at) < TOMBSTONE;
+            s.gone_phones.retain(|_, at| keep(at));
+            s.gone_ids.retain(|_, at| keep(at));
+            let before = s.early.len();
+            s.early.retain(|_, (_, _, at)| keep(at));
+            stray += (before - s.early.len()) as u64;
+        }
+        stray
+    }
+
+    fn open_sessions(&self) -> Vec<Arc<Session>> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let s = shard.lock();
+            all.extend(s.by_phone.values().cloned());
+        }
+        all
+    }
+}
+
+/// The digits of an E.164 number as a key.
+fn phone_key(e164: &str) -> u64 {
+    e164.trim_start_matches('+').parse().unwrap_or(0)
+}
+
+struct Run {
+    scenario: Scenario,
+    http: Http,
+    m: Measures,
+    population: Population,
+    abuse: Option<Pattern>,
+    inbox: Inbox,
+    /// HTTP requests started and not answered.
+    in_flight: AtomicUsize,
+    /// Sessions not settled.
+    open: AtomicI64,
+    burst_pool: Mutex<Vec<Arc<str>>>,
+    /// Tasks the run spawned that have not finished (the drain waits for them).
+    tasks: AtomicI64,
+    stopping: AtomicBool,
+    late: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct IssueBody<'a> {
+    to: &'a str,
+    subject: Option<&'a str>,
+    locale: &'a str,
+    channel: &'static str,
+    purpose: &'static str,
+    ip: &'a str,
+}
+
+#[derive(Serialize)]
+struct CheckBody<'a> {
+    code: &'a str,
+    ip: &'a str,
+}
+
+/// The answer's key in the report: the status, and the error code when it is one.
+fn answer_key(status: u16, body: &[u8]) -> String {
+    if status < 400 {
+        return status.to_string();
+    }
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+    match code {
+        Some(c) => format!("{status} {c}"),
+        None => status.to_string(),
+    }
+}
+
+impl Run {
+    fn spawn<F>(self: &Arc<Self>, f: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.fetch_add(1, Ordering::Relaxed);
+        let run = self.clone();
+        tokio::spawn(async move {
+            f.await;
+            run.tasks.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Send one request, timed from `due`; returns the answer's status and body, or
+    /// `None` when the request never got one.
+    async fn call(
+        &self,
+        op: Op,
+        due: Instant,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Option<(u16, Bytes)> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let answer = self.http.send(method, path, body.map(Bytes::from)).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let done = Instant::now();
+        match answer {
+            Ok(a) => {
+                let key = answer_key(a.status, &a.body);
+                self.m.answered(op, due, done, &key, a.status < 300);
+                Some((a.status, a.body))
+            }
+            Err(_) => {
+                self.m.answered(op, due, done, "transport error", false);
+                None
+            }
+        }
+    }
+
+    /// Arrival `i`, due at `due`.
+    fn arrive(self: &Arc<Self>, i: u64, due: Instant) {
+        if self.in_flight.load(Ordering::Relaxed) >= self.scenario.max_in_flight {
+            self.m.offered(due, false);
+            return;
+        }
+        self.m.offered(due, true);
+        let mut rng = Rng::new(mix(self.scenario.seed ^ mix(i ^ 0xA11)));
+        let abuse = self
+            .abuse
+            .as_ref()
+            .zip(self.scenario.abuse.as_ref())
+            .and_then(|(p, a)| {
+                (due.saturating_duration_since(self.m.start) >= a.start && rng.unit() < a.share)
+                    .then(|| {
+                        (
+                            p.number(mix(i)),
+                            crate::population::address(
+                                1_000_000_007u32.wrapping_add(rng.below(u64::from(a.ips)) as u32),
+                            ),
+                        )
+                    })
+            });
+        let b = &self.scenario.behaviour;
+        let session = match abuse {
+            Some((phone, ip)) => {
+                self.m.count(|c| &c.abuse_offered);
+                Session {
+                    due,
+                    person: Person {
+                        subject: String::new(),
+                        phone,
+                        app: None,
+                        locale: "en",
+                        ip,
+                    },
+                    kind: Kind::Never,
+                    typing: Duration::ZERO,
+                    abuse: true,
+                    state: Mutex::new(State::default()),
+                }
+            }
+            None => {
+                let u = rng.unit();
+                let kind = if u < b.right {
+                    Kind::Right
+                } else if u < b.right + b.wrong_then_right {
+                    Kind::WrongThenRight
+                } else if u < b.right + b.wrong_then_right + b.resend {
+                    Kind::Resend
+                } else {
+                    Kind::Never
+                };
+                Session {
+                    due,
+                    person: self.population.person(i),
+                    kind,
+                    typing: rng.between(b.typing_min, b.typing_max),
+                    abuse: false,
+                    state: Mutex::new(State::default()),
+                }
+            }
+        };
+        let session = Arc::new(session);
+        let run = self.clone();
+        self.spawn(async move { run.issue(session).await });
+    }
+
+    fn issue_body(session: &Session) -> Vec<u8> {
+        let p = &session.person;
+        serde_json::to_vec(&IssueBody {
+            to: &p.phone,
+            subject: (!p.subject.is_empty()).then_some(p.subject.as_str()),
+            locale: p.locale,
+            channel: "auto",
+            purpose: "login",
+            ip: &p.ip,
+        })
+        .expect("serializes")
+    }
+
+    async fn issue(self: Arc<Self>, session: Arc<Session>) {
+        let key = phone_key(&session.person.phone);
+        {
+            let mut shard = self.inbox.shard(&key).lock();
+            shard.gone_phones.remove(&key);
+            if let Some(old) = shard.by_phone.insert(key, session.clone()) {
+                // The same number again while its last session is open (a small
+                // population, or the attack's range): the old one is over.
+                drop(shard);
+                if !old.abuse && old.state.lock().code.is_none() {
+                    self.m.count(|c| &c.replaced);
+                }
+                self.settle(&old);
+            }
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if !session.abuse {
+            self.m.count(|c| &c.sessions);
+        }
+        let op = if session.abuse {
+            Op::AbuseIssue
+        } else {
+            Op::Issue
+        };
+        self.m.count(|c| &c.issues_in_flight);
+        let answer = self
+            .call(
+                op,
+                session.due,
+                Method::POST,
+                "/v1/verifications",
+                Some(Self::issue_body(&session)),
+            )
+            .await;
+        self.m
+            .counters
+            .issues_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        let id = answer
+            .filter(|(status, _)| matches!(status, 200 | 201))
+            .and_then(|(_, body)| {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(Arc::<str>::from))
+            });
+        let Some(id) = id else {
+            if !session.abuse {
+                self.m.count(|c| &c.refused);
+            }
+            self.settle(&session);
+            return;
+        };
+        if session.abuse {
+            self.m.count(|c| &c.abuse_accepted);
+        }
+        session.state.lock().id = Some(id.clone());
+        // Pushes are matched by verification id; one may already be here.
+        let early = {
+            let mut shard = self.inbox.shard(&*id).lock();
+            shard.by_id.insert(id.clone(), session.clone());
+            shard.early.remove(&id)
+        };
+        if let Some((via, code, at)) = early {
+            self.delivered(&session, via, code, at);
+        }
+        self.advance(&session);
+    }
+
+    /// A code reached the person.
+    fn delivered(self: &Arc<Self>, session: &Arc<Session>, via: Via, code: String, at: Instant) {
+        let mut s = session.state.lock();
+        if s.settled {
+            self.late.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        s.deliveries += 1;
+        if s.deliveries == 1 {
+            self.m
+                .delivered(via, at.saturating_duration_since(session.due), at);
+            if session.abuse {
+                self.m.count(|c| &c.abuse_delivered);
+            } else {
+                self.m.count(|c| &c.delivered);
+            }
+            s.code = Some(code);
+        } else {
+            self.m.count(|c| &c.extra_deliveries);
+            if via == Via::Sms && s.pushed.is_some() {
+                self.m.count(|c| &c.escalated);
+            }
+            if s.code.as_deref() != Some(code.as_str()) {
+                self.m.count(|c| &c.code_mismatches);
+            }
+        }
+        if via != Via::Sms && s.pushed.is_none() {
+            s.pushed = Some(at);
+        }
+        drop(s);
+        if session.abuse {
+            self.settle(session);
+            return;
+        }
+        self.advance(session);
+    }
+
+    /// Take the next step that both halves (the id, the code) allow.
+    fn advance(self: &Arc<Self>, session: &Arc<Session>) {
+        let mut s = session.state.lock();
+        let (Some(id), Some(code)) = (s.id.clone(), s.code.clone()) else {
+            return;
+        };
+        if let Some(pushed) = s.pushed
+            && !s.acked
+        {
+            s.acked = true;
+            let due = pushed + self.scenario.behaviour.app_ack;
+            let run = self.clone();
+            let id = id.clone();
+            self.spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                run.call(
+                    Op::Ack,
+                    due,
+                    Method::POST,
+                    &format!("/v1/verifications/{id}/ack"),
+                    None,
+                )
+                .await;
+            });
+        }
+        if s.typing {
+            return;
+        }
+        s.typing = true;
+        drop(s);
+        if session.kind == Kind::Never {
+            self.m.count(|c| &c.never_typed);
+            let mut pool = self.burst_pool.lock();
+            if pool.len() < BURST_POOL {
+                pool.push(id);
+            }
+            drop(pool);
+            self.settle(session);
+            return;
+        }
+        let run = self.clone();
+        let session = session.clone();
+        self.spawn(async move { run.act(session, id, code).await });
+    }
+
+    /// What the person does with the code.
+    async fn act(self: Arc<Self>, session: Arc<Session>, id: Arc<str>, code: String) {
+        let start = Instant::now();
+        let path = format!("/v1/verifications/{id}/check");
+        let mut due = start + session.typing;
+        match session.kind {
+            Kind::WrongThenRight => {
+                tokio::time::sleep_until(due.into()).await;
+                let wrong = codes::wrong(&code);
+                let answer = self.check(due, &path, &wrong, &session).await;
+                if answer.as_deref() == Some("pending") {
+                    self.m.count(|c| &c.wrong_rejected);
+                } else {
+                    self.m.count(|c| &c.unexpected_checks);
+                }
+                due += RETYPE;
+            }
+            Kind::Resend => {
+                let ask = start + session.typing / 2;
+                tokio::time::sleep_until(ask.into()).await;
+                self.call(
+                    Op::Resend,
+                    ask,
+                    Method::POST,
+                    "/v1/verifications",
+                    Some(Self::issue_body(&session)),
+                )
+                .await;
+            }
+            Kind::Right | Kind::Never => {}
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let answer = self.check(due, &path, &code, &session).await;
+        if answer.as_deref() == Some("approved") {
+            self.m.count(|c| &c.approved);
+        } else {
+            self.m.count(|c| &c.unexpected_checks);
+        }
+        self.settle(&session);
+    }
+
+    /// A check; returns the verification's status in the answer.
+    async fn check(
+        &self,
+        due: Instant,
+        path: &str,
+        code: &str,
+        session: &Session,
+    ) -> Option<String> {
+        let body = serde_json::to_vec(&CheckBody {
+            code,
+            ip: &session.person.ip,
+        })
+        .expect("serializes");
+        let (_, body) = self
+            .call(Op::Check, due, Method::POST, path, Some(body))
+            .await?;
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string))
+    }
+
+    /// The session is over: forget it (leaving tombstones for late messages).
+    fn settle(&self, session: &Arc<Session>) {
+        let id = {
+            let mut s = session.state.lock();
+            if s.settled {
+                return;
+            }
+            s.settled = true;
+            s.id.clone()
+        };
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let key = phone_key(&session.person.phone);
+        {
+            let mut shard = self.inbox.shard(&key).lock();
+            if shard
+                .by_phone
+                .get(&key)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                shard.by_phone.remove(&key);
+                shard.gone_phones.insert(key, now);
+            }
+        }
+        if let Some(id) = id {
+            let mut shard = self.inbox.shard(&*id).lock();
+            shard.by_id.remove(&id);
+            shard.gone_ids.insert(id, now);
+        }
+    }
+
+    /// An SMS reached the SMSC.
+    fn on_sms(self: &Arc<Self>, r: &Received) {
+        let at = Instant::now();
+        let key = phone_key(&r.destination.addr);
+        let session = {
+            let shard = self.inbox.shard(&key).lock();
+            match shard.by_phone.get(&key) {
+                Some(s) => Some(s.clone()),
+                None => {
+                    if shard.gone_phones.contains_key(&key) {
+                        self.late.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.m.count(|c| &c.unmatched_deliveries);
+                    }
+                    None
+                }
+            }
+        };
+        let Some(session) = session else { return };
+        match codes::find_code(&codes::sms_text(r.data_coding, &r.body), CODE_LENGTH) {
+            Some(code) => self.delivered(&session, Via::Sms, code, at),
+            None => self.m.count(|c| &c.code_mismatches),
+        }
+    }
+
+    /// A push reached its provider.
+    fn on_push(self: &Arc<Self>, provider: Provider, body: &[u8]) {
+        let at = Instant::now();
+        let via = match provider {
+            Provider::Apns => Via::Apns,
+            Provider::Fcm => Via::Fcm,
+            Provider::Hms => Via::Hms,
+        };
+        let Some((id, text)) = codes::push_fields(body) else {
+            self.m.count(|c| &c.unmatched_deliveries);
+            return;
+        };
+        let Some(code) = codes::find_code(&text, CODE_LENGTH) else {
+            self.m.count(|c| &c.code_mismatches);
+            return;
+        };
+        let id: Arc<str> = id.into();
+        let session = {
+            let mut shard = self.inbox.shard(&*id).lock();
+            match shard.by_id.get(&id) {
+                Some(s) => Some(s.clone()),
+                None if shard.gone_ids.contains_key(&id) => {
+                    self.late.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                None => {
+                    shard.early.insert(id, (via, code.clone(), at));
+                    None
+                }
+            }
+        };
+        if let Some(session) = session {
+            self.delivered(&session, via, code, at);
+        }
+    }
+}
+
+/// Register the people with an app among the first `arrivals`, `connections` at a
+/// time (before the clock starts: this is set-up, not load).
+async fn register(run: &Arc<Run>, arrivals: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..run.scenario.connections {
+        let run = run.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= arrivals.min(run.population.len()) {
+                    return;
+                }
+                let p = run.population.person(i);
+                let Some(app) = &p.app else { continue };
+                let body = serde_json::json!({
+                    "phone": p.phone,
+                    "locale": p.locale,
+                    "devices": [{ "platform": app.platform.as_str(), "token": app.token, "app": target::APP }],
+                });
+                let due = Instant::now();
+                let answer = run
+                    .call(Op::Register, due, Method::PUT, &format!("/v1/subscribers/{}", p.subject), Some(body.to_string().into_bytes()))
+                    .await;
+                if answer.is_some_and(|(s, _)| s < 300) {
+                    run.m.count(|c| &c.registered);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// Run `scenario`; the report is written to `options.out` and returned.
+pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunError> {
+    let addr: SocketAddr = match &options.url {
+        Some(url) => target::http_addr(url)?,
+        None => free_port().map_err(RunError::Port)?,
+    };
+    std::fs::create_dir_all(&options.out).map_err(|e| RunError::Write(options.out.clone(), e))?;
+    let work =
+        tempfile::tempdir().map_err(|e| RunError::Write("a temporary directory".into(), e))?;
+    let planned = scenario.planned_arrivals();
+    // The measures' clock starts after set-up; until then a provisional one.
+    let length = scenario.duration
+        + scenario.drain
+        + scenario
+            .check_burst
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.duration)
+        + Duration::from_secs(5);
+    let slot: Arc<Mutex<Option<Arc<Run>>>> = Arc::new(Mutex::new(None));
+    let sms_tap = {
+        let slot = slot.clone();
+        Tap(Arc::new(move |r: &Received| {
+            if let Some(run) = slot.lock().clone() {
+                run.on_sms(r);
+            }
+        }))
+    };
+    let push_tap = {
+        let slot = slot.clone();
+        PushTap(Arc::new(move |p: Provider, body: &[u8]| {
+            if let Some(run) = slot.lock().clone() {
+                run.on_push(p, body);
+            }
+        }))
+    };
+    let sims = Sims::start(&scenario, work.path(), sms_tap, push_tap).await?;
+    let otpd = match &options.url {
+        Some(_) => None,
+        None => {
+            let config = target::config(&scenario, sims.endpoints());
+            let config_file = options.out.join("otpd.toml");
+            std::fs::write(&config_file, &config)
+                .map_err(|e| RunError::Write(config_file.clone(), e))?;
+            let binary = target::otpd_binary(options.otpd.as_deref())?;
+            Some(
+                OtpdProcess::start(
+                    &binary,
+                    &config_file,
+                    addr,
+                    &options.out.join("otpd.log"),
+                    scenario.otpd.worker_threads,
+                    Duration::from_secs(30),
+                )
+                .await?,
+            )
+        }
+    };
+    let pid = otpd.as_ref().map(|o| o.pid);
+
+    let abuse = scenario
+        .abuse
+        .as_ref()
+        .map(|a| Pattern::parse(&a.numbers).expect("validated"));
+    let provisional = Measures::new(Instant::now(), Duration::from_secs(1));
+    let mut run = Arc::new(Run {
+        population: Population::new(&scenario.population, scenario.seed),
+        http: Http::new(addr, scenario.connections),
+        m: provisional,
+        abuse,
+        inbox: Inbox::new(),
+        in_flight: AtomicUsize::new(0),
+        open: AtomicI64::new(0),
+        burst_pool: Mutex::new(Vec::new()),
+        tasks: AtomicI64::new(0),
+        stopping: AtomicBool::new(false),
+        late: AtomicU64::new(0),
+        scenario: scenario.clone(),
+    });
+    let setup_started = Instant::now();
+    *slot.lock() = Some(run.clone());
+    register(&run, planned).await;
+    let setup = setup_started.elapsed();
+    let registered = run.m.counters.registered.load(Ordering::Relaxed);
+    let register_latency = run.m.latency(Op::Register);
+    let register_answers = run.m.answers(Op::Register);
+    // The run proper, with its own clock.
+    *slot.lock() = None;
+    let fresh = Arc::get_mut(&mut run).expect("no task holds the run after set-up");
+    fresh.m = Measures::new(Instant::now(), length);
+    fresh
+        .m
+        .counters
+        .registered
+        .store(registered, Ordering::Relaxed);
+    *slot.lock() = Some(run.clone());
+    let start = run.m.start;
+
+    let sampler = tokio::spawn(sample(run.clone(), pid));
+    let events = {
+        let events = scenario.events.clone();
+        let sims_events: Vec<_> = events.iter().map(|e| (e.at(), e.clone())).collect();
+        sims_events
+    };
+    let progress = options
+        .progress
+        .then(|| tokio::spawn(progress(run.clone())));
+
+    // Arrivals, on schedule.
+    let mut schedule = Schedule::new(&scenario.rate, scenario.duration, scenario.max_requests)
+        .enumerate()
+        .peekable();
+    let mut pending_events = events.into_iter().peekable();
+    let mut sweep_at = start + Duration::from_secs(10);
+    loop {
+        let next_arrival = schedule.peek().map(|(_, at)| start + *at);
+        let next_event = pending_events.peek().map(|(at, _)| start + *at);
+        let Some(next) = [next_arrival, next_event].into_iter().flatten().min() else {
+            break;
+        };
+        if next > Instant::now() {
+            tokio::time::sleep_until(next.into()).await;
+        }
+        let now = Instant::now();
+        while let Some((at, _)) = pending_events.peek()
+            && start + *at <= now
+        {
+            let (_, e) = pending_events.next().expect("peeked");
+            sims.apply(&e);
+        }
+        while let Some((_, at)) = schedule.peek()
+            && start + *at <= now
+        {
+            let (i, at) = schedule.next().expect("peeked");
+            run.arrive(i as u64, start + at);
+        }
+        if now >= sweep_at {
+            let stray = run.inbox.sweep(now, false);
+            run.m
+                .counters
+                .unmatched_deliveries
+                .fetch_add(stray, Ordering::Relaxed);
+            sweep_at = now + Duration::from_secs(10);
+        }
+    }
+    // Events due after the arrivals (a carrier resuming in the drain).
+    let arrivals_end = Instant::now();
+
+    // Drain: sessions settle as codes arrive and people type, bounded by `drain`.
+    let drain_end = arrivals_end + scenario.drain;
+    loop {
+        let now = Instant::now();
+        while let Some((at, _)) = pending_events.peek()
+            && start + *at <= now
+        {
+            let (_, e) = pending_events.next().expect("peeked");
+            sims.apply(&e);
+        }
+        if (run.open.load(Ordering::Relaxed) <= 0 && run.tasks.load(Ordering::Relaxed) <= 0)
+            || now >= drain_end
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = Instant::now();
+
+    // The check burst.
+    let mut burst_window = None;
+    if let Some(burst) = &scenario.check_burst {
+        let pool = run.burst_pool.lock().clone();
+        if !pool.is_empty() {
+            let begin = Instant::now();
+            let profile = RateProfile::Constant { rate: burst.rate };
+            let cap = (burst.rate * burst.duration.as_secs_f64()) as u64 + 1;
+            let mut times = Schedule::new(&profile, burst.duration, cap)
+                .enumerate()
+                .peekable();
+            while let Some((_, at)) = times.peek() {
+                let due = begin + *at;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let now = Instant::now();
+                while let Some((i, at)) = times.peek().copied()
+                    && begin + at <= now
+                {
+                    times.next();
+                    let due = begin + at;
+                    if run.in_flight.load(Ordering::Relaxed) >= scenario.max_in_flight {
+                        run.m.count(|c| &c.burst_dropped);
+                        continue;
+                    }
+                    // A wrong code (these people never type theirs), from an address
+                    // of the population's.
+                    let id = pool[i % pool.len()].clone();
+                    let ip = crate::population::address(i as u32);
+                    let body = serde_json::to_vec(&CheckBody {
+                        code: "000000",
+                        ip: &ip,
+                    })
+                    .expect("serializes");
+                    let r = run.clone();
+                    run.spawn(async move {
+                        r.call(
+                            Op::BurstCheck,
+                            due,
+                            Method::POST,
+                            &format!("/v1/verifications/{id}/check"),
+                            Some(body),
+                        )
+                        .await;
+                    });
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while run.tasks.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            burst_window = Some((
+                begin.duration_since(start),
+                Instant::now().duration_since(begin),
+            ));
+        }
+    }
+
+    run.stopping.store(true, Ordering::Relaxed);
+    let end = Instant::now();
+    let _ = sampler.await;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    // Whatever is still open never got its code (or its check).
+    for session in run.inbox.open_sessions() {
+        let s = session.state.lock();
+        if s.code.is_none() && !session.abuse {
+            run.m.count(|c| &c.undelivered);
+        }
+    }
+    let stray = run.inbox.sweep(end, true);
+    run.m
+        .counters
+        .unmatched_deliveries
+        .fetch_add(stray, Ordering::Relaxed);
+    *slot.lock() = None;
+    let (smscs, push) = sims.stats();
+    let exit = match otpd {
+        Some(o) => o.stop().await.map(|s| s.to_string()),
+        None => None,
+    };
+    sims.stop();
+
+    let report = Report::build(crate::report::Inputs {
+        scenario: &scenario,
+        m: &run.m,
+        arrivals: arrivals_end.duration_since(start),
+        drained: drained.duration_since(start),
+        total: end.duration_since(start),
+        burst: burst_window,
+        setup,
+        register_latency,
+        register_answers,
+        late_deliveries: run.late.load(Ordering::Relaxed),
+        smscs,
+        push,
+        otpd_exit: exit,
+        target: options
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr} (started by the tool)")),
+    });
+    report
+        .write(&options.out)
+        .map_err(|e| RunError::Write(options.out.clone(), e))?;
+    Ok(report)
+}
+
+/// CPU and memory, once a second, until the run stops.
+async fn sample(run: Arc<Run>, pid: Option<u32>) {
+    let mut last_otpd = pid.and_then(|p| target::proc_usage(Some(p)));
+    let mut last_tool = target::proc_usage(None);
+    let mut last_at = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while !run.stopping.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let now = Instant::now();
+        let elapsed = now.duration_since(last_at).as_secs_f64().max(1e-3);
+        let otpd = pid.and_then(|p| target::proc_usage(Some(p)));
+        let tool = target::proc_usage(None);
+        let cpu = |now: Option<(f64, u64)>, before: Option<(f64, u64)>| {
+            now.zip(before).map(|((a, _), (b, _))| (a - b) / elapsed)
+        };
+        // The sample describes the second that just ended.
+        let at = now - Duration::from_millis(500);
+        run.m.sampled(
+            at,
+            cpu(otpd, last_otpd),
+            otpd.map(|(_, rss)| rss),
+            cpu(tool, last_tool).unwrap_or(0.0),
+        );
+        last_otpd = otpd;
+        last_tool = tool;
+        last_at = now;
+    }
+}
+
+/// A line to stderr every five seconds.
+async fn progress(run: Arc<Run>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    let mut last = (0u64, 0u64);
+    loop {
+        tick.tick().await;
+        let c = &run.m.counters;
+        let offered = c.offered.load(Ordering::Relaxed);
+        let delivered =
+            c.delivered.load(Ordering::Relaxed) + c.abuse_delivered.load(Ordering::Relaxed);
+        let p99 = run.m.latency(Op::Issue).value_at_quantile(0.99) as f64 / 1000.0;
+        eprintln!(
+            "{:>5.0}s  offered {:>8}/s  delivered {:>8}/s  issue p99 {:>8.2} ms  in flight {:>6}  open {:>8}",
+            run.m.start.elapsed().as_secs_f64(),
+            (offered - last.0) / 5,
+            (delivered - last.1) / 5,
+            p99,
+            run.in_flight.load(Ordering::Relaxed),
+            run.open.load(Ordering::Relaxed),
+        );
+        last = (offered, delivered);
+    }
+}
+
+fn free_port() -> std::io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    l.local_addr()
+}

@@ -1,0 +1,147 @@
+//! The `smoke` scenario end to end: the tool starts the SMSC simulators, the push
+//! mocks and a real otpd process, sends its load, follows every code to its check,
+//! and writes its report. Asserts the tool's own accounting and the report's shape,
+//! never a speed; then opens the HTML report in headless Chromium and checks that its
+//! script drew every chart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use otpd_loadtest::{Options, Report, Scenario};
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/loadtest")
+        .join(format!("{name}.toml"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_runs_end_to_end_and_its_report_renders() {
+    let out = tempfile::tempdir().unwrap();
+    let s = Scenario::load(&scenario("smoke")).unwrap();
+    let planned = s.planned_arrivals();
+    let report = otpd_loadtest::run(
+        s,
+        Options {
+            out: out.path().to_path_buf(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let summary = report.summary();
+    for c in report.invariants.iter().chain(&report.expectations) {
+        assert!(c.ok, "{}: {}\n{summary}", c.name, c.detail);
+    }
+    // Offered is what the schedule planned, and every arrival was sent.
+    assert_eq!(report.offered, planned, "{summary}");
+    assert_eq!(report.sent, planned);
+    // Every kind of traffic happened and was measured.
+    let issue = &report.ops["issue"];
+    assert_eq!(issue.latency.count, planned);
+    assert!(issue.latency.p99_ms > 0.0 && issue.latency.max_ms >= issue.latency.p99_ms);
+    for op in ["check", "ack", "resend", "register", "burst_check"] {
+        assert!(
+            report.ops.get(op).is_some_and(|o| o.latency.count > 0),
+            "no {op}: {summary}"
+        );
+    }
+    for via in ["sms", "apns", "fcm", "all"] {
+        assert!(
+            report.delivery.get(via).is_some_and(|l| l.count > 0),
+            "nothing by {via}: {summary}"
+        );
+    }
+    let people = &report.people;
+    assert!(
+        people["approved"] > 0 && people["wrong_code_rejected"] > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        people["delivered"] + people["refused"] + people["undelivered"] + people["replaced"],
+        people["sessions"]
+    );
+    // Right codes approve: approvals are the people who typed theirs.
+    assert_eq!(
+        people["approved"] + people["never_typed"],
+        people["delivered"],
+        "{summary}"
+    );
+    assert!(
+        report.otpd.rss_max_mb.is_some_and(|m| m > 1.0),
+        "otpd's memory was sampled"
+    );
+    assert!(!report.series.is_empty() && report.series.iter().any(|s| s.issued > 0));
+    let carried: u64 = report.smscs.iter().map(|s| s.accepted).sum();
+    assert!(carried >= report.delivery["sms"].count, "{summary}");
+
+    // The files, and the JSON reads back.
+    for file in [
+        "report.json",
+        "report.html",
+        "summary.txt",
+        "otpd.toml",
+        "otpd.log",
+    ] {
+        assert!(out.path().join(file).exists(), "{file} missing");
+    }
+    let back: Report =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(back.offered, report.offered);
+
+    renders_in_chromium(&out.path().join("report.html"));
+}
+
+/// Debian's `chromium` (scripts/test.sh installs it) opens the page headless; the DOM
+/// it dumps after the scripts ran must show every chart drawn.
+fn renders_in_chromium(page: &Path) {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is installed (scripts/test.sh installs Debian's package)");
+    let profile = tempfile::tempdir().unwrap();
+    let dom_file = profile.path().join("dom.html");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--window-size=1400,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .stdout(Stdio::from(std::fs::File::create(&dom_file).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dom = std::fs::read_to_string(&dom_file).unwrap();
+    assert!(
+        dom.contains(r#"data-rendered="true""#),
+        "the report's script did not finish: {}",
+        &dom[..dom.len().min(2000)]
+    );
+    // Throughput, latency over time, two percentile charts, CPU and memory: each has
+    // its lines; the answers and people charts their bars; the tables their rows.
+    let lines = dom.matches(r#"class="series""#).count();
+    assert!(lines >= 12, "{lines} lines drawn");
+    assert!(dom.matches(r#"class="bar""#).count() >= 8);
+    assert!(dom.matches("<svg").count() >= 8);
+    assert!(dom.contains("consistent"));
+    assert!(dom.contains("burst_check"));
+}
