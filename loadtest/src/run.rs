@@ -239,8 +239,8 @@ impl Run {
                 self.m.answered(op, due, done, &key, a.status < 300);
                 Some((a.status, a.body))
             }
-            Err(_) => {
-                self.m.answered(op, due, done, "transport error", false);
+            Err(e) => {
+                self.m.answered(op, due, done, &format!("transport error: {e}"), false);
                 None
             }
         }
