@@ -15,6 +15,7 @@ pub mod http;
 pub mod measure;
 pub mod population;
 pub mod profile;
+pub mod redis;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -45,6 +45,10 @@ enum Command {
         /// Override the scenario's duration (e.g. "30s").
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// Run otpd on this store instead of the scenario's: memory, or redis (the
+        /// tool starts a redis-server of its own unless the scenario names one).
+        #[arg(long)]
+        store: Option<String>,
         /// Print no progress lines.
         #[arg(long)]
         quiet: bool,
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
             otpd,
             url,
             duration,
+            store,
             quiet,
         } => {
             let result = tokio::runtime::Builder::new_multi_thread()
@@ -86,6 +91,13 @@ fn main() -> ExitCode {
                 .and_then(|rt| {
                     rt.block_on(async move {
                         let mut s = Scenario::load(&scenario)?;
+                        if let Some(store) = store {
+                            anyhow::ensure!(
+                                store == "memory" || store == "redis",
+                                "--store is memory or redis, not `{store}`"
+                            );
+                            s.otpd.store = store;
+                        }
                         if let Some(d) = duration {
                             s.duration = d;
                             s.rate.fit(d);

@@ -86,10 +86,35 @@ pub struct ProcessReport {
     pub rss_last_mb: Option<f64>,
 }
 
+/// Redis under a run on the Redis store. Round trips are the commands otpd sent
+/// (a script run by `EVALSHA` is one); commands include those the scripts ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisReport {
+    pub url: String,
+    pub started_by_tool: bool,
+    /// From the arrivals' start until every session settled, over the codes
+    /// delivered: each verification's whole life (issue, send, receipt, the app's
+    /// acknowledgement, checks, resends).
+    pub round_trips_per_verification: f64,
+    pub commands_per_verification: f64,
+    pub round_trips_by_command: BTreeMap<String, f64>,
+    pub round_trips_per_second: f64,
+    /// During the check burst, over its checks.
+    pub round_trips_per_burst_check: Option<f64>,
+    /// `redis-benchmark -t set -c 32` with as many requests, on the same server after
+    /// the run.
+    pub benchmark_set_per_second: Option<f64>,
+    /// otpd's round trips per second over redis-benchmark's requests per second.
+    pub ratio_to_benchmark: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub tool: String,
     pub scenario: String,
+    /// otpd's store: memory or redis.
+    pub store: String,
+    pub redis: Option<RedisReport>,
     pub description: String,
     pub target: String,
     pub cores: usize,
@@ -143,6 +168,8 @@ pub struct Inputs<'a> {
     pub push: Vec<SimStats>,
     pub otpd_exit: Option<String>,
     pub target: String,
+    pub store: String,
+    pub redis: Option<RedisReport>,
 }
 
 fn check(name: &str, ok: bool, detail: String) -> Check {
@@ -305,6 +332,8 @@ impl Report {
         Report {
             tool: format!("otpd-loadtest {}", env!("CARGO_PKG_VERSION")),
             scenario: i.scenario.name.clone(),
+            store: i.store,
+            redis: i.redis,
             description: i.scenario.description.clone(),
             target: i.target,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -438,6 +467,30 @@ impl Report {
                 .map_or("?".into(), |m| format!("{m:.0}")),
             self.tool_cpu_mean
         );
+        if let Some(r) = &self.redis {
+            let by: Vec<String> = r
+                .round_trips_by_command
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "redis {}: {:.2} round trips per verification ({}), {:.1} commands with the scripts'; {:.0} round trips/s{}",
+                r.url,
+                r.round_trips_per_verification,
+                by.join(", "),
+                r.commands_per_verification,
+                r.round_trips_per_second,
+                r.round_trips_per_burst_check
+                    .map_or(String::new(), |c| format!("; {c:.2} per burst check"))
+            );
+            if let (Some(b), Some(ratio)) = (r.benchmark_set_per_second, r.ratio_to_benchmark) {
+                let _ = writeln!(
+                    s,
+                    "redis-benchmark SET, as many requests on the same server: {b:.0}/s; otpd's round trips/s over it: {ratio:.2}"
+                );
+            }
+        }
         for c in self.invariants.iter().chain(&self.expectations) {
             let _ = writeln!(
                 s,

@@ -43,6 +43,8 @@ pub enum RunError {
     Write(PathBuf, std::io::Error),
     #[error("cannot find a free loopback port: {0}")]
     Port(std::io::Error),
+    #[error(transparent)]
+    Redis(#[from] crate::redis::RedisError),
 }
 
 /// How to run a scenario.
@@ -240,7 +242,8 @@ impl Run {
                 Some((a.status, a.body))
             }
             Err(e) => {
-                self.m.answered(op, due, done, &format!("transport error: {e}"), false);
+                self.m
+                    .answered(op, due, done, &format!("transport error: {e}"), false);
                 None
             }
         }
@@ -704,10 +707,32 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         }))
     };
     let sims = Sims::start(&scenario, work.path(), sms_tap, push_tap).await?;
+    // On the Redis store: the scenario's Redis, or one of the tool's own.
+    let mut effective = scenario.clone();
+    let redis_server = match (
+        &options.url,
+        scenario.otpd.store.as_str(),
+        &scenario.otpd.redis_url,
+    ) {
+        (None, "redis", None) => Some(crate::redis::RedisServer::start()?),
+        _ => None,
+    };
+    if let Some(r) = &redis_server {
+        effective.otpd.redis_url = Some(r.url());
+    }
+    let redis_addr = (scenario.otpd.store == "redis")
+        .then(|| {
+            effective
+                .otpd
+                .redis_url
+                .as_deref()
+                .and_then(crate::redis::url_addr)
+        })
+        .flatten();
     let otpd = match &options.url {
         Some(_) => None,
         None => {
-            let config = target::config(&scenario, sims.endpoints());
+            let config = target::config(&effective, sims.endpoints());
             let config_file = options.out.join("otpd.toml");
             std::fs::write(&config_file, &config)
                 .map_err(|e| RunError::Write(config_file.clone(), e))?;
@@ -764,6 +789,8 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .store(registered, Ordering::Relaxed);
     *slot.lock() = Some(run.clone());
     let start = run.m.start;
+    let stats = || redis_addr.and_then(|a| crate::redis::CommandStats::read(a).ok());
+    let redis_start = stats();
 
     let sampler = tokio::spawn(sample(run.clone(), pid));
     let events = {
@@ -833,6 +860,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = Instant::now();
+    let redis_drained = stats();
 
     // The check burst.
     let mut burst_window = None;
@@ -893,6 +921,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         }
     }
 
+    let redis_end = stats();
     run.stopping.store(true, Ordering::Relaxed);
     let end = Instant::now();
     let _ = sampler.await;
@@ -918,6 +947,39 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         None => None,
     };
     sims.stop();
+    let redis = redis_addr.zip(redis_start).zip(redis_drained).map(
+        |((addr, start_stats), drained_stats)| {
+            let verifications = run.m.counters.delivered.load(Ordering::Relaxed)
+                + run.m.counters.abuse_delivered.load(Ordering::Relaxed);
+            let trips = drained_stats.round_trips_since(&start_stats);
+            let seconds = drained.duration_since(start).as_secs_f64().max(1e-3);
+            let burst_checks = run.m.latency(Op::BurstCheck).len();
+            let burst_trips = redis_end
+                .as_ref()
+                .map(|e| e.round_trips_since(&drained_stats))
+                .unwrap_or(0);
+            // redis-benchmark, as many requests as otpd's round trips, on the same server.
+            let bench = crate::redis::benchmark(addr, trips.max(10_000), 32);
+            let per = |n: u64| n as f64 / verifications.max(1) as f64;
+            crate::report::RedisReport {
+                url: format!("redis://{addr}"),
+                started_by_tool: redis_server.is_some(),
+                round_trips_per_verification: per(trips),
+                commands_per_verification: per(drained_stats.commands_since(&start_stats)),
+                round_trips_by_command: drained_stats
+                    .breakdown_since(&start_stats)
+                    .into_iter()
+                    .map(|(k, v)| (k, per(v)))
+                    .collect(),
+                round_trips_per_second: trips as f64 / seconds,
+                round_trips_per_burst_check: (burst_checks > 0)
+                    .then(|| burst_trips as f64 / burst_checks as f64),
+                benchmark_set_per_second: bench,
+                ratio_to_benchmark: bench.map(|b| trips as f64 / seconds / b),
+            }
+        },
+    );
+    drop(redis_server);
 
     let report = Report::build(crate::report::Inputs {
         scenario: &scenario,
@@ -937,6 +999,8 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
             .url
             .clone()
             .unwrap_or_else(|| format!("http://{addr} (started by the tool)")),
+        store: scenario.otpd.store.clone(),
+        redis,
     });
     report
         .write(&options.out)

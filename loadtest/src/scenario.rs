@@ -312,8 +312,10 @@ impl Event {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtpdConfig {
-    /// `memory` or `redis` (then `redis_url`).
+    /// `memory` or `redis`.
     pub store: String,
+    /// A Redis of yours (loopback, `redis://host:port`); by default the tool starts
+    /// its own `redis-server` on a free port.
     pub redis_url: Option<String>,
     /// Tokio worker threads of otpd (default: one per core).
     pub worker_threads: Option<usize>,
@@ -544,7 +546,7 @@ impl Scenario {
             "redis" => match &self.otpd.redis_url {
                 Some(url) if crate::target::loopback_url(url) => {}
                 Some(_) => return bad("otpd.redis_url", "must be a loopback address".into()),
-                None => return bad("otpd.redis_url", "is needed with store = \"redis\"".into()),
+                None => {}
             },
             other => return bad("otpd.store", format!("`{other}` is not memory or redis")),
         }

@@ -11,88 +11,21 @@
 //! counts once its send is recorded — the channel accepts everything at once), then
 //! checks of a wrong code against the verifications issued. It starts its own
 //! `redis-server` on a free loopback port and stops it at the end; every loop is
-//! bounded by its phase's time.
+//! bounded by its phase's time. `otpd-loadtest run … --store redis` measures the
+//! same with SMPP, push and people in the loop.
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use otpd::clock::SystemClock;
 use otpd::config::{Config, PumpingMode, Rate, StoreKind};
 use otpd::{Deps, Server};
 use otpd_benches::{Discard, discard_channels_with};
+use otpd_loadtest::redis::{CommandStats, RedisServer};
 
-struct RedisProcess {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> anyhow::Result<RedisProcess> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("redis-server must be installed")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cli(port, &["PING"])
-        .map(|o| !o.contains("PONG"))
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(RedisProcess {
-        port,
-        child,
-        _dir: dir,
-    })
-}
-
-fn cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `INFO commandstats`: calls per command.
-fn command_calls(port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut calls = BTreeMap::new();
-    for line in cli(port, &["INFO", "commandstats"])?.lines() {
-        let Some(rest) = line.strip_prefix("cmdstat_") else {
-            continue;
-        };
-        let Some((name, stats)) = rest.split_once(':') else {
-            continue;
-        };
-        let n = stats
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("calls="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        calls.insert(name.to_string(), n);
-    }
-    Ok(calls)
+fn redis_addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn config(kind: StoreKind, redis_port: u16) -> Config {
@@ -154,7 +87,7 @@ struct Run {
     check: Phase,
     /// Redis calls per command: before the issues, once they are all sent, after
     /// the checks.
-    calls: [BTreeMap<String, u64>; 3],
+    calls: [CommandStats; 3],
 }
 
 async fn run(
@@ -165,7 +98,7 @@ async fn run(
 ) -> anyhow::Result<Run> {
     let discard = Arc::new(Discard::default());
     let channels = discard_channels_with(discard.clone());
-    let calls_before = command_calls(redis_port)?;
+    let calls_before = CommandStats::read(redis_addr(redis_port))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start_on(
         listener,
@@ -232,7 +165,7 @@ async fn run(
     let delivered_per_sec = discard.sent() as f64 / started.elapsed().as_secs_f64();
     // The last answers are recorded just after the channel took them.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let calls_sent = command_calls(redis_port)?;
+    let calls_sent = CommandStats::read(redis_addr(redis_port))?;
 
     let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *ids.lock()));
     let check = {
@@ -255,7 +188,7 @@ async fn run(
         })
         .await
     };
-    let calls_after = command_calls(redis_port)?;
+    let calls_after = CommandStats::read(redis_addr(redis_port))?;
     server.shutdown();
     server.wait().await?;
     Ok(Run {
@@ -266,51 +199,20 @@ async fn run(
     })
 }
 
-/// Commands a client sends; the others in `commandstats` run inside scripts.
-const TOP_LEVEL: &[&str] = &[
-    "evalsha",
-    "eval",
-    "script|load",
-    "xgroup|create",
-    "xreadgroup",
-    "xautoclaim",
-    "xclaim",
-    "hgetall",
-    "ping",
-];
-
 /// Round trips (client commands) and all commands (script ones included) per op.
-fn per_op(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, ops: u64) -> String {
-    let delta =
-        |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
-    let trips = round_trips(before, after);
-    let parts: Vec<String> = TOP_LEVEL
-        .iter()
-        .filter(|n| delta(n) > 0)
-        .map(|n| format!("{n} {:.3}", delta(n) as f64 / ops.max(1) as f64))
+fn per_op(before: &CommandStats, after: &CommandStats, ops: u64) -> String {
+    let per = |n: u64| n as f64 / ops.max(1) as f64;
+    let parts: Vec<String> = after
+        .breakdown_since(before)
+        .into_iter()
+        .map(|(n, d)| format!("{n} {:.3}", per(d)))
         .collect();
-    let all = all_commands(before, after);
     format!(
         "{:.3} round trips ({}); {:.2} commands with those run by scripts",
-        trips as f64 / ops.max(1) as f64,
+        per(after.round_trips_since(before)),
         parts.join(", "),
-        all as f64 / ops.max(1) as f64
+        per(after.commands_since(before))
     )
-}
-
-fn all_commands(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
-    after
-        .iter()
-        .filter(|(k, _)| k.as_str() != "info")
-        .map(|(k, n)| n - before.get(k).copied().unwrap_or(0))
-        .sum()
-}
-
-fn round_trips(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
-    TOP_LEVEL
-        .iter()
-        .map(|n| after.get(*n).copied().unwrap_or(0) - before.get(*n).copied().unwrap_or(0))
-        .sum()
 }
 
 #[tokio::main]
@@ -318,10 +220,11 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let connections: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(32);
-    let redis = start_redis()?;
+    let redis = RedisServer::start()?;
+    let port = redis.addr.port();
 
-    let memory = run(StoreKind::Memory, redis.port, seconds, connections).await?;
-    let on_redis = run(StoreKind::Redis, redis.port, seconds, connections).await?;
+    let memory = run(StoreKind::Memory, port, seconds, connections).await?;
+    let on_redis = run(StoreKind::Redis, port, seconds, connections).await?;
 
     for (name, r) in [("memory", &memory), ("redis", &on_redis)] {
         println!(
@@ -347,40 +250,15 @@ async fn main() -> anyhow::Result<()> {
     );
     // Round trips/s during the issue phase against redis-benchmark's requests/s for
     // as many requests, on the same server and machine.
-    let total = round_trips(before, sent);
+    let total = sent.round_trips_since(before);
     let commands_per_sec = total as f64 / on_redis.issue.seconds;
-    let bench = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
-        .args([
-            "-c",
-            &connections.to_string(),
-            "-n",
-            &total.max(10_000).to_string(),
-        ])
-        .args(["-t", "set", "-q"])
-        .output()?;
-    let bench = String::from_utf8_lossy(&bench.stdout).replace('\r', "\n");
-    let line = bench
-        .lines()
-        .rfind(|l| l.contains("requests per second"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let rps: f64 = line
-        .split_whitespace()
-        .find_map(|w| w.parse::<f64>().ok().filter(|v| *v > 1.0))
-        .unwrap_or(0.0);
-    println!(
-        "redis-benchmark, as many requests ({}, SET, {connections} clients): {line}",
-        total.max(10_000)
-    );
-    if rps > 0.0 {
-        println!(
-            "otpd's Redis round trips/s (issue phase) over redis-benchmark's requests/s: {:.0} / {:.0} = {:.2}",
-            commands_per_sec,
-            rps,
+    let requests = total.max(10_000);
+    match otpd_loadtest::redis::benchmark(redis.addr, requests, connections) {
+        Some(rps) => println!(
+            "redis-benchmark, as many requests ({requests}, SET, {connections} clients): {rps:.0}/s; otpd's Redis round trips/s (issue phase) over it: {commands_per_sec:.0} / {rps:.0} = {:.2}",
             commands_per_sec / rps
-        );
+        ),
+        None => println!("redis-benchmark is not installed: no comparison"),
     }
     println!(
         "redis over memory, end to end: {:.2}",
