@@ -1,7 +1,7 @@
 //! Redis beside a run on the Redis store: a `redis-server` the tool starts on a free
-//! loopback port, the commands otpd sent it (from `INFO commandstats`, split into
-//! round trips — what a client sends — and the commands scripts run), and
-//! `redis-benchmark` on the same server for scale.
+//! loopback port, the commands it ran (from `INFO commandstats`, which counts the
+//! commands scripts run as well as what clients send: otpd counts its own round
+//! trips), and `redis-benchmark` on the same server for scale.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -115,22 +115,6 @@ pub fn url_addr(url: &str) -> Option<SocketAddr> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CommandStats(pub BTreeMap<String, u64>);
 
-/// Commands a client sends; every other command in `commandstats` ran inside a
-/// script.
-pub const ROUND_TRIPS: &[&str] = &[
-    "evalsha",
-    "eval",
-    "script|load",
-    "xgroup|create",
-    "xreadgroup",
-    "xautoclaim",
-    "xclaim",
-    "hgetall",
-    "set",
-    "get",
-    "ping",
-];
-
 impl CommandStats {
     pub fn read(addr: SocketAddr) -> Result<Self, RedisError> {
         Ok(Self::parse(&command(addr, "INFO commandstats")?))
@@ -159,11 +143,6 @@ impl CommandStats {
         self.0.get(name).copied().unwrap_or(0) - before.0.get(name).copied().unwrap_or(0)
     }
 
-    /// Client round trips since `before`.
-    pub fn round_trips_since(&self, before: &Self) -> u64 {
-        ROUND_TRIPS.iter().map(|n| self.delta(before, n)).sum()
-    }
-
     /// Every command since `before`, scripts' included (not `INFO` itself).
     pub fn commands_since(&self, before: &Self) -> u64 {
         self.0
@@ -173,11 +152,12 @@ impl CommandStats {
             .sum()
     }
 
-    /// Round trips since `before` by command.
-    pub fn breakdown_since(&self, before: &Self) -> BTreeMap<String, u64> {
-        ROUND_TRIPS
-            .iter()
-            .map(|n| (n.to_string(), self.delta(before, n)))
+    /// Every command since `before` by name, scripts' included.
+    pub fn by_command_since(&self, before: &Self) -> BTreeMap<String, u64> {
+        self.0
+            .keys()
+            .filter(|k| k.as_str() != "info")
+            .map(|k| (k.clone(), self.delta(before, k)))
             .filter(|(_, d)| *d > 0)
             .collect()
     }
@@ -209,9 +189,9 @@ mod tests {
         let after = CommandStats::parse(
             "# Commandstats\r\ncmdstat_evalsha:calls=40,usec=9\r\ncmdstat_hset:calls=90,usec=1\r\ncmdstat_info:calls=3,usec=1\r\ncmdstat_xreadgroup:calls=2,usec=1\r\n",
         );
-        assert_eq!(after.round_trips_since(&before), 32);
         assert_eq!(after.commands_since(&before), 122);
-        assert_eq!(after.breakdown_since(&before)["evalsha"], 30);
+        assert_eq!(after.by_command_since(&before)["evalsha"], 30);
+        assert_eq!(after.by_command_since(&before)["hset"], 90);
         assert_eq!(
             url_addr("redis://127.0.0.1:6390"),
             Some("127.0.0.1:6390".parse().unwrap())

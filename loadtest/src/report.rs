@@ -86,8 +86,9 @@ pub struct ProcessReport {
     pub rss_last_mb: Option<f64>,
 }
 
-/// Redis under a run on the Redis store. Round trips are the commands otpd sent
-/// (a script run by `EVALSHA` is one); commands include those the scripts ran.
+/// Redis under a run on the Redis store. Round trips are what otpd sent (a script
+/// run by `EVALSHA` is one, a pipeline is one; otpd's `otpd_redis_round_trips_total`);
+/// commands are what Redis ran, scripts' included (`INFO commandstats`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedisReport {
     pub url: String,
@@ -97,7 +98,7 @@ pub struct RedisReport {
     /// acknowledgement, checks, resends).
     pub round_trips_per_verification: f64,
     pub commands_per_verification: f64,
-    pub round_trips_by_command: BTreeMap<String, f64>,
+    pub commands_by_name: BTreeMap<String, f64>,
     pub round_trips_per_second: f64,
     /// During the check burst, over its checks.
     pub round_trips_per_burst_check: Option<f64>,
@@ -469,17 +470,17 @@ impl Report {
         );
         if let Some(r) = &self.redis {
             let by: Vec<String> = r
-                .round_trips_by_command
+                .commands_by_name
                 .iter()
                 .map(|(k, v)| format!("{k} {v:.2}"))
                 .collect();
             let _ = writeln!(
                 s,
-                "redis {}: {:.2} round trips per verification ({}), {:.1} commands with the scripts'; {:.0} round trips/s{}",
+                "redis {}: {:.2} round trips per verification; {:.1} commands run per verification ({}); {:.0} round trips/s{}",
                 r.url,
                 r.round_trips_per_verification,
-                by.join(", "),
                 r.commands_per_verification,
+                by.join(", "),
                 r.round_trips_per_second,
                 r.round_trips_per_burst_check
                     .map_or(String::new(), |c| format!("; {c:.2} per burst check"))

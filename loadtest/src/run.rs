@@ -635,6 +635,25 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Redis's command counts and otpd's own count of its Redis round trips (from
+    /// its `/metrics`), when otpd runs on a Redis the tool can read.
+    async fn redis_snapshot(
+        &self,
+        addr: Option<SocketAddr>,
+    ) -> Option<(crate::redis::CommandStats, u64)> {
+        let stats = crate::redis::CommandStats::read(addr?).ok()?;
+        let metrics = self.http.send(Method::GET, "/metrics", None).await.ok()?;
+        let text = String::from_utf8_lossy(&metrics.body);
+        let trips = text
+            .lines()
+            .find_map(|l| l.strip_prefix("otpd_redis_round_trips_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        Some((stats, trips))
+    }
+}
+
 /// Register the people with an app among the first `arrivals`, `connections` at a
 /// time (before the clock starts: this is set-up, not load).
 async fn register(run: &Arc<Run>, arrivals: u64) {
@@ -789,8 +808,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .store(registered, Ordering::Relaxed);
     *slot.lock() = Some(run.clone());
     let start = run.m.start;
-    let stats = || redis_addr.and_then(|a| crate::redis::CommandStats::read(a).ok());
-    let redis_start = stats();
+    let redis_start = run.redis_snapshot(redis_addr).await;
 
     let sampler = tokio::spawn(sample(run.clone(), pid));
     let events = {
@@ -860,7 +878,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = Instant::now();
-    let redis_drained = stats();
+    let redis_drained = run.redis_snapshot(redis_addr).await;
 
     // The check burst.
     let mut burst_window = None;
@@ -921,7 +939,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         }
     }
 
-    let redis_end = stats();
+    let redis_end = run.redis_snapshot(redis_addr).await;
     run.stopping.store(true, Ordering::Relaxed);
     let end = Instant::now();
     let _ = sampler.await;
@@ -948,15 +966,15 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     };
     sims.stop();
     let redis = redis_addr.zip(redis_start).zip(redis_drained).map(
-        |((addr, start_stats), drained_stats)| {
+        |((addr, (start_stats, start_trips)), (drained_stats, drained_trips))| {
             let verifications = run.m.counters.delivered.load(Ordering::Relaxed)
                 + run.m.counters.abuse_delivered.load(Ordering::Relaxed);
-            let trips = drained_stats.round_trips_since(&start_stats);
+            let trips = drained_trips.saturating_sub(start_trips);
             let seconds = drained.duration_since(start).as_secs_f64().max(1e-3);
             let burst_checks = run.m.latency(Op::BurstCheck).len();
             let burst_trips = redis_end
                 .as_ref()
-                .map(|e| e.round_trips_since(&drained_stats))
+                .map(|(_, end)| end.saturating_sub(drained_trips))
                 .unwrap_or(0);
             // redis-benchmark, as many requests as otpd's round trips, on the same server.
             let bench = crate::redis::benchmark(addr, trips.max(10_000), 32);
@@ -966,8 +984,8 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
                 started_by_tool: redis_server.is_some(),
                 round_trips_per_verification: per(trips),
                 commands_per_verification: per(drained_stats.commands_since(&start_stats)),
-                round_trips_by_command: drained_stats
-                    .breakdown_since(&start_stats)
+                commands_by_name: drained_stats
+                    .by_command_since(&start_stats)
                     .into_iter()
                     .map(|(k, v)| (k, per(v)))
                     .collect(),

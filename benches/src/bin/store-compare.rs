@@ -85,9 +85,9 @@ struct Run {
     issue: Phase,
     delivered_per_sec: f64,
     check: Phase,
-    /// Redis calls per command: before the issues, once they are all sent, after
-    /// the checks.
-    calls: [CommandStats; 3],
+    /// Redis's calls per command and otpd's round trips: before the issues, once
+    /// they are all sent, after the checks.
+    calls: [Snapshot; 3],
 }
 
 async fn run(
@@ -98,7 +98,6 @@ async fn run(
 ) -> anyhow::Result<Run> {
     let discard = Arc::new(Discard::default());
     let channels = discard_channels_with(discard.clone());
-    let calls_before = CommandStats::read(redis_addr(redis_port))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start_on(
         listener,
@@ -116,6 +115,7 @@ async fn run(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()?;
+    let calls_before = snapshot(&client, &base, redis_port).await?;
     let ids = Arc::new(parking_lot::Mutex::new(Vec::new()));
     // A new number per request: 34 6xx xxx xxx, from a per-run offset.
     let offset = match kind {
@@ -165,7 +165,7 @@ async fn run(
     let delivered_per_sec = discard.sent() as f64 / started.elapsed().as_secs_f64();
     // The last answers are recorded just after the channel took them.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let calls_sent = CommandStats::read(redis_addr(redis_port))?;
+    let calls_sent = snapshot(&client, &base, redis_port).await?;
 
     let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *ids.lock()));
     let check = {
@@ -188,7 +188,7 @@ async fn run(
         })
         .await
     };
-    let calls_after = CommandStats::read(redis_addr(redis_port))?;
+    let calls_after = snapshot(&client, &base, redis_port).await?;
     server.shutdown();
     server.wait().await?;
     Ok(Run {
@@ -199,19 +199,39 @@ async fn run(
     })
 }
 
-/// Round trips (client commands) and all commands (script ones included) per op.
-fn per_op(before: &CommandStats, after: &CommandStats, ops: u64) -> String {
+/// Redis's command counts, and otpd's count of its round trips to Redis.
+type Snapshot = (CommandStats, u64);
+
+async fn snapshot(client: &reqwest::Client, base: &str, port: u16) -> anyhow::Result<Snapshot> {
+    let stats = CommandStats::read(redis_addr(port))?;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let trips = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("otpd_redis_round_trips_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64;
+    Ok((stats, trips))
+}
+
+/// Round trips and the commands Redis ran (scripts' included) per op.
+fn per_op(before: &Snapshot, after: &Snapshot, ops: u64) -> String {
     let per = |n: u64| n as f64 / ops.max(1) as f64;
     let parts: Vec<String> = after
-        .breakdown_since(before)
+        .0
+        .by_command_since(&before.0)
         .into_iter()
-        .map(|(n, d)| format!("{n} {:.3}", per(d)))
+        .map(|(n, d)| format!("{n} {:.2}", per(d)))
         .collect();
     format!(
-        "{:.3} round trips ({}); {:.2} commands with those run by scripts",
-        per(after.round_trips_since(before)),
+        "{:.3} round trips; {:.2} commands run ({})",
+        per(after.1 - before.1),
+        per(after.0.commands_since(&before.0)),
         parts.join(", "),
-        per(after.commands_since(before))
     )
 }
 
@@ -250,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
     );
     // Round trips/s during the issue phase against redis-benchmark's requests/s for
     // as many requests, on the same server and machine.
-    let total = sent.round_trips_since(before);
+    let total = sent.1 - before.1;
     let commands_per_sec = total as f64 / on_redis.issue.seconds;
     let requests = total.max(10_000);
     match otpd_loadtest::redis::benchmark(redis.addr, requests, connections) {

@@ -207,8 +207,14 @@ pub fn unavailable(e: redis::RedisError) -> StoreError {
     }
 }
 
+/// Every command or pipeline otpd sends Redis goes through [`Conn`], which counts
+/// them here: the round trips an operation costs, as the client sees them (Redis's
+/// own `commandstats` also count the commands scripts run).
+const ROUND_TRIPS: &str = "otpd_redis_round_trips_total";
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        metrics::counter!(ROUND_TRIPS).increment(1);
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
@@ -221,6 +227,7 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
+        metrics::counter!(ROUND_TRIPS).increment(1);
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
