@@ -440,3 +440,41 @@ async fn without_a_directory_another_nodes_receipt_is_unmatched() {
     receiving.shutdown().await;
     sending.shutdown().await;
 }
+
+/// A SMSC that stops answering: the carrier gives its messages up soon after the
+/// bind is lost (not at `submit_timeout`), so that they can go elsewhere, and the bind
+/// does not send them later when the SMSC is back.
+#[tokio::test]
+async fn a_hung_smsc_gives_its_messages_up_for_failover_and_never_sends_them_later() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let mut config = carrier_config("hangs", smsc.addr().to_string());
+    config.bind.response_timeout = Duration::from_millis(200);
+    config.submit_timeout = Duration::from_secs(30);
+    let carrier = SmppCarrier::start(config);
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+    smsc.set_hung(true);
+    let started = std::time::Instant::now();
+    let err = carrier
+        .submit(&message("vf_hung", "123456 es tu codigo"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, ChannelError::Temporary { reason, .. } if reason.contains("not bound again")),
+        "{err:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "given up after {took:?}, not at the 30 s submit timeout"
+    );
+    // The SMSC answers again: the bind comes back, and the message given up is not
+    // sent behind the caller's back.
+    smsc.set_hung(false);
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+    carrier
+        .submit(&message("vf_after", "654321 es tu codigo"))
+        .await
+        .unwrap();
+    let bodies: Vec<Vec<u8>> = smsc.received().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, vec![b"654321 es tu codigo".to_vec()]);
+}

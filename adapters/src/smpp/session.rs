@@ -284,6 +284,12 @@ impl Bind {
         *self.state.borrow()
     }
 
+    /// Wait until the bind is no longer in `state` (or has ended).
+    pub async fn wait_leave(&self, state: BindState) {
+        let mut rx = self.state.clone();
+        let _ = rx.wait_for(|s| *s != state).await;
+    }
+
     /// Wait until the bind is in `state` (or give up after `within`).
     pub async fn wait_for(&self, state: BindState, within: Duration) -> bool {
         let mut rx = self.state.clone();
