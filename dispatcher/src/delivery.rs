@@ -205,6 +205,9 @@ impl RetryPolicy {
     }
 }
 
+/// Pushes awaiting their provider off the workers, per worker.
+const PUSH_SLOTS_PER_WORKER: usize = 4;
+
 pub struct Workers {
     pub channels: Channels,
     /// Routes, templates and the carriers' health and caps.
@@ -253,22 +256,47 @@ impl Workers {
     /// the next job (or the stop signal) and lets go as soon as it has one. A busy
     /// worker never holds it, so jobs wait in the bounded queue — where they count
     /// against its capacity — until a worker is free, and no task is spawned per job.
+    ///
+    /// A push waits for its provider's answer off the worker, in one of
+    /// `PUSH_SLOTS_PER_WORKER × concurrency` slots: a provider that slows down (APNs
+    /// answering in seconds) then holds slots, not the workers that carry SMS — a
+    /// load test had every worker stuck on APNs and codes by SMS, escalations
+    /// included, waiting behind them for tens of seconds. With every slot taken, the
+    /// providers are saturated: the push is not tried and the code goes by SMS at
+    /// once, as when no device takes it.
     pub async fn run(self, rx: mpsc::Receiver<DeliveryJob>, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let rx = Arc::new(Mutex::new(rx));
+        let slots = this.concurrency.max(1) * PUSH_SLOTS_PER_WORKER;
+        let push_slots = Arc::new(tokio::sync::Semaphore::new(slots));
         let mut workers = JoinSet::new();
         for _ in 0..this.concurrency.max(1) {
             let (this, rx, mut stop) = (this.clone(), rx.clone(), stop.clone());
+            let push_slots = push_slots.clone();
             workers.spawn(async move {
                 while let Some(job) = next_job(&rx, &mut stop).await {
-                    this.deliver(job).await;
+                    if job.kind == ChannelKind::Push
+                        && let Ok(slot) = push_slots.clone().try_acquire_owned()
+                    {
+                        let this = this.clone();
+                        tokio::spawn(async move {
+                            this.deliver(job, false).await;
+                            drop(slot);
+                        });
+                        continue;
+                    }
+                    let saturated = job.kind == ChannelKind::Push;
+                    this.deliver(job, saturated).await;
                 }
             });
         }
         while workers.join_next().await.is_some() {}
+        // Every push off the workers has finished once all the slots are back.
+        let _ = push_slots.acquire_many(slots as u32).await;
     }
 
-    async fn deliver(&self, mut job: DeliveryJob) {
+    /// Deliver `job`; a push with `push_saturated` is not tried (see [`Workers::run`]).
+    async fn deliver(&self, mut job: DeliveryJob, push_saturated: bool) {
         // A queued push is taken before it goes to the providers; a queued SMS at
         // the carrier's last moment, by the gate it passes (see `TakeGate`).
         if job.receipt.is_some() && job.kind == ChannelKind::Push {
@@ -305,6 +333,12 @@ impl Workers {
                         Taken::Failed => return,
                     }
                 }
+                (ChannelKind::Push, _) if push_saturated => (
+                    SendResult::Failed {
+                        error: "push providers saturated: every push slot was taken".into(),
+                    },
+                    None,
+                ),
                 (ChannelKind::Push, _) => (self.push_to_devices(&job).await, None),
             };
             let now = self.clock.now();

@@ -128,6 +128,7 @@ pub struct Counters {
     pub replaced: AtomicU64,
     pub issues_in_flight: AtomicU64,
     pub burst_dropped: AtomicU64,
+    pub cut_off: AtomicU64,
     pub delivered: AtomicU64,
     pub undelivered: AtomicU64,
     pub extra_deliveries: AtomicU64,

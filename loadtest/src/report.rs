@@ -246,6 +246,7 @@ impl Report {
             ("abuse_accepted", get(&c.abuse_accepted)),
             ("abuse_delivered", get(&c.abuse_delivered)),
             ("burst_checks_dropped", get(&c.burst_dropped)),
+            ("cut_off_at_the_end", get(&c.cut_off)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

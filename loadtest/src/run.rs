@@ -249,6 +249,16 @@ impl Run {
         }
     }
 
+    /// Whether the run is over: a person still typing then is cut off (counted, not
+    /// sent: otpd is being stopped).
+    fn cut_off(&self) -> bool {
+        let over = self.stopping.load(Ordering::Relaxed);
+        if over {
+            self.m.count(|c| &c.cut_off);
+        }
+        over
+    }
+
     /// Arrival `i`, due at `due`.
     fn arrive(self: &Arc<Self>, i: u64, due: Instant) {
         if self.in_flight.load(Ordering::Relaxed) >= self.scenario.max_in_flight {
@@ -450,6 +460,9 @@ impl Run {
             let id = id.clone();
             self.spawn(async move {
                 tokio::time::sleep_until(due.into()).await;
+                if run.cut_off() {
+                    return;
+                }
                 run.call(
                     Op::Ack,
                     due,
@@ -488,6 +501,9 @@ impl Run {
         match session.kind {
             Kind::WrongThenRight => {
                 tokio::time::sleep_until(due.into()).await;
+                if self.cut_off() {
+                    return;
+                }
                 let wrong = codes::wrong(&code);
                 let answer = self.check(due, &path, &wrong, &session).await;
                 if answer.as_deref() == Some("pending") {
@@ -500,6 +516,9 @@ impl Run {
             Kind::Resend => {
                 let ask = start + session.typing / 2;
                 tokio::time::sleep_until(ask.into()).await;
+                if self.cut_off() {
+                    return;
+                }
                 self.call(
                     Op::Resend,
                     ask,
@@ -512,6 +531,9 @@ impl Run {
             Kind::Right | Kind::Never => {}
         }
         tokio::time::sleep_until(due.into()).await;
+        if self.cut_off() {
+            return;
+        }
         let answer = self.check(due, &path, &code, &session).await;
         if answer.as_deref() == Some("approved") {
             self.m.count(|c| &c.approved);
