@@ -504,3 +504,72 @@ async fn a_pending_escalation_survives_a_restart_and_still_happens_once() {
     second.stop().await;
     third.stop().await;
 }
+
+/// A provider that answers slowly holds push slots, not the delivery workers: with
+/// one worker (four slots), four pushes wait on APNs while the next pushes go by SMS
+/// at once and a plain SMS is not held up — all before APNs has answered anything.
+#[tokio::test]
+async fn a_slow_provider_fills_push_slots_and_the_next_codes_go_by_sms_at_once() {
+    let p = Providers::start().await;
+    p.mock.set_behaviour(otpd_adapters::push_mock::Behaviour {
+        latency_ms: 3_000,
+        ..Default::default()
+    });
+    let t = TestServer::start_with(
+        |c| {
+            p.configure(c);
+            c.delivery.concurrency = 1;
+        },
+        None,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let subject = format!("SLOW-{n}");
+        let put = t
+            .put(
+                &format!("/v1/subscribers/{subject}"),
+                json!({"phone": format!("+3460012340{n}"), "locale": "es",
+                       "devices": [{"platform": "apns", "token": format!("{n:064x}"), "app": "es.gob.clave"}]}),
+            )
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+        let v = create(&t, json!({"subject": subject, "channel": "auto"})).await;
+        assert_eq!(v["delivery"]["channel"], "push");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let plain = create(&t, json!({"to": "+34600123499"})).await;
+    let plain = plain["id"].as_str().unwrap().to_string();
+    // The plain SMS and two codes whose push found no slot, by SMS, at once.
+    t.outbox_line(&plain, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let by_sms = loop {
+        let by_sms: Vec<&String> = ids
+            .iter()
+            .filter(|id| !sms_lines(&t, id).is_empty())
+            .collect();
+        if by_sms.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break by_sms.len();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(by_sms, 2, "two pushes found every slot taken");
+    assert_eq!(
+        p.mock.counts(Provider::Apns).accepted,
+        0,
+        "all that happened while APNs had answered nothing"
+    );
+    let saturated = until(&t, &ids[5], "failed over to SMS", |v| {
+        v["delivery"]["attempts"][1]["channel"] == "sms"
+    })
+    .await;
+    assert!(
+        saturated["delivery"]["attempts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("saturated")),
+        "{saturated}"
+    );
+    // The four in the slots are pushed once APNs answers.
+    p.requests(Provider::Apns, 4).await;
+    t.stop().await;
+}
