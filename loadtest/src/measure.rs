@@ -112,6 +112,7 @@ struct Second {
     otpd_cpu: Option<f64>,
     otpd_rss: Option<u64>,
     tool_cpu: Option<f64>,
+    redis_cpu: Option<f64>,
 }
 
 /// Counters of the run and of its people (see the report for what each means).
@@ -231,12 +232,14 @@ impl Measures {
         otpd_cpu: Option<f64>,
         otpd_rss: Option<u64>,
         tool_cpu: f64,
+        redis_cpu: Option<f64>,
     ) {
         if let Some(s) = self.second(at) {
             let mut s = s.lock();
             s.otpd_cpu = otpd_cpu;
             s.otpd_rss = otpd_rss;
             s.tool_cpu = Some(tool_cpu);
+            s.redis_cpu = redis_cpu;
         }
     }
 
@@ -284,6 +287,7 @@ impl Measures {
                     otpd_cpu: s.otpd_cpu,
                     otpd_rss_mb: s.otpd_rss.map(|b| b as f64 / (1 << 20) as f64),
                     tool_cpu: s.tool_cpu,
+                    redis_cpu: s.redis_cpu,
                 }
             })
             .collect()
@@ -307,6 +311,9 @@ pub struct SecondView {
     pub otpd_cpu: Option<f64>,
     pub otpd_rss_mb: Option<f64>,
     pub tool_cpu: Option<f64>,
+    /// The tool's own redis-server, when it started one.
+    #[serde(default)]
+    pub redis_cpu: Option<f64>,
 }
 
 #[cfg(test)]

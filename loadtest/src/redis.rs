@@ -60,6 +60,10 @@ impl RedisServer {
         Ok(server)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
@@ -161,6 +165,15 @@ impl CommandStats {
             .filter(|(_, d)| *d > 0)
             .collect()
     }
+}
+
+/// otpd's count of its Redis round trips, from the text of its `/metrics`.
+pub fn round_trips_in(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("otpd_redis_round_trips_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 /// `redis-benchmark -t set` with `requests` requests from `clients` clients against

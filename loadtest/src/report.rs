@@ -149,6 +149,8 @@ pub struct Report {
     pub series: Vec<SecondView>,
     pub otpd: ProcessReport,
     pub tool_cpu_mean: f64,
+    /// The tool's own redis-server, when it started one.
+    pub redis_cpu_mean: Option<f64>,
     pub otpd_exit: Option<String>,
     pub smscs: Vec<SimStats>,
     pub push: Vec<SimStats>,
@@ -324,6 +326,7 @@ impl Report {
         let cpus: Vec<f64> = series.iter().filter_map(|s| s.otpd_cpu).collect();
         let rss: Vec<f64> = series.iter().filter_map(|s| s.otpd_rss_mb).collect();
         let tool: Vec<f64> = series.iter().filter_map(|s| s.tool_cpu).collect();
+        let redis_cpu: Vec<f64> = series.iter().filter_map(|s| s.redis_cpu).collect();
         let mean = |v: &[f64]| {
             if v.is_empty() {
                 0.0
@@ -373,6 +376,7 @@ impl Report {
                 rss_last_mb: rss.last().copied(),
             },
             tool_cpu_mean: mean(&tool),
+            redis_cpu_mean: (!redis_cpu.is_empty()).then(|| mean(&redis_cpu)),
             otpd_exit: i.otpd_exit,
             smscs: i.smscs,
             push: i.push,
@@ -469,6 +473,9 @@ impl Report {
                 .map_or("?".into(), |m| format!("{m:.0}")),
             self.tool_cpu_mean
         );
+        if let Some(r) = self.redis_cpu_mean {
+            let _ = writeln!(s, "redis-server CPU mean {r:.2} cores");
+        }
         if let Some(r) = &self.redis {
             let by: Vec<String> = r
                 .commands_by_name

@@ -666,12 +666,7 @@ impl Run {
     ) -> Option<(crate::redis::CommandStats, u64)> {
         let stats = crate::redis::CommandStats::read(addr?).ok()?;
         let metrics = self.http.send(Method::GET, "/metrics", None).await.ok()?;
-        let text = String::from_utf8_lossy(&metrics.body);
-        let trips = text
-            .lines()
-            .find_map(|l| l.strip_prefix("otpd_redis_round_trips_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as u64;
+        let trips = crate::redis::round_trips_in(&String::from_utf8_lossy(&metrics.body));
         Some((stats, trips))
     }
 }
@@ -832,7 +827,11 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let start = run.m.start;
     let redis_start = run.redis_snapshot(redis_addr).await;
 
-    let sampler = tokio::spawn(sample(run.clone(), pid));
+    let sampler = tokio::spawn(sample(
+        run.clone(),
+        pid,
+        redis_server.as_ref().map(|r| r.pid()),
+    ));
     let events = {
         let events = scenario.events.clone();
         let sims_events: Vec<_> = events.iter().map(|e| (e.at(), e.clone())).collect();
@@ -1049,9 +1048,10 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
 }
 
 /// CPU and memory, once a second, until the run stops.
-async fn sample(run: Arc<Run>, pid: Option<u32>) {
+async fn sample(run: Arc<Run>, pid: Option<u32>, redis_pid: Option<u32>) {
     let mut last_otpd = pid.and_then(|p| target::proc_usage(Some(p)));
     let mut last_tool = target::proc_usage(None);
+    let mut last_redis = redis_pid.and_then(|p| target::proc_usage(Some(p)));
     let mut last_at = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -1061,6 +1061,7 @@ async fn sample(run: Arc<Run>, pid: Option<u32>) {
         let elapsed = now.duration_since(last_at).as_secs_f64().max(1e-3);
         let otpd = pid.and_then(|p| target::proc_usage(Some(p)));
         let tool = target::proc_usage(None);
+        let redis = redis_pid.and_then(|p| target::proc_usage(Some(p)));
         let cpu = |now: Option<(f64, u64)>, before: Option<(f64, u64)>| {
             now.zip(before).map(|((a, _), (b, _))| (a - b) / elapsed)
         };
@@ -1071,7 +1072,9 @@ async fn sample(run: Arc<Run>, pid: Option<u32>) {
             cpu(otpd, last_otpd),
             otpd.map(|(_, rss)| rss),
             cpu(tool, last_tool).unwrap_or(0.0),
+            cpu(redis, last_redis),
         );
+        last_redis = redis;
         last_otpd = otpd;
         last_tool = tool;
         last_at = now;

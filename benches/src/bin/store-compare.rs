@@ -210,12 +210,7 @@ async fn snapshot(client: &reqwest::Client, base: &str, port: u16) -> anyhow::Re
         .await?
         .text()
         .await?;
-    let trips = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("otpd_redis_round_trips_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64;
-    Ok((stats, trips))
+    Ok((stats, otpd_loadtest::redis::round_trips_in(&metrics)))
 }
 
 /// Round trips and the commands Redis ran (scripts' included) per op.
