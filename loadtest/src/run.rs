@@ -714,6 +714,10 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         None => free_port().map_err(RunError::Port)?,
     };
     std::fs::create_dir_all(&options.out).map_err(|e| RunError::Write(options.out.clone(), e))?;
+    // Absolute: otpd runs in this directory and is given paths in it.
+    let mut options = options;
+    options.out =
+        std::fs::canonicalize(&options.out).map_err(|e| RunError::Write(options.out.clone(), e))?;
     let work =
         tempfile::tempdir().map_err(|e| RunError::Write("a temporary directory".into(), e))?;
     let planned = scenario.planned_arrivals();

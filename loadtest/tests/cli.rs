@@ -80,3 +80,46 @@ fn a_broken_scenario_is_refused_with_its_key_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
+
+/// The README's command shape: a scenario by path and the report in a directory
+/// relative to where the tool runs (otpd itself runs inside that directory).
+#[test]
+fn run_writes_its_report_to_a_relative_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/loadtest/smoke.toml");
+    let out = tool()
+        .current_dir(cwd.path())
+        .args([
+            "run",
+            "--quiet",
+            "--duration",
+            "1s",
+            "--out",
+            "reports/smoke",
+        ])
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[ ok ] every delivered code matched to its request"),
+        "{stdout}"
+    );
+    for file in [
+        "report.html",
+        "report.json",
+        "summary.txt",
+        "otpd.toml",
+        "otpd.log",
+    ] {
+        assert!(
+            cwd.path().join("reports/smoke").join(file).exists(),
+            "{file}"
+        );
+    }
+}
