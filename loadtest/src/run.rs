@@ -29,7 +29,7 @@ use crate::population::{Pattern, Person, Population};
 use crate::profile::{RateProfile, Schedule};
 use crate::report::Report;
 use crate::rng::{Rng, mix};
-use crate::scenario::Scenario;
+use crate::scenario::{Event, Scenario};
 use crate::sims::{SimError, Sims};
 use crate::target::{self, OtpdProcess, TargetError};
 
@@ -836,11 +836,6 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         pid,
         redis_server.as_ref().map(|r| r.pid()),
     ));
-    let events = {
-        let events = scenario.events.clone();
-        let sims_events: Vec<_> = events.iter().map(|e| (e.at(), e.clone())).collect();
-        sims_events
-    };
     let progress = options
         .progress
         .then(|| tokio::spawn(progress(run.clone())));
@@ -849,11 +844,11 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let mut schedule = Schedule::new(&scenario.rate, scenario.duration, scenario.max_requests)
         .enumerate()
         .peekable();
-    let mut pending_events = events.into_iter().peekable();
+    let mut events = scenario.events.iter().peekable();
     let mut sweep_at = start + Duration::from_secs(10);
     loop {
         let next_arrival = schedule.peek().map(|(_, at)| start + *at);
-        let next_event = pending_events.peek().map(|(at, _)| start + *at);
+        let next_event = events.peek().map(|e| start + e.at());
         let Some(next) = [next_arrival, next_event].into_iter().flatten().min() else {
             break;
         };
@@ -861,12 +856,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
             tokio::time::sleep_until(next.into()).await;
         }
         let now = Instant::now();
-        while let Some((at, _)) = pending_events.peek()
-            && start + *at <= now
-        {
-            let (_, e) = pending_events.next().expect("peeked");
-            sims.apply(&e);
-        }
+        apply_due(&mut events, &sims, start, now);
         while let Some((_, at)) = schedule.peek()
             && start + *at <= now
         {
@@ -889,12 +879,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let drain_end = arrivals_end + scenario.drain;
     loop {
         let now = Instant::now();
-        while let Some((at, _)) = pending_events.peek()
-            && start + *at <= now
-        {
-            let (_, e) = pending_events.next().expect("peeked");
-            sims.apply(&e);
-        }
+        apply_due(&mut events, &sims, start, now);
         if (run.open.load(Ordering::Relaxed) <= 0 && run.tasks.load(Ordering::Relaxed) <= 0)
             || now >= drain_end
         {
@@ -1049,6 +1034,18 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .write(&options.out)
         .map_err(|e| RunError::Write(options.out.clone(), e))?;
     Ok(report)
+}
+
+/// Make the events due by `now` happen, in order.
+fn apply_due<'a>(
+    events: &mut std::iter::Peekable<impl Iterator<Item = &'a Event>>,
+    sims: &Sims,
+    start: Instant,
+    now: Instant,
+) {
+    while let Some(e) = events.next_if(|e| start + e.at() <= now) {
+        sims.apply(e);
+    }
 }
 
 /// CPU and memory, once a second, until the run stops.
