@@ -846,11 +846,8 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .peekable();
     let mut events = scenario.events.iter().peekable();
     let mut sweep_at = start + Duration::from_secs(10);
-    loop {
-        // The arrivals end with the schedule; later events happen in the drain.
-        let Some(next_arrival) = schedule.peek().map(|(_, at)| start + *at) else {
-            break;
-        };
+    // The arrivals end with the schedule; later events happen in the drain.
+    while let Some(next_arrival) = schedule.peek().map(|(_, at)| start + *at) {
         let next_event = events.peek().map(|e| start + e.at());
         let next = next_event.map_or(next_arrival, |e| e.min(next_arrival));
         if next > Instant::now() {
