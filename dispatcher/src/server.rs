@@ -41,9 +41,10 @@ use crate::limiter::{Limiter, MemoryLimiter};
 use crate::metrics::{self, Metrics};
 use crate::number::{NumberParser, NumberRules};
 use crate::routing::{Plan, Router};
+use crate::store::redis::Handoff;
 use crate::store::redis::directory::RedisDirectory;
 use crate::store::redis::limiter::RedisLimiter;
-use crate::store::redis::queue::StreamConsumer;
+use crate::store::redis::queue::{JobReader, StreamConsumer};
 use crate::store::redis::{Keys, Redis};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::verification::Policy;
@@ -130,6 +131,33 @@ impl Server {
             }
         };
         let redis_keys = Keys::new(&config.redis.prefix, config.redis.partitions);
+        let (queue, jobs) = DeliveryQueue::bounded(config.delivery.queue_capacity);
+        let purposes = config.purposes.iter().map(|(name, p)| Purpose {
+            name: Arc::from(name.as_str()),
+            policy: Policy {
+                ttl: p.ttl,
+                code_length: CodeLength::new(p.code_length).expect("validated"),
+                max_attempts: p.max_attempts,
+                max_sends: p.max_sends,
+                resend_cooldown: p.resend_cooldown,
+                escalate_after: p.escalate_after,
+            },
+            provider_ack: p.push_ack == crate::config::PushAck::Provider,
+        });
+        let provider_ack: std::collections::HashMap<Box<str>, bool> = purposes
+            .clone()
+            .map(|p| (Box::from(&*p.name), p.provider_ack))
+            .collect();
+        let node = node_name();
+        // The jobs of this node: read from the streams, or handed over as it accepts
+        // requests (see `Handoff`).
+        let reader = Arc::new(JobReader {
+            name: node.clone(),
+            codes: keys.clone(),
+            provider_ack,
+            held: Default::default(),
+        });
+        let ahead = config.delivery.concurrency * 2;
         // Sends go through Redis streams when the store is the Redis one built here.
         let store_queues = redis.is_some() && deps.store.is_none();
         let store: Arc<dyn Store> = match (deps.store, &redis) {
@@ -140,7 +168,12 @@ impl Server {
             )),
             (None, Some(redis)) => Arc::new(
                 RedisStore::new(redis.clone(), redis_keys.clone(), config.store.retention)
-                    .with_queue(config.delivery.queue_capacity),
+                    .with_queue(config.delivery.queue_capacity)
+                    .with_handoff(Handoff {
+                        reader: reader.clone(),
+                        queue: queue.clone(),
+                        ahead,
+                    }),
             ),
         };
 
@@ -181,23 +214,6 @@ impl Server {
             lock: tokio::sync::Mutex::new(()),
         });
         let metrics = Arc::new(Metrics::new());
-        let (queue, jobs) = DeliveryQueue::bounded(config.delivery.queue_capacity);
-        let purposes = config.purposes.iter().map(|(name, p)| Purpose {
-            name: Arc::from(name.as_str()),
-            policy: Policy {
-                ttl: p.ttl,
-                code_length: CodeLength::new(p.code_length).expect("validated"),
-                max_attempts: p.max_attempts,
-                max_sends: p.max_sends,
-                resend_cooldown: p.resend_cooldown,
-                escalate_after: p.escalate_after,
-            },
-            provider_ack: p.push_ack == crate::config::PushAck::Provider,
-        });
-        let provider_ack: std::collections::HashMap<Box<str>, bool> = purposes
-            .clone()
-            .map(|p| (Box::from(&*p.name), p.provider_ack))
-            .collect();
         let mut engine = Engine::new(
             store.clone(),
             keys.clone(),
@@ -210,7 +226,6 @@ impl Server {
             engine = engine.with_store_queue();
         }
         let engine = Arc::new(engine);
-        let node = node_name();
 
         let (stop, stop_rx) = watch::channel(false);
         let (stop_workers, stop_workers_rx) = watch::channel(false);
@@ -237,12 +252,9 @@ impl Server {
                 StreamConsumer {
                     redis: redis.clone(),
                     keys: redis_keys,
-                    name: node.clone(),
-                    codes: keys,
-                    provider_ack,
+                    reader,
                     claim_after: config.redis.claim_after,
-                    prefetch: config.delivery.concurrency * 2,
-                    held: Default::default(),
+                    prefetch: ahead,
                 }
                 .run(queue, stop_rx.clone()),
             )),

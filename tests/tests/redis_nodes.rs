@@ -224,52 +224,16 @@ async fn without_redis_requests_fail_fast_and_service_resumes_with_nothing_lost(
 /// recorded as interrupted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
-    use otpd::store::redis::{Keys, Redis};
-    use otpd::store::{IssueOutcome, RedisStore, Store, TakeSend};
+    use otpd::store::{IssueOutcome, Store, TakeSend};
 
     let redis = RedisServer::start();
     // Jobs queued as a node would queue them, read by "ghost", which then dies.
-    let store = RedisStore::new(
-        Redis::new(&otpd::config::RedisConfig {
-            urls: vec![redis.url()],
-            ..Default::default()
-        })
-        .unwrap(),
-        Keys::new("otpd", 64),
-        Duration::from_secs(600),
-    )
-    .with_queue(100);
-    let keys = otpd::code::CodeKeys::derive(b"test secret, long enough for otpd: 0123456789");
+    let store = store_on(&redis);
+    let keys = test_keys();
     let mut ids = Vec::new();
     for n in 0..5u64 {
-        let to = otpd::phone::E164::from_digits_unchecked(34_600_500_000 + n);
-        let id = otpd::id::VerificationId::new(otpd::id::ShardTag::of(to), [n as u8; 14]);
-        let code = otpd::code::Code::parse("123456").unwrap();
-        let v = otpd::verification::Verification::new(
-            otpd::verification::NewVerification {
-                id,
-                to,
-                line: Default::default(),
-                purpose: "login".into(),
-                subject: None,
-                client: None,
-                locale: otpd::locale::Locale::En,
-                channel: otpd::verification::RequestedChannel::Sms,
-                first_send: otpd_adapters::ChannelKind::Sms,
-                code_mac: keys.mac(&id, &code),
-                sealed_code: keys.seal(&id, &code),
-                policy: otpd::verification::Policy {
-                    ttl: Duration::from_secs(600),
-                    code_length: otpd::code::CodeLength::new(6).unwrap(),
-                    max_attempts: 5,
-                    max_sends: 5,
-                    resend_cooldown: Duration::from_secs(30),
-                    escalate_after: Duration::from_secs(60),
-                },
-                match_code: None,
-            },
-            otpd_e2e::T0,
-        );
+        let v = candidate(&keys, n);
+        let id = v.id;
         assert!(matches!(
             store.issue(&v, otpd_e2e::T0).await.unwrap(),
             IssueOutcome::Created
@@ -329,6 +293,114 @@ async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
         );
     }
     b.stop().await;
+}
+
+fn test_keys() -> otpd::code::CodeKeys {
+    otpd::code::CodeKeys::derive(b"test secret, long enough for otpd: 0123456789")
+}
+
+/// A verification of code 123456 to a number of its own, by SMS.
+fn candidate(keys: &otpd::code::CodeKeys, n: u64) -> otpd::verification::Verification {
+    let to = otpd::phone::E164::from_digits_unchecked(34_600_500_000 + n);
+    let id = otpd::id::VerificationId::new(otpd::id::ShardTag::of(to), [n as u8; 14]);
+    let code = otpd::code::Code::parse("123456").unwrap();
+    otpd::verification::Verification::new(
+        otpd::verification::NewVerification {
+            id,
+            to,
+            line: Default::default(),
+            purpose: "login".into(),
+            subject: None,
+            client: None,
+            locale: otpd::locale::Locale::En,
+            channel: otpd::verification::RequestedChannel::Sms,
+            first_send: otpd_adapters::ChannelKind::Sms,
+            code_mac: keys.mac(&id, &code),
+            sealed_code: keys.seal(&id, &code),
+            policy: otpd::verification::Policy {
+                ttl: Duration::from_secs(600),
+                code_length: otpd::code::CodeLength::new(6).unwrap(),
+                max_attempts: 5,
+                max_sends: 5,
+                resend_cooldown: Duration::from_secs(30),
+                escalate_after: Duration::from_secs(60),
+            },
+            match_code: None,
+        },
+        otpd_e2e::T0,
+    )
+}
+
+fn store_on(redis: &RedisServer) -> otpd::store::RedisStore {
+    otpd::store::RedisStore::new(
+        otpd::store::redis::Redis::new(&otpd::config::RedisConfig {
+            urls: vec![redis.url()],
+            ..Default::default()
+        })
+        .unwrap(),
+        otpd::store::redis::Keys::new("otpd", 64),
+        Duration::from_secs(600),
+    )
+    .with_queue(100)
+}
+
+/// The node that accepts a request is handed its job by the script that queues it:
+/// the job is pending with that node at once (no read of the streams), and reaches
+/// its workers' queue — while fewer than `ahead` wait there; past that, the job is
+/// left unread in the stream for any node.
+#[tokio::test]
+async fn the_accepting_node_is_handed_its_job_in_the_same_step() {
+    use otpd::store::redis::Handoff;
+    use otpd::store::redis::queue::JobReader;
+    use otpd::store::{IssueOutcome, Store};
+
+    let redis = RedisServer::start();
+    for p in 0..64 {
+        redis.cli(&[
+            "XGROUP",
+            "CREATE",
+            &format!("otpd:{{{p}}}:q"),
+            "otpd",
+            "0",
+            "MKSTREAM",
+        ]);
+    }
+    let keys = test_keys();
+    let (queue, mut jobs) = otpd::delivery::DeliveryQueue::bounded(10);
+    let store = store_on(&redis).with_handoff(Handoff {
+        reader: std::sync::Arc::new(JobReader {
+            name: "node-a".into(),
+            codes: keys.clone(),
+            provider_ack: Default::default(),
+            held: Default::default(),
+        }),
+        queue,
+        ahead: 2,
+    });
+    let issued: Vec<_> = (0..3).map(|n| candidate(&keys, n)).collect();
+    for v in &issued {
+        assert!(matches!(
+            store.issue(v, otpd_e2e::T0).await.unwrap(),
+            IssueOutcome::Created
+        ));
+    }
+    for v in &issued[..2] {
+        let job = jobs.try_recv().expect("handed over");
+        assert_eq!((job.id, job.send), (v.id, 1));
+        assert_eq!(job.code.expose_digits().as_str(), "123456", "unsealed");
+        let receipt = job.receipt.as_ref().expect("from the stream");
+        assert!(!receipt.claimed);
+        let pending = redis.cli(&["XPENDING", &receipt.stream, "otpd"]);
+        assert!(pending.contains("node-a"), "{pending}");
+    }
+    assert!(
+        jobs.try_recv().is_err(),
+        "two wait already: the third is left"
+    );
+    let stream = otpd::store::redis::Keys::new("otpd", 64).stream_of(&issued[2].id);
+    let pending = redis.cli(&["XPENDING", &stream, "otpd"]);
+    assert!(pending.starts_with('0'), "nobody has it yet: {pending}");
+    assert_eq!(redis.cli(&["XLEN", &stream]).trim(), "1");
 }
 
 /// The same on a 3-master Redis Cluster: each partition's stream is read on its own

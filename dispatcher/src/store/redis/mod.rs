@@ -97,6 +97,19 @@ pub struct RedisStore {
     /// With a queue: each stream's capacity; sends are appended to the streams in
     /// the same step as they are recorded.
     queue: Option<usize>,
+    /// Where the jobs of requests this node accepts go: straight to its workers.
+    handoff: Option<Handoff>,
+}
+
+/// A node's own workers, handed the job of each request the node accepts in the
+/// same script that queues it (see `hand_over` in the scripts), so that delivering
+/// what it accepted costs the node no read of the streams. Only while fewer than
+/// `ahead` jobs wait for its workers: past that, the job is left in the stream
+/// for whichever node has room.
+pub struct Handoff {
+    pub reader: std::sync::Arc<queue::JobReader>,
+    pub queue: crate::delivery::DeliveryQueue,
+    pub ahead: usize,
 }
 
 impl RedisStore {
@@ -107,7 +120,15 @@ impl RedisStore {
             keys,
             retention,
             queue: None,
+            handoff: None,
         }
+    }
+
+    /// Hand the jobs of the requests this node accepts to its workers (see
+    /// [`Handoff`]).
+    pub fn with_handoff(mut self, handoff: Handoff) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Queue every send on the delivery streams (see [`queue`]), each holding at most
@@ -232,11 +253,19 @@ impl Store for RedisStore {
         now: UnixMillis,
     ) -> Result<IssueOutcome, StoreError> {
         let c = candidate;
+        // A place in this node's queue for the job, if it has room for one more.
+        let slot = self.queue.and(self.handoff.as_ref()).and_then(|h| {
+            (h.queue.depth() < h.ahead)
+                .then(|| h.queue.try_reserve().ok())
+                .flatten()
+                .map(|slot| (h, slot))
+        });
+        let stream = self.keys.stream_of(&c.id);
         let mut inv = SCRIPTS.issue.prepare_invoke();
         inv.key(self.keys.dedupe(c.to, &c.purpose, c.client.as_deref()))
             .key(self.keys.verification(&c.id))
             .key(self.keys.escalations_of(&c.id))
-            .key(self.keys.stream_of(&c.id))
+            .key(&stream)
             .arg(now.0)
             .arg(ms_until(now, c.expires_at.plus(self.retention)))
             .arg(ms_until(now, c.expires_at))
@@ -246,20 +275,21 @@ impl Store for RedisStore {
                 c.escalate_at()
                     .map_or_else(String::new, |t| t.0.to_string()),
             )
-            .arg(self.queue.map_or_else(String::new, |n| n.to_string()));
+            .arg(self.queue.map_or_else(String::new, |n| n.to_string()))
+            .arg(slot.as_ref().map_or("", |(h, _)| &*h.reader.name));
         for (k, v) in record::encode(c) {
             inv.arg(k).arg(v);
         }
         let mut reply = items(self.run(&inv).await?)?.into_iter();
         let kind = text(reply.next().ok_or_else(|| corrupt("empty"))?)?;
-        match kind.as_str() {
-            "created" => Ok(IssueOutcome::Created),
-            "overloaded" => Ok(IssueOutcome::Overloaded),
+        let outcome = match kind.as_str() {
+            "created" => IssueOutcome::Created,
+            "overloaded" => IssueOutcome::Overloaded,
             "resent" => {
                 let key = bytes(reply.next().ok_or_else(|| corrupt("no key"))?)?;
                 let id = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
                 let v = self.verification(id, reply.next().ok_or_else(|| corrupt("no record"))?)?;
-                Ok(IssueOutcome::Resent(v))
+                IssueOutcome::Resent(v)
             }
             "refused" => {
                 let mut next = || reply.next().ok_or_else(|| corrupt("short refusal"));
@@ -275,14 +305,24 @@ impl Store for RedisStore {
                         retry_after: Duration::from_secs((wait_ms.max(1) as u64).div_ceil(1000)),
                     },
                 };
-                Ok(IssueOutcome::Refused {
+                IssueOutcome::Refused {
                     existing,
                     refusal,
                     expires_at,
-                })
+                }
             }
-            other => Err(corrupt(other)),
+            other => return Err(corrupt(other)),
+        };
+        // The job handed over with it (Lua's false arrives as nil).
+        if let (Some((h, slot)), Some(entry @ Value::Array(_))) = (slot, reply.next()) {
+            match h.reader.handed_over(&stream, entry) {
+                Ok(Some(job)) => slot.send(job),
+                Ok(None) => {}
+                // Left pending with this node: claimed once idle, like any job.
+                Err(e) => tracing::warn!(error = %e, "a job handed over cannot be read"),
+            }
         }
+        Ok(outcome)
     }
 
     async fn check(

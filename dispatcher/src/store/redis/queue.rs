@@ -48,20 +48,29 @@ pub const GROUP: &str = "otpd";
 pub struct StreamConsumer {
     pub redis: Redis,
     pub keys: Keys,
+    /// Turns entries into jobs held by this node.
+    pub reader: Arc<JobReader>,
+    /// How long a job may sit unanswered with another node before it is claimed.
+    pub claim_after: Duration,
+    /// Most jobs read ahead of the workers (waiting in the node's queue).
+    pub prefetch: usize,
+}
+
+/// Turns stream entries into this node's delivery jobs, and keeps count of the jobs
+/// the node holds (so that it can keep them from looking idle). Shared by the
+/// consumer, which reads jobs, and the store, which is handed the job of a request
+/// this node accepted in the same step as it queues it.
+pub struct JobReader {
     /// This node's consumer name (also its workers' name for `take_send`).
     pub name: Arc<str>,
     pub codes: CodeKeys,
     /// Purposes whose push is acknowledged by the provider's acceptance.
     pub provider_ack: HashMap<Box<str>, bool>,
-    /// How long a job may sit unanswered with another node before it is claimed.
-    pub claim_after: Duration,
-    /// Most jobs read ahead of the workers (waiting in the node's queue).
-    pub prefetch: usize,
     /// The jobs this node has: stream → entry → how many copies it holds.
     pub held: Arc<Held>,
 }
 
-/// See [`StreamConsumer::held`].
+/// See [`JobReader::held`].
 #[derive(Default)]
 pub struct Held(Mutex<HashMap<String, HashMap<String, usize>>>);
 
@@ -222,7 +231,7 @@ impl StreamConsumer {
         for reply in replies {
             for (stream, entries) in parse_read(reply?)? {
                 for (entry, fields) in entries {
-                    jobs.push(self.job(&stream, entry, fields, false)?);
+                    jobs.push(self.reader.job(&stream, entry, fields, false)?);
                 }
             }
         }
@@ -234,7 +243,7 @@ impl StreamConsumer {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
-            .arg(&*self.name)
+            .arg(&*self.reader.name)
             .arg("COUNT")
             .arg(count)
             .arg("STREAMS")
@@ -247,14 +256,14 @@ impl StreamConsumer {
 
     /// Reset the idle time of every job this node holds, so that nobody claims it.
     async fn refresh(&self) -> Result<(), StoreError> {
-        let held = self.held.snapshot();
+        let held = self.reader.held.snapshot();
         let claims: Vec<redis::Cmd> = held
             .iter()
             .map(|(stream, entries)| {
                 let mut c = redis::cmd("XCLAIM");
                 c.arg(stream)
                     .arg(GROUP)
-                    .arg(&*self.name)
+                    .arg(&*self.reader.name)
                     .arg(0)
                     .arg(entries)
                     .arg("JUSTID");
@@ -276,7 +285,7 @@ impl StreamConsumer {
             let reply: Value = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(GROUP)
-                .arg(&*self.name)
+                .arg(&*self.reader.name)
                 .arg(min_idle)
                 .arg("0-0")
                 .arg("COUNT")
@@ -290,14 +299,17 @@ impl StreamConsumer {
             if let Some(entries) = parts.into_iter().nth(1) {
                 for (entry, fields) in parse_entries(entries)? {
                     tracing::info!(%stream, %entry, "claimed a job another node left unanswered");
-                    jobs.push(self.job(&stream, entry, fields, true)?);
+                    jobs.push(self.reader.job(&stream, entry, fields, true)?);
                 }
             }
         }
         Ok(jobs)
     }
+}
 
-    fn job(
+impl JobReader {
+    /// A job from one entry's fields; it counts as held by this node until dropped.
+    pub fn job(
         &self,
         stream: &str,
         entry: String,
@@ -332,6 +344,18 @@ impl StreamConsumer {
                 claimed,
             }),
         })
+    }
+
+    /// The job of a script's reply `{entry id, {field, value, …}}` (see `hand_over`).
+    pub fn handed_over(
+        &self,
+        stream: &str,
+        entry: Value,
+    ) -> Result<Option<DeliveryJob>, StoreError> {
+        match parse_entries(Value::Array(vec![entry]))?.pop() {
+            Some((id, fields)) => self.job(stream, id, fields, false).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -45,3 +45,16 @@ local function enqueue(stream, vkey, send, kind)
   if f[8] then table.insert(entry, 'mc'); table.insert(entry, f[8]) end
   return redis.call('XADD', stream, '*', unpack(entry))
 end
+
+-- Hand the node whose consumer is `consumer` (or nobody, if '') the oldest job of
+-- `stream` that no node has read yet — usually the one just appended — so that it
+-- needs no read of its own to deliver what it accepted. The job is then pending
+-- with that node as if it had read it. Returns {entry id, {field, value, …}}, or
+-- false (no consumer, nothing unread, or the group not made yet).
+local function hand_over(stream, consumer)
+  if consumer == '' then return false end
+  local got = redis.pcall('XREADGROUP', 'GROUP', 'otpd', consumer, 'COUNT', 1,
+    'STREAMS', stream, '>')
+  if type(got) ~= 'table' or got.err or not got[1] then return false end
+  return got[1][2][1] or false
+end
