@@ -16,7 +16,7 @@ use crate::clients::Clients;
 use crate::clock::UnixMillis;
 use crate::config::{Config, PumpingMode};
 use crate::limiter::{Denial, Limiter, Refusal, Unavailable};
-use crate::limits::{IssueFacts, LimitPolicy, Pool, ip_key, name};
+use crate::limits::{Checks, IssueFacts, IssueKeys, LimitPolicy, Pool, ip_key, name};
 use crate::number::Region;
 use crate::phone::E164;
 use crate::pumping::{Judgement, PumpingTracker, Scope, ScopeView};
@@ -62,6 +62,73 @@ impl From<Denial> for Refused {
 pub struct Admitted {
     pool: Pool,
     throttled: bool,
+}
+
+/// The limits a request to send a code is decided by (see
+/// [`Admission::plan_issue`]): what gates it without being charged, what it is
+/// charged, and the shared pool to fall back on when the client's reserved share
+/// refuses.
+pub struct IssuePlan {
+    throttled: bool,
+    pool: Pool,
+    fallback: bool,
+    keys: IssueKeys,
+    scope_key: [u8; 9],
+    /// The limiter's time for this request.
+    pub now: u64,
+}
+
+impl IssuePlan {
+    /// Limits that gate the request and are charged by something else: the
+    /// subject's wrong codes.
+    pub fn gate<'a>(&'a self, rules: &'a Rules, f: &IssueFacts<'a>) -> Checks<'a> {
+        let mut out = Checks::new();
+        if let Some(subject) = f.subject
+            && let Some(c) = rules.policy.check_subject(subject)
+        {
+            out.push(c);
+        }
+        out
+    }
+
+    /// What the request is charged when it draws on `pool`.
+    pub fn charge<'a>(&'a self, rules: &'a Rules, f: &IssueFacts<'a>, pool: Pool) -> Checks<'a> {
+        charges(
+            &rules.policy,
+            f,
+            &self.keys,
+            &self.scope_key,
+            pool,
+            self.throttled,
+        )
+    }
+
+    /// The pool tried first.
+    pub fn pool(&self) -> Pool {
+        self.pool
+    }
+
+    /// Whether a refusal by the reserved share falls back on the shared pool.
+    pub fn falls_back(&self) -> bool {
+        self.fallback
+    }
+}
+
+/// Every limit a request drawing on `pool` is charged, the pumping throttle too when
+/// its prefix is throttled.
+fn charges<'a>(
+    p: &'a LimitPolicy,
+    f: &IssueFacts<'a>,
+    keys: &'a IssueKeys,
+    scope_key: &'a [u8; 9],
+    pool: Pool,
+    throttled: bool,
+) -> Checks<'a> {
+    let mut checks = p.issue_checks(f, keys, pool);
+    if throttled && let Some(c) = p.pumping_check(scope_key) {
+        checks.push(c);
+    }
+    checks
 }
 
 /// Nanoseconds for the limiter, on the wall clock otpd's clock gives (a step back is
@@ -133,13 +200,15 @@ impl Admission {
         self.rules.store(Arc::new(rules));
     }
 
-    /// May a code be sent for this request? Charges every limit, or none.
-    pub async fn admit_issue(
+    /// The pumping defence's word on a request to send a code, and the limits it is
+    /// to be decided by — before anything is charged. A denied number, or a suspect
+    /// scope in `block` mode, is refused here.
+    pub fn plan_issue(
         &self,
         rules: &Rules,
         f: &IssueFacts<'_>,
         now: UnixMillis,
-    ) -> Result<Admitted, Refused> {
+    ) -> Result<IssuePlan, Refused> {
         let p = &rules.policy;
         let throttled = match self.pumping.judge(&p.pumping, f.to, f.country, now) {
             Judgement::Clear | Judgement::AllowListed { .. } => false,
@@ -166,65 +235,88 @@ impl Admission {
                 PumpingMode::Throttle => true,
             },
         };
-        let ns = nanos(now);
-        if let Some(subject) = f.subject
-            && let Some(c) = p.check_subject(subject)
-        {
-            match self.limiter.peek(&[c], ns).await {
-                Ok(()) => {}
-                Err(Denial::Refused(r)) => {
-                    refused(r.limit);
-                    return Err(Refused::Limited(r));
-                }
-                Err(Denial::Unavailable(u)) => return Err(Refused::Unavailable(u)),
-            }
+        let reserved = p.has_reserved(f.purpose, f.client);
+        Ok(IssuePlan {
+            throttled,
+            pool: if reserved {
+                Pool::Reserved
+            } else {
+                Pool::Shared
+            },
+            fallback: reserved && p.has_shared(f.purpose),
+            keys: p.keys(f),
+            scope_key: self.scope_key(p, f.to),
+            now: nanos(now),
+        })
+    }
+
+    /// May a code be sent for this request? Asks the limiter, charging every limit
+    /// or none — for a store that does not decide limits itself (see
+    /// [`crate::store::Store::issue_within`]).
+    pub async fn admit_issue(
+        &self,
+        rules: &Rules,
+        f: &IssueFacts<'_>,
+        now: UnixMillis,
+    ) -> Result<Admitted, Refused> {
+        let plan = self.plan_issue(rules, f, now)?;
+        let gate = plan.gate(rules, f);
+        if !gate.is_empty() {
+            self.limiter
+                .peek(&gate, plan.now)
+                .await
+                .map_err(|d| self.denied(rules, f, d, now))?;
         }
-        let keys = p.keys(f);
-        let scope_key = self.scope_key(p, f.to);
-        let attempt = async |pool: Pool| {
-            let mut checks = p.issue_checks(f, &keys, pool);
-            if throttled && let Some(c) = p.pumping_check(&scope_key) {
-                checks.push(c);
-            }
-            self.limiter.check(&checks, ns).await
-        };
-        let mut pool = if p.has_reserved(f.purpose, f.client) {
-            Pool::Reserved
-        } else {
-            Pool::Shared
-        };
-        let mut result = attempt(pool).await;
-        if pool == Pool::Reserved
+        let mut pool = plan.pool;
+        let mut result = self
+            .limiter
+            .check(&plan.charge(rules, f, pool), plan.now)
+            .await;
+        if plan.fallback
             && let Err(Denial::Refused(r)) = result
             && r.limit == name::RESERVED
         {
-            // The client's own share is used up: the shared pool, if any.
-            result = if p.has_shared(f.purpose) {
-                pool = Pool::Shared;
-                attempt(pool).await
-            } else {
-                Err(Denial::Refused(Refusal {
-                    limit: name::PURPOSE,
-                    ..r
-                }))
-            };
+            // The client's own share is used up: the shared pool.
+            pool = Pool::Shared;
+            result = self
+                .limiter
+                .check(&plan.charge(rules, f, pool), plan.now)
+                .await;
         }
-        match result {
-            Ok(()) => {
-                if throttled {
-                    pumping("throttled_through", "prefix");
-                }
-                Ok(Admitted { pool, throttled })
-            }
-            Err(Denial::Refused(r)) => {
+        result.map_err(|d| self.denied(rules, f, d, now))?;
+        self.admitted(&plan);
+        Ok(Admitted {
+            pool,
+            throttled: plan.throttled,
+        })
+    }
+
+    /// A planned request went through its limits.
+    pub fn admitted(&self, plan: &IssuePlan) {
+        if plan.throttled {
+            pumping("throttled_through", "prefix");
+        }
+    }
+
+    /// A planned request was refused by a limit, or the limits could not be read:
+    /// counted, and told to the pumping defence when it was its throttle.
+    pub fn denied(&self, rules: &Rules, f: &IssueFacts<'_>, d: Denial, now: UnixMillis) -> Refused {
+        match d {
+            Denial::Refused(mut r) => {
                 if r.limit == name::PUMPING {
                     pumping("throttled", "prefix");
-                    self.pumping.refused(&p.pumping, f.to, f.country, now);
+                    self.pumping
+                        .refused(&rules.policy.pumping, f.to, f.country, now);
+                }
+                if r.limit == name::RESERVED {
+                    // The client's share is used up and there is no shared pool:
+                    // the purpose's capacity is.
+                    r.limit = name::PURPOSE;
                 }
                 refused(r.limit);
-                Err(Refused::Limited(r))
+                Refused::Limited(r)
             }
-            Err(Denial::Unavailable(u)) => Err(Refused::Unavailable(u)),
+            Denial::Unavailable(u) => Refused::Unavailable(u),
         }
     }
 
@@ -249,12 +341,7 @@ impl Admission {
         let p = &rules.policy;
         let keys = p.keys(f);
         let scope_key = self.scope_key(p, f.to);
-        let mut checks = p.issue_checks(f, &keys, admitted.pool);
-        if admitted.throttled
-            && let Some(c) = p.pumping_check(&scope_key)
-        {
-            checks.push(c);
-        }
+        let checks = charges(p, f, &keys, &scope_key, admitted.pool, admitted.throttled);
         if let Err(e) = self.limiter.refund(&checks, nanos(now)).await {
             // The charge stays: the limit errs on the strict side until it drains.
             tracing::warn!(error = %e, "could not give a request's limit charges back");
