@@ -10,11 +10,12 @@ use crate::clock::{Clock, UnixMillis};
 use crate::code::{Code, CodeKeys, OsRandom, RandomError, RandomSource};
 use crate::delivery::{self, DeliveryJob, DeliveryQueue};
 use crate::id::{ShardTag, VerificationId};
+use crate::limiter::Refusal;
 use crate::locale::Locale;
 use crate::metrics::Metrics;
 use crate::number::NumberLine;
 use crate::phone::E164;
-use crate::store::{CheckResult, IssueOutcome, Store, StoreError};
+use crate::store::{CheckResult, IssueLimits, IssueOutcome, Store, StoreError};
 use crate::verification::{
     AckOutcome, CancelOutcome, Closing, EscalationCause, MatchCode, NewVerification, Policy,
     RequestedChannel, ResendRefusal, SendResult, Verification,
@@ -71,6 +72,9 @@ impl Issued {
 pub enum IssueError {
     #[error("the delivery queue is full")]
     Overloaded,
+    /// Refused by a limit the store decided ([`Engine::issue_within`]).
+    #[error("refused by the {} limit", .0.limit)]
+    Limited(Refusal),
     #[error("a code was sent to this number moments ago; retry after {retry_after:?}")]
     Cooldown { retry_after: Duration },
     #[error("the code was already sent the maximum number of times")]
@@ -158,6 +162,24 @@ impl Engine {
     /// purpose. Reserves the queue slot first: when the queue is full nothing is
     /// created.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
+        self.issue_with(req, None).await
+    }
+
+    /// [`Engine::issue`], with the request's limits decided by the store in the same
+    /// step (see [`Store::issue_within`]); a refusal is [`IssueError::Limited`].
+    pub async fn issue_within(
+        &self,
+        req: IssueRequest,
+        limits: &IssueLimits<'_>,
+    ) -> Result<Issued, IssueError> {
+        self.issue_with(req, Some(limits)).await
+    }
+
+    async fn issue_with(
+        &self,
+        req: IssueRequest,
+        limits: Option<&IssueLimits<'_>>,
+    ) -> Result<Issued, IssueError> {
         let slot = if self.store_queues {
             None
         } else {
@@ -198,7 +220,12 @@ impl Engine {
             now,
         );
 
-        let (issued, code) = match self.store.issue(&candidate, now).await? {
+        let outcome = match limits {
+            Some(limits) => self.store.issue_within(&candidate, now, limits).await?,
+            None => self.store.issue(&candidate, now).await?,
+        };
+        let (issued, code) = match outcome {
+            IssueOutcome::Limited(refusal) => return Err(IssueError::Limited(refusal)),
             IssueOutcome::Created => {
                 self.metrics.created();
                 (Issued::Created(candidate), code)

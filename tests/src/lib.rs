@@ -25,6 +25,16 @@ pub struct TestServer {
     pub client: reqwest::Client,
     server: Option<Server>,
     _dir: tempfile::TempDir,
+    /// The Redis this server's state is on, when the test started one for it.
+    _redis: Option<redis::RedisServer>,
+}
+
+/// Where a server keeps its state (for tests that run on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    /// A `redis-server` of its own, started on a free loopback port.
+    Redis,
 }
 
 /// An HTTP answer: status, headers, and the body as JSON (`Null` if not JSON).
@@ -63,6 +73,32 @@ impl TestServer {
         store: Arc<dyn otpd::store::Store>,
     ) -> Self {
         Self::start_full(tweak, None, Some(store)).await
+    }
+
+    /// [`TestServer::start_with`] on `backend`.
+    pub async fn start_on(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        channels: Option<Channels>,
+    ) -> Self {
+        match backend {
+            Backend::Memory => Self::start_with(tweak, channels).await,
+            Backend::Redis => {
+                let redis = redis::RedisServer::start();
+                let url = redis.url();
+                let mut server = Self::start_with(
+                    move |c| {
+                        c.store.kind = otpd::config::StoreKind::Redis;
+                        c.redis.urls = vec![url];
+                        tweak(c);
+                    },
+                    channels,
+                )
+                .await;
+                server._redis = Some(redis);
+                server
+            }
+        }
     }
 
     /// Start with the defaults changed by `tweak`, and optionally other channels than
@@ -135,6 +171,7 @@ impl TestServer {
             client: client(),
             server: Some(server),
             _dir: dir,
+            _redis: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use otpd::clients::hash_key;
 use otpd::config::{ClientConfig, Config, PumpingMode, Rate};
+use otpd_e2e::Backend;
 use otpd_e2e::{Answer, TestServer};
 use serde_json::{Value, json};
 
@@ -65,9 +66,9 @@ fn with_signup(c: &mut Config) {
     c.purposes.insert("reset".into(), login);
 }
 
-#[tokio::test]
-async fn api_keys_are_required_once_clients_are_configured() {
-    let t = TestServer::start_with(
+async fn api_keys_are_required_once_clients_are_configured(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             with_signup(c);
             c.clients = vec![
@@ -174,9 +175,9 @@ async fn api_keys_are_required_once_clients_are_configured() {
     assert_eq!(t.get("/metrics").await.status, 200);
 }
 
-#[tokio::test]
-async fn idempotency_keys_belong_to_their_client() {
-    let t = TestServer::start_with(
+async fn idempotency_keys_belong_to_their_client(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| c.clients = vec![client("a", false), client("b", false)],
         None,
     )
@@ -201,9 +202,9 @@ async fn idempotency_keys_belong_to_their_client() {
     assert_ne!(a.body["id"], b.body["id"]);
 }
 
-#[tokio::test]
-async fn a_refused_request_is_charged_to_no_other_limit() {
-    let t = TestServer::start_with(
+async fn a_refused_request_is_charged_to_no_other_limit(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             with_signup(c);
             c.limits.destination = Rate::per(2, 600);
@@ -232,9 +233,41 @@ async fn a_refused_request_is_charged_to_no_other_limit() {
     assert_eq!(issue("+34600000121", "reset").await.status, 201);
 }
 
-#[tokio::test]
-async fn limits_per_subject_network_prefix_and_country() {
-    let t = TestServer::start_with(
+/// Only a request that sends a code is charged: the same request again
+/// (deduplicated), a resend too soon, or a full queue costs its limits nothing.
+async fn a_request_that_sends_nothing_is_not_charged(on: Backend) {
+    let t = TestServer::start_on(
+        on,
+        |c| {
+            with_signup(c);
+            c.limits.destination = Rate::per(2, 600);
+        },
+        None,
+    )
+    .await;
+    let issue = |purpose: &'static str| {
+        t.post(
+            "/v1/verifications",
+            json!({"to": "+34600000191", "purpose": purpose}),
+        )
+    };
+    assert_eq!(issue("login").await.status, 201);
+    // The same request again: deduplicated, nothing sent.
+    let same = issue("login").await;
+    assert_eq!(same.status, 200, "{}", same.text);
+    assert_eq!(same.header("otpd-deduplicated"), Some("true"));
+    // Past the dedupe window but within the cooldown: refused, nothing sent.
+    t.clock.advance(Duration::from_secs(11));
+    assert_eq!(issue("login").await.error_code(), "resend_cooldown");
+    // So the number still has its second code…
+    assert_eq!(issue("signup").await.status, 201);
+    // …and no third.
+    assert_limited(&issue("reset").await, "destination");
+}
+
+async fn limits_per_subject_network_prefix_and_country(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             c.limits.subject = Rate::per(2, 3600);
             c.limits.ip = Rate::Off;
@@ -297,9 +330,9 @@ async fn limits_per_subject_network_prefix_and_country() {
     assert_eq!(bad.body["error"]["field"], "ip");
 }
 
-#[tokio::test]
-async fn guessing_across_verifications_is_stopped() {
-    let t = TestServer::start_with(
+async fn guessing_across_verifications_is_stopped(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             with_signup(c);
             c.limits.check_subject = Rate::per(4, 3600);
@@ -342,9 +375,8 @@ async fn guessing_across_verifications_is_stopped() {
     assert_limited(&issue("+34600000173", "reset").await, "check_subject");
 }
 
-#[tokio::test]
-async fn checks_from_one_address_are_limited_before_they_count() {
-    let t = TestServer::start_with(|c| c.limits.check_ip = Rate::per(2, 600), None).await;
+async fn checks_from_one_address_are_limited_before_they_count(on: Backend) {
+    let t = TestServer::start_on(on, |c| c.limits.check_ip = Rate::per(2, 600), None).await;
     let id = t.issue("+34600000181").await["id"]
         .as_str()
         .unwrap()
@@ -357,9 +389,9 @@ async fn checks_from_one_address_are_limited_before_they_count() {
     assert_eq!(check("192.0.2.2").await.body["attempts_left"], 2);
 }
 
-#[tokio::test]
-async fn a_surge_of_one_client_cannot_take_anothers_reserved_share() {
-    let t = TestServer::start_with(
+async fn a_surge_of_one_client_cannot_take_anothers_reserved_share(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             c.limits.purposes = BTreeMap::from([("login".into(), Rate::per(10, 60))]);
             c.clients = vec![
@@ -398,9 +430,9 @@ async fn a_surge_of_one_client_cannot_take_anothers_reserved_share() {
     assert_eq!(view.body["decision"], "purpose", "{}", view.text);
 }
 
-#[tokio::test]
-async fn deny_listed_ranges_are_refused_with_403() {
-    let t = TestServer::start_with(
+async fn deny_listed_ranges_are_refused_with_403(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| c.limits.pumping.deny = vec!["+37120".into(), "LV".into()],
         None,
     )
@@ -418,9 +450,9 @@ async fn deny_listed_ranges_are_refused_with_403() {
 /// for every SMS those numbers receive) and never types them, from ever-changing
 /// addresses, while ordinary people keep asking for codes and typing them. The
 /// range is throttled once its conversion is judged; ordinary traffic never notices.
-#[tokio::test]
-async fn an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not() {
-    let t = TestServer::start_with(
+async fn an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             c.limits.ip = Rate::Off;
             c.limits.ip_prefix = Rate::Off;
@@ -530,9 +562,9 @@ async fn an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not() {
     }
 }
 
-#[tokio::test]
-async fn monitor_mode_refuses_nothing_and_counts_what_it_would_have() {
-    let t = TestServer::start_with(
+async fn monitor_mode_refuses_nothing_and_counts_what_it_would_have(on: Backend) {
+    let t = TestServer::start_on(
+        on,
         |c| {
             let p = &mut c.limits.pumping;
             p.mode = PumpingMode::Monitor;
@@ -617,3 +649,36 @@ async fn a_reload_changes_limits_and_clients_and_keeps_counts() {
     assert_eq!(a.status, 201, "{}", a.text);
     assert_eq!(t.post("/v1/admin/reload", json!({})).await.status, 401);
 }
+
+/// Each behaviour on the memory store (the limiter asked before the store) and on
+/// Redis (the store's issue script deciding the limits in the same step).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(otpd_e2e::Backend::Memory).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(otpd_e2e::Backend::Redis).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    a_request_that_sends_nothing_is_not_charged,
+    api_keys_are_required_once_clients_are_configured,
+    idempotency_keys_belong_to_their_client,
+    a_refused_request_is_charged_to_no_other_limit,
+    limits_per_subject_network_prefix_and_country,
+    guessing_across_verifications_is_stopped,
+    checks_from_one_address_are_limited_before_they_count,
+    a_surge_of_one_client_cannot_take_anothers_reserved_share,
+    deny_listed_ranges_are_refused_with_403,
+    an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not,
+    monitor_mode_refuses_nothing_and_counts_what_it_would_have,
+);

@@ -17,10 +17,11 @@ use crate::clients::Client;
 use crate::code::Code;
 use crate::engine::{IssueError, IssueRequest, Issued};
 use crate::id::VerificationId;
-use crate::limits::IssueFacts;
+use crate::limiter::Denial;
+use crate::limits::{IssueFacts, Pool};
 use crate::locale::Locale;
 use crate::phone::E164;
-use crate::store::{IdempotencyBegin, StoreError, StoredResponse};
+use crate::store::{IdempotencyBegin, IssueLimits, StoreError, StoredResponse};
 use crate::verification::{
     AckOutcome, CancelOutcome, CheckOutcome, Closing, MatchCode, RequestedChannel, Status,
     Verification,
@@ -620,21 +621,55 @@ async fn issue(
         client,
         purpose: &purpose,
     };
-    let admitted = state
-        .admission
-        .admit_issue(rules, &facts, now)
-        .await
-        .map_err(refused)?;
-    let result = state.engine.issue(request).await;
-    match &result {
-        Ok(Issued::Created(_) | Issued::Resent(_)) => state.admission.sent(rules, to, country, now),
-        // Nothing was sent: the limits get their charge back.
-        _ => {
+    let result = if state.engine.store().decides_limits() {
+        // One step: the store decides the limits as it issues.
+        let admission = &state.admission;
+        let plan = admission.plan_issue(rules, &facts, now).map_err(refused)?;
+        let (gate, charge) = (
+            plan.gate(rules, &facts),
+            plan.charge(rules, &facts, plan.pool()),
+        );
+        let fallback = plan
+            .falls_back()
+            .then(|| plan.charge(rules, &facts, Pool::Shared));
+        let limits = IssueLimits {
+            gate: &gate,
+            charge: &charge,
+            fallback: fallback.as_deref(),
+            now: plan.now,
+        };
+        match state.engine.issue_within(request, &limits).await {
+            Err(IssueError::Limited(r)) => {
+                return Err(refused(admission.denied(
+                    rules,
+                    &facts,
+                    Denial::Refused(r),
+                    now,
+                )));
+            }
+            result => {
+                admission.admitted(&plan);
+                result
+            }
+        }
+    } else {
+        let admitted = state
+            .admission
+            .admit_issue(rules, &facts, now)
+            .await
+            .map_err(refused)?;
+        let result = state.engine.issue(request).await;
+        if !matches!(result, Ok(Issued::Created(_) | Issued::Resent(_))) {
+            // Nothing was sent: the limits get their charge back.
             state
                 .admission
                 .refund_issue(rules, &facts, admitted, now)
                 .await
         }
+        result
+    };
+    if let Ok(Issued::Created(_) | Issued::Resent(_)) = &result {
+        state.admission.sent(rules, to, country, now);
     }
     match result {
         Ok(issued) => {
@@ -665,6 +700,7 @@ async fn issue(
         )
         .retry_after(retry_after)),
         Err(IssueError::Store(e)) => Err(store_error(e)),
+        Err(IssueError::Limited(r)) => Err(ApiError::limited(r)),
         Err(IssueError::Random(e)) => {
             tracing::error!(error = %e, "no randomness for a code");
             Err(ApiError::internal("could not generate a code"))

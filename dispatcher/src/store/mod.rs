@@ -18,6 +18,7 @@ use bytes::Bytes;
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
+use crate::limiter::{Check, Refusal};
 use crate::phone::E164;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
@@ -40,6 +41,9 @@ pub enum IssueOutcome {
     /// The store queues deliveries itself (Redis streams) and that queue is full:
     /// nothing was written.
     Overloaded,
+    /// A limit refused the request ([`Store::issue_within`] only): nothing was
+    /// written or charged.
+    Limited(Refusal),
     /// A pending one existed but may not be re-sent yet (or any more).
     Refused {
         existing: VerificationId,
@@ -47,6 +51,23 @@ pub enum IssueOutcome {
         /// When the existing verification expires (a new one can be asked for then).
         expires_at: UnixMillis,
     },
+}
+
+/// A request's limits, for a store that keeps the limits too to decide in the same
+/// step as it issues (see [`Store::issue_within`]) — in one round trip, where
+/// deciding them first and then issuing would take two and refund what a request
+/// that sends nothing was charged.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueLimits<'a> {
+    /// Limits that gate the request but are charged by something else.
+    pub gate: &'a [Check<'a>],
+    /// What the request is charged if it sends a code.
+    pub charge: &'a [Check<'a>],
+    /// Charged instead when `charge` is refused by its reserved share
+    /// ([`crate::limits::name::RESERVED`]).
+    pub fallback: Option<&'a [Check<'a>]>,
+    /// The limiter's time (nanoseconds, as [`crate::limiter::Limiter`] takes it).
+    pub now: u64,
 }
 
 /// What `check` did, with what the answer needs.
@@ -177,6 +198,28 @@ pub trait Store: Send + Sync + 'static {
         candidate: &Verification,
         now: UnixMillis,
     ) -> Result<IssueOutcome, StoreError>;
+
+    /// Whether [`Store::issue_within`] decides limits itself (the limits live where
+    /// the verifications do, reachable by one script). When false, the caller asks
+    /// its limiter first and calls [`Store::issue`].
+    fn decides_limits(&self) -> bool {
+        false
+    }
+
+    /// [`Store::issue`], deciding `limits` in the same step: refused by the gate or
+    /// the charges → [`IssueOutcome::Limited`], nothing written; a code sent
+    /// (created or resent) → the charges taken; anything else → nothing charged.
+    /// Only called when [`Store::decides_limits`] says so.
+    async fn issue_within(
+        &self,
+        _candidate: &Verification,
+        _now: UnixMillis,
+        _limits: &IssueLimits<'_>,
+    ) -> Result<IssueOutcome, StoreError> {
+        Err(StoreError::Unavailable(
+            "this store does not decide limits".into(),
+        ))
+    }
 
     /// Check-and-count, atomically: compare `candidate` with the stored MAC in
     /// constant time, count the attempt, and apply the lifecycle. `None` if unknown.

@@ -28,6 +28,10 @@ impl Keys {
         }
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn partitions(&self) -> u16 {
         self.partitions
     }

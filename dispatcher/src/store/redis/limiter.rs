@@ -25,7 +25,11 @@ use crate::gcra::{self, Quota};
 use crate::limiter::{Check, Denial, Limiter, MAX_CHECKS, Refusal, Unavailable};
 use crate::store::StoreError;
 
-static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/gcra.lua")));
+/// The GCRA functions every script deciding limits starts with.
+pub(super) const GCRA_LIB: &str = include_str!("lua/gcra_lib.lua");
+
+static GCRA: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{GCRA_LIB}\n{}", include_str!("lua/gcra.lua"))));
 static REFUND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/gcra_refund.lua")));
 
@@ -41,9 +45,20 @@ fn micros(d: Duration) -> u64 {
 /// A quota in whole microseconds: the emission interval at least 1 µs (a key
 /// allowing more than a million requests a second is no limit), the tolerance kept
 /// at `burst − 1` intervals so the burst is the same.
-fn quota_micros(q: Quota) -> (u64, u64) {
+pub(super) fn quota_micros(q: Quota) -> (u64, u64) {
     let emission = micros(q.emission()).max(1);
     (emission, emission * u64::from(q.burst() - 1))
+}
+
+/// `otpd:l:destination:<key bytes>`. Keys are binary-safe in Redis.
+pub(super) fn limit_key(prefix: &str, c: &Check<'_>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + c.limit.len() + c.key.len() + 4);
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(b":l:");
+    k.extend_from_slice(c.limit.as_bytes());
+    k.push(b':');
+    k.extend_from_slice(c.key);
+    k
 }
 
 impl RedisLimiter {
@@ -54,15 +69,8 @@ impl RedisLimiter {
         }
     }
 
-    /// `otpd:l:destination:<key bytes>`. Keys are binary-safe in Redis.
     fn key(&self, c: &Check<'_>) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + c.limit.len() + c.key.len() + 4);
-        k.extend_from_slice(self.prefix.as_bytes());
-        k.extend_from_slice(b":l:");
-        k.extend_from_slice(c.limit.as_bytes());
-        k.push(b':');
-        k.extend_from_slice(c.key);
-        k
+        limit_key(&self.prefix, c)
     }
 
     /// Run the GCRA script over `checks` (one slot's worth, or all on one server).

@@ -27,6 +27,7 @@ use redis::{Script, Value};
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
 use crate::id::VerificationId;
+use crate::limiter::{Check, Refusal};
 use crate::number::Region;
 use crate::phone::E164;
 use crate::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
@@ -39,8 +40,8 @@ pub use conn::{ConnectError, Redis};
 pub use keys::Keys;
 
 use super::{
-    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, JobReceipt, PutSubscriber, Store,
-    StoreError, StoredResponse, TakeSend,
+    CheckResult, Fingerprint, IdempotencyBegin, IssueLimits, IssueOutcome, JobReceipt,
+    PutSubscriber, Store, StoreError, StoredResponse, TakeSend,
 };
 use conn::unavailable;
 use record::{Fields, bytes, fields, text};
@@ -72,7 +73,11 @@ struct Scripts {
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    issue: lifecycle(include_str!("lua/issue.lua")),
+    issue: lifecycle(&format!(
+        "{}\n{}",
+        limiter::GCRA_LIB,
+        include_str!("lua/issue.lua")
+    )),
     check: lifecycle(include_str!("lua/check.lua")),
     close: lifecycle(include_str!("lua/close.lua")),
     record_send: lifecycle(include_str!("lua/record_send.lua")),
@@ -140,6 +145,124 @@ impl RedisStore {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// Issue (see [`Store::issue`]), deciding `limits` in the same script when given.
+    async fn issue_with(
+        &self,
+        candidate: &Verification,
+        now: UnixMillis,
+        limits: Option<&IssueLimits<'_>>,
+    ) -> Result<IssueOutcome, StoreError> {
+        let c = candidate;
+        // A place in this node's queue for the job, if it has room for one more.
+        let slot = self.queue.and(self.handoff.as_ref()).and_then(|h| {
+            (h.queue.depth() < h.ahead)
+                .then(|| h.queue.try_reserve().ok())
+                .flatten()
+                .map(|slot| (h, slot))
+        });
+        let stream = self.keys.stream_of(&c.id);
+        let mut inv = SCRIPTS.issue.prepare_invoke();
+        inv.key(self.keys.dedupe(c.to, &c.purpose, c.client.as_deref()))
+            .key(self.keys.verification(&c.id))
+            .key(self.keys.escalations_of(&c.id))
+            .key(&stream)
+            .arg(now.0)
+            .arg(ms_until(now, c.expires_at.plus(self.retention)))
+            .arg(ms_until(now, c.expires_at))
+            .arg(c.channel.as_str())
+            .arg(c.sends()[0].channel.as_str())
+            .arg(
+                c.escalate_at()
+                    .map_or_else(String::new, |t| t.0.to_string()),
+            )
+            .arg(self.queue.map_or_else(String::new, |n| n.to_string()))
+            .arg(slot.as_ref().map_or("", |(h, _)| &*h.reader.name));
+        let no_fallback: &[Check<'_>] = &[];
+        let (gate, charge, fallback) = match limits {
+            Some(l) => (l.gate, l.charge, l.fallback.unwrap_or(no_fallback)),
+            None => (no_fallback, no_fallback, no_fallback),
+        };
+        match limits {
+            Some(l) => inv.arg(l.now / 1000),
+            None => inv.arg(""),
+        };
+        inv.arg(gate.len())
+            .arg(charge.len())
+            .arg(fallback.len())
+            .arg(
+                charge
+                    .iter()
+                    .position(|c| c.limit == crate::limits::name::RESERVED)
+                    .map_or(0, |i| i + 1),
+            );
+        let all = || gate.iter().chain(charge).chain(fallback);
+        for check in all() {
+            let (emission, tolerance) = limiter::quota_micros(check.quota);
+            inv.key(limiter::limit_key(self.keys.prefix(), check))
+                .arg(emission)
+                .arg(tolerance);
+        }
+        for (k, v) in record::encode(c) {
+            inv.arg(k).arg(v);
+        }
+        let mut reply = items(self.run(&inv).await?)?.into_iter();
+        let kind = text(reply.next().ok_or_else(|| corrupt("empty"))?)?;
+        let outcome = match kind.as_str() {
+            "created" => IssueOutcome::Created,
+            "overloaded" => IssueOutcome::Overloaded,
+            "limited" => {
+                let at = int(reply.next().ok_or_else(|| corrupt("no limit"))?)?;
+                let wait: u64 = text(reply.next().ok_or_else(|| corrupt("no wait"))?)?
+                    .parse()
+                    .map_err(|_| corrupt("limit wait"))?;
+                let check = all()
+                    .nth((at as usize).wrapping_sub(1))
+                    .ok_or_else(|| corrupt("limit position"))?;
+                IssueOutcome::Limited(Refusal {
+                    limit: check.limit,
+                    retry_after: Duration::from_micros(wait),
+                })
+            }
+            "resent" => {
+                let key = bytes(reply.next().ok_or_else(|| corrupt("no key"))?)?;
+                let id = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
+                let v = self.verification(id, reply.next().ok_or_else(|| corrupt("no record"))?)?;
+                IssueOutcome::Resent(v)
+            }
+            "refused" => {
+                let mut next = || reply.next().ok_or_else(|| corrupt("short refusal"));
+                let key = bytes(next()?)?;
+                let existing = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
+                let why = text(next()?)?;
+                let wait_ms = int(next()?)?;
+                let expires_at = UnixMillis(int(next()?)?);
+                let refusal = match why.as_str() {
+                    "max_sends" => ResendRefusal::MaxSends,
+                    // Round up: a client that waits exactly Retry-After must succeed.
+                    _ => ResendRefusal::Cooldown {
+                        retry_after: Duration::from_secs((wait_ms.max(1) as u64).div_ceil(1000)),
+                    },
+                };
+                IssueOutcome::Refused {
+                    existing,
+                    refusal,
+                    expires_at,
+                }
+            }
+            other => return Err(corrupt(other)),
+        };
+        // The job handed over with it (Lua's false arrives as nil).
+        if let (Some((h, slot)), Some(entry @ Value::Array(_))) = (slot, reply.next()) {
+            match h.reader.handed_over(&stream, entry) {
+                Ok(Some(job)) => slot.send(job),
+                Ok(None) => {}
+                // Left pending with this node: claimed once idle, like any job.
+                Err(e) => tracing::warn!(error = %e, "a job handed over cannot be read"),
+            }
+        }
+        Ok(outcome)
     }
 
     async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
@@ -252,77 +375,28 @@ impl Store for RedisStore {
         candidate: &Verification,
         now: UnixMillis,
     ) -> Result<IssueOutcome, StoreError> {
-        let c = candidate;
-        // A place in this node's queue for the job, if it has room for one more.
-        let slot = self.queue.and(self.handoff.as_ref()).and_then(|h| {
-            (h.queue.depth() < h.ahead)
-                .then(|| h.queue.try_reserve().ok())
-                .flatten()
-                .map(|slot| (h, slot))
-        });
-        let stream = self.keys.stream_of(&c.id);
-        let mut inv = SCRIPTS.issue.prepare_invoke();
-        inv.key(self.keys.dedupe(c.to, &c.purpose, c.client.as_deref()))
-            .key(self.keys.verification(&c.id))
-            .key(self.keys.escalations_of(&c.id))
-            .key(&stream)
-            .arg(now.0)
-            .arg(ms_until(now, c.expires_at.plus(self.retention)))
-            .arg(ms_until(now, c.expires_at))
-            .arg(c.channel.as_str())
-            .arg(c.sends()[0].channel.as_str())
-            .arg(
-                c.escalate_at()
-                    .map_or_else(String::new, |t| t.0.to_string()),
-            )
-            .arg(self.queue.map_or_else(String::new, |n| n.to_string()))
-            .arg(slot.as_ref().map_or("", |(h, _)| &*h.reader.name));
-        for (k, v) in record::encode(c) {
-            inv.arg(k).arg(v);
+        self.issue_with(candidate, now, None).await
+    }
+
+    /// On one server, where a script may touch any key: the limits live beside the
+    /// verifications. On a cluster they are on other slots than the verification's,
+    /// so the limiter decides them in scripts of their own.
+    fn decides_limits(&self) -> bool {
+        !self.redis.is_cluster()
+    }
+
+    async fn issue_within(
+        &self,
+        candidate: &Verification,
+        now: UnixMillis,
+        limits: &IssueLimits<'_>,
+    ) -> Result<IssueOutcome, StoreError> {
+        if !self.decides_limits() {
+            return Err(StoreError::Unavailable(
+                "limits are not decided with the issue on a cluster".into(),
+            ));
         }
-        let mut reply = items(self.run(&inv).await?)?.into_iter();
-        let kind = text(reply.next().ok_or_else(|| corrupt("empty"))?)?;
-        let outcome = match kind.as_str() {
-            "created" => IssueOutcome::Created,
-            "overloaded" => IssueOutcome::Overloaded,
-            "resent" => {
-                let key = bytes(reply.next().ok_or_else(|| corrupt("no key"))?)?;
-                let id = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
-                let v = self.verification(id, reply.next().ok_or_else(|| corrupt("no record"))?)?;
-                IssueOutcome::Resent(v)
-            }
-            "refused" => {
-                let mut next = || reply.next().ok_or_else(|| corrupt("short refusal"));
-                let key = bytes(next()?)?;
-                let existing = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
-                let why = text(next()?)?;
-                let wait_ms = int(next()?)?;
-                let expires_at = UnixMillis(int(next()?)?);
-                let refusal = match why.as_str() {
-                    "max_sends" => ResendRefusal::MaxSends,
-                    // Round up: a client that waits exactly Retry-After must succeed.
-                    _ => ResendRefusal::Cooldown {
-                        retry_after: Duration::from_secs((wait_ms.max(1) as u64).div_ceil(1000)),
-                    },
-                };
-                IssueOutcome::Refused {
-                    existing,
-                    refusal,
-                    expires_at,
-                }
-            }
-            other => return Err(corrupt(other)),
-        };
-        // The job handed over with it (Lua's false arrives as nil).
-        if let (Some((h, slot)), Some(entry @ Value::Array(_))) = (slot, reply.next()) {
-            match h.reader.handed_over(&stream, entry) {
-                Ok(Some(job)) => slot.send(job),
-                Ok(None) => {}
-                // Left pending with this node: claimed once idle, like any job.
-                Err(e) => tracing::warn!(error = %e, "a job handed over cannot be read"),
-            }
-        }
-        Ok(outcome)
+        self.issue_with(candidate, now, Some(limits)).await
     }
 
     async fn check(
