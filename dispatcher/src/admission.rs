@@ -133,7 +133,7 @@ fn charges<'a>(
 
 /// Nanoseconds for the limiter, on the wall clock otpd's clock gives (a step back is
 /// harmless: GCRA never lets a TAT move backwards).
-fn nanos(now: UnixMillis) -> u64 {
+pub fn nanos(now: UnixMillis) -> u64 {
     (now.0.max(0) as u64).saturating_mul(1_000_000)
 }
 
@@ -378,6 +378,13 @@ impl Admission {
                     refused(r.limit);
                 }
             })
+    }
+
+    /// A check refused by a limit a store decided (see
+    /// [`crate::store::Store::check_within`]): counted.
+    pub fn check_refused(&self, r: Refusal) -> Refused {
+        refused(r.limit);
+        Refused::Limited(r)
     }
 
     /// A wrong code was typed for `subject`. `Err` when the subject is past its

@@ -15,7 +15,9 @@ use crate::locale::Locale;
 use crate::metrics::Metrics;
 use crate::number::NumberLine;
 use crate::phone::E164;
-use crate::store::{CheckResult, IssueLimits, IssueOutcome, Store, StoreError};
+use crate::store::{
+    CheckLimits, CheckResult, CheckedWithin, IssueLimits, IssueOutcome, Store, StoreError,
+};
 use crate::verification::{
     AckOutcome, CancelOutcome, Closing, EscalationCause, MatchCode, NewVerification, Policy,
     RequestedChannel, ResendRefusal, SendResult, Verification,
@@ -381,6 +383,26 @@ impl Engine {
             .await?;
         if let Some(r) = &result {
             self.metrics.checked(r.outcome);
+        }
+        Ok(result)
+    }
+
+    /// [`Engine::check`], with the check's limits decided by the store in the same
+    /// step (see [`Store::check_within`]).
+    pub async fn check_within(
+        &self,
+        id: &VerificationId,
+        code: &Code,
+        client: Option<&str>,
+        limits: &CheckLimits<'_>,
+    ) -> Result<CheckedWithin, StoreError> {
+        let candidate = self.keys.mac(id, code);
+        let result = self
+            .store
+            .check_within(id, &candidate, client, self.clock.now(), limits)
+            .await?;
+        if let CheckedWithin::Checked { result, .. } = &result {
+            self.metrics.checked(result.outcome);
         }
         Ok(result)
     }

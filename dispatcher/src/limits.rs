@@ -311,6 +311,11 @@ impl LimitPolicy {
         })
     }
 
+    /// The quota of wrong codes per subject, if limited.
+    pub fn check_subject_quota(&self) -> Option<Quota> {
+        self.check_subject
+    }
+
     /// Wrong codes for `subject`.
     pub fn check_subject<'a>(&self, subject: &'a str) -> Option<Check<'a>> {
         self.check_subject.map(|quota| Check {

@@ -12,16 +12,18 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::{AppState, Caller};
-use crate::admission::{Refused, Rules};
+use crate::admission::{Refused, Rules, nanos};
 use crate::clients::Client;
 use crate::code::Code;
 use crate::engine::{IssueError, IssueRequest, Issued};
 use crate::id::VerificationId;
 use crate::limiter::Denial;
-use crate::limits::{IssueFacts, Pool};
+use crate::limits::{IssueFacts, Pool, ip_key};
 use crate::locale::Locale;
 use crate::phone::E164;
-use crate::store::{IdempotencyBegin, IssueLimits, StoreError, StoredResponse};
+use crate::store::{
+    CheckLimits, CheckedWithin, IdempotencyBegin, IssueLimits, StoreError, StoredResponse,
+};
 use crate::verification::{
     AckOutcome, CancelOutcome, CheckOutcome, Closing, MatchCode, RequestedChannel, Status,
     Verification,
@@ -746,44 +748,74 @@ pub async fn check(
     let ip = super::read_ip(body.value.ip.as_deref())?;
     let rules = state.admission.rules();
     let now = state.engine.now();
-    state
-        .admission
-        .admit_check(&rules, ip, now)
-        .await
-        .map_err(refused)?;
     let owner = client.id().map(|n| &**n);
-    let result = state
-        .engine
-        .check(&id, &code, owner)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
-    let id_text = id.to_string();
-    match result.outcome {
-        CheckOutcome::Approved => state
-            .admission
-            .converted(&rules, result.to, result.country, now),
-        CheckOutcome::Wrong { .. } | CheckOutcome::Locked => {
-            if let Some(subject) = &result.subject
-                && let Err(refusal) = state.admission.wrong_code(&rules, subject, now).await
-            {
-                let refusal = match refusal {
-                    Refused::Limited(r) => r,
-                    other => return Err(refused(other)),
-                };
-                // Guessing across verifications: lock this one too.
-                state
-                    .engine
-                    .close(&id, owner, Closing::Lock)
-                    .await
-                    .map_err(store_error)?;
-                tracing::warn!(%id, "too many wrong codes for the subject: verification locked");
-                return Err(ApiError::limited(refusal)
-                    .about(id_text, "locked")
-                    .attempts_left(0));
+    let admission = &state.admission;
+    let (result, subject_refused) = if state.engine.store().decides_limits() {
+        // One step: the store decides the limits as it counts the attempt.
+        let ip = ip.map(ip_key);
+        let limits = CheckLimits {
+            before: ip.as_ref().and_then(|k| rules.policy.check_ip(k)),
+            wrong_per_subject: rules.policy.check_subject_quota(),
+            now: nanos(now),
+        };
+        match state
+            .engine
+            .check_within(&id, &code, owner, &limits)
+            .await
+            .map_err(store_error)?
+        {
+            CheckedWithin::Limited(r) => return Err(refused(admission.check_refused(r))),
+            CheckedWithin::NotFound => return Err(not_found()),
+            CheckedWithin::Checked {
+                result,
+                subject_refused,
+            } => {
+                if let Some(r) = subject_refused {
+                    admission.check_refused(r);
+                }
+                (result, subject_refused)
             }
         }
-        _ => {}
+    } else {
+        admission
+            .admit_check(&rules, ip, now)
+            .await
+            .map_err(refused)?;
+        let result = state
+            .engine
+            .check(&id, &code, owner)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
+        let mut subject_refused = None;
+        if matches!(
+            result.outcome,
+            CheckOutcome::Wrong { .. } | CheckOutcome::Locked
+        ) && let Some(subject) = &result.subject
+            && let Err(refusal) = admission.wrong_code(&rules, subject, now).await
+        {
+            subject_refused = Some(match refusal {
+                Refused::Limited(r) => r,
+                other => return Err(refused(other)),
+            });
+            // Guessing across verifications: lock this one too.
+            state
+                .engine
+                .close(&id, owner, Closing::Lock)
+                .await
+                .map_err(store_error)?;
+        }
+        (result, subject_refused)
+    };
+    let id_text = id.to_string();
+    if let Some(refusal) = subject_refused {
+        tracing::warn!(%id, "too many wrong codes for the subject: verification locked");
+        return Err(ApiError::limited(refusal)
+            .about(id_text, "locked")
+            .attempts_left(0));
+    }
+    if result.outcome == CheckOutcome::Approved {
+        admission.converted(&rules, result.to, result.country, now);
     }
     let ok = |status: &'static str, attempts_left: Option<u8>| {
         json_response(

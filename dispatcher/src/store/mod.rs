@@ -70,6 +70,36 @@ pub struct IssueLimits<'a> {
     pub now: u64,
 }
 
+/// A check's limits, for a store that keeps the limits too to decide in the same
+/// step as it counts the attempt (see [`Store::check_within`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckLimits<'a> {
+    /// Charged before the attempt counts (the caller's address); a refusal counts
+    /// nothing.
+    pub before: Option<Check<'a>>,
+    /// The quota of wrong codes per subject
+    /// ([`crate::limits::name::CHECK_SUBJECT`], keyed by the verification's
+    /// subject): a wrong code past it locks the verification too.
+    pub wrong_per_subject: Option<crate::gcra::Quota>,
+    /// The limiter's time (nanoseconds).
+    pub now: u64,
+}
+
+/// What [`Store::check_within`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckedWithin {
+    /// The `before` limit refused: nothing was counted.
+    Limited(Refusal),
+    /// No such verification (of that client).
+    NotFound,
+    Checked {
+        result: CheckResult,
+        /// The wrong code took the subject past its limit (the verification was
+        /// locked for it).
+        subject_refused: Option<Refusal>,
+    },
+}
+
 /// What `check` did, with what the answer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
@@ -216,6 +246,21 @@ pub trait Store: Send + Sync + 'static {
         _now: UnixMillis,
         _limits: &IssueLimits<'_>,
     ) -> Result<IssueOutcome, StoreError> {
+        Err(StoreError::Unavailable(
+            "this store does not decide limits".into(),
+        ))
+    }
+
+    /// [`Store::check`], deciding `limits` in the same step. Only called when
+    /// [`Store::decides_limits`] says so.
+    async fn check_within(
+        &self,
+        _id: &VerificationId,
+        _candidate: &CodeMac,
+        _client: Option<&str>,
+        _now: UnixMillis,
+        _limits: &CheckLimits<'_>,
+    ) -> Result<CheckedWithin, StoreError> {
         Err(StoreError::Unavailable(
             "this store does not decide limits".into(),
         ))

@@ -40,8 +40,8 @@ pub use conn::{ConnectError, Redis};
 pub use keys::Keys;
 
 use super::{
-    CheckResult, Fingerprint, IdempotencyBegin, IssueLimits, IssueOutcome, JobReceipt,
-    PutSubscriber, Store, StoreError, StoredResponse, TakeSend,
+    CheckLimits, CheckResult, CheckedWithin, Fingerprint, IdempotencyBegin, IssueLimits,
+    IssueOutcome, JobReceipt, PutSubscriber, Store, StoreError, StoredResponse, TakeSend,
 };
 use conn::unavailable;
 use record::{Fields, bytes, fields, text};
@@ -78,7 +78,11 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         limiter::GCRA_LIB,
         include_str!("lua/issue.lua")
     )),
-    check: lifecycle(include_str!("lua/check.lua")),
+    check: lifecycle(&format!(
+        "{}\n{}",
+        limiter::GCRA_LIB,
+        include_str!("lua/check.lua")
+    )),
     close: lifecycle(include_str!("lua/close.lua")),
     record_send: lifecycle(include_str!("lua/record_send.lua")),
     record_report: lifecycle(include_str!("lua/record_report.lua")),
@@ -265,6 +269,109 @@ impl RedisStore {
         Ok(outcome)
     }
 
+    /// Check (see [`Store::check`]), deciding `limits` in the same script when given.
+    async fn check_with(
+        &self,
+        id: &VerificationId,
+        candidate: &CodeMac,
+        client: Option<&str>,
+        now: UnixMillis,
+        limits: Option<&CheckLimits<'_>>,
+    ) -> Result<CheckedWithin, StoreError> {
+        let mut inv = SCRIPTS.check.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .arg(&candidate.0[..])
+            .arg(client_arg(client))
+            .arg(now.0);
+        match limits {
+            None => {
+                inv.arg("").arg("").arg("").arg("").arg("").arg("");
+            }
+            Some(l) => {
+                inv.arg(l.now / 1000);
+                match &l.before {
+                    Some(c) => {
+                        let (emission, tolerance) = limiter::quota_micros(c.quota);
+                        inv.key(limiter::limit_key(self.keys.prefix(), c))
+                            .arg(emission)
+                            .arg(tolerance);
+                    }
+                    None => {
+                        inv.arg("").arg("");
+                    }
+                }
+                match l.wrong_per_subject {
+                    Some(quota) => {
+                        let prefix = limiter::limit_key(
+                            self.keys.prefix(),
+                            &Check {
+                                limit: crate::limits::name::CHECK_SUBJECT,
+                                key: b"",
+                                quota,
+                            },
+                        );
+                        let (emission, tolerance) = limiter::quota_micros(quota);
+                        inv.arg(prefix).arg(emission).arg(tolerance);
+                    }
+                    None => {
+                        inv.arg("").arg("").arg("");
+                    }
+                }
+            }
+        }
+        let reply = self.run(&inv).await?;
+        if reply == Value::Nil {
+            return Ok(CheckedWithin::NotFound);
+        }
+        let micros = |v: Value| -> Result<u64, StoreError> {
+            text(v)?.parse().map_err(|_| corrupt("limit wait"))
+        };
+        let mut r = items(reply)?.into_iter();
+        let mut next = || r.next().ok_or_else(|| corrupt("short check reply"));
+        let outcome = text(next()?)?;
+        if outcome == "limited" {
+            let before = limits
+                .and_then(|l| l.before)
+                .ok_or_else(|| corrupt("limited"))?;
+            return Ok(CheckedWithin::Limited(Refusal {
+                limit: before.limit,
+                retry_after: Duration::from_micros(micros(next()?)?),
+            }));
+        }
+        let attempts_left = u8::try_from(int(next()?)?).map_err(corrupt)?;
+        let to = E164::from_digits_unchecked(text(next()?)?.parse().map_err(corrupt)?);
+        let country = Region::parse(&text(next()?)?);
+        let subject = Some(text(next()?)?)
+            .filter(|s| !s.is_empty())
+            .map(String::into_boxed_str);
+        let subject_refused = match next()? {
+            Value::BulkString(b) if b.is_empty() => None,
+            wait => Some(Refusal {
+                limit: crate::limits::name::CHECK_SUBJECT,
+                retry_after: Duration::from_micros(micros(wait)?),
+            }),
+        };
+        let outcome = match outcome.as_str() {
+            "approved" => CheckOutcome::Approved,
+            "wrong" => CheckOutcome::Wrong { attempts_left },
+            "locked" => CheckOutcome::Locked,
+            "expired" => CheckOutcome::Expired,
+            "canceled" => CheckOutcome::Canceled,
+            "already_approved" => CheckOutcome::AlreadyApproved,
+            other => return Err(corrupt(other)),
+        };
+        Ok(CheckedWithin::Checked {
+            result: CheckResult {
+                outcome,
+                attempts_left,
+                to,
+                country,
+                subject,
+            },
+            subject_refused,
+        })
+    }
+
     async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
         let mut conn = self.redis.conn().await?;
         inv.invoke_async(&mut conn).await.map_err(unavailable)
@@ -406,40 +513,28 @@ impl Store for RedisStore {
         client: Option<&str>,
         now: UnixMillis,
     ) -> Result<Option<CheckResult>, StoreError> {
-        let mut inv = SCRIPTS.check.prepare_invoke();
-        inv.key(self.keys.verification(id))
-            .arg(&candidate.0[..])
-            .arg(client_arg(client))
-            .arg(now.0);
-        let reply = self.run(&inv).await?;
-        if reply == Value::Nil {
-            return Ok(None);
+        match self.check_with(id, candidate, client, now, None).await? {
+            CheckedWithin::Checked { result, .. } => Ok(Some(result)),
+            CheckedWithin::NotFound => Ok(None),
+            CheckedWithin::Limited(_) => Err(corrupt("a limit without limits")),
         }
-        let mut r = items(reply)?.into_iter();
-        let mut next = || r.next().ok_or_else(|| corrupt("short check reply"));
-        let outcome = text(next()?)?;
-        let attempts_left = u8::try_from(int(next()?)?).map_err(corrupt)?;
-        let to = E164::from_digits_unchecked(text(next()?)?.parse().map_err(corrupt)?);
-        let country = Region::parse(&text(next()?)?);
-        let subject = Some(text(next()?)?)
-            .filter(|s| !s.is_empty())
-            .map(String::into_boxed_str);
-        let outcome = match outcome.as_str() {
-            "approved" => CheckOutcome::Approved,
-            "wrong" => CheckOutcome::Wrong { attempts_left },
-            "locked" => CheckOutcome::Locked,
-            "expired" => CheckOutcome::Expired,
-            "canceled" => CheckOutcome::Canceled,
-            "already_approved" => CheckOutcome::AlreadyApproved,
-            other => return Err(corrupt(other)),
-        };
-        Ok(Some(CheckResult {
-            outcome,
-            attempts_left,
-            to,
-            country,
-            subject,
-        }))
+    }
+
+    async fn check_within(
+        &self,
+        id: &VerificationId,
+        candidate: &CodeMac,
+        client: Option<&str>,
+        now: UnixMillis,
+        limits: &CheckLimits<'_>,
+    ) -> Result<CheckedWithin, StoreError> {
+        if !self.decides_limits() {
+            return Err(StoreError::Unavailable(
+                "limits are not decided with the check on a cluster".into(),
+            ));
+        }
+        self.check_with(id, candidate, client, now, Some(limits))
+            .await
     }
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {

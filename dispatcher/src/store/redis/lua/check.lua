@@ -1,7 +1,20 @@
--- Compare and count one attempt, atomically.
--- KEYS[1] the record. ARGV[1] the typed code's MAC; ARGV[2] the client; ARGV[3] now.
--- Returns nil if unknown (or another client's), else
--- {outcome, attempts left, number, country, subject}.
+-- Compare and count one attempt, atomically, deciding the check's limits in the
+-- same step (gcra_lib.lua comes first).
+-- KEYS[1] the record; KEYS[2], if given, the caller's address limit key.
+-- ARGV[1] the typed code's MAC; ARGV[2] the client; ARGV[3] now; ARGV[4] the
+-- limits' time in µs, or '' when no limits are decided here; ARGV[5], [6] the
+-- address limit's emission interval and tolerance; ARGV[7] the key prefix of the
+-- subjects' wrong-code limit, or '' (the key ends with the record's subject),
+-- ARGV[8], [9] its emission interval and tolerance.
+-- Returns {'limited', wait µs} when the address is over its limit (nothing is
+-- counted); nil if unknown (or another client's); else {outcome, attempts left,
+-- number, country, subject, wait µs or ''}: the wait when the wrong code took the
+-- subject past its wrong-code limit, and the verification was locked for it.
+local lnow = ARGV[4] ~= '' and tonumber(ARGV[4])
+if lnow and KEYS[2] then
+  local ok, wait = gcra_key(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), lnow)
+  if not ok then return {'limited', string.format('%.0f', wait)} end
+end
 local f = redis.call('HMGET', KEYS[1], 'cl', 'st', 'ex', 'at', 'ma', 'mac', 'to', 'cc', 'su')
 if not f[2] or not same_client(f[1], ARGV[2]) then return false end
 local now = tonumber(ARGV[3])
@@ -22,6 +35,17 @@ elseif outcome == 'pending' then
     redis.call('HSET', KEYS[1], 'at', at)
   end
 end
+local subject_wait = ''
+if lnow and ARGV[7] ~= '' and f[9] and (outcome == 'wrong' or outcome == 'locked') then
+  local ok, wait = gcra_key(ARGV[7] .. f[9], tonumber(ARGV[8]), tonumber(ARGV[9]), lnow)
+  if not ok then
+    -- Guessing across verifications: this one is locked too.
+    subject_wait = string.format('%.0f', wait)
+    if outcome == 'wrong' then
+      redis.call('HSET', KEYS[1], 'st', 'l', 'sa', now)
+    end
+  end
+end
 local left = ma - at
 if left < 0 then left = 0 end
-return {outcome, left, f[7], f[8] or '', f[9] or ''}
+return {outcome, left, f[7], f[8] or '', f[9] or '', subject_wait}

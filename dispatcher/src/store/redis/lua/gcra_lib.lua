@@ -41,3 +41,17 @@ local function gcra_charge(first, tats, now)
     redis.call('SET', KEYS[first + i - 1], string.format('%.0f', tats[i]), 'PX', ttl)
   end
 end
+
+-- One key by name (it may be one the script found, not one it was given): charge
+-- it if it allows. Returns true, or false and the wait.
+local function gcra_key(key, emission, tolerance, now)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local ahead = tat - now
+  if ahead > tolerance then return false, ahead - tolerance end
+  tat = tat + emission
+  local ttl = math.ceil((tat - now) / 1000)
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
+  return true, 0
+end
