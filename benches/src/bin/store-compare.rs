@@ -177,13 +177,23 @@ async fn run(
                     return false;
                 }
                 let id = &ids[(n as usize) % ids.len()];
-                client
+                let Ok(r) = client
                     .post(format!("{base}/v1/verifications/{id}/check"))
                     .header("content-type", "application/json")
                     .body(r#"{"code":"000000"}"#)
                     .send()
                     .await
-                    .is_ok_and(|r| r.status().is_success() || r.status() == 422)
+                else {
+                    return false;
+                };
+                let status = r.status();
+                if status.is_success() || status == 422 {
+                    return true;
+                }
+                static SHOWN: std::sync::Once = std::sync::Once::new();
+                let text = r.text().await.unwrap_or_default();
+                SHOWN.call_once(|| eprintln!("a check answered unexpectedly: {status} {text}"));
+                false
             }
         })
         .await

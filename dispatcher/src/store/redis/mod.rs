@@ -682,15 +682,24 @@ impl Store for RedisStore {
         now: UnixMillis,
         limit: usize,
     ) -> Result<Vec<VerificationId>, StoreError> {
+        // One script over every partition's index on one server; one per partition
+        // (its own slot) on a cluster.
+        let partitions: Vec<u16> = (0..self.keys.partitions()).collect();
+        let groups: Vec<&[u16]> = if self.redis.is_cluster() {
+            partitions.chunks(1).collect()
+        } else {
+            vec![&partitions]
+        };
         let mut due = Vec::new();
-        for p in 0..self.keys.partitions() {
+        for group in groups {
             if due.len() >= limit {
                 break;
             }
             let mut inv = SCRIPTS.due.prepare_invoke();
-            inv.key(self.keys.escalations(p))
-                .arg(now.0)
-                .arg(limit - due.len());
+            for p in group {
+                inv.key(self.keys.escalations(*p));
+            }
+            inv.arg(now.0).arg(limit - due.len());
             for key in items(self.run(&inv).await?)? {
                 let key = bytes(key)?;
                 due.push(Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?);
