@@ -14,6 +14,7 @@ pub mod clock;
 pub mod code;
 pub mod config;
 pub mod delivery;
+pub mod device_key;
 pub mod engine;
 pub mod gcra;
 pub mod id;

@@ -1,0 +1,90 @@
+//! What verifying an app's signed answer costs: parsing the signature and checking
+//! it against the device's stored key, for ECDSA P-256 (DER and raw `r‖s`) and
+//! Ed25519, and parsing a stored key. The HMAC that checks a typed PIN runs beside
+//! as the baseline: the price of approving in the app over typing a code.
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use otpd::code::{Code, CodeKeys};
+use otpd::device_key::{AnswerMessage, Decision, DeviceKey, KeyAlgorithm};
+use otpd::id::{ShardTag, VerificationId};
+use otpd_benches::SECRET;
+use p256::ecdsa::signature::Signer as _;
+use p256::pkcs8::EncodePublicKey as _;
+
+fn answer() -> Vec<u8> {
+    AnswerMessage {
+        decision: Decision::Approve,
+        verification: "vf_8c45acd5d012d3a5b2d2cc9f234e6077",
+        challenge: "Qm9uam91ciwgQ2xAdmUh",
+        match_code: "42",
+        timestamp_ms: 1_795_435_200_000,
+    }
+    .to_bytes()
+}
+
+fn verify(c: &mut Criterion) {
+    let m = answer();
+    let mut g = c.benchmark_group("answer_signature");
+    g.throughput(Throughput::Elements(1));
+
+    let p256_signing = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+    let p256_spki = p256_signing
+        .verifying_key()
+        .to_public_key_der()
+        .unwrap()
+        .into_vec();
+    let p256_key = DeviceKey::from_spki(KeyAlgorithm::EcdsaP256, &p256_spki).unwrap();
+    let sig: p256::ecdsa::Signature = p256_signing.sign(&m);
+    let (der, raw) = (
+        STANDARD.encode(sig.to_der().as_bytes()),
+        STANDARD.encode(sig.to_bytes()),
+    );
+    g.bench_function("es256_der", |b| {
+        b.iter(|| p256_key.verify(black_box(&m), black_box(&der)).unwrap())
+    });
+    g.bench_function("es256_raw", |b| {
+        b.iter(|| p256_key.verify(black_box(&m), black_box(&raw)).unwrap())
+    });
+
+    let ed_signing = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let ed_spki = {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        ed_signing
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap()
+            .into_vec()
+    };
+    let ed_key = DeviceKey::from_spki(KeyAlgorithm::Ed25519, &ed_spki).unwrap();
+    let ed_sig = {
+        use ed25519_dalek::Signer as _;
+        STANDARD.encode(ed_signing.sign(&m).to_bytes())
+    };
+    g.bench_function("ed25519", |b| {
+        b.iter(|| ed_key.verify(black_box(&m), black_box(&ed_sig)).unwrap())
+    });
+
+    // Keys are stored as their SubjectPublicKeyInfo: each answer parses one.
+    g.bench_function("es256_key_parse", |b| {
+        b.iter(|| DeviceKey::from_spki(KeyAlgorithm::EcdsaP256, black_box(&p256_spki)).unwrap())
+    });
+    g.bench_function("ed25519_key_parse", |b| {
+        b.iter(|| DeviceKey::from_spki(KeyAlgorithm::Ed25519, black_box(&ed_spki)).unwrap())
+    });
+
+    // Baseline: checking a typed PIN (its MAC under the server's keys).
+    let keys = CodeKeys::derive(SECRET);
+    let id = VerificationId::new(ShardTag(7), [3; 14]);
+    let code = Code::parse("123456").unwrap();
+    g.bench_function("baseline_pin_mac", |b| {
+        b.iter(|| keys.mac(black_box(&id), black_box(&code)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, verify);
+criterion_main!(benches);
