@@ -640,20 +640,11 @@ async fn issue(
             fallback: fallback.as_deref(),
             now: plan.now,
         };
-        match state.engine.issue_within(request, &limits).await {
-            Err(IssueError::Limited(r)) => {
-                return Err(refused(admission.denied(
-                    rules,
-                    &facts,
-                    Denial::Refused(r),
-                    now,
-                )));
-            }
-            result => {
-                admission.admitted(&plan);
-                result
-            }
+        let result = state.engine.issue_within(request, &limits).await;
+        if !matches!(result, Err(IssueError::Limited(_))) {
+            admission.admitted(&plan);
         }
+        result
     } else {
         let admitted = state
             .admission
@@ -702,7 +693,12 @@ async fn issue(
         )
         .retry_after(retry_after)),
         Err(IssueError::Store(e)) => Err(store_error(e)),
-        Err(IssueError::Limited(r)) => Err(ApiError::limited(r)),
+        Err(IssueError::Limited(r)) => Err(refused(state.admission.denied(
+            rules,
+            &facts,
+            Denial::Refused(r),
+            now,
+        ))),
         Err(IssueError::Random(e)) => {
             tracing::error!(error = %e, "no randomness for a code");
             Err(ApiError::internal("could not generate a code"))
