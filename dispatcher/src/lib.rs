@@ -28,6 +28,7 @@ pub mod prefix_map;
 pub mod pumping;
 pub mod route;
 pub mod routing;
+mod serve;
 pub mod server;
 pub mod store;
 pub mod subscriber;

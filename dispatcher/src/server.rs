@@ -24,7 +24,6 @@ use otpd_adapters::smpp::directory::MessageDirectory;
 use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
 use otpd_adapters::smpp::pdu::Address;
 use otpd_adapters::smpp::session::BindConfig;
-use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -318,11 +317,9 @@ impl Server {
         let mut http_stop = stop_rx.clone();
         let mut deadline_stop = stop_rx.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|stop| *stop).await;
-                })
-                .into_future();
+            let serve = crate::serve::serve(listener, app, async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            });
             // A request stuck inside the server (a store that never answers) must not
             // hold the shutdown open: after the grace period we stop waiting for
             // connections. Their tasks end when the runtime does, i.e. when `otpd`

@@ -95,3 +95,57 @@ async fn openapi_describes_every_route() {
         );
     }
 }
+
+/// A backend may pipeline HTTP/1.1 requests: every one gets its answer, in order, and
+/// answers that are ready together leave together rather than one write each.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start().await;
+    let mut s = tokio::net::TcpStream::connect(t.server().addr())
+        .await
+        .unwrap();
+    let mut wire = Vec::new();
+    let numbers = ["+34600000071", "+34600000072", "+34600000073"];
+    for n in numbers {
+        let body = format!(r#"{{"to":"{n}"}}"#);
+        wire.extend_from_slice(
+            format!(
+                "POST /v1/verifications HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    wire.extend_from_slice(b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n");
+    s.write_all(&wire).await.unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 16384];
+    while got.matches("HTTP/1.1 ").count() < 4 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answers within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed after {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let answers: Vec<&str> = got.split("HTTP/1.1 ").skip(1).collect();
+    for (answer, n) in answers.iter().zip(numbers) {
+        assert!(answer.starts_with("201"), "{answer}");
+        assert!(answer.contains(&format!(r#""to":"{n}""#)), "{answer}");
+    }
+    assert!(answers[3].starts_with("404"), "{}", answers[3]);
+}
+
+/// HTTP/2 without TLS (prior knowledge) is served on the same port.
+#[tokio::test]
+async fn http2_prior_knowledge_is_served() {
+    let t = TestServer::start().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = client.get(t.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+}
