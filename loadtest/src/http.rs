@@ -1,28 +1,37 @@
-//! A lean HTTP/1.1 client for driving otpd: a fixed number of keep-alive connections
-//! (hyper's connection API, no pool logic to pay for per request), each carrying one
-//! request at a time. A request waits for a free connection; that wait is part of its
-//! latency, as it would be for a real backend.
+//! A lean HTTP/1.1 client for driving otpd: a fixed number of keep-alive
+//! connections, each carrying up to `pipeline` requests at once (HTTP/1.1
+//! pipelining: requests are written without waiting for the earlier answers, which
+//! come back in order). With `pipeline = 1` it is a plain keep-alive client, one
+//! request at a time per connection.
+//!
+//! Pipelining is why this is not hyper's client (which has none): a backend serving
+//! a nation sends many requests at once, and writing the ones that are ready
+//! together — one write and one read for many — is what keeps the client's own
+//! kernel time from being the limit of a load test on a small machine. A request
+//! waits for a free place on a connection; that wait is part of its latency, as it
+//! would be for a real backend.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::Method;
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot connect to {0}: {1}")]
-    Connect(SocketAddr, std::io::Error),
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("bad request: {0}")]
-    Build(#[from] hyper::http::Error),
+    Connect(SocketAddr, String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("malformed response: {0}")]
+    Malformed(String),
 }
 
 pub struct Answer {
@@ -30,21 +39,51 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Most bytes of requests gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// A response head larger than this is refused (otpd's are a few hundred bytes).
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 32;
+
 pub struct Http {
     addr: SocketAddr,
     host: String,
-    slots: Semaphore,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Places for requests over all connections (`connections × pipeline`).
+    places: Semaphore,
+    lanes: Vec<Lane>,
+    next: AtomicUsize,
 }
 
+/// One connection: its places, and the way to its writer while it lives.
+struct Lane {
+    places: Semaphore,
+    jobs: tokio::sync::Mutex<Option<mpsc::UnboundedSender<Job>>>,
+}
+
+struct Job {
+    request: Vec<u8>,
+    reply: oneshot::Sender<Result<Answer, HttpError>>,
+}
+
+/// Answers owed on a connection, in the order their requests were written.
+type Owed = Arc<Mutex<VecDeque<oneshot::Sender<Result<Answer, HttpError>>>>>;
+
 impl Http {
-    /// A client of `addr` with at most `connections` open at once.
-    pub fn new(addr: SocketAddr, connections: usize) -> Self {
+    /// A client of `addr` with `connections` connections of `pipeline` requests each.
+    pub fn new(addr: SocketAddr, connections: usize, pipeline: usize) -> Self {
+        let connections = connections.max(1);
+        let pipeline = pipeline.max(1);
         Self {
             addr,
             host: addr.to_string(),
-            slots: Semaphore::new(connections),
-            idle: Mutex::new(Vec::with_capacity(connections)),
+            places: Semaphore::new(connections * pipeline),
+            lanes: (0..connections)
+                .map(|_| Lane {
+                    places: Semaphore::new(pipeline),
+                    jobs: tokio::sync::Mutex::new(None),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -59,39 +98,262 @@ impl Http {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Answer, HttpError> {
-        let _slot = self.slots.acquire().await.expect("never closed");
-        let idle = self.idle.lock().pop();
-        let mut conn = match idle {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
+        let _place = self.places.acquire().await.expect("never closed");
+        // Holding one of the `connections × pipeline` places, some lane has a free
+        // one of its own: every holder of a lane's place holds one of these.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let (lane, _lane_place) = loop {
+            if let Some(found) = (0..self.lanes.len()).find_map(|k| {
+                let lane = &self.lanes[(start + k) % self.lanes.len()];
+                lane.places.try_acquire().ok().map(|p| (lane, p))
+            }) {
+                break found;
+            }
+            tokio::task::yield_now().await;
         };
-        if conn.ready().await.is_err() {
-            conn = self.connect().await?;
-        }
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, &self.host);
-        if body.is_some() {
-            request = request.header(CONTENT_TYPE, "application/json");
-        }
-        let request = request.body(Full::new(body.unwrap_or_default()))?;
-        let response = conn.send_request(request).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        self.idle.lock().push(conn);
-        Ok(Answer { status, body })
+        let request = self.encode(&method, path, body.as_deref());
+        let (reply, answer) = oneshot::channel();
+        lane.submit(self.addr, Job { request, reply }).await?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(HttpError::Lost("the connection closed".into())))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpError> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| HttpError::Connect(self.addr, e))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    fn encode(&self, method: &Method, path: &str, body: Option<&[u8]>) -> Vec<u8> {
+        let body = body.unwrap_or_default();
+        let mut r = Vec::with_capacity(128 + body.len());
+        r.extend_from_slice(method.as_str().as_bytes());
+        r.push(b' ');
+        r.extend_from_slice(path.as_bytes());
+        r.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        r.extend_from_slice(self.host.as_bytes());
+        if !body.is_empty() {
+            r.extend_from_slice(b"\r\ncontent-type: application/json");
+        }
+        r.extend_from_slice(b"\r\ncontent-length: ");
+        r.extend_from_slice(body.len().to_string().as_bytes());
+        r.extend_from_slice(b"\r\n\r\n");
+        r.extend_from_slice(body);
+        r
+    }
+}
+
+impl Lane {
+    /// Hand `job` to this lane's connection, connecting first when it has none.
+    async fn submit(&self, addr: SocketAddr, job: Job) -> Result<(), HttpError> {
+        let mut jobs = self.jobs.lock().await;
+        let job = match jobs.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let tx = connect(addr).await?;
+        tx.send(job)
+            .map_err(|_| HttpError::Lost("the connection closed at once".into()))?;
+        *jobs = Some(tx);
+        Ok(())
+    }
+}
+
+/// Open a connection and start its writer and reader.
+async fn connect(addr: SocketAddr) -> Result<mpsc::UnboundedSender<Job>, HttpError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| HttpError::Connect(addr, e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let owed: Owed = Arc::default();
+    tokio::spawn(write_requests(write, rx, owed.clone()));
+    tokio::spawn(read_answers(read, owed));
+    Ok(tx)
+}
+
+/// Write the requests that are ready together; each one's answer is owed before its
+/// bytes leave, so the reader always finds it.
+async fn write_requests(
+    mut write: OwnedWriteHalf,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    owed: Owed,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(job) = jobs.recv().await {
+        let take = |job: Job, batch: &mut Vec<u8>| {
+            batch.extend_from_slice(&job.request);
+            owed.lock().push_back(job.reply);
+        };
+        take(job, &mut batch);
+        while batch.len() < WRITE_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => take(job, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write.write_all(&batch).await {
+            fail_all(&owed, &HttpError::Lost(format!("write failed: {e}")));
+            return;
+        }
+        batch.clear();
+    }
+}
+
+/// Read answers in order and hand each to the request that owes it.
+async fn read_answers(mut read: OwnedReadHalf, owed: Owed) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let error = loop {
+        match parse(&mut buf) {
+            Ok(Some(answer)) => {
+                match owed.lock().pop_front() {
+                    Some(reply) => {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    None => break HttpError::Malformed("an answer to no request".into()),
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break e,
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) => break HttpError::Lost("otpd closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => break HttpError::Lost(format!("read failed: {e}")),
+        }
+    };
+    fail_all(&owed, &error);
+}
+
+fn fail_all(owed: &Owed, error: &HttpError) {
+    for reply in owed.lock().drain(..) {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
+/// One whole response from the front of `buf`, if it is all there.
+fn parse(buf: &mut BytesMut) -> Result<Option<Answer>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(HttpError::Malformed(format!(
+                "a response head over {MAX_HEAD} bytes"
+            )));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HttpError::Malformed(e.to_string())),
+    };
+    let status = response.code.unwrap_or(0);
+    let mut length = None;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_none() {
+                return Err(HttpError::Malformed("a bad content-length".into()));
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::Malformed(
+                "a chunked response (otpd's answers have a length)".into(),
+            ));
+        }
+    }
+    let length = length.ok_or_else(|| HttpError::Malformed("no content-length".into()))?;
+    if buf.len() < head + length {
+        buf.reserve(head + length - buf.len());
+        return Ok(None);
+    }
+    buf.advance(head);
+    let body = buf.split_to(length).freeze();
+    Ok(Some(Answer { status, body }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pipelined_answers_split_anywhere() {
+        let wire = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":1}HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut got = Vec::new();
+            while let Some(a) = parse(&mut buf).unwrap() {
+                got.push((a.status, a.body));
+            }
+            buf.extend_from_slice(&wire[cut..]);
+            while let Some(a) = parse(&mut buf).unwrap() {
+                got.push((a.status, a.body));
+            }
+            assert_eq!(
+                got,
+                vec![(201, Bytes::from_static(b"{\"a\":1}")), (404, Bytes::new())],
+                "cut at {cut}"
+            );
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_frame() {
+        for (wire, what) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+                "chunked",
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", "no content-length"),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+                "bad content-length",
+            ),
+            (b"HTTQ/1.1 200 OK\r\n\r\n", ""),
+        ] {
+            let mut buf = BytesMut::from(wire);
+            let e = parse(&mut buf).err().expect("refused").to_string();
+            assert!(e.contains(what), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_get_their_own_answers_in_order() {
+        // A server that echoes the path of each request as its body, answering
+        // only after it has read three requests, so they really are pipelined.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let _ = conn.await;
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut paths = Vec::new();
+            while paths.len() < 3 {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                paths = String::from_utf8_lossy(&buf)
+                    .split("\r\n\r\n")
+                    .filter_map(|r| r.split(' ').nth(1).map(str::to_string))
+                    .collect();
+            }
+            let mut out = Vec::new();
+            for p in &paths {
+                out.extend_from_slice(
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{p}", p.len()).as_bytes(),
+                );
+            }
+            s.write_all(&out).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         });
-        Ok(sender)
+        let http = Arc::new(Http::new(addr, 1, 3));
+        let calls = ["/a", "/bb", "/ccc"].map(|p| {
+            let http = http.clone();
+            tokio::spawn(async move { http.send(Method::GET, p, None).await })
+        });
+        for (call, p) in calls.into_iter().zip(["/a", "/bb", "/ccc"]) {
+            let a = call.await.unwrap().unwrap();
+            assert_eq!(a.status, 200);
+            assert_eq!(&a.body[..], p.as_bytes());
+        }
     }
 }

@@ -799,7 +799,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let provisional = Measures::new(Instant::now(), Duration::from_secs(1));
     let mut run = Arc::new(Run {
         population: Population::new(&scenario.population, scenario.seed),
-        http: Http::new(addr, scenario.connections),
+        http: Http::new(addr, scenario.connections, scenario.pipeline),
         m: provisional,
         abuse,
         inbox: Inbox::new(),

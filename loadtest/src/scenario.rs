@@ -49,6 +49,11 @@ pub struct Scenario {
     /// HTTP/1.1 connections to otpd.
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// Requests on one connection at once (HTTP/1.1 pipelining): 1 waits for each
+    /// answer before the next request, as a plain keep-alive client does; more
+    /// writes the requests that are ready together, as a busy backend's client can.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: usize,
     /// Requests started and not yet answered, at most; an arrival beyond it is not
     /// sent and is counted as dropped by the generator (the offered load was more than
     /// the tool could carry, and the report says so).
@@ -85,6 +90,9 @@ fn default_drain() -> Duration {
 }
 fn default_connections() -> usize {
     64
+}
+fn default_pipeline() -> usize {
+    1
 }
 fn default_max_in_flight() -> usize {
     20_000
@@ -403,6 +411,9 @@ impl Scenario {
         }
         if !(1..=10_000).contains(&self.connections) {
             return bad("connections", "must be between 1 and 10000".into());
+        }
+        if !(1..=1024).contains(&self.pipeline) {
+            return bad("pipeline", "must be between 1 and 1024".into());
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1".into());

@@ -282,7 +282,7 @@ impl OtpdProcess {
             child,
             log: log.into(),
         };
-        let http = crate::http::Http::new(addr, 1);
+        let http = crate::http::Http::new(addr, 1, 1);
         let deadline = Instant::now() + ready_within;
         loop {
             if let Ok(a) = http.send(hyper::Method::GET, "/healthz", None).await
