@@ -23,6 +23,7 @@ pub mod limits;
 pub mod locale;
 pub mod metrics;
 pub mod number;
+mod numbering;
 pub mod phone;
 pub mod prefix_map;
 pub mod pumping;

@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use parking_lot::Mutex;
 use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, PhoneNumber, Type, country};
+use phonenumber::{PhoneNumber, Type, country};
 use serde::Serialize;
 
 use crate::phone::E164;
@@ -361,13 +361,15 @@ fn parse_error(e: phonenumber::ParseError) -> NumberError {
 /// Validate a parsed number against its country's metadata.
 fn check(number: &PhoneNumber) -> Result<NumberInfo, NumberError> {
     let code = number.code().value();
-    if !number.is_valid() {
+    let national = number.national();
+    let verdict =
+        crate::numbering::judge(code, &national.to_string(), &national.value().to_string());
+    if !verdict.valid {
         let Some(metas) = DATABASE.by_code(&code) else {
             return Err(NumberError::InvalidCountryCode);
         };
         // Lengths of the national significant number, over every region sharing the
         // code: shorter than all is too short, longer than all too long.
-        let national = number.national();
         let len = national.value().to_string().len() as u16 + u16::from(national.zeros());
         // The metadata lists lengths per type of line (the general one is often
         // empty), so take them all.
@@ -386,18 +388,14 @@ fn check(number: &PhoneNumber) -> Result<NumberInfo, NumberError> {
             NumberError::InvalidNumber
         });
     }
-    let e164 = number.format().mode(Mode::E164).to_string();
-    let digits: u64 = e164
-        .trim_start_matches('+')
+    // E.164 is the calling code and the national number with its zeros.
+    let digits: u64 = format!("{code}{national}")
         .parse()
         .map_err(|_| NumberError::InvalidNumber)?;
     Ok(NumberInfo {
         e164: E164::from_digits_unchecked(digits),
-        country: number
-            .country()
-            .id()
-            .and_then(|id| Region::parse(id.as_ref())),
-        kind: NumberKind::of(number.number_type(&DATABASE)),
+        country: verdict.meta.and_then(|m| Region::parse(m.id())),
+        kind: NumberKind::of(verdict.kind),
     })
 }
 
