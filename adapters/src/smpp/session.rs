@@ -457,6 +457,12 @@ impl Session {
             s
         };
         let mut in_flight: HashMap<u32, (Request, Instant)> = HashMap::new();
+        // Sequence numbers in the order they were sent: the first one still in
+        // flight is the oldest (answers come in any order; a scan of the window on
+        // every event would cost more than the event).
+        let mut sent_order: VecDeque<(u32, Instant)> = VecDeque::new();
+        // PDUs fed to the sink and not yet flushed.
+        let mut dirty = false;
         let mut enquire_pending: Option<Instant> = None;
         let mut last_heard = Instant::now();
         let mut next_send = Instant::now();
@@ -487,8 +493,9 @@ impl Session {
                     continue; // the caller gave up
                 }
                 let s = seq();
+                dirty = true;
                 if let Err(e) = sink
-                    .send(Command::new(Status::EsmeRok, s, request.submit.clone()))
+                    .feed(Command::new(Status::EsmeRok, s, request.submit.clone()))
                     .await
                 {
                     self.queue.push_front(request);
@@ -497,7 +504,9 @@ impl Session {
                 }
                 self.stats.submits.fetch_add(1, Ordering::Relaxed);
                 self.metrics.submits.increment(1);
-                in_flight.insert(s, (request, Instant::now()));
+                let at = Instant::now();
+                in_flight.insert(s, (request, at));
+                sent_order.push_back((s, at));
                 next_send = if send_gap.is_zero() {
                     now
                 } else {
@@ -516,7 +525,13 @@ impl Session {
             }
 
             // When must we wake up?
-            let oldest = in_flight.values().map(|(_, at)| *at).min();
+            while let Some((s, at)) = sent_order.front() {
+                if in_flight.get(s).is_some_and(|(_, sent)| sent == at) {
+                    break;
+                }
+                sent_order.pop_front();
+            }
+            let oldest = sent_order.front().map(|(_, at)| *at);
             let response_deadline = oldest
                 .into_iter()
                 .chain(enquire_pending)
@@ -532,7 +547,11 @@ impl Session {
                 .min()
                 .expect("keepalive is always set");
 
+            // Frames already here are read before anything is written, so that the
+            // answers to a burst of them, and the submits queued meanwhile, leave
+            // together: the write happens when nothing more is ready to read.
             tokio::select! {
+                biased;
                 frame = frames.next() => {
                     let command = match frame {
                         Some(Ok(c)) => c,
@@ -581,7 +600,8 @@ impl Session {
                         }
                         Some(Pdu::DeliverSm(deliver)) => {
                             let ack = Command::new(Status::EsmeRok, s, DeliverSmResp::default());
-                            if let Err(e) = sink.send(ack).await {
+                            dirty = true;
+                            if let Err(e) = sink.feed(ack).await {
                                 break Ended::Lost(format!("write failed: {e}"));
                             }
                             if let Some(receipt) = pdu::receipt_of(deliver) {
@@ -591,7 +611,8 @@ impl Session {
                         }
                         Some(Pdu::DataSm(data)) => {
                             let ack = Command::new(Status::EsmeRok, s, DataSmResp::builder().build());
-                            if let Err(e) = sink.send(ack).await {
+                            dirty = true;
+                            if let Err(e) = sink.feed(ack).await {
                                 break Ended::Lost(format!("write failed: {e}"));
                             }
                             if let Some(receipt) = pdu::receipt_of_data_sm(data) {
@@ -602,7 +623,8 @@ impl Session {
                         // Takes no response; otpd does not hold messages for later.
                         Some(Pdu::AlertNotification(_)) => {}
                         Some(Pdu::EnquireLink) => {
-                            if let Err(e) = sink.send(Command::new(Status::EsmeRok, s, Pdu::EnquireLinkResp)).await {
+                            dirty = true;
+                            if let Err(e) = sink.feed(Command::new(Status::EsmeRok, s, Pdu::EnquireLinkResp)).await {
                                 break Ended::Lost(format!("write failed: {e}"));
                             }
                         }
@@ -622,10 +644,17 @@ impl Session {
                         }
                         _ => {
                             let nack = Command::new(Status::EsmeRinvcmdid, s, Pdu::GenericNack);
-                            if let Err(e) = sink.send(nack).await {
+                            dirty = true;
+                            if let Err(e) = sink.feed(nack).await {
                                 break Ended::Lost(format!("write failed: {e}"));
                             }
                         }
+                    }
+                }
+                flushed = sink.flush(), if dirty => {
+                    dirty = false;
+                    if let Err(e) = flushed {
+                        break Ended::Lost(format!("write failed: {e}"));
                     }
                 }
                 request = self.requests.recv(), if can_take && !stopping && self.queue.is_empty() => {

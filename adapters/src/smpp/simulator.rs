@@ -360,15 +360,27 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
     let framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
     let (mut sink, mut frames) = framed.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(4096);
+    // Everything queued by the time the writer wakes goes out in one write: a busy
+    // SMSC answers a window of submits (and sends receipts) in a few TCP segments,
+    // not one each.
     let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outgoing::Command(c) => {
-                    if sink.send(c).await.is_err() {
-                        break;
+        'write: while let Some(mut out) = rx.recv().await {
+            loop {
+                match out {
+                    Outgoing::Command(c) => {
+                        if sink.feed(c).await.is_err() {
+                            break 'write;
+                        }
                     }
+                    Outgoing::Close => break 'write,
                 }
-                Outgoing::Close => break,
+                match rx.try_recv() {
+                    Ok(next) => out = next,
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
+                break;
             }
         }
         let _ = sink.close().await;
