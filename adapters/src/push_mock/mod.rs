@@ -185,8 +185,9 @@ impl Shared {
         {
             (tap.0)(provider, body);
         }
+        let accepted = status == StatusCode::OK && reason.is_none();
         let mut s = self.state.lock();
-        s.record(Recorded {
+        s.record(provider, accepted, || Recorded {
             seq: 0,
             provider,
             path: path.to_string(),

@@ -207,9 +207,11 @@ impl State {
             .extend(self.verified_jwts.drain().map(|(jwt, _)| jwt));
     }
 
-    pub fn record(&mut self, mut r: Recorded) {
-        let counts = &mut self.counts[r.provider.index()];
-        if r.status == 200 && r.reason.is_none() {
+    /// Count an answered request and keep it, made by `make` only when requests
+    /// are kept at all: a load test keeps none and pays nothing for them.
+    pub fn record(&mut self, provider: Provider, accepted: bool, make: impl FnOnce() -> Recorded) {
+        let counts = &mut self.counts[provider.index()];
+        if accepted {
             counts.accepted += 1;
         } else {
             counts.rejected += 1;
@@ -217,6 +219,7 @@ impl State {
         if self.keep == 0 {
             return;
         }
+        let mut r = make();
         self.seq += 1;
         r.seq = self.seq;
         if self.recorded.len() >= self.keep {
@@ -296,7 +299,7 @@ mod tests {
     fn recording_is_bounded() {
         let mut s = State::new(Behaviour::default(), 2);
         for i in 0..5 {
-            s.record(Recorded {
+            s.record(Provider::Hms, true, || Recorded {
                 seq: 0,
                 provider: Provider::Hms,
                 path: format!("/{i}"),
