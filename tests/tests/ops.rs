@@ -96,8 +96,7 @@ async fn openapi_describes_every_route() {
     }
 }
 
-/// A backend may pipeline HTTP/1.1 requests: every one gets its answer, in order, and
-/// answers that are ready together leave together rather than one write each.
+/// A backend may pipeline HTTP/1.1 requests: every one gets its answer, in order.
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,4 +147,27 @@ async fn http2_prior_knowledge_is_served() {
     let r = client.get(t.url("/healthz")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
+}
+
+/// Old clients send a CRLF after a POST body. The answer must not wait for more bytes
+/// (hyper's `pipeline_flush` held it until the next request, which never comes).
+#[tokio::test]
+async fn a_stray_crlf_after_a_body_does_not_hold_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start().await;
+    let mut s = tokio::net::TcpStream::connect(t.server().addr())
+        .await
+        .unwrap();
+    let body = r#"{"to":"+34600000074"}"#;
+    let wire = format!(
+        "POST /v1/verifications HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}\r\n",
+        body.len()
+    );
+    s.write_all(wire.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 201"));
 }
