@@ -11,6 +11,7 @@ pub mod api;
 pub mod breaker;
 pub mod clients;
 pub mod clock;
+mod coalesce;
 pub mod code;
 pub mod config;
 pub mod delivery;

@@ -1,14 +1,15 @@
 //! The HTTP accept loop. otpd drives hyper's connection builder itself rather than
-//! `axum::serve`, to set **`TCP_NODELAY`** on every accepted socket (`axum::serve`
-//! leaves Nagle's algorithm on, so a response written in two parts can wait for the
-//! client's delayed ACK) and to keep the connection settings in one place.
+//! `axum::serve`, for two things a dispatch engine under national load needs:
 //!
-//! Pipelined HTTP/1.1 requests are answered in order, one write per answer. hyper's
-//! `pipeline_flush` would gather those writes (a fifth more checks a second in the
-//! national load test), but it holds every answer while the read buffer has unread
-//! bytes: a request refused before its body was read (`413`) then loses its answer
-//! when the connection closes, and a client that sends a stray byte after a body
-//! waits forever. So it stays off.
+//! - **`TCP_NODELAY`** on every accepted socket (`axum::serve` leaves Nagle's
+//!   algorithm on, so a response written in two parts can wait for the client's
+//!   delayed ACK);
+//! - **write coalescing** ([`Coalesce`]): the answers to pipelined HTTP/1.1 requests
+//!   (or HTTP/2 streams) that are ready in one turn of the connection's task leave in
+//!   one write. hyper's own `pipeline_flush` does this but holds every answer while
+//!   the read buffer has unread bytes: a request refused before its body was read
+//!   (`413`) then loses its answer when the connection closes, and a client that
+//!   sends a stray CRLF after a body waits forever. So that stays off.
 //!
 //! HTTP/2 (prior knowledge, `h2c`) is served on the same port. On the stop signal the
 //! listener closes and every connection is asked to finish gracefully: requests in
@@ -26,6 +27,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+
+use crate::coalesce::Coalesce;
 
 /// How long to wait before accepting again after an accept error (out of file
 /// descriptors, say): retrying at once would spin.
@@ -59,7 +62,7 @@ pub async fn serve(
             .map_request(|req: hyper::Request<Incoming>| req.map(Body::new));
         let service = TowerToHyperService::new(service);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(Coalesce::new(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -96,7 +96,8 @@ async fn openapi_describes_every_route() {
     }
 }
 
-/// A backend may pipeline HTTP/1.1 requests: every one gets its answer, in order.
+/// A backend may pipeline HTTP/1.1 requests: every one gets its answer, in order, and
+/// answers that are ready together leave together.
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
