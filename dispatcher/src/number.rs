@@ -264,6 +264,44 @@ impl NumberRules {
     }
 
     fn parse_compact(&self, compact: &str) -> Result<NumberInfo, NumberError> {
+        if let Some(info) = self.parse_plain(compact) {
+            return self.admit(info);
+        }
+        self.parse_with_crate(compact)
+    }
+
+    /// A valid number of a region with nothing to strip, read without the crate's
+    /// parser (its regexes and allocations cost more than the rest of a request's
+    /// validation). Anything else, valid or not, goes to the crate.
+    fn parse_plain(&self, compact: &str) -> Option<NumberInfo> {
+        let (code, national) = if let Some(digits) = compact.strip_prefix('+') {
+            crate::numbering::split_calling_code(digits)?
+        } else if let Some(digits) = compact.strip_prefix("00") {
+            crate::numbering::split_calling_code(digits)?
+        } else if compact.starts_with(&self.default_code.to_string()) {
+            // The crate may read a leading home code as the country: ask it.
+            return None;
+        } else {
+            (self.default_code, compact)
+        };
+        let verdict = crate::numbering::judge_plain(code, national)?;
+        let digits: u64 = format!("{code}{national}").parse().ok()?;
+        Some(NumberInfo {
+            e164: E164::from_digits_unchecked(digits),
+            country: verdict.meta.and_then(|m| Region::parse(m.id())),
+            kind: NumberKind::of(verdict.kind),
+        })
+    }
+
+    fn admit(&self, info: NumberInfo) -> Result<NumberInfo, NumberError> {
+        if self.mobile_only && !info.kind.takes_sms() {
+            return Err(NumberError::NotMobile(info.kind));
+        }
+        Ok(info)
+    }
+
+    /// Parse with the crate's parser, then validate.
+    fn parse_with_crate(&self, compact: &str) -> Result<NumberInfo, NumberError> {
         let info = if let Some(digits) = compact.strip_prefix('+') {
             international(digits)?
         } else if let Some(digits) = compact.strip_prefix("00") {
@@ -290,10 +328,7 @@ impl NumberRules {
                 },
             }
         };
-        if self.mobile_only && !info.kind.takes_sms() {
-            return Err(NumberError::NotMobile(info.kind));
-        }
-        Ok(info)
+        self.admit(info)
     }
 }
 
@@ -463,6 +498,48 @@ impl NumberParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reading without the crate's parser gives what the crate's gives, for every
+    /// region's example numbers written internationally (`+`, `00`) and, for a few
+    /// home regions, nationally — and it does read most of them.
+    #[test]
+    fn the_plain_reading_agrees_with_the_crate() {
+        let (mut plain, mut all) = (0, 0);
+        for home in ["ES", "FR", "DE", "PT", "MX"] {
+            let rules = NumberRules::new(home, false).unwrap();
+            for meta in DATABASE.iter() {
+                let d = meta.descriptors();
+                let examples = LINE_TYPES
+                    .iter()
+                    .filter_map(|t| d.get(*t))
+                    .filter_map(|desc| desc.example());
+                for example in examples {
+                    let cc = meta.country_code();
+                    let mut inputs = vec![format!("+{cc}{example}"), format!("00{cc}{example}")];
+                    if meta.id() == home {
+                        inputs.push(example.to_string());
+                    }
+                    for input in inputs {
+                        all += 1;
+                        let Some(fast) = rules.parse_plain(&input) else {
+                            continue;
+                        };
+                        plain += 1;
+                        assert_eq!(
+                            Ok(fast),
+                            rules.parse_with_crate(&input),
+                            "{input} (home {home})"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(plain * 2 > all, "only {plain} of {all} read plainly");
+        let es = NumberRules::new("ES", true).unwrap();
+        for input in ["+34600123456", "0034600123456", "600123456", "+33612345678"] {
+            assert!(es.parse_plain(input).is_some(), "{input} is read plainly");
+        }
+    }
 
     proptest::proptest! {
         #[test]

@@ -48,6 +48,10 @@ struct Code {
     plans: Vec<Plan>,
     /// The code belongs to no region (`001`: international networks, +800, +882…).
     non_geographic: bool,
+    /// One region, with no pattern for stripping prefixes: its national numbers are
+    /// read as written, but for a leading national prefix (`0` in France).
+    plain: bool,
+    national_prefix: Option<&'static str>,
 }
 
 /// Calling codes have at most three digits.
@@ -135,9 +139,14 @@ fn code(code: u16) -> Option<&'static Code> {
                     .map(|r| DATABASE.by_id(*r))
                     .collect::<Option<_>>()?
             };
+            let plain = !non_geographic
+                && metas.len() == 1
+                && metas[0].national_prefix_for_parsing().is_none();
             Some(Code {
+                national_prefix: metas[0].national_prefix(),
                 plans: metas.into_iter().map(Plan::new).collect(),
                 non_geographic,
+                plain,
             })
         })
         .as_ref()
@@ -185,6 +194,35 @@ pub fn judge(calling_code: u16, national: &str, value: &str) -> Verdict {
         kind: by_value.map_or(Type::Unknown, |(_, t)| t),
         meta: by_value.map(|(p, _)| p.meta),
     }
+}
+
+/// The calling code and national number of `digits` written after a `+`, by the
+/// crate's rule: the first one- to three-digit prefix that is a calling code.
+pub fn split_calling_code(digits: &str) -> Option<(u16, &str)> {
+    if digits.starts_with('0') {
+        return None;
+    }
+    (1..=3.min(digits.len())).find_map(|len| {
+        let code: u16 = digits[..len].parse().ok()?;
+        DATABASE.by_code(&code).map(|_| (code, &digits[len..]))
+    })
+}
+
+/// The verdict on a number of a plain region (see [`Code::plain`]) whose national
+/// number starts with neither a zero nor the national prefix, when it is valid: then the crate's parser would have
+/// read the same national number, and its checks say the same. `None` means "ask
+/// the crate" — for the reading, or for the reason it is wrong.
+pub fn judge_plain(calling_code: u16, national: &str) -> Option<Verdict> {
+    let c = code(calling_code)?;
+    if national.is_empty()
+        || national.starts_with('0')
+        || !c.plain
+        || c.national_prefix.is_some_and(|p| national.starts_with(p))
+    {
+        return None;
+    }
+    let verdict = judge(calling_code, national, national);
+    verdict.valid.then_some(verdict)
 }
 
 #[cfg(test)]
