@@ -3,6 +3,7 @@
 //! session (binds, window, reconnect) sits on top, doing the I/O.
 
 pub mod carrier;
+mod delay_line;
 pub mod directory;
 pub mod encoding;
 pub mod pdu;

@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 
+use super::delay_line::DelayLine;
+
 use super::pdu::{self, Address, MAX_PDU_LENGTH};
 use super::receipt::MessageState;
 
@@ -207,6 +209,31 @@ struct Shared {
     receivers: Mutex<HashMap<String, Vec<Receiver>>>,
     /// Read every PDU, answer none.
     hung: AtomicBool,
+    /// Answers after their latency and receipts after their delay.
+    later: DelayLine<Later>,
+}
+
+/// What the SMSC does later.
+enum Later {
+    Send(mpsc::Sender<Outgoing>, Outgoing),
+    Receipt(Received, u64),
+}
+
+/// Queue `out` on a connection's writer without waiting; a full queue is waited on
+/// by a task of its own, so that the delay line never stalls behind one connection.
+/// Returns whether it was queued at once.
+fn queue(tx: &mpsc::Sender<Outgoing>, out: Outgoing) -> bool {
+    match tx.try_send(out) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(out)) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(out).await;
+            });
+            false
+        }
+    }
 }
 
 impl Shared {
@@ -288,18 +315,31 @@ impl Smsc {
     pub async fn start_on(listener: TcpListener, config: SmscConfig) -> std::io::Result<Smsc> {
         let addr = listener.local_addr()?;
         let seed = config.seed.max(1);
-        let shared = Arc::new(Shared {
-            script: Mutex::new(config.script.iter().copied().collect()),
-            config,
-            stats: Stats::default(),
-            received: Mutex::new(Vec::new()),
-            rng: Mutex::new(seed),
-            next_id: AtomicU64::new(1),
-            next_conn: AtomicU64::new(1),
-            receivers: Mutex::new(HashMap::new()),
-            hung: AtomicBool::new(false),
-        });
         let (stop, stop_rx) = watch::channel(false);
+        let line_stop = stop_rx.clone();
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+            let weak = weak.clone();
+            Shared {
+                later: DelayLine::start(line_stop, move |later| {
+                    let Some(shared) = weak.upgrade() else { return };
+                    match later {
+                        Later::Send(tx, out) => {
+                            queue(&tx, out);
+                        }
+                        Later::Receipt(message, n) => send_receipt(&shared, message, n),
+                    }
+                }),
+                script: Mutex::new(config.script.iter().copied().collect()),
+                config,
+                stats: Stats::default(),
+                received: Mutex::new(Vec::new()),
+                rng: Mutex::new(seed),
+                next_id: AtomicU64::new(1),
+                next_conn: AtomicU64::new(1),
+                receivers: Mutex::new(HashMap::new()),
+                hung: AtomicBool::new(false),
+            }
+        });
         tokio::spawn(accept(listener, shared.clone(), stop_rx));
         Ok(Smsc { addr, shared, stop })
     }
@@ -566,7 +606,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                             .build();
                         respond_later(&shared, &tx, reply(CommandStatus::EsmeRok, resp.into()));
                         if received.registered_delivery & 0x03 != 0 {
-                            schedule_receipt(shared.clone(), received, n);
+                            schedule_receipt(&shared, received, n);
                         }
                     }
                 }
@@ -611,19 +651,23 @@ fn smsc_id(id: &str) -> COctetString<1, 16> {
 fn respond_later(shared: &Arc<Shared>, tx: &mpsc::Sender<Outgoing>, out: Outgoing) {
     let delay = shared.latency();
     if delay.is_zero() {
-        let _ = tx.try_send(out);
+        queue(tx, out);
         return;
     }
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = tx.send(out).await;
-    });
+    shared.later.at(
+        tokio::time::Instant::now() + delay,
+        Later::Send(tx.clone(), out),
+    );
 }
 
-fn schedule_receipt(shared: Arc<Shared>, message: Received, n: u64) {
-    tokio::spawn(async move {
-        tokio::time::sleep(shared.config.receipts.delay).await;
+fn schedule_receipt(shared: &Shared, message: Received, n: u64) {
+    let due = tokio::time::Instant::now() + shared.config.receipts.delay;
+    shared.later.at(due, Later::Receipt(message, n));
+}
+
+/// A receipt for `message`, now that the handset's delay is over.
+fn send_receipt(shared: &Shared, message: Received, n: u64) {
+    {
         if shared.hung.load(Ordering::Relaxed) {
             return;
         }
@@ -681,11 +725,12 @@ fn schedule_receipt(shared: Arc<Shared>, message: Received, n: u64) {
         };
         if let Some((tx, seq)) = target {
             let command = Command::new(CommandStatus::EsmeRok, seq, deliver);
-            if tx.send(Outgoing::Command(command)).await.is_ok() {
+            // Counted when queued; one behind a full queue is counted when it goes.
+            if queue(&tx, Outgoing::Command(command)) {
                 shared.stats.receipts_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
-    });
+    }
 }
 
 fn tlv_state(state: MessageState) -> u8 {
