@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::clock::UnixMillis;
+use crate::device_key::DeviceKey;
 use crate::locale::Locale;
 use crate::phone::E164;
 
@@ -51,6 +52,11 @@ pub struct Device {
     /// Bundle id (APNs topic) or package name.
     pub app: Box<str>,
     pub added_at: UnixMillis,
+    /// The public key the app made in the phone's keystore, to sign its answers to
+    /// approval requests with. It lives and dies with the device: removing the
+    /// device, or registering the same token again (with another key or none),
+    /// revokes it.
+    pub key: Option<DeviceKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +150,7 @@ mod tests {
             token: token.into(),
             app: "es.gob.clave".into(),
             added_at: UnixMillis(0),
+            key: None,
         }
     }
 

@@ -712,6 +712,7 @@ fn device(platform: Platform, token: &str) -> Device {
         token: token.into(),
         app: "es.gob.clave".into(),
         added_at: T0,
+        key: None,
     }
 }
 

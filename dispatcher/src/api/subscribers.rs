@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::validate_subject;
 use super::{AppState, Caller};
+use crate::device_key::{DeviceKey, KeyError};
 use crate::locale::Locale;
 use crate::store::{PutSubscriber, StoreError};
 use crate::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
@@ -31,6 +32,17 @@ pub struct DeviceBody {
     platform: String,
     token: String,
     app: String,
+    /// The app's public key for signing approvals, if it enrolls one.
+    #[serde(default)]
+    key: Option<KeyBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    algorithm: String,
+    /// `SubjectPublicKeyInfo`, base64 (standard or URL-safe, padded or not).
+    public_key: String,
 }
 
 #[derive(Serialize)]
@@ -49,6 +61,15 @@ struct DeviceView<'a> {
     token: &'a str,
     app: &'a str,
     added_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<KeyView>,
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    algorithm: &'static str,
+    public_key: String,
+    thumbprint: String,
 }
 
 fn view(s: &Subscriber) -> Vec<u8> {
@@ -64,6 +85,11 @@ fn view(s: &Subscriber) -> Vec<u8> {
                 token: &d.token,
                 app: &d.app,
                 added_at: d.added_at.to_rfc3339(),
+                key: d.key.as_ref().map(|k| KeyView {
+                    algorithm: k.algorithm().as_str(),
+                    public_key: k.to_spki_base64(),
+                    thumbprint: k.thumbprint(),
+                }),
             })
             .collect(),
         updated_at: s.updated_at.to_rfc3339(),
@@ -118,11 +144,24 @@ fn device(
     })?;
     subscriber::validate_app(&body.app)
         .map_err(|e| ApiError::bad_request("invalid_device", e.to_string()).field(field("app")))?;
+    let key = body
+        .key
+        .map(|k| {
+            DeviceKey::parse(&k.algorithm, &k.public_key).map_err(|e| {
+                let at = match e {
+                    KeyError::Algorithm => "key.algorithm",
+                    _ => "key.public_key",
+                };
+                ApiError::bad_request("invalid_device_key", e.to_string()).field(field(at))
+            })
+        })
+        .transpose()?;
     Ok(Device {
         platform,
         token: body.token.into(),
         app: body.app.into(),
         added_at: now,
+        key,
     })
 }
 

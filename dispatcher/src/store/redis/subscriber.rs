@@ -1,9 +1,10 @@
 //! A subscriber as a Redis hash, and back: `ph` number's digits, `lo` locale, `up`
-//! updated at, `dv` devices, one per line as `platform\ttoken\tapp\tadded_at` (tokens
-//! and app ids are visible ASCII by validation, so tabs and newlines cannot occur in
-//! them).
+//! updated at, `dv` devices, one per line as `platform\ttoken\tapp\tadded_at`, and
+//! `\talgorithm:spki_base64` after it when the device enrolled a key (tokens, app ids
+//! and base64 are visible ASCII, so tabs and newlines cannot occur in them).
 
 use crate::clock::UnixMillis;
+use crate::device_key::DeviceKey;
 use crate::locale::Locale;
 use crate::phone::E164;
 use crate::store::StoreError;
@@ -32,13 +33,21 @@ pub fn encode(s: &Subscriber) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 pub fn device_line(d: &Device) -> String {
-    format!(
+    let mut line = format!(
         "{}\t{}\t{}\t{}",
         d.platform.as_str(),
         d.token,
         d.app,
         d.added_at.0
-    )
+    );
+    if let Some(key) = &d.key {
+        line.push_str(&format!(
+            "\t{}:{}",
+            key.algorithm().as_str(),
+            key.to_spki_base64()
+        ));
+    }
+    line
 }
 
 fn corrupt(field: &str, why: impl std::fmt::Display) -> StoreError {
@@ -83,11 +92,20 @@ pub fn decode(subject: &str, f: &Fields) -> Result<Option<Subscriber>, StoreErro
             let token = next()?.into();
             let app = next()?.into();
             let added: i64 = next()?.parse().map_err(|_| corrupt("dv", "not a time"))?;
+            let key = parts
+                .next()
+                .map(|k| {
+                    let (algorithm, spki) =
+                        k.split_once(':').ok_or_else(|| corrupt("dv", "key"))?;
+                    DeviceKey::parse(algorithm, spki).map_err(|e| corrupt("dv", e))
+                })
+                .transpose()?;
             Ok(Device {
                 platform,
                 token,
                 app,
                 added_at: UnixMillis(added),
+                key,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -116,12 +134,25 @@ mod tests {
                     token: "ab".repeat(32).into(),
                     app: "es.gob.clave".into(),
                     added_at: UnixMillis(5),
+                    key: Some(
+                        DeviceKey::from_spki(
+                            crate::device_key::KeyAlgorithm::Ed25519,
+                            &[
+                                0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21,
+                                0x00, 0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b,
+                                0xfe, 0xd3, 0xc9, 0x64, 0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda,
+                                0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
+                            ],
+                        )
+                        .unwrap(),
+                    ),
                 },
                 Device {
                     platform: Platform::Hms,
                     token: "x:y/z".into(),
                     app: "app".into(),
                     added_at: UnixMillis(6),
+                    key: None,
                 },
             ],
             updated_at: UnixMillis(7),

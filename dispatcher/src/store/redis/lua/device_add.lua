@@ -1,6 +1,7 @@
 -- Add a device to a subscriber, or refresh it if its token is known.
 -- KEYS[1] the subscriber. ARGV[1] platform; ARGV[2] token; ARGV[3] the device's
--- line; ARGV[4] devices allowed. Devices are lines 'platform\ttoken\tapp\tadded'.
+-- line; ARGV[4] devices allowed. Devices are lines 'platform\ttoken\tapp\tadded', then
+-- '\talgorithm:key' when the device enrolled a key (replaced with its line).
 -- Returns nil if unknown, else {1 if it fit else 0, HGETALL}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local dv = redis.call('HGET', KEYS[1], 'dv') or ''
