@@ -451,3 +451,23 @@ pub mod faults {
         }
     }
 }
+
+/// Test functions `async fn name(backend: Backend)` run as `memory::name` and
+/// `redis::name` tests, on the embedded store and on a Redis of their own.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Backend::Memory).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Backend::Redis).await
+            })*
+        }
+    };
+}

@@ -177,24 +177,7 @@ async fn bad_keys_are_refused_naming_the_field_and_store_nothing(backend: Backen
     assert_eq!(t.get("/v1/subscribers/12345678Z").await.status, 404);
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(otpd_e2e::Backend::Memory).await
-            })*
-        }
-        mod redis {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(otpd_e2e::Backend::Redis).await
-            })*
-        }
-    };
-}
-
-on_both!(
+otpd_e2e::on_both!(
     keys_are_kept_with_their_device_and_revoked_with_it,
     bad_keys_are_refused_naming_the_field_and_store_nothing,
 );

@@ -650,26 +650,9 @@ async fn a_reload_changes_limits_and_clients_and_keeps_counts() {
     assert_eq!(t.post("/v1/admin/reload", json!({})).await.status, 401);
 }
 
-/// Each behaviour on the memory store (the limiter asked before the store) and on
-/// Redis (the store's issue script deciding the limits in the same step).
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(otpd_e2e::Backend::Memory).await
-            })*
-        }
-        mod redis {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(otpd_e2e::Backend::Redis).await
-            })*
-        }
-    };
-}
-
-on_both!(
+// Each behaviour on the memory store (the limiter asked before the store) and on
+// Redis (the store's issue script deciding the limits in the same step).
+otpd_e2e::on_both!(
     a_request_that_sends_nothing_is_not_charged,
     api_keys_are_required_once_clients_are_configured,
     idempotency_keys_belong_to_their_client,
