@@ -274,9 +274,10 @@ impl NumberRules {
     /// parser (its regexes and allocations cost more than the rest of a request's
     /// validation). Anything else, valid or not, goes to the crate.
     fn parse_plain(&self, compact: &str) -> Option<NumberInfo> {
-        let (code, national) = if let Some(digits) = compact.strip_prefix('+') {
-            crate::numbering::split_calling_code(digits)?
-        } else if let Some(digits) = compact.strip_prefix("00") {
+        let international = compact
+            .strip_prefix('+')
+            .or_else(|| compact.strip_prefix("00"));
+        let (code, national) = if let Some(digits) = international {
             crate::numbering::split_calling_code(digits)?
         } else if compact.starts_with(&self.default_code.to_string()) {
             // The crate may read a leading home code as the country: ask it.
@@ -285,12 +286,7 @@ impl NumberRules {
             (self.default_code, compact)
         };
         let verdict = crate::numbering::judge_plain(code, national)?;
-        let digits: u64 = format!("{code}{national}").parse().ok()?;
-        Some(NumberInfo {
-            e164: E164::from_digits_unchecked(digits),
-            country: verdict.meta.and_then(|m| Region::parse(m.id())),
-            kind: NumberKind::of(verdict.kind),
-        })
+        info(code, national, &verdict)
     }
 
     fn admit(&self, info: NumberInfo) -> Result<NumberInfo, NumberError> {
@@ -423,11 +419,18 @@ fn check(number: &PhoneNumber) -> Result<NumberInfo, NumberError> {
             NumberError::InvalidNumber
         });
     }
-    // E.164 is the calling code and the national number with its zeros.
-    let digits: u64 = format!("{code}{national}")
-        .parse()
-        .map_err(|_| NumberError::InvalidNumber)?;
-    Ok(NumberInfo {
+    info(code, national, &verdict).ok_or(NumberError::InvalidNumber)
+}
+
+/// A valid number's facts: E.164 is the calling code and the national number with
+/// its zeros.
+fn info(
+    code: u16,
+    national: impl fmt::Display,
+    verdict: &crate::numbering::Verdict,
+) -> Option<NumberInfo> {
+    let digits: u64 = format!("{code}{national}").parse().ok()?;
+    Some(NumberInfo {
         e164: E164::from_digits_unchecked(digits),
         country: verdict.meta.and_then(|m| Region::parse(m.id())),
         kind: NumberKind::of(verdict.kind),
