@@ -119,6 +119,7 @@ fn note(token: &str) -> Notification<'_> {
         expires_at: 4_102_444_800,
         ttl_secs: 600,
         match_code: Some("427"),
+        approval: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn lifecycle(c: &mut Criterion) {
                 sealed_code: sealed,
                 policy,
                 match_code: None,
+                challenge: None,
             },
             now,
         )
@@ -169,6 +170,7 @@ fn push(c: &mut Criterion) {
         expires_at: 4_102_444_800,
         ttl_secs: 600,
         match_code: Some("427"),
+        approval: None,
     };
     let mut group = c.benchmark_group("push request");
     group.throughput(Throughput::Elements(1));

@@ -42,6 +42,7 @@ fn http(c: &mut Criterion) {
             push_providers: Vec::new(),
             router: Arc::new(otpd_benches::router(&otpd_benches::discard_channels())),
             reloader: None,
+            app: Default::default(),
             admission: Arc::new(otpd::admission::Admission::new(
                 Arc::new(otpd::limiter::MemoryLimiter::new()),
                 otpd::admission::Rules::new(&otpd::Config::default()),

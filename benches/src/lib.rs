@@ -87,6 +87,8 @@ pub fn login(ttl: Duration) -> Purpose {
             escalate_after: Duration::from_secs(60),
         },
         provider_ack: false,
+        app_ttl: Duration::from_secs(300),
+        require_contrast: false,
     }
 }
 
@@ -128,6 +130,7 @@ pub fn engine(
                 backoff: Duration::from_millis(1),
             },
             name: Arc::from("bench"),
+            display_names: Arc::new(otpd::clients::DisplayNames::new(&[], "otpd")),
         }
         .run(jobs, stop_rx),
     );

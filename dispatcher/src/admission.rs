@@ -401,6 +401,55 @@ impl Admission {
         self.charge(c, now).await
     }
 
+    /// May a contrast value be tried for `subject` from `ip`? Charges nothing: only
+    /// a failed attempt is charged ([`Admission::contrast_failed`]), to the same
+    /// limits as wrong codes — the subject's and the address's — since both are
+    /// guesses at a secret about the subject.
+    pub async fn contrast_attempt(
+        &self,
+        rules: &Rules,
+        subject: &str,
+        ip: Option<IpAddr>,
+        now: UnixMillis,
+    ) -> Result<(), Refused> {
+        let key = ip.map(ip_key);
+        let checks = contrast_checks(rules, subject, key.as_ref());
+        if checks.is_empty() {
+            return Ok(());
+        }
+        self.limiter
+            .peek(&checks, nanos(now))
+            .await
+            .map_err(Refused::from)
+            .inspect_err(|r| {
+                if let Refused::Limited(r) = r {
+                    refused(r.limit);
+                }
+            })
+    }
+
+    /// A contrast value tried for `subject` from `ip` was wrong (or the subject is
+    /// not registered): charged to the subject's and the address's guess limits.
+    pub async fn contrast_failed(
+        &self,
+        rules: &Rules,
+        subject: &str,
+        ip: Option<IpAddr>,
+        now: UnixMillis,
+    ) {
+        let key = ip.map(ip_key);
+        let checks = contrast_checks(rules, subject, key.as_ref());
+        metrics::counter!("otpd_contrast_failures_total").increment(1);
+        if checks.is_empty() {
+            return;
+        }
+        // A refusal here changes nothing: the attempt failed anyway, and the next
+        // one is refused by `contrast_attempt`.
+        if let Err(Denial::Unavailable(e)) = self.limiter.check(&checks, nanos(now)).await {
+            tracing::warn!(error = %e, "could not count a failed contrast attempt");
+        }
+    }
+
     /// A code sent to `to` was typed right.
     pub fn converted(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
         self.pumping
@@ -506,6 +555,21 @@ impl Admission {
     }
 }
 
+/// The limits a contrast attempt is counted against: the subject's wrong guesses and
+/// the address's checks.
+fn contrast_checks<'a>(
+    rules: &'a Rules,
+    subject: &'a str,
+    ip: Option<&'a [u8; 16]>,
+) -> arrayvec::ArrayVec<crate::limiter::Check<'a>, 2> {
+    let mut checks = arrayvec::ArrayVec::new();
+    checks.extend(rules.policy.check_subject(subject));
+    if let Some(ip) = ip {
+        checks.extend(rules.policy.check_ip(ip));
+    }
+    checks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +596,8 @@ mod tests {
             countries: vec![],
             reserved,
             admin: false,
+            display_name: None,
+            require_contrast: false,
         };
         c.clients = vec![client("sede", 0.5), client("bank", 0.0)];
         c

@@ -27,6 +27,10 @@ pub struct Client {
     /// Share of each purpose's capacity kept for it.
     pub reserved: f64,
     pub admin: bool,
+    /// Its name as shown to people in the app's approval request.
+    pub display_name: Arc<str>,
+    /// Its requests by subject must carry the subject's contrast value.
+    pub require_contrast: bool,
     /// The API is open (no clients configured): this is everybody.
     open: bool,
 }
@@ -96,6 +100,8 @@ impl Clients {
                     countries: None,
                     reserved: 0.0,
                     admin: true,
+                    display_name: Arc::from("otpd"),
+                    require_contrast: false,
                     open: true,
                 })),
             };
@@ -118,6 +124,8 @@ impl Clients {
                     }),
                     reserved: c.reserved,
                     admin: c.admin,
+                    display_name: Arc::from(c.display_name.as_deref().unwrap_or(&c.name)),
+                    require_contrast: c.require_contrast,
                     open: false,
                 };
                 (digest, Arc::new(client))
@@ -167,6 +175,43 @@ impl Clients {
     }
 }
 
+/// The names people see in the app for each client that may ask for an approval,
+/// kept apart from [`Clients`] because delivery workers need only this.
+#[derive(Debug, Clone)]
+pub struct DisplayNames {
+    by_client: HashMap<Box<str>, Arc<str>>,
+    /// For requests on an open API (no client).
+    open: Arc<str>,
+}
+
+impl DisplayNames {
+    pub fn new(clients: &[ClientConfig], open: &str) -> Self {
+        Self {
+            by_client: clients
+                .iter()
+                .map(|c| {
+                    let shown = c.display_name.as_deref().unwrap_or(&c.name);
+                    (Box::from(c.name.as_str()), Arc::from(shown))
+                })
+                .collect(),
+            open: Arc::from(open),
+        }
+    }
+
+    /// The name shown for `client` (a verification's client); a client no longer
+    /// configured is shown by its name.
+    pub fn of(&self, client: Option<&str>) -> Arc<str> {
+        match client {
+            None => self.open.clone(),
+            Some(c) => self
+                .by_client
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(c)),
+        }
+    }
+}
+
 /// The SHA-256 of an API key, in hex: what `[[clients]] key_sha256` holds.
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -193,6 +238,8 @@ mod tests {
             countries: vec!["ES".into(), "PT".into()],
             reserved: 0.25,
             admin: false,
+            display_name: None,
+            require_contrast: false,
         }
     }
 

@@ -227,6 +227,7 @@ impl fmt::Debug for SealedCode {
 pub struct CodeKeys {
     mac: HmacSha256,
     seal: SipHasher24,
+    contrast: HmacSha256,
 }
 
 impl CodeKeys {
@@ -240,8 +241,10 @@ impl CodeKeys {
         };
         let mac_key = subkey(b"otpd/v1/code-mac");
         let seal_key = subkey(b"otpd/v1/code-seal");
+        let contrast_key = subkey(b"otpd/v1/contrast");
         Self {
             mac: HmacSha256::new_from_slice(&mac_key[..]).expect("32-byte key"),
+            contrast: HmacSha256::new_from_slice(&contrast_key[..]).expect("32-byte key"),
             seal: SipHasher24::new_with_key(seal_key[..16].try_into().expect("16 bytes")),
         }
     }
@@ -252,6 +255,16 @@ impl CodeKeys {
         mac.update(&[code.len]);
         mac.update(&code.value.to_be_bytes());
         CodeMac(mac.finalize().into_bytes().into())
+    }
+
+    /// The MAC of `subject`'s contrast value, in its normal form
+    /// ([`crate::contrast::normalize`]).
+    pub fn contrast(&self, subject: &str, normal: &str) -> crate::contrast::ContrastMac {
+        let mut mac = self.contrast.clone();
+        mac.update(&(subject.len() as u32).to_be_bytes());
+        mac.update(subject.as_bytes());
+        mac.update(normal.as_bytes());
+        crate::contrast::ContrastMac(mac.finalize().into_bytes().into())
     }
 
     pub fn seal(&self, id: &VerificationId, code: &Code) -> SealedCode {

@@ -16,9 +16,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_adapters::push::{Notification, Outcome, Pusher};
+use otpd_adapters::push::{Approval, Notification, Outcome, Pusher};
 use otpd_adapters::{
-    Channel, ChannelError, ChannelKind, DeliveryReport, Message, Open, ReportState, SendGate,
+    Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, Open, ReportState,
+    SendGate,
 };
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
@@ -36,7 +37,8 @@ use crate::subscriber::{Device, Platform};
 use crate::template;
 use crate::throttle::ThrottleError;
 use crate::verification::{
-    EscalationCause, Failover, MatchCode, RequestedChannel, SendDetails, SendResult, SendState,
+    Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendDetails, SendResult,
+    SendState,
 };
 
 /// One send of one code. It carries the plaintext code (wiped on drop) because the
@@ -54,6 +56,10 @@ pub struct DeliveryJob {
     /// Whose devices a push goes to.
     pub subject: Option<Box<str>>,
     pub match_code: Option<MatchCode>,
+    /// An approval request's challenge: the push asks the app to answer it.
+    pub challenge: Option<Challenge>,
+    /// The API client that asked (its display name is shown in an approval push).
+    pub client: Option<Arc<str>>,
     /// The provider's acceptance counts as the app's acknowledgement.
     pub provider_ack: bool,
     /// Where to acknowledge the job, when it came from the store's queue.
@@ -66,7 +72,7 @@ pub fn resolve(requested: RequestedChannel, has_devices: bool) -> ChannelKind {
     match requested {
         RequestedChannel::Auto if has_devices => ChannelKind::Push,
         RequestedChannel::Auto | RequestedChannel::Sms => ChannelKind::Sms,
-        RequestedChannel::Push => ChannelKind::Push,
+        RequestedChannel::Push | RequestedChannel::App => ChannelKind::Push,
     }
 }
 
@@ -221,6 +227,8 @@ pub struct Workers {
     pub retry: RetryPolicy,
     /// This node's name, under which its workers take sends (see [`Store::take_send`]).
     pub name: Arc<str>,
+    /// Who asks, as shown in approval requests.
+    pub display_names: Arc<crate::clients::DisplayNames>,
 }
 
 /// The next job, or `None` once the queue is closed and drained. Closes the queue
@@ -448,22 +456,47 @@ impl Workers {
             Ok(None) => Vec::new(),
             Err(e) => return failed(format!("cannot read the subject's devices: {e}")),
         };
+        // An approval request goes to the devices that can sign an answer.
+        let devices: Vec<Device> = match job.challenge {
+            Some(_) => devices.into_iter().filter(|d| d.key.is_some()).collect(),
+            None => devices,
+        };
         if devices.is_empty() {
-            return failed("the subject has no registered device".into());
+            return failed(match job.challenge {
+                Some(_) => "the subject has no device with an enrolled key".into(),
+                None => "the subject has no registered device".into(),
+            });
         }
         let now = self.clock.now();
         if now >= job.expires_at {
             return failed("the code expired before it could be sent".into());
         }
-        let minutes = now.until(job.expires_at).as_secs().div_ceil(60).max(1);
-        let text =
-            self.router
-                .plan()
-                .templates()
-                .push_body(&job.purpose, job.locale, &job.code, minutes);
-        let title = template::push_title(job.locale, job.match_code);
         let id = job.id.to_string();
         let match_code = job.match_code.map(|m| m.to_string());
+        let challenge = job.challenge.map(|c| c.to_string());
+        let requester = self.display_names.of(job.client.as_deref());
+        let (title, text) = match (job.challenge, job.match_code) {
+            (Some(_), Some(m)) => {
+                let (title, body) =
+                    template::approval_push(job.locale, &requester, &job.purpose, m);
+                (title, MessageText::new(body))
+            }
+            _ => {
+                let minutes = now.until(job.expires_at).as_secs().div_ceil(60).max(1);
+                let text = self.router.plan().templates().push_body(
+                    &job.purpose,
+                    job.locale,
+                    &job.code,
+                    minutes,
+                );
+                (template::push_title(job.locale, job.match_code), text)
+            }
+        };
+        let approval = challenge.as_deref().map(|challenge| Approval {
+            challenge,
+            requester: &requester,
+            purpose: &job.purpose,
+        });
         let outcomes = futures_util::future::join_all(devices.iter().map(|device| {
             let push = Notification {
                 token: &device.token,
@@ -473,6 +506,7 @@ impl Workers {
                 expires_at: job.expires_at.0.div_euclid(1000),
                 ttl_secs: now.until(job.expires_at).as_secs().max(1),
                 match_code: match_code.as_deref(),
+                approval,
             };
             async move {
                 let outcome = self.push_with_retries(device, &push, job).await;

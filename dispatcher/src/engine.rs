@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::clock::{Clock, UnixMillis};
 use crate::code::{Code, CodeKeys, OsRandom, RandomError, RandomSource};
 use crate::delivery::{self, DeliveryJob, DeliveryQueue};
+use crate::device_key::Decision;
 use crate::id::{ShardTag, VerificationId};
 use crate::limiter::Refusal;
 use crate::locale::Locale;
@@ -19,8 +20,8 @@ use crate::store::{
     CheckLimits, CheckResult, CheckedWithin, IssueLimits, IssueOutcome, Store, StoreError,
 };
 use crate::verification::{
-    AckOutcome, CancelOutcome, Closing, EscalationCause, MatchCode, NewVerification, Policy,
-    RequestedChannel, ResendRefusal, SendResult, Verification,
+    AckOutcome, AnswerOutcome, CancelOutcome, Challenge, Closing, EscalationCause, MatchCode,
+    NewVerification, Policy, RequestedChannel, ResendRefusal, SendResult, Verification,
 };
 use otpd_adapters::ChannelKind;
 
@@ -32,6 +33,10 @@ pub struct Purpose {
     /// The push provider's acceptance counts as the app's acknowledgement (else only
     /// `POST …/ack` from the app does).
     pub provider_ack: bool,
+    /// How long an approval request (`channel: app`) stays open.
+    pub app_ttl: Duration,
+    /// Requests by subject must carry the subject's contrast value.
+    pub require_contrast: bool,
 }
 
 /// A request to send a code, already validated.
@@ -143,8 +148,17 @@ impl Engine {
         names
     }
 
+    /// The MAC of `subject`'s contrast value in its normal form.
+    pub fn contrast_mac(&self, subject: &str, normal: &str) -> crate::contrast::ContrastMac {
+        self.keys.contrast(subject, normal)
+    }
+
     pub fn now(&self) -> UnixMillis {
         self.clock.now()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -192,7 +206,10 @@ impl Engine {
         };
         let now = self.clock.now();
 
-        let policy = req.purpose.policy;
+        let mut policy = req.purpose.policy;
+        if req.channel == RequestedChannel::App {
+            policy.ttl = req.purpose.app_ttl;
+        }
         let mut rng = OsRandom;
         let mut random = [0u8; 14];
         rng.fill(&mut random)?;
@@ -202,6 +219,10 @@ impl Engine {
         let match_code = match kind {
             ChannelKind::Push => Some(MatchCode::generate(&mut rng)?),
             ChannelKind::Sms => None,
+        };
+        let challenge = match req.channel {
+            RequestedChannel::App => Some(Challenge::generate(&mut rng)?),
+            _ => None,
         };
         let candidate = Verification::new(
             NewVerification {
@@ -218,6 +239,7 @@ impl Engine {
                 sealed_code: self.keys.seal(&id, &code),
                 policy,
                 match_code,
+                challenge,
             },
             now,
         );
@@ -287,6 +309,8 @@ impl Engine {
             expires_at: v.expires_at,
             subject: v.subject.clone(),
             match_code: v.match_code,
+            challenge: v.challenge(),
+            client: v.client.clone(),
             provider_ack: req.purpose.provider_ack,
             receipt: None,
         });
@@ -318,6 +342,24 @@ impl Engine {
         let result = self.store.acknowledge(id, self.clock.now()).await?;
         if let Some((AckOutcome::Acknowledged, _)) = &result {
             self.metrics.acknowledged();
+        }
+        Ok(result)
+    }
+
+    /// Record an app's answer, already verified (device, signature, timestamp), on
+    /// approval request `id`. `None` if unknown.
+    pub async fn answer(
+        &self,
+        id: &VerificationId,
+        decision: Decision,
+        device: &str,
+    ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
+        let result = self
+            .store
+            .answer(id, decision, device, self.clock.now())
+            .await?;
+        if let Some((AnswerOutcome::Answered(_), _)) = &result {
+            self.metrics.answered(decision);
         }
         Ok(result)
     }
@@ -354,6 +396,8 @@ impl Engine {
                 expires_at: v.expires_at,
                 subject: None,
                 match_code: None,
+                challenge: None,
+                client: None,
                 provider_ack: false,
                 receipt: None,
             };

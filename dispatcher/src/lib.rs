@@ -8,12 +8,14 @@
 
 pub mod admission;
 pub mod api;
+pub mod approval;
 pub mod breaker;
 pub mod clients;
 pub mod clock;
 mod coalesce;
 pub mod code;
 pub mod config;
+pub mod contrast;
 pub mod delivery;
 pub mod device_key;
 pub mod engine;

@@ -342,6 +342,8 @@ mod tests {
             countries: vec![],
             reserved,
             admin: false,
+            display_name: None,
+            require_contrast: false,
         };
         Clients::new(&[client("sede", 0.25), client("bank", 0.0)])
     }

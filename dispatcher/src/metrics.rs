@@ -42,7 +42,9 @@ pub struct Metrics {
     refused_max_sends: Counter,
     deduplicated: Counter,
     overloaded: Counter,
-    checks: [Counter; 6],
+    checks: [Counter; 8],
+    /// App answers: approved, denied, and refused by reason.
+    answers: [Counter; 2],
     sent_sms: Counter,
     sent_push: Counter,
     failed_sms: Counter,
@@ -83,7 +85,11 @@ impl Metrics {
                 check("expired"),
                 check("canceled"),
                 check("already_approved"),
+                check("denied"),
+                check("no_code"),
             ],
+            answers: ["approved", "denied"]
+                .map(|outcome| metrics::counter!("otpd_app_answers_total", "outcome" => outcome)),
             sent_sms: sends("sms", "sent"),
             sent_push: sends("push", "sent"),
             failed_sms: sends("sms", "failed"),
@@ -126,8 +132,24 @@ impl Metrics {
             CheckOutcome::Expired => 3,
             CheckOutcome::Canceled => 4,
             CheckOutcome::AlreadyApproved => 5,
+            CheckOutcome::Denied => 6,
+            CheckOutcome::NoCode => 7,
         };
         self.checks[i].increment(1);
+    }
+
+    /// An app's signed answer made a verification final.
+    pub fn answered(&self, decision: crate::device_key::Decision) {
+        let i = match decision {
+            crate::device_key::Decision::Approve => 0,
+            crate::device_key::Decision::Deny => 1,
+        };
+        self.answers[i].increment(1);
+    }
+
+    /// An app's answer was refused (`reason`: bad_signature, stale, …).
+    pub fn answer_refused(&self, reason: &'static str) {
+        metrics::counter!("otpd_app_answers_refused_total", "reason" => reason).increment(1);
     }
 
     pub fn sent(&self, kind: ChannelKind, took: Duration) {

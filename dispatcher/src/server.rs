@@ -142,6 +142,8 @@ impl Server {
                 escalate_after: p.escalate_after,
             },
             provider_ack: p.push_ack == crate::config::PushAck::Provider,
+            app_ttl: p.app_ttl,
+            require_contrast: p.require_contrast,
         });
         let provider_ack: std::collections::HashMap<Box<str>, bool> = purposes
             .clone()
@@ -242,6 +244,10 @@ impl Server {
                     backoff: config.delivery.retry_backoff,
                 },
                 name: node.clone(),
+                display_names: Arc::new(crate::clients::DisplayNames::new(
+                    &config.clients,
+                    &config.app.display_name,
+                )),
             }
             .run(jobs, stop_workers_rx),
         );
@@ -301,6 +307,7 @@ impl Server {
             router: router.clone(),
             reloader: Some(reloader.clone()),
             admission: admission.clone(),
+            app: config.app.clone(),
             push_providers: channels
                 .push
                 .distinct()

@@ -66,6 +66,8 @@ pub struct Subscriber {
     pub locale: Option<Locale>,
     pub devices: Vec<Device>,
     pub updated_at: UnixMillis,
+    /// The MAC of the subject's contrast value, when one is registered.
+    pub contrast: Option<crate::contrast::ContrastMac>,
 }
 
 /// Why a push token or app id was refused. `Display` never echoes the token.
@@ -161,6 +163,7 @@ mod tests {
             locale: None,
             devices: Vec::new(),
             updated_at: UnixMillis(0),
+            contrast: None,
         }
     }
 

@@ -427,10 +427,67 @@ pub fn push_title(locale: Locale, match_code: Option<MatchCode>) -> String {
     }
 }
 
+/// The title and text of an approval request's push (channel `app`): who asks, for
+/// what, and the number to compare with the requesting screen. It carries no code:
+/// the app answers with its key, not by showing a PIN.
+pub fn approval_push(
+    locale: Locale,
+    requester: &str,
+    purpose: &str,
+    match_code: MatchCode,
+) -> (String, String) {
+    let (title, body) = match locale {
+        Locale::Es => (
+            "Solicitud de acceso",
+            format!(
+                "{requester} pide tu aprobación ({purpose}). Aprueba solo si ves el número {match_code} en la pantalla donde la pediste."
+            ),
+        ),
+        Locale::Gl => (
+            "Solicitude de acceso",
+            format!(
+                "{requester} pide a túa aprobación ({purpose}). Aproba só se ves o número {match_code} na pantalla onde a pediches."
+            ),
+        ),
+        Locale::Ca | Locale::Va => (
+            "Sol·licitud d'accés",
+            format!(
+                "{requester} demana la teua aprovació ({purpose}). Aprova-la només si veus el número {match_code} a la pantalla on l'has demanada."
+            ),
+        ),
+        Locale::Eu => (
+            "Sarbide-eskaera",
+            format!(
+                "{requester} zure onarpena eskatzen du ({purpose}). Onartu soilik eskatu duzun pantailan {match_code} zenbakia ikusten baduzu."
+            ),
+        ),
+        Locale::En => (
+            "Sign-in request",
+            format!(
+                "{requester} asks for your approval ({purpose}). Approve only if you see the number {match_code} on the screen where you asked."
+            ),
+        ),
+    };
+    (format!("{title} · {match_code}"), body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use otpd_adapters::smpp::encoding::Alphabet;
+
+    #[test]
+    fn approval_pushes_name_the_requester_and_the_match_code_in_every_language() {
+        let m = MatchCode::new(42).unwrap();
+        for locale in Locale::ALL {
+            let (title, body) = approval_push(locale, "Agencia Tributaria", "login", m);
+            assert!(title.ends_with("· 042"), "{title}");
+            assert!(
+                body.contains("Agencia Tributaria") && body.contains("042"),
+                "{body}"
+            );
+        }
+    }
 
     fn spec(text: &str) -> TemplateSpec {
         TemplateSpec {

@@ -5,10 +5,14 @@
 //!   Pending ───────────────► Approved    Pending ─────────────► Locked
 //!      │  cancel                          │ time ≥ expires_at
 //!      └──────────► Canceled              └──────────► Expired (derived, never stored)
+//!
+//!   channel `app`:  answer(approve) ──► Approved      answer(deny) ──► Denied
 //! ```
 //!
-//! Approved, Canceled and Locked are final: nothing moves a verification out of them,
-//! so a code approves at most once and a canceled verification never approves.
+//! Approved, Denied, Canceled and Locked are final: nothing moves a verification out
+//! of them, so a code (or an app's answer) approves at most once, a verification
+//! approved in the app is never approved again by its PIN (or the other way round),
+//! and a canceled verification never approves.
 //! Expiry is derived from the time passed in, so a store needs no timer to expire
 //! anything. Every transition returns what happened, and the caller turns that into
 //! an answer; the store persists the mutated value.
@@ -31,6 +35,10 @@ pub enum RequestedChannel {
     Auto,
     Sms,
     Push,
+    /// Approval in the app: the push carries a challenge the app answers with a
+    /// signature by its device key; the PIN goes by SMS only if no answer comes in
+    /// time.
+    App,
 }
 
 impl RequestedChannel {
@@ -39,8 +47,16 @@ impl RequestedChannel {
             RequestedChannel::Auto => "auto",
             RequestedChannel::Sms => "sms",
             RequestedChannel::Push => "push",
+            RequestedChannel::App => "app",
         }
     }
+
+    pub const ALL: [RequestedChannel; 4] = [
+        RequestedChannel::Auto,
+        RequestedChannel::Sms,
+        RequestedChannel::Push,
+        RequestedChannel::App,
+    ];
 }
 
 /// The rules a verification lives by, fixed when it is created (from its purpose's
@@ -62,6 +78,8 @@ pub struct Policy {
 pub enum Status {
     Pending,
     Approved,
+    /// The person refused the request in the app.
+    Denied,
     Canceled,
     Locked,
     Expired,
@@ -72,6 +90,7 @@ impl Status {
         match self {
             Status::Pending => "pending",
             Status::Approved => "approved",
+            Status::Denied => "denied",
             Status::Canceled => "canceled",
             Status::Locked => "locked",
             Status::Expired => "expired",
@@ -84,6 +103,7 @@ impl Status {
 pub enum State {
     Pending,
     Approved,
+    Denied,
     Canceled,
     Locked,
 }
@@ -190,6 +210,59 @@ impl std::fmt::Display for MatchCode {
     }
 }
 
+/// The random value an app signs to answer an approval request (channel `app`). It
+/// ties a signature to one request beyond its id: ids appear in URLs and logs, the
+/// challenge only in the push and the QR code. 128 bits, shown in base64url.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Challenge(pub [u8; 16]);
+
+impl Challenge {
+    pub fn generate(
+        rng: &mut impl crate::code::RandomSource,
+    ) -> Result<Self, crate::code::RandomError> {
+        let mut bytes = [0u8; 16];
+        rng.fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// From its base64url text (22 characters).
+    pub fn parse(s: &str) -> Option<Self> {
+        use base64::Engine as _;
+        if s.len() != 22 {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()?;
+        bytes.try_into().ok().map(Self)
+    }
+}
+
+impl std::fmt::Display for Challenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use base64::Engine as _;
+        f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for Challenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Challenge({self})")
+    }
+}
+
+/// What an app's signed answer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// Recorded now: the verification is approved (or denied), for good.
+    Answered(Status),
+    /// The verification is not an approval request (not channel `app`).
+    NotApp,
+    /// Final already (answered, approved by PIN, canceled, locked, expired): an
+    /// answer after the first changes nothing.
+    Final(Status),
+}
+
 /// What an acknowledgement from the app did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -276,6 +349,11 @@ pub enum CheckOutcome {
     Canceled,
     /// Approved earlier: a code approves once, so this check approves nothing.
     AlreadyApproved,
+    /// Denied in the app: final.
+    Denied,
+    /// An approval request whose PIN was never sent (it has not fallen back to
+    /// SMS): nobody can know the code, so nothing is compared or counted.
+    NoCode,
 }
 
 /// Why a repeat request did not re-send.
@@ -325,6 +403,8 @@ pub struct NewVerification {
     pub policy: Policy,
     /// Shown on the requester's screen and in the push; `None` when not sent by push.
     pub match_code: Option<MatchCode>,
+    /// What the app signs (channel `app` only).
+    pub challenge: Option<Challenge>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,14 +435,27 @@ pub struct Verification {
     pub(crate) escalate_at: Option<UnixMillis>,
     /// When the app acknowledged the push.
     pub(crate) acknowledged_at: Option<UnixMillis>,
+    /// Channel `app` only (boxed, so that other verifications stay small).
+    pub(crate) approval: Option<Box<ApprovalState>>,
+}
+
+/// What an approval request (channel `app`) carries beyond other verifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalState {
+    /// What the app signs.
+    pub challenge: Challenge,
+    /// The thumbprint of the device key whose signed answer made the verification
+    /// final; `None` while pending, and when approved by its PIN.
+    pub answered_by: Option<Box<str>>,
 }
 
 impl Verification {
     /// A new pending verification whose first send is queued now.
     pub fn new(init: NewVerification, now: UnixMillis) -> Self {
         let p = init.policy;
-        // Only `auto` may fall back: a caller who asked for push asked for push only.
-        let escalate_at = (init.channel == RequestedChannel::Auto
+        // Only `auto` and `app` fall back: a caller who asked for push asked for push
+        // only.
+        let escalate_at = (matches!(init.channel, RequestedChannel::Auto | RequestedChannel::App)
             && init.first_send == ChannelKind::Push)
             .then(|| now.plus(p.escalate_after));
         Self {
@@ -389,7 +482,60 @@ impl Verification {
             match_code: init.match_code,
             escalate_at,
             acknowledged_at: None,
+            approval: init.challenge.map(|challenge| {
+                Box::new(ApprovalState {
+                    challenge,
+                    answered_by: None,
+                })
+            }),
         }
+    }
+
+    /// What the app signs (channel `app` only).
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.approval.as_ref().map(|a| a.challenge)
+    }
+
+    /// The device key (thumbprint) whose answer made this verification final.
+    pub fn answered_by(&self) -> Option<&str> {
+        self.approval.as_ref()?.answered_by.as_deref()
+    }
+
+    /// Whether a code was sent that a person could type: an approval request (channel
+    /// `app`) has a PIN only once it fell back to SMS.
+    pub fn code_sent(&self) -> bool {
+        self.channel != RequestedChannel::App
+            || self.sends.iter().any(|s| s.channel == ChannelKind::Sms)
+    }
+
+    /// A device's answer to an approval request, already verified (the device is
+    /// the subject's, the signature and timestamp good). The first answer is final;
+    /// a pending escalation is disarmed.
+    pub fn answer(
+        &mut self,
+        decision: crate::device_key::Decision,
+        device: &str,
+        now: UnixMillis,
+    ) -> AnswerOutcome {
+        match self.status(now) {
+            Status::Pending => {}
+            other => return AnswerOutcome::Final(other),
+        }
+        let Some(approval) = self
+            .approval
+            .as_mut()
+            .filter(|_| self.channel == RequestedChannel::App)
+        else {
+            return AnswerOutcome::NotApp;
+        };
+        approval.answered_by = Some(device.into());
+        let to = match decision {
+            crate::device_key::Decision::Approve => State::Approved,
+            crate::device_key::Decision::Deny => State::Denied,
+        };
+        self.transition(to, now);
+        self.escalate_at = None;
+        AnswerOutcome::Answered(self.status(now))
     }
 
     /// When a pending escalation to SMS is due.
@@ -419,7 +565,10 @@ impl Verification {
             return AckOutcome::AlreadyAcknowledged;
         }
         self.acknowledged_at = Some(now);
-        self.escalate_at = None;
+        // An approval request falls back when no *answer* comes, received or not.
+        if self.channel != RequestedChannel::App {
+            self.escalate_at = None;
+        }
         let push = &mut self.sends[i];
         if !push.state.is_reported() {
             push.state = SendState::Delivered;
@@ -451,6 +600,7 @@ impl Verification {
             State::Pending if now >= self.expires_at => Status::Expired,
             State::Pending => Status::Pending,
             State::Approved => Status::Approved,
+            State::Denied => Status::Denied,
             State::Canceled => Status::Canceled,
             State::Locked => Status::Locked,
         }
@@ -484,8 +634,12 @@ impl Verification {
             Status::Expired => return CheckOutcome::Expired,
             Status::Canceled => return CheckOutcome::Canceled,
             Status::Approved => return CheckOutcome::AlreadyApproved,
+            Status::Denied => return CheckOutcome::Denied,
             Status::Locked => return CheckOutcome::Locked,
             Status::Pending => {}
+        }
+        if !self.code_sent() {
+            return CheckOutcome::NoCode;
         }
         self.attempts += 1;
         if code_matches {
@@ -685,6 +839,7 @@ mod tests {
                 sealed_code: SealedCode(0),
                 policy: policy(),
                 match_code: None,
+                challenge: None,
             },
             T0,
         )
@@ -959,9 +1114,83 @@ mod escalation_tests {
                     escalate_after: Duration::from_secs(60),
                 },
                 match_code: MatchCode::new(7),
+                challenge: (channel == RequestedChannel::App).then_some(Challenge([5; 16])),
             },
             T0,
         )
+    }
+
+    #[test]
+    fn an_app_answer_is_final_and_the_first_one_wins() {
+        use crate::device_key::Decision;
+        let mut v = pushed(RequestedChannel::App);
+        assert_eq!(v.escalate_at(), Some(T0.plus(Duration::from_secs(60))));
+        let t = T0.plus(Duration::from_secs(5));
+        assert_eq!(
+            v.answer(Decision::Approve, "dev-a", t),
+            AnswerOutcome::Answered(Status::Approved)
+        );
+        assert_eq!(v.answered_by(), Some("dev-a"));
+        assert_eq!(v.escalate_at(), None, "an answer disarms the fallback");
+        assert_eq!(
+            v.answer(Decision::Deny, "dev-b", t),
+            AnswerOutcome::Final(Status::Approved)
+        );
+        assert_eq!(v.answered_by(), Some("dev-a"));
+        assert_eq!(v.check(true, t), CheckOutcome::AlreadyApproved);
+        assert_eq!(
+            v.escalate(EscalationCause::Timeout, T0.plus(Duration::from_secs(61))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_denial_is_final_too() {
+        use crate::device_key::Decision;
+        let mut v = pushed(RequestedChannel::App);
+        assert_eq!(
+            v.answer(Decision::Deny, "dev-a", T0),
+            AnswerOutcome::Answered(Status::Denied)
+        );
+        assert_eq!(v.status(T0.plus(Duration::from_secs(900))), Status::Denied);
+        assert_eq!(v.check(true, T0), CheckOutcome::Denied);
+        assert_eq!(v.cancel(T0), CancelOutcome::Final(Status::Denied));
+    }
+
+    #[test]
+    fn only_approval_requests_take_answers_and_not_after_expiry() {
+        use crate::device_key::Decision;
+        let mut v = pushed(RequestedChannel::Auto);
+        assert_eq!(v.answer(Decision::Approve, "d", T0), AnswerOutcome::NotApp);
+        let mut v = pushed(RequestedChannel::App);
+        let late = T0.plus(Duration::from_secs(600));
+        assert_eq!(
+            v.answer(Decision::Approve, "d", late),
+            AnswerOutcome::Final(Status::Expired)
+        );
+    }
+
+    #[test]
+    fn an_approval_request_has_no_pin_until_it_falls_back_then_either_path_approves_once() {
+        use crate::device_key::Decision;
+        let mut v = pushed(RequestedChannel::App);
+        assert_eq!(v.check(true, T0), CheckOutcome::NoCode);
+        assert_eq!(v.attempts_left(), 5, "nothing is counted");
+        // Receiving the push does not stop the fallback: only an answer does.
+        assert_eq!(v.acknowledge(T0), AckOutcome::Acknowledged);
+        assert!(v.escalate_at().is_some());
+        let due = T0.plus(Duration::from_secs(60));
+        assert_eq!(v.escalate(EscalationCause::Timeout, due), Some(2));
+        assert_eq!(
+            v.check(false, due),
+            CheckOutcome::Wrong { attempts_left: 4 }
+        );
+        assert_eq!(v.check(true, due), CheckOutcome::Approved);
+        assert_eq!(
+            v.answer(Decision::Approve, "d", due),
+            AnswerOutcome::Final(Status::Approved)
+        );
+        assert_eq!(v.answered_by(), None, "approved by its PIN");
     }
 
     #[test]

@@ -370,6 +370,7 @@ fn simulate_push_serves_apns_over_tls_to_a_real_client() {
                 expires_at: 0,
                 ttl_secs: 60,
                 match_code: None,
+                approval: None,
             },
             "",
         )

@@ -379,6 +379,15 @@ pub mod faults {
         ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
             self.0.acknowledge(id, now).await
         }
+        async fn answer(
+            &self,
+            id: &VerificationId,
+            decision: otpd::device_key::Decision,
+            device: &str,
+            now: UnixMillis,
+        ) -> Result<Option<(otpd::verification::AnswerOutcome, Verification)>, StoreError> {
+            self.0.answer(id, decision, device, now).await
+        }
         async fn escalate(
             &self,
             id: &VerificationId,

@@ -19,6 +19,8 @@ fn client(name: &str, admin: bool) -> ClientConfig {
         countries: vec![],
         reserved: 0.0,
         admin,
+        display_name: None,
+        require_contrast: false,
     }
 }
 

@@ -326,6 +326,7 @@ fn candidate(keys: &otpd::code::CodeKeys, n: u64) -> otpd::verification::Verific
                 escalate_after: Duration::from_secs(60),
             },
             match_code: None,
+            challenge: None,
         },
         otpd_e2e::T0,
     )

@@ -73,6 +73,7 @@ fn candidate_with(
                 escalate_after: Duration::from_secs(60),
             },
             match_code: None,
+            challenge: None,
         },
         T0,
     )
@@ -703,6 +704,7 @@ fn subscriber(subject: &str, phone: u64) -> Subscriber {
         locale: Some(Locale::Ca),
         devices: vec![],
         updated_at: T0,
+        contrast: None,
     }
 }
 
@@ -986,6 +988,7 @@ async fn random_op(
                         escalate_after: Duration::from_secs(60),
                     },
                     match_code: None,
+                    challenge: None,
                 },
                 now,
             );

@@ -68,6 +68,7 @@ mod tests {
             expires_at: 1_795_435_800,
             ttl_secs: 600,
             match_code: Some("427"),
+            approval: None,
         }
     }
 

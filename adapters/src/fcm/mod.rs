@@ -113,6 +113,7 @@ mod tests {
             expires_at: 0,
             ttl_secs: 540,
             match_code: Some("427"),
+            approval: None,
         };
         let (path, body) = build(&push, "clave-prod", Some("es.gob.clave")).unwrap();
         assert_eq!(path, "/v1/projects/clave-prod/messages:send");

@@ -105,6 +105,7 @@ mod tests {
             expires_at: 0,
             ttl_secs: 540,
             match_code: None,
+            approval: None,
         };
         let (path, body) = build(&push, "103456789").unwrap();
         assert_eq!(path, "/v1/103456789/messages:send");

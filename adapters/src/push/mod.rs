@@ -26,6 +26,19 @@ pub struct Notification<'a> {
     pub ttl_secs: u64,
     /// The short number also shown on the requesting screen, when there is one.
     pub match_code: Option<&'a str>,
+    /// Set when the push is an approval request the app answers with its key.
+    pub approval: Option<Approval<'a>>,
+}
+
+/// What an app needs to show an approval request and sign its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval<'a> {
+    /// The value the answer signs.
+    pub challenge: &'a str,
+    /// Who asks, as people know them.
+    pub requester: &'a str,
+    /// What for (the purpose's name).
+    pub purpose: &'a str,
 }
 
 impl Notification<'_> {
@@ -34,6 +47,13 @@ impl Notification<'_> {
         let mut data = json!({ "verification_id": self.verification_id });
         if let Some(m) = self.match_code {
             data["match_code"] = json!(m);
+        }
+        if let Some(a) = self.approval {
+            data["kind"] = json!("approval");
+            data["challenge"] = json!(a.challenge);
+            data["requester"] = json!(a.requester);
+            data["purpose"] = json!(a.purpose);
+            data["expires_at"] = json!(self.expires_at);
         }
         data
     }

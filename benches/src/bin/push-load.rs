@@ -187,6 +187,7 @@ async fn push_one(pusher: &dyn Pusher, app: &str, i: u64) -> Outcome {
                 expires_at: 4_102_444_800,
                 ttl_secs: 600,
                 match_code: Some("427"),
+                approval: None,
             },
             app,
         )

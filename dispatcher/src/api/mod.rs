@@ -2,6 +2,7 @@
 //! drive it without a socket and the server only adds a listener.
 
 pub mod admin;
+pub mod approval;
 pub mod error;
 pub mod json;
 pub mod ops;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub reloader: Option<Arc<crate::server::Reloader>>,
     /// Clients, rate limits and the pumping defence.
     pub admission: Arc<crate::admission::Admission>,
+    /// Approval in the app: QR URIs and how answers are judged.
+    pub app: crate::config::AppConfig,
 }
 
 /// The authenticated API client making the request (everybody, when no client is
@@ -165,6 +168,8 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             "/v1/verifications/{id}/ack",
             post(verifications::acknowledge),
         )
+        .route("/v1/verifications/{id}/approve", post(approval::approve))
+        .route("/v1/verifications/{id}/deny", post(approval::deny))
         .route(
             "/v1/subscribers/{subject}",
             get(subscribers::get)

@@ -24,6 +24,10 @@ pub struct PutBody {
     devices: Vec<DeviceBody>,
     #[serde(default)]
     locale: Option<String>,
+    /// The contrast value (identity document's validity date or support number);
+    /// only its MAC is kept, and it is never shown.
+    #[serde(default)]
+    contrast: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +56,8 @@ struct SubscriberView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     locale: Option<&'static str>,
     devices: Vec<DeviceView<'a>>,
+    /// Whether a contrast value is registered (the value is never shown).
+    contrast: bool,
     updated_at: String,
 }
 
@@ -92,6 +98,7 @@ fn view(s: &Subscriber) -> Vec<u8> {
                 }),
             })
             .collect(),
+        contrast: s.contrast.is_some(),
         updated_at: s.updated_at.to_rfc3339(),
     };
     serde_json::to_vec(&v).expect("views serialize")
@@ -183,12 +190,24 @@ pub async fn put(
         )
         .field("devices"));
     }
+    let contrast = body
+        .contrast
+        .as_deref()
+        .map(|c| {
+            crate::contrast::normalize(c)
+                .map(|normal| state.engine.contrast_mac(&subject, &normal))
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_contrast", e.to_string()).field("contrast")
+                })
+        })
+        .transpose()?;
     let mut subscriber = Subscriber {
         subject,
         phone,
         locale,
         devices: Vec::new(),
         updated_at: now,
+        contrast,
     };
     for (i, d) in body.devices.into_iter().enumerate() {
         subscriber.add_device(device(Some(i), d, now)?);

@@ -51,14 +51,19 @@ pub struct CreateVerification {
     /// The end user's IP address, as the backend saw it: keys the per-IP limits.
     #[serde(default)]
     ip: Option<String>,
+    /// The subject's contrast value (identity document's validity date or support
+    /// number), where the client or purpose requires it.
+    #[serde(default)]
+    contrast: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum ChannelField {
     Auto,
     Sms,
     Push,
+    App,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +110,16 @@ pub struct VerificationView<'a> {
     /// Shown on the requesting screen; the push shows the same number.
     #[serde(skip_serializing_if = "Option::is_none")]
     match_code: Option<AsStr<MatchCode>>,
+    /// Approval requests, while pending: the challenge URI for a QR code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qr: Option<String>,
+    /// Approval requests, once answered in the app: the thumbprint of the device key
+    /// that signed the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered_by: Option<&'a str>,
+    /// When the verification became final (approved, denied, canceled, locked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<Time>,
     /// When the push, unacknowledged, will be followed by an SMS.
     #[serde(skip_serializing_if = "Option::is_none")]
     escalates_at: Option<Time>,
@@ -163,7 +178,8 @@ struct FailoverView<'a> {
 }
 
 impl<'a> VerificationView<'a> {
-    pub fn of(v: &'a Verification, status: Status) -> Self {
+    /// `qr_base`: the start of approval requests' challenge URIs (`app.qr_uri`).
+    pub fn of(v: &'a Verification, status: Status, qr_base: &str) -> Self {
         let attempts = v
             .sends()
             .iter()
@@ -217,6 +233,12 @@ impl<'a> VerificationView<'a> {
             locale: v.locale.as_str(),
             subject: v.subject.as_deref(),
             match_code: v.match_code.map(AsStr),
+            qr: (status == Status::Pending)
+                .then(|| crate::approval::qr_uri(qr_base, v))
+                .flatten(),
+            answered_by: v.answered_by(),
+            finished_at: (!matches!(status, Status::Pending | Status::Expired))
+                .then(|| time(v.state_changed_at())),
             escalates_at: v.escalate_at().map(time),
             acknowledged_at: v.acknowledged_at().map(time),
             created_at: time(v.created_at),
@@ -232,7 +254,7 @@ impl<'a> VerificationView<'a> {
     }
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(super) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(
@@ -264,25 +286,78 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
-fn not_found() -> ApiError {
+pub(super) fn not_found() -> ApiError {
     ApiError::not_found("no verification with this id (it may have expired and been removed)")
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(super) fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store failure");
     ApiError::store_unavailable()
 }
 
+/// What the registry says about the request's subject.
+#[derive(Debug, Clone, Copy, Default)]
+struct SubjectFacts {
+    /// A device is registered: push is possible.
+    has_devices: bool,
+    /// A device enrolled a key: approval in the app is possible.
+    has_keys: bool,
+}
+
+/// The answer to a request naming a subject that is not registered — and, word for
+/// word, to one whose contrast value is wrong, so that the answer never tells
+/// whether a subject is registered.
+fn unknown_subject() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_subject",
+        "no subscriber is registered with this subject; send `to` or register it first",
+    )
+    .field("subject")
+}
+
 /// Fill in what a registered subject implies: the number when `to` is absent, and
-/// the subscriber's language when the request names none. Returns whether the
-/// subject has a registered device (push is possible).
+/// the subscriber's language when the request names none. Checks the contrast value
+/// when the client or purpose requires one (or the request carries one).
 async fn resolve_subject(
     state: &AppState,
+    rules: &Rules,
+    client: &Client,
+    ip: Option<std::net::IpAddr>,
     body: &mut CreateVerification,
-) -> Result<bool, ApiError> {
+) -> Result<SubjectFacts, ApiError> {
+    let purpose = body.purpose.as_deref().unwrap_or(&state.default_purpose);
+    let contrast_required = client.require_contrast
+        || state
+            .engine
+            .purpose(purpose)
+            .is_some_and(|p| p.require_contrast);
+    let contrast = match (&body.subject, body.contrast.as_deref()) {
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_contrast",
+                "`contrast` goes with `subject`: it is checked against the subject's registered value",
+            )
+            .field("contrast"));
+        }
+        (Some(_), None) if contrast_required => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "requests by `subject` must carry the subject's `contrast` value (the identity document's validity date or support number)",
+            )
+            .field("contrast"));
+        }
+        (_, given) => given
+            .map(|c| {
+                crate::contrast::normalize(c).map_err(|e| {
+                    ApiError::bad_request("invalid_contrast", e.to_string()).field("contrast")
+                })
+            })
+            .transpose()?,
+    };
     let sms_only = matches!(body.channel, Some(ChannelField::Sms));
-    if body.to.is_some() && body.locale.is_some() && sms_only {
-        return Ok(false);
+    if body.to.is_some() && body.locale.is_some() && sms_only && contrast.is_none() {
+        return Ok(SubjectFacts::default());
     }
     let Some(raw) = body.subject.as_deref() else {
         if body.to.is_none() {
@@ -292,15 +367,42 @@ async fn resolve_subject(
             )
             .field("to"));
         }
-        return Ok(false);
+        return Ok(SubjectFacts::default());
     };
     let subject = validate_subject(raw)?;
+    let now = state.engine.now();
+    if contrast.is_some() {
+        // Decided before the comparison, so that a subject past its limit is refused
+        // whatever it sends (a refusal after it would tell a right guess from a
+        // wrong one); only failures are charged.
+        state
+            .admission
+            .contrast_attempt(rules, &subject, ip, now)
+            .await
+            .map_err(refused)?;
+    }
     let subscriber = state
         .engine
         .store()
         .get_subscriber(&subject)
         .await
         .map_err(store_error)?;
+    if let Some(normal) = &contrast {
+        // Computed and compared whether or not the subject is registered, so that
+        // the time taken tells nothing either.
+        let given = state.engine.contrast_mac(&subject, normal);
+        let stored = subscriber.as_ref().and_then(|s| s.contrast);
+        let reference = stored.unwrap_or(crate::contrast::ContrastMac([0; 32]));
+        let equal = given.matches(&reference);
+        if !(equal && stored.is_some()) {
+            tracing::info!("a request by subject failed its contrast check");
+            state
+                .admission
+                .contrast_failed(rules, &subject, ip, now)
+                .await;
+            return Err(unknown_subject());
+        }
+    }
     match subscriber {
         Some(s) => {
             if body.to.is_none() {
@@ -309,15 +411,13 @@ async fn resolve_subject(
             if body.locale.is_none() {
                 body.locale = s.locale.map(|l| l.as_str().to_string());
             }
-            Ok(!s.devices.is_empty())
+            Ok(SubjectFacts {
+                has_devices: !s.devices.is_empty(),
+                has_keys: s.devices.iter().any(|d| d.key.is_some()),
+            })
         }
-        None if body.to.is_none() => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_subject",
-            "no subscriber is registered with this subject; send `to` or register it first",
-        )
-        .field("subject")),
-        None => Ok(false),
+        None if body.to.is_none() => Err(unknown_subject()),
+        None => Ok(SubjectFacts::default()),
     }
 }
 
@@ -327,8 +427,9 @@ fn validate(
     rules: &Rules,
     client: &Client,
     body: CreateVerification,
-    has_devices: bool,
+    facts: SubjectFacts,
 ) -> Result<IssueRequest, ApiError> {
+    let has_devices = facts.has_devices;
     let number = super::read_number(state, body.to.as_deref().unwrap_or_default(), "to")?;
     if !client.may_send_to(number.country) {
         return Err(ApiError::new(
@@ -370,7 +471,20 @@ fn validate(
         ChannelField::Auto => RequestedChannel::Auto,
         ChannelField::Sms => RequestedChannel::Sms,
         ChannelField::Push => RequestedChannel::Push,
+        ChannelField::App => RequestedChannel::App,
     };
+    if channel == RequestedChannel::App && (subject.is_none() || !facts.has_keys) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_device_key",
+            "approval in the app needs a `subject` with a registered device that enrolled a key",
+        )
+        .field(if subject.is_some() {
+            "subject"
+        } else {
+            "channel"
+        }));
+    }
     if channel == RequestedChannel::Push && !has_devices {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -475,10 +589,10 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let mut value = body.value;
     let ip = super::read_ip(value.ip.as_deref())?;
-    let has_devices = resolve_subject(&state, &mut value).await?;
     // One view of the limits for the whole request, even across a reload.
     let rules = state.admission.rules();
-    let request = validate(&state, &rules, &client, value, has_devices)?;
+    let facts = resolve_subject(&state, &rules, &client, ip, &mut value).await?;
+    let request = validate(&state, &rules, &client, value, facts)?;
     let Some(key) = key else {
         return issue(&state, &rules, &client, ip, request)
             .await
@@ -668,7 +782,7 @@ async fn issue(
         Ok(issued) => {
             let v = issued.verification();
             Ok(Created {
-                body: to_json(&VerificationView::of(v, Status::Pending)),
+                body: to_json(&VerificationView::of(v, Status::Pending, &state.app.qr_uri)),
                 id: v.id,
                 resent: matches!(issued, Issued::Resent(_)),
                 deduplicated: matches!(issued, Issued::Deduplicated(_)),
@@ -721,7 +835,7 @@ pub async fn get(
     let status = v.status(state.engine.now());
     Ok(json_response(
         StatusCode::OK,
-        to_json(&VerificationView::of(&v, status)),
+        to_json(&VerificationView::of(&v, status, &state.app.qr_uri)),
     ))
 }
 
@@ -850,6 +964,18 @@ pub async fn check(
             "already_approved",
             "this verification was already approved; a code approves only once",
         )),
+        CheckOutcome::Denied => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "denied",
+            "this request was denied in the app",
+        )
+        .about(id_text, "denied")),
+        CheckOutcome::NoCode => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_code_sent",
+            "this approval request sent no code yet: it is answered in the app, and a code goes by SMS only if no answer comes in time",
+        )
+        .about(id_text, "pending")),
     }
 }
 
@@ -868,7 +994,11 @@ pub async fn cancel(
     match outcome {
         CancelOutcome::Canceled | CancelOutcome::AlreadyCanceled => Ok(json_response(
             StatusCode::OK,
-            to_json(&VerificationView::of(&v, Status::Canceled)),
+            to_json(&VerificationView::of(
+                &v,
+                Status::Canceled,
+                &state.app.qr_uri,
+            )),
         )),
         CancelOutcome::Final(Status::Expired) => Err(ApiError::new(
             StatusCode::GONE,
@@ -901,7 +1031,11 @@ pub async fn acknowledge(
     match outcome {
         AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => Ok(json_response(
             StatusCode::OK,
-            to_json(&VerificationView::of(&v, Status::Pending)),
+            to_json(&VerificationView::of(
+                &v,
+                Status::Pending,
+                &state.app.qr_uri,
+            )),
         )),
         AckOutcome::NotPush => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -336,6 +336,13 @@ pub struct ClientConfig {
     /// May use `/v1/admin/*`.
     #[serde(default)]
     pub admin: bool,
+    /// Its name as people know it, shown in the app when it asks for an approval;
+    /// absent: `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Its requests by `subject` must carry the subject's contrast value.
+    #[serde(default)]
+    pub require_contrast: bool,
 }
 
 fn client_rate() -> Rate {
@@ -557,6 +564,9 @@ pub(super) fn validate_clients(
                 &c.key_sha256,
                 "two clients have the same key",
             ));
+        }
+        if let Some(d) = &c.display_name {
+            super::validate_display_name(&key("display_name"), d)?;
         }
         c.rate.validate(&key("rate"))?;
         for p in &c.purposes {

@@ -58,7 +58,34 @@ pub struct Config {
     /// Authentication backends allowed to call otpd; none: the API is open (for
     /// local use only).
     pub clients: Vec<ClientConfig>,
+    /// Approval in the app (`channel: app`).
+    pub app: AppConfig,
     pub log: LogConfig,
+}
+
+/// Approval in the app: how its challenge is shown and its answers judged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// Start of the challenge URI a QR code carries (the app's registered scheme);
+    /// otpd appends `?v=<id>&c=<challenge>&m=<match code>&x=<expiry>`.
+    pub qr_uri: String,
+    /// How far an answer's signed timestamp may be from otpd's clock, either way.
+    #[serde(with = "humantime_serde")]
+    pub answer_max_skew: Duration,
+    /// The requester's name shown in the push when the API is open (clients have
+    /// their own `display_name`).
+    pub display_name: String,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            qr_uri: "otpd://approve".into(),
+            answer_max_skew: Duration::from_secs(60),
+            display_name: "otpd".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,6 +157,13 @@ pub struct PurposeConfig {
     /// What acknowledges a push: `app` (`POST /v1/verifications/{id}/ack`) or
     /// `provider` (the push provider accepted it).
     pub push_ack: PushAck,
+    /// How long an approval request (`channel: app`) stays open: Cl@ve Móvil's five
+    /// minutes by default.
+    #[serde(with = "humantime_serde")]
+    pub app_ttl: Duration,
+    /// Requests by `subject` must carry the subject's contrast value (the identity
+    /// document's validity date or support number, as registered).
+    pub require_contrast: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -358,6 +392,7 @@ impl Default for Config {
             push: PushConfig::default(),
             limits: LimitsConfig::default(),
             clients: Vec::new(),
+            app: AppConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -393,6 +428,8 @@ impl Default for PurposeConfig {
             resend_cooldown: Duration::from_secs(30),
             escalate_after: Duration::from_secs(60),
             push_ack: PushAck::App,
+            app_ttl: Duration::from_secs(300),
+            require_contrast: false,
         }
     }
 }
@@ -445,6 +482,19 @@ impl Default for LogConfig {
             format: LogFormat::Text,
         }
     }
+}
+
+/// A name shown to people in the app: printable, 1 to 64 characters.
+pub(crate) fn validate_display_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let n = name.chars().count();
+    if n == 0 || n > 64 || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(invalid(
+            key,
+            name,
+            "a display name is 1 to 64 printable characters, without leading or trailing spaces",
+        ));
+    }
+    Ok(())
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -600,6 +650,23 @@ impl Config {
                     ),
                 ));
             }
+            if p.app_ttl < Duration::from_secs(10) || p.app_ttl > Duration::from_secs(24 * 3600) {
+                return Err(invalid(
+                    key("app_ttl"),
+                    humantime::format_duration(p.app_ttl).to_string(),
+                    "must be between 10s and 24h",
+                ));
+            }
+            if p.escalate_after >= p.app_ttl {
+                return Err(invalid(
+                    key("escalate_after"),
+                    humantime::format_duration(p.escalate_after).to_string(),
+                    format!(
+                        "must be shorter than the app_ttl ({})",
+                        humantime::format_duration(p.app_ttl)
+                    ),
+                ));
+            }
             if p.resend_cooldown >= p.ttl {
                 return Err(invalid(
                     key("resend_cooldown"),
@@ -698,6 +765,29 @@ impl Config {
         let purposes: Vec<&str> = self.purposes.keys().map(String::as_str).collect();
         self.limits.validate(&purposes)?;
         limits::validate_clients(&self.clients, &purposes)?;
+        validate_display_name("app.display_name", &self.app.display_name)?;
+        let scheme_ok = self.app.qr_uri.split_once(':').is_some_and(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        if !scheme_ok || self.app.qr_uri.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "app.qr_uri",
+                &self.app.qr_uri,
+                "expected a URI with a scheme and no query or fragment, such as `clave://approve`",
+            ));
+        }
+        if self.app.answer_max_skew < Duration::from_secs(1)
+            || self.app.answer_max_skew > Duration::from_secs(600)
+        {
+            return Err(invalid(
+                "app.answer_max_skew",
+                humantime::format_duration(self.app.answer_max_skew).to_string(),
+                "must be between 1s and 10m",
+            ));
+        }
         for (key, value) in [("delivery.sms", &self.delivery.sms)] {
             match ChannelRef::parse(value) {
                 Some(ChannelRef::File) => {}

@@ -38,8 +38,8 @@ use crate::code::CodeMac;
 use crate::id::VerificationId;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, Closing, EscalationCause, RequestedChannel, SendDetails, SendResult,
-    SendState, Status, Verification,
+    AckOutcome, AnswerOutcome, CancelOutcome, Closing, EscalationCause, RequestedChannel,
+    SendDetails, SendResult, SendState, Status, Verification,
 };
 use otpd_adapters::ChannelKind;
 
@@ -349,6 +349,19 @@ impl Store for MemoryStore {
         Ok(shard.get_mut(id).map(|v| (v.acknowledge(now), v.clone())))
     }
 
+    async fn answer(
+        &self,
+        id: &VerificationId,
+        decision: crate::device_key::Decision,
+        device: &str,
+        now: UnixMillis,
+    ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard
+            .get_mut(id)
+            .map(|v| (v.answer(decision, device, now), v.clone())))
+    }
+
     async fn escalate(
         &self,
         id: &VerificationId,
@@ -501,6 +514,7 @@ mod tests {
                     escalate_after: Duration::from_secs(60),
                 },
                 match_code: None,
+                challenge: None,
             },
             T0,
         )

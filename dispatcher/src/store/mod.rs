@@ -22,8 +22,8 @@ use crate::limiter::{Check, Refusal};
 use crate::phone::E164;
 use crate::subscriber::{Device, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, ResendRefusal, SendDetails,
-    SendResult, SendState, Verification,
+    AckOutcome, AnswerOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause,
+    ResendRefusal, SendDetails, SendResult, SendState, Verification,
 };
 
 pub use self::redis::RedisStore;
@@ -345,6 +345,18 @@ pub trait Store: Send + Sync + 'static {
         id: &VerificationId,
         now: UnixMillis,
     ) -> Result<Option<(AckOutcome, Verification)>, StoreError>;
+
+    /// An app's answer to approval request `id`, already verified (the device is
+    /// the subject's, the signature and timestamp good): the first one makes it
+    /// final (approved or denied) and disarms its escalation, atomically, so that an
+    /// app answer and a typed PIN never both approve. `None` if unknown.
+    async fn answer(
+        &self,
+        id: &VerificationId,
+        decision: crate::device_key::Decision,
+        device: &str,
+        now: UnixMillis,
+    ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError>;
 
     /// Queue the SMS send of a pending escalation if it is due for `cause`, atomically
     /// and at most once per verification, whichever node or task asks — so a timer

@@ -91,6 +91,7 @@ mod tests {
             locale: None,
             devices: Vec::new(),
             updated_at: UnixMillis(0),
+            contrast: None,
         }
     }
 

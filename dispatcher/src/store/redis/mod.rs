@@ -26,14 +26,15 @@ use redis::{Script, Value};
 
 use crate::clock::UnixMillis;
 use crate::code::CodeMac;
+use crate::device_key::Decision;
 use crate::id::VerificationId;
 use crate::limiter::{Check, Refusal};
 use crate::number::Region;
 use crate::phone::E164;
 use crate::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
 use crate::verification::{
-    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, ResendRefusal, SendDetails,
-    SendResult, SendState, Status, Verification,
+    AckOutcome, AnswerOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause,
+    ResendRefusal, SendDetails, SendResult, SendState, Status, Verification,
 };
 
 pub use conn::{ConnectError, Redis};
@@ -60,6 +61,7 @@ struct Scripts {
     record_send: Script,
     record_report: Script,
     acknowledge: Script,
+    answer: Script,
     escalate: Script,
     due: Script,
     take_send: Script,
@@ -87,6 +89,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     record_send: lifecycle(include_str!("lua/record_send.lua")),
     record_report: lifecycle(include_str!("lua/record_report.lua")),
     acknowledge: lifecycle(include_str!("lua/acknowledge.lua")),
+    answer: lifecycle(include_str!("lua/answer.lua")),
     escalate: lifecycle(include_str!("lua/escalate.lua")),
     due: Script::new(include_str!("lua/due.lua")),
     take_send: Script::new(include_str!("lua/take_send.lua")),
@@ -358,6 +361,8 @@ impl RedisStore {
             "expired" => CheckOutcome::Expired,
             "canceled" => CheckOutcome::Canceled,
             "already_approved" => CheckOutcome::AlreadyApproved,
+            "denied" => CheckOutcome::Denied,
+            "no_code" => CheckOutcome::NoCode,
             other => return Err(corrupt(other)),
         };
         Ok(CheckedWithin::Checked {
@@ -414,6 +419,7 @@ fn status_named(s: &str) -> Result<Status, StoreError> {
     Ok(match s {
         "pending" => Status::Pending,
         "approved" => Status::Approved,
+        "denied" => Status::Denied,
         "canceled" => Status::Canceled,
         "locked" => Status::Locked,
         "expired" => Status::Expired,
@@ -654,6 +660,30 @@ impl Store for RedisStore {
             "already_acknowledged" => AckOutcome::AlreadyAcknowledged,
             "not_push" => AckOutcome::NotPush,
             other => AckOutcome::Final(status_named(other)?),
+        };
+        Ok(Some((outcome, v)))
+    }
+
+    async fn answer(
+        &self,
+        id: &VerificationId,
+        decision: Decision,
+        device: &str,
+        now: UnixMillis,
+    ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
+        let mut inv = SCRIPTS.answer.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .key(self.keys.escalations_of(id))
+            .arg(decision.as_str())
+            .arg(device)
+            .arg(now.0);
+        let Some((outcome, v)) = self.outcome_and_record(*id, self.run(&inv).await?)? else {
+            return Ok(None);
+        };
+        let outcome = match outcome.as_str() {
+            "answered" => AnswerOutcome::Answered(v.status(now)),
+            "not_app" => AnswerOutcome::NotApp,
+            other => AnswerOutcome::Final(status_named(other)?),
         };
         Ok(Some((outcome, v)))
     }

@@ -39,7 +39,7 @@ use crate::id::VerificationId;
 use crate::locale::Locale;
 use crate::phone::E164;
 use crate::store::{Hold, JobReceipt, StoreError};
-use crate::verification::MatchCode;
+use crate::verification::{Challenge, MatchCode};
 
 pub const GROUP: &str = "otpd";
 
@@ -336,6 +336,8 @@ impl JobReader {
                 .get("mc")
                 .and_then(|m| m.parse().ok())
                 .and_then(MatchCode::new),
+            challenge: f.get("cg").and_then(|c| Challenge::parse(c)),
+            client: f.get("cl").map(|c| Arc::from(c.as_str())),
             provider_ack: self.provider_ack.get(purpose).copied().unwrap_or(false),
             receipt: Some(JobReceipt {
                 stream: stream.to_owned(),

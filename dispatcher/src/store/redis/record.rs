@@ -7,7 +7,7 @@
 //!
 //! | field | meaning | | field | meaning |
 //! | --- | --- | --- | --- | --- |
-//! | `to` | number's digits | | `st` | `p` `a` `c` `l` (pending, approved, canceled, locked) |
+//! | `to` | number's digits | | `st` | `p` `a` `d` `c` `l` (pending, approved, denied, canceled, locked) |
 //! | `cc` | country | | `sa` | when `st` last changed |
 //! | `lk` | kind of line | | `at` / `ma` | attempts made / allowed |
 //! | `pu` | purpose | | `ms` | sends allowed |
@@ -19,6 +19,7 @@
 //! | `mac` | the code's HMAC (32 bytes) | | `<i>c` `<i>e` `<i>s` | send i: channel, escalation cause, state |
 //! | `sc` | the sealed code | | `<i>q` `<i>a` `<i>r` | send i: queued, answered, reported at |
 //! | `cr` / `ex` | created / expires at | | `<i>f` `<i>x` `<i>d` | send i: reference, error, routing (JSON) |
+//! | `cg` | challenge (base64url; channel `app`) | | `ad` | thumbprint of the device key that answered |
 //!
 //! Times are Unix milliseconds in decimal (exact in Lua's doubles until the year
 //! 287,000).
@@ -39,8 +40,8 @@ use crate::number::{NumberKind, NumberLine, Region};
 use crate::phone::E164;
 use crate::store::StoreError;
 use crate::verification::{
-    EscalationCause, Failover, MatchCode, RequestedChannel, SendAttempt, SendDetails, SendState,
-    State, Verification,
+    ApprovalState, Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendAttempt,
+    SendDetails, SendState, State, Verification,
 };
 
 const MAX_SENDS: usize = 32;
@@ -83,6 +84,12 @@ pub fn encode(v: &Verification) -> Vec<(&'static str, Vec<u8>)> {
     }
     if let Some(t) = v.acknowledged_at {
         put("ak", num(t.0));
+    }
+    if let Some(a) = &v.approval {
+        put("cg", a.challenge.to_string().into_bytes());
+        if let Some(d) = &a.answered_by {
+            put("ad", d.as_bytes().to_vec());
+        }
     }
     put("n", num(v.sends.len() as i64));
     for (i, s) in v.sends.iter().enumerate() {
@@ -191,6 +198,7 @@ pub fn state_str(s: State) -> &'static str {
     match s {
         State::Pending => "p",
         State::Approved => "a",
+        State::Denied => "d",
         State::Canceled => "c",
         State::Locked => "l",
     }
@@ -312,6 +320,7 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
     let state = match r.str("st")? {
         "p" => State::Pending,
         "a" => State::Approved,
+        "d" => State::Denied,
         "c" => State::Canceled,
         "l" => State::Locked,
         other => return Err(corrupt("st", other)),
@@ -357,11 +366,7 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
         channel: parse_with(
             "ch",
             r.str("ch")?,
-            &[
-                RequestedChannel::Auto,
-                RequestedChannel::Sms,
-                RequestedChannel::Push,
-            ],
+            &RequestedChannel::ALL,
             RequestedChannel::as_str,
         )?,
         code_length: CodeLength::new(r.int("cn")?).ok_or_else(|| corrupt("cn", "out of range"))?,
@@ -382,6 +387,13 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
         },
         escalate_at: r.opt_time("ea")?,
         acknowledged_at: r.opt_time("ak")?,
+        approval: match r.opt_str("cg")? {
+            None => None,
+            Some(c) => Some(Box::new(ApprovalState {
+                challenge: Challenge::parse(c).ok_or_else(|| corrupt("cg", c))?,
+                answered_by: r.opt_str("ad")?.map(Box::from),
+            })),
+        },
     })
 }
 
@@ -419,6 +431,7 @@ mod tests {
                     escalate_after: Duration::from_secs(60),
                 },
                 match_code: MatchCode::new(42),
+                challenge: None,
             },
             UnixMillis(1_800_000_000_000),
         );
@@ -461,6 +474,28 @@ mod tests {
             .collect();
         let back = decode(v.id, &fields).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn an_answered_approval_request_round_trips() {
+        let mut v = sample();
+        v.channel = RequestedChannel::App;
+        v.approval = Some(Box::new(crate::verification::ApprovalState {
+            challenge: Challenge([7; 16]),
+            answered_by: None,
+        }));
+        let t = UnixMillis(1_800_000_002_000);
+        assert_eq!(
+            v.answer(crate::device_key::Decision::Deny, "thumb-print", t),
+            crate::verification::AnswerOutcome::Answered(crate::verification::Status::Denied)
+        );
+        let fields: Fields = encode(&v)
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v))
+            .collect();
+        let back = decode(v.id, &fields).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(back.answered_by(), Some("thumb-print"));
     }
 
     #[test]

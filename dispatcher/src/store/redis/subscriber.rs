@@ -1,5 +1,5 @@
 //! A subscriber as a Redis hash, and back: `ph` number's digits, `lo` locale, `up`
-//! updated at, `dv` devices, one per line as `platform\ttoken\tapp\tadded_at`, and
+//! updated at, `ct` the contrast value's MAC (32 bytes), `dv` devices, one per line as `platform\ttoken\tapp\tadded_at`, and
 //! `\talgorithm:spki_base64` after it when the device enrolled a key (tokens, app ids
 //! and base64 are visible ASCII, so tabs and newlines cannot occur in them).
 
@@ -28,6 +28,9 @@ pub fn encode(s: &Subscriber) -> Vec<(&'static str, Vec<u8>)> {
     ];
     if let Some(l) = s.locale {
         out.push(("lo", l.as_str().as_bytes().to_vec()));
+    }
+    if let Some(c) = s.contrast {
+        out.push(("ct", c.0.to_vec()));
     }
     out
 }
@@ -115,6 +118,14 @@ pub fn decode(subject: &str, f: &Fields) -> Result<Option<Subscriber>, StoreErro
         locale,
         devices,
         updated_at: UnixMillis(updated),
+        contrast: match f.get(b"ct".as_slice()) {
+            None => None,
+            Some(b) => Some(crate::contrast::ContrastMac(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("ct", "not 32 bytes"))?,
+            )),
+        },
     }))
 }
 
@@ -156,6 +167,7 @@ mod tests {
                 },
             ],
             updated_at: UnixMillis(7),
+            contrast: Some(crate::contrast::ContrastMac([3; 32])),
         };
         let fields: Fields = encode(&s)
             .into_iter()

@@ -8,20 +8,31 @@
 -- ARGV[8], [9] its emission interval and tolerance.
 -- Returns {'limited', wait µs} when the address is over its limit (nothing is
 -- counted); nil if unknown (or another client's); else {outcome, attempts left,
--- number, country, subject, wait µs or ''}: the wait when the wrong code took the
+-- number, country, subject, wait µs or ''}. Outcomes: approved, wrong, locked,
+-- already_approved, no_code (an approval request whose PIN was never sent), or the
+-- final status (denied, canceled, expired).: the wait when the wrong code took the
 -- subject past its wrong-code limit, and the verification was locked for it.
 local lnow = ARGV[4] ~= '' and tonumber(ARGV[4])
 if lnow and KEYS[2] then
   local ok, wait = gcra_key(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), lnow)
   if not ok then return {'limited', string.format('%.0f', wait)} end
 end
-local f = redis.call('HMGET', KEYS[1], 'cl', 'st', 'ex', 'at', 'ma', 'mac', 'to', 'cc', 'su')
+local f = redis.call('HMGET', KEYS[1], 'cl', 'st', 'ex', 'at', 'ma', 'mac', 'to', 'cc', 'su', 'ch', 'n')
 if not f[2] or not same_client(f[1], ARGV[2]) then return false end
 local now = tonumber(ARGV[3])
 local at, ma = tonumber(f[4]), tonumber(f[5])
 local outcome = status(f[2], f[3], now)
+-- An approval request has a PIN only once it fell back to SMS.
+local code_sent = f[10] ~= 'app'
+if not code_sent then
+  for i = 1, tonumber(f[11]) do
+    if redis.call('HGET', KEYS[1], i .. 'c') == 'sms' then code_sent = true; break end
+  end
+end
 if outcome == 'approved' then
   outcome = 'already_approved'
+elseif outcome == 'pending' and not code_sent then
+  outcome = 'no_code'
 elseif outcome == 'pending' then
   at = at + 1
   if ct_eq(f[6], ARGV[1]) then

@@ -7,6 +7,7 @@ local function status(st, ex, now)
     if now >= tonumber(ex) then return 'expired' end
     return 'pending'
   elseif st == 'a' then return 'approved'
+  elseif st == 'd' then return 'denied'
   elseif st == 'c' then return 'canceled'
   elseif st == 'l' then return 'locked'
   end
@@ -38,11 +39,15 @@ end
 -- Append the delivery job of send `send` of the verification at `vkey` to the
 -- partition's stream: what a worker needs, the code only in its sealed form.
 local function enqueue(stream, vkey, send, kind)
-  local f = redis.call('HMGET', vkey, 'to', 'lo', 'pu', 'sc', 'cn', 'ex', 'su', 'mc')
+  local f = redis.call('HMGET', vkey, 'to', 'lo', 'pu', 'sc', 'cn', 'ex', 'su', 'mc', 'cg', 'cl')
   local entry = {'v', string.match(vkey, '([^:]+)$'), 'n', send, 'k', kind,
     'to', f[1], 'lo', f[2], 'pu', f[3], 'sc', f[4], 'cn', f[5], 'ex', f[6]}
   if f[7] then table.insert(entry, 'su'); table.insert(entry, f[7]) end
   if f[8] then table.insert(entry, 'mc'); table.insert(entry, f[8]) end
+  if kind == 'push' and f[9] then
+    table.insert(entry, 'cg'); table.insert(entry, f[9])
+    if f[10] then table.insert(entry, 'cl'); table.insert(entry, f[10]) end
+  end
   return redis.call('XADD', stream, '*', unpack(entry))
 end
 
