@@ -9,6 +9,7 @@
 //! request to the SMSC or push provider to the person's check, and reports HDR
 //! latencies measured from the time each request was due.
 
+pub mod app;
 pub mod codes;
 pub mod html;
 pub mod http;

@@ -2,6 +2,7 @@
 //! a temporary directory and a manual clock, and a small HTTP client around it.
 
 pub mod process;
+pub mod providers;
 pub mod redis;
 
 use std::path::PathBuf;

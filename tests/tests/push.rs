@@ -3,16 +3,14 @@
 //! gone and the fallback to SMS, HMS, subjects without devices, and escalation when
 //! no acknowledgement comes — driven by the manual clock, never by sleeping it out.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd::config::{ApnsSection, Config, FcmSection, HmsSection, PushAck, SmppCarrierConfig};
+use otpd::config::{PushAck, SmppCarrierConfig};
 use otpd::store::MemoryStore;
-use otpd_adapters::push_mock::{
-    ApnsKey, FcmAccount, HmsClient, MockConfig, Provider, PushMock, Recorded,
-};
+use otpd_adapters::push_mock::{Provider, Recorded};
 use otpd_adapters::smpp::simulator::{Account, Smsc, SmscConfig};
+use otpd_e2e::providers::{Providers, fixture};
 use otpd_e2e::{TestServer, code_in};
 use serde_json::{Value, json};
 
@@ -21,109 +19,6 @@ const PHONE: &str = "+34600123456";
 const APNS_TOKEN: &str = "5a0f3c9e1b7d4a2e8c6f0b1d3e5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a";
 const FCM_TOKEN: &str = "fGx1Y2s6APA91bH_android-device-token_0123456789";
 const HMS_TOKEN: &str = "IQAAAACy0kYkAAB-huawei-device-token";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../adapters/tests/fixtures")
-        .join(name)
-}
-
-/// The mock and the files otpd's configuration points at.
-struct Providers {
-    mock: PushMock,
-    dir: tempfile::TempDir,
-}
-
-impl Providers {
-    async fn start() -> Self {
-        let mock = PushMock::start(MockConfig {
-            apns_keys: vec![ApnsKey {
-                key_id: "ABC123DEFG".into(),
-                team_id: "TEAM123456".into(),
-                public_pem: std::fs::read(fixture("apns-test-key.pub")).unwrap(),
-            }],
-            apns_topics: vec!["es.gob.clave".into()],
-            fcm_accounts: vec![FcmAccount {
-                client_email: "otpd@clave-test.iam.gserviceaccount.com".into(),
-                public_pem: std::fs::read(fixture("fcm-test-account.pub")).unwrap(),
-            }],
-            hms_clients: vec![HmsClient {
-                client_id: "104523".into(),
-                client_secret: "hms-secret".into(),
-            }],
-            ..MockConfig::default()
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), mock.ca_pem().unwrap()).unwrap();
-        let account = json!({
-            "type": "service_account",
-            "project_id": "clave-test",
-            "private_key_id": "k1",
-            "private_key": std::fs::read_to_string(fixture("fcm-test-account.pem")).unwrap(),
-            "client_email": "otpd@clave-test.iam.gserviceaccount.com",
-            "token_uri": format!("{}/token", mock.url()),
-        });
-        std::fs::write(dir.path().join("account.json"), account.to_string()).unwrap();
-        Self { mock, dir }
-    }
-
-    /// Point otpd's three providers at the mock.
-    fn configure(&self, c: &mut Config) {
-        let ca = Some(self.dir.path().join("ca.pem"));
-        c.push.apns = Some(ApnsSection {
-            url: self.mock.url(),
-            key_file: fixture("apns-test-key.p8"),
-            key_id: "ABC123DEFG".into(),
-            team_id: "TEAM123456".into(),
-            topic: Some("es.gob.clave".into()),
-            ca_file: ca.clone(),
-            connections: 1,
-            max_streams: 100,
-            timeout: Duration::from_secs(5),
-        });
-        c.push.fcm = Some(FcmSection {
-            url: self.mock.url(),
-            service_account_file: self.dir.path().join("account.json"),
-            project_id: None,
-            token_url: None,
-            ca_file: ca.clone(),
-            connections: 1,
-            max_streams: 100,
-            timeout: Duration::from_secs(5),
-        });
-        c.push.hms = Some(HmsSection {
-            url: self.mock.url(),
-            token_url: format!("{}/oauth2/v3/token", self.mock.url()),
-            app_id: None,
-            client_id: "104523".into(),
-            client_secret: "hms-secret".into(),
-            ca_file: ca,
-            connections: 1,
-            max_streams: 100,
-            timeout: Duration::from_secs(5),
-        });
-        c.delivery.retry_backoff = Duration::from_millis(10);
-    }
-
-    /// Wait (bounded) until the mock has `n` requests for `provider`.
-    async fn requests(&self, provider: Provider, n: usize) -> Vec<Recorded> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = self.mock.requests(Some(provider));
-            if seen.len() >= n {
-                return seen;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{provider:?} got {} requests, expected {n}",
-                seen.len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
 
 async fn register(t: &TestServer, devices: Value) {
     let a = t

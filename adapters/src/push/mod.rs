@@ -53,7 +53,8 @@ impl Notification<'_> {
             data["challenge"] = json!(a.challenge);
             data["requester"] = json!(a.requester);
             data["purpose"] = json!(a.purpose);
-            data["expires_at"] = json!(self.expires_at);
+            // FCM takes string values only.
+            data["expires_at"] = json!(self.expires_at.to_string());
         }
         data
     }
