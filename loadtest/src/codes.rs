@@ -41,6 +41,17 @@ pub fn find_code(text: &str, len: usize) -> Option<String> {
 
 /// The verification id and the visible text of a push body (APNs, FCM or HMS; HMS
 /// carries its data as a JSON string, which is read too).
+/// The approval request a push carries, if it is one (its data says
+/// `"kind": "approval"`); cheap to refuse for a push that is not.
+pub fn approval_request(body: &[u8]) -> Option<crate::app::Request> {
+    const MARK: &[u8] = b"approval";
+    if !body.windows(MARK.len()).any(|w| w == MARK) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    crate::app::Request::from_push(&value)
+}
+
 pub fn push_fields(body: &[u8]) -> Option<(String, String)> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let mut id = None;

@@ -45,10 +45,12 @@ pub enum Op {
     BurstCheck,
     /// Registering people with an app, before the run.
     Register,
+    /// The app approves an approval request (signed).
+    Approve,
 }
 
 impl Op {
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Issue,
         Op::Check,
         Op::Resend,
@@ -56,6 +58,7 @@ impl Op {
         Op::AbuseIssue,
         Op::BurstCheck,
         Op::Register,
+        Op::Approve,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Op {
             Op::AbuseIssue => "abuse_issue",
             Op::BurstCheck => "burst_check",
             Op::Register => "register",
+            Op::Approve => "approve",
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct Counters {
     pub unmatched_deliveries: AtomicU64,
     pub code_mismatches: AtomicU64,
     pub approved: AtomicU64,
+    /// Of `approved`: in the app, by a signed answer.
+    pub approved_in_app: AtomicU64,
     pub wrong_rejected: AtomicU64,
     pub never_typed: AtomicU64,
     pub unexpected_checks: AtomicU64,

@@ -143,6 +143,11 @@ pub struct App {
     pub platform: Platform,
     /// The device token, in the provider's format.
     pub token: String,
+    /// Seed of the Ed25519 key the app enrolls: the same key at registration and
+    /// when it answers, without keeping millions of keys.
+    pub key_seed: [u8; 32],
+    /// Asked to approve in the app rather than to type a PIN.
+    pub approves: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +196,7 @@ pub struct Population {
     foreign: Weighted<(String, Pattern)>,
     app_share: f64,
     apps: Weighted<Platform>,
+    approval_share: f64,
     locales: Weighted<&'static str>,
     ips: u32,
 }
@@ -213,6 +219,7 @@ impl Population {
             foreign,
             app_share: config.app_share,
             apps: Weighted::new(config.apps.iter().map(|(p, w)| (Platform::parse(p), *w))),
+            approval_share: config.approval_share,
             locales,
             ips: config.ips,
         }
@@ -254,8 +261,16 @@ impl Population {
             .map(|platform| App {
                 token: token(platform, i, self.seed),
                 platform,
+                key_seed: key_seed(i, self.seed),
+                approves: false,
             });
         let ip = address(rng.below(u64::from(self.ips)) as u32);
+        // Drawn last, so that the other draws are those of a population without
+        // approvals.
+        let mut app = app;
+        if let Some(a) = &mut app {
+            a.approves = rng.unit() < self.approval_share;
+        }
         Person {
             subject,
             phone,
@@ -264,6 +279,15 @@ impl Population {
             ip,
         }
     }
+}
+
+/// Person `i`'s key seed.
+fn key_seed(i: u64, seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (k, chunk) in out.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&mix(seed ^ mix(i ^ (0x6B65_7900 + k as u64))).to_le_bytes());
+    }
+    out
 }
 
 /// A bijection of [0, space) for the spaces used here (powers of ten times 1 or 3):

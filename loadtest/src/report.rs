@@ -236,6 +236,7 @@ impl Report {
             ("delivered", get(&c.delivered)),
             ("undelivered", get(&c.undelivered)),
             ("approved", get(&c.approved)),
+            ("approved_in_app", get(&c.approved_in_app)),
             ("wrong_code_rejected", get(&c.wrong_rejected)),
             ("never_typed", get(&c.never_typed)),
             ("unexpected_check_answers", get(&c.unexpected_checks)),

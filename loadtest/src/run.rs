@@ -22,6 +22,7 @@ use otpd_adapters::smpp::simulator::{Received, Tap};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::app::{self, AppKey, Decision};
 use crate::codes;
 use crate::http::Http;
 use crate::measure::{Measures, Op, Via};
@@ -90,10 +91,29 @@ struct Session {
     state: Mutex<State>,
 }
 
+impl Session {
+    /// Asked to approve in the app (`channel: app`).
+    fn approval(&self) -> bool {
+        self.person.app.as_ref().is_some_and(|a| a.approves)
+    }
+}
+
+/// What reached the person: a code to type, or an approval request to answer.
+#[derive(Debug, Clone)]
+enum Arrived {
+    Code(String),
+    Approval {
+        challenge: String,
+        match_code: String,
+    },
+}
+
 #[derive(Default)]
 struct State {
     id: Option<Arc<str>>,
     code: Option<String>,
+    /// An approval request's challenge and match code.
+    approval: Option<(String, String)>,
     deliveries: u32,
     pushed: Option<Instant>,
     acked: bool,
@@ -101,12 +121,19 @@ struct State {
     settled: bool,
 }
 
+impl State {
+    /// Neither a code nor an approval request reached the person yet.
+    fn nothing_arrived(&self) -> bool {
+        self.code.is_none() && self.approval.is_none()
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     by_phone: HashMap<u64, Arc<Session>>,
     by_id: HashMap<Arc<str>, Arc<Session>>,
     /// Pushes that arrived before otpd's answer told us their verification.
-    early: HashMap<Arc<str>, (Via, String, Instant)>,
+    early: HashMap<Arc<str>, (Via, Arrived, Instant)>,
     gone_phones: HashMap<u64, Instant>,
     gone_ids: HashMap<Arc<str>, Instant>,
 }
@@ -353,7 +380,7 @@ impl Run {
             to: &p.phone,
             subject: (!p.subject.is_empty()).then_some(p.subject.as_str()),
             locale: p.locale,
-            channel: "auto",
+            channel: if session.approval() { "app" } else { "auto" },
             purpose: "login",
             ip: &p.ip,
         })
@@ -369,7 +396,7 @@ impl Run {
                 // The same number again while its last session is open (a small
                 // population, or the attack's range): the old one is over.
                 drop(shard);
-                if !old.abuse && old.state.lock().code.is_none() {
+                if !old.abuse && old.state.lock().nothing_arrived() {
                     self.m.count(|c| &c.replaced);
                 }
                 self.settle(&old);
@@ -418,14 +445,20 @@ impl Run {
             shard.by_id.insert(id.clone(), session.clone());
             shard.early.remove(&id)
         };
-        if let Some((via, code, at)) = early {
-            self.delivered(&session, via, code, at);
+        if let Some((via, arrived, at)) = early {
+            self.delivered(&session, via, arrived, at);
         }
         self.advance(&session);
     }
 
-    /// A code reached the person.
-    fn delivered(self: &Arc<Self>, session: &Arc<Session>, via: Via, code: String, at: Instant) {
+    /// A code (or an approval request) reached the person.
+    fn delivered(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        via: Via,
+        arrived: Arrived,
+        at: Instant,
+    ) {
         let mut s = session.state.lock();
         if s.settled {
             self.late.fetch_add(1, Ordering::Relaxed);
@@ -440,14 +473,24 @@ impl Run {
             } else {
                 self.m.count(|c| &c.delivered);
             }
-            s.code = Some(code);
+            match arrived {
+                Arrived::Code(code) => s.code = Some(code),
+                Arrived::Approval {
+                    challenge,
+                    match_code,
+                } => s.approval = Some((challenge, match_code)),
+            }
         } else {
             self.m.count(|c| &c.extra_deliveries);
             if via == Via::Sms && s.pushed.is_some() {
                 self.m.count(|c| &c.escalated);
             }
-            if s.code.as_deref() != Some(code.as_str()) {
-                self.m.count(|c| &c.code_mismatches);
+            match arrived {
+                // The PIN after an approval request: its fallback, not a mismatch.
+                Arrived::Code(_) if s.code.is_none() => {}
+                Arrived::Code(code) if s.code.as_deref() == Some(code.as_str()) => {}
+                Arrived::Approval { .. } if s.approval.is_some() || session.approval() => {}
+                _ => self.m.count(|c| &c.code_mismatches),
             }
         }
         if via != Via::Sms && s.pushed.is_none() {
@@ -464,11 +507,14 @@ impl Run {
     /// Take the next step that both halves (the id, the code) allow.
     fn advance(self: &Arc<Self>, session: &Arc<Session>) {
         let mut s = session.state.lock();
-        let (Some(id), Some(code)) = (s.id.clone(), s.code.clone()) else {
+        let Some(id) = s.id.clone() else { return };
+        if s.nothing_arrived() {
             return;
-        };
+        }
+        // An approval request is answered, not acknowledged.
         if let Some(pushed) = s.pushed
             && !s.acked
+            && s.approval.is_none()
         {
             s.acked = true;
             let due = pushed + self.scenario.behaviour.app_ack;
@@ -493,11 +539,13 @@ impl Run {
             return;
         }
         s.typing = true;
+        let (code, approval) = (s.code.clone(), s.approval.clone());
         drop(s);
         if session.kind == Kind::Never {
             self.m.count(|c| &c.never_typed);
+            // The burst checks codes; an unanswered approval request has none yet.
             let mut pool = self.burst_pool.lock();
-            if pool.len() < BURST_POOL {
+            if pool.len() < BURST_POOL && code.is_some() {
                 pool.push(id);
             }
             drop(pool);
@@ -506,7 +554,63 @@ impl Run {
         }
         let run = self.clone();
         let session = session.clone();
-        self.spawn(async move { run.act(session, id, code).await });
+        match (code, approval) {
+            (Some(code), _) => self.spawn(async move { run.act(session, id, code).await }),
+            (None, Some(approval)) => {
+                self.spawn(async move { run.approve(session, id, approval).await })
+            }
+            (None, None) => unreachable!("checked above"),
+        }
+    }
+
+    /// The person approves in the app, after looking at the request: the reference
+    /// app signs the answer with the key it enrolled.
+    async fn approve(
+        self: Arc<Self>,
+        session: Arc<Session>,
+        id: Arc<str>,
+        approval: (String, String),
+    ) {
+        let due = Instant::now() + session.typing;
+        tokio::time::sleep_until(due.into()).await;
+        if self.cut_off() {
+            return;
+        }
+        let Some(app) = &session.person.app else {
+            return;
+        };
+        let key = AppKey::ed25519_from_seed(&app.key_seed);
+        let (challenge, match_code) = approval;
+        let request = app::Request {
+            verification: id.to_string(),
+            challenge,
+            match_code,
+            requester: None,
+            purpose: None,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let body = key.answer(Decision::Approve, &request, now_ms);
+        let answer = self
+            .call(
+                Op::Approve,
+                due,
+                Method::POST,
+                &AppKey::path(Decision::Approve, &request),
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        let status = answer
+            .as_ref()
+            .and_then(|(_, body)| answered(body)?.status.map(|s| s.into_owned()));
+        if status.as_deref() == Some("approved") {
+            self.m.count(|c| &c.approved);
+            self.m.count(|c| &c.approved_in_app);
+        } else {
+            self.m.count(|c| &c.unexpected_checks);
+        }
+        self.settle(&session);
     }
 
     /// What the person does with the code.
@@ -629,7 +733,7 @@ impl Run {
         };
         let Some(session) = session else { return };
         match codes::find_code(&codes::sms_text(r.data_coding, &r.body), CODE_LENGTH) {
-            Some(code) => self.delivered(&session, Via::Sms, code, at),
+            Some(code) => self.delivered(&session, Via::Sms, Arrived::Code(code), at),
             None => self.m.count(|c| &c.code_mismatches),
         }
     }
@@ -642,13 +746,25 @@ impl Run {
             Provider::Fcm => Via::Fcm,
             Provider::Hms => Via::Hms,
         };
-        let Some((id, text)) = codes::push_fields(body) else {
-            self.m.count(|c| &c.unmatched_deliveries);
-            return;
-        };
-        let Some(code) = codes::find_code(&text, CODE_LENGTH) else {
-            self.m.count(|c| &c.code_mismatches);
-            return;
+        let (id, arrived) = match codes::approval_request(body) {
+            Some(r) => (
+                r.verification,
+                Arrived::Approval {
+                    challenge: r.challenge,
+                    match_code: r.match_code,
+                },
+            ),
+            None => {
+                let Some((id, text)) = codes::push_fields(body) else {
+                    self.m.count(|c| &c.unmatched_deliveries);
+                    return;
+                };
+                let Some(code) = codes::find_code(&text, CODE_LENGTH) else {
+                    self.m.count(|c| &c.code_mismatches);
+                    return;
+                };
+                (id, Arrived::Code(code))
+            }
         };
         let id: Arc<str> = id.into();
         let session = {
@@ -660,13 +776,13 @@ impl Run {
                     None
                 }
                 None => {
-                    shard.early.insert(id, (via, code.clone(), at));
+                    shard.early.insert(id, (via, arrived.clone(), at));
                     None
                 }
             }
         };
         if let Some(session) = session {
-            self.delivered(&session, via, code, at);
+            self.delivered(&session, via, arrived, at);
         }
     }
 }
@@ -701,10 +817,12 @@ async fn register(run: &Arc<Run>, arrivals: u64) {
                 }
                 let p = run.population.person(i);
                 let Some(app) = &p.app else { continue };
+                // Every app enrolls its key, as the Cl@ve app does at activation.
+                let key = AppKey::ed25519_from_seed(&app.key_seed).enrollment();
                 let body = serde_json::json!({
                     "phone": p.phone,
                     "locale": p.locale,
-                    "devices": [{ "platform": app.platform.as_str(), "token": app.token, "app": target::APP }],
+                    "devices": [{ "platform": app.platform.as_str(), "token": app.token, "app": target::APP, "key": key }],
                 });
                 let due = Instant::now();
                 let answer = run
@@ -971,7 +1089,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     // Whatever is still open never got its code (or its check).
     for session in run.inbox.open_sessions() {
         let s = session.state.lock();
-        if s.code.is_none() && !session.abuse {
+        if s.nothing_arrived() && !session.abuse {
             run.m.count(|c| &c.undelivered);
         }
     }

@@ -114,6 +114,10 @@ pub struct PopulationConfig {
     pub app_share: f64,
     /// Apps by push provider (`apns`, `fcm`, `hms` → weight).
     pub apps: BTreeMap<String, f64>,
+    /// Of the people with the app, those asked to approve in it (`channel: app`,
+    /// Cl@ve Móvil) instead of typing a PIN: their app answers with a signature by
+    /// the key it enrolled.
+    pub approval_share: f64,
     /// Languages of people with Spanish numbers (es, ca, gl, eu, va, en → weight);
     /// foreign numbers ask in English.
     pub locales: BTreeMap<String, f64>,
@@ -146,6 +150,7 @@ impl Default for PopulationConfig {
             ]),
             app_share: 0.3,
             apps: map(&[("apns", 0.4), ("fcm", 0.55), ("hms", 0.05)]),
+            approval_share: 0.0,
             locales: map(&[
                 ("es", 0.72),
                 ("ca", 0.12),
@@ -432,6 +437,7 @@ impl Scenario {
             ("population.nie_share", p.nie_share),
             ("population.foreign_share", p.foreign_share),
             ("population.app_share", p.app_share),
+            ("population.approval_share", p.approval_share),
         ] {
             share_in_range(key, share)?;
         }

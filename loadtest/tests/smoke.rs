@@ -41,7 +41,14 @@ async fn smoke_runs_end_to_end_and_its_report_renders() {
     let issue = &report.ops["issue"];
     assert_eq!(issue.latency.count, planned);
     assert!(issue.latency.p99_ms > 0.0 && issue.latency.max_ms >= issue.latency.p99_ms);
-    for op in ["check", "ack", "resend", "register", "burst_check"] {
+    for op in [
+        "check",
+        "ack",
+        "resend",
+        "register",
+        "burst_check",
+        "approve",
+    ] {
         assert!(
             report.ops.get(op).is_some_and(|o| o.latency.count > 0),
             "no {op}: {summary}"
@@ -62,7 +69,16 @@ async fn smoke_runs_end_to_end_and_its_report_renders() {
         people["delivered"] + people["refused"] + people["undelivered"] + people["replaced"],
         people["sessions"]
     );
-    // Right codes approve: approvals are the people who typed theirs.
+    // Some people approved in the app, with the key they enrolled, and every answer
+    // was taken (an answer otpd refused would count as an unexpected check answer).
+    assert!(people["approved_in_app"] > 0, "{summary}");
+    assert_eq!(
+        report.ops["approve"].answers.get("200").copied(),
+        Some(people["approved_in_app"]),
+        "{summary}"
+    );
+    // Right codes and app answers approve: approvals are the people who typed
+    // theirs or answered in the app.
     assert_eq!(
         people["approved"] + people["never_typed"],
         people["delivered"],
