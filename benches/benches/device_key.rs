@@ -1,7 +1,9 @@
 //! What verifying an app's signed answer costs: parsing the signature and checking
 //! it against the device's stored key, for ECDSA P-256 (DER and raw `r‖s`) and
-//! Ed25519, and parsing a stored key; beside each check, the other library's. The HMAC that checks a typed PIN runs beside
-//! as the baseline: the price of approving in the app over typing a code.
+//! Ed25519, and parsing a stored key; beside each check, the other library's. The
+//! HMAC that checks a typed PIN runs beside as the baseline: the price of approving
+//! in the app over typing a code. `answer_judged` is the whole judgement of one
+//! answer (device found by thumbprint among the subject's, message rebuilt, verified).
 
 use std::hint::black_box;
 
@@ -105,5 +107,133 @@ fn verify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verify);
+/// The whole judgement of one answer as `POST …/approve` makes it: find the device
+/// among the subject's three by thumbprint, rebuild the signed message, verify.
+fn judge(c: &mut Criterion) {
+    use otpd::approval::{SignedAnswer, judge};
+    use otpd::clock::UnixMillis;
+    use otpd::subscriber::{Device, Platform};
+    use otpd::verification::{
+        Challenge, MatchCode, NewVerification, Policy, RequestedChannel, Verification,
+    };
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let now = UnixMillis(1_795_435_200_000);
+    let id = VerificationId::new(ShardTag(7), [3; 14]);
+    let keys = CodeKeys::derive(SECRET);
+    let code = Code::parse("123456").unwrap();
+    let v = Verification::new(
+        NewVerification {
+            id,
+            to: otpd::phone::E164::parse_international("+34600123456").unwrap(),
+            line: Default::default(),
+            purpose: Arc::from("login"),
+            subject: Some("12345678Z".into()),
+            client: None,
+            locale: otpd::locale::Locale::Es,
+            channel: RequestedChannel::App,
+            first_send: otpd_adapters::ChannelKind::Push,
+            code_mac: keys.mac(&id, &code),
+            sealed_code: keys.seal(&id, &code),
+            policy: Policy {
+                ttl: Duration::from_secs(300),
+                code_length: otpd::code::CodeLength::new(6).unwrap(),
+                max_attempts: 5,
+                max_sends: 5,
+                resend_cooldown: Duration::from_secs(30),
+                escalate_after: Duration::from_secs(60),
+            },
+            match_code: MatchCode::new(427),
+            challenge: Some(Challenge([9; 16])),
+        },
+        now,
+    );
+    let message = AnswerMessage {
+        decision: Decision::Approve,
+        verification: &id.to_string(),
+        challenge: &Challenge([9; 16]).to_string(),
+        match_code: "427",
+        timestamp_ms: now.0,
+    }
+    .to_bytes();
+    let device = |key: DeviceKey, n: u8| Device {
+        platform: Platform::Fcm,
+        token: format!("token-{n}").into(),
+        app: "es.gob.clave".into(),
+        added_at: now,
+        key: Some(key),
+    };
+    let p256_signing = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+    let p256_key = DeviceKey::from_spki(
+        KeyAlgorithm::EcdsaP256,
+        &p256_signing
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap()
+            .into_vec(),
+    )
+    .unwrap();
+    let ed_signing = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let ed_key = {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        DeviceKey::from_spki(
+            KeyAlgorithm::Ed25519,
+            &ed_signing
+                .verifying_key()
+                .to_public_key_der()
+                .unwrap()
+                .into_vec(),
+        )
+        .unwrap()
+    };
+    let other = DeviceKey::from_spki(KeyAlgorithm::Ed25519, &{
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32])
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap()
+            .into_vec()
+    })
+    .unwrap();
+    let devices = [
+        device(other, 0),
+        device(p256_key.clone(), 1),
+        device(ed_key.clone(), 2),
+    ];
+    let es_sig = {
+        let sig: p256::ecdsa::Signature = p256_signing.sign(&message);
+        STANDARD.encode(sig.to_der().as_bytes())
+    };
+    let ed_sig = {
+        use ed25519_dalek::Signer as _;
+        STANDARD.encode(ed_signing.sign(&message).to_bytes())
+    };
+    let mut g = c.benchmark_group("answer_judged");
+    g.throughput(Throughput::Elements(1));
+    for (name, key, sig) in [("es256", &p256_key, &es_sig), ("ed25519", &ed_key, &ed_sig)] {
+        let thumbprint = key.thumbprint();
+        let answer = SignedAnswer {
+            device: &thumbprint,
+            timestamp_ms: now.0,
+            signature: sig,
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                judge(
+                    black_box(&v),
+                    black_box(&devices),
+                    Decision::Approve,
+                    black_box(&answer),
+                    now,
+                    Duration::from_secs(60),
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, verify, judge);
 criterion_main!(benches);
