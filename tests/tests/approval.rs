@@ -53,6 +53,38 @@ async fn ask(t: &TestServer) -> Value {
     a.body
 }
 
+/// The usual start: the mock, otpd, the subject's iPhone and Android phone with
+/// their keys, and an approval request asked for.
+struct Asked {
+    p: Providers,
+    t: TestServer,
+    iphone: AppKey,
+    android: AppKey,
+    v: Value,
+}
+
+impl Asked {
+    async fn on(backend: Backend) -> Self {
+        Self::with(backend, Behaviour::default()).await
+    }
+
+    async fn with(backend: Backend, push: Behaviour) -> Self {
+        let p = Providers::start().await;
+        p.mock.set_behaviour(push);
+        let t = start(backend, &p).await;
+        let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
+        register(&t, &iphone, &android).await;
+        let v = ask(&t).await;
+        Self {
+            p,
+            t,
+            iphone,
+            android,
+            v,
+        }
+    }
+}
+
 fn now(t: &TestServer) -> i64 {
     t.clock.now().0
 }
@@ -75,11 +107,13 @@ fn sms_sends(v: &Value) -> usize {
 }
 
 async fn the_app_approves_what_apns_and_fcm_delivered(backend: Backend) {
-    let p = Providers::start().await;
-    let t = start(backend, &p).await;
-    let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
-    register(&t, &iphone, &android).await;
-    let v = ask(&t).await;
+    let Asked {
+        p,
+        t,
+        iphone,
+        android,
+        v,
+    } = Asked::on(backend).await;
     let id = v["id"].as_str().unwrap();
     assert_eq!(v["channel"], "app");
     assert_eq!(v["status"], "pending");
@@ -138,11 +172,13 @@ async fn the_app_approves_what_apns_and_fcm_delivered(backend: Backend) {
 }
 
 async fn a_denial_is_final_and_bad_answers_change_nothing(backend: Backend) {
-    let p = Providers::start().await;
-    let t = start(backend, &p).await;
-    let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
-    register(&t, &iphone, &android).await;
-    let v = ask(&t).await;
+    let Asked {
+        p,
+        t,
+        iphone,
+        android,
+        v,
+    } = Asked::on(backend).await;
     let id = v["id"].as_str().unwrap();
     let r = Request::from_push(&p.requests(Provider::Fcm, 1).await[0].body).unwrap();
 
@@ -242,11 +278,7 @@ async fn a_denial_is_final_and_bad_answers_change_nothing(backend: Backend) {
 }
 
 async fn an_answer_after_expiry_is_refused(backend: Backend) {
-    let p = Providers::start().await;
-    let t = start(backend, &p).await;
-    let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
-    register(&t, &iphone, &android).await;
-    let v = ask(&t).await;
+    let Asked { t, iphone, v, .. } = Asked::on(backend).await;
     let r = Request::from_qr(v["qr"].as_str().unwrap()).unwrap();
     t.clock.advance(Duration::from_secs(300));
     let a = answer(&t, &iphone, Decision::Approve, &r, now(&t)).await;
@@ -256,16 +288,12 @@ async fn an_answer_after_expiry_is_refused(backend: Backend) {
 }
 
 async fn the_qr_code_works_without_any_push_and_the_pin_then_approves_nothing(backend: Backend) {
-    let p = Providers::start().await;
     // Every push fails: the app never hears of the request.
-    p.mock.set_behaviour(Behaviour {
+    let failing = Behaviour {
         server_error: 1.0,
         ..Behaviour::default()
-    });
-    let t = start(backend, &p).await;
-    let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
-    register(&t, &iphone, &android).await;
-    let v = ask(&t).await;
+    };
+    let Asked { t, iphone, v, .. } = Asked::with(backend, failing).await;
     let id = v["id"].as_str().unwrap();
     // No push got through, so the PIN went by SMS at once.
     let line = t.outbox_line(id, 2).await;
@@ -294,11 +322,9 @@ async fn the_qr_code_works_without_any_push_and_the_pin_then_approves_nothing(ba
 }
 
 async fn no_answer_in_time_sends_the_pin_and_the_pin_approves(backend: Backend) {
-    let p = Providers::start().await;
-    let t = start(backend, &p).await;
-    let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
-    register(&t, &iphone, &android).await;
-    let v = ask(&t).await;
+    let Asked {
+        p, t, android, v, ..
+    } = Asked::on(backend).await;
     let id = v["id"].as_str().unwrap();
     let r = Request::from_push(&p.requests(Provider::Apns, 1).await[0].body).unwrap();
     // Before the fallback there is no PIN to type.
