@@ -106,8 +106,18 @@ struct PushLine<'a> {
     text: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     match_code: Option<&'a str>,
+    /// An approval request: what the app shows and signs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalLine<'a>>,
     expires_at_ms: i64,
     written_at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct ApprovalLine<'a> {
+    challenge: &'a str,
+    requester: &'a str,
+    purpose: &'a str,
 }
 
 /// Pushes for one platform written to the outbox instead of a provider: the demo and
@@ -140,6 +150,11 @@ impl Pusher for FilePusher {
             title: push.title,
             text: push.body,
             match_code: push.match_code,
+            approval: push.approval.map(|a| ApprovalLine {
+                challenge: a.challenge,
+                requester: a.requester,
+                purpose: a.purpose,
+            }),
             expires_at_ms: push.expires_at.saturating_mul(1000),
             written_at_ms: now_ms(),
         };
