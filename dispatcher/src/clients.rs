@@ -27,8 +27,6 @@ pub struct Client {
     /// Share of each purpose's capacity kept for it.
     pub reserved: f64,
     pub admin: bool,
-    /// Its name as shown to people in the app's approval request.
-    pub display_name: Arc<str>,
     /// Its requests by subject must carry the subject's contrast value.
     pub require_contrast: bool,
     /// The API is open (no clients configured): this is everybody.
@@ -100,7 +98,6 @@ impl Clients {
                     countries: None,
                     reserved: 0.0,
                     admin: true,
-                    display_name: Arc::from("otpd"),
                     require_contrast: false,
                     open: true,
                 })),
@@ -124,7 +121,6 @@ impl Clients {
                     }),
                     reserved: c.reserved,
                     admin: c.admin,
-                    display_name: Arc::from(c.display_name.as_deref().unwrap_or(&c.name)),
                     require_contrast: c.require_contrast,
                     open: false,
                 };

@@ -474,11 +474,13 @@ impl Workers {
         let id = job.id.to_string();
         let match_code = job.match_code.map(|m| m.to_string());
         let challenge = job.challenge.map(|c| c.to_string());
-        let requester = self.display_names.of(job.client.as_deref());
-        let (title, text) = match (job.challenge, job.match_code) {
-            (Some(_), Some(m)) => {
-                let (title, body) =
-                    template::approval_push(job.locale, &requester, &job.purpose, m);
+        // Only an approval request names who asks.
+        let requester = challenge
+            .as_ref()
+            .map(|_| self.display_names.of(job.client.as_deref()));
+        let (title, text) = match (&requester, job.match_code) {
+            (Some(requester), Some(m)) => {
+                let (title, body) = template::approval_push(job.locale, requester, &job.purpose, m);
                 (title, MessageText::new(body))
             }
             _ => {
@@ -492,11 +494,15 @@ impl Workers {
                 (template::push_title(job.locale, job.match_code), text)
             }
         };
-        let approval = challenge.as_deref().map(|challenge| Approval {
-            challenge,
-            requester: &requester,
-            purpose: &job.purpose,
-        });
+        let approval =
+            challenge
+                .as_deref()
+                .zip(requester.as_deref())
+                .map(|(challenge, requester)| Approval {
+                    challenge,
+                    requester,
+                    purpose: &job.purpose,
+                });
         let outcomes = futures_util::future::join_all(devices.iter().map(|device| {
             let push = Notification {
                 token: &device.token,

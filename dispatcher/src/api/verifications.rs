@@ -327,11 +327,12 @@ async fn resolve_subject(
     body: &mut CreateVerification,
 ) -> Result<SubjectFacts, ApiError> {
     let purpose = body.purpose.as_deref().unwrap_or(&state.default_purpose);
-    let contrast_required = client.require_contrast
-        || state
-            .engine
-            .purpose(purpose)
-            .is_some_and(|p| p.require_contrast);
+    let contrast_required = body.subject.is_some()
+        && (client.require_contrast
+            || state
+                .engine
+                .purpose(purpose)
+                .is_some_and(|p| p.require_contrast));
     let contrast = match (&body.subject, body.contrast.as_deref()) {
         (None, Some(_)) => {
             return Err(ApiError::bad_request(
