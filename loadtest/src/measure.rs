@@ -301,7 +301,7 @@ impl Measures {
 }
 
 /// One second of the run, as reported.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SecondView {
     pub t: u64,
     pub offered: u64,

@@ -136,9 +136,15 @@ pub struct Report {
     pub offered_rate: f64,
     /// Verifications issued (2xx) per second over the arrivals.
     pub issued_rate: f64,
-    /// Codes that reached the SMSC or the push provider, per second over the arrivals:
-    /// verifications end to end.
+    /// Codes that reached the SMSC or the push provider, per second from the start
+    /// until the last of them arrived (at least the arrivals): verifications end to
+    /// end. Over the arrivals alone, a backlog delivered after them would count as
+    /// throughput otpd did not have.
     pub delivered_rate: f64,
+    /// Seconds from the start until the last second in which a code arrived; beyond
+    /// `arrivals_s`, delivery fell behind and caught up afterwards.
+    #[serde(default)]
+    pub delivered_by_s: f64,
     pub ops: BTreeMap<String, OpReport>,
     pub delivery: BTreeMap<String, Latency>,
     pub people: BTreeMap<String, u64>,
@@ -154,6 +160,17 @@ pub struct Report {
     pub otpd_exit: Option<String>,
     pub smscs: Vec<SimStats>,
     pub push: Vec<SimStats>,
+}
+
+/// Seconds from the start to the end of the last second in which a code arrived, and
+/// at least `arrivals`.
+fn delivered_by(series: &[SecondView], arrivals: f64) -> f64 {
+    series
+        .iter()
+        .rev()
+        .find(|s| s.delivered > 0)
+        .map_or(0.0, |s| (s.t + 1) as f64)
+        .max(arrivals)
 }
 
 pub struct Inputs<'a> {
@@ -324,6 +341,7 @@ impl Report {
         ];
         let until = i.total;
         let series = i.m.series(until);
+        let delivered_by = delivered_by(&series, arrivals);
         let cpus: Vec<f64> = series.iter().filter_map(|s| s.otpd_cpu).collect();
         let rss: Vec<f64> = series.iter().filter_map(|s| s.otpd_rss_mb).collect();
         let tool: Vec<f64> = series.iter().filter_map(|s| s.tool_cpu).collect();
@@ -363,7 +381,8 @@ impl Report {
                 .map(|(_, v)| v)
                 .sum::<u64>() as f64
                 / arrivals,
-            delivered_rate: delivered_total as f64 / arrivals,
+            delivered_rate: delivered_total as f64 / delivered_by,
+            delivered_by_s: delivered_by,
             ops,
             delivery,
             people,
@@ -413,13 +432,14 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "offered {} ({:.0}/s), sent {}, dropped {}; issued {:.0}/s; delivered end to end {:.0}/s",
+            "offered {} ({:.0}/s), sent {}, dropped {}; issued {:.0}/s; delivered end to end {:.0}/s (the last code at {:.0}s)",
             self.offered,
             self.offered_rate,
             self.sent,
             self.dropped,
             self.issued_rate,
-            self.delivered_rate
+            self.delivered_rate,
+            self.delivered_by_s
         );
         let _ = writeln!(
             s,
@@ -511,5 +531,27 @@ impl Report {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn second(t: u64, delivered: u64) -> SecondView {
+        SecondView {
+            t,
+            delivered,
+            ..SecondView::default()
+        }
+    }
+
+    #[test]
+    fn a_backlog_delivered_after_the_arrivals_stretches_the_delivery_time() {
+        let series = [second(0, 10), second(1, 10), second(2, 5), second(3, 0)];
+        assert_eq!(delivered_by(&series, 2.0), 3.0);
+        // Kept pace: the arrivals' own length.
+        assert_eq!(delivered_by(&series[..2], 2.0), 2.0);
+        assert_eq!(delivered_by(&[], 1.5), 1.5);
     }
 }
