@@ -104,7 +104,7 @@ pub fn engine(
 ) -> (Arc<Engine>, CodeKeys, Arc<MemoryStore>, watch::Sender<bool>) {
     let keys = CodeKeys::derive(SECRET);
     let store = Arc::new(MemoryStore::new(64, retention));
-    let (queue, jobs) = DeliveryQueue::bounded(queue_capacity);
+    let (queue, jobs) = DeliveryQueue::bounded(queue_capacity, Duration::from_secs(600));
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(Engine::new(
         store.clone() as Arc<dyn Store>,

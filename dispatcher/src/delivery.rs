@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::route::Target;
 use crate::routing::{CarrierSlot, Router};
+use crate::sojourn::Sojourn;
 use crate::store::{JobReceipt, Store, TakeSend};
 use crate::subscriber::{Device, Platform};
 use crate::template;
@@ -64,6 +65,9 @@ pub struct DeliveryJob {
     pub provider_ack: bool,
     /// Where to acknowledge the job, when it came from the store's queue.
     pub receipt: Option<JobReceipt>,
+    /// When it was queued: its wait until a worker takes it is what admission watches
+    /// (see [`crate::sojourn`]).
+    pub queued_at: UnixMillis,
 }
 
 /// Which kind of channel a request goes to: `auto` is push when the subject has a
@@ -81,6 +85,30 @@ pub fn resolve(requested: RequestedChannel, has_devices: bool) -> ChannelKind {
 pub struct DeliveryQueue {
     tx: mpsc::Sender<DeliveryJob>,
     capacity: usize,
+    sojourn: Arc<Sojourn>,
+}
+
+/// The taking half, for the workers: it measures how long each job waited.
+pub struct DeliveryJobs {
+    rx: mpsc::Receiver<DeliveryJob>,
+    sojourn: Arc<Sojourn>,
+}
+
+impl DeliveryJobs {
+    /// The next job, `None` once the queue is closed and empty.
+    pub async fn recv(&mut self) -> Option<DeliveryJob> {
+        self.rx.recv().await
+    }
+
+    /// The next job if one is waiting.
+    pub fn try_recv(&mut self) -> Option<DeliveryJob> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Take no more jobs: what is queued can still be received.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
 }
 
 /// The queue is full (or closed for shutdown).
@@ -98,15 +126,29 @@ impl QueueSlot<'_> {
 }
 
 impl DeliveryQueue {
-    pub fn bounded(capacity: usize) -> (Self, mpsc::Receiver<DeliveryJob>) {
+    /// At most `capacity` jobs waiting; and new work is refused while the jobs taken
+    /// have been waiting longer than `max_delay` (see [`crate::sojourn`]).
+    pub fn bounded(capacity: usize, max_delay: Duration) -> (Self, DeliveryJobs) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let sojourn = Arc::new(Sojourn::new(max_delay));
         (
             Self {
                 tx,
                 capacity: capacity.max(1),
+                sojourn: sojourn.clone(),
             },
-            rx,
+            DeliveryJobs { rx, sojourn },
         )
+    }
+
+    /// Whether jobs wait so long that no more should be accepted now.
+    pub fn behind(&self, now: UnixMillis) -> bool {
+        self.sojourn.over(now)
+    }
+
+    /// How long jobs have been waiting lately (the shortest wait of the last window).
+    pub fn standing_delay(&self, now: UnixMillis) -> Option<Duration> {
+        self.sojourn.standing(now)
     }
 
     pub fn try_reserve(&self) -> Result<QueueSlot<'_>, QueueFull> {
@@ -234,7 +276,7 @@ pub struct Workers {
 /// The next job, or `None` once the queue is closed and drained. Closes the queue
 /// when `stop` turns true.
 async fn next_job(
-    rx: &Mutex<mpsc::Receiver<DeliveryJob>>,
+    rx: &Mutex<DeliveryJobs>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<DeliveryJob> {
     let mut rx = rx.lock().await;
@@ -272,17 +314,19 @@ impl Workers {
     /// included, waiting behind them for tens of seconds. With every slot taken, the
     /// providers are saturated: the push is not tried and the code goes by SMS at
     /// once, as when no device takes it.
-    pub async fn run(self, rx: mpsc::Receiver<DeliveryJob>, stop: watch::Receiver<bool>) {
+    pub async fn run(self, rx: DeliveryJobs, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
+        let sojourn = rx.sojourn.clone();
         let rx = Arc::new(Mutex::new(rx));
         let slots = this.concurrency.max(1) * PUSH_SLOTS_PER_WORKER;
         let push_slots = Arc::new(tokio::sync::Semaphore::new(slots));
         let mut workers = JoinSet::new();
         for _ in 0..this.concurrency.max(1) {
             let (this, rx, mut stop) = (this.clone(), rx.clone(), stop.clone());
-            let push_slots = push_slots.clone();
+            let (push_slots, sojourn) = (push_slots.clone(), sojourn.clone());
             workers.spawn(async move {
                 while let Some(job) = next_job(&rx, &mut stop).await {
+                    sojourn.observe(job.queued_at, this.clock.now());
                     if job.kind == ChannelKind::Push
                         && let Ok(slot) = push_slots.clone().try_acquire_owned()
                     {

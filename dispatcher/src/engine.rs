@@ -172,6 +172,10 @@ impl Engine {
     /// Bring the sampled gauges up to date (called before each metrics scrape).
     pub fn publish_gauges(&self) {
         self.metrics.queue_depth.set(self.queue.depth() as f64);
+        let delay = self.queue.standing_delay(self.clock.now());
+        self.metrics
+            .queue_delay
+            .set(delay.unwrap_or_default().as_secs_f64());
     }
 
     /// Issue a new code, or re-send the pending one for the same destination and
@@ -196,6 +200,12 @@ impl Engine {
         req: IssueRequest,
         limits: Option<&IssueLimits<'_>>,
     ) -> Result<Issued, IssueError> {
+        let now = self.clock.now();
+        // A standing queue: codes would reach people late; better refused now.
+        if self.queue.behind(now) {
+            self.metrics.overloaded();
+            return Err(IssueError::Overloaded);
+        }
         let slot = if self.store_queues {
             None
         } else {
@@ -204,7 +214,6 @@ impl Engine {
                 IssueError::Overloaded
             })?)
         };
-        let now = self.clock.now();
 
         let mut policy = req.purpose.policy;
         if req.channel == RequestedChannel::App {
@@ -313,6 +322,7 @@ impl Engine {
             client: v.client.clone(),
             provider_ack: req.purpose.provider_ack,
             receipt: None,
+            queued_at: now,
         });
         Ok(issued)
     }
@@ -400,6 +410,7 @@ impl Engine {
                 client: None,
                 provider_ack: false,
                 receipt: None,
+                queued_at: now,
             };
             tracing::info!(%id, "push not acknowledged in time: sending the code by SMS");
             if self.queue.send(job).await.is_err() {

@@ -34,6 +34,7 @@ pub mod route;
 pub mod routing;
 mod serve;
 pub mod server;
+pub mod sojourn;
 pub mod store;
 pub mod subscriber;
 pub mod template;

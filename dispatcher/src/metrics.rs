@@ -55,6 +55,8 @@ pub struct Metrics {
     escalations: [Counter; 2],
     acknowledgements: Counter,
     pub queue_depth: Gauge,
+    /// The queue's standing wait (see [`crate::sojourn`]); 0 when there is none.
+    pub queue_delay: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
                 .map(|cause| metrics::counter!("otpd_escalations_total", "cause" => cause)),
             acknowledgements: metrics::counter!("otpd_push_acknowledgements_total"),
             queue_depth: metrics::gauge!("otpd_delivery_queue_depth"),
+            queue_delay: metrics::gauge!("otpd_delivery_queue_delay_seconds"),
         }
     }
 

@@ -130,7 +130,10 @@ impl Server {
             }
         };
         let redis_keys = Keys::new(&config.redis.prefix, config.redis.partitions);
-        let (queue, jobs) = DeliveryQueue::bounded(config.delivery.queue_capacity);
+        let (queue, jobs) = DeliveryQueue::bounded(
+            config.delivery.queue_capacity,
+            config.delivery.max_queue_delay,
+        );
         let purposes = config.purposes.iter().map(|(name, p)| Purpose {
             name: Arc::from(name.as_str()),
             policy: Policy {

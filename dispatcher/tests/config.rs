@@ -148,6 +148,10 @@ fn impossible_values_are_named() {
             "delivery.queue_capacity",
         ),
         ("[delivery]\nconcurrency = 0\n", "delivery.concurrency"),
+        (
+            "[delivery]\nmax_queue_delay = \"1ms\"\n",
+            "delivery.max_queue_delay",
+        ),
         ("[delivery]\nsms = \"pigeon\"\n", "delivery.sms"),
         ("[delivery]\nsms = \"smpp.nobody\"\n", "delivery.sms"),
         (

@@ -334,6 +334,10 @@ pub struct OtpdConfig {
     pub worker_threads: Option<usize>,
     pub delivery_concurrency: usize,
     pub queue_capacity: usize,
+    /// otpd's `delivery.max_queue_delay`: past it, requests are refused until the
+    /// delivery catches up (otpd's default when unset).
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_queue_delay: Option<Duration>,
     /// The app's acknowledgement is awaited this long before the code goes by SMS.
     #[serde(with = "humantime_serde")]
     pub escalate_after: Duration,
@@ -355,6 +359,7 @@ impl Default for OtpdConfig {
             worker_threads: None,
             delivery_concurrency: 512,
             queue_capacity: 200_000,
+            max_queue_delay: None,
             escalate_after: Duration::from_secs(60),
             smpp_response_timeout: Duration::from_secs(2),
             push_timeout: Duration::from_secs(5),

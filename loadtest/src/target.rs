@@ -164,6 +164,9 @@ pub fn config(scenario: &Scenario, endpoints: &Endpoints) -> String {
         "[delivery]\nqueue_capacity = {}\nconcurrency = {}\nsms = \"smpp.{first}\"\npush = \"none\"\nretry_backoff = \"100ms\"\n",
         o.queue_capacity, o.delivery_concurrency
     );
+    if let Some(delay) = o.max_queue_delay {
+        let _ = writeln!(c, "max_queue_delay = \"{}\"", d(delay));
+    }
     for (carrier, (name, addr)) in scenario.carriers.iter().zip(&endpoints.smscs) {
         let _ = writeln!(
             c,

@@ -1,5 +1,6 @@
-//! Delivery: a full queue answers 503 and creates nothing; channel failures are
-//! recorded; shutdown delivers what was accepted.
+//! Delivery: a full queue answers 503 and creates nothing, and so does a queue whose
+//! sends stand in it too long; channel failures are recorded; shutdown delivers what
+//! was accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,73 @@ async fn a_full_queue_answers_503_and_creates_nothing() {
         .await;
     assert_eq!(a.status, 201, "{}", a.text);
     wait_until(|| fake.sent().len() == 3).await;
+}
+
+#[tokio::test]
+async fn a_queue_whose_sends_wait_too_long_answers_503_until_it_drains() {
+    let fake = Arc::new(FakeChannel::gated("slow"));
+    let t = TestServer::start_with(
+        |c| {
+            c.delivery.queue_capacity = 100;
+            c.delivery.concurrency = 1;
+            c.delivery.max_queue_delay = Duration::from_secs(1);
+        },
+        Some(fake_channels(&fake)),
+    )
+    .await;
+    let engine = t.server().engine().clone();
+    // The first send is taken at once (and held by the carrier); two more wait.
+    t.issue("+34600000050").await;
+    wait_until(|| engine.queue().depth() == 0).await;
+    t.issue("+34600000051").await;
+    t.issue("+34600000052").await;
+    // The carrier answers slowly: the waiting sends are taken 2 s and 3 s late.
+    t.clock.advance(Duration::from_secs(2));
+    fake.release(1);
+    wait_until(|| engine.queue().depth() == 1).await;
+    // Room in the queue, but a wait of a second or more for a whole window.
+    let a = t
+        .post("/v1/verifications", json!({"to": "+34600000053"}))
+        .await;
+    assert_eq!(
+        a.status, 201,
+        "one late send is not yet a standing queue: {}",
+        a.text
+    );
+    t.clock.advance(Duration::from_secs(1));
+    fake.release(1);
+    wait_until(|| engine.queue().depth() == 1).await;
+
+    let a = t
+        .post("/v1/verifications", json!({"to": "+34600000054"}))
+        .await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(a.error_code(), "overloaded");
+    assert_eq!(a.header("retry-after"), Some("1"));
+    let health = t.get("/healthz").await;
+    assert!(
+        health.body["delivery_queue"]["standing_delay_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 1000),
+        "{}",
+        health.text
+    );
+
+    // Delivery catches up; with nothing waiting, requests are taken again.
+    fake.release(10);
+    wait_until(|| fake.sent().len() == 4).await;
+    t.clock.advance(Duration::from_secs(3));
+    let a = t
+        .post("/v1/verifications", json!({"to": "+34600000054"}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let health = t.get("/healthz").await;
+    assert_eq!(
+        health.body["delivery_queue"]["standing_delay_ms"],
+        serde_json::Value::Null,
+        "{}",
+        health.text
+    );
 }
 
 #[tokio::test]

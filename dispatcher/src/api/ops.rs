@@ -41,6 +41,11 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             "depth": queue.depth(),
             "capacity": queue.capacity(),
             "accepting": accepting,
+            // How long sends have stood in it lately; over the limit, new requests
+            // are answered 503 until it drains.
+            "standing_delay_ms": queue
+                .standing_delay(state.engine.now())
+                .map(|d| d.as_millis() as u64),
         },
     });
     let status = if healthy {

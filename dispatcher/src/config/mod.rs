@@ -219,6 +219,11 @@ pub struct DeliveryConfig {
     /// `Retry-After` given with a 503 when the queue is full.
     #[serde(with = "humantime_serde")]
     pub overload_retry_after: Duration,
+    /// The longest sends may stand in the queue: while even the quickest taken over a
+    /// window had waited longer, new requests are answered 503 (the codes would
+    /// arrive late) until delivery catches up.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_delay: Duration,
     /// Channel for SMS: `file`, or `smpp.NAME` for a carrier of [channels.smpp].
     pub sms: String,
     /// Push for platforms without a [push.*] provider: `file` (the outbox) or `none`
@@ -461,6 +466,7 @@ impl Default for DeliveryConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(250),
             overload_retry_after: Duration::from_secs(1),
+            max_queue_delay: Duration::from_secs(5),
             sms: "file".into(),
             push: "file".into(),
         }
@@ -738,6 +744,15 @@ impl Config {
                 "delivery.queue_capacity",
                 self.delivery.queue_capacity,
                 "must be between 1 and 10000000",
+            ));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(600))
+            .contains(&self.delivery.max_queue_delay)
+        {
+            return Err(invalid(
+                "delivery.max_queue_delay",
+                humantime::format_duration(self.delivery.max_queue_delay).to_string(),
+                "must be between 10ms and 10m",
             ));
         }
         if !(1..=100_000).contains(&self.delivery.concurrency) {

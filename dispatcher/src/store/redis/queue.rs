@@ -307,6 +307,15 @@ impl StreamConsumer {
     }
 }
 
+/// When Redis queued an entry: its id is `<unix ms>-<sequence>`, given by the server
+/// (`XADD *`). An id of another form (none is made) counts as not having waited.
+fn queued_at(entry: &str) -> UnixMillis {
+    entry
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .map_or(UnixMillis(i64::MAX), UnixMillis)
+}
+
 impl JobReader {
     /// A job from one entry's fields; it counts as held by this node until dropped.
     pub fn job(
@@ -339,6 +348,7 @@ impl JobReader {
             challenge: f.get("cg").and_then(|c| Challenge::parse(c)),
             client: f.get("cl").map(|c| Arc::from(c.as_str())),
             provider_ack: self.provider_ack.get(purpose).copied().unwrap_or(false),
+            queued_at: queued_at(&entry),
             receipt: Some(JobReceipt {
                 stream: stream.to_owned(),
                 hold: self.held.hold(stream, &entry),
@@ -418,4 +428,15 @@ fn parse_entries(v: Value) -> Result<Entries, StoreError> {
         out.push((id, fields));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_id_says_when_redis_queued_it() {
+        assert_eq!(queued_at("1764921600123-7"), UnixMillis(1_764_921_600_123));
+        assert_eq!(queued_at("nonsense"), UnixMillis(i64::MAX));
+    }
 }
