@@ -401,11 +401,12 @@ impl Admission {
         self.charge(c, now).await
     }
 
-    /// May a contrast value be tried for `subject` from `ip`? Charges nothing: only
-    /// a failed attempt is charged ([`Admission::contrast_failed`]), to the same
-    /// limits as wrong codes — the subject's and the address's — since both are
-    /// guesses at a secret about the subject.
-    pub async fn contrast_attempt(
+    /// May a secret about `subject` be tried (from `ip`, when known)? A contrast
+    /// value, or an app's signed answer (the device key is the secret). Charges
+    /// nothing: only a failed attempt is charged ([`Admission::guess_failed`]), to
+    /// the same limits as wrong codes — the subject's and the address's — since all
+    /// are guesses at a secret about the subject.
+    pub async fn guess_allowed(
         &self,
         rules: &Rules,
         subject: &str,
@@ -413,7 +414,7 @@ impl Admission {
         now: UnixMillis,
     ) -> Result<(), Refused> {
         let key = ip.map(ip_key);
-        let checks = contrast_checks(rules, subject, key.as_ref());
+        let checks = guess_checks(rules, subject, key.as_ref());
         if checks.is_empty() {
             return Ok(());
         }
@@ -428,9 +429,10 @@ impl Admission {
             })
     }
 
-    /// A contrast value tried for `subject` from `ip` was wrong (or the subject is
-    /// not registered): charged to the subject's and the address's guess limits.
-    pub async fn contrast_failed(
+    /// A secret tried for `subject` (from `ip`) was wrong — a contrast value, or an
+    /// app's answer that a device of the subject's did not sign: charged to the
+    /// subject's and the address's guess limits.
+    pub async fn guess_failed(
         &self,
         rules: &Rules,
         subject: &str,
@@ -438,15 +440,14 @@ impl Admission {
         now: UnixMillis,
     ) {
         let key = ip.map(ip_key);
-        let checks = contrast_checks(rules, subject, key.as_ref());
-        metrics::counter!("otpd_contrast_failures_total").increment(1);
+        let checks = guess_checks(rules, subject, key.as_ref());
         if checks.is_empty() {
             return;
         }
         // A refusal here changes nothing: the attempt failed anyway, and the next
-        // one is refused by `contrast_attempt`.
+        // one is refused by `guess_allowed`.
         if let Err(Denial::Unavailable(e)) = self.limiter.check(&checks, nanos(now)).await {
-            tracing::warn!(error = %e, "could not count a failed contrast attempt");
+            tracing::warn!(error = %e, "could not count a failed guess");
         }
     }
 
@@ -557,7 +558,7 @@ impl Admission {
 
 /// The limits a contrast attempt is counted against: the subject's wrong guesses and
 /// the address's checks.
-fn contrast_checks<'a>(
+fn guess_checks<'a>(
     rules: &'a Rules,
     subject: &'a str,
     ip: Option<&'a [u8; 16]>,

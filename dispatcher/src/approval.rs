@@ -58,6 +58,12 @@ impl AnswerRefusal {
             AnswerRefusal::Stale { .. } => "stale_answer",
         }
     }
+    /// Whether the answer could be a try at the subject's device key (anything but
+    /// an answer to a verification that is not an approval request): such answers
+    /// count against the subject's guess limit, like wrong codes.
+    pub fn is_guess(self) -> bool {
+        !matches!(self, AnswerRefusal::NotApp)
+    }
 }
 
 /// Check that `answer` is `decision` on `v`, signed by one of `devices` (the

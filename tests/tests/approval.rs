@@ -277,6 +277,50 @@ async fn a_denial_is_final_and_bad_answers_change_nothing(backend: Backend) {
     t.stop().await;
 }
 
+/// Answers that no device of the subject's signed are guesses at its keys: they
+/// count against the subject's guess limit (`check_subject`, with wrong codes and
+/// contrast values), and past it even a good answer is refused, unchecked.
+async fn answers_not_signed_by_the_subject_count_against_its_guess_limit(backend: Backend) {
+    let p = Providers::start().await;
+    let t = TestServer::start_on(
+        backend,
+        |c| {
+            p.configure(c);
+            c.limits.check_subject = Rate::per(3, 3600);
+        },
+        None,
+    )
+    .await;
+    let (iphone, android) = (AppKey::es256(), AppKey::ed25519());
+    register(&t, &iphone, &android).await;
+    let v = ask(&t).await;
+    let r = Request::from_qr(v["qr"].as_str().unwrap()).unwrap();
+    let stranger = AppKey::ed25519();
+    let mut forged = stranger.answer(Decision::Approve, &r, now(&t));
+    forged["device"] = json!(android.thumbprint());
+    let path = AppKey::path(Decision::Approve, &r);
+    for (body, code) in [
+        (
+            stranger.answer(Decision::Approve, &r, now(&t)),
+            "unknown_device",
+        ),
+        (forged, "bad_signature"),
+        (
+            android.answer(Decision::Approve, &r, now(&t) - 120_000),
+            "stale_answer",
+        ),
+    ] {
+        let a = t.post(&path, body).await;
+        assert_eq!((a.status, a.error_code()), (403, code), "{}", a.text);
+    }
+    let a = answer(&t, &android, Decision::Approve, &r, now(&t)).await;
+    assert_eq!(a.status, 429, "{}", a.text);
+    assert_eq!(a.body["error"]["limit"], "check_subject", "{}", a.text);
+    assert!(a.header("retry-after").is_some());
+    assert_eq!(status(&t, &r.verification).await["status"], "pending");
+    t.stop().await;
+}
+
 async fn an_answer_after_expiry_is_refused(backend: Backend) {
     let Asked { t, iphone, v, .. } = Asked::on(backend).await;
     let r = Request::from_qr(v["qr"].as_str().unwrap()).unwrap();
@@ -561,6 +605,7 @@ async fn a_purpose_can_require_contrast_and_the_push_names_the_client(backend: B
 on_both!(
     the_app_approves_what_apns_and_fcm_delivered,
     a_denial_is_final_and_bad_answers_change_nothing,
+    answers_not_signed_by_the_subject_count_against_its_guess_limit,
     an_answer_after_expiry_is_refused,
     the_qr_code_works_without_any_push_and_the_pin_then_approves_nothing,
     no_answer_in_time_sends_the_pin_and_the_pin_approves,

@@ -82,6 +82,18 @@ async fn answer(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
+    // A subject past its guess limit (wrong codes, contrast values, answers its
+    // devices did not sign) is refused before the signature is even looked at, so
+    // that answers cannot be tried without end, nor cost a signature check each.
+    let rules = state.admission.rules();
+    let now = state.engine.now();
+    if let Some(subject) = v.subject.as_deref() {
+        state
+            .admission
+            .guess_allowed(&rules, subject, None, now)
+            .await
+            .map_err(super::verifications::refused)?;
+    }
     let devices = match v.subject.as_deref() {
         Some(subject) => state
             .engine
@@ -98,7 +110,6 @@ async fn answer(
         timestamp_ms: body.timestamp,
         signature: &body.signature,
     };
-    let now = state.engine.now();
     if let Err(e) = approval::judge(
         &v,
         &devices,
@@ -109,6 +120,14 @@ async fn answer(
     ) {
         state.engine.metrics().answer_refused(e.code());
         tracing::info!(%id, reason = e.code(), "an app's answer was refused");
+        if e.is_guess()
+            && let Some(subject) = v.subject.as_deref()
+        {
+            state
+                .admission
+                .guess_failed(&rules, subject, None, now)
+                .await;
+        }
         return Err(refusal(e));
     }
     let (outcome, v) = state

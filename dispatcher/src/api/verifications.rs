@@ -378,7 +378,7 @@ async fn resolve_subject(
         // wrong one); only failures are charged.
         state
             .admission
-            .contrast_attempt(rules, &subject, ip, now)
+            .guess_allowed(rules, &subject, ip, now)
             .await
             .map_err(refused)?;
     }
@@ -397,10 +397,8 @@ async fn resolve_subject(
         let equal = given.matches(&reference);
         if !(equal && stored.is_some()) {
             tracing::info!("a request by subject failed its contrast check");
-            state
-                .admission
-                .contrast_failed(rules, &subject, ip, now)
-                .await;
+            metrics::counter!("otpd_contrast_failures_total").increment(1);
+            state.admission.guess_failed(rules, &subject, ip, now).await;
             return Err(unknown_subject());
         }
     }
@@ -705,7 +703,7 @@ impl IntoResponse for Created {
     }
 }
 
-fn refused(r: Refused) -> ApiError {
+pub(super) fn refused(r: Refused) -> ApiError {
     match r {
         Refused::Limited(refusal) => ApiError::limited(refusal),
         Refused::Denied { .. } => ApiError::new(
