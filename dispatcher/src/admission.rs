@@ -556,8 +556,8 @@ impl Admission {
     }
 }
 
-/// The limits a contrast attempt is counted against: the subject's wrong guesses and
-/// the address's checks.
+/// The limits a guess (a contrast value, an app's answer) is counted against: the
+/// subject's wrong guesses and, when the address is known, its checks.
 fn guess_checks<'a>(
     rules: &'a Rules,
     subject: &'a str,
