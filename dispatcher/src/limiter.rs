@@ -10,11 +10,17 @@
 //! Keys whose TAT has passed are as good as absent and are reclaimed by
 //! [`MemoryLimiter::reclaim`], which a timer runs, so the maps never grow without
 //! bound.
+//!
+//! The maps resize incrementally (`griddle`): each insert moves a few keys to the
+//! bigger table. With hashbrown's all-at-once resize, the evenly filled shards all
+//! doubled within the same fraction of a second under national load, rehashing
+//! millions of keys and faulting in their new pages at once, with every request
+//! that needed one of those shards waiting for it.
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use hashbrown::HashMap;
+use griddle::HashMap;
 use parking_lot::Mutex;
 use siphasher::sip128::{Hasher128, SipHasher13};
 

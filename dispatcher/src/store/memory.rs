@@ -2,13 +2,15 @@
 //!
 //! Layout, chosen for a small resident footprint per live verification:
 //!
-//! - Records live in a dense slab (`Vec<Option<Verification>>`) per shard, reused
-//!   through a free list. A `Vec` only makes resident the pages it has written, while
-//!   a hash map spreading large values over twice as many buckets as entries would
-//!   touch them all.
-//! - Two `hashbrown::HashTable<u32>` index the slab: by id (hashed by the id's own
-//!   random bits, no hashing work) and by dedupe key (destination + purpose). Each
-//!   bucket is four bytes.
+//! - Records live in a dense slab per shard ([`ChunkedVec`]), reused through a free
+//!   list. It only makes resident the pages it has written, while a hash map
+//!   spreading large values over twice as many buckets as entries would touch them
+//!   all; and it grows without moving a record.
+//! - Two `hashbrown::HashTable`s index the slab: by id (hashed by the id's own random
+//!   bits, no hashing work) and by dedupe key (destination + purpose). Each bucket is
+//!   eight bytes: the slot and half of the key's hash, so that an index grows by
+//!   rehashing its buckets alone. Reading each record back to hash it again cost a
+//!   cache miss per record, under the shard's lock, in every shard at once.
 //! - A min-heap per shard orders records by the end of their retention. Each `issue`
 //!   reclaims a few due records in its shard, so memory stays flat under sustained
 //!   load even without the periodic sweep; the sweep catches idle shards.
@@ -27,6 +29,7 @@ use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
+use super::chunked::ChunkedVec;
 use super::idempotency::IdempotencyTable;
 use super::registry::Registry;
 use super::{
@@ -61,11 +64,42 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Shard {
-    slots: Vec<Option<Verification>>,
+    slots: ChunkedVec<Option<Verification>>,
     free: Vec<u32>,
-    by_id: HashTable<u32>,
-    by_dest: HashTable<u32>,
+    by_id: HashTable<Indexed>,
+    by_dest: HashTable<Indexed>,
     expiry: BinaryHeap<Reverse<(UnixMillis, u32)>>,
+}
+
+/// An index bucket: a record's slot and the upper half of its key's hash.
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
+    slot: u32,
+    hash: u32,
+}
+
+impl Indexed {
+    fn new(slot: u32, hash: u64) -> Self {
+        Self {
+            slot,
+            hash: (hash >> 32) as u32,
+        }
+    }
+
+    /// The hash the table sees: the kept half in both halves, so that hashbrown's
+    /// bucket index (low bits) and tag (top bits) both come from real hash bits.
+    fn table_hash(&self) -> u64 {
+        spread(self.hash)
+    }
+}
+
+/// The table hash of a key whose full hash is `hash` (see [`Indexed::table_hash`]).
+fn table_hash(hash: u64) -> u64 {
+    spread((hash >> 32) as u32)
+}
+
+fn spread(half: u32) -> u64 {
+    (u64::from(half) << 32) | u64::from(half)
 }
 
 fn id_hash(id: &VerificationId) -> u64 {
@@ -121,10 +155,10 @@ impl Shard {
     fn find(&self, id: &VerificationId) -> Option<u32> {
         let slots = &self.slots;
         self.by_id
-            .find(id_hash(id), |&s| {
-                slots[s as usize].as_ref().is_some_and(|v| v.id == *id)
+            .find(table_hash(id_hash(id)), |e| {
+                slots[e.slot as usize].as_ref().is_some_and(|v| v.id == *id)
             })
-            .copied()
+            .map(|e| e.slot)
     }
 
     fn get_mut(&mut self, id: &VerificationId) -> Option<&mut Verification> {
@@ -137,12 +171,12 @@ impl Shard {
     fn find_dest(&self, dest_hash: u64, like: &Verification) -> Option<u32> {
         let slots = &self.slots;
         self.by_dest
-            .find(dest_hash, |&s| {
-                slots[s as usize].as_ref().is_some_and(|v| {
+            .find(table_hash(dest_hash), |e| {
+                slots[e.slot as usize].as_ref().is_some_and(|v| {
                     v.to == like.to && v.purpose == like.purpose && v.client == like.client
                 })
             })
-            .copied()
+            .map(|e| e.slot)
     }
 
     /// Store `v` as the destination's current verification, replacing `previous` (a
@@ -153,7 +187,6 @@ impl Shard {
         dest_hash: u64,
         previous: Option<u32>,
         retain_until: UnixMillis,
-        dedupe_hash: impl Fn(&Verification) -> u64,
     ) {
         let id = id_hash(&v.id);
         let slot = match self.free.pop() {
@@ -161,20 +194,22 @@ impl Shard {
                 self.slots[s as usize] = Some(v);
                 s
             }
-            None => {
-                self.slots.push(Some(v));
-                (self.slots.len() - 1) as u32
-            }
+            None => self.slots.push(Some(v)) as u32,
         };
-        let slots = &self.slots;
-        let record = |s: &u32| slots[*s as usize].as_ref().expect("indexed slot");
         self.by_id
-            .insert_unique(id, slot, |s| id_hash(&record(s).id));
-        match previous.and_then(|p| self.by_dest.find_mut(dest_hash, |&s| s == p)) {
-            Some(entry) => *entry = slot,
+            .insert_unique(table_hash(id), Indexed::new(slot, id), Indexed::table_hash);
+        let previous = previous.and_then(|p| {
+            self.by_dest
+                .find_mut(table_hash(dest_hash), |e| e.slot == p)
+        });
+        match previous {
+            Some(entry) => *entry = Indexed::new(slot, dest_hash),
             None => {
-                self.by_dest
-                    .insert_unique(dest_hash, slot, |s| dedupe_hash(record(s)));
+                self.by_dest.insert_unique(
+                    table_hash(dest_hash),
+                    Indexed::new(slot, dest_hash),
+                    Indexed::table_hash,
+                );
             }
         }
         self.expiry.push(Reverse((retain_until, slot)));
@@ -202,10 +237,16 @@ impl Shard {
                 continue; // the slot was reused by a younger record
             }
             let v = self.slots[slot as usize].take().expect("checked");
-            if let Ok(entry) = self.by_id.find_entry(id_hash(&v.id), |&s| s == slot) {
+            let by_id = self
+                .by_id
+                .find_entry(table_hash(id_hash(&v.id)), |e| e.slot == slot);
+            if let Ok(entry) = by_id {
                 entry.remove();
             }
-            if let Ok(entry) = self.by_dest.find_entry(dedupe_hash(&v), |&s| s == slot) {
+            let by_dest = self
+                .by_dest
+                .find_entry(table_hash(dedupe_hash(&v)), |e| e.slot == slot);
+            if let Ok(entry) = by_dest {
                 entry.remove();
             }
             self.free.push(slot);
@@ -256,9 +297,7 @@ impl Store for MemoryStore {
                 });
             }
         }
-        shard.insert(candidate.clone(), dest_hash, previous, retain_until, |v| {
-            self.dedupe_hash(v)
-        });
+        shard.insert(candidate.clone(), dest_hash, previous, retain_until);
         drop(guard);
         if let Some(due) = candidate.escalate_at() {
             self.escalations

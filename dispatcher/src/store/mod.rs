@@ -5,6 +5,7 @@
 //! Lua script (one round trip) on Redis. Nothing above the store does
 //! read-modify-write.
 
+mod chunked;
 pub mod idempotency;
 pub mod memory;
 pub mod redis;
