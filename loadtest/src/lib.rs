@@ -23,6 +23,7 @@ pub mod run;
 pub mod scenario;
 pub mod sims;
 pub mod target;
+pub mod tombstones;
 
 pub use report::Report;
 pub use run::{Options, RunError, run};

@@ -33,6 +33,7 @@ use crate::rng::{Rng, mix};
 use crate::scenario::{Event, Scenario};
 use crate::sims::{SimError, Sims};
 use crate::target::{self, OtpdProcess, TargetError};
+use crate::tombstones::Tombstones;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -128,14 +129,29 @@ impl State {
     }
 }
 
-#[derive(Default)]
+/// Open sessions by key. It grows to a million keys in a national run; resized
+/// incrementally, so that no insert rehashes them all at once.
+type Open<K> = griddle::HashMap<K, Arc<Session>, std::hash::RandomState>;
+
 struct Shard {
-    by_phone: HashMap<u64, Arc<Session>>,
-    by_id: HashMap<Arc<str>, Arc<Session>>,
+    by_phone: Open<u64>,
+    by_id: Open<Arc<str>>,
     /// Pushes that arrived before otpd's answer told us their verification.
     early: HashMap<Arc<str>, (Via, Arrived, Instant)>,
-    gone_phones: HashMap<u64, Instant>,
-    gone_ids: HashMap<Arc<str>, Instant>,
+    gone_phones: Tombstones<u64>,
+    gone_ids: Tombstones<Arc<str>>,
+}
+
+impl Shard {
+    fn new(now: Instant) -> Self {
+        Self {
+            by_phone: Open::with_hasher(Default::default()),
+            by_id: Open::with_hasher(Default::default()),
+            early: HashMap::new(),
+            gone_phones: Tombstones::new(TOMBSTONE, now),
+            gone_ids: Tombstones::new(TOMBSTONE, now),
+        }
+    }
 }
 
 /// Where sessions are found by phone number (SMS) and by verification id (push).
@@ -147,7 +163,9 @@ struct Inbox {
 impl Inbox {
     fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(Instant::now())))
+                .collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -156,15 +174,13 @@ impl Inbox {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    /// Forget tombstones older than `TOMBSTONE`; returns the early pushes that are
-    /// that old too (stray: no session ever claimed them).
+    /// Forget early pushes older than `TOMBSTONE` (`all`: every one); returns how
+    /// many (stray: no session ever claimed them). Tombstones expire by themselves.
     fn sweep(&self, now: Instant, all: bool) -> u64 {
         let mut stray = 0;
         for shard in &self.shards {
             let mut s = shard.lock();
             let keep = |at: &Instant| !all && now.saturating_duration_since(*at) < TOMBSTONE;
-            s.gone_phones.retain(|_, at| keep(at));
-            s.gone_ids.retain(|_, at| keep(at));
             let before = s.early.len();
             s.early.retain(|_, (_, _, at)| keep(at));
             stray += (before - s.early.len()) as u64;
@@ -722,7 +738,7 @@ impl Run {
             match shard.by_phone.get(&key) {
                 Some(s) => Some(s.clone()),
                 None => {
-                    if shard.gone_phones.contains_key(&key) {
+                    if shard.gone_phones.contains(&key) {
                         self.late.fetch_add(1, Ordering::Relaxed);
                     } else {
                         self.m.count(|c| &c.unmatched_deliveries);
@@ -771,7 +787,7 @@ impl Run {
             let mut shard = self.inbox.shard(&*id).lock();
             match shard.by_id.get(&id) {
                 Some(s) => Some(s.clone()),
-                None if shard.gone_ids.contains_key(&id) => {
+                None if shard.gone_ids.contains(&id) => {
                     self.late.fetch_add(1, Ordering::Relaxed);
                     None
                 }
