@@ -14,7 +14,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::Method;
@@ -50,8 +49,11 @@ pub struct Http {
     host: String,
     /// Places for requests over all connections (`connections × pipeline`).
     places: Semaphore,
+    /// Filled in order: a request takes the first lane with room, so requests that
+    /// are ready together share a lane and leave in one write, and otpd reads them in
+    /// one read and answers them in one write. Spreading them round-robin over the
+    /// lanes cost a write and a read on each side per request.
     lanes: Vec<Lane>,
-    next: AtomicUsize,
 }
 
 /// One connection: its places, and the way to its writer while it lives.
@@ -83,7 +85,6 @@ impl Http {
                     jobs: tokio::sync::Mutex::new(None),
                 })
                 .collect(),
-            next: AtomicUsize::new(0),
         }
     }
 
@@ -101,12 +102,12 @@ impl Http {
         let _place = self.places.acquire().await.expect("never closed");
         // Holding one of the `connections × pipeline` places, some lane has a free
         // one of its own: every holder of a lane's place holds one of these.
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let (lane, _lane_place) = loop {
-            if let Some(found) = (0..self.lanes.len()).find_map(|k| {
-                let lane = &self.lanes[(start + k) % self.lanes.len()];
-                lane.places.try_acquire().ok().map(|p| (lane, p))
-            }) {
+            if let Some(found) = self
+                .lanes
+                .iter()
+                .find_map(|lane| lane.places.try_acquire().ok().map(|p| (lane, p)))
+            {
                 break found;
             }
             tokio::task::yield_now().await;
