@@ -1,7 +1,8 @@
 //! The APNs channel: provider-token authentication over a pool of HTTP/2 connections.
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::request;
 use super::response::classify;
@@ -29,7 +30,6 @@ pub struct ApnsConfig {
 pub type SecondsClock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
 
 pub struct ApnsPusher {
-    base_url: String,
     clock: SecondsClock,
     token: ProviderToken,
     default_topic: Option<String>,
@@ -46,10 +46,9 @@ impl ApnsPusher {
             .map_err(|e| SetupError::Invalid(e.to_string()))?;
         Ok(Self {
             clock: std::sync::Arc::new(now_secs),
-            base_url: config.base_url.trim_end_matches('/').to_string(),
             token,
             default_topic: config.default_topic,
-            pool: HttpPool::new(&config.http)?,
+            pool: HttpPool::new(&config.http, &config.base_url)?,
         })
     }
 
@@ -70,19 +69,19 @@ impl ApnsPusher {
             headers.insert(HeaderName::from_static(name), value);
         }
         match HeaderValue::from_str(&format!("bearer {jwt}")) {
-            Ok(v) => headers.insert(reqwest::header::AUTHORIZATION, v),
+            Ok(v) => headers.insert(AUTHORIZATION, v),
             Err(_) => {
                 return Outcome::Fail {
                     reason: "the provider token is not a valid header".into(),
                 };
             }
         };
-        headers.insert(
-            reqwest::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let url = format!("{}{}", self.base_url, req.path);
-        match self.pool.post(&url, headers, req.body.clone()).await {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match self
+            .pool
+            .post(&req.path, headers, Bytes::copy_from_slice(&req.body))
+            .await
+        {
             Ok(answer) => classify(
                 answer.status,
                 answer.header("apns-id"),

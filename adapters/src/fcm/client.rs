@@ -21,7 +21,7 @@ pub struct FcmConfig {
 }
 
 pub struct FcmPusher {
-    send_url: String,
+    send_path: String,
     project: String,
     assertions: Assertions,
     tokens: reqwest::Client,
@@ -42,16 +42,15 @@ impl FcmPusher {
             })?;
         let assertions = Assertions::new(config.account)
             .map_err(|e: AccountError| SetupError::Invalid(e.to_string()))?;
-        let base = config.base_url.trim_end_matches('/');
         Ok(Self {
-            send_url: format!("{base}/v1/projects/{project}/messages:send"),
+            send_path: format!("/v1/projects/{project}/messages:send"),
             project,
             assertions,
             tokens: http::token_client(&config.http)?,
             endpoint: BearerEndpoint {
                 provider: "FCM",
                 content_type: "application/json",
-                pool: HttpPool::new(&config.http)?,
+                pool: HttpPool::new(&config.http, &config.base_url)?,
                 cache: BearerCache::default(),
             },
         })
@@ -76,7 +75,7 @@ impl Pusher for FcmPusher {
         };
         self.endpoint
             .send(
-                &self.send_url,
+                &self.send_path,
                 &body,
                 || self.assertions.fetch(&self.tokens),
                 |a| classify(a.status, a.header("retry-after"), &a.body),

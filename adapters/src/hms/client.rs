@@ -35,7 +35,6 @@ impl std::fmt::Debug for HmsConfig {
 }
 
 pub struct HmsPusher {
-    base_url: String,
     config: HmsConfig,
     tokens: reqwest::Client,
     endpoint: BearerEndpoint,
@@ -49,12 +48,11 @@ impl HmsPusher {
             ));
         }
         Ok(Self {
-            base_url: config.base_url.trim_end_matches('/').to_string(),
             tokens: http::token_client(&config.http)?,
             endpoint: BearerEndpoint {
                 provider: "HMS",
                 content_type: "application/json;charset=UTF-8",
-                pool: HttpPool::new(&config.http)?,
+                pool: HttpPool::new(&config.http, &config.base_url)?,
                 cache: BearerCache::default(),
             },
             config,
@@ -90,10 +88,9 @@ impl Pusher for HmsPusher {
                 };
             }
         };
-        let url = format!("{}{path}", self.base_url);
         self.endpoint
             .send(
-                &url,
+                &path,
                 &body,
                 || self.fetch_token(),
                 |a| classify(a.status, a.header("retry-after"), &a.body, push.token),

@@ -89,7 +89,7 @@ pub struct BearerEndpoint {
 impl BearerEndpoint {
     pub async fn send<F, Fut>(
         &self,
-        url: &str,
+        path: &str,
         body: &[u8],
         fetch: F,
         classify: impl Fn(&crate::push::http::Answer) -> crate::push::Outcome,
@@ -98,11 +98,11 @@ impl BearerEndpoint {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<TokenResponse, FetchError>>,
     {
-        let (outcome, used) = self.send_once(url, body, &fetch, &classify).await;
+        let (outcome, used) = self.send_once(path, body, &fetch, &classify).await;
         match (&outcome, used) {
             (crate::push::Outcome::RenewToken { .. }, Some(used)) => {
                 self.cache.invalidate(&used);
-                self.send_once(url, body, &fetch, &classify).await.0
+                self.send_once(path, body, &fetch, &classify).await.0
             }
             _ => outcome,
         }
@@ -110,7 +110,7 @@ impl BearerEndpoint {
 
     async fn send_once<F, Fut>(
         &self,
-        url: &str,
+        path: &str,
         body: &[u8],
         fetch: &F,
         classify: &impl Fn(&crate::push::http::Answer) -> crate::push::Outcome,
@@ -119,7 +119,7 @@ impl BearerEndpoint {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<TokenResponse, FetchError>>,
     {
-        use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+        use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
         let bearer = match self.cache.get(fetch).await {
             Ok(b) => b,
             Err(e) => return (failed(self.provider, e), None),
@@ -131,7 +131,11 @@ impl BearerEndpoint {
             return (crate::push::Outcome::Fail { reason }, None);
         };
         headers.insert(AUTHORIZATION, value);
-        let outcome = match self.pool.post(url, headers, body.to_vec()).await {
+        let outcome = match self
+            .pool
+            .post(path, headers, bytes::Bytes::copy_from_slice(body))
+            .await
+        {
             Ok(answer) => classify(&answer),
             Err(e) => crate::push::Outcome::Retry {
                 reason: format!("{} unreachable: {e}", self.provider),

@@ -5,6 +5,7 @@
 pub mod bearer;
 pub mod fake;
 pub mod http;
+pub mod origin;
 
 use std::time::Duration;
 
