@@ -265,6 +265,47 @@ impl Measures {
         self.delivery[via as usize].lock().clone()
     }
 
+    /// The seconds at the top rate among the first `arrivals` (whole seconds only: the
+    /// last, partial one offered less), or none when nothing was offered.
+    pub fn peak(&self, arrivals: Duration) -> Option<Peak> {
+        let whole = (arrivals.as_secs() as usize).min(self.seconds.len());
+        let seconds: Vec<_> = self.seconds[..whole].iter().map(|s| s.lock()).collect();
+        let top = seconds.iter().map(|s| s.offered).max().filter(|&n| n > 0)?;
+        let floor = (top as f64 * PEAK_SHARE).ceil() as u64;
+        let at_top: Vec<(usize, &Second)> = seconds
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.offered >= floor)
+            .map(|(t, s)| (t, &**s))
+            .collect();
+        let mut issue = small_histogram();
+        for (_, s) in &at_top {
+            if let Some(h) = &s.issue {
+                let _ = issue.add(h);
+            }
+        }
+        let q = |p: f64| issue.value_at_quantile(p) as f64 / 1000.0;
+        let per_s =
+            |f: fn(&Second) -> u64| median(at_top.iter().map(|(_, s)| f(s) as f64).collect());
+        let mean_of = |f: fn(&Second) -> Option<f64>| {
+            let v: Vec<f64> = at_top.iter().filter_map(|(_, s)| f(s)).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        Some(Peak {
+            seconds: at_top.len() as u64,
+            from_s: at_top.first().map_or(0, |(t, _)| *t as u64),
+            to_s: at_top.last().map_or(0, |(t, _)| *t as u64),
+            offered_per_s: per_s(|s| s.offered),
+            issued_per_s: per_s(|s| s.issued),
+            delivered_per_s: per_s(|s| s.delivered),
+            issue_p50_ms: q(0.5),
+            issue_p99_ms: q(0.99),
+            issue_p999_ms: q(0.999),
+            otpd_cpu: mean_of(|s| s.otpd_cpu),
+            tool_cpu: mean_of(|s| s.tool_cpu),
+        })
+    }
+
     /// The per-second series up to `until` (from the start).
     pub fn series(&self, until: Duration) -> Vec<SecondView> {
         let n = (until.as_secs() as usize + 1).min(self.seconds.len());
@@ -297,6 +338,46 @@ impl Measures {
                 }
             })
             .collect()
+    }
+}
+
+/// The run at its top rate. A ramp or a day shape averages its slow parts into the
+/// whole-run rates, which then understate what otpd held at the peak; an SRE sizing a
+/// deployment asks what it carried there, and at what latency.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Peak {
+    /// The seconds counted: every whole second of the arrivals offered at least
+    /// [`PEAK_SHARE`] of the busiest one.
+    pub seconds: u64,
+    /// The first and the last of them (from the start).
+    pub from_s: u64,
+    pub to_s: u64,
+    /// Medians over those seconds, per second.
+    pub offered_per_s: f64,
+    pub issued_per_s: f64,
+    pub delivered_per_s: f64,
+    /// Issue latency over the answers in those seconds (two significant digits).
+    pub issue_p50_ms: f64,
+    pub issue_p99_ms: f64,
+    pub issue_p999_ms: f64,
+    /// Means over those seconds, in cores.
+    pub otpd_cpu: Option<f64>,
+    pub tool_cpu: Option<f64>,
+}
+
+/// A second belongs to the peak when it offered at least this share of the busiest.
+pub const PEAK_SHARE: f64 = 0.95;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -350,5 +431,45 @@ mod tests {
         assert_eq!(series[0].issue_errors, 1);
         assert!(series[0].issue_p99_ms.unwrap() >= 6.9);
         assert_eq!(series[1].issue_p99_ms, None);
+    }
+
+    #[test]
+    fn the_peak_is_the_seconds_at_the_top_rate_and_their_own_latency() {
+        let start = Instant::now();
+        let m = Measures::new(start, Duration::from_secs(10));
+        // A ramp 10, 20, 100, 98, 100 a second, then a partial second of 30.
+        for (t, n) in [10u64, 20, 100, 98, 100, 30].into_iter().enumerate() {
+            let second = start + Duration::from_secs(t as u64);
+            for k in 0..n {
+                let due = second + Duration::from_micros(k * 1000);
+                m.offered(due, true);
+                // The ramp answers in 50 ms, the top in 2 ms.
+                let took = Duration::from_millis(if n >= 98 { 2 } else { 50 });
+                m.answered(Op::Issue, due, due + took, "201", true);
+                if t >= 2 {
+                    m.delivered(Via::Sms, took, due + took);
+                }
+            }
+        }
+        let peak = m.peak(Duration::from_millis(5_400)).expect("a peak");
+        assert_eq!((peak.seconds, peak.from_s, peak.to_s), (3, 2, 4));
+        assert_eq!(peak.offered_per_s, 100.0);
+        assert_eq!(peak.issued_per_s, 100.0);
+        assert_eq!(peak.delivered_per_s, 100.0);
+        assert!((1.9..2.1).contains(&peak.issue_p99_ms), "{peak:?}");
+        // The whole run's p99 carries the ramp's 50 ms.
+        assert!(m.latency(Op::Issue).value_at_quantile(0.99) >= 49_000);
+        assert!(
+            Measures::new(start, Duration::from_secs(1))
+                .peak(Duration::from_secs(1))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{Measures, Op, SecondView, Via};
+use crate::measure::{Measures, Op, Peak, SecondView, Via};
 use crate::scenario::Scenario;
 use crate::sims::SimStats;
 
@@ -145,6 +145,9 @@ pub struct Report {
     /// `arrivals_s`, delivery fell behind and caught up afterwards.
     #[serde(default)]
     pub delivered_by_s: f64,
+    /// The seconds at the top rate, on their own.
+    #[serde(default)]
+    pub peak: Option<Peak>,
     pub ops: BTreeMap<String, OpReport>,
     pub delivery: BTreeMap<String, Latency>,
     pub people: BTreeMap<String, u64>,
@@ -383,6 +386,7 @@ impl Report {
                 / arrivals,
             delivered_rate: delivered_total as f64 / delivered_by,
             delivered_by_s: delivered_by,
+            peak: i.m.peak(i.arrivals),
             ops,
             delivery,
             people,
@@ -441,6 +445,25 @@ impl Report {
             self.delivered_rate,
             self.delivered_by_s
         );
+        if let Some(p) = &self.peak {
+            let _ = writeln!(
+                s,
+                "at the top rate ({} s, {}–{} s): offered {:.0}/s, issued {:.0}/s, delivered end to end {:.0}/s (medians of those seconds); issue p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms{}",
+                p.seconds,
+                p.from_s,
+                p.to_s + 1,
+                p.offered_per_s,
+                p.issued_per_s,
+                p.delivered_per_s,
+                p.issue_p50_ms,
+                p.issue_p99_ms,
+                p.issue_p999_ms,
+                match (p.otpd_cpu, p.tool_cpu) {
+                    (Some(o), Some(t)) => format!("; otpd CPU {o:.2} cores, this tool {t:.2}"),
+                    _ => String::new(),
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "\n{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -89,6 +89,17 @@ async fn smoke_runs_end_to_end_and_its_report_renders() {
         "otpd's memory was sampled"
     );
     assert!(!report.series.is_empty() && report.series.iter().any(|s| s.issued > 0));
+    // The top rate's seconds are among the arrivals, and carried what they offered.
+    let peak = report.peak.as_ref().expect("a peak");
+    assert!(
+        peak.seconds > 0 && (peak.to_s as f64) < report.arrivals_s,
+        "{peak:?}"
+    );
+    assert!(
+        peak.issued_per_s > 0.0 && peak.issue_p99_ms > 0.0,
+        "{peak:?}"
+    );
+    assert!(summary.contains("at the top rate"), "{summary}");
     let carried: u64 = report.smscs.iter().map(|s| s.accepted).sum();
     assert!(carried >= report.delivery["sms"].count, "{summary}");
 
@@ -160,4 +171,5 @@ fn renders_in_chromium(page: &Path) {
     assert!(dom.matches("<svg").count() >= 8);
     assert!(dom.contains("consistent"));
     assert!(dom.contains("burst_check"));
+    assert!(dom.contains("issue p99 at the top rate"));
 }
