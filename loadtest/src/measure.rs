@@ -113,6 +113,8 @@ struct Second {
     checks: u64,
     check: Option<Histogram<u64>>,
     delivered: u64,
+    /// Of `delivered`: by SMS, over SMPP.
+    delivered_sms: u64,
     otpd_cpu: Option<f64>,
     otpd_rss: Option<u64>,
     tool_cpu: Option<f64>,
@@ -227,7 +229,9 @@ impl Measures {
     pub fn delivered(&self, via: Via, latency: Duration, at: Instant) {
         let _ = self.delivery[via as usize].lock().record(micros(latency));
         if let Some(s) = self.second(at) {
-            s.lock().delivered += 1;
+            let mut s = s.lock();
+            s.delivered += 1;
+            s.delivered_sms += u64::from(via == Via::Sms);
         }
     }
 
@@ -298,6 +302,7 @@ impl Measures {
             offered_per_s: per_s(|s| s.offered),
             issued_per_s: per_s(|s| s.issued),
             delivered_per_s: per_s(|s| s.delivered),
+            delivered_sms_per_s: per_s(|s| s.delivered_sms),
             issue_p50_ms: q(0.5),
             issue_p99_ms: q(0.99),
             issue_p999_ms: q(0.999),
@@ -345,6 +350,7 @@ impl Measures {
 /// whole-run rates, which then understate what otpd held at the peak; an SRE sizing a
 /// deployment asks what it carried there, and at what latency.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Peak {
     /// The seconds counted: every whole second of the arrivals offered at least
     /// [`PEAK_SHARE`] of the busiest one.
@@ -356,6 +362,8 @@ pub struct Peak {
     pub offered_per_s: f64,
     pub issued_per_s: f64,
     pub delivered_per_s: f64,
+    /// Of those, by SMS over SMPP.
+    pub delivered_sms_per_s: f64,
     /// Issue latency over the answers in those seconds (two significant digits).
     pub issue_p50_ms: f64,
     pub issue_p99_ms: f64,
@@ -456,6 +464,7 @@ mod tests {
         assert_eq!(peak.offered_per_s, 100.0);
         assert_eq!(peak.issued_per_s, 100.0);
         assert_eq!(peak.delivered_per_s, 100.0);
+        assert_eq!(peak.delivered_sms_per_s, 100.0);
         assert!((1.9..2.1).contains(&peak.issue_p99_ms), "{peak:?}");
         // The whole run's p99 carries the ramp's 50 ms.
         assert!(m.latency(Op::Issue).value_at_quantile(0.99) >= 49_000);

@@ -448,13 +448,14 @@ impl Report {
         if let Some(p) = &self.peak {
             let _ = writeln!(
                 s,
-                "at the top rate ({} s, {}–{} s): offered {:.0}/s, issued {:.0}/s, delivered end to end {:.0}/s (medians of those seconds); issue p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms{}",
+                "at the top rate ({} s, {}–{} s): offered {:.0}/s, issued {:.0}/s, delivered end to end {:.0}/s, {:.0}/s of them by SMS (medians of those seconds); issue p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms{}",
                 p.seconds,
                 p.from_s,
                 p.to_s + 1,
                 p.offered_per_s,
                 p.issued_per_s,
                 p.delivered_per_s,
+                p.delivered_sms_per_s,
                 p.issue_p50_ms,
                 p.issue_p99_ms,
                 p.issue_p999_ms,

@@ -30,6 +30,7 @@ fn every_shipped_scenario_is_valid() {
         "abuse",
         "carrier-outage",
         "national-peak",
+        "national-peak-sms",
         "push-degraded",
         "smoke",
     ] {
