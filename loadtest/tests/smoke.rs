@@ -89,7 +89,7 @@ async fn smoke_runs_end_to_end_and_its_report_renders() {
         "otpd's memory was sampled"
     );
     assert!(!report.series.is_empty() && report.series.iter().any(|s| s.issued > 0));
-    // The top rate's seconds are among the arrivals, and carried what they offered.
+    // The top rate's seconds are among the arrivals, and their answers were measured.
     let peak = report.peak.as_ref().expect("a peak");
     assert!(
         peak.seconds > 0 && (peak.to_s as f64) < report.arrivals_s,
