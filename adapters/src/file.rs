@@ -109,6 +109,9 @@ struct PushLine<'a> {
     /// An approval request: what the app shows and signs.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<ApprovalLine<'a>>,
+    /// What the app sends to acknowledge the push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ack_token: Option<&'a str>,
     expires_at_ms: i64,
     written_at_ms: i64,
 }
@@ -155,6 +158,7 @@ impl Pusher for FilePusher {
                 requester: a.requester,
                 purpose: a.purpose,
             }),
+            ack_token: push.ack_token,
             expires_at_ms: push.expires_at.saturating_mul(1000),
             written_at_ms: now_ms(),
         };

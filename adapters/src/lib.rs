@@ -14,9 +14,11 @@ pub mod file;
 pub mod hms;
 pub mod push;
 pub mod push_mock;
+pub mod secret;
 pub mod smpp;
 
 pub use channel::{
     Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, Open, ReportState,
     SendGate, SubmitReceipt,
 };
+pub use secret::Secret;

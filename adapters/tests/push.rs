@@ -120,6 +120,7 @@ fn note(token: &str) -> Notification<'_> {
         ttl_secs: 600,
         match_code: Some("427"),
         approval: None,
+        ack_token: None,
     }
 }
 

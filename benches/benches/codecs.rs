@@ -171,6 +171,7 @@ fn push(c: &mut Criterion) {
         ttl_secs: 600,
         match_code: Some("427"),
         approval: None,
+        ack_token: None,
     };
     let mut group = c.benchmark_group("push request");
     group.throughput(Throughput::Elements(1));

@@ -43,6 +43,9 @@ fn http(c: &mut Criterion) {
             router: Arc::new(otpd_benches::router(&otpd_benches::discard_channels())),
             reloader: None,
             app: Default::default(),
+            trusted_proxies: Default::default(),
+            body_read_timeout: Duration::from_secs(10),
+            stopping: tokio::sync::watch::channel(false).1,
             admission: Arc::new(otpd::admission::Admission::new(
                 Arc::new(otpd::limiter::MemoryLimiter::new()),
                 otpd::admission::Rules::new(&otpd::Config::default()),

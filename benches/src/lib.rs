@@ -131,6 +131,7 @@ pub fn engine(
             },
             name: Arc::from("bench"),
             display_names: Arc::new(otpd::clients::DisplayNames::new(&[], "otpd")),
+            keys: keys.clone(),
         }
         .run(jobs, stop_rx),
     );
@@ -152,6 +153,7 @@ pub fn request(engine: &Engine, i: u64) -> IssueRequest {
         subject: None,
         client: None,
         has_devices: false,
+        to_override: false,
         dedupe_window: std::time::Duration::from_secs(10),
     }
 }

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::clients::Clients;
 use crate::clock::UnixMillis;
 use crate::config::{Config, PumpingMode};
-use crate::limiter::{Denial, Limiter, Refusal, Unavailable};
+use crate::limiter::{Denial, Limiter, MemoryLimiter, Refusal, Unavailable};
 use crate::limits::{Checks, IssueFacts, IssueKeys, LimitPolicy, Pool, ip_key, name};
 use crate::number::Region;
 use crate::phone::E164;
@@ -148,6 +148,9 @@ fn pumping(decision: &'static str, scope: &'static str) {
 
 pub struct Admission {
     limiter: Arc<dyn Limiter>,
+    /// This node's own limits: what bounds the work a flood of calls anyone may make
+    /// causes here, decided without a round trip to a shared store.
+    local: MemoryLimiter,
     rules: ArcSwap<Rules>,
     pumping: PumpingTracker,
 }
@@ -186,6 +189,7 @@ impl Admission {
     pub fn new(limiter: Arc<dyn Limiter>, rules: Rules) -> Admission {
         Admission {
             limiter,
+            local: MemoryLimiter::new(),
             rules: ArcSwap::from_pointee(rules),
             pumping: PumpingTracker::new(),
         }
@@ -402,10 +406,10 @@ impl Admission {
     }
 
     /// May a secret about `subject` be tried (from `ip`, when known)? A contrast
-    /// value, or an app's signed answer (the device key is the secret). Charges
-    /// nothing: only a failed attempt is charged ([`Admission::guess_failed`]), to
-    /// the same limits as wrong codes — the subject's and the address's — since all
-    /// are guesses at a secret about the subject.
+    /// value, sent by an authenticated client. Charges nothing: only a failed attempt
+    /// is charged ([`Admission::guess_failed`]), to the same limits as wrong codes —
+    /// the subject's and the address's — since both are guesses at a secret about the
+    /// subject. (Answers from the app are not: see [`Admission::answer_allowed`].)
     pub async fn guess_allowed(
         &self,
         rules: &Rules,
@@ -429,8 +433,7 @@ impl Admission {
             })
     }
 
-    /// A secret tried for `subject` (from `ip`) was wrong — a contrast value, or an
-    /// app's answer that a device of the subject's did not sign: charged to the
+    /// A contrast value tried for `subject` (from `ip`) was wrong: charged to the
     /// subject's and the address's guess limits.
     pub async fn guess_failed(
         &self,
@@ -451,6 +454,67 @@ impl Admission {
         }
     }
 
+    /// May `caller` call a route that anyone may call (an app's answer or
+    /// acknowledgement, health, metrics)? Charged on this node, per caller network.
+    pub async fn admit_public(
+        &self,
+        rules: &Rules,
+        caller: IpAddr,
+        now: UnixMillis,
+    ) -> Result<(), Refused> {
+        let key = crate::peer::limit_key(caller);
+        let Some(c) = rules.policy.public_ip(&key) else {
+            return Ok(());
+        };
+        self.local
+            .check(&[c], nanos(now))
+            .await
+            .map_err(Refused::from)
+            .inspect_err(|r| {
+                if let Refused::Limited(r) = r {
+                    refused(r.limit);
+                }
+            })
+    }
+
+    /// May an answer or acknowledgement from `caller` be judged? Past the network's
+    /// budget of refused ones, no: refused before its signature or token is looked
+    /// at. Charges nothing (see [`Admission::answer_refused`]).
+    pub async fn answer_allowed(
+        &self,
+        rules: &Rules,
+        caller: IpAddr,
+        now: UnixMillis,
+    ) -> Result<(), Refused> {
+        let key = crate::peer::limit_key(caller);
+        let Some(c) = rules.policy.answer_ip(&key) else {
+            return Ok(());
+        };
+        self.limiter
+            .peek(&[c], nanos(now))
+            .await
+            .map_err(Refused::from)
+            .inspect_err(|r| {
+                if let Refused::Limited(r) = r {
+                    refused(r.limit);
+                }
+            })
+    }
+
+    /// An answer or acknowledgement from `caller` was refused (no valid signature of
+    /// an enrolled key, a wrong token): charged to the caller's network — never to
+    /// the subject, so that nobody can spend a citizen's budget by failing on
+    /// purpose.
+    pub async fn answer_refused(&self, rules: &Rules, caller: IpAddr, now: UnixMillis) {
+        let key = crate::peer::limit_key(caller);
+        let Some(c) = rules.policy.answer_ip(&key) else {
+            return;
+        };
+        if let Err(Denial::Unavailable(e)) = self.limiter.check(&[c], nanos(now)).await {
+            tracing::warn!(error = %e, "could not count a refused answer");
+        }
+    }
+
     /// A code sent to `to` was typed right.
     pub fn converted(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
         self.pumping
@@ -459,7 +523,7 @@ impl Admission {
 
     /// Forget what is back to normal: limit keys at a full burst, idle scopes.
     pub fn reclaim(&self, reclaim_limiter: impl FnOnce(u64) -> usize, now: UnixMillis) {
-        let keys = reclaim_limiter(nanos(now));
+        let keys = reclaim_limiter(nanos(now)) + self.local.reclaim(nanos(now));
         let scopes = self.pumping.reclaim(&self.rules().policy.pumping, now);
         metrics::gauge!("otpd_limit_keys").set(keys as f64);
         metrics::gauge!("otpd_pumping_scopes").set(scopes as f64);
@@ -556,7 +620,7 @@ impl Admission {
     }
 }
 
-/// The limits a guess (a contrast value, an app's answer) is counted against: the
+/// The limits a guess at a contrast value is counted against: the
 /// subject's wrong guesses and, when the address is known, its checks.
 fn guess_checks<'a>(
     rules: &'a Rules,
@@ -599,6 +663,8 @@ mod tests {
             admin: false,
             display_name: None,
             require_contrast: false,
+            registry: Default::default(),
+            override_to: false,
         };
         c.clients = vec![client("sede", 0.5), client("bank", 0.0)];
         c

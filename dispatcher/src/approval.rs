@@ -58,9 +58,10 @@ impl AnswerRefusal {
             AnswerRefusal::Stale { .. } => "stale_answer",
         }
     }
-    /// Whether the answer could be a try at the subject's device key (anything but
+    /// Whether the answer was a try at a device key it did not have (anything but
     /// an answer to a verification that is not an approval request): such answers
-    /// count against the subject's guess limit, like wrong codes.
+    /// are charged to the caller's network (`limits.answer_ip`) — never to the
+    /// subject, whose budget a stranger must not be able to spend.
     pub fn is_guess(self) -> bool {
         !matches!(self, AnswerRefusal::NotApp)
     }

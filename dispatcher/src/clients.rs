@@ -12,7 +12,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::code::RandomSource;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, RegistryAccess};
 use crate::gcra::Quota;
 use crate::number::Region;
 
@@ -29,6 +29,10 @@ pub struct Client {
     pub admin: bool,
     /// Its requests by subject must carry the subject's contrast value.
     pub require_contrast: bool,
+    /// What it may do with the subscriber registry.
+    pub registry: RegistryAccess,
+    /// Its requests by a registered subject may send the code to another number.
+    pub override_to: bool,
     /// The API is open (no clients configured): this is everybody.
     open: bool,
 }
@@ -99,6 +103,10 @@ impl Clients {
                     reserved: 0.0,
                     admin: true,
                     require_contrast: false,
+                    // Somebody must be able to register subscribers on an open API;
+                    // sending a subject's code elsewhere stays refused.
+                    registry: RegistryAccess::Write,
+                    override_to: false,
                     open: true,
                 })),
             };
@@ -122,6 +130,8 @@ impl Clients {
                     reserved: c.reserved,
                     admin: c.admin,
                     require_contrast: c.require_contrast,
+                    registry: c.registry,
+                    override_to: c.override_to,
                     open: false,
                 };
                 (digest, Arc::new(client))
@@ -236,6 +246,8 @@ mod tests {
             admin: false,
             display_name: None,
             require_contrast: false,
+            registry: RegistryAccess::None,
+            override_to: false,
         }
     }
 

@@ -221,6 +221,73 @@ impl fmt::Debug for SealedCode {
     }
 }
 
+/// The acknowledgement secret of one verification's pushes (see
+/// [`CodeKeys::ack_token`]): 128 bits, written as 22 characters of unpadded base64url.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AckToken([u8; 16]);
+
+impl AckToken {
+    /// Whether `given` (as the app sent it) is this token, in constant time.
+    pub fn matches(&self, given: &str) -> bool {
+        use base64::Engine as _;
+        let mut decoded = [0u8; 16];
+        let ok = given.len() == 22
+            && base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode_slice(given, &mut decoded)
+                .is_ok_and(|n| n == 16);
+        ok & bool::from(subtle::ConstantTimeEq::ct_eq(&decoded[..], &self.0[..]))
+    }
+}
+
+impl std::fmt::Display for AckToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use base64::Engine as _;
+        f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for AckToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckToken(<redacted>)")
+    }
+}
+
+/// Keyed hashes for names that must not show what they are derived from (store
+/// keys built from identity numbers, phone numbers, addresses). Keyed by the server
+/// secret, so a name can neither be read back nor a guess tested without it.
+#[derive(Clone)]
+pub struct Pseudonyms(HmacSha256);
+
+impl Pseudonyms {
+    /// The pseudonym of `parts` under `label`. Parts are length-prefixed, so no two
+    /// lists hash alike.
+    pub fn of(&self, label: &[u8], parts: &[&[u8]]) -> Pseudonym {
+        let mut mac = self.0.clone();
+        mac.update(&(label.len() as u32).to_be_bytes());
+        mac.update(label);
+        for part in parts {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part);
+        }
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        Pseudonym(full[..16].try_into().expect("16 bytes"))
+    }
+}
+
+/// A keyed hash standing in for personal data in a name (see [`Pseudonyms`]):
+/// 128 bits, written as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Pseudonym(pub [u8; 16]);
+
+impl std::fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Keys derived from the server secret. Cloning the keyed HMAC states is cheaper than
 /// re-keying on every code.
 #[derive(Clone)]
@@ -228,6 +295,8 @@ pub struct CodeKeys {
     mac: HmacSha256,
     seal: SipHasher24,
     contrast: HmacSha256,
+    ack: HmacSha256,
+    names: HmacSha256,
 }
 
 impl CodeKeys {
@@ -242,9 +311,13 @@ impl CodeKeys {
         let mac_key = subkey(b"otpd/v1/code-mac");
         let seal_key = subkey(b"otpd/v1/code-seal");
         let contrast_key = subkey(b"otpd/v1/contrast");
+        let ack_key = subkey(b"otpd/v1/push-ack");
+        let names_key = subkey(b"otpd/v1/key-names");
         Self {
             mac: HmacSha256::new_from_slice(&mac_key[..]).expect("32-byte key"),
             contrast: HmacSha256::new_from_slice(&contrast_key[..]).expect("32-byte key"),
+            ack: HmacSha256::new_from_slice(&ack_key[..]).expect("32-byte key"),
+            names: HmacSha256::new_from_slice(&names_key[..]).expect("32-byte key"),
             seal: SipHasher24::new_with_key(seal_key[..16].try_into().expect("16 bytes")),
         }
     }
@@ -265,6 +338,22 @@ impl CodeKeys {
         mac.update(subject.as_bytes());
         mac.update(normal.as_bytes());
         crate::contrast::ContrastMac(mac.finalize().into_bytes().into())
+    }
+
+    /// The secret a push carries for the app to acknowledge it with: a MAC of the
+    /// verification id, so that nothing needs storing and every node can check it,
+    /// and only whoever received the push (or sees the server secret) can present it.
+    pub fn ack_token(&self, id: &VerificationId) -> AckToken {
+        let mut mac = self.ack.clone();
+        mac.update(id.as_bytes());
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        AckToken(full[..16].try_into().expect("16 bytes"))
+    }
+
+    /// The keyed hash that stands in for personal data in names (see
+    /// [`Pseudonyms`]).
+    pub fn pseudonyms(&self) -> Pseudonyms {
+        Pseudonyms(self.names.clone())
     }
 
     pub fn seal(&self, id: &VerificationId, code: &Code) -> SealedCode {

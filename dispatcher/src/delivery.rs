@@ -271,6 +271,8 @@ pub struct Workers {
     pub name: Arc<str>,
     /// Who asks, as shown in approval requests.
     pub display_names: Arc<crate::clients::DisplayNames>,
+    /// Make the acknowledgement token each push carries.
+    pub keys: crate::code::CodeKeys,
 }
 
 /// The next job, or `None` once the queue is closed and drained. Closes the queue
@@ -516,6 +518,7 @@ impl Workers {
             return failed("the code expired before it could be sent".into());
         }
         let id = job.id.to_string();
+        let ack_token = self.keys.ack_token(&job.id).to_string();
         let match_code = job.match_code.map(|m| m.to_string());
         let challenge = job.challenge.map(|c| c.to_string());
         // Only an approval request names who asks.
@@ -557,6 +560,7 @@ impl Workers {
                 ttl_secs: now.until(job.expires_at).as_secs().max(1),
                 match_code: match_code.as_deref(),
                 approval,
+                ack_token: Some(&ack_token),
             };
             async move {
                 let outcome = self.push_with_retries(device, &push, job).await;

@@ -52,6 +52,9 @@ pub struct IssueRequest {
     pub client: Option<Arc<str>>,
     /// Whether the subject has a registered device (known from the registry).
     pub has_devices: bool,
+    /// `to` is not the registered subject's number (a client allowed to override
+    /// asked): recorded on the verification.
+    pub to_override: bool,
     /// A request for a pending verification whose last send is younger than this
     /// is the same request again: it gets that verification, and nothing is sent.
     pub dedupe_window: Duration,
@@ -153,6 +156,11 @@ impl Engine {
         self.keys.contrast(subject, normal)
     }
 
+    /// The token the pushes of `id` carry for the app to acknowledge them with.
+    pub fn ack_token(&self, id: &VerificationId) -> crate::code::AckToken {
+        self.keys.ack_token(id)
+    }
+
     pub fn now(&self) -> UnixMillis {
         self.clock.now()
     }
@@ -233,7 +241,7 @@ impl Engine {
             RequestedChannel::App => Some(Challenge::generate(&mut rng)?),
             _ => None,
         };
-        let candidate = Verification::new(
+        let mut candidate = Verification::new(
             NewVerification {
                 id,
                 to: req.to,
@@ -252,6 +260,7 @@ impl Engine {
             },
             now,
         );
+        candidate.to_override = req.to_override;
 
         let outcome = match limits {
             Some(limits) => self.store.issue_within(&candidate, now, limits).await?,

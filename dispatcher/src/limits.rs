@@ -42,6 +42,10 @@ pub mod name {
     pub const PUMPING: &str = "pumping";
     pub const CHECK_IP: &str = "check_ip";
     pub const CHECK_SUBJECT: &str = "check_subject";
+    /// Calls to the routes anyone may call, per caller network.
+    pub const PUBLIC_IP: &str = "public_ip";
+    /// Refused answers and acknowledgements, per caller network.
+    pub const ANSWER_IP: &str = "answer_ip";
 }
 
 /// A purpose's capacity, divided: each reserving client's share, and the rest that
@@ -127,6 +131,8 @@ pub struct LimitPolicy {
     purposes: HashMap<Box<str>, Capacity>,
     check_ip: Option<Quota>,
     check_subject: Option<Quota>,
+    public_ip: Option<Quota>,
+    answer_ip: Option<Quota>,
     pub dedupe_window: Duration,
     pub reclaim_interval: Duration,
     pub pumping: PumpingRules,
@@ -189,6 +195,8 @@ impl LimitPolicy {
             purposes,
             check_ip: c.check_ip.quota(),
             check_subject: c.check_subject.quota(),
+            public_ip: c.public_ip.quota(),
+            answer_ip: c.answer_ip.quota(),
             dedupe_window: c.dedupe_window,
             reclaim_interval: c.reclaim_interval,
             pumping: PumpingRules::new(&c.pumping),
@@ -316,6 +324,25 @@ impl LimitPolicy {
         self.check_subject
     }
 
+    /// A call to a route anyone may call, from the network `caller` (see
+    /// [`crate::peer::limit_key`]).
+    pub fn public_ip<'a>(&self, caller: &'a [u8; 17]) -> Option<Check<'a>> {
+        self.public_ip.map(|quota| Check {
+            limit: name::PUBLIC_IP,
+            key: caller,
+            quota,
+        })
+    }
+
+    /// A refused answer or acknowledgement from the network `caller`.
+    pub fn answer_ip<'a>(&self, caller: &'a [u8; 17]) -> Option<Check<'a>> {
+        self.answer_ip.map(|quota| Check {
+            limit: name::ANSWER_IP,
+            key: caller,
+            quota,
+        })
+    }
+
     /// Wrong codes for `subject`.
     pub fn check_subject<'a>(&self, subject: &'a str) -> Option<Check<'a>> {
         self.check_subject.map(|quota| Check {
@@ -344,6 +371,8 @@ mod tests {
             admin: false,
             display_name: None,
             require_contrast: false,
+            registry: Default::default(),
+            override_to: false,
         };
         Clients::new(&[client("sede", 0.25), client("bank", 0.0)])
     }

@@ -117,21 +117,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(config.as_ref()) {
-            Ok(mut config) => {
-                if config.codes.secret.is_some() {
-                    config.codes.secret = Some("<redacted>".into());
+            // Credentials print as `<redacted>` (see `otpd_adapters::Secret`).
+            Ok(config) => match config_json(&config) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
                 }
-                match config_json(&config) {
-                    Ok(text) => {
-                        println!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("otpd: {e}");
-                        ExitCode::FAILURE
-                    }
+                Err(e) => {
+                    eprintln!("otpd: {e}");
+                    ExitCode::FAILURE
                 }
-            }
+            },
             Err(code) => code,
         },
         Command::HashKey { key } => {

@@ -183,6 +183,10 @@ pub enum NumberError {
     InvalidNumber,
     #[error("the number is a {0} line, not a mobile one; only mobile numbers can receive codes")]
     NotMobile(NumberKind),
+    #[error(
+        "the number belongs to no country (a satellite phone or an international network); codes are not sent to such numbers"
+    )]
+    NonGeographic,
 }
 
 impl NumberInfo {
@@ -204,8 +208,25 @@ impl NumberError {
             NumberError::InvalidCountryCode => "invalid_country_code",
             NumberError::InvalidNumber => "invalid_number",
             NumberError::NotMobile(_) => "not_mobile",
+            NumberError::NonGeographic => "non_geographic",
         }
     }
+}
+
+/// The calling codes that belong to no country (ITU-T E.164 "global services"):
+/// international freephone and shared cost (800, 808), Inmarsat (870), universal
+/// personal telecommunications (878), global mobile satellite systems (881: Iridium,
+/// Globalstar…), international networks (882, 883), international emergency and
+/// premium rate services (888, 979). Reaching them costs much, and they escape every
+/// limit a country has.
+const NON_GEOGRAPHIC: [u64; 9] = [800, 808, 870, 878, 881, 882, 883, 888, 979];
+
+/// Whether `n` is under a non-geographic calling code. Calling codes are prefix-free
+/// and these are all three digits long, so its first three digits tell.
+pub fn is_non_geographic(n: E164) -> bool {
+    let digits = n.digits();
+    let len = digits.checked_ilog10().map_or(1, |l| l + 1);
+    len > 3 && NON_GEOGRAPHIC.contains(&(digits / 10u64.pow(len - 3)))
 }
 
 /// How numbers are read: the region assumed for national forms and whether only
@@ -214,6 +235,9 @@ impl NumberError {
 pub struct NumberRules {
     default_region: Region,
     mobile_only: bool,
+    /// Numbers of the non-geographic calling codes (satellite, international
+    /// networks) are accepted.
+    non_geographic: bool,
     /// The default region's country calling code, to tell `34600…` (international
     /// without `+`) from a national number when neither reading is valid.
     default_code: u16,
@@ -254,8 +278,17 @@ impl NumberRules {
         Ok(NumberRules {
             default_region: region,
             mobile_only,
+            non_geographic: false,
             default_code: meta.country_code(),
         })
+    }
+
+    /// Accept numbers that belong to no country (`numbers.allow_non_geographic`):
+    /// satellite phones and international networks, which cost much to reach and
+    /// escape every per-country limit.
+    pub fn allow_non_geographic(mut self, allow: bool) -> Self {
+        self.non_geographic = allow;
+        self
     }
 
     /// Parse and validate without the cache.
@@ -290,6 +323,9 @@ impl NumberRules {
     }
 
     fn admit(&self, info: NumberInfo) -> Result<NumberInfo, NumberError> {
+        if !self.non_geographic && is_non_geographic(info.e164) {
+            return Err(NumberError::NonGeographic);
+        }
         if self.mobile_only && !info.kind.takes_sms() {
             return Err(NumberError::NotMobile(info.kind));
         }
@@ -643,5 +679,43 @@ mod tests {
         }
         let held: usize = p.shards.iter().map(|s| s.lock().len()).sum();
         assert!(held <= 32 + SHARDS, "{held}");
+    }
+}
+
+#[cfg(test)]
+mod non_geographic_tests {
+    use super::*;
+
+    /// Valid numbers of each kind of global service (libphonenumber's examples).
+    const SATELLITE_AND_NETWORKS: [&str; 4] = [
+        "+870 773 111 632",    // Inmarsat
+        "+881 6 1234 5678",    // global mobile satellite
+        "+882 34 2123 4567",   // international network
+        "+883 510 012 345 67", // international network
+    ];
+
+    #[test]
+    fn global_service_numbers_are_refused_unless_allowed() {
+        let rules = NumberRules::new("ES", false).unwrap();
+        for n in SATELLITE_AND_NETWORKS {
+            assert_eq!(
+                rules.parse_uncached(n),
+                Err(NumberError::NonGeographic),
+                "{n}"
+            );
+            let allowed = rules.allow_non_geographic(true).parse_uncached(n);
+            assert!(allowed.is_ok(), "{n}: {allowed:?}");
+            assert_eq!(allowed.unwrap().country, None, "{n}");
+        }
+        // Countries are not concerned, those sharing a code among them included.
+        for n in [
+            "+34 600 12 34 56",
+            "+39 02 1234 5678",
+            "+1 212 555 0123",
+            "+7 912 345 67 89",
+        ] {
+            assert!(rules.parse_uncached(n).is_ok(), "{n}");
+        }
+        assert!(!is_non_geographic(E164::from_digits_unchecked(88)));
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP accept loop. otpd drives hyper's connection builder itself rather than
-//! `axum::serve`, for two things a dispatch engine under national load needs:
+//! `axum::serve`, for what a dispatch engine facing the internet needs:
 //!
 //! - **`TCP_NODELAY`** on every accepted socket (`axum::serve` leaves Nagle's
 //!   algorithm on, so a response written in two parts can wait for the client's
@@ -9,69 +9,278 @@
 //!   one write. hyper's own `pipeline_flush` does this but holds every answer while
 //!   the read buffer has unread bytes: a request refused before its body was read
 //!   (`413`) then loses its answer when the connection closes, and a client that
-//!   sends a stray CRLF after a body waits forever. So that stays off.
+//!   sends a stray CRLF after a body waits forever. So that stays off;
+//! - **bounds** ([`Limits`]): a cap on connections (kept below the process's
+//!   file-descriptor limit, so that the store and the carriers always have
+//!   descriptors), the request head's size and read time, HTTP/2 streams per
+//!   connection and their send buffers, and a watchdog per connection
+//!   ([`crate::connection`]) that closes one that sits idle or whose peer stops
+//!   taking its answers. Over the cap a connection is closed at once; an accept that
+//!   fails (out of descriptors) backs off instead of spinning, and says so once in a
+//!   while rather than on every try.
 //!
 //! HTTP/2 (prior knowledge, `h2c`) is served on the same port. On the stop signal the
 //! listener closes and every connection is asked to finish gracefully: requests in
 //! flight are answered, keep-alive connections close.
 
+use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::coalesce::Coalesce;
+use crate::config::ServerConfig;
+use crate::connection::{Activity, Deadlines, Guarded, Overstay, Watched, watchdog};
 
-/// How long to wait before accepting again after an accept error (out of file
-/// descriptors, say): retrying at once would spin.
+/// The address a request's connection came from (see [`crate::peer`] for who the
+/// caller is when that is a proxy).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// First wait before accepting again after an accept error (out of file descriptors,
+/// say): retrying at once would spin. It doubles while errors repeat.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Accept errors are logged at most this often.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+/// What one HTTP/2 stream may hold of its answer before its peer takes it.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+/// Descriptors kept for everything else (store, carriers, push providers, files):
+/// at least this many, or an eighth of the limit.
+const RESERVED_DESCRIPTORS: usize = 32;
 
-/// Serve `app` on `listener` until `stop` resolves, then wait for the connections to
-/// finish their requests.
+/// The bounds of the HTTP server (`[server]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub http2_max_streams: u32,
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    /// From validated configuration, with the connection cap lowered when the
+    /// process may not open that many descriptors.
+    pub fn new(c: &ServerConfig) -> Limits {
+        let mut max_connections = c.max_connections;
+        if let Some(fds) = open_files_limit() {
+            let usable = fds.saturating_sub(RESERVED_DESCRIPTORS.max(fds / 8)).max(1);
+            if usable < max_connections {
+                tracing::warn!(
+                    configured = max_connections,
+                    open_files_limit = fds,
+                    cap = usable,
+                    "server.max_connections is above what the open-files limit allows; capped (raise `ulimit -n` for more)"
+                );
+                max_connections = usable;
+            }
+        }
+        Limits {
+            max_connections,
+            header_read_timeout: c.header_read_timeout,
+            idle_timeout: c.idle_timeout,
+            write_timeout: c.write_timeout,
+            http2_max_streams: c.http2_max_streams,
+            max_header_bytes: c.max_header_bytes,
+        }
+    }
+
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            first_request: self.header_read_timeout,
+            idle: self.idle_timeout,
+            write: self.write_timeout,
+        }
+    }
+
+    fn builder(&self) -> Builder<TokioExecutor> {
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            // Without a timer hyper silently ignores the header timeout.
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.http2_max_streams)
+            .max_header_list_size(self.max_header_bytes as u32)
+            .max_send_buf_size(H2_SEND_BUFFER);
+        builder
+    }
+}
+
+/// The soft limit on open files of this process (`RLIMIT_NOFILE`), read from
+/// `/proc/self/limits`; `None` where that is not available.
+fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Serve `app` on `listener` within `limits` until `stop` resolves, then wait for the
+/// connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: Limits,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let builder = Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(limits.builder());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing, closing_rx) = watch::channel(false);
+    let open = metrics::gauge!("otpd_http_connections");
+    let refused = metrics::counter!("otpd_http_connections_refused_total");
     let mut stop = std::pin::pin!(stop);
+    let mut backoff = ACCEPT_BACKOFF;
+    let mut failed_since_warning = 0u64;
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF;
+                    accepted
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    failed_since_warning += 1;
+                    if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+                        tracing::warn!(error = %e, failures = failed_since_warning, "cannot accept connections");
+                        last_warning = Some(tokio::time::Instant::now());
+                        failed_since_warning = 0;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut stop => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             () = &mut stop => break,
         };
-        let _ = stream.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(|req: hyper::Request<Incoming>| req.map(Body::new));
-        let service = TowerToHyperService::new(service);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(Coalesce::new(stream)), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed at once, so that it neither waits in the backlog
+            // nor takes a descriptor the others need.
+            refused.increment(1);
+            drop(stream);
+            continue;
+        };
+        open.increment(1.0);
+        let task = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            deadlines: limits.deadlines(),
+            closing: closing_rx.clone(),
+            _slot: slot,
+        };
+        let open = open.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            task.serve(stream, peer).await;
+            open.decrement(1.0);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    // Every slot back: every connection has ended.
+    let _ = slots.acquire_many(limits.max_connections as u32).await;
     Ok(())
+}
+
+/// One accepted connection and what it needs.
+struct Connection {
+    builder: Arc<Builder<TokioExecutor>>,
+    app: Router,
+    deadlines: Deadlines,
+    closing: watch::Receiver<bool>,
+    /// Its place under the connection cap, given back when it ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let io = TokioIo::new(Coalesce::new(Watched::new(stream, activity.clone())));
+        let app = self.app.clone();
+        let requests = activity.clone();
+        // Each request is in flight from here until its answer's body is written
+        // out or dropped (see `crate::connection`).
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let in_flight = requests.begin();
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(PeerAddr(peer));
+            let app = app.clone();
+            async move {
+                let response = match app.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                Ok::<_, Infallible>(response.map(|body| Guarded::wrap(body, in_flight)))
+            }
+        });
+        let conn = self.builder.serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        let dog = watchdog(activity.clone(), self.deadlines);
+        let mut dog = std::pin::pin!(dog);
+        let mut winding_down = false;
+        loop {
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                why = dog.as_mut() => {
+                    overstayed(why);
+                    match why {
+                        // Nothing owed to the peer: ask it to go (HTTP/2 GOAWAY), and
+                        // close for good if it does not within the write deadline.
+                        Overstay::Idle | Overstay::NoRequest if !winding_down => {
+                            conn.as_mut().graceful_shutdown();
+                            winding_down = true;
+                            dog.set(watchdog(activity.clone(), Deadlines {
+                                first_request: self.deadlines.write,
+                                idle: self.deadlines.write,
+                                write: self.deadlines.write,
+                            }));
+                        }
+                        // Answers owed that the peer does not take: dropped, and the
+                        // socket with them.
+                        _ => return,
+                    }
+                }
+                _ = self.closing.wait_for(|c| *c), if !winding_down => {
+                    conn.as_mut().graceful_shutdown();
+                    winding_down = true;
+                }
+            }
+        }
+    }
+}
+
+fn overstayed(why: Overstay) {
+    metrics::counter!("otpd_http_connections_closed_total", "reason" => why.as_str()).increment(1);
+    tracing::debug!(
+        reason = why.as_str(),
+        "closing a connection that overstayed"
+    );
 }

@@ -129,7 +129,11 @@ impl Server {
                 Some(Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?)
             }
         };
-        let redis_keys = Keys::new(&config.redis.prefix, config.redis.partitions);
+        let redis_keys = Keys::new(
+            &config.redis.prefix,
+            config.redis.partitions,
+            keys.pseudonyms(),
+        );
         let (queue, jobs) = DeliveryQueue::bounded(
             config.delivery.queue_capacity,
             config.delivery.max_queue_delay,
@@ -201,7 +205,7 @@ impl Server {
         );
         let memory_limiter = redis.is_none().then(|| Arc::new(MemoryLimiter::new()));
         let limiter: Arc<dyn Limiter> = match (&redis, &memory_limiter) {
-            (Some(redis), _) => Arc::new(RedisLimiter::new(redis.clone(), &config.redis.prefix)),
+            (Some(redis), _) => Arc::new(RedisLimiter::new(redis.clone(), redis_keys.clone())),
             (None, Some(memory)) => memory.clone(),
             (None, None) => unreachable!("one or the other"),
         };
@@ -251,6 +255,7 @@ impl Server {
                     &config.clients,
                     &config.app.display_name,
                 )),
+                keys: keys.clone(),
             }
             .run(jobs, stop_workers_rx),
         );
@@ -296,7 +301,8 @@ impl Server {
         ));
 
         let numbers = NumberRules::new(&config.numbers.default_region, config.numbers.mobile_only)
-            .expect("validated");
+            .expect("validated")
+            .allow_non_geographic(config.numbers.allow_non_geographic);
         let state = Arc::new(AppState {
             engine: engine.clone(),
             numbers: Arc::new(NumberParser::new(numbers, config.numbers.cache_capacity)),
@@ -311,6 +317,9 @@ impl Server {
             reloader: Some(reloader.clone()),
             admission: admission.clone(),
             app: config.app.clone(),
+            trusted_proxies: crate::peer::TrustedProxies::new(&config.server.trusted_proxies),
+            body_read_timeout: config.server.body_read_timeout,
+            stopping: stop_rx.clone(),
             push_providers: channels
                 .push
                 .distinct()
@@ -323,11 +332,12 @@ impl Server {
                 .collect(),
         });
         let app = api::router(state, config.server.body_limit);
+        let limits = crate::serve::Limits::new(&config.server);
         let grace = config.server.shutdown_grace;
         let mut http_stop = stop_rx.clone();
         let mut deadline_stop = stop_rx.clone();
         let task = tokio::spawn(async move {
-            let serve = crate::serve::serve(listener, app, async move {
+            let serve = crate::serve::serve(listener, app, limits, async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             });
             // A request stuck inside the server (a store that never answers) must not
@@ -413,7 +423,7 @@ impl Server {
 
 fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
     if let Some(secret) = &config.codes.secret {
-        return Ok(secret.as_bytes().to_vec());
+        return Ok(secret.expose().as_bytes().to_vec());
     }
     tracing::warn!(
         "no codes.secret configured: using a random one for this process (codes do not survive a restart)"
@@ -572,7 +582,7 @@ fn hms_pusher(h: &crate::config::HmsSection) -> Result<HmsPusher, ServerError> {
         token_url: h.token_url.clone(),
         app_id: h.app_id.clone().unwrap_or_else(|| h.client_id.clone()),
         client_id: h.client_id.clone(),
-        client_secret: h.client_secret.clone().into(),
+        client_secret: h.client_secret.expose().to_string().into(),
         http: http_options("hms", &h.ca_file, h.connections, h.max_streams, h.timeout)?,
     })
     .map_err(push_error("hms"))

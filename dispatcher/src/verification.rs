@@ -437,6 +437,9 @@ pub struct Verification {
     pub(crate) acknowledged_at: Option<UnixMillis>,
     /// Channel `app` only (boxed, so that other verifications stay small).
     pub(crate) approval: Option<Box<ApprovalState>>,
+    /// Asked for a registered subject with another number than the subject's, by a
+    /// client allowed to (`override_to`): recorded for whoever reads it later.
+    pub to_override: bool,
 }
 
 /// What an approval request (channel `app`) carries beyond other verifications.
@@ -488,6 +491,7 @@ impl Verification {
                     answered_by: None,
                 })
             }),
+            to_override: false,
         }
     }
 

@@ -213,6 +213,89 @@ fn check_config_accepts_the_shipped_file_and_hides_the_secret() {
     assert!(!stdout.contains("must not be printed"), "{stdout}");
 }
 
+/// `otpd check-config` printed SMPP, Redis and HMS credentials: every one is redacted
+/// now, and so is a credential in a configuration error.
+#[test]
+fn check_config_prints_no_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("otpd.toml");
+    std::fs::write(
+        &file,
+        r#"
+[store]
+kind = "redis"
+[redis]
+urls = ["redis://otpd:redis-url-pass@127.0.0.1:6379/0"]
+username = "otpd"
+password = "redis-acl-pass"
+[channels.smpp.movistar]
+system_id = "otpd"
+password = "smpp-pw"
+[delivery]
+sms = "smpp.movistar"
+[push.hms]
+url = "https://127.0.0.1:9"
+token_url = "https://127.0.0.1:9/token"
+client_id = "104523"
+client_secret = "hms-client-secret"
+"#,
+    )
+    .unwrap();
+    let out = otpd()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("OTPD_SECRET", "the server secret, 32 bytes or more!")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for secret in [
+        "redis-url-pass",
+        "redis-acl-pass",
+        "smpp-pw",
+        "hms-client-secret",
+        "the server secret",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} printed: {stdout}");
+    }
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    // A broken URL and a credential of the wrong type: named, not shown.
+    std::fs::write(
+        &file,
+        "[store]\nkind = \"redis\"\n[redis]\nurls = [\"http://otpd:url-pass@127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let out = otpd()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("OTPD_SECRET", "the server secret, 32 bytes or more!")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
+    assert!(
+        stderr.contains("redis.urls[0]") && !stderr.contains("url-pass"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &file,
+        "[channels.smpp.a]\nsystem_id = \"x\"\npassword = 12345678\n",
+    )
+    .unwrap();
+    let out = otpd()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
+    assert!(
+        stderr.contains("password") && !stderr.contains("12345678"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn hash_key_makes_keys_and_the_digests_the_config_holds() {
     let out = otpd().args(["hash-key", "--key", "abc"]).output().unwrap();
@@ -371,6 +454,7 @@ fn simulate_push_serves_apns_over_tls_to_a_real_client() {
                 ttl_secs: 60,
                 match_code: None,
                 approval: None,
+                ack_token: None,
             },
             "",
         )

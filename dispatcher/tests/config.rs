@@ -79,7 +79,7 @@ fn environment_overrides_the_file() {
     assert_eq!(config.purposes["login"].code_length, 8);
     assert_eq!(config.purposes["login"].ttl, Duration::from_secs(300));
     assert_eq!(
-        config.codes.secret.as_deref(),
+        config.codes.secret.as_ref().map(|s| s.expose()),
         Some("an environment secret of 32+ bytes!!")
     );
 }
@@ -296,7 +296,7 @@ fn push_providers_are_configured_per_platform() {
     assert_eq!(apns.max_streams, 1000);
     assert!(config.push.fcm.is_none());
     let hms = config.push.hms.as_ref().unwrap();
-    assert_eq!(hms.client_secret, "s3cret");
+    assert_eq!(hms.client_secret.expose(), "s3cret");
     assert_eq!(hms.url, "https://push-api.cloud.huawei.com");
     assert_eq!(
         config.purposes["login"].escalate_after,

@@ -52,33 +52,55 @@ pub fn approval_request(body: &[u8]) -> Option<crate::app::Request> {
     crate::app::Request::from_push(&value)
 }
 
-pub fn push_fields(body: &[u8]) -> Option<(String, String)> {
+pub fn push_fields(body: &[u8]) -> Option<PushFields> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let mut id = None;
-    let mut text = None;
-    walk(&value, &mut id, &mut text);
-    Some((id?, text?))
+    let mut found = Found::default();
+    walk(&value, &mut found);
+    Some(PushFields {
+        id: found.id?,
+        text: found.text?,
+        ack_token: found.ack_token,
+    })
 }
 
-fn walk(v: &serde_json::Value, id: &mut Option<String>, text: &mut Option<String>) {
+/// What a person's app reads in a push: which verification, the text shown, and the
+/// token it acknowledges the push with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushFields {
+    pub id: String,
+    pub text: String,
+    pub ack_token: Option<String>,
+}
+
+#[derive(Default)]
+struct Found {
+    id: Option<String>,
+    text: Option<String>,
+    ack_token: Option<String>,
+}
+
+fn walk(v: &serde_json::Value, found: &mut Found) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
                 match (k.as_str(), v) {
-                    ("verification_id", serde_json::Value::String(s)) => *id = Some(s.clone()),
-                    ("body", serde_json::Value::String(s)) if text.is_none() => {
-                        *text = Some(s.clone())
+                    ("verification_id", serde_json::Value::String(s)) => found.id = Some(s.clone()),
+                    ("ack_token", serde_json::Value::String(s)) => {
+                        found.ack_token = Some(s.clone())
+                    }
+                    ("body", serde_json::Value::String(s)) if found.text.is_none() => {
+                        found.text = Some(s.clone())
                     }
                     (_, serde_json::Value::String(s)) if s.starts_with('{') => {
                         if let Ok(inner) = serde_json::from_str(s) {
-                            walk(&inner, id, text);
+                            walk(&inner, found);
                         }
                     }
-                    _ => walk(v, id, text),
+                    _ => walk(v, found),
                 }
             }
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, id, text)),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
         _ => {}
     }
 }
@@ -113,15 +135,23 @@ mod tests {
 
     #[test]
     fn push_bodies_of_every_provider_give_their_verification() {
-        let apns = br#"{"aps":{"alert":{"title":"Cl@ve 427","body":"123456 es tu codigo"}},"otpd":{"verification_id":"vf_a"}}"#;
+        let apns = br#"{"aps":{"alert":{"title":"Cl@ve 427","body":"123456 es tu codigo"}},"otpd":{"verification_id":"vf_a","ack_token":"tok-a"}}"#;
         let fcm = br#"{"message":{"token":"t","notification":{"title":"x","body":"Code 654321"},"data":{"verification_id":"vf_b"}}}"#;
-        let hms = br#"{"message":{"token":["t"],"data":"{\"verification_id\":\"vf_c\"}","android":{"notification":{"title":"x","body":"111222"}}}}"#;
+        let hms = br#"{"message":{"token":["t"],"data":"{\"verification_id\":\"vf_c\",\"ack_token\":\"tok-c\"}","android":{"notification":{"title":"x","body":"111222"}}}}"#;
+        let fields = |id: &str, text: &str, ack: Option<&str>| PushFields {
+            id: id.into(),
+            text: text.into(),
+            ack_token: ack.map(str::to_string),
+        };
         assert_eq!(
             push_fields(apns),
-            Some(("vf_a".into(), "123456 es tu codigo".into()))
+            Some(fields("vf_a", "123456 es tu codigo", Some("tok-a")))
         );
-        assert_eq!(push_fields(fcm).unwrap().0, "vf_b");
-        assert_eq!(push_fields(hms), Some(("vf_c".into(), "111222".into())));
+        assert_eq!(push_fields(fcm).unwrap().id, "vf_b");
+        assert_eq!(
+            push_fields(hms),
+            Some(fields("vf_c", "111222", Some("tok-c")))
+        );
         assert_eq!(push_fields(b"not json"), None);
     }
 

@@ -102,7 +102,8 @@ impl Session {
 /// What reached the person: a code to type, or an approval request to answer.
 #[derive(Debug, Clone)]
 enum Arrived {
-    Code(String),
+    /// A code, and the token to acknowledge it with when it came by push.
+    Code(String, Option<Arc<str>>),
     Approval {
         challenge: String,
         match_code: String,
@@ -117,6 +118,8 @@ struct State {
     approval: Option<(String, String)>,
     deliveries: u32,
     pushed: Option<Instant>,
+    /// What the push carried to acknowledge it with.
+    ack_token: Option<Arc<str>>,
     acked: bool,
     typing: bool,
     settled: bool,
@@ -490,7 +493,12 @@ impl Run {
                 self.m.count(|c| &c.delivered);
             }
             match arrived {
-                Arrived::Code(code) => s.code = Some(code),
+                Arrived::Code(code, ack) => {
+                    s.code = Some(code);
+                    if ack.is_some() {
+                        s.ack_token = ack;
+                    }
+                }
                 Arrived::Approval {
                     challenge,
                     match_code,
@@ -503,8 +511,8 @@ impl Run {
             }
             match arrived {
                 // The PIN after an approval request: its fallback, not a mismatch.
-                Arrived::Code(_) if s.code.is_none() => {}
-                Arrived::Code(code) if s.code.as_deref() == Some(code.as_str()) => {}
+                Arrived::Code(_, _) if s.code.is_none() => {}
+                Arrived::Code(code, _) if s.code.as_deref() == Some(code.as_str()) => {}
                 Arrived::Approval { .. } if s.approval.is_some() || session.approval() => {}
                 _ => self.m.count(|c| &c.code_mismatches),
             }
@@ -531,11 +539,15 @@ impl Run {
         if let Some(pushed) = s.pushed
             && !s.acked
             && s.approval.is_none()
+            && let Some(token) = s.ack_token.clone()
         {
             s.acked = true;
             let due = pushed + self.scenario.behaviour.app_ack;
             let run = self.clone();
             let id = id.clone();
+            // The app proves the push reached it with the token the push carried.
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "ack_token": &*token })).expect("JSON");
             self.spawn(async move {
                 tokio::time::sleep_until(due.into()).await;
                 if run.cut_off() {
@@ -546,7 +558,7 @@ impl Run {
                     due,
                     Method::POST,
                     &format!("/v1/verifications/{id}/ack"),
-                    None,
+                    Some(body),
                 )
                 .await;
             });
@@ -749,7 +761,7 @@ impl Run {
         };
         let Some(session) = session else { return };
         match codes::find_code(&codes::sms_text(r.data_coding, &r.body), CODE_LENGTH) {
-            Some(code) => self.delivered(&session, Via::Sms, Arrived::Code(code), at),
+            Some(code) => self.delivered(&session, Via::Sms, Arrived::Code(code, None), at),
             None => self.m.count(|c| &c.code_mismatches),
         }
     }
@@ -771,15 +783,15 @@ impl Run {
                 },
             ),
             None => {
-                let Some((id, text)) = codes::push_fields(body) else {
+                let Some(push) = codes::push_fields(body) else {
                     self.m.count(|c| &c.unmatched_deliveries);
                     return;
                 };
-                let Some(code) = codes::find_code(&text, CODE_LENGTH) else {
+                let Some(code) = codes::find_code(&push.text, CODE_LENGTH) else {
                     self.m.count(|c| &c.code_mismatches);
                     return;
                 };
-                (id, Arrived::Code(code))
+                (push.id, Arrived::Code(code, push.ack_token.map(Arc::from)))
             }
         };
         let id: Arc<str> = id.into();

@@ -277,15 +277,17 @@ async fn a_denial_is_final_and_bad_answers_change_nothing(backend: Backend) {
     t.stop().await;
 }
 
-/// Answers that no device of the subject's signed are guesses at its keys: they
-/// count against the subject's guess limit (`check_subject`, with wrong codes and
-/// contrast values), and past it even a good answer is refused, unchecked.
-async fn answers_not_signed_by_the_subject_count_against_its_guess_limit(backend: Backend) {
+/// Answers that no device of the subject's signed are charged to the caller's
+/// network (`answer_ip`), never to the subject: past the network's budget its
+/// answers are refused unchecked, and the subject's own limits are untouched (see
+/// `tests/security.rs` for the stranger who tries to lock a citizen out).
+async fn answers_not_signed_by_the_subject_are_charged_to_the_callers_network(backend: Backend) {
     let p = Providers::start().await;
     let t = TestServer::start_on(
         backend,
         |c| {
             p.configure(c);
+            c.limits.answer_ip = Rate::per(3, 3600);
             c.limits.check_subject = Rate::per(3, 3600);
         },
         None,
@@ -315,9 +317,19 @@ async fn answers_not_signed_by_the_subject_count_against_its_guess_limit(backend
     }
     let a = answer(&t, &android, Decision::Approve, &r, now(&t)).await;
     assert_eq!(a.status, 429, "{}", a.text);
-    assert_eq!(a.body["error"]["limit"], "check_subject", "{}", a.text);
+    assert_eq!(a.body["error"]["limit"], "answer_ip", "{}", a.text);
     assert!(a.header("retry-after").is_some());
     assert_eq!(status(&t, &r.verification).await["status"], "pending");
+    // The subject was charged nothing: past the resend cooldown, a new request for
+    // it is decided by whole limits.
+    t.clock.advance(Duration::from_secs(31));
+    let again = t
+        .post(
+            "/v1/verifications",
+            json!({"subject": SUBJECT, "channel": "app"}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
     t.stop().await;
 }
 
@@ -379,11 +391,17 @@ async fn no_answer_in_time_sends_the_pin_and_the_pin_approves(backend: Backend) 
         )
         .await;
     assert_eq!((early.status, early.error_code()), (409, "no_code_sent"));
-    // The app says it got the push, but nobody answers.
+    // The app says it got the push (with the token the push carried), but nobody
+    // answers.
+    let token = p.requests(Provider::Apns, 1).await[0].body["otpd"]["ack_token"].clone();
     let ack = t
-        .post(&format!("/v1/verifications/{id}/ack"), json!({}))
+        .post(
+            &format!("/v1/verifications/{id}/ack"),
+            json!({"ack_token": token}),
+        )
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text);
+    assert_eq!(ack.body, json!({"id": id, "status": "pending"}));
     t.clock.advance(Duration::from_secs(60));
     let line = t.outbox_line(id, 2).await;
     let pin = otpd_e2e::code_in(line["text"].as_str().unwrap());
@@ -459,6 +477,8 @@ fn sede(require_contrast: bool) -> ClientConfig {
         admin: true,
         display_name: Some("Sede Electrónica".into()),
         require_contrast,
+        registry: otpd::config::RegistryAccess::Write,
+        override_to: false,
     }
 }
 
@@ -605,7 +625,7 @@ async fn a_purpose_can_require_contrast_and_the_push_names_the_client(backend: B
 on_both!(
     the_app_approves_what_apns_and_fcm_delivered,
     a_denial_is_final_and_bad_answers_change_nothing,
-    answers_not_signed_by_the_subject_count_against_its_guess_limit,
+    answers_not_signed_by_the_subject_are_charged_to_the_callers_network,
     an_answer_after_expiry_is_refused,
     the_qr_code_works_without_any_push_and_the_pin_then_approves_nothing,
     no_answer_in_time_sends_the_pin_and_the_pin_approves,

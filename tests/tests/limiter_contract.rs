@@ -9,8 +9,8 @@ use std::time::Duration;
 use otpd::config::RedisConfig;
 use otpd::gcra::Quota;
 use otpd::limiter::{Check, Denial, Limiter, MemoryLimiter, Refusal};
-use otpd::store::redis::Redis;
 use otpd::store::redis::limiter::RedisLimiter;
+use otpd::store::redis::{Keys, Redis};
 use otpd_e2e::redis::{RedisCluster, RedisServer};
 
 const S: u64 = 1_000_000_000;
@@ -27,7 +27,8 @@ fn redis_limiter(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisLimiter
         cluster,
         ..RedisConfig::default()
     };
-    RedisLimiter::new(Redis::new(&config).unwrap(), prefix)
+    let names = otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms();
+    RedisLimiter::new(Redis::new(&config).unwrap(), Keys::new(prefix, 16, names))
 }
 
 fn refused(d: Result<(), Denial>) -> Refusal {

@@ -21,6 +21,8 @@ fn client(name: &str, admin: bool) -> ClientConfig {
         admin,
         display_name: None,
         require_contrast: false,
+        registry: Default::default(),
+        override_to: false,
     }
 }
 

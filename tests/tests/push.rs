@@ -110,16 +110,19 @@ async fn ios_push_is_signed_acknowledged_and_approved_without_any_sms() {
     );
     let code = code_in(r.body["aps"]["alert"]["body"].as_str().unwrap());
 
+    // The app acknowledges with the token the push carried; the answer says only
+    // the id and status.
+    let token = json!({"ack_token": r.body["otpd"]["ack_token"]});
     let ack = t
-        .post(&format!("/v1/verifications/{id}/ack"), json!({}))
+        .post(&format!("/v1/verifications/{id}/ack"), token.clone())
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text);
-    assert!(ack.body["acknowledged_at"].is_string());
-    assert!(ack.body.get("escalates_at").is_none());
-    assert_eq!(ack.body["delivery"]["state"], "delivered");
-    let again = t
-        .post(&format!("/v1/verifications/{id}/ack"), json!({}))
-        .await;
+    assert_eq!(ack.body, json!({"id": id, "status": "pending"}));
+    let seen = t.get(&format!("/v1/verifications/{id}")).await.body;
+    assert!(seen["acknowledged_at"].is_string());
+    assert!(seen.get("escalates_at").is_none());
+    assert_eq!(seen["delivery"]["state"], "delivered");
+    let again = t.post(&format!("/v1/verifications/{id}/ack"), token).await;
     assert_eq!(again.status, 200);
 
     // Acknowledged: the minute passes and no SMS follows.
@@ -218,11 +221,8 @@ async fn an_unregistered_android_device_is_removed_and_the_code_goes_by_smpp() {
     assert_eq!(t.check(id, &code).await.body["status"], "approved");
 
     // The next request for this subject goes straight to SMS: no device is left.
-    let next = create(
-        &t,
-        json!({"subject": SUBJECT, "purpose": "login", "to": "+34600123457"}),
-    )
-    .await;
+    t.clock.advance(Duration::from_secs(31));
+    let next = create(&t, json!({"subject": SUBJECT, "purpose": "login"})).await;
     assert_eq!(next["delivery"]["channel"], "sms");
     t.stop().await;
 }
@@ -282,16 +282,20 @@ async fn without_a_device_auto_is_sms_and_push_is_refused() {
     assert!(v.get("match_code").is_none());
     assert!(v.get("escalates_at").is_none());
     t.outbox_line(id, 1).await;
+    // No push carried a token for it: nothing can acknowledge it.
     let ack = t
-        .post(&format!("/v1/verifications/{id}/ack"), json!({}))
+        .post(
+            &format!("/v1/verifications/{id}/ack"),
+            json!({"ack_token": "AAAAAAAAAAAAAAAAAAAAAA"}),
+        )
         .await;
-    assert_eq!(ack.status, 409);
-    assert_eq!(ack.error_code(), "not_push");
+    assert_eq!(ack.status, 403);
+    assert_eq!(ack.error_code(), "bad_ack_token");
 
     let push = t
         .post(
             "/v1/verifications",
-            json!({"subject": SUBJECT, "channel": "push", "purpose": "login", "to": "+34600123499"}),
+            json!({"subject": SUBJECT, "channel": "push", "purpose": "login"}),
         )
         .await;
     assert_eq!(push.status, 422, "{}", push.text);
@@ -305,13 +309,14 @@ async fn without_a_device_auto_is_sms_and_push_is_refused() {
     assert_eq!(no_subject.status, 422);
     assert!(p.mock.requests(None).is_empty());
 
+    // An unknown id is refused like a known one: the token is checked first.
     let unknown = t
         .post(
             "/v1/verifications/vf_0123456789abcdef0123456789abcdef/ack",
-            json!({}),
+            json!({"ack_token": "AAAAAAAAAAAAAAAAAAAAAA"}),
         )
         .await;
-    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.status, 403);
     t.stop().await;
 }
 
@@ -351,15 +356,15 @@ async fn an_unacknowledged_push_escalates_to_sms_once_when_its_time_comes() {
     t.clock.advance(Duration::from_secs(120));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sms_lines(&t, id).len(), 1);
+    let token = json!({"ack_token": pushed.body["otpd"]["ack_token"]});
     let late = t
-        .post(&format!("/v1/verifications/{id}/ack"), json!({}))
+        .post(&format!("/v1/verifications/{id}/ack"), token.clone())
         .await;
     assert_eq!(late.status, 200, "{}", late.text);
-    assert_eq!(late.body["delivery"]["attempts"][0]["state"], "delivered");
+    let seen = t.get(&format!("/v1/verifications/{id}")).await.body;
+    assert_eq!(seen["delivery"]["attempts"][0]["state"], "delivered");
     t.clock.advance(Duration::from_secs(600));
-    let expired = t
-        .post(&format!("/v1/verifications/{id}/ack"), json!({}))
-        .await;
+    let expired = t.post(&format!("/v1/verifications/{id}/ack"), token).await;
     assert_eq!(expired.status, 410, "{}", expired.text);
     let metrics = t.get("/metrics").await.text;
     assert!(

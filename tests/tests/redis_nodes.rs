@@ -339,7 +339,11 @@ fn store_on(redis: &RedisServer) -> otpd::store::RedisStore {
             ..Default::default()
         })
         .unwrap(),
-        otpd::store::redis::Keys::new("otpd", 64),
+        otpd::store::redis::Keys::new(
+            "otpd",
+            64,
+            otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+        ),
         Duration::from_secs(600),
     )
     .with_queue(100)
@@ -399,7 +403,12 @@ async fn the_accepting_node_is_handed_its_job_in_the_same_step() {
         jobs.try_recv().is_none(),
         "two wait already: the third is left"
     );
-    let stream = otpd::store::redis::Keys::new("otpd", 64).stream_of(&issued[2].id);
+    let stream = otpd::store::redis::Keys::new(
+        "otpd",
+        64,
+        otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+    )
+    .stream_of(&issued[2].id);
     let pending = redis.cli(&["XPENDING", &stream, "otpd"]);
     assert!(pending.starts_with('0'), "nobody has it yet: {pending}");
     assert_eq!(redis.cli(&["XLEN", &stream]).trim(), "1");

@@ -100,7 +100,11 @@ fn redis_store(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisStore {
     };
     RedisStore::new(
         Redis::new(&config).unwrap(),
-        Keys::new(prefix, 16),
+        Keys::new(
+            prefix,
+            16,
+            otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+        ),
         RETENTION,
     )
 }
@@ -1093,7 +1097,11 @@ async fn redis_answers_and_holds_what_memory_does() {
                 ..RedisConfig::default()
             })
             .unwrap(),
-            Keys::new(&prefix, 16),
+            Keys::new(
+                &prefix,
+                16,
+                otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+            ),
             day,
         );
         let (mut rm, mut rr) = (Rng(seed * 0x9E37_79B9), Rng(seed * 0x9E37_79B9));

@@ -8,11 +8,22 @@ use crate::push::Notification;
 /// APNs refuses payloads over 4 KiB (`PayloadTooLarge`); checked before sending.
 pub const MAX_PAYLOAD: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` shows the body's size only: the payload carries the code.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApnsRequest {
     pub path: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApnsRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsRequest")
+            .field("path", &self.path)
+            .field("headers", &self.headers)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,12 +80,17 @@ mod tests {
             ttl_secs: 600,
             match_code: Some("427"),
             approval: None,
+            ack_token: None,
         }
     }
 
     #[test]
     fn path_headers_and_payload() {
         let r = build(&push("042317 es tu código"), "es.gob.clave").unwrap();
+        assert!(
+            !format!("{r:?}").contains("042317"),
+            "Debug hides the payload"
+        );
         assert_eq!(r.path, "/3/device/a1b2");
         let h = |name: &str| {
             r.headers

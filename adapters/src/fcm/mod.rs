@@ -114,6 +114,7 @@ mod tests {
             ttl_secs: 540,
             match_code: Some("427"),
             approval: None,
+            ack_token: None,
         };
         let (path, body) = build(&push, "clave-prod", Some("es.gob.clave")).unwrap();
         assert_eq!(path, "/v1/projects/clave-prod/messages:send");

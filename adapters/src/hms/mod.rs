@@ -106,6 +106,7 @@ mod tests {
             ttl_secs: 540,
             match_code: None,
             approval: None,
+            ack_token: None,
         };
         let (path, body) = build(&push, "103456789").unwrap();
         assert_eq!(path, "/v1/103456789/messages:send");

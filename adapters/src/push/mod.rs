@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use serde_json::json;
 
 /// One push, whatever the provider: to which token, what it says, for which
-/// verification, and for how long it is worth delivering.
-#[derive(Debug, Clone)]
+/// verification, and for how long it is worth delivering. Its `Debug` leaves out the
+/// text (it carries the code) and the acknowledgement token.
+#[derive(Clone)]
 pub struct Notification<'a> {
     pub token: &'a str,
     pub title: &'a str,
@@ -29,6 +30,24 @@ pub struct Notification<'a> {
     pub match_code: Option<&'a str>,
     /// Set when the push is an approval request the app answers with its key.
     pub approval: Option<Approval<'a>>,
+    /// The secret the app proves it received the push with, when it acknowledges it
+    /// (`POST /v1/verifications/{id}/ack`): only the push carries it.
+    pub ack_token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Notification<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notification")
+            .field("verification_id", &self.verification_id)
+            .field("title", &self.title)
+            .field(
+                "body",
+                &format_args!("<{} chars redacted>", self.body.chars().count()),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("approval", &self.approval.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an app needs to show an approval request and sign its answer.
@@ -48,6 +67,9 @@ impl Notification<'_> {
         let mut data = json!({ "verification_id": self.verification_id });
         if let Some(m) = self.match_code {
             data["match_code"] = json!(m);
+        }
+        if let Some(t) = self.ack_token {
+            data["ack_token"] = json!(t);
         }
         if let Some(a) = self.approval {
             data["kind"] = json!("approval");
@@ -124,5 +146,31 @@ impl Outcome {
             Outcome::Retry { .. } => "retry",
             Outcome::Fail { .. } => "fail",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_code_or_the_ack_token() {
+        let n = Notification {
+            token: "device-token",
+            title: "Cl@ve 427",
+            body: "Tu código es 918273",
+            verification_id: "vf_1",
+            expires_at: 1,
+            ttl_secs: 600,
+            match_code: Some("427"),
+            approval: None,
+            ack_token: Some("secret-ack-token"),
+        };
+        let shown = format!("{n:?} {n:#?}");
+        assert!(
+            !shown.contains("918273") && !shown.contains("secret-ack"),
+            "{shown}"
+        );
+        assert_eq!(n.data()["ack_token"], "secret-ack-token");
     }
 }

@@ -6,6 +6,11 @@
 //! characters, `err` of 1 or 3 digits, `text:` missing), so the parser reads key by key
 //! and never relies on fixed offsets. When the TLVs `receipted_message_id` and
 //! `message_state` are present they win over the text.
+//!
+//! The receipt's `text:` is the start of the message — the code itself — so it is
+//! never kept, and every other field is read as one bounded token: a field that runs
+//! on (a `txt:` where `text:` belongs, say) cannot carry the message into an error
+//! that otpd records and shows.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -112,7 +117,8 @@ impl ReceiptDate {
     }
 }
 
-/// The text form, as parsed. Fields an SMSC left out are `None`.
+/// The text form, as parsed. Fields an SMSC left out (or wrote beyond their bounds)
+/// are `None`. The message text is not among them (see the module's notes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReceiptText {
     pub id: String,
@@ -124,8 +130,14 @@ pub struct ReceiptText {
     pub stat: Option<String>,
     pub state: Option<MessageState>,
     pub err: Option<String>,
-    pub text: Option<String>,
 }
+
+/// Longest message id (SMPP 3.4: a C-octet string of up to 65 octets).
+const MAX_ID: usize = 64;
+/// Longest `stat:` value (the codes are 7 letters; some SMSCs write a few more).
+const MAX_STAT: usize = 16;
+/// Longest `err:` value (3 digits in the appendix; some SMSCs write a type too).
+const MAX_ERR: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -145,9 +157,21 @@ const KEYS: &[&str] = &[
     "stat",
     "err",
     "text",
+    "txt",
 ];
 
-/// Parse the text form, key by key. Unknown keys are ignored; `text:` takes the rest.
+/// The first whitespace-separated token of a field's value, when it is at most `max`
+/// bytes of letters, digits and the punctuation ids use.
+fn token(value: &str, max: usize) -> Option<&str> {
+    let t = value.split_ascii_whitespace().next()?;
+    (t.len() <= max
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/')))
+    .then_some(t)
+}
+
+/// Parse the text form, key by key. Unknown keys are ignored; `text:` (or `txt:`)
+/// ends it: what follows is the message, never read.
 pub fn parse_text(input: &str) -> Result<ReceiptText, ReceiptError> {
     // (where the key starts, which key, where its value starts)
     let mut found: Vec<(usize, &str, usize)> = Vec::new();
@@ -162,8 +186,8 @@ pub fn parse_text(input: &str) -> Result<ReceiptText, ReceiptError> {
             })
         {
             found.push((i, key, i + key.len() + 1));
-            if *key == "text" {
-                break; // the original text may contain anything
+            if *key == "text" || *key == "txt" {
+                break; // the message: may contain anything, the code among it
             }
             i += key.len() + 1;
             continue;
@@ -175,20 +199,17 @@ pub fn parse_text(input: &str) -> Result<ReceiptText, ReceiptError> {
         let value_end = found.get(n + 1).map_or(input.len(), |next| next.0);
         let value = input[value_start..value_end].trim();
         match key {
-            "id" => receipt.id = value.to_string(),
-            "sub" => receipt.sub = value.parse().ok(),
-            "dlvrd" => receipt.dlvrd = value.parse().ok(),
-            "submit date" => receipt.submit_date = ReceiptDate::parse(value),
-            "done date" => receipt.done_date = ReceiptDate::parse(value),
+            "id" => receipt.id = token(value, MAX_ID).unwrap_or_default().to_string(),
+            "sub" => receipt.sub = token(value, 10).and_then(|t| t.parse().ok()),
+            "dlvrd" => receipt.dlvrd = token(value, 10).and_then(|t| t.parse().ok()),
+            "submit date" => receipt.submit_date = token(value, 12).and_then(ReceiptDate::parse),
+            "done date" => receipt.done_date = token(value, 12).and_then(ReceiptDate::parse),
             "stat" => {
-                receipt.state = MessageState::from_stat(value);
-                receipt.stat = Some(value.to_string());
+                let stat = token(value, MAX_STAT);
+                receipt.state = stat.and_then(MessageState::from_stat);
+                receipt.stat = stat.map(str::to_string);
             }
-            "err" => receipt.err = (!value.is_empty()).then(|| value.to_string()),
-            "text" => {
-                receipt.text = (!value.is_empty() && !value.eq_ignore_ascii_case("none"))
-                    .then(|| value.to_string())
-            }
+            "err" => receipt.err = token(value, MAX_ERR).map(str::to_string),
             _ => {}
         }
     }
@@ -394,7 +415,6 @@ mod tests {
         assert_eq!(r.state, Some(MessageState::Delivered));
         assert_eq!(r.stat.as_deref(), Some("DELIVRD"));
         assert_eq!(r.err.as_deref(), Some("000"));
-        assert_eq!(r.text.as_deref(), Some("042317 es tu código"));
     }
 
     #[test]
@@ -411,7 +431,6 @@ mod tests {
             let r = parse_text(v).unwrap();
             assert_eq!(r.id.to_ascii_lowercase(), "abcdef", "{v}");
             assert_eq!(r.state, Some(MessageState::Undeliverable), "{v}");
-            assert_eq!(r.text, None, "{v}");
         }
         let r = parse_text(variants[0]).unwrap();
         assert_eq!(r.done_date.unwrap().second, 5);
@@ -422,7 +441,28 @@ mod tests {
         let r = parse_text("id:7 stat:DELIVRD err:000 text:id:9 stat:REJECTD").unwrap();
         assert_eq!(r.id, "7");
         assert_eq!(r.state, Some(MessageState::Delivered));
-        assert_eq!(r.text.as_deref(), Some("id:9 stat:REJECTD"));
+    }
+
+    #[test]
+    fn the_message_never_runs_into_a_field() {
+        // `txt:` where `text:` belongs, and a field that runs on: the code in the
+        // message stays out of everything kept.
+        for t in [
+            "id:1 sub:001 dlvrd:001 stat:UNDELIV err:001 txt:042317 es tu codigo",
+            "id:1 sub:001 dlvrd:001 stat:UNDELIV err:001 mensaje:042317 es tu codigo",
+            "id:1 stat:UNDELIV err:001 042317",
+        ] {
+            let r = parse_text(t).unwrap();
+            assert_eq!(r.err.as_deref(), Some("001"), "{t}");
+            assert!(!format!("{r:?}").contains("042317"), "{t}: {r:?}");
+            let receipt = reconcile(Some(t), None, None, None).unwrap();
+            assert_eq!(receipt.error.as_deref(), Some("001"), "{t}");
+        }
+        // Over-long fields are not taken.
+        let long = format!("id:{} stat:DELIVRD err:{}", "9".repeat(65), "1".repeat(9));
+        assert_eq!(parse_text(&long), Err(ReceiptError::MissingId));
+        let r = parse_text("id:5 stat:DELIVRD err:123456789").unwrap();
+        assert_eq!(r.err, None);
     }
 
     #[test]

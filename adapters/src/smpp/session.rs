@@ -41,7 +41,7 @@ pub struct BindConfig {
     /// `host:port` of the SMSC.
     pub address: String,
     pub system_id: String,
-    pub password: String,
+    pub password: crate::Secret,
     pub system_type: String,
     pub address_range: String,
     /// Submits awaiting their response at most.
@@ -98,7 +98,7 @@ impl Default for BindConfig {
         Self {
             address: "127.0.0.1:2775".into(),
             system_id: String::new(),
-            password: String::new(),
+            password: crate::Secret::default(),
             system_type: String::new(),
             address_range: String::new(),
             window: 64,
@@ -392,7 +392,7 @@ impl Session {
         let too_long = |e: pdu::PduError| e.to_string();
         let (system_id, password, system_type, address_range) = (
             pdu::c_string("system_id", &self.config.system_id).map_err(too_long)?,
-            pdu::c_string("password", &self.config.password).map_err(too_long)?,
+            pdu::c_string("password", self.config.password.expose()).map_err(too_long)?,
             pdu::c_string("system_type", &self.config.system_type).map_err(too_long)?,
             pdu::c_string("address_range", &self.config.address_range).map_err(too_long)?,
         );

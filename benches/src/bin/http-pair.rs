@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(60);
     let mut config = Config::default();
-    config.codes.secret = Some(String::from_utf8(otpd_benches::SECRET.to_vec())?);
+    config.codes.secret = Some(String::from_utf8(otpd_benches::SECRET.to_vec())?.into());
     config.delivery.queue_capacity = 1 << 20;
     config.log.level = "warn".into();
     config.routing.default = vec![otpd::config::RouteCarrier::Name("discard".into())];

@@ -188,6 +188,7 @@ async fn push_one(pusher: &dyn Pusher, app: &str, i: u64) -> Outcome {
                 ttl_secs: 600,
                 match_code: Some("427"),
                 approval: None,
+                ack_token: None,
             },
             app,
         )

@@ -30,7 +30,11 @@ fn redis_addr(port: u16) -> std::net::SocketAddr {
 
 fn config(kind: StoreKind, redis_port: u16) -> Config {
     let mut c = Config::default();
-    c.codes.secret = Some(String::from_utf8(otpd_benches::SECRET.to_vec()).expect("UTF-8"));
+    c.codes.secret = Some(
+        String::from_utf8(otpd_benches::SECRET.to_vec())
+            .expect("UTF-8")
+            .into(),
+    );
     c.delivery.queue_capacity = 1 << 16;
     c.log.level = "warn".into();
     c.routing.default = vec![otpd::config::RouteCarrier::Name("discard".into())];

@@ -159,10 +159,14 @@ pub async fn limits(
                 .field("client")
         })?,
     };
+    let subject = query
+        .get("subject")
+        .map(|s| super::verifications::validate_subject(s))
+        .transpose()?;
     let facts = IssueFacts {
         to: number.e164,
         country: number.country,
-        subject: query.get("subject").map(String::as_str),
+        subject: subject.as_deref(),
         ip,
         client: &client,
         purpose: &purpose.name,

@@ -5,6 +5,11 @@
 //! enrolled for the verification's subject is what authenticates it
 //! ([`crate::approval::judge`]). The first good answer is final; the backend that
 //! asked sees the outcome with `GET /v1/verifications/{id}`.
+//!
+//! Anyone who sees the QR code holds the id, so these routes are built for
+//! strangers (see `docs/THREAT_MODEL.md`): calls are limited per caller network,
+//! answers to what is final or expired are refused before any work, and a refused
+//! answer is charged to the caller's network, never to the subject.
 
 use std::sync::Arc;
 
@@ -13,10 +18,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::{IdPath, json_response, not_found, store_error};
+use super::{AppState, CallerAddr};
 use crate::approval::{self, AnswerRefusal, SignedAnswer};
 use crate::device_key::Decision;
 use crate::verification::{AnswerOutcome, Status};
@@ -40,18 +45,20 @@ struct AnsweredView {
 
 pub async fn approve(
     state: State<Arc<AppState>>,
+    caller: CallerAddr,
     id: IdPath,
     body: JsonBody<AnswerBody>,
 ) -> Result<Response, ApiError> {
-    answer(state, id, body, Decision::Approve).await
+    answer(state, caller, id, body, Decision::Approve).await
 }
 
 pub async fn deny(
     state: State<Arc<AppState>>,
+    caller: CallerAddr,
     id: IdPath,
     body: JsonBody<AnswerBody>,
 ) -> Result<Response, ApiError> {
-    answer(state, id, body, Decision::Deny).await
+    answer(state, caller, id, body, Decision::Deny).await
 }
 
 fn refusal(e: AnswerRefusal) -> ApiError {
@@ -69,8 +76,47 @@ fn refusal(e: AnswerRefusal) -> ApiError {
     }
 }
 
+/// Why an answer to `v` cannot be taken whatever it says: it is final or expired,
+/// or not an approval request. Decided before anything else is looked at.
+fn unanswerable(
+    v: &crate::verification::Verification,
+    now: crate::clock::UnixMillis,
+) -> Option<ApiError> {
+    let id = v.id.to_string();
+    match v.status(now) {
+        Status::Pending if v.channel == crate::verification::RequestedChannel::App => None,
+        Status::Pending => Some(refusal(AnswerRefusal::NotApp)),
+        Status::Expired => Some(
+            ApiError::new(
+                StatusCode::GONE,
+                "expired",
+                "this approval request has expired",
+            )
+            .about(id, "expired"),
+        ),
+        status => {
+            let (code, message) = if v.answered_by().is_some() {
+                (
+                    "already_answered",
+                    format!(
+                        "this approval request was already answered ({}); the first answer is final",
+                        status.as_str()
+                    ),
+                )
+            } else {
+                (
+                    "already_final",
+                    format!("this verification is already {}", status.as_str()),
+                )
+            };
+            Some(ApiError::new(StatusCode::CONFLICT, code, message).about(id, status.as_str()))
+        }
+    }
+}
+
 async fn answer(
     State(state): State<Arc<AppState>>,
+    CallerAddr(caller): CallerAddr,
     IdPath(id): IdPath,
     body: JsonBody<AnswerBody>,
     decision: Decision,
@@ -82,18 +128,24 @@ async fn answer(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    // A subject past its guess limit (wrong codes, contrast values, answers its
-    // devices did not sign) is refused before the signature is even looked at, so
-    // that answers cannot be tried without end, nor cost a signature check each.
-    let rules = state.admission.rules();
     let now = state.engine.now();
-    if let Some(subject) = v.subject.as_deref() {
-        state
-            .admission
-            .guess_allowed(&rules, subject, None, now)
-            .await
-            .map_err(super::verifications::refused)?;
+    // An answer to what can no longer be answered is refused before any work, and
+    // costs nobody anything: it cannot change the outcome.
+    if let Some(e) = unanswerable(&v, now) {
+        state.engine.metrics().answer_refused(e.code);
+        return Err(e);
     }
+    // A caller network past its budget of refused answers is refused before the
+    // signature is looked at, so that answers cannot be tried without end, nor cost
+    // a signature check each. The subject's own budgets are never touched: a
+    // stranger holding the id (it is in the QR code) must not be able to lock the
+    // citizen out.
+    let rules = state.admission.rules();
+    state
+        .admission
+        .answer_allowed(&rules, caller, now)
+        .await
+        .map_err(super::verifications::refused)?;
     let devices = match v.subject.as_deref() {
         Some(subject) => state
             .engine
@@ -120,13 +172,8 @@ async fn answer(
     ) {
         state.engine.metrics().answer_refused(e.code());
         tracing::info!(%id, reason = e.code(), "an app's answer was refused");
-        if e.is_guess()
-            && let Some(subject) = v.subject.as_deref()
-        {
-            state
-                .admission
-                .guess_failed(&rules, subject, None, now)
-                .await;
+        if e.is_guess() {
+            state.admission.answer_refused(&rules, caller, now).await;
         }
         return Err(refusal(e));
     }
@@ -136,43 +183,21 @@ async fn answer(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    let id_text = id.to_string();
     match outcome {
         AnswerOutcome::Answered(status) => Ok(json_response(
             StatusCode::OK,
             serde_json::to_vec(&AnsweredView {
-                id: id_text,
+                id: id.to_string(),
                 status: status.as_str(),
             })
             .expect("views serialize"),
         )),
-        AnswerOutcome::NotApp => Err(refusal(AnswerRefusal::NotApp)),
-        AnswerOutcome::Final(Status::Expired) => {
-            state.engine.metrics().answer_refused("expired");
-            Err(ApiError::new(
-                StatusCode::GONE,
-                "expired",
-                "this approval request has expired",
-            )
-            .about(id_text, "expired"))
-        }
-        AnswerOutcome::Final(status) => {
-            let (code, message) = if v.answered_by().is_some() {
-                (
-                    "already_answered",
-                    format!(
-                        "this approval request was already answered ({}); the first answer is final",
-                        status.as_str()
-                    ),
-                )
-            } else {
-                (
-                    "already_final",
-                    format!("this verification is already {}", status.as_str()),
-                )
-            };
-            state.engine.metrics().answer_refused(code);
-            Err(ApiError::new(StatusCode::CONFLICT, code, message).about(id_text, status.as_str()))
+        // Another answer (or the end) came between the read and the write.
+        AnswerOutcome::NotApp | AnswerOutcome::Final(_) => {
+            let e = unanswerable(&v, state.engine.now())
+                .unwrap_or_else(|| refusal(AnswerRefusal::NotApp));
+            state.engine.metrics().answer_refused(e.code);
+            Err(e)
         }
     }
 }

@@ -102,6 +102,10 @@ impl ApiError {
             "pumping" => "sends to this number range are restricted: its codes are rarely used (suspected SMS pumping); retry later".to_string(),
             "check_subject" => "too many wrong codes for this subject; retry later".to_string(),
             "check_ip" => "too many checks from this address; retry later".to_string(),
+            "public_ip" => "too many calls from this network; retry later".to_string(),
+            "answer_ip" => {
+                "too many refused answers from this network; retry later".to_string()
+            }
             limit => format!("the `{limit}` rate limit is reached; retry after Retry-After seconds"),
         };
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)

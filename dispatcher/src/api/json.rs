@@ -1,11 +1,14 @@
 //! Reading JSON bodies: size limit, media type, syntax, types and unknown fields, each
 //! turned into an [`ApiError`] that names what is wrong — without echoing values.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
 
 /// A JSON body, with the raw bytes it came from (idempotency fingerprints them).
@@ -14,10 +17,14 @@ pub struct JsonBody<T> {
     pub raw: Bytes,
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+/// Bodies are read within `server.body_read_timeout` (a client that dribbles its body
+/// holds a request open no longer), and not at all once the server is stopping: the
+/// request is then refused (`503`) without having changed anything, rather than
+/// holding the shutdown open while its body trickles in.
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let json_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -34,17 +41,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body must be JSON, sent with `Content-Type: application/json`",
             ));
         }
-        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is larger than the server accepts (16 KiB by default)",
-                )
-            } else {
-                ApiError::bad_request("unreadable_body", "the request body could not be read")
+        let mut stopping = state.stopping.clone();
+        let read = Bytes::from_request(req, state);
+        let raw = tokio::select! {
+            read = read => read.map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    super::too_large()
+                } else {
+                    ApiError::bad_request("unreadable_body", "the request body could not be read")
+                }
+            })?,
+            () = tokio::time::sleep(state.body_read_timeout) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time",
+                ));
             }
-        })?;
+            _ = stopping.wait_for(|stop| *stop) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "this server is stopping; the request was not taken, send it again",
+                )
+                .retry_after(std::time::Duration::from_secs(1)));
+            }
+        };
         let value = parse(&raw)?;
         Ok(JsonBody { value, raw })
     }
@@ -67,11 +89,26 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             return Ok(value);
         }
     }
-    // Explain the failure in two steps, so that every error is classified right:
+    // Explain the failure in steps, so that every error is classified right:
     // syntax first (serde_json calls a number where an enum belongs a syntax error),
-    // then shape and types, with the path of the field at fault.
+    // then repeated keys, then shape and types, with the path of the field at fault.
     let document: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| describe(e, String::new()))?;
+    // A key given twice is refused, wherever it is: a proxy that validated the first
+    // and otpd that would read the last would not see the same request. Bodies are
+    // structs, whose derived parsers refuse a repeated field, so the fast path above
+    // never takes one; the document just parsed kept only the last, so the raw bytes
+    // are walked again to name it.
+    if let Some(path) = duplicates::find(raw) {
+        let error = ApiError::bad_request(
+            "duplicate_key",
+            "a key appears twice in one object; each may be given once",
+        );
+        return Err(match path {
+            Some(path) => error.field(path),
+            None => error,
+        });
+    }
     if !document.is_object() {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -111,18 +148,33 @@ fn describe_data_error(text: &str, path: String) -> ApiError {
             Some(path.to_string())
         }
     };
+    // The only name taken from the request is an unknown key's, and only when it
+    // is a plain short word: anything else is not repeated back.
     let name_in_backticks = || {
         let start = text.find('`')? + 1;
         let end = start + text[start..].find('`')?;
-        Some(text[start..end].chars().take(64).collect::<String>())
+        safe_name(&text[start..end]).map(str::to_string)
     };
     let expected = text
         .split_once(", expected ")
         .map(|(_, e)| e.to_string())
         .unwrap_or_default();
     if text.starts_with("unknown field") {
-        let name = name_in_backticks().unwrap_or_default();
-        let field = match field_of(&path) {
+        let parent = field_of(&path).filter(|p| {
+            p.split(['.', '[', ']'])
+                .all(|s| s.is_empty() || safe_name(s).is_some())
+        });
+        let Some(name) = name_in_backticks() else {
+            let error = ApiError::bad_request(
+                "unknown_field",
+                format!("the body has an unknown field; expected {expected}"),
+            );
+            return match parent {
+                Some(p) => error.field(p),
+                None => error,
+            };
+        };
+        let field = match parent {
             Some(parent) if !parent.ends_with(&name) => format!("{parent}.{name}"),
             Some(p) => p,
             None => name.clone(),
@@ -158,6 +210,131 @@ fn describe_data_error(text: &str, path: String) -> ApiError {
     match field {
         Some(f) => error.field(f),
         None => error,
+    }
+}
+
+/// A key name that may be repeated back: a plain word of at most 32 ASCII letters,
+/// digits and underscores.
+fn safe_name(name: &str) -> Option<&str> {
+    (!name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    .then_some(name)
+}
+
+/// Finding a key repeated within one object.
+mod duplicates {
+    use std::collections::HashSet;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// The path of the first repeated key (`code`, `devices[0].platform`), `Some(None)`
+    /// when the key is not one to repeat back, `None` when every key is unique (or the
+    /// bytes are not JSON: that is reported elsewhere).
+    pub fn find(raw: &[u8]) -> Option<Option<String>> {
+        let mut found = None;
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let _ = Node {
+            path: String::new(),
+            found: &mut found,
+        }
+        .deserialize(&mut de);
+        found
+    }
+
+    /// One value of the document, at `path`.
+    struct Node<'a> {
+        path: String,
+        found: &'a mut Option<Option<String>>,
+    }
+
+    #[derive(Debug)]
+    struct Stop;
+
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("duplicate key")
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Node<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Node<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen: HashSet<String> = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if !seen.insert(key.clone()) {
+                    let named = super::safe_name(&key).is_some()
+                        && path
+                            .split(['.', '[', ']'])
+                            .all(|s| s.is_empty() || super::safe_name(s).is_some());
+                    *self.found = Some(named.then_some(path));
+                    return Err(serde::de::Error::custom(Stop));
+                }
+                map.next_value_seed(Node {
+                    path,
+                    found: self.found,
+                })?;
+                if self.found.is_some() {
+                    return Err(serde::de::Error::custom(Stop));
+                }
+            }
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Node {
+                    path: format!("{}[{i}]", self.path),
+                    found: self.found,
+                })?
+                .is_some()
+            {
+                if self.found.is_some() {
+                    return Err(serde::de::Error::custom(Stop));
+                }
+                i += 1;
+            }
+            Ok(())
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
     }
 }
 
@@ -238,6 +415,40 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_and_named() {
+        let e = parse::<Check>(br#"{"code": "123456", "code": "000000"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("duplicate_key", Some("code"))
+        );
+        let e = parse::<Create>(br#"{"to": "+34600123456", "kind": "sms", "to": "+34600000000"}"#)
+            .unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("duplicate_key", Some("to")));
+        // Nested, in arrays.
+        assert_eq!(
+            duplicates::find(br#"{"a": [{"b": 1}, {"c": 1, "c": 2}]}"#),
+            Some(Some("a[1].c".into()))
+        );
+        // A hostile key is refused without being named.
+        let hostile = format!(r#"{{"{0}": 1, "{0}": 2}}"#, "<script>".repeat(100));
+        assert_eq!(duplicates::find(hostile.as_bytes()), Some(None));
+        assert_eq!(duplicates::find(br#"{"a": 1, "b": {"a": 2}}"#), None);
+    }
+
+    #[test]
+    fn a_hostile_unknown_key_is_not_repeated_back() {
+        let body = format!(
+            r#"{{"code": "1234", "{}\u0001": 1}}"#,
+            "<script>".repeat(2000)
+        );
+        let e = parse::<Check>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "unknown_field");
+        assert_eq!(e.field, None);
+        assert!(!e.message.contains("script"), "{}", e.message);
+        assert!(e.message.len() < 200, "{}", e.message);
     }
 
     #[test]

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -48,6 +48,12 @@ pub struct AppState {
     pub admission: Arc<crate::admission::Admission>,
     /// Approval in the app: QR URIs and how answers are judged.
     pub app: crate::config::AppConfig,
+    /// The proxies whose `X-Forwarded-For` names the caller.
+    pub trusted_proxies: crate::peer::TrustedProxies,
+    /// How long a request's body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Turns true when the server begins to stop.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The authenticated API client making the request (everybody, when no client is
@@ -72,6 +78,53 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .authenticate(header)
             .map(Caller)
             .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
+    }
+}
+
+/// The caller's network address: the connection's peer, or what a trusted proxy
+/// says (see [`crate::peer`]). A request that came through no socket (a test driving
+/// the router directly) is the unspecified address.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerAddr(pub std::net::IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for CallerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<crate::serve::PeerAddr>()
+            .map_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |p| {
+                p.0.ip()
+            });
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes());
+        Ok(CallerAddr(state.trusted_proxies.caller(peer, forwarded)))
+    }
+}
+
+/// The limit per caller network of routes anyone may call without an API key:
+/// charged before the route does any work.
+async fn public(
+    State(state): State<Arc<AppState>>,
+    CallerAddr(caller): CallerAddr,
+    request: Request,
+    next: Next,
+) -> Response {
+    let rules = state.admission.rules();
+    match state
+        .admission
+        .admit_public(&rules, caller, state.engine.now())
+        .await
+    {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => verifications::refused(refusal).into_response(),
     }
 }
 
@@ -157,6 +210,8 @@ pub(crate) fn find_purpose<'a>(
 }
 
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    // Routes anyone may call (no API key) are limited per caller network.
+    let open = middleware::from_fn_with_state(state.clone(), public);
     Router::new()
         .route("/v1/verifications", post(verifications::create))
         .route(
@@ -166,10 +221,16 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/verifications/{id}/check", post(verifications::check))
         .route(
             "/v1/verifications/{id}/ack",
-            post(verifications::acknowledge),
+            post(verifications::acknowledge).layer(open.clone()),
         )
-        .route("/v1/verifications/{id}/approve", post(approval::approve))
-        .route("/v1/verifications/{id}/deny", post(approval::deny))
+        .route(
+            "/v1/verifications/{id}/approve",
+            post(approval::approve).layer(open.clone()),
+        )
+        .route(
+            "/v1/verifications/{id}/deny",
+            post(approval::deny).layer(open.clone()),
+        )
         .route(
             "/v1/subscribers/{subject}",
             get(subscribers::get)
@@ -187,26 +248,56 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/admin/routes", get(admin::routes))
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/limits", get(admin::limits))
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz).layer(open.clone()))
+        .route("/metrics", get(ops::metrics).layer(open.clone()))
+        .route("/openapi.json", get(ops::openapi).layer(open))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |r: Request, n: Next| {
+            refuse_oversized(body_limit, r, n)
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+/// Neither answer repeats the method or the path: they are the caller's, and could
+/// be anything (`openapi.json` lists the routes).
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; /openapi.json describes the API")
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
+        "this method is not allowed on this route; /openapi.json describes the API",
     )
+}
+
+/// `413 body_too_large`.
+pub(crate) fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the request body is larger than the server accepts (server.body_limit, 16 KiB by default)",
+    )
+}
+
+/// A request that announces a body over the limit is refused at once, before any
+/// of it is read — and before `100 Continue` invites a client that sent `Expect:
+/// 100-continue` to send it. (Bodies of unannounced length are cut at the limit
+/// as they are read.)
+async fn refuse_oversized(limit: usize, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return too_large().into_response();
+    }
+    next.run(request).await
 }
 
 /// Count every request by route template (not raw path, to keep label cardinality
@@ -233,10 +324,14 @@ pub struct HttpMetrics {
     series: parking_lot::RwLock<hashbrown::HashMap<SeriesKey, (Counter, Histogram)>>,
 }
 
+/// Every label value comes from a fixed set: the route templates of [`router`] (or
+/// `unmatched`), the methods of [`method_label`], and the statuses otpd answers
+/// with (three digits). Nothing a caller sends becomes a label value, so the series
+/// cannot grow past what the code names.
 #[derive(Hash, PartialEq, Eq)]
 struct SeriesKey {
     route: Box<str>,
-    method: Method,
+    method: &'static str,
     status: u16,
 }
 
@@ -244,18 +339,33 @@ struct SeriesKey {
 #[derive(Hash)]
 struct SeriesRef<'a> {
     route: &'a str,
-    method: &'a Method,
+    method: &'static str,
     status: u16,
 }
 
 impl hashbrown::Equivalent<SeriesKey> for SeriesRef<'_> {
     fn equivalent(&self, key: &SeriesKey) -> bool {
-        self.status == key.status && *self.method == key.method && self.route == &*key.route
+        self.status == key.status && self.method == key.method && self.route == &*key.route
+    }
+}
+
+/// The method as a label: the standard ones by name, anything else `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
     }
 }
 
 impl HttpMetrics {
     fn series(&self, route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+        let method = method_label(method);
         let key = SeriesRef {
             route,
             method,
@@ -264,15 +374,12 @@ impl HttpMetrics {
         if let Some(found) = self.series.read().get(&key) {
             return found.clone();
         }
-        let labels = [
-            ("route", route.to_string()),
-            ("method", method.as_str().to_string()),
-        ];
+        let labels = [("route", route.to_string()), ("method", method.to_string())];
         let count = metrics::counter!(
             "otpd_http_requests_total",
             &[
                 ("route", route.to_string()),
-                ("method", method.as_str().to_string()),
+                ("method", method.to_string()),
                 ("status", status.to_string())
             ]
         );
@@ -281,7 +388,7 @@ impl HttpMetrics {
             .write()
             .entry(SeriesKey {
                 route: route.into(),
-                method: method.clone(),
+                method,
                 status,
             })
             .or_insert((count, latency))

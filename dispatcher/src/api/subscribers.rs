@@ -11,6 +11,8 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::validate_subject;
 use super::{AppState, Caller};
+use crate::clients::Client;
+use crate::config::RegistryAccess;
 use crate::device_key::{DeviceKey, KeyError};
 use crate::locale::Locale;
 use crate::store::{PutSubscriber, StoreError};
@@ -129,6 +131,25 @@ fn subject_from_path(raw: &str) -> Result<Box<str>, ApiError> {
     })
 }
 
+/// Refuse a client whose `registry` permission is below `needed`. Checked before
+/// the path or body is read, so a client without it learns nothing, not even
+/// whether a subject is well-formed.
+fn allowed(client: &Client, needed: RegistryAccess) -> Result<(), ApiError> {
+    if client.registry >= needed {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "registry_not_allowed",
+        match needed {
+            RegistryAccess::Write => {
+                "this API key may not change the subscriber registry (`registry = \"write\"`)"
+            }
+            _ => "this API key may not read the subscriber registry (`registry = \"read\"`)",
+        },
+    ))
+}
+
 fn unknown_subject() -> ApiError {
     ApiError::not_found("no subscriber with this subject")
 }
@@ -174,10 +195,11 @@ fn device(
 
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    _: Caller,
+    Caller(client): Caller,
     Path(subject): Path<String>,
     body: JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
+    allowed(&client, RegistryAccess::Write)?;
     let subject = subject_from_path(&subject)?;
     let body = body.value;
     let now = state.engine.now();
@@ -221,10 +243,11 @@ pub async fn put(
     match outcome {
         PutSubscriber::Created => Ok(json(StatusCode::CREATED, view(&subscriber))),
         PutSubscriber::Replaced => Ok(json(StatusCode::OK, view(&subscriber))),
-        PutSubscriber::PhoneTaken { by } => Err(ApiError::new(
+        // Never who has it: that would look identity numbers up by phone.
+        PutSubscriber::PhoneTaken { .. } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "phone_taken",
-            format!("this number is registered to another subject ({by}); a number belongs to one subject"),
+            "this number is registered to another subject; a number belongs to one subject",
         )
         .field("phone")),
     }
@@ -232,9 +255,10 @@ pub async fn put(
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    _: Caller,
+    Caller(client): Caller,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
+    allowed(&client, RegistryAccess::Read)?;
     let subject = subject_from_path(&subject)?;
     let s = state
         .engine
@@ -248,9 +272,10 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    _: Caller,
+    Caller(client): Caller,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
+    allowed(&client, RegistryAccess::Write)?;
     let subject = subject_from_path(&subject)?;
     if state
         .engine
@@ -267,10 +292,11 @@ pub async fn delete(
 
 pub async fn add_device(
     State(state): State<Arc<AppState>>,
-    _: Caller,
+    Caller(client): Caller,
     Path(subject): Path<String>,
     body: JsonBody<DeviceBody>,
 ) -> Result<Response, ApiError> {
+    allowed(&client, RegistryAccess::Write)?;
     let subject = subject_from_path(&subject)?;
     let device = device(None, body.value, state.engine.now())?;
     match state
@@ -292,9 +318,10 @@ pub async fn add_device(
 
 pub async fn remove_device(
     State(state): State<Arc<AppState>>,
-    _: Caller,
+    Caller(client): Caller,
     Path((subject, platform, token)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
+    allowed(&client, RegistryAccess::Write)?;
     let subject = subject_from_path(&subject)?;
     let platform = Platform::parse(&platform).ok_or_else(|| {
         ApiError::bad_request("invalid_device", "platform must be one of apns, fcm, hms")

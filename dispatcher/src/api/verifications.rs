@@ -29,8 +29,6 @@ use crate::verification::{
     Verification,
 };
 
-/// Longest `subject` (identity number) accepted.
-const MAX_SUBJECT_CHARS: usize = 64;
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -107,6 +105,9 @@ pub struct VerificationView<'a> {
     locale: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
+    /// Sent to another number than the subject's registered one (`override_to`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    to_override: bool,
     /// Shown on the requesting screen; the push shows the same number.
     #[serde(skip_serializing_if = "Option::is_none")]
     match_code: Option<AsStr<MatchCode>>,
@@ -232,6 +233,7 @@ impl<'a> VerificationView<'a> {
             purpose: &v.purpose,
             locale: v.locale.as_str(),
             subject: v.subject.as_deref(),
+            to_override: v.to_override,
             match_code: v.match_code.map(AsStr),
             qr: (status == Status::Pending)
                 .then(|| crate::approval::qr_uri(qr_base, v))
@@ -302,6 +304,8 @@ struct SubjectFacts {
     has_devices: bool,
     /// A device enrolled a key: approval in the app is possible.
     has_keys: bool,
+    /// `to` is another number than the subject's, by a client allowed to say so.
+    to_override: bool,
 }
 
 /// The answer to a request naming a subject that is not registered — and, word for
@@ -356,10 +360,6 @@ async fn resolve_subject(
             })
             .transpose()?,
     };
-    let sms_only = matches!(body.channel, Some(ChannelField::Sms));
-    if body.to.is_some() && body.locale.is_some() && sms_only && contrast.is_none() {
-        return Ok(SubjectFacts::default());
-    }
     let Some(raw) = body.subject.as_deref() else {
         if body.to.is_none() {
             return Err(ApiError::bad_request(
@@ -371,6 +371,7 @@ async fn resolve_subject(
         return Ok(SubjectFacts::default());
     };
     let subject = validate_subject(raw)?;
+    body.subject = Some(subject.to_string());
     let now = state.engine.now();
     if contrast.is_some() {
         // Decided before the comparison, so that a subject past its limit is refused
@@ -402,22 +403,48 @@ async fn resolve_subject(
             return Err(unknown_subject());
         }
     }
-    match subscriber {
-        Some(s) => {
-            if body.to.is_none() {
-                body.to = Some(s.phone.to_string());
-            }
-            if body.locale.is_none() {
-                body.locale = s.locale.map(|l| l.as_str().to_string());
-            }
-            Ok(SubjectFacts {
-                has_devices: !s.devices.is_empty(),
-                has_keys: s.devices.iter().any(|d| d.key.is_some()),
-            })
-        }
-        None if body.to.is_none() => Err(unknown_subject()),
-        None => Ok(SubjectFacts::default()),
+    let Some(s) = subscriber else {
+        return match body.to {
+            None => Err(unknown_subject()),
+            Some(_) => Ok(SubjectFacts::default()),
+        };
+    };
+    if body.locale.is_none() {
+        body.locale = s.locale.map(|l| l.as_str().to_string());
     }
+    let to = match body.to.as_deref() {
+        None => {
+            body.to = Some(s.phone.to_string());
+            s.phone
+        }
+        Some(given) => super::read_number(state, given, "to")?.e164,
+    };
+    if to != s.phone {
+        // A code for a registered subject goes to the subject's number: anything
+        // else would send the citizen's PIN (or approval) to whoever asked. Said
+        // without the registered number.
+        if !client.override_to {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "to_not_allowed",
+                "`to` is not the number registered for this subject, and this API key may not send a subject's codes elsewhere (`override_to`)",
+            )
+            .field("to"));
+        }
+        metrics::counter!("otpd_to_overrides_total").increment(1);
+        tracing::info!(client = %client.name, "a subject's code is sent to another number than the registered one (override_to)");
+        // The subject's devices belong with the registered number: the code goes
+        // by SMS to the number asked for, and nowhere else.
+        return Ok(SubjectFacts {
+            to_override: true,
+            ..SubjectFacts::default()
+        });
+    }
+    Ok(SubjectFacts {
+        has_devices: !s.devices.is_empty(),
+        has_keys: s.devices.iter().any(|d| d.key.is_some()),
+        to_override: false,
+    })
 }
 
 /// Validate the request into what the engine needs.
@@ -505,55 +532,19 @@ fn validate(
         subject,
         client: client.id().cloned(),
         has_devices,
+        to_override: facts.to_override,
         dedupe_window: rules.policy.dedupe_window,
     })
 }
 
-/// An identity number: an opaque token of 1 to 64 characters, none of them whitespace
-/// or control characters (the OpenAPI pattern says the same). Spanish DNI/NIE check
-/// letters are verified when the value has that shape.
+/// The subject of a request in its normal form ([`crate::subject::normalize`]); a
+/// refusal names the field and why, never the value.
 pub(super) fn validate_subject(s: &str) -> Result<Box<str>, ApiError> {
-    let bad = |message: String| ApiError::bad_request("invalid_subject", message).field("subject");
-    if s.is_empty() {
-        return Err(bad("the subject is empty".into()));
-    }
-    if s.chars().count() > MAX_SUBJECT_CHARS {
-        return Err(bad(format!(
-            "the subject is longer than {MAX_SUBJECT_CHARS} characters"
-        )));
-    }
-    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(bad(
-            "the subject contains whitespace or control characters".into()
-        ));
-    }
-    if let Some(expected) = spanish_id_check_letter_mismatch(s) {
-        return Err(bad(format!(
-            "the DNI/NIE check letter is wrong (it should be {expected})"
-        )));
-    }
-    Ok(s.into())
-}
-
-/// For values shaped like a DNI (8 digits + letter) or NIE (X/Y/Z + 7 digits + letter),
-/// the right check letter when the given one is wrong.
-fn spanish_id_check_letter_mismatch(s: &str) -> Option<char> {
-    const LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
-    let upper = s.to_ascii_uppercase();
-    let b = upper.as_bytes();
-    if b.len() != 9 || !b[8].is_ascii_alphabetic() {
-        return None;
-    }
-    let number: u32 = match b[0] {
-        b'X' | b'Y' | b'Z' if b[1..8].iter().all(u8::is_ascii_digit) => {
-            let lead = (b[0] - b'X') as u32;
-            lead * 10_000_000 + upper[1..8].parse::<u32>().ok()?
-        }
-        _ if b[..8].iter().all(u8::is_ascii_digit) => upper[..8].parse().ok()?,
-        _ => return None,
-    };
-    let expected = LETTERS[(number % 23) as usize] as char;
-    (b[8] as char != expected).then_some(expected)
+    crate::subject::normalize(s).map_err(|e| {
+        ApiError::bad_request("invalid_subject", e.to_string())
+            .field("subject")
+            .reason(e.reason())
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -1014,12 +1005,50 @@ pub async fn cancel(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    /// The token the push carried (`ack_token` in its data).
+    ack_token: String,
+}
+
+/// What an acknowledgement answers: nothing about the verification but its state.
+#[derive(Serialize)]
+struct AckView {
+    id: String,
+    status: &'static str,
+}
+
 /// `POST /v1/verifications/{id}/ack`: the app received the push. The push counts as
 /// delivered and the SMS fallback is called off. Repeating it changes nothing.
+///
+/// Anyone may call it — the id is in the QR code — so it must prove that the push
+/// arrived: the body carries the token only the push carried, checked before the
+/// store is read. A wrong token is charged to the caller's network. The answer is
+/// the id and status only: no number, no subject, no challenge.
 pub async fn acknowledge(
     State(state): State<Arc<AppState>>,
+    super::CallerAddr(caller): super::CallerAddr,
     IdPath(id): IdPath,
+    body: JsonBody<AckBody>,
 ) -> Result<Response, ApiError> {
+    let rules = state.admission.rules();
+    let now = state.engine.now();
+    state
+        .admission
+        .answer_allowed(&rules, caller, now)
+        .await
+        .map_err(refused)?;
+    if !state.engine.ack_token(&id).matches(&body.value.ack_token) {
+        state.admission.answer_refused(&rules, caller, now).await;
+        state.engine.metrics().answer_refused("bad_ack_token");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_ack_token",
+            "this is not the acknowledgement token the push carried",
+        )
+        .field("ack_token"));
+    }
     let (outcome, v) = state
         .engine
         .acknowledge(&id)
@@ -1030,11 +1059,10 @@ pub async fn acknowledge(
     match outcome {
         AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => Ok(json_response(
             StatusCode::OK,
-            to_json(&VerificationView::of(
-                &v,
-                Status::Pending,
-                &state.app.qr_uri,
-            )),
+            to_json(&AckView {
+                id: id_text,
+                status: v.status(state.engine.now()).as_str(),
+            }),
         )),
         AckOutcome::NotPush => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -1062,27 +1090,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dni_and_nie_check_letters() {
-        assert_eq!(spanish_id_check_letter_mismatch("12345678Z"), None);
-        assert_eq!(spanish_id_check_letter_mismatch("12345678z"), None);
-        assert_eq!(spanish_id_check_letter_mismatch("12345678A"), Some('Z'));
-        assert_eq!(spanish_id_check_letter_mismatch("X1234567L"), None);
-        assert_eq!(spanish_id_check_letter_mismatch("Y1234567X"), None);
-        assert_eq!(spanish_id_check_letter_mismatch("Z1234567R"), None);
-        assert_eq!(spanish_id_check_letter_mismatch("X1234567A"), Some('L'));
-        // Not DNI/NIE-shaped: left alone.
-        assert_eq!(spanish_id_check_letter_mismatch("PASSPORT1"), None);
-        assert_eq!(spanish_id_check_letter_mismatch("user-42"), None);
-    }
-
-    #[test]
-    fn subjects_are_bounded_printable_tokens() {
-        assert_eq!(&*validate_subject("12345678Z").unwrap(), "12345678Z");
-        assert!(validate_subject(" 12345678Z").is_err());
-        assert!(validate_subject("").is_err());
-        assert!(validate_subject("a b").is_err());
-        assert!(validate_subject("a\u{0}").is_err());
-        assert!(validate_subject(&"x".repeat(65)).is_err());
-        assert!(validate_subject(&"x".repeat(64)).is_ok());
+    fn a_refused_subject_names_the_field_and_why_but_not_the_letter() {
+        let e = validate_subject("12345678A").unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("invalid_subject", Some("subject"))
+        );
+        assert_eq!(e.reason, Some("check_letter"));
+        assert!(!e.message.contains('Z'), "{}", e.message);
     }
 }

@@ -214,6 +214,16 @@ pub struct LimitsConfig {
     /// being guessed is locked and no new code is made for the subject until the
     /// rate allows again.
     pub check_subject: Rate,
+    /// Calls to the routes anyone may call without an API key (the app's answers
+    /// and acknowledgements), per caller network (the connection's address, or a
+    /// trusted proxy's word; IPv4 addresses, IPv6 /64s), on each node. Bounds the
+    /// work a flood can cause.
+    pub public_ip: Rate,
+    /// Refused answers and acknowledgements (no valid signature of an enrolled key,
+    /// a wrong acknowledgement token) per caller network, across nodes. Past it, the
+    /// network's answers are refused before they are judged. A refusal is never
+    /// charged to the subject: a stranger cannot lock a citizen out.
+    pub answer_ip: Rate,
     /// Identical requests (same client, number and purpose) this close to the last
     /// send are the same request: they get the same verification and send nothing.
     #[serde(with = "humantime_serde")]
@@ -239,6 +249,8 @@ impl Default for LimitsConfig {
             purposes: BTreeMap::new(),
             check_ip: Rate::with_burst(60, 600, 20),
             check_subject: Rate::per(10, 3600),
+            public_ip: Rate::with_burst(100, 1, 200),
+            answer_ip: Rate::with_burst(30, 600, 10),
             dedupe_window: Duration::from_secs(10),
             reclaim_interval: Duration::from_secs(10),
             pumping: PumpingConfig::default(),
@@ -343,6 +355,37 @@ pub struct ClientConfig {
     /// Its requests by `subject` must carry the subject's contrast value.
     #[serde(default)]
     pub require_contrast: bool,
+    /// What it may do with the subscriber registry (`/v1/subscribers`): `none`,
+    /// `read` (look a subject's number and devices up) or `write` (register, change
+    /// and remove subjects, enroll devices and their keys). Only the backend that
+    /// enrolls citizens should write.
+    #[serde(default)]
+    pub registry: RegistryAccess,
+    /// Its requests by a registered subject may carry another `to` than the
+    /// subject's number (the code then goes by SMS to that number only, and the
+    /// verification records the override). Without it such requests are refused.
+    #[serde(default)]
+    pub override_to: bool,
+}
+
+/// A client's access to the subscriber registry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryAccess {
+    #[default]
+    None,
+    Read,
+    Write,
+}
+
+impl RegistryAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryAccess::None => "none",
+            RegistryAccess::Read => "read",
+            RegistryAccess::Write => "write",
+        }
+    }
 }
 
 fn client_rate() -> Rate {
@@ -387,6 +430,8 @@ impl LimitsConfig {
             ("country", self.country),
             ("check_ip", self.check_ip),
             ("check_subject", self.check_subject),
+            ("public_ip", self.public_ip),
+            ("answer_ip", self.answer_ip),
             ("pumping.throttle", self.pumping.throttle),
         ] {
             rate.validate(&format!("limits.{key}"))?;

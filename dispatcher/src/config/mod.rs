@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::code::CodeLength;
 use crate::locale::{self, Locale};
 use crate::number::NumberRules;
-pub use limits::{ClientConfig, LimitsConfig, PumpingConfig, PumpingMode, Rate};
+pub use limits::{ClientConfig, LimitsConfig, PumpingConfig, PumpingMode, Rate, RegistryAccess};
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
 pub use redis::RedisConfig;
 pub use routing::{
@@ -98,6 +98,34 @@ pub struct ServerConfig {
     /// How long a shutdown waits for in-flight requests and deliveries.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A request's head (request line and headers) must arrive within this once
+    /// begun; an HTTP/1.1 connection waiting for its next request is closed after it.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this (else `408`).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// An HTTP/2 connection with no request in flight is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection with answers to send that takes none of their bytes for this
+    /// long — a peer that never reads, or never opens its HTTP/2 flow-control
+    /// window — is closed.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Connections open at once; past it, new ones are closed at once. Also kept
+    /// below the process's file-descriptor limit, so that the store and carriers
+    /// always have descriptors left.
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may have in flight.
+    pub http2_max_streams: u32,
+    /// Largest request head accepted, in bytes (HTTP/1.1 request line and headers,
+    /// HTTP/2 header list); larger is refused (`431`) or the connection closed.
+    pub max_header_bytes: usize,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the
+    /// caller. From any other peer the header is ignored and the connection's
+    /// address is the caller's.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,7 +134,7 @@ pub struct CodesConfig {
     /// Server secret keying the code MACs (at least 32 bytes). When absent, a random
     /// one is made at start-up: fine for the embedded store, whose codes die with the
     /// process anyway.
-    pub secret: Option<String>,
+    pub secret: Option<otpd_adapters::Secret>,
     /// Purpose used when a request names none.
     pub default_purpose: String,
     /// Language used when a request names none.
@@ -123,6 +151,10 @@ pub struct NumbersConfig {
     pub mobile_only: bool,
     /// Parsed numbers remembered (0: none).
     pub cache_capacity: usize,
+    /// Accept numbers of the non-geographic calling codes — satellite phones (+870
+    /// Inmarsat, +881 Iridium and the like) and international networks (+882,
+    /// +883): costly destinations that belong to no country's limits.
+    pub allow_non_geographic: bool,
 }
 
 impl Default for NumbersConfig {
@@ -131,6 +163,7 @@ impl Default for NumbersConfig {
             default_region: "ES".into(),
             mobile_only: true,
             cache_capacity: 100_000,
+            allow_non_geographic: false,
         }
     }
 }
@@ -283,7 +316,7 @@ pub struct SmppCarrierConfig {
     /// Credentials of the ESME account (system_id up to 15 characters, password up
     /// to 8, system_type up to 12).
     pub system_id: String,
-    pub password: String,
+    pub password: otpd_adapters::Secret,
     pub system_type: String,
     /// address_range of the bind (usually empty).
     pub address_range: String,
@@ -334,7 +367,7 @@ impl Default for SmppCarrierConfig {
             host: "127.0.0.1".into(),
             port: 2775,
             system_id: String::new(),
-            password: String::new(),
+            password: Default::default(),
             system_type: String::new(),
             address_range: String::new(),
             binds: 1,
@@ -409,6 +442,14 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            http2_max_streams: 128,
+            max_header_bytes: 16 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -580,6 +621,7 @@ impl Config {
                 "must be between 1024 and 1048576 bytes",
             ));
         }
+        self.validate_server()?;
         if let Some(secret) = &self.codes.secret
             && secret.len() < MIN_SECRET_BYTES
         {
@@ -926,6 +968,57 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        for (key, d) in [
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
+            ("server.idle_timeout", s.idle_timeout),
+            ("server.write_timeout", s.write_timeout),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+                return Err(invalid(
+                    key,
+                    humantime::format_duration(d).to_string(),
+                    "must be between 100ms and 1h",
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                s.max_connections,
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=10_000).contains(&s.http2_max_streams) {
+            return Err(invalid(
+                "server.http2_max_streams",
+                s.http2_max_streams,
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(8192..=1 << 20).contains(&s.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                s.max_header_bytes,
+                "must be between 8192 and 1048576",
+            ));
+        }
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            if let Err(e) = p.parse::<crate::peer::Network>() {
+                return Err(invalid(
+                    format!("server.trusted_proxies[{i}]"),
+                    p,
+                    e.to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Environment values are strings; read numbers and booleans as such so that
 /// `OTPD_PURPOSES__LOGIN__CODE_LENGTH=8` is a number, and leave the rest as text.
 fn parse_env_value(value: &str) -> figment::value::Value {
@@ -940,6 +1033,13 @@ fn parse_env_value(value: &str) -> figment::value::Value {
     }
 }
 
+/// Keys whose values are credentials, or may hold one (a Redis URL's password).
+fn is_credential(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    matches!(last, "secret" | "password" | "client_secret" | "username")
+        || key.starts_with("redis.urls")
+}
+
 /// Figment's message, with the key and where it came from (file or variable).
 fn describe_figment_error(
     e: figment::Error,
@@ -947,7 +1047,19 @@ fn describe_figment_error(
     from_env: &BTreeMap<String, String>,
 ) -> String {
     let key = e.path.join(".");
-    let message = e.kind.to_string();
+    let message = if is_credential(&key) {
+        // The value may be (part of) a credential: say what was expected, not what
+        // was found.
+        match &e.kind {
+            figment::error::Kind::InvalidType(_, expected)
+            | figment::error::Kind::InvalidValue(_, expected) => {
+                format!("invalid value (not shown); expected {expected}")
+            }
+            _ => "invalid value (not shown)".to_string(),
+        }
+    } else {
+        e.kind.to_string()
+    };
     let origin = from_env
         .iter()
         .find(|(k, _)| {

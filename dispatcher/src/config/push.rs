@@ -81,7 +81,7 @@ pub struct HmsSection {
     pub app_id: Option<String>,
     pub client_id: String,
     /// Better given as `OTPD_PUSH__HMS__CLIENT_SECRET` than written in the file.
-    pub client_secret: String,
+    pub client_secret: otpd_adapters::Secret,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     #[serde(default = "connections")]

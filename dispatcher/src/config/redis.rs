@@ -11,7 +11,9 @@ use super::{ConfigError, invalid};
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db` (or `rediss://` for TLS). With `cluster`, any number of
-    /// the cluster's nodes: the rest are discovered.
+    /// the cluster's nodes: the rest are discovered. A password in a URL is never
+    /// shown (printed configurations and errors redact it).
+    #[serde(serialize_with = "serialize_urls")]
     pub urls: Vec<String>,
     /// A Redis Cluster rather than one server (with its replicas behind it).
     pub cluster: bool,
@@ -24,7 +26,7 @@ pub struct RedisConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<otpd_adapters::Secret>,
     /// A CA certificate (PEM) to trust for `rediss://`, instead of the system's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
@@ -66,15 +68,38 @@ impl Default for RedisConfig {
     }
 }
 
+/// A Redis URL with its password, if any, replaced by `<redacted>`:
+/// `redis://user:secret@host:6379` → `redis://user:<redacted>@host:6379`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or("");
+    format!(
+        "{scheme}://{user}:{}{}",
+        otpd_adapters::secret::REDACTED,
+        &rest[at..]
+    )
+}
+
+fn serialize_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
+}
+
 impl RedisConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let shown: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
         if self.urls.is_empty() {
-            return Err(invalid("redis.urls", &self.urls, "at least one URL"));
+            return Err(invalid("redis.urls", &shown, "at least one URL"));
         }
         if !self.cluster && self.urls.len() > 1 {
             return Err(invalid(
                 "redis.urls",
-                &self.urls,
+                &shown,
                 "one URL without `cluster = true` (replicas are found by the server)",
             ));
         }
@@ -84,7 +109,7 @@ impl RedisConfig {
             if parsed.is_none() {
                 return Err(invalid(
                     format!("redis.urls[{i}]"),
-                    url,
+                    redact_url(url),
                     "expected redis://host:port[/db] or rediss://…",
                 ));
             }
@@ -142,5 +167,34 @@ impl RedisConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://otpd:s3cret@10.0.0.1:6379/0"),
+            "redis://otpd:<redacted>@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://:s3cret@cache.example:6380"),
+            "rediss://:<redacted>@cache.example:6380"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let c = RedisConfig {
+            urls: vec!["redis://u:s3cret@h:1".into(), "redis://u:s3cret@h:2".into()],
+            ..RedisConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
     }
 }

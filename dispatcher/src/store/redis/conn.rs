@@ -66,7 +66,7 @@ impl Redis {
                     settings = settings.set_username(user);
                 }
                 if let Some(pass) = &config.password {
-                    settings = settings.set_password(pass);
+                    settings = settings.set_password(pass.expose());
                 }
                 info = info.set_redis_settings(settings);
                 Ok(info)
@@ -81,7 +81,7 @@ impl Redis {
                 b = b.username(user);
             }
             if let Some(pass) = &config.password {
-                b = b.password(pass);
+                b = b.password(pass.expose());
             }
             if let Some(certs) = tls {
                 b = b.certs(certs);

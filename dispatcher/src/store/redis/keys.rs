@@ -6,25 +6,47 @@
 //! The partition is the id's shard tag (see [`crate::id`]) modulo the configured
 //! number of partitions. It is part of every key name, so the number of partitions
 //! is fixed for the life of a Redis dataset.
+//!
+//! No key name carries personal data, nor a hash tag taken from a caller's input.
+//! Where a key is found by something personal — a phone number, an identity number,
+//! a caller's address, an idempotency key — its name holds a keyed hash of it
+//! ([`crate::code::CodeKeys::pseudonym`], keyed by the server secret): somebody who
+//! can list the keys (a Redis operator, a leaked `SCAN`) learns no phone and no
+//! identity number, and cannot test a guess without the secret. Hash tags are otpd's
+//! own: a partition number, `reg`, or a hex hash.
 
 use std::fmt::Write as _;
 
+use crate::code::Pseudonyms;
 use crate::id::{ShardTag, VerificationId};
+use crate::limiter::Check;
 use crate::phone::E164;
 
 /// Builds key names under one prefix.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Keys {
     prefix: Box<str>,
     partitions: u16,
+    names: Pseudonyms,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("prefix", &self.prefix)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keys {
-    /// `partitions` is at least 1.
-    pub fn new(prefix: &str, partitions: u16) -> Self {
+    /// `partitions` is at least 1; `names` keys the hashes that stand in for personal
+    /// data (every node must use the same: they come from `codes.secret`).
+    pub fn new(prefix: &str, partitions: u16, names: Pseudonyms) -> Self {
         Self {
             prefix: prefix.into(),
             partitions: partitions.max(1),
+            names,
         }
     }
 
@@ -60,9 +82,15 @@ impl Keys {
     /// The entry naming the pending verification of one client, number and purpose.
     pub fn dedupe(&self, to: E164, purpose: &str, client: Option<&str>) -> String {
         let mut k = self.partition_prefix(self.partition_of(ShardTag::of(to)));
-        // The client comes last: a purpose name cannot contain ':' (config checks
-        // it), so no two (purpose, client) pairs share a key.
-        write!(k, "d:{}:{purpose}:{}", to.digits(), client.unwrap_or("")).expect("String");
+        let name = self.names.of(
+            b"dedupe",
+            &[
+                &to.digits().to_be_bytes(),
+                purpose.as_bytes(),
+                client.unwrap_or("").as_bytes(),
+            ],
+        );
+        write!(k, "d:{name}").expect("String");
         k
     }
 
@@ -87,31 +115,66 @@ impl Keys {
     }
 
     /// Where a carrier's SMSC message id is noted (see [`super::directory`]). The id
-    /// alone picks the partition: the node that looks it up knows nothing else.
+    /// alone picks the partition: the node that looks it up knows nothing else. (The
+    /// whole id, read as no hash tag: it is the SMSC's text.)
     pub fn message(&self, carrier: &str, message_id: &str) -> String {
-        let partition = slot(message_id.as_bytes()) % self.partitions;
+        let partition = crc16(message_id.as_bytes()) % self.partitions;
         let mut k = self.partition_prefix(partition);
         write!(k, "m:{carrier}:{message_id}").expect("writing to a String");
         k
     }
 
+    /// An idempotency record: the client's key, hashed — it is the caller's text,
+    /// so it must neither show nor pick the hash tag (a `}` in it would move it).
+    /// The hash itself is the tag, spreading records over the cluster.
     pub fn idempotency(&self, key: &str) -> String {
-        format!("{}:idem:{{{key}}}", self.prefix)
+        let name = self.names.of(b"idempotency", &[key.as_bytes()]);
+        format!("{}:idem:{{{name}}}", self.prefix)
     }
 
     /// The registry lives in one slot (`{reg}`): a number's owner and the subject's
     /// record must change together, in one script.
     pub fn subscriber(&self, subject: &str) -> String {
-        format!("{}:{{reg}}:s:{subject}", self.prefix)
+        let name = self.names.of(b"subscriber", &[subject.as_bytes()]);
+        format!("{}:{{reg}}:s:{name}", self.prefix)
     }
 
+    /// The entry naming the subject a number is registered to. Its name is kept in
+    /// the subscriber's record (`pk`), so that scripts find the old entry when the
+    /// number changes.
     pub fn phone_owner(&self, phone: E164) -> String {
-        format!("{}{}", self.phone_owner_prefix(), phone.digits())
+        let name = self.names.of(b"phone", &[&phone.digits().to_be_bytes()]);
+        format!("{}:{{reg}}:p:{name}", self.prefix)
     }
 
-    /// Scripts append a number's digits to this to find its owner entry.
-    pub fn phone_owner_prefix(&self) -> String {
-        format!("{}:{{reg}}:p:", self.prefix)
+    /// One limit's key: `otpd:l:<limit>:<hash of the key bytes>`. Every limit's key
+    /// is hashed alike, whether it is a number, an address, a subject or a client.
+    pub fn limit(&self, c: &Check<'_>) -> Vec<u8> {
+        let mut k = self.limit_prefix(c.limit).into_bytes();
+        write!(Hex(&mut k), "{}", self.limit_name(c.limit, c.key)).expect("Vec");
+        k
+    }
+
+    /// The start of every key of one limit.
+    pub fn limit_prefix(&self, limit: &str) -> String {
+        format!("{}:l:{limit}:", self.prefix)
+    }
+
+    /// The part of a limit's key after [`Keys::limit_prefix`]: scripts that build a
+    /// key themselves (a subject's wrong codes, from the record) find it in the
+    /// record.
+    pub fn limit_name(&self, limit: &str, key: &[u8]) -> crate::code::Pseudonym {
+        self.names.of(b"limit", &[limit.as_bytes(), key])
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct Hex<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Hex<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -127,8 +190,13 @@ pub fn slot(key: &[u8]) -> u16 {
             (b > 0).then(|| &rest[..b])
         })
         .unwrap_or(key);
+    crc16(tagged) % 16384
+}
+
+/// CRC16/XMODEM, the checksum Redis Cluster slots are made of.
+fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
-    for &byte in tagged {
+    for &byte in bytes {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 {
@@ -138,7 +206,7 @@ pub fn slot(key: &[u8]) -> u16 {
             };
         }
     }
-    crc % 16384
+    crc
 }
 
 #[cfg(test)]
@@ -147,6 +215,45 @@ mod tests {
 
     fn slot(key: &str) -> u16 {
         super::slot(key.as_bytes())
+    }
+
+    fn names() -> Pseudonyms {
+        crate::code::CodeKeys::derive(b"a test secret of thirty-two bytes!").pseudonyms()
+    }
+
+    #[test]
+    fn names_show_no_number_subject_or_key_and_take_no_tag_from_them() {
+        let keys = Keys::new("otpd", 64, names());
+        let to = E164::from_digits_unchecked(34_600_123_456);
+        for k in [
+            keys.dedupe(to, "login", Some("bank")),
+            keys.subscriber("12345678Z"),
+            keys.phone_owner(to),
+            keys.idempotency("bank\n}{evil}"),
+            String::from_utf8(keys.limit(&Check {
+                limit: "subject",
+                key: b"12345678Z",
+                quota: crate::gcra::Quota::new(1, std::time::Duration::from_secs(1), 1).unwrap(),
+            }))
+            .unwrap(),
+        ] {
+            assert!(
+                !k.contains("600123456") && !k.contains("12345678Z") && !k.contains("evil"),
+                "{k}"
+            );
+            assert_eq!(k.matches('{').count(), k.matches('}').count(), "{k}");
+        }
+        // Another secret, other names.
+        let other = Keys::new(
+            "otpd",
+            64,
+            crate::code::CodeKeys::derive(b"another secret, thirty-two bytes").pseudonyms(),
+        );
+        assert_ne!(keys.subscriber("12345678Z"), other.subscriber("12345678Z"));
+        assert_eq!(
+            keys.subscriber("12345678Z"),
+            Keys::new("otpd", 64, names()).subscriber("12345678Z")
+        );
     }
 
     #[test]
@@ -161,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_destinations_keys_share_a_slot() {
-        let keys = Keys::new("otpd", 64);
+        let keys = Keys::new("otpd", 64, names());
         for digits in [34_600_000_001u64, 34_600_000_002, 447_700_900_123] {
             let to = E164::from_digits_unchecked(digits);
             let id = VerificationId::new(ShardTag::of(to), [7; 14]);
@@ -179,7 +286,7 @@ mod tests {
 
     #[test]
     fn partitions_spread_over_slots() {
-        let keys = Keys::new("otpd", 64);
+        let keys = Keys::new("otpd", 64, names());
         let slots: std::collections::HashSet<u16> =
             (0..64).map(|p| slot(&keys.escalations(p))).collect();
         assert_eq!(slots.len(), 64);

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use redis::{Script, Value};
 
 use super::conn::{Redis, unavailable};
-use super::keys::slot;
+use super::keys::{Keys, slot};
 use crate::gcra::{self, Quota};
 use crate::limiter::{Check, Denial, Limiter, MAX_CHECKS, Refusal, Unavailable};
 use crate::store::StoreError;
@@ -35,7 +35,7 @@ static REFUND: LazyLock<Script> =
 
 pub struct RedisLimiter {
     redis: Redis,
-    prefix: Box<str>,
+    keys: Keys,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -50,27 +50,15 @@ pub(super) fn quota_micros(q: Quota) -> (u64, u64) {
     (emission, emission * u64::from(q.burst() - 1))
 }
 
-/// `otpd:l:destination:<key bytes>`. Keys are binary-safe in Redis.
-pub(super) fn limit_key(prefix: &str, c: &Check<'_>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + c.limit.len() + c.key.len() + 4);
-    k.extend_from_slice(prefix.as_bytes());
-    k.extend_from_slice(b":l:");
-    k.extend_from_slice(c.limit.as_bytes());
-    k.push(b':');
-    k.extend_from_slice(c.key);
-    k
-}
-
 impl RedisLimiter {
-    pub fn new(redis: Redis, prefix: &str) -> Self {
-        Self {
-            redis,
-            prefix: prefix.into(),
-        }
+    /// Keys named by `keys` (see [`Keys::limit`]: hashed, never the number, subject
+    /// or address itself).
+    pub fn new(redis: Redis, keys: Keys) -> Self {
+        Self { redis, keys }
     }
 
     fn key(&self, c: &Check<'_>) -> Vec<u8> {
-        limit_key(&self.prefix, c)
+        self.keys.limit(c)
     }
 
     /// Run the GCRA script over `checks` (one slot's worth, or all on one server).

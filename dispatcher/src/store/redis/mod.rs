@@ -207,12 +207,19 @@ impl RedisStore {
         let all = || gate.iter().chain(charge).chain(fallback);
         for check in all() {
             let (emission, tolerance) = limiter::quota_micros(check.quota);
-            inv.key(limiter::limit_key(self.keys.prefix(), check))
-                .arg(emission)
-                .arg(tolerance);
+            inv.key(self.keys.limit(check)).arg(emission).arg(tolerance);
         }
         for (k, v) in record::encode(c) {
             inv.arg(k).arg(v);
+        }
+        if let Some(subject) = &c.subject {
+            // The name of the subject's wrong-code limit, for the check script to
+            // find it without hashing (see `Keys::limit_name`).
+            inv.arg("sk").arg(
+                self.keys
+                    .limit_name(crate::limits::name::CHECK_SUBJECT, subject.as_bytes())
+                    .to_string(),
+            );
         }
         let mut reply = items(self.run(&inv).await?)?.into_iter();
         let kind = text(reply.next().ok_or_else(|| corrupt("empty"))?)?;
@@ -295,9 +302,7 @@ impl RedisStore {
                 match &l.before {
                     Some(c) => {
                         let (emission, tolerance) = limiter::quota_micros(c.quota);
-                        inv.key(limiter::limit_key(self.keys.prefix(), c))
-                            .arg(emission)
-                            .arg(tolerance);
+                        inv.key(self.keys.limit(c)).arg(emission).arg(tolerance);
                     }
                     None => {
                         inv.arg("").arg("");
@@ -305,14 +310,8 @@ impl RedisStore {
                 }
                 match l.wrong_per_subject {
                     Some(quota) => {
-                        let prefix = limiter::limit_key(
-                            self.keys.prefix(),
-                            &Check {
-                                limit: crate::limits::name::CHECK_SUBJECT,
-                                key: b"",
-                                quota,
-                            },
-                        );
+                        // The key ends with the record's `sk` (see `issue_with`).
+                        let prefix = self.keys.limit_prefix(crate::limits::name::CHECK_SUBJECT);
                         let (emission, tolerance) = limiter::quota_micros(quota);
                         inv.arg(prefix).arg(emission).arg(tolerance);
                     }
@@ -799,14 +798,14 @@ impl Store for RedisStore {
 
     async fn put_subscriber(&self, s: Subscriber) -> Result<PutSubscriber, StoreError> {
         let mut inv = SCRIPTS.subscriber_put.prepare_invoke();
+        let owner = self.keys.phone_owner(s.phone);
         inv.key(self.keys.subscriber(&s.subject))
-            .key(self.keys.phone_owner(s.phone))
-            .arg(&*s.subject)
-            .arg(s.phone.digits())
-            .arg(self.keys.phone_owner_prefix());
+            .key(&owner)
+            .arg(&*s.subject);
         for (k, v) in subscriber::encode(&s) {
             inv.arg(k).arg(v);
         }
+        inv.arg("pk").arg(&owner);
         let mut r = items(self.run(&inv).await?)?.into_iter();
         let kind = text(r.next().ok_or_else(|| corrupt("empty"))?)?;
         Ok(match kind.as_str() {
@@ -829,9 +828,7 @@ impl Store for RedisStore {
 
     async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError> {
         let mut inv = SCRIPTS.subscriber_delete.prepare_invoke();
-        inv.key(self.keys.subscriber(subject))
-            .arg(subject)
-            .arg(self.keys.phone_owner_prefix());
+        inv.key(self.keys.subscriber(subject)).arg(subject);
         Ok(int(self.run(&inv).await?)? == 1)
     }
 

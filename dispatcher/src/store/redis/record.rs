@@ -91,6 +91,9 @@ pub fn encode(v: &Verification) -> Vec<(&'static str, Vec<u8>)> {
             put("ad", d.as_bytes().to_vec());
         }
     }
+    if v.to_override {
+        put("ov", b"1".to_vec());
+    }
     put("n", num(v.sends.len() as i64));
     for (i, s) in v.sends.iter().enumerate() {
         for (k, value) in encode_send(s) {
@@ -394,6 +397,7 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
                 answered_by: r.opt_str("ad")?.map(Box::from),
             })),
         },
+        to_override: r.opt("ov").is_some(),
     })
 }
 

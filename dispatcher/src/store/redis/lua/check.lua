@@ -4,7 +4,8 @@
 -- ARGV[1] the typed code's MAC; ARGV[2] the client; ARGV[3] now; ARGV[4] the
 -- limits' time in µs, or '' when no limits are decided here; ARGV[5], [6] the
 -- address limit's emission interval and tolerance; ARGV[7] the key prefix of the
--- subjects' wrong-code limit, or '' (the key ends with the record's subject),
+-- subjects' wrong-code limit, or '' (the key ends with the record's `sk`, the hashed
+-- name the issuing node wrote: key names never hold the subject itself),
 -- ARGV[8], [9] its emission interval and tolerance.
 -- Returns {'limited', wait µs} when the address is over its limit (nothing is
 -- counted); nil if unknown (or another client's); else {outcome, attempts left,
@@ -17,7 +18,7 @@ if lnow and KEYS[2] then
   local ok, wait = gcra_key(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), lnow)
   if not ok then return {'limited', string.format('%.0f', wait)} end
 end
-local f = redis.call('HMGET', KEYS[1], 'cl', 'st', 'ex', 'at', 'ma', 'mac', 'to', 'cc', 'su', 'ch', 'n')
+local f = redis.call('HMGET', KEYS[1], 'cl', 'st', 'ex', 'at', 'ma', 'mac', 'to', 'cc', 'su', 'ch', 'n', 'sk')
 if not f[2] or not same_client(f[1], ARGV[2]) then return false end
 local now = tonumber(ARGV[3])
 local at, ma = tonumber(f[4]), tonumber(f[5])
@@ -47,8 +48,8 @@ elseif outcome == 'pending' then
   end
 end
 local subject_wait = ''
-if lnow and ARGV[7] ~= '' and f[9] and (outcome == 'wrong' or outcome == 'locked') then
-  local ok, wait = gcra_key(ARGV[7] .. f[9], tonumber(ARGV[8]), tonumber(ARGV[9]), lnow)
+if lnow and ARGV[7] ~= '' and f[12] and (outcome == 'wrong' or outcome == 'locked') then
+  local ok, wait = gcra_key(ARGV[7] .. f[12], tonumber(ARGV[8]), tonumber(ARGV[9]), lnow)
   if not ok then
     -- Guessing across verifications: this one is locked too.
     subject_wait = string.format('%.0f', wait)
