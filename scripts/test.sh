@@ -7,7 +7,9 @@
 # - redis-server and redis-cli (Debian's packages) when absent: the Redis store,
 #   limiter and queue tests start their own servers and clusters on free ports;
 # - chromium (Debian's package) when absent: the load tool's HTML report is opened
-#   headless to check that it renders.
+#   headless to check that it renders;
+# - h2load (Debian's nghttp2-client) when absent: an independent HTTP/2 client
+#   drives otpd's h2c with many streams.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,11 @@ fi
 if ! command -v chromium >/dev/null; then
   echo "installing chromium (Debian package) for the load report's rendering test" >&2
   apt_install chromium
+fi
+
+if ! command -v h2load >/dev/null; then
+  echo "installing nghttp2-client (Debian package) for the HTTP/2 load test" >&2
+  apt_install nghttp2-client
 fi
 
 cargo test --workspace --locked "$@"

@@ -46,6 +46,7 @@ fn http(c: &mut Criterion) {
             trusted_proxies: Default::default(),
             body_read_timeout: Duration::from_secs(10),
             stopping: tokio::sync::watch::channel(false).1,
+            openapi: Default::default(),
             admission: Arc::new(otpd::admission::Admission::new(
                 Arc::new(otpd::limiter::MemoryLimiter::new()),
                 otpd::admission::Rules::new(&otpd::Config::default()),

@@ -5,8 +5,8 @@
 //! arrive; what it does not bound is a connection that sits open, or one whose peer
 //! stops taking the answers: a client that never reads, or an HTTP/2 client that never
 //! opens its flow-control window, keeps every answer it asked for in otpd's memory for
-//! as long as it likes. So each connection has an [`Activity`], fed by its socket
-//! ([`Watched`]) and its requests ([`InFlight`]), and a [`watchdog`] that says when
+//! as long as it likes. So each connection has an [`Activity`], fed by its requests
+//! ([`InFlight`]) and their answers ([`Guarded`]), and a [`watchdog`] that says when
 //! the connection has overstayed:
 //!
 //! - **before its first request**: a connection that sends no complete request head
@@ -14,14 +14,16 @@
 //!   once it knows the protocol, which a silent peer never tells it);
 //! - **idle**: no request in flight for `idle_timeout` (HTTP/1.1 connections are
 //!   already closed sooner, by hyper's header timeout while they wait for a request);
-//! - **stalled**: requests in flight, and not one byte written to the peer for
-//!   `write_timeout` since they began or since the last write.
+//! - **stalled**: answers owed to the peer, and none of them taken for
+//!   `write_timeout` since they were ready or since the last part was.
 //!
 //! A request counts as in flight from the moment the service is called until its
-//! answer's body is written out or dropped, so an answer held back by a closed window
-//! is in flight. Times are tokio's, so tests can run on a paused clock.
+//! answer's body is written out or dropped; an answer is owed from the moment it is
+//! ready until its body is. Progress is an answer's body handed to the connection,
+//! not any byte written: an HTTP/2 peer that keeps its window shut but sends PINGs
+//! gets its PINGs answered, and is still cut. Times are tokio's, so tests can run on
+//! a paused clock.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -31,7 +33,6 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// The deadlines of one connection.
@@ -71,10 +72,12 @@ impl Overstay {
 pub struct Activity {
     opened: Instant,
     in_flight: AtomicU32,
+    /// Answers ready and not yet handed over whole.
+    owed: AtomicU32,
     /// Some request was begun on the connection.
     served: AtomicBool,
-    /// When the last byte was written to the peer.
-    last_write: AtomicU64,
+    /// When an owed answer was last handed over (in part), or became owed.
+    progress: AtomicU64,
     /// When the number of requests in flight last went from none to one.
     busy_since: AtomicU64,
     /// When it last went back to none.
@@ -86,8 +89,9 @@ impl Activity {
         Arc::new(Self {
             opened: Instant::now(),
             in_flight: AtomicU32::new(0),
+            owed: AtomicU32::new(0),
             served: AtomicBool::new(false),
-            last_write: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
         })
@@ -106,8 +110,8 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    fn wrote(&self) {
-        self.last_write.store(self.now(), Ordering::Release);
+    fn progressed(&self) {
+        self.progress.store(self.now(), Ordering::Release);
     }
 
     /// Requests begun and not yet answered in full.
@@ -119,12 +123,18 @@ impl Activity {
     /// waiting: activity moves the deadline).
     fn deadline(&self, d: &Deadlines) -> (Instant, Overstay) {
         let ms = |v: u64| self.opened + Duration::from_millis(v);
-        if self.in_flight() > 0 {
-            let since = self
-                .last_write
-                .load(Ordering::Acquire)
-                .max(self.busy_since.load(Ordering::Acquire));
-            (ms(since) + d.write, Overstay::Stalled)
+        if self.owed.load(Ordering::Acquire) > 0 {
+            (
+                ms(self.progress.load(Ordering::Acquire)) + d.write,
+                Overstay::Stalled,
+            )
+        } else if self.in_flight() > 0 {
+            // Being handled (its body read, the store asked): bounded by those
+            // timeouts; here only as a last resort, as if idle from when it began.
+            (
+                ms(self.busy_since.load(Ordering::Acquire)) + d.idle,
+                Overstay::Idle,
+            )
         } else if !self.served.load(Ordering::Acquire) {
             (self.opened + d.first_request, Overstay::NoRequest)
         } else {
@@ -165,19 +175,25 @@ impl Drop for InFlight {
     }
 }
 
-/// An answer's body that keeps its request in flight until it is written out (or
-/// dropped, when the stream or connection goes).
+/// An answer's body: owed to the peer, and its request in flight, until it is
+/// handed over whole (or dropped, when the stream or connection goes).
 pub struct Guarded {
     inner: Body,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl Guarded {
     pub fn wrap(inner: Body, in_flight: InFlight) -> Body {
-        Body::new(Guarded {
-            inner,
-            _in_flight: in_flight,
-        })
+        let activity = &in_flight.0;
+        activity.owed.fetch_add(1, Ordering::AcqRel);
+        activity.progressed();
+        Body::new(Guarded { inner, in_flight })
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.in_flight.0.owed.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -189,7 +205,11 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            self.in_flight.0.progressed();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -198,70 +218,6 @@ impl http_body::Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// A socket whose writes are noted in its connection's [`Activity`].
-pub struct Watched<T> {
-    io: T,
-    activity: Arc<Activity>,
-}
-
-impl<T> Watched<T> {
-    pub fn new(io: T, activity: Arc<Activity>) -> Self {
-        Self { io, activity }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            self.activity.wrote();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            self.activity.wrote();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -287,9 +243,8 @@ mod tests {
     async fn an_idle_connection_goes_after_the_idle_deadline_from_its_last_answer() {
         let a = Activity::new();
         tokio::time::advance(Duration::from_secs(3)).await;
-        let answered = a.begin();
+        let answered = Guarded::wrap(Body::from("{}"), a.begin());
         tokio::time::advance(Duration::from_secs(1)).await;
-        a.wrote();
         drop(answered);
         let started = Instant::now();
         assert_eq!(watchdog(a, D).await, Overstay::Idle);
@@ -297,27 +252,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn answers_owed_and_nothing_written_is_a_stall_and_writing_keeps_it_alive() {
+    async fn an_answer_owed_and_not_taken_is_a_stall_and_taking_parts_keeps_it_alive() {
         let a = Activity::new();
-        let _request = a.begin();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let mut answer = Guarded::wrap(body, a.begin());
         let dog = tokio::spawn(watchdog(a.clone(), D));
         for _ in 0..10 {
             tokio::time::advance(Duration::from_secs(4)).await;
-            a.wrote();
+            tx.send(Ok(Bytes::from_static(b"part"))).await.unwrap();
+            let _ = std::future::poll_fn(|cx| {
+                Poll::Ready(http_body::Body::poll_frame(Pin::new(&mut answer), cx))
+            })
+            .await;
             tokio::task::yield_now().await;
-            assert!(!dog.is_finished(), "writing keeps it alive");
+            assert!(!dog.is_finished(), "each part taken keeps it alive");
         }
         let started = Instant::now();
         assert_eq!(dog.await.unwrap(), Overstay::Stalled);
         assert!(started.elapsed() <= Duration::from_secs(5));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_being_handled_owes_nothing_yet() {
+        let a = Activity::new();
+        let _handling = a.begin();
+        let started = Instant::now();
+        // Reading its body, asking the store: not a stall; only the idle deadline.
+        assert_eq!(watchdog(a, D).await, Overstay::Idle);
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_is_in_flight_until_its_answer_body_is_gone() {
         let a = Activity::new();
         let body = Guarded::wrap(Body::from("{}"), a.begin());
-        assert_eq!(a.in_flight(), 1);
+        assert_eq!((a.in_flight(), a.owed.load(Ordering::Acquire)), (1, 1));
         drop(body);
-        assert_eq!(a.in_flight(), 0);
+        assert_eq!((a.in_flight(), a.owed.load(Ordering::Acquire)), (0, 0));
     }
 }

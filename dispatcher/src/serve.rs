@@ -40,7 +40,7 @@ use tower::ServiceExt;
 
 use crate::coalesce::Coalesce;
 use crate::config::ServerConfig;
-use crate::connection::{Activity, Deadlines, Guarded, Overstay, Watched, watchdog};
+use crate::connection::{Activity, Deadlines, Guarded, Overstay, watchdog};
 
 /// The address a request's connection came from (see [`crate::peer`] for who the
 /// caller is when that is a proxy).
@@ -218,7 +218,7 @@ impl Connection {
     async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let io = TokioIo::new(Coalesce::new(Watched::new(stream, activity.clone())));
+        let io = TokioIo::new(Coalesce::new(stream));
         let app = self.app.clone();
         let requests = activity.clone();
         // Each request is in flight from here until its answer's body is written

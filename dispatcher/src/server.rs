@@ -320,6 +320,7 @@ impl Server {
             trusted_proxies: crate::peer::TrustedProxies::new(&config.server.trusted_proxies),
             body_read_timeout: config.server.body_read_timeout,
             stopping: stop_rx.clone(),
+            openapi: Default::default(),
             push_providers: channels
                 .push
                 .distinct()

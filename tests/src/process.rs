@@ -45,12 +45,28 @@ impl OtpdProcess {
     /// Start `otpd serve` on `config` (TOML; `[server] listen` is set here) and wait
     /// until it answers `/healthz` with 200.
     pub async fn start(config: &str) -> Self {
+        Self::start_limited(config, None).await
+    }
+
+    /// [`OtpdProcess::start`], allowed at most `open_files` file descriptors
+    /// (`ulimit -n`) when given.
+    pub async fn start_limited(config: &str, open_files: Option<u32>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let file = dir.path().join("otpd.toml");
         std::fs::write(&file, config).expect("config written");
         let log = std::fs::File::create(dir.path().join("otpd.log")).expect("log file");
-        let child = Command::new(otpd_binary())
+        let mut command = match open_files {
+            None => Command::new(otpd_binary()),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(otpd_binary());
+                sh
+            }
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&file)
@@ -110,6 +126,29 @@ impl OtpdProcess {
     /// What the process wrote to stdout and stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("otpd.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM: a graceful shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {}", self.pid);
+    }
+
+    /// Wait (at most `within`) for the process to exit; `None` if it is still running.
+    pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL: no shutdown, no flushing, nothing.

@@ -54,6 +54,9 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// Turns true when the server begins to stop.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// `GET /openapi.json`, rendered once: it depends only on the configuration the
+    /// process started with, and anyone may ask for it.
+    pub openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// The authenticated API client making the request (everybody, when no client is

@@ -74,8 +74,21 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The description, with what depends on this server filled in: the purposes it is
-/// configured with, and the shape of the numbers it reads.
+/// configured with, and the shape of the numbers it reads. Rendered on first use and
+/// kept: every answer shares the same bytes.
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.openapi.get_or_init(|| render_openapi(&state)).clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn render_openapi(state: &AppState) -> bytes::Bytes {
     let mut spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
     let create = &mut spec["components"]["schemas"]["CreateVerification"]["properties"];
     let mut purposes = json!(state.engine.purpose_names());
@@ -88,13 +101,5 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
     create["to"]["pattern"] = number.clone();
     spec["paths"]["/v1/admin/routes"]["get"]["parameters"][0]["schema"]["pattern"] = number.clone();
     spec["components"]["schemas"]["PutSubscriber"]["properties"]["phone"]["pattern"] = number;
-    let body = serde_json::to_vec(&spec).expect("JSON serializes");
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    serde_json::to_vec(&spec).expect("JSON serializes").into()
 }
