@@ -45,6 +45,7 @@ fn http(c: &mut Criterion) {
             app: Default::default(),
             trusted_proxies: Default::default(),
             body_read_timeout: Duration::from_secs(10),
+            body_limit: 16 * 1024,
             stopping: tokio::sync::watch::channel(false).1,
             openapi: Default::default(),
             admission: Arc::new(otpd::admission::Admission::new(
@@ -52,7 +53,7 @@ fn http(c: &mut Criterion) {
                 otpd::admission::Rules::new(&otpd::Config::default()),
             )),
         });
-        api::router(state, 16 * 1024)
+        api::router(state)
     });
     let trivial = axum::Router::new().route(
         "/trivial",

@@ -1,19 +1,19 @@
 //! What bounds one HTTP connection in time: a watchdog that closes a connection which
 //! holds resources without making progress.
 //!
-//! hyper bounds the size of a request head and (for HTTP/1.1) the time it takes to
-//! arrive; what it does not bound is a connection that sits open, or one whose peer
-//! stops taking the answers: a client that never reads, or an HTTP/2 client that never
-//! opens its flow-control window, keeps every answer it asked for in otpd's memory for
-//! as long as it likes. So each connection has an [`Activity`], fed by its requests
-//! ([`InFlight`]) and their answers ([`Guarded`]), and a [`watchdog`] that says when
-//! the connection has overstayed:
+//! hyper bounds the size of a request head; what it does not bound is a connection
+//! that sits open, sends its head a byte at a time, or stops taking its answers: a
+//! client that never reads, or an HTTP/2 client that never opens its flow-control
+//! window, keeps every answer it asked for in otpd's memory for as long as it likes.
+//! So each connection has an [`Activity`], fed by its requests ([`InFlight`]) and
+//! their answers ([`Guarded`]), and a [`watchdog`] that says when the connection has
+//! overstayed:
 //!
-//! - **before its first request**: a connection that sends no complete request head
-//!   within `header_read_timeout` is closed (hyper's own header timeout starts only
-//!   once it knows the protocol, which a silent peer never tells it);
-//! - **idle**: no request in flight for `idle_timeout` (HTTP/1.1 connections are
-//!   already closed sooner, by hyper's header timeout while they wait for a request);
+//! - **waiting for a request head**: a new connection, and an HTTP/1.1 connection
+//!   between requests, must have a whole request head in within
+//!   `header_read_timeout` (of being opened, or of its last answer) — so a head sent
+//!   a byte at a time, or none, is cut;
+//! - **idle**: an HTTP/2 connection with no request in flight for `idle_timeout`;
 //! - **stalled**: answers owed to the peer, and none of them taken for
 //!   `write_timeout` since they were ready or since the last part was.
 //!
@@ -38,10 +38,14 @@ use tokio::time::Instant;
 /// The deadlines of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
-    /// The first request's head must have arrived within this.
-    pub first_request: Duration,
+    /// A request head must have arrived within this of the connection's start (and,
+    /// on HTTP/1.1, of the last answer).
+    pub head: Duration,
     /// Nothing in flight for this long: closed.
     pub idle: Duration,
+    /// A request still being handled (its body read, the store asked) after this
+    /// long: something is stuck, past every bound a request has.
+    pub handling: Duration,
     /// Answers owed and nothing written for this long: closed.
     pub write: Duration,
 }
@@ -55,6 +59,8 @@ pub enum Overstay {
     Idle,
     /// Answers owed, and the peer took no byte of them in time.
     Stalled,
+    /// A request was handled for longer than its own bounds allow.
+    Stuck,
 }
 
 impl Overstay {
@@ -63,6 +69,7 @@ impl Overstay {
             Overstay::NoRequest => "no_request",
             Overstay::Idle => "idle",
             Overstay::Stalled => "stalled",
+            Overstay::Stuck => "stuck",
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct Activity {
     owed: AtomicU32,
     /// Some request was begun on the connection.
     served: AtomicBool,
+    /// Its requests are HTTP/2 (known from the first one).
+    http2: AtomicBool,
     /// When an owed answer was last handed over (in part), or became owed.
     progress: AtomicU64,
     /// When the number of requests in flight last went from none to one.
@@ -91,6 +100,7 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             owed: AtomicU32::new(0),
             served: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             progress: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
@@ -101,13 +111,22 @@ impl Activity {
         self.opened.elapsed().as_millis() as u64
     }
 
-    /// A request begins: it is in flight until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request begins (its head has been read): it is in flight until the guard
+    /// is dropped.
+    pub fn begin(self: &Arc<Self>, http2: bool) -> InFlight {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
             self.busy_since.store(self.now(), Ordering::Release);
         }
-        self.served.store(true, Ordering::Release);
+        if !self.served.load(Ordering::Relaxed) {
+            self.http2.store(http2, Ordering::Release);
+            self.served.store(true, Ordering::Release);
+        }
         InFlight(self.clone())
+    }
+
+    /// Whether the connection's requests are HTTP/2.
+    pub fn http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
     }
 
     fn progressed(&self) {
@@ -130,17 +149,24 @@ impl Activity {
             )
         } else if self.in_flight() > 0 {
             // Being handled (its body read, the store asked): bounded by those
-            // timeouts; here only as a last resort, as if idle from when it began.
+            // timeouts; this is only the last resort.
             (
-                ms(self.busy_since.load(Ordering::Acquire)) + d.idle,
-                Overstay::Idle,
+                ms(self.busy_since.load(Ordering::Acquire)) + d.handling,
+                Overstay::Stuck,
             )
         } else if !self.served.load(Ordering::Acquire) {
-            (self.opened + d.first_request, Overstay::NoRequest)
-        } else {
+            (self.opened + d.head, Overstay::NoRequest)
+        } else if self.http2() {
             (
                 ms(self.idle_since.load(Ordering::Acquire)) + d.idle,
                 Overstay::Idle,
+            )
+        } else {
+            // HTTP/1.1 between requests: the next head is due (whole) within the
+            // header timeout of the last answer, as if the connection were new.
+            (
+                ms(self.idle_since.load(Ordering::Acquire)) + d.head,
+                Overstay::NoRequest,
             )
         }
     }
@@ -226,8 +252,9 @@ mod tests {
     use super::*;
 
     const D: Deadlines = Deadlines {
-        first_request: Duration::from_secs(10),
+        head: Duration::from_secs(10),
         idle: Duration::from_secs(60),
+        handling: Duration::from_secs(30),
         write: Duration::from_secs(5),
     };
 
@@ -243,7 +270,7 @@ mod tests {
     async fn an_idle_connection_goes_after_the_idle_deadline_from_its_last_answer() {
         let a = Activity::new();
         tokio::time::advance(Duration::from_secs(3)).await;
-        let answered = Guarded::wrap(Body::from("{}"), a.begin());
+        let answered = Guarded::wrap(Body::from("{}"), a.begin(true));
         tokio::time::advance(Duration::from_secs(1)).await;
         drop(answered);
         let started = Instant::now();
@@ -256,7 +283,7 @@ mod tests {
         let a = Activity::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-        let mut answer = Guarded::wrap(body, a.begin());
+        let mut answer = Guarded::wrap(body, a.begin(true));
         let dog = tokio::spawn(watchdog(a.clone(), D));
         for _ in 0..10 {
             tokio::time::advance(Duration::from_secs(4)).await;
@@ -277,17 +304,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_being_handled_owes_nothing_yet() {
         let a = Activity::new();
-        let _handling = a.begin();
+        let _handling = a.begin(true);
         let started = Instant::now();
-        // Reading its body, asking the store: not a stall; only the idle deadline.
-        assert_eq!(watchdog(a, D).await, Overstay::Idle);
-        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        // Reading its body, asking the store: not a stall; only the last resort.
+        assert_eq!(watchdog(a, D).await, Overstay::Stuck);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http1_connection_waits_for_its_next_head_no_longer_than_the_header_timeout() {
+        let a = Activity::new();
+        let answered = Guarded::wrap(Body::from("{}"), a.begin(false));
+        drop(answered);
+        let started = Instant::now();
+        assert_eq!(watchdog(a, D).await, Overstay::NoRequest);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_is_in_flight_until_its_answer_body_is_gone() {
         let a = Activity::new();
-        let body = Guarded::wrap(Body::from("{}"), a.begin());
+        let body = Guarded::wrap(Body::from("{}"), a.begin(true));
         assert_eq!((a.in_flight(), a.owed.load(Ordering::Acquire)), (1, 1));
         drop(body);
         assert_eq!((a.in_flight(), a.owed.load(Ordering::Acquire)), (0, 0));

@@ -64,6 +64,7 @@ const RESERVED_DESCRIPTORS: usize = 32;
 pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub http2_max_streams: u32,
@@ -90,6 +91,7 @@ impl Limits {
         Limits {
             max_connections,
             header_read_timeout: c.header_read_timeout,
+            body_read_timeout: c.body_read_timeout,
             idle_timeout: c.idle_timeout,
             write_timeout: c.write_timeout,
             http2_max_streams: c.http2_max_streams,
@@ -99,19 +101,23 @@ impl Limits {
 
     fn deadlines(&self) -> Deadlines {
         Deadlines {
-            first_request: self.header_read_timeout,
+            head: self.header_read_timeout,
             idle: self.idle_timeout,
+            // A request has its body's time, then its own bounds (the store's
+            // timeout among them): a write timeout's worth is far past those.
+            handling: self.body_read_timeout + self.write_timeout,
             write: self.write_timeout,
         }
     }
 
     fn builder(&self) -> Builder<TokioExecutor> {
         let mut builder = Builder::new(TokioExecutor::new());
+        // The header timeout is the watchdog's (`crate::connection`), not hyper's:
+        // hyper arms a new timer for every request head, which showed in the tail
+        // latency under load, while the watchdog re-arms once per deadline.
         builder
             .http1()
-            // Without a timer hyper silently ignores the header timeout.
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(self.max_header_bytes.max(8192));
         builder
             .http2()
@@ -221,10 +227,12 @@ impl Connection {
         let io = TokioIo::new(Coalesce::new(stream));
         let app = self.app.clone();
         let requests = activity.clone();
-        // Each request is in flight from here until its answer's body is written
-        // out or dropped (see `crate::connection`).
+        // Each request is in flight from here until its answer is ready; an HTTP/2
+        // answer also until its body is handed over whole (see `crate::connection`:
+        // HTTP/1.1 takes a ready body at once, so watching it there would only cost).
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let in_flight = requests.begin();
+            let http2 = req.version() == hyper::Version::HTTP_2;
+            let in_flight = requests.begin(http2);
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(PeerAddr(peer));
             let app = app.clone();
@@ -233,7 +241,11 @@ impl Connection {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
-                Ok::<_, Infallible>(response.map(|body| Guarded::wrap(body, in_flight)))
+                Ok::<_, Infallible>(if http2 {
+                    response.map(|body| Guarded::wrap(body, in_flight))
+                } else {
+                    response
+                })
             }
         });
         let conn = self.builder.serve_connection(io, service);
@@ -252,19 +264,23 @@ impl Connection {
                 why = dog.as_mut() => {
                     overstayed(why);
                     match why {
-                        // Nothing owed to the peer: ask it to go (HTTP/2 GOAWAY), and
+                        // Nothing owed to an HTTP/2 peer: ask it to go (GOAWAY), and
                         // close for good if it does not within the write deadline.
-                        Overstay::Idle | Overstay::NoRequest if !winding_down => {
+                        Overstay::Idle | Overstay::NoRequest
+                            if !winding_down && activity.http2() =>
+                        {
                             conn.as_mut().graceful_shutdown();
                             winding_down = true;
                             dog.set(watchdog(activity.clone(), Deadlines {
-                                first_request: self.deadlines.write,
+                                head: self.deadlines.write,
                                 idle: self.deadlines.write,
+                                handling: self.deadlines.handling,
                                 write: self.deadlines.write,
                             }));
                         }
-                        // Answers owed that the peer does not take: dropped, and the
-                        // socket with them.
+                        // Answers owed that the peer does not take, or an HTTP/1.1 head
+                        // that did not come whole in time (nothing is owed then):
+                        // dropped, and the socket with them.
                         _ => return,
                     }
                 }

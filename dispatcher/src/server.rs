@@ -319,6 +319,7 @@ impl Server {
             app: config.app.clone(),
             trusted_proxies: crate::peer::TrustedProxies::new(&config.server.trusted_proxies),
             body_read_timeout: config.server.body_read_timeout,
+            body_limit: config.server.body_limit,
             stopping: stop_rx.clone(),
             openapi: Default::default(),
             push_providers: channels
@@ -332,7 +333,7 @@ impl Server {
                 })
                 .collect(),
         });
-        let app = api::router(state, config.server.body_limit);
+        let app = api::router(state);
         let limits = crate::serve::Limits::new(&config.server);
         let grace = config.server.shutdown_grace;
         let mut http_stop = stop_rx.clone();

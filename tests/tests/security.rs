@@ -629,6 +629,26 @@ async fn nothing_a_caller_sends_comes_back_in_an_error(backend: Backend) {
         "{}",
         r.text
     );
+    // Path segments that are not text, query parameters nobody asked for: JSON
+    // errors that repeat nothing.
+    for path in [
+        "/v1/subscribers/%FF%3Cscript%3E",
+        "/v1/subscribers/87654321X/devices/apns/%FF%3Cscript%3E",
+        "/v1/admin/limits?to=%2B34600123456&%3Cscript%3Eevil=1",
+    ] {
+        let r = if path.contains("devices") {
+            t.delete(path).await
+        } else {
+            t.get(path).await
+        };
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        assert!(r.body["error"]["code"].is_string(), "{path}: {}", r.text);
+        assert!(
+            !r.text.contains("script") && !r.text.contains("evil"),
+            "{}",
+            r.text
+        );
+    }
     t.stop().await;
 }
 

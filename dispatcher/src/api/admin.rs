@@ -121,16 +121,24 @@ fn read_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<(HashMap<String, String>, String), ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|_| {
+        ApiError::bad_request("invalid_query", "the query string could not be read")
+    })?;
     if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            "unknown_field",
-            format!(
-                "unknown query parameter `{unknown}`; expected {}",
-                allowed.join(", ")
-            ),
-        )
-        .field(unknown.clone()));
+        // Named only when a plain short word: the name is the caller's.
+        let error = |named: &str| {
+            ApiError::bad_request(
+                "unknown_field",
+                format!(
+                    "unknown query parameter{named}; expected {}",
+                    allowed.join(", ")
+                ),
+            )
+        };
+        return Err(match super::json::safe_name(unknown) {
+            Some(name) => error(&format!(" `{name}`")).field(name),
+            None => error(""),
+        });
     }
     let to = query.get("to").cloned().ok_or_else(|| {
         ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")

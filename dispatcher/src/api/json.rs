@@ -41,34 +41,50 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
                 "the body must be JSON, sent with `Content-Type: application/json`",
             ));
         }
-        let mut stopping = state.stopping.clone();
         let read = Bytes::from_request(req, state);
-        let raw = tokio::select! {
-            read = read => read.map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    super::too_large()
-                } else {
-                    ApiError::bad_request("unreadable_body", "the request body could not be read")
-                }
-            })?,
+        let mut read = std::pin::pin!(read);
+        // Most bodies arrive with their head: taken at once, with no timer armed.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+        let read = match first {
+            std::task::Poll::Ready(read) => read,
+            std::task::Poll::Pending => read_within(read, state).await?,
+        };
+        let raw = read.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                super::too_large()
+            } else {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        let value = parse(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// The rest of a body still arriving: within `server.body_read_timeout`, and not past
+/// the start of a shutdown.
+async fn read_within<F: Future>(
+    read: std::pin::Pin<&mut F>,
+    state: &AppState,
+) -> Result<F::Output, ApiError> {
+    let mut stopping = state.stopping.clone();
+    tokio::select! {
+            read = read => Ok(read),
             () = tokio::time::sleep(state.body_read_timeout) => {
-                return Err(ApiError::new(
+                Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "body_timeout",
                     "the request body did not arrive in time",
-                ));
+                ))
             }
             _ = stopping.wait_for(|stop| *stop) => {
-                return Err(ApiError::new(
+                Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "shutting_down",
                     "this server is stopping; the request was not taken, send it again",
                 )
-                .retry_after(std::time::Duration::from_secs(1)));
+                .retry_after(std::time::Duration::from_secs(1)))
             }
-        };
-        let value = parse(&raw)?;
-        Ok(JsonBody { value, raw })
     }
 }
 
@@ -215,7 +231,7 @@ fn describe_data_error(text: &str, path: String) -> ApiError {
 
 /// A key name that may be repeated back: a plain word of at most 32 ASCII letters,
 /// digits and underscores.
-fn safe_name(name: &str) -> Option<&str> {
+pub(crate) fn safe_name(name: &str) -> Option<&str> {
     (!name.is_empty()
         && name.len() <= 32
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))

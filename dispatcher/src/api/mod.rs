@@ -52,6 +52,8 @@ pub struct AppState {
     pub trusted_proxies: crate::peer::TrustedProxies,
     /// How long a request's body may take to arrive.
     pub body_read_timeout: Duration,
+    /// The largest body accepted (`server.body_limit`).
+    pub body_limit: usize,
     /// Turns true when the server begins to stop.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// `GET /openapi.json`, rendered once: it depends only on the configuration the
@@ -212,7 +214,8 @@ pub(crate) fn find_purpose<'a>(
     })
 }
 
-pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.body_limit;
     // Routes anyone may call (no API key) are limited per caller network.
     let open = middleware::from_fn_with_state(state.clone(), public);
     Router::new()
@@ -257,9 +260,6 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(move |r: Request, n: Next| {
-            refuse_oversized(body_limit, r, n)
-        }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -287,29 +287,32 @@ pub(crate) fn too_large() -> ApiError {
     )
 }
 
-/// A request that announces a body over the limit is refused at once, before any
-/// of it is read — and before `100 Continue` invites a client that sent `Expect:
-/// 100-continue` to send it. (Bodies of unannounced length are cut at the limit
-/// as they are read.)
-async fn refuse_oversized(limit: usize, request: Request, next: Next) -> Response {
-    let announced = request
+/// Whether a request announces a body over `limit`: refused at once, before any of
+/// it is read — and before `100 Continue` invites a client that sent `Expect:
+/// 100-continue` to send it. (Bodies of unannounced length are cut at the limit as
+/// they are read.)
+fn announces_too_much(request: &Request, limit: usize) -> bool {
+    request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
-        return too_large().into_response();
-    }
-    next.run(request).await
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
 }
 
 /// Count every request by route template (not raw path, to keep label cardinality
 /// fixed) and time it.
+/// It is also where a body announced over the limit is refused (one layer rather
+/// than two: each costs a boxed future per request).
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = if announces_too_much(&request, state.body_limit) {
+        too_large().into_response()
+    } else {
+        next.run(request).await
+    };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let (count, latency) = state
         .http_metrics

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -123,17 +124,39 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::store_unavailable()
 }
 
-fn subject_from_path(raw: &str) -> Result<Box<str>, ApiError> {
-    validate_subject(raw).map_err(|e| {
-        let mut e = e;
-        e.field_mut("subject (path)");
-        e
-    })
+/// A client allowed to read the registry (`registry = "read"` or `"write"`).
+pub struct RegistryReader;
+
+/// A client allowed to change the registry (`registry = "write"`).
+pub struct RegistryWriter;
+
+impl FromRequestParts<Arc<AppState>> for RegistryReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Caller(client) = Caller::from_request_parts(parts, state).await?;
+        allowed(&client, RegistryAccess::Read).map(|()| RegistryReader)
+    }
 }
 
-/// Refuse a client whose `registry` permission is below `needed`. Checked before
-/// the path or body is read, so a client without it learns nothing, not even
-/// whether a subject is well-formed.
+impl FromRequestParts<Arc<AppState>> for RegistryWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Caller(client) = Caller::from_request_parts(parts, state).await?;
+        allowed(&client, RegistryAccess::Write).map(|()| RegistryWriter)
+    }
+}
+
+/// Refuse a client whose `registry` permission is below `needed`. The permission
+/// extractors come before the path's and the body's, so a client without it learns
+/// nothing, not even whether a subject is well-formed.
 fn allowed(client: &Client, needed: RegistryAccess) -> Result<(), ApiError> {
     if client.registry >= needed {
         return Ok(());
@@ -148,6 +171,60 @@ fn allowed(client: &Client, needed: RegistryAccess) -> Result<(), ApiError> {
             _ => "this API key may not read the subscriber registry (`registry = \"read\"`)",
         },
     ))
+}
+
+/// The path's `{subject}` in its normal form. A segment that is not even text is
+/// refused like any bad subject: named, never repeated back.
+pub struct SubjectPath(pub Box<str>);
+
+fn subject_from_path(raw: &str) -> Result<Box<str>, ApiError> {
+    validate_subject(raw).map_err(|mut e| {
+        e.field_mut("subject (path)");
+        e
+    })
+}
+
+fn unreadable_path(field: &'static str) -> ApiError {
+    ApiError::bad_request("invalid_path", "a path segment is not valid UTF-8 text").field(field)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SubjectPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| unreadable_path("subject (path)"))?;
+        subject_from_path(&raw).map(SubjectPath)
+    }
+}
+
+/// `{subject}/devices/{platform}/{token}`.
+pub struct DevicePath {
+    subject: Box<str>,
+    platform: Platform,
+    token: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DevicePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((subject, platform, token)) =
+            Path::<(String, String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| unreadable_path("path"))?;
+        let subject = subject_from_path(&subject)?;
+        let platform = Platform::parse(&platform).ok_or_else(|| {
+            ApiError::bad_request("invalid_device", "platform must be one of apns, fcm, hms")
+                .field("platform (path)")
+        })?;
+        Ok(DevicePath {
+            subject,
+            platform,
+            token,
+        })
+    }
 }
 
 fn unknown_subject() -> ApiError {
@@ -195,12 +272,10 @@ fn device(
 
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    Caller(client): Caller,
-    Path(subject): Path<String>,
+    _: RegistryWriter,
+    SubjectPath(subject): SubjectPath,
     body: JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
-    allowed(&client, RegistryAccess::Write)?;
-    let subject = subject_from_path(&subject)?;
     let body = body.value;
     let now = state.engine.now();
     let phone = super::read_number(&state, &body.phone, "phone")?.e164;
@@ -255,11 +330,9 @@ pub async fn put(
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Caller(client): Caller,
-    Path(subject): Path<String>,
+    _: RegistryReader,
+    SubjectPath(subject): SubjectPath,
 ) -> Result<Response, ApiError> {
-    allowed(&client, RegistryAccess::Read)?;
-    let subject = subject_from_path(&subject)?;
     let s = state
         .engine
         .store()
@@ -272,11 +345,9 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Caller(client): Caller,
-    Path(subject): Path<String>,
+    _: RegistryWriter,
+    SubjectPath(subject): SubjectPath,
 ) -> Result<Response, ApiError> {
-    allowed(&client, RegistryAccess::Write)?;
-    let subject = subject_from_path(&subject)?;
     if state
         .engine
         .store()
@@ -292,12 +363,10 @@ pub async fn delete(
 
 pub async fn add_device(
     State(state): State<Arc<AppState>>,
-    Caller(client): Caller,
-    Path(subject): Path<String>,
+    _: RegistryWriter,
+    SubjectPath(subject): SubjectPath,
     body: JsonBody<DeviceBody>,
 ) -> Result<Response, ApiError> {
-    allowed(&client, RegistryAccess::Write)?;
-    let subject = subject_from_path(&subject)?;
     let device = device(None, body.value, state.engine.now())?;
     match state
         .engine
@@ -318,15 +387,13 @@ pub async fn add_device(
 
 pub async fn remove_device(
     State(state): State<Arc<AppState>>,
-    Caller(client): Caller,
-    Path((subject, platform, token)): Path<(String, String, String)>,
+    _: RegistryWriter,
+    DevicePath {
+        subject,
+        platform,
+        token,
+    }: DevicePath,
 ) -> Result<Response, ApiError> {
-    allowed(&client, RegistryAccess::Write)?;
-    let subject = subject_from_path(&subject)?;
-    let platform = Platform::parse(&platform).ok_or_else(|| {
-        ApiError::bad_request("invalid_device", "platform must be one of apns, fcm, hms")
-            .field("platform (path)")
-    })?;
     match state
         .engine
         .store()
