@@ -137,6 +137,15 @@ pub fn nanos(now: UnixMillis) -> u64 {
     (now.0.max(0) as u64).saturating_mul(1_000_000)
 }
 
+/// A limiter's refusal as admission's, counted by the limit that refused.
+fn counted(d: Denial) -> Refused {
+    let r = Refused::from(d);
+    if let Refused::Limited(r) = &r {
+        refused(r.limit);
+    }
+    r
+}
+
 fn refused(limit: &'static str) {
     metrics::counter!("otpd_limit_refusals_total", "limit" => limit).increment(1);
 }
@@ -373,15 +382,7 @@ impl Admission {
     }
 
     async fn charge(&self, c: crate::limiter::Check<'_>, now: UnixMillis) -> Result<(), Refused> {
-        self.limiter
-            .check(&[c], nanos(now))
-            .await
-            .map_err(Refused::from)
-            .inspect_err(|r| {
-                if let Refused::Limited(r) = r {
-                    refused(r.limit);
-                }
-            })
+        self.limiter.check(&[c], nanos(now)).await.map_err(counted)
     }
 
     /// A check refused by a limit a store decided (see
@@ -425,12 +426,7 @@ impl Admission {
         self.limiter
             .peek(&checks, nanos(now))
             .await
-            .map_err(Refused::from)
-            .inspect_err(|r| {
-                if let Refused::Limited(r) = r {
-                    refused(r.limit);
-                }
-            })
+            .map_err(counted)
     }
 
     /// A contrast value tried for `subject` (from `ip`) was wrong: charged to the
@@ -466,15 +462,7 @@ impl Admission {
         let Some(c) = rules.policy.public_ip(&key) else {
             return Ok(());
         };
-        self.local
-            .check(&[c], nanos(now))
-            .await
-            .map_err(Refused::from)
-            .inspect_err(|r| {
-                if let Refused::Limited(r) = r {
-                    refused(r.limit);
-                }
-            })
+        self.local.check(&[c], nanos(now)).await.map_err(counted)
     }
 
     /// May an answer or acknowledgement from `caller` be judged? Past the network's
@@ -490,15 +478,7 @@ impl Admission {
         let Some(c) = rules.policy.answer_ip(&key) else {
             return Ok(());
         };
-        self.limiter
-            .peek(&[c], nanos(now))
-            .await
-            .map_err(Refused::from)
-            .inspect_err(|r| {
-                if let Refused::Limited(r) = r {
-                    refused(r.limit);
-                }
-            })
+        self.limiter.peek(&[c], nanos(now)).await.map_err(counted)
     }
 
     /// An answer or acknowledgement from `caller` was refused (no valid signature of

@@ -194,9 +194,10 @@ pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let now = self.0.now();
+        // The clock is read only when the connection falls idle: most requests on a
+        // busy HTTP/2 connection end while others are in flight.
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle_since.store(now, Ordering::Release);
+            self.0.idle_since.store(self.0.now(), Ordering::Release);
         }
     }
 }

@@ -241,12 +241,15 @@ client_secret = "hms-client-secret"
 "#,
     )
     .unwrap();
-    let out = otpd()
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .env("OTPD_SECRET", "the server secret, 32 bytes or more!")
-        .output()
-        .unwrap();
+    let check = |file: &std::path::Path| {
+        otpd()
+            .args(["check-config", "--config"])
+            .arg(file)
+            .env("OTPD_SECRET", "the server secret, 32 bytes or more!")
+            .output()
+            .unwrap()
+    };
+    let out = check(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -266,12 +269,7 @@ client_secret = "hms-client-secret"
         "[store]\nkind = \"redis\"\n[redis]\nurls = [\"http://otpd:url-pass@127.0.0.1\"]\n",
     )
     .unwrap();
-    let out = otpd()
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .env("OTPD_SECRET", "the server secret, 32 bytes or more!")
-        .output()
-        .unwrap();
+    let out = check(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
     assert!(
@@ -283,11 +281,7 @@ client_secret = "hms-client-secret"
         "[channels.smpp.a]\nsystem_id = \"x\"\npassword = 12345678\n",
     )
     .unwrap();
-    let out = otpd()
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
     assert!(

@@ -468,17 +468,11 @@ async fn approval_needs_an_enrolled_key(backend: Backend) {
 
 fn sede(require_contrast: bool) -> ClientConfig {
     ClientConfig {
-        name: "sede".into(),
-        key_sha256: otpd::clients::hash_key("key-of-sede"),
-        rate: Rate::Off,
-        purposes: vec![],
-        countries: vec![],
-        reserved: 0.0,
         admin: true,
         display_name: Some("Sede Electrónica".into()),
         require_contrast,
         registry: otpd::config::RegistryAccess::Write,
-        override_to: false,
+        ..ClientConfig::new("sede", otpd::clients::hash_key("key-of-sede"))
     }
 }
 

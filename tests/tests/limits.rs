@@ -12,17 +12,8 @@ use serde_json::{Value, json};
 
 fn client(name: &str, admin: bool) -> ClientConfig {
     ClientConfig {
-        name: name.into(),
-        key_sha256: hash_key(&format!("key-of-{name}")),
-        rate: Rate::Off,
-        purposes: vec![],
-        countries: vec![],
-        reserved: 0.0,
         admin,
-        display_name: None,
-        require_contrast: false,
-        registry: Default::default(),
-        override_to: false,
+        ..ClientConfig::new(name, hash_key(&format!("key-of-{name}")))
     }
 }
 

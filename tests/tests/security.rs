@@ -102,13 +102,18 @@ impl Approval {
         self.t.clock.now().0
     }
 
-    /// An answer as a stranger forges it: an invented device thumbprint, a junk
-    /// signature.
+    /// An answer to this request as a stranger forges it.
     async fn forged(&self, from: &str, decision: &str) -> Answer {
+        self.forged_to(&self.push, from, decision).await
+    }
+
+    /// An answer to `r` as a stranger forges it: an invented device thumbprint, a
+    /// junk signature.
+    async fn forged_to(&self, r: &Request, from: &str, decision: &str) -> Answer {
         post_from(
             &self.t,
             from,
-            &format!("/v1/verifications/{}/{decision}", self.push.verification),
+            &format!("/v1/verifications/{}/{decision}", r.verification),
             json!({"device": "AAAAAAAAAAAAAAAAAAAAAA", "timestamp": self.now(), "signature": "AAAA"}),
         )
         .await
@@ -190,24 +195,12 @@ async fn answers_to_a_final_or_expired_request_are_refused_before_any_work(backe
     let pending = Approval::ask(&a.t, &a.p, 2).await;
     a.t.clock.advance(Duration::from_secs(301));
     for _ in 0..5 {
-        let r = post_from(
-            &a.t,
-            STRANGER,
-            &format!("/v1/verifications/{}/approve", pending.verification),
-            json!({"device": "AAAAAAAAAAAAAAAAAAAAAA", "timestamp": a.now(), "signature": "AAAA"}),
-        )
-        .await;
+        let r = a.forged_to(&pending, STRANGER, "approve").await;
         assert_eq!(r.status, 410, "{}", r.text);
     }
     // The stranger's budget is whole: a forged answer to a pending request is judged.
     let fresh = Approval::ask(&a.t, &a.p, 3).await;
-    let r = post_from(
-        &a.t,
-        STRANGER,
-        &format!("/v1/verifications/{}/approve", fresh.verification),
-        json!({"device": "AAAAAAAAAAAAAAAAAAAAAA", "timestamp": a.now(), "signature": "AAAA"}),
-    )
-    .await;
+    let r = a.forged_to(&fresh, STRANGER, "approve").await;
     assert_eq!(r.status, 403, "{}", r.text);
     a.t.stop().await;
 }
@@ -298,17 +291,8 @@ async fn ack_without_the_push_secret_neither_leaks_nor_disarms_the_fallback(back
 
 fn client(name: &str, registry: RegistryAccess) -> ClientConfig {
     ClientConfig {
-        name: name.into(),
-        key_sha256: hash_key(&format!("key-of-{name}")),
-        rate: Rate::Off,
-        purposes: vec![],
-        countries: vec![],
-        reserved: 0.0,
-        admin: false,
-        display_name: None,
-        require_contrast: false,
         registry,
-        override_to: false,
+        ..ClientConfig::new(name, hash_key(&format!("key-of-{name}")))
     }
 }
 

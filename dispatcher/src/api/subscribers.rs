@@ -124,13 +124,14 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::store_unavailable()
 }
 
-/// A client allowed to read the registry (`registry = "read"` or `"write"`).
-pub struct RegistryReader;
+/// A client allowed to read the registry (`registry = "read"` or `"write"`), or
+/// with `WRITE`, to change it (`"write"`).
+pub struct Registry<const WRITE: bool>;
 
-/// A client allowed to change the registry (`registry = "write"`).
-pub struct RegistryWriter;
+pub type RegistryReader = Registry<false>;
+pub type RegistryWriter = Registry<true>;
 
-impl FromRequestParts<Arc<AppState>> for RegistryReader {
+impl<const WRITE: bool> FromRequestParts<Arc<AppState>> for Registry<WRITE> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -138,19 +139,12 @@ impl FromRequestParts<Arc<AppState>> for RegistryReader {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let Caller(client) = Caller::from_request_parts(parts, state).await?;
-        allowed(&client, RegistryAccess::Read).map(|()| RegistryReader)
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for RegistryWriter {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let Caller(client) = Caller::from_request_parts(parts, state).await?;
-        allowed(&client, RegistryAccess::Write).map(|()| RegistryWriter)
+        let needed = if WRITE {
+            RegistryAccess::Write
+        } else {
+            RegistryAccess::Read
+        };
+        allowed(&client, needed).map(|()| Registry)
     }
 }
 

@@ -392,6 +392,27 @@ fn client_rate() -> Rate {
     Rate::Off
 }
 
+impl ClientConfig {
+    /// A client known by its name and key's digest and nothing else: no quota of
+    /// its own, every purpose and country, no reserved share, no admin, registry or
+    /// override rights — what the file gives a `[[clients]]` entry with those two.
+    pub fn new(name: impl Into<String>, key_sha256: impl Into<String>) -> Self {
+        ClientConfig {
+            name: name.into(),
+            key_sha256: key_sha256.into(),
+            rate: client_rate(),
+            purposes: Vec::new(),
+            countries: Vec::new(),
+            reserved: 0.0,
+            admin: false,
+            display_name: None,
+            require_contrast: false,
+            registry: RegistryAccess::None,
+            override_to: false,
+        }
+    }
+}
+
 /// A destination in an allow or deny list: a country or a number prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
