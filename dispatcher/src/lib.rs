@@ -1,9 +1,12 @@
 //! otpd, the one-time-code dispatch engine.
 //!
-//! The modules follow the flow in DESIGN.md: [`phone`] normalises the number, [`code`]
-//! makes and MACs the code, [`verification`] is the lifecycle, [`store`] keeps it,
-//! [`delivery`] sends it through a channel, [`engine`] ties those together, [`api`]
-//! speaks HTTP, [`config`] and [`server`] wire a process.
+//! The modules follow the flow in DESIGN.md: [`phone`] normalises the number, [`subject`]
+//! the identity number, [`code`] makes and MACs the code, [`verification`] is the
+//! lifecycle, [`store`] keeps it, [`delivery`] sends it through a channel, [`engine`]
+//! ties those together, [`api`] speaks HTTP, [`serve`] accepts connections within
+//! their bounds (with `connection`'s watchdog) and [`peer`] says who is calling,
+//! [`config`] and [`server`] wire a process. What each public route lets a caller do
+//! is in docs/THREAT_MODEL.md.
 #![forbid(unsafe_code)]
 
 pub mod admission;

@@ -231,6 +231,9 @@ pub fn config(scenario: &Scenario, endpoints: &Endpoints) -> String {
             }
         }
     }
+    // Every simulated person's app calls from this machine's loopback: the limit per
+    // caller network of the routes anyone may call would take them all for one.
+    let _ = writeln!(c, "[limits]\npublic_ip = \"off\"\n");
     let _ = writeln!(c, "[log]\nlevel = \"warn\"\n");
     if !o.extra.is_empty() {
         let _ = writeln!(c, "# From the scenario's [otpd] extra:\n{}", o.extra);
