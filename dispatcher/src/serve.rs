@@ -14,7 +14,7 @@
 //!   file-descriptor limit, so that the store and the carriers always have
 //!   descriptors), the request head's size and read time, HTTP/2 streams per
 //!   connection and their send buffers, and a watchdog per connection
-//!   ([`crate::connection`]) that closes one that sits idle or whose peer stops
+//!   (the `connection` module) that closes one that sits idle or whose peer stops
 //!   taking its answers. Over the cap a connection is closed at once; an accept that
 //!   fails (out of descriptors) backs off instead of spinning, and says so once in a
 //!   while rather than on every try.
