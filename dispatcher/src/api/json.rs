@@ -69,22 +69,18 @@ async fn read_within<F: Future>(
 ) -> Result<F::Output, ApiError> {
     let mut stopping = state.stopping.clone();
     tokio::select! {
-            read = read => Ok(read),
-            () = tokio::time::sleep(state.body_read_timeout) => {
-                Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the request body did not arrive in time",
-                ))
-            }
-            _ = stopping.wait_for(|stop| *stop) => {
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting_down",
-                    "this server is stopping; the request was not taken, send it again",
-                )
-                .retry_after(std::time::Duration::from_secs(1)))
-            }
+        read = read => Ok(read),
+        () = tokio::time::sleep(state.body_read_timeout) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )),
+        _ = stopping.wait_for(|stop| *stop) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this server is stopping; the request was not taken, send it again",
+        )
+        .retry_after(std::time::Duration::from_secs(1))),
     }
 }
 
@@ -176,10 +172,7 @@ fn describe_data_error(text: &str, path: String) -> ApiError {
         .map(|(_, e)| e.to_string())
         .unwrap_or_default();
     if text.starts_with("unknown field") {
-        let parent = field_of(&path).filter(|p| {
-            p.split(['.', '[', ']'])
-                .all(|s| s.is_empty() || safe_name(s).is_some())
-        });
+        let parent = field_of(&path).filter(|p| safe_path(p));
         let Some(name) = name_in_backticks() else {
             let error = ApiError::bad_request(
                 "unknown_field",
@@ -231,6 +224,12 @@ fn describe_data_error(text: &str, path: String) -> ApiError {
 
 /// A key name that may be repeated back: a plain word of at most 32 ASCII letters,
 /// digits and underscores.
+/// A field path (`devices[0].token`) whose every name is a [`safe_name`].
+fn safe_path(path: &str) -> bool {
+    path.split(['.', '[', ']'])
+        .all(|s| s.is_empty() || safe_name(s).is_some())
+}
+
 pub(crate) fn safe_name(name: &str) -> Option<&str> {
     (!name.is_empty()
         && name.len() <= 32
@@ -298,10 +297,7 @@ mod duplicates {
                     format!("{}.{key}", self.path)
                 };
                 if !seen.insert(key.clone()) {
-                    let named = super::safe_name(&key).is_some()
-                        && path
-                            .split(['.', '[', ']'])
-                            .all(|s| s.is_empty() || super::safe_name(s).is_some());
+                    let named = super::safe_path(&path);
                     *self.found = Some(named.then_some(path));
                     return Err(serde::de::Error::custom(Stop));
                 }

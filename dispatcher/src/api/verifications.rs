@@ -297,9 +297,14 @@ pub(super) fn store_error(e: StoreError) -> ApiError {
     ApiError::store_unavailable()
 }
 
-/// What the registry says about the request's subject.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the registry says about the request's subject, and what was read on the way
+/// (so that `validate` reads nothing twice).
+#[derive(Debug, Clone, Default)]
 struct SubjectFacts {
+    /// The request's subject in its normal form.
+    subject: Option<Box<str>>,
+    /// `to` as read, when reading it was needed to compare it with the registry.
+    number: Option<crate::number::NumberInfo>,
     /// A device is registered: push is possible.
     has_devices: bool,
     /// A device enrolled a key: approval in the app is possible.
@@ -371,7 +376,6 @@ async fn resolve_subject(
         return Ok(SubjectFacts::default());
     };
     let subject = validate_subject(raw)?;
-    body.subject = Some(subject.to_string());
     let now = state.engine.now();
     if contrast.is_some() {
         // Decided before the comparison, so that a subject past its limit is refused
@@ -406,20 +410,23 @@ async fn resolve_subject(
     let Some(s) = subscriber else {
         return match body.to {
             None => Err(unknown_subject()),
-            Some(_) => Ok(SubjectFacts::default()),
+            Some(_) => Ok(SubjectFacts {
+                subject: Some(subject),
+                ..SubjectFacts::default()
+            }),
         };
     };
     if body.locale.is_none() {
         body.locale = s.locale.map(|l| l.as_str().to_string());
     }
-    let to = match body.to.as_deref() {
+    let number = match body.to.as_deref() {
         None => {
             body.to = Some(s.phone.to_string());
-            s.phone
+            None
         }
-        Some(given) => super::read_number(state, given, "to")?.e164,
+        Some(given) => Some(super::read_number(state, given, "to")?),
     };
-    if to != s.phone {
+    if let Some(number) = number.filter(|n| n.e164 != s.phone) {
         // A code for a registered subject goes to the subject's number: anything
         // else would send the citizen's PIN (or approval) to whoever asked. Said
         // without the registered number.
@@ -436,11 +443,15 @@ async fn resolve_subject(
         // The subject's devices belong with the registered number: the code goes
         // by SMS to the number asked for, and nowhere else.
         return Ok(SubjectFacts {
+            subject: Some(subject),
+            number: Some(number),
             to_override: true,
             ..SubjectFacts::default()
         });
     }
     Ok(SubjectFacts {
+        subject: Some(subject),
+        number,
         has_devices: !s.devices.is_empty(),
         has_keys: s.devices.iter().any(|d| d.key.is_some()),
         to_override: false,
@@ -456,7 +467,10 @@ fn validate(
     facts: SubjectFacts,
 ) -> Result<IssueRequest, ApiError> {
     let has_devices = facts.has_devices;
-    let number = super::read_number(state, body.to.as_deref().unwrap_or_default(), "to")?;
+    let number = match facts.number {
+        Some(n) => n,
+        None => super::read_number(state, body.to.as_deref().unwrap_or_default(), "to")?,
+    };
     if !client.may_send_to(number.country) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -489,10 +503,7 @@ fn validate(
         )
         .field("purpose"));
     }
-    let subject = match body.subject {
-        None => None,
-        Some(s) => Some(validate_subject(&s)?),
-    };
+    let subject = facts.subject;
     let channel = match body.channel.unwrap_or(ChannelField::Auto) {
         ChannelField::Auto => RequestedChannel::Auto,
         ChannelField::Sms => RequestedChannel::Sms,
