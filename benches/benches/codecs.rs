@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use otpd::clock::UnixMillis;
-use otpd::code::{Code, CodeKeys, CodeLength};
-use otpd::id::{ShardTag, VerificationId};
-use otpd::locale::Locale;
-use otpd::number::NumberLine;
-use otpd::phone::E164;
-use otpd::verification::{
+use otpd::domain::clock::UnixMillis;
+use otpd::domain::locale::Locale;
+use otpd::domain::verification::{
     CheckOutcome, NewVerification, Policy, RequestedChannel, SendResult, SendState, Verification,
 };
+use otpd::numbers::e164::E164;
+use otpd::numbers::reader::NumberLine;
+use otpd::secrets::code::{Code, CodeKeys, CodeLength};
+use otpd::secrets::id::{ShardTag, VerificationId};
 use otpd_adapters::ChannelKind;
 use otpd_adapters::push::Notification;
 use otpd_adapters::smpp::receipt;

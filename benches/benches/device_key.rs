@@ -10,9 +10,9 @@ use std::hint::black_box;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use otpd::code::{Code, CodeKeys};
-use otpd::device_key::{AnswerMessage, Decision, DeviceKey, KeyAlgorithm};
-use otpd::id::{ShardTag, VerificationId};
+use otpd::secrets::code::{Code, CodeKeys};
+use otpd::secrets::device_key::{AnswerMessage, Decision, DeviceKey, KeyAlgorithm};
+use otpd::secrets::id::{ShardTag, VerificationId};
 use otpd_benches::SECRET;
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::EncodePublicKey as _;
@@ -110,10 +110,10 @@ fn verify(c: &mut Criterion) {
 /// The whole judgement of one answer as `POST …/approve` makes it: find the device
 /// among the subject's three by thumbprint, rebuild the signed message, verify.
 fn judge(c: &mut Criterion) {
-    use otpd::approval::{SignedAnswer, judge};
-    use otpd::clock::UnixMillis;
-    use otpd::subscriber::{Device, Platform};
-    use otpd::verification::{
+    use otpd::domain::approval::{SignedAnswer, judge};
+    use otpd::domain::clock::UnixMillis;
+    use otpd::domain::subscriber::{Device, Platform};
+    use otpd::domain::verification::{
         Challenge, MatchCode, NewVerification, Policy, RequestedChannel, Verification,
     };
     use std::sync::Arc;
@@ -126,19 +126,19 @@ fn judge(c: &mut Criterion) {
     let v = Verification::new(
         NewVerification {
             id,
-            to: otpd::phone::E164::parse_international("+34600123456").unwrap(),
+            to: otpd::numbers::e164::E164::parse_international("+34600123456").unwrap(),
             line: Default::default(),
             purpose: Arc::from("login"),
             subject: Some("12345678Z".into()),
             client: None,
-            locale: otpd::locale::Locale::Es,
+            locale: otpd::domain::locale::Locale::Es,
             channel: RequestedChannel::App,
             first_send: otpd_adapters::ChannelKind::Push,
             code_mac: keys.mac(&id, &code),
             sealed_code: keys.seal(&id, &code),
             policy: Policy {
                 ttl: Duration::from_secs(300),
-                code_length: otpd::code::CodeLength::new(6).unwrap(),
+                code_length: otpd::secrets::code::CodeLength::new(6).unwrap(),
                 max_attempts: 5,
                 max_sends: 5,
                 resend_cooldown: Duration::from_secs(30),

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use otpd::clock::{ManualClock, UnixMillis};
-use otpd::code::{Code, CodeKeys, CodeLength, OsRandom};
-use otpd::id::{ShardTag, VerificationId};
+use otpd::domain::clock::{ManualClock, UnixMillis};
+use otpd::domain::verification::CheckOutcome;
+use otpd::secrets::code::{Code, CodeKeys, CodeLength, OsRandom};
+use otpd::secrets::id::{ShardTag, VerificationId};
 use otpd::store::CheckResult;
-use otpd::verification::CheckOutcome;
 use otpd_benches::{SECRET, engine, request};
 
 fn code(c: &mut Criterion) {

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otpd::api::{self, AppState};
-use otpd::clock::SystemClock;
+use otpd::domain::clock::SystemClock;
 use otpd_benches::engine;
 use tower::ServiceExt;
 
@@ -28,8 +28,8 @@ fn http(c: &mut Criterion) {
         std::mem::forget(stop);
         let state = Arc::new(AppState {
             engine,
-            numbers: Arc::new(otpd::number::NumberParser::new(
-                otpd::number::NumberRules::new("ES", true).unwrap(),
+            numbers: Arc::new(otpd::numbers::reader::NumberParser::new(
+                otpd::numbers::reader::NumberRules::new("ES", true).unwrap(),
                 100_000,
             )),
             prometheus: None,
@@ -48,9 +48,9 @@ fn http(c: &mut Criterion) {
             body_limit: 16 * 1024,
             stopping: tokio::sync::watch::channel(false).1,
             openapi: Default::default(),
-            admission: Arc::new(otpd::admission::Admission::new(
-                Arc::new(otpd::limiter::MemoryLimiter::new()),
-                otpd::admission::Rules::new(&otpd::Config::default()),
+            admission: Arc::new(otpd::policy::admission::Admission::new(
+                Arc::new(otpd::policy::limiter::MemoryLimiter::new()),
+                otpd::policy::admission::Rules::new(&otpd::Config::default()),
             )),
         });
         api::router(state)

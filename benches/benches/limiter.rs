@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use governor::{Quota as GovQuota, RateLimiter};
-use otpd::admission::{Admission, Rules};
-use otpd::gcra::Quota;
-use otpd::limiter::{Check, MemoryLimiter};
-use otpd::limits::IssueFacts;
+use otpd::policy::admission::{Admission, Rules};
+use otpd::policy::gcra::Quota;
+use otpd::policy::limiter::{Check, MemoryLimiter};
+use otpd::policy::limits::IssueFacts;
 
 const KEYS: u64 = 1_000_000;
 
@@ -127,15 +127,15 @@ fn limiter(c: &mut Criterion) {
     );
     let rules = admission.rules();
     let client = rules.clients.authenticate(None).unwrap();
-    let es = otpd::number::Region::parse("ES");
-    let at = otpd::clock::UnixMillis(1_800_000_000_000);
+    let es = otpd::numbers::reader::Region::parse("ES");
+    let at = otpd::domain::clock::UnixMillis(1_800_000_000_000);
     let mut a = 0u64;
     group.bench_function("otpd admission, a whole request, 1M destinations", |b| {
         b.iter(|| {
             a = (a + 1) % KEYS;
             let subject = format!("{:08}Z", a);
             let facts = IssueFacts {
-                to: otpd::phone::E164::from_digits_unchecked(34_600_000_000 + a),
+                to: otpd::numbers::e164::E164::from_digits_unchecked(34_600_000_000 + a),
                 country: es,
                 subject: Some(&subject),
                 ip: Some(std::net::IpAddr::from([

@@ -4,8 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use otpd::number::{NumberParser, NumberRules};
-use otpd::phone::E164;
+use otpd::numbers::e164::E164;
+use otpd::numbers::reader::{NumberParser, NumberRules};
 
 /// Typed numbers of several countries and shapes.
 fn inputs() -> Vec<String> {

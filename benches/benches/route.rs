@@ -4,8 +4,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use otpd::phone::E164;
-use otpd::route::{CarrierChoice, RouteTable, Target};
+use otpd::delivery::routes::{CarrierChoice, RouteTable, Target};
+use otpd::numbers::e164::E164;
 
 /// A deterministic spread of values (SplitMix64).
 fn mix(x: u64) -> u64 {

@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use otpd::clock::Clock;
-use otpd::code::{CodeKeys, CodeLength};
+use otpd::delivery::router::{Plan, Router};
 use otpd::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
+use otpd::domain::clock::Clock;
+use otpd::domain::locale::Locale;
+use otpd::domain::verification::{Policy, RequestedChannel};
 use otpd::engine::{Engine, IssueRequest, Purpose};
-use otpd::locale::Locale;
 use otpd::metrics::Metrics;
-use otpd::phone::E164;
-use otpd::routing::{Plan, Router};
+use otpd::numbers::e164::E164;
+use otpd::secrets::code::{CodeKeys, CodeLength};
 use otpd::store::{MemoryStore, Store};
-use otpd::verification::{Policy, RequestedChannel};
 use otpd_adapters::{Channel, ChannelError, Message, SubmitReceipt};
 use tokio::sync::watch;
 
@@ -130,7 +130,7 @@ pub fn engine(
                 backoff: Duration::from_millis(1),
             },
             name: Arc::from("bench"),
-            display_names: Arc::new(otpd::clients::DisplayNames::new(&[], "otpd")),
+            display_names: Arc::new(otpd::policy::clients::DisplayNames::new(&[], "otpd")),
             keys: keys.clone(),
         }
         .run(jobs, stop_rx),
@@ -146,7 +146,7 @@ pub fn number(i: u64) -> E164 {
 pub fn request(engine: &Engine, i: u64) -> IssueRequest {
     IssueRequest {
         to: number(i),
-        line: otpd::number::NumberLine::default(),
+        line: otpd::numbers::reader::NumberLine::default(),
         channel: RequestedChannel::Auto,
         locale: Locale::Es,
         purpose: engine.purpose("login").expect("login").clone(),

@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Command::HashKey { key } => {
             let key = match key {
                 Some(k) => k,
-                None => match otpd::clients::new_key(&mut otpd::code::OsRandom) {
+                None => match otpd::policy::clients::new_key(&mut otpd::secrets::code::OsRandom) {
                     Ok(k) => {
                         println!("key = {k}");
                         k
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            println!("key_sha256 = \"{}\"", otpd::clients::hash_key(&key));
+            println!("key_sha256 = \"{}\"", otpd::policy::clients::hash_key(&key));
             ExitCode::SUCCESS
         }
         Command::Simulate(Simulate::Smsc(args)) => block_on(simulate_smsc(args), ExitCode::from(2)),

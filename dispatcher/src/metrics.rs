@@ -8,7 +8,7 @@ use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use otpd_adapters::ChannelKind;
 
-use crate::verification::{CheckOutcome, EscalationCause, SendState};
+use crate::domain::verification::{CheckOutcome, EscalationCause, SendState};
 
 /// Latency buckets in seconds, from 50 µs (in-process work) to 10 s (slow carriers).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -55,7 +55,7 @@ pub struct Metrics {
     escalations: [Counter; 2],
     acknowledgements: Counter,
     pub queue_depth: Gauge,
-    /// The queue's standing wait (see [`crate::sojourn`]); 0 when there is none.
+    /// The queue's standing wait (see [`crate::policy::sojourn`]); 0 when there is none.
     pub queue_delay: Gauge,
 }
 
@@ -142,10 +142,10 @@ impl Metrics {
     }
 
     /// An app's signed answer made a verification final.
-    pub fn answered(&self, decision: crate::device_key::Decision) {
+    pub fn answered(&self, decision: crate::secrets::device_key::Decision) {
         let i = match decision {
-            crate::device_key::Decision::Approve => 0,
-            crate::device_key::Decision::Deny => 1,
+            crate::secrets::device_key::Decision::Approve => 0,
+            crate::secrets::device_key::Decision::Deny => 1,
         };
         self.answers[i].increment(1);
     }

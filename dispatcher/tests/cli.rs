@@ -309,7 +309,10 @@ fn hash_key_makes_keys_and_the_digests_the_config_holds() {
         .find_map(|l| l.strip_prefix("key_sha256 = "))
         .expect("a digest line");
     assert!(key.starts_with("otpd_") && key.len() == 69, "{text}");
-    assert_eq!(digest.trim_matches('"'), otpd::clients::hash_key(key));
+    assert_eq!(
+        digest.trim_matches('"'),
+        otpd::policy::clients::hash_key(key)
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! row is an input, the default region it is read in, and the E.164 form or the
 //! refusal reason expected.
 
-use otpd::number::{NumberParser, NumberRules};
+use otpd::numbers::reader::{NumberParser, NumberRules};
 
 /// A mobile number per country, as (region, country code, national significant
 /// number). The first group of digits of each is its country's mobile range.

@@ -393,7 +393,7 @@ mod numbers_otpd_accepts {
     /// checks them (a number otpd refuses would be load that measures nothing).
     #[test]
     fn every_pattern_makes_mobile_numbers() {
-        let rules = otpd::number::NumberRules::new("ES", true).unwrap();
+        let rules = otpd::numbers::reader::NumberRules::new("ES", true).unwrap();
         let mut patterns: Vec<&str> = ["FR", "PT", "GB", "DE", "RO", "MA", "IT", "CO", "EC", "US"]
             .iter()
             .map(|c| foreign_pattern(c).unwrap())

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd::clock::{ManualClock, UnixMillis};
 use otpd::config::Config;
 use otpd::delivery::Channels;
+use otpd::domain::clock::{ManualClock, UnixMillis};
 use otpd::{Deps, Server};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -312,16 +312,16 @@ pub mod faults {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use otpd::clock::UnixMillis;
-    use otpd::code::CodeMac;
-    use otpd::id::VerificationId;
+    use otpd::domain::clock::UnixMillis;
+    use otpd::domain::subscriber::{Device, Platform, Subscriber};
+    use otpd::domain::verification::{
+        AckOutcome, CancelOutcome, Closing, EscalationCause, SendResult, SendState, Verification,
+    };
+    use otpd::secrets::code::CodeMac;
+    use otpd::secrets::id::VerificationId;
     use otpd::store::{
         CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber,
         Store, StoreError, StoredResponse,
-    };
-    use otpd::subscriber::{Device, Platform, Subscriber};
-    use otpd::verification::{
-        AckOutcome, CancelOutcome, Closing, EscalationCause, SendResult, SendState, Verification,
     };
 
     /// A store whose `issue` never returns, as a store behind a dead network link might.
@@ -358,7 +358,7 @@ pub mod faults {
             id: &VerificationId,
             send: u8,
             r: SendResult,
-            details: Option<Box<otpd::verification::SendDetails>>,
+            details: Option<Box<otpd::domain::verification::SendDetails>>,
             now: UnixMillis,
         ) -> Result<bool, StoreError> {
             self.0.record_send(id, send, r, details, now).await
@@ -383,10 +383,11 @@ pub mod faults {
         async fn answer(
             &self,
             id: &VerificationId,
-            decision: otpd::device_key::Decision,
+            decision: otpd::secrets::device_key::Decision,
             device: &str,
             now: UnixMillis,
-        ) -> Result<Option<(otpd::verification::AnswerOutcome, Verification)>, StoreError> {
+        ) -> Result<Option<(otpd::domain::verification::AnswerOutcome, Verification)>, StoreError>
+        {
             self.0.answer(id, decision, device, now).await
         }
         async fn escalate(

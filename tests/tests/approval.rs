@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use otpd::clock::Clock as _;
 use otpd::config::{ClientConfig, Rate};
+use otpd::domain::clock::Clock as _;
 use otpd_adapters::push_mock::{Behaviour, Provider};
 use otpd_e2e::providers::Providers;
 use otpd_e2e::{Answer, Backend, TestServer, on_both};
@@ -472,7 +472,7 @@ fn sede(require_contrast: bool) -> ClientConfig {
         display_name: Some("Sede Electrónica".into()),
         require_contrast,
         registry: otpd::config::RegistryAccess::Write,
-        ..ClientConfig::new("sede", otpd::clients::hash_key("key-of-sede"))
+        ..ClientConfig::new("sede", otpd::policy::clients::hash_key("key-of-sede"))
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd::config::RedisConfig;
-use otpd::gcra::Quota;
-use otpd::limiter::{Check, Denial, Limiter, MemoryLimiter, Refusal};
+use otpd::policy::gcra::Quota;
+use otpd::policy::limiter::{Check, Denial, Limiter, MemoryLimiter, Refusal};
 use otpd::store::redis::limiter::RedisLimiter;
 use otpd::store::redis::{Keys, Redis};
 use otpd_e2e::redis::{RedisCluster, RedisServer};
@@ -27,7 +27,8 @@ fn redis_limiter(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisLimiter
         cluster,
         ..RedisConfig::default()
     };
-    let names = otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms();
+    let names =
+        otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms();
     RedisLimiter::new(Redis::new(&config).unwrap(), Keys::new(prefix, 16, names))
 }
 
@@ -148,7 +149,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(&otpd::limiter::MemoryLimiter::new()).await;
+                    super::$name(&otpd::policy::limiter::MemoryLimiter::new()).await;
                 }
             )*
         }

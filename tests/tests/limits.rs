@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use otpd::clients::hash_key;
 use otpd::config::{ClientConfig, Config, PumpingMode, Rate};
+use otpd::policy::clients::hash_key;
 use otpd_e2e::Backend;
 use otpd_e2e::{Answer, TestServer};
 use serde_json::{Value, json};

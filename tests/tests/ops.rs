@@ -72,7 +72,7 @@ async fn openapi_describes_every_route() {
     let pattern = paths["/v1/admin/routes"]["get"]["parameters"][0]["schema"]["pattern"]
         .as_str()
         .unwrap();
-    assert_eq!(pattern, otpd::number::INPUT_PATTERN);
+    assert_eq!(pattern, otpd::numbers::reader::INPUT_PATTERN);
     // Every documented status of the create call is one the API really uses.
     let responses = paths["/v1/verifications"]["post"]["responses"]
         .as_object()

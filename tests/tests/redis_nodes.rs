@@ -295,31 +295,35 @@ async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
     b.stop().await;
 }
 
-fn test_keys() -> otpd::code::CodeKeys {
-    otpd::code::CodeKeys::derive(b"test secret, long enough for otpd: 0123456789")
+fn test_keys() -> otpd::secrets::code::CodeKeys {
+    otpd::secrets::code::CodeKeys::derive(b"test secret, long enough for otpd: 0123456789")
 }
 
 /// A verification of code 123456 to a number of its own, by SMS.
-fn candidate(keys: &otpd::code::CodeKeys, n: u64) -> otpd::verification::Verification {
-    let to = otpd::phone::E164::from_digits_unchecked(34_600_500_000 + n);
-    let id = otpd::id::VerificationId::new(otpd::id::ShardTag::of(to), [n as u8; 14]);
-    let code = otpd::code::Code::parse("123456").unwrap();
-    otpd::verification::Verification::new(
-        otpd::verification::NewVerification {
+fn candidate(
+    keys: &otpd::secrets::code::CodeKeys,
+    n: u64,
+) -> otpd::domain::verification::Verification {
+    let to = otpd::numbers::e164::E164::from_digits_unchecked(34_600_500_000 + n);
+    let id =
+        otpd::secrets::id::VerificationId::new(otpd::secrets::id::ShardTag::of(to), [n as u8; 14]);
+    let code = otpd::secrets::code::Code::parse("123456").unwrap();
+    otpd::domain::verification::Verification::new(
+        otpd::domain::verification::NewVerification {
             id,
             to,
             line: Default::default(),
             purpose: "login".into(),
             subject: None,
             client: None,
-            locale: otpd::locale::Locale::En,
-            channel: otpd::verification::RequestedChannel::Sms,
+            locale: otpd::domain::locale::Locale::En,
+            channel: otpd::domain::verification::RequestedChannel::Sms,
             first_send: otpd_adapters::ChannelKind::Sms,
             code_mac: keys.mac(&id, &code),
             sealed_code: keys.seal(&id, &code),
-            policy: otpd::verification::Policy {
+            policy: otpd::domain::verification::Policy {
                 ttl: Duration::from_secs(600),
-                code_length: otpd::code::CodeLength::new(6).unwrap(),
+                code_length: otpd::secrets::code::CodeLength::new(6).unwrap(),
                 max_attempts: 5,
                 max_sends: 5,
                 resend_cooldown: Duration::from_secs(30),
@@ -342,7 +346,8 @@ fn store_on(redis: &RedisServer) -> otpd::store::RedisStore {
         otpd::store::redis::Keys::new(
             "otpd",
             64,
-            otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+            otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long")
+                .pseudonyms(),
         ),
         Duration::from_secs(600),
     )
@@ -406,7 +411,7 @@ async fn the_accepting_node_is_handed_its_job_in_the_same_step() {
     let stream = otpd::store::redis::Keys::new(
         "otpd",
         64,
-        otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+        otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
     )
     .stream_of(&issued[2].id);
     let pending = redis.cli(&["XPENDING", &stream, "otpd"]);

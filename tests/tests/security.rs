@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use otpd::clients::hash_key;
 use otpd::config::{ClientConfig, Config, Rate, RegistryAccess};
+use otpd::policy::clients::hash_key;
 use otpd_adapters::push_mock::Provider;
 use otpd_e2e::providers::Providers;
 use otpd_e2e::{Answer, Backend, TestServer, on_both};
@@ -98,7 +98,7 @@ impl Approval {
     }
 
     fn now(&self) -> i64 {
-        use otpd::clock::Clock as _;
+        use otpd::domain::clock::Clock as _;
         self.t.clock.now().0
     }
 

@@ -6,21 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd::clock::UnixMillis;
-use otpd::code::{CodeLength, CodeMac, SealedCode};
 use otpd::config::RedisConfig;
-use otpd::id::{ShardTag, VerificationId};
-use otpd::locale::Locale;
-use otpd::number::{NumberKind, NumberLine, Region};
-use otpd::phone::E164;
+use otpd::domain::clock::UnixMillis;
+use otpd::domain::locale::Locale;
+use otpd::domain::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
+use otpd::domain::verification::{
+    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, NewVerification, Policy,
+    RequestedChannel, ResendRefusal, SendDetails, SendResult, SendState, Status, Verification,
+};
+use otpd::numbers::e164::E164;
+use otpd::numbers::reader::{NumberKind, NumberLine, Region};
+use otpd::secrets::code::{CodeLength, CodeMac, SealedCode};
+use otpd::secrets::id::{ShardTag, VerificationId};
 use otpd::store::redis::{Keys, Redis};
 use otpd::store::{
     IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber, RedisStore, Store, StoredResponse,
-};
-use otpd::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
-use otpd::verification::{
-    AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, NewVerification, Policy,
-    RequestedChannel, ResendRefusal, SendDetails, SendResult, SendState, Status, Verification,
 };
 use otpd_adapters::ChannelKind;
 use otpd_e2e::redis::{RedisCluster, RedisServer};
@@ -103,7 +103,8 @@ fn redis_store(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisStore {
         Keys::new(
             prefix,
             16,
-            otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+            otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long")
+                .pseudonyms(),
         ),
         RETENTION,
     )
@@ -1100,7 +1101,8 @@ async fn redis_answers_and_holds_what_memory_does() {
             Keys::new(
                 &prefix,
                 16,
-                otpd::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+                otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long")
+                    .pseudonyms(),
             ),
             day,
         );

@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use otpd::clock::SystemClock;
 use otpd::config::Config;
+use otpd::domain::clock::SystemClock;
 use otpd::{Deps, Server};
 use otpd_benches::discard_channels;
 

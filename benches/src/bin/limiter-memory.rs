@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use otpd::gcra::Quota;
-use otpd::limiter::{Check, MemoryLimiter};
+use otpd::policy::gcra::Quota;
+use otpd::policy::limiter::{Check, MemoryLimiter};
 use otpd_benches::resident_bytes;
 
 fn main() -> anyhow::Result<()> {

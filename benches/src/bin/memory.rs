@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd::clock::SystemClock;
+use otpd::domain::clock::SystemClock;
 use otpd_benches::{engine, request, resident_bytes};
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     println!("resident bytes per live verification: {per:.0}");
     println!(
         "inline size of a Verification: {} bytes",
-        std::mem::size_of::<otpd::verification::Verification>()
+        std::mem::size_of::<otpd::domain::verification::Verification>()
     );
     Ok(())
 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use otpd::clock::SystemClock;
 use otpd::config::{Config, PumpingMode, Rate, StoreKind};
+use otpd::domain::clock::SystemClock;
 use otpd::{Deps, Server};
 use otpd_benches::{Discard, discard_channels_with};
 use otpd_loadtest::redis::{CommandStats, RedisServer};

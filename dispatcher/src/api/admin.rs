@@ -12,9 +12,9 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{AdminCaller, AppState};
-use crate::limits::IssueFacts;
-use crate::locale::Locale;
-use crate::route::Target;
+use crate::delivery::routes::Target;
+use crate::domain::locale::Locale;
+use crate::policy::limits::IssueFacts;
 
 /// `GET /v1/admin/routes?to=…[&purpose=…][&locale=…]`: the decision for a number —
 /// its normalized form, country and type, the prefix that matched, the carriers in
@@ -107,7 +107,13 @@ fn number_and_purpose<'a>(
     state: &'a AppState,
     query: &HashMap<String, String>,
     to: &str,
-) -> Result<(crate::number::NumberInfo, &'a crate::engine::Purpose), ApiError> {
+) -> Result<
+    (
+        crate::numbers::reader::NumberInfo,
+        &'a crate::engine::Purpose,
+    ),
+    ApiError,
+> {
     let number = super::read_number(state, to, "to")?;
     let name = query
         .get("purpose")

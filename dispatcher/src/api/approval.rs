@@ -3,7 +3,7 @@
 //!
 //! The app calls these itself, without an API key: the signature by a device key
 //! enrolled for the verification's subject is what authenticates it
-//! ([`crate::approval::judge`]). The first good answer is final; the backend that
+//! ([`crate::domain::approval::judge`]). The first good answer is final; the backend that
 //! asked sees the outcome with `GET /v1/verifications/{id}`.
 //!
 //! Anyone who sees the QR code holds the id, so these routes are built for
@@ -22,9 +22,9 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::{IdPath, json_response, not_found, store_error};
 use super::{AppState, CallerAddr};
-use crate::approval::{self, AnswerRefusal, SignedAnswer};
-use crate::device_key::Decision;
-use crate::verification::{AnswerOutcome, Status};
+use crate::domain::approval::{self, AnswerRefusal, SignedAnswer};
+use crate::domain::verification::{AnswerOutcome, Status};
+use crate::secrets::device_key::Decision;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,12 +79,12 @@ fn refusal(e: AnswerRefusal) -> ApiError {
 /// Why an answer to `v` cannot be taken whatever it says: it is final or expired,
 /// or not an approval request. Decided before anything else is looked at.
 fn unanswerable(
-    v: &crate::verification::Verification,
-    now: crate::clock::UnixMillis,
+    v: &crate::domain::verification::Verification,
+    now: crate::domain::clock::UnixMillis,
 ) -> Option<ApiError> {
     let id = v.id.to_string();
     match v.status(now) {
-        Status::Pending if v.channel == crate::verification::RequestedChannel::App => None,
+        Status::Pending if v.channel == crate::domain::verification::RequestedChannel::App => None,
         Status::Pending => Some(refusal(AnswerRefusal::NotApp)),
         Status::Expired => Some(
             ApiError::new(

@@ -97,7 +97,7 @@ impl ApiError {
     }
 
     /// A request refused by a rate limit: 429, the limit named, when to come back.
-    pub fn limited(refusal: crate::limiter::Refusal) -> Self {
+    pub fn limited(refusal: crate::policy::limiter::Refusal) -> Self {
         let message = match refusal.limit {
             "pumping" => "sends to this number range are restricted: its codes are rarely used (suspected SMS pumping); retry later".to_string(),
             "check_subject" => "too many wrong codes for this subject; retry later".to_string(),
@@ -212,7 +212,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The limiter's store is down: log it, answer 503.
-pub fn limits_unavailable(e: crate::limiter::Unavailable) -> ApiError {
+pub fn limits_unavailable(e: crate::policy::limiter::Unavailable) -> ApiError {
     tracing::error!(error = %e, "limiter failure");
     ApiError::limits_unavailable()
 }

@@ -29,7 +29,7 @@ use error::ApiError;
 pub struct AppState {
     pub engine: Arc<Engine>,
     /// Reads the numbers requests carry.
-    pub numbers: Arc<crate::number::NumberParser>,
+    pub numbers: Arc<crate::numbers::reader::NumberParser>,
     pub prometheus: Option<PrometheusHandle>,
     pub default_purpose: String,
     pub default_locale: String,
@@ -41,15 +41,15 @@ pub struct AppState {
     /// Which provider serves each push platform, for the health endpoint.
     pub push_providers: Vec<(&'static str, String)>,
     /// Routes, templates, carriers' health.
-    pub router: Arc<crate::routing::Router>,
+    pub router: Arc<crate::delivery::router::Router>,
     /// Applies `POST /v1/admin/reload`; `None` where reloading is not offered.
     pub reloader: Option<Arc<crate::server::Reloader>>,
     /// Clients, rate limits and the pumping defence.
-    pub admission: Arc<crate::admission::Admission>,
+    pub admission: Arc<crate::policy::admission::Admission>,
     /// Approval in the app: QR URIs and how answers are judged.
     pub app: crate::config::AppConfig,
     /// The proxies whose `X-Forwarded-For` names the caller.
-    pub trusted_proxies: crate::peer::TrustedProxies,
+    pub trusted_proxies: crate::policy::peer::TrustedProxies,
     /// How long a request's body may take to arrive.
     pub body_read_timeout: Duration,
     /// The largest body accepted (`server.body_limit`).
@@ -63,7 +63,7 @@ pub struct AppState {
 
 /// The authenticated API client making the request (everybody, when no client is
 /// configured). A missing or unknown key is a 401 before anything else is read.
-pub struct Caller(pub Arc<crate::clients::Client>);
+pub struct Caller(pub Arc<crate::policy::clients::Client>);
 
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
@@ -87,7 +87,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 /// The caller's network address: the connection's peer, or what a trusted proxy
-/// says (see [`crate::peer`]). A request that came through no socket (a test driving
+/// says (see [`crate::policy::peer`]). A request that came through no socket (a test driving
 /// the router directly) is the unspecified address.
 #[derive(Debug, Clone, Copy)]
 pub struct CallerAddr(pub std::net::IpAddr);
@@ -101,7 +101,7 @@ impl FromRequestParts<Arc<AppState>> for CallerAddr {
     ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
-            .get::<crate::serve::PeerAddr>()
+            .get::<crate::server::accept::PeerAddr>()
             .map_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |p| {
                 p.0.ip()
             });
@@ -134,7 +134,7 @@ async fn public(
 }
 
 /// A caller allowed to use `/v1/admin/*`.
-pub struct AdminCaller(pub Arc<crate::clients::Client>);
+pub struct AdminCaller(pub Arc<crate::policy::clients::Client>);
 
 impl FromRequestParts<Arc<AppState>> for AdminCaller {
     type Rejection = ApiError;
@@ -175,7 +175,7 @@ pub(crate) fn read_number(
     state: &AppState,
     input: &str,
     field: &'static str,
-) -> Result<crate::number::NumberInfo, ApiError> {
+) -> Result<crate::numbers::reader::NumberInfo, ApiError> {
     state.numbers.parse(input).map_err(|e| {
         ApiError::bad_request("invalid_phone_number", e.to_string())
             .field(field)
@@ -184,13 +184,13 @@ pub(crate) fn read_number(
 }
 
 /// A language tag of the request's `locale`.
-pub(crate) fn read_locale(tag: &str) -> Result<crate::locale::Locale, ApiError> {
-    crate::locale::Locale::parse(tag).ok_or_else(|| {
+pub(crate) fn read_locale(tag: &str) -> Result<crate::domain::locale::Locale, ApiError> {
+    crate::domain::locale::Locale::parse(tag).ok_or_else(|| {
         ApiError::bad_request(
             "unsupported_locale",
             format!(
                 "unsupported language; supported: {}",
-                crate::locale::SUPPORTED
+                crate::domain::locale::SUPPORTED
             ),
         )
         .field("locale")

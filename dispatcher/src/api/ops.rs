@@ -97,7 +97,7 @@ fn render_openapi(state: &AppState) -> bytes::Bytes {
         .expect("array")
         .push(serde_json::Value::Null);
     create["purpose"]["enum"] = purposes;
-    let number = json!(crate::number::INPUT_PATTERN);
+    let number = json!(crate::numbers::reader::INPUT_PATTERN);
     create["to"]["pattern"] = number.clone();
     spec["paths"]["/v1/admin/routes"]["get"]["parameters"][0]["schema"]["pattern"] = number.clone();
     spec["components"]["schemas"]["PutSubscriber"]["properties"]["phone"]["pattern"] = number;

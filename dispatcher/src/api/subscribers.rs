@@ -12,12 +12,12 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use super::verifications::validate_subject;
 use super::{AppState, Caller};
-use crate::clients::Client;
 use crate::config::RegistryAccess;
-use crate::device_key::{DeviceKey, KeyError};
-use crate::locale::Locale;
+use crate::domain::locale::Locale;
+use crate::domain::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
+use crate::policy::clients::Client;
+use crate::secrets::device_key::{DeviceKey, KeyError};
 use crate::store::{PutSubscriber, StoreError};
-use crate::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,7 +228,7 @@ fn unknown_subject() -> ApiError {
 fn device(
     index: Option<usize>,
     body: DeviceBody,
-    now: crate::clock::UnixMillis,
+    now: crate::domain::clock::UnixMillis,
 ) -> Result<Device, ApiError> {
     let field = |name: &str| match index {
         Some(i) => format!("devices[{i}].{name}"),
@@ -285,7 +285,7 @@ pub async fn put(
         .contrast
         .as_deref()
         .map(|c| {
-            crate::contrast::normalize(c)
+            crate::secrets::contrast::normalize(c)
                 .map(|normal| state.engine.contrast_mac(&subject, &normal))
                 .map_err(|e| {
                     ApiError::bad_request("invalid_contrast", e.to_string()).field("contrast")

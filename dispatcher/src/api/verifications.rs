@@ -12,21 +12,21 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::{AppState, Caller};
-use crate::admission::{Refused, Rules, nanos};
-use crate::clients::Client;
-use crate::code::Code;
-use crate::engine::{IssueError, IssueRequest, Issued};
-use crate::id::VerificationId;
-use crate::limiter::Denial;
-use crate::limits::{IssueFacts, Pool, ip_key};
-use crate::locale::Locale;
-use crate::phone::E164;
-use crate::store::{
-    CheckLimits, CheckedWithin, IdempotencyBegin, IssueLimits, StoreError, StoredResponse,
-};
-use crate::verification::{
+use crate::domain::locale::Locale;
+use crate::domain::verification::{
     AckOutcome, CancelOutcome, CheckOutcome, Closing, MatchCode, RequestedChannel, Status,
     Verification,
+};
+use crate::engine::{IssueError, IssueRequest, Issued};
+use crate::numbers::e164::E164;
+use crate::policy::admission::{Refused, Rules, nanos};
+use crate::policy::clients::Client;
+use crate::policy::limiter::Denial;
+use crate::policy::limits::{IssueFacts, Pool, ip_key};
+use crate::secrets::code::Code;
+use crate::secrets::id::VerificationId;
+use crate::store::{
+    CheckLimits, CheckedWithin, IdempotencyBegin, IssueLimits, StoreError, StoredResponse,
 };
 
 /// Longest `Idempotency-Key` accepted.
@@ -83,9 +83,9 @@ impl<T: std::fmt::Display> Serialize for AsStr<T> {
     }
 }
 
-type Time = AsStr<crate::clock::Rfc3339>;
+type Time = AsStr<crate::domain::clock::Rfc3339>;
 
-fn time(t: crate::clock::UnixMillis) -> Time {
+fn time(t: crate::domain::clock::UnixMillis) -> Time {
     AsStr(t.rfc3339())
 }
 
@@ -97,7 +97,7 @@ pub struct VerificationView<'a> {
     to: AsStr<E164>,
     /// The number's country (ISO 3166-1 alpha-2); absent for non-geographic numbers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    country: Option<crate::number::Region>,
+    country: Option<crate::numbers::reader::Region>,
     /// `mobile`, `fixed_line_or_mobile`, …
     number_type: &'static str,
     channel: &'static str,
@@ -236,7 +236,7 @@ impl<'a> VerificationView<'a> {
             to_override: v.to_override,
             match_code: v.match_code.map(AsStr),
             qr: (status == Status::Pending)
-                .then(|| crate::approval::qr_uri(qr_base, v))
+                .then(|| crate::domain::approval::qr_uri(qr_base, v))
                 .flatten(),
             answered_by: v.answered_by(),
             finished_at: (!matches!(status, Status::Pending | Status::Expired))
@@ -279,8 +279,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let invalid =
-            || ApiError::bad_request("invalid_id", crate::id::InvalidId.to_string()).field("id");
+        let invalid = || {
+            ApiError::bad_request("invalid_id", crate::secrets::id::InvalidId.to_string())
+                .field("id")
+        };
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| invalid())?;
@@ -304,7 +306,7 @@ struct SubjectFacts {
     /// The request's subject in its normal form.
     subject: Option<Box<str>>,
     /// `to` as read, when reading it was needed to compare it with the registry.
-    number: Option<crate::number::NumberInfo>,
+    number: Option<crate::numbers::reader::NumberInfo>,
     /// A device is registered: push is possible.
     has_devices: bool,
     /// A device enrolled a key: approval in the app is possible.
@@ -359,7 +361,7 @@ async fn resolve_subject(
         }
         (_, given) => given
             .map(|c| {
-                crate::contrast::normalize(c).map_err(|e| {
+                crate::secrets::contrast::normalize(c).map_err(|e| {
                     ApiError::bad_request("invalid_contrast", e.to_string()).field("contrast")
                 })
             })
@@ -398,7 +400,7 @@ async fn resolve_subject(
         // the time taken tells nothing either.
         let given = state.engine.contrast_mac(&subject, normal);
         let stored = subscriber.as_ref().and_then(|s| s.contrast);
-        let reference = stored.unwrap_or(crate::contrast::ContrastMac([0; 32]));
+        let reference = stored.unwrap_or(crate::secrets::contrast::ContrastMac([0; 32]));
         let equal = given.matches(&reference);
         if !(equal && stored.is_some()) {
             tracing::info!("a request by subject failed its contrast check");
@@ -548,10 +550,10 @@ fn validate(
     })
 }
 
-/// The subject of a request in its normal form ([`crate::subject::normalize`]); a
+/// The subject of a request in its normal form ([`crate::domain::subject::normalize`]); a
 /// refusal names the field and why, never the value.
 pub(super) fn validate_subject(s: &str) -> Result<Box<str>, ApiError> {
-    crate::subject::normalize(s).map_err(|e| {
+    crate::domain::subject::normalize(s).map_err(|e| {
         ApiError::bad_request("invalid_subject", e.to_string())
             .field("subject")
             .reason(e.reason())

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ConfigError, invalid};
-use crate::gcra::Quota;
-use crate::number::Region;
+use crate::numbers::reader::Region;
+use crate::policy::gcra::Quota;
 
 /// A rate limit as written: `"COUNT/PERIOD"` (all COUNT allowed at once),
 /// `{ rate = "COUNT/PERIOD", burst = N }`, or `"off"`.

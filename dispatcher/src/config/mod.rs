@@ -20,9 +20,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::code::CodeLength;
-use crate::locale::{self, Locale};
-use crate::number::NumberRules;
+use crate::domain::locale::{self, Locale};
+use crate::numbers::reader::NumberRules;
+use crate::secrets::code::CodeLength;
 pub use limits::{ClientConfig, LimitsConfig, PumpingConfig, PumpingMode, Rate, RegistryAccess};
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
 pub use redis::RedisConfig;
@@ -953,7 +953,7 @@ impl Config {
                 }
             }
         }
-        crate::routing::Plan::build(self)?.check_carriers(self)?;
+        crate::delivery::router::Plan::build(self)?.check_carriers(self)?;
         if self.channels.file.path.as_os_str().is_empty() {
             return Err(invalid("channels.file.path", "", "must not be empty"));
         }
@@ -1007,7 +1007,7 @@ impl Config {
             ));
         }
         for (i, p) in s.trusted_proxies.iter().enumerate() {
-            if let Err(e) = p.parse::<crate::peer::Network>() {
+            if let Err(e) = p.parse::<crate::policy::peer::Network>() {
                 return Err(invalid(
                     format!("server.trusted_proxies[{i}]"),
                     p,

@@ -86,7 +86,7 @@ pub struct BreakerSection {
 
 impl Default for BreakerSection {
     fn default() -> Self {
-        let d = crate::breaker::BreakerConfig::default();
+        let d = crate::delivery::breaker::BreakerConfig::default();
         Self {
             window: d.window,
             min_sends: d.min_sends,
@@ -97,8 +97,8 @@ impl Default for BreakerSection {
 }
 
 impl BreakerSection {
-    pub fn to_config(&self) -> crate::breaker::BreakerConfig {
-        crate::breaker::BreakerConfig {
+    pub fn to_config(&self) -> crate::delivery::breaker::BreakerConfig {
+        crate::delivery::breaker::BreakerConfig {
             window: self.window,
             min_sends: self.min_sends,
             error_rate: self.error_rate,

@@ -10,7 +10,7 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use super::{Fingerprint, IdempotencyBegin, StoredResponse};
-use crate::clock::UnixMillis;
+use crate::domain::clock::UnixMillis;
 
 #[derive(Debug)]
 enum Record {

@@ -36,14 +36,14 @@ use super::{
     CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store, StoreError,
     StoredResponse,
 };
-use crate::clock::UnixMillis;
-use crate::code::CodeMac;
-use crate::id::VerificationId;
-use crate::subscriber::{Device, Platform, Subscriber};
-use crate::verification::{
+use crate::domain::clock::UnixMillis;
+use crate::domain::subscriber::{Device, Platform, Subscriber};
+use crate::domain::verification::{
     AckOutcome, AnswerOutcome, CancelOutcome, Closing, EscalationCause, RequestedChannel,
     SendDetails, SendResult, SendState, Status, Verification,
 };
+use crate::secrets::code::CodeMac;
+use crate::secrets::id::VerificationId;
 use otpd_adapters::ChannelKind;
 
 /// How many due records an `issue` reclaims on its way, at most.
@@ -391,7 +391,7 @@ impl Store for MemoryStore {
     async fn answer(
         &self,
         id: &VerificationId,
-        decision: crate::device_key::Decision,
+        decision: crate::secrets::device_key::Decision,
         device: &str,
         now: UnixMillis,
     ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
@@ -515,11 +515,11 @@ mod tests {
     //! What every store does is tested once for all of them in the end-to-end
     //! crate's `store_contract`; here, only what is the memory store's own.
     use super::*;
-    use crate::code::{CodeLength, SealedCode};
-    use crate::id::ShardTag;
-    use crate::locale::Locale;
-    use crate::phone::E164;
-    use crate::verification::{NewVerification, Policy};
+    use crate::domain::locale::Locale;
+    use crate::domain::verification::{NewVerification, Policy};
+    use crate::numbers::e164::E164;
+    use crate::secrets::code::{CodeLength, SealedCode};
+    use crate::secrets::id::ShardTag;
     use std::sync::Arc;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -535,7 +535,7 @@ mod tests {
             NewVerification {
                 id: VerificationId::new(ShardTag::of(to), random),
                 to,
-                line: crate::number::NumberLine::default(),
+                line: crate::numbers::reader::NumberLine::default(),
                 purpose: Arc::from(purpose),
                 subject: None,
                 client: None,

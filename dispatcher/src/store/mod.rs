@@ -16,16 +16,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::clock::UnixMillis;
-use crate::code::CodeMac;
-use crate::id::VerificationId;
-use crate::limiter::{Check, Refusal};
-use crate::phone::E164;
-use crate::subscriber::{Device, Platform, Subscriber};
-use crate::verification::{
+use crate::domain::clock::UnixMillis;
+use crate::domain::subscriber::{Device, Platform, Subscriber};
+use crate::domain::verification::{
     AckOutcome, AnswerOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause,
     ResendRefusal, SendDetails, SendResult, SendState, Verification,
 };
+use crate::numbers::e164::E164;
+use crate::policy::limiter::{Check, Refusal};
+use crate::secrets::code::CodeMac;
+use crate::secrets::id::VerificationId;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
@@ -65,9 +65,9 @@ pub struct IssueLimits<'a> {
     /// What the request is charged if it sends a code.
     pub charge: &'a [Check<'a>],
     /// Charged instead when `charge` is refused by its reserved share
-    /// ([`crate::limits::name::RESERVED`]).
+    /// ([`crate::policy::limits::name::RESERVED`]).
     pub fallback: Option<&'a [Check<'a>]>,
-    /// The limiter's time (nanoseconds, as [`crate::limiter::Limiter`] takes it).
+    /// The limiter's time (nanoseconds, as [`crate::policy::limiter::Limiter`] takes it).
     pub now: u64,
 }
 
@@ -79,9 +79,9 @@ pub struct CheckLimits<'a> {
     /// nothing.
     pub before: Option<Check<'a>>,
     /// The quota of wrong codes per subject
-    /// ([`crate::limits::name::CHECK_SUBJECT`], keyed by the verification's
+    /// ([`crate::policy::limits::name::CHECK_SUBJECT`], keyed by the verification's
     /// subject): a wrong code past it locks the verification too.
-    pub wrong_per_subject: Option<crate::gcra::Quota>,
+    pub wrong_per_subject: Option<crate::policy::gcra::Quota>,
     /// The limiter's time (nanoseconds).
     pub now: u64,
 }
@@ -109,7 +109,7 @@ pub struct CheckResult {
     /// Whose code it was: the number (and its country) for the pumping defence's
     /// conversion counts, the subject for the wrong-code limit.
     pub to: E164,
-    pub country: Option<crate::number::Region>,
+    pub country: Option<crate::numbers::reader::Region>,
     pub subject: Option<Box<str>>,
 }
 
@@ -354,7 +354,7 @@ pub trait Store: Send + Sync + 'static {
     async fn answer(
         &self,
         id: &VerificationId,
-        decision: crate::device_key::Decision,
+        decision: crate::secrets::device_key::Decision,
         device: &str,
         now: UnixMillis,
     ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError>;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 
 use super::PutSubscriber;
-use crate::phone::E164;
-use crate::subscriber::{Device, Platform, Subscriber};
+use crate::domain::subscriber::{Device, Platform, Subscriber};
+use crate::numbers::e164::E164;
 
 #[derive(Default)]
 pub struct Registry {
@@ -82,7 +82,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::UnixMillis;
+    use crate::domain::clock::UnixMillis;
 
     fn sub(subject: &str, phone: &str) -> Subscriber {
         Subscriber {

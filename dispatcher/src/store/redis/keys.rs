@@ -3,24 +3,24 @@
 //! destination's *partition*, so that a Redis Cluster keeps them in one slot and one
 //! Lua script may touch them all.
 //!
-//! The partition is the id's shard tag (see [`crate::id`]) modulo the configured
+//! The partition is the id's shard tag (see [`crate::secrets::id`]) modulo the configured
 //! number of partitions. It is part of every key name, so the number of partitions
 //! is fixed for the life of a Redis dataset.
 //!
 //! No key name carries personal data, nor a hash tag taken from a caller's input.
 //! Where a key is found by something personal — a phone number, an identity number,
 //! a caller's address, an idempotency key — its name holds a keyed hash of it
-//! ([`crate::code::CodeKeys::pseudonym`], keyed by the server secret): somebody who
+//! ([`crate::secrets::code::CodeKeys::pseudonym`], keyed by the server secret): somebody who
 //! can list the keys (a Redis operator, a leaked `SCAN`) learns no phone and no
 //! identity number, and cannot test a guess without the secret. Hash tags are otpd's
 //! own: a partition number, `reg`, or a hex hash.
 
 use std::fmt::Write as _;
 
-use crate::code::Pseudonyms;
-use crate::id::{ShardTag, VerificationId};
-use crate::limiter::Check;
-use crate::phone::E164;
+use crate::numbers::e164::E164;
+use crate::policy::limiter::Check;
+use crate::secrets::code::Pseudonyms;
+use crate::secrets::id::{ShardTag, VerificationId};
 
 /// Builds key names under one prefix.
 #[derive(Clone)]
@@ -163,7 +163,7 @@ impl Keys {
     /// The part of a limit's key after [`Keys::limit_prefix`]: scripts that build a
     /// key themselves (a subject's wrong codes, from the record) find it in the
     /// record.
-    pub fn limit_name(&self, limit: &str, key: &[u8]) -> crate::code::Pseudonym {
+    pub fn limit_name(&self, limit: &str, key: &[u8]) -> crate::secrets::code::Pseudonym {
         self.names.of(b"limit", &[limit.as_bytes(), key])
     }
 }
@@ -218,7 +218,7 @@ mod tests {
     }
 
     fn names() -> Pseudonyms {
-        crate::code::CodeKeys::derive(b"a test secret of thirty-two bytes!").pseudonyms()
+        crate::secrets::code::CodeKeys::derive(b"a test secret of thirty-two bytes!").pseudonyms()
     }
 
     #[test]
@@ -230,11 +230,14 @@ mod tests {
             keys.subscriber("12345678Z"),
             keys.phone_owner(to),
             keys.idempotency("bank\n}{evil}"),
-            String::from_utf8(keys.limit(&Check {
-                limit: "subject",
-                key: b"12345678Z",
-                quota: crate::gcra::Quota::new(1, std::time::Duration::from_secs(1), 1).unwrap(),
-            }))
+            String::from_utf8(
+                keys.limit(&Check {
+                    limit: "subject",
+                    key: b"12345678Z",
+                    quota: crate::policy::gcra::Quota::new(1, std::time::Duration::from_secs(1), 1)
+                        .unwrap(),
+                }),
+            )
             .unwrap(),
         ] {
             assert!(
@@ -247,7 +250,8 @@ mod tests {
         let other = Keys::new(
             "otpd",
             64,
-            crate::code::CodeKeys::derive(b"another secret, thirty-two bytes").pseudonyms(),
+            crate::secrets::code::CodeKeys::derive(b"another secret, thirty-two bytes")
+                .pseudonyms(),
         );
         assert_ne!(keys.subscriber("12345678Z"), other.subscriber("12345678Z"));
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The Redis limiter: the same GCRA as [`crate::limiter::MemoryLimiter`], its state
+//! The Redis limiter: the same GCRA as [`crate::policy::limiter::MemoryLimiter`], its state
 //! in Redis so that a limit holds across every node.
 //!
 //! One request's limits are decided by one script in one round trip: every verdict
@@ -21,8 +21,8 @@ use redis::{Script, Value};
 
 use super::conn::{Redis, unavailable};
 use super::keys::{Keys, slot};
-use crate::gcra::{self, Quota};
-use crate::limiter::{Check, Denial, Limiter, MAX_CHECKS, Refusal, Unavailable};
+use crate::policy::gcra::{self, Quota};
+use crate::policy::limiter::{Check, Denial, Limiter, MAX_CHECKS, Refusal, Unavailable};
 use crate::store::StoreError;
 
 /// The GCRA functions every script deciding limits starts with.

@@ -3,7 +3,7 @@
 //! Every operation is one round trip: a single command, or one Lua script run with
 //! `EVALSHA` (the client loads it again after a `NOSCRIPT`, e.g. after a failover to
 //! a replica that never saw it). The scripts apply the lifecycle of
-//! [`crate::verification`] to the fields of [`record`]; the same behaviour tests run
+//! [`crate::domain::verification`] to the fields of [`record`]; the same behaviour tests run
 //! against this store and the memory one, so the two cannot drift apart unseen.
 //!
 //! Time: the lifecycle runs on the `now` otpd passes in, like the memory store, so
@@ -24,18 +24,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Script, Value};
 
-use crate::clock::UnixMillis;
-use crate::code::CodeMac;
-use crate::device_key::Decision;
-use crate::id::VerificationId;
-use crate::limiter::{Check, Refusal};
-use crate::number::Region;
-use crate::phone::E164;
-use crate::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
-use crate::verification::{
+use crate::domain::clock::UnixMillis;
+use crate::domain::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
+use crate::domain::verification::{
     AckOutcome, AnswerOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause,
     ResendRefusal, SendDetails, SendResult, SendState, Status, Verification,
 };
+use crate::numbers::e164::E164;
+use crate::numbers::reader::Region;
+use crate::policy::limiter::{Check, Refusal};
+use crate::secrets::code::CodeMac;
+use crate::secrets::device_key::Decision;
+use crate::secrets::id::VerificationId;
 
 pub use conn::{ConnectError, Redis};
 pub use keys::Keys;
@@ -201,7 +201,7 @@ impl RedisStore {
             .arg(
                 charge
                     .iter()
-                    .position(|c| c.limit == crate::limits::name::RESERVED)
+                    .position(|c| c.limit == crate::policy::limits::name::RESERVED)
                     .map_or(0, |i| i + 1),
             );
         let all = || gate.iter().chain(charge).chain(fallback);
@@ -217,7 +217,10 @@ impl RedisStore {
             // find it without hashing (see `Keys::limit_name`).
             inv.arg("sk").arg(
                 self.keys
-                    .limit_name(crate::limits::name::CHECK_SUBJECT, subject.as_bytes())
+                    .limit_name(
+                        crate::policy::limits::name::CHECK_SUBJECT,
+                        subject.as_bytes(),
+                    )
                     .to_string(),
             );
         }
@@ -311,7 +314,9 @@ impl RedisStore {
                 match l.wrong_per_subject {
                     Some(quota) => {
                         // The key ends with the record's `sk` (see `issue_with`).
-                        let prefix = self.keys.limit_prefix(crate::limits::name::CHECK_SUBJECT);
+                        let prefix = self
+                            .keys
+                            .limit_prefix(crate::policy::limits::name::CHECK_SUBJECT);
                         let (emission, tolerance) = limiter::quota_micros(quota);
                         inv.arg(prefix).arg(emission).arg(tolerance);
                     }
@@ -349,7 +354,7 @@ impl RedisStore {
         let subject_refused = match next()? {
             Value::BulkString(b) if b.is_empty() => None,
             wait => Some(Refusal {
-                limit: crate::limits::name::CHECK_SUBJECT,
+                limit: crate::policy::limits::name::CHECK_SUBJECT,
                 retry_after: Duration::from_micros(micros(wait)?),
             }),
         };

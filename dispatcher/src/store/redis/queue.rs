@@ -32,14 +32,14 @@ use tokio::sync::watch;
 use super::conn::{Redis, unavailable};
 use super::keys::Keys;
 use super::record::{channel_kind, text};
-use crate::clock::UnixMillis;
-use crate::code::{CodeKeys, CodeLength, SealedCode};
 use crate::delivery::{DeliveryJob, DeliveryQueue};
-use crate::id::VerificationId;
-use crate::locale::Locale;
-use crate::phone::E164;
+use crate::domain::clock::UnixMillis;
+use crate::domain::locale::Locale;
+use crate::domain::verification::{Challenge, MatchCode};
+use crate::numbers::e164::E164;
+use crate::secrets::code::{CodeKeys, CodeLength, SealedCode};
+use crate::secrets::id::VerificationId;
 use crate::store::{Hold, JobReceipt, StoreError};
-use crate::verification::{Challenge, MatchCode};
 
 pub const GROUP: &str = "otpd";
 

@@ -32,17 +32,17 @@ use otpd_adapters::smpp::encoding::Alphabet;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::UnixMillis;
-use crate::code::{CodeLength, CodeMac, SealedCode};
-use crate::id::VerificationId;
-use crate::locale::Locale;
-use crate::number::{NumberKind, NumberLine, Region};
-use crate::phone::E164;
-use crate::store::StoreError;
-use crate::verification::{
+use crate::domain::clock::UnixMillis;
+use crate::domain::locale::Locale;
+use crate::domain::verification::{
     ApprovalState, Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendAttempt,
     SendDetails, SendState, State, Verification,
 };
+use crate::numbers::e164::E164;
+use crate::numbers::reader::{NumberKind, NumberLine, Region};
+use crate::secrets::code::{CodeLength, CodeMac, SealedCode};
+use crate::secrets::id::VerificationId;
+use crate::store::StoreError;
 
 const MAX_SENDS: usize = 32;
 
@@ -404,8 +404,8 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::ShardTag;
-    use crate::verification::{NewVerification, Policy, SendResult};
+    use crate::domain::verification::{NewVerification, Policy, SendResult};
+    use crate::secrets::id::ShardTag;
     use std::time::Duration;
 
     pub(crate) fn sample() -> Verification {
@@ -487,14 +487,16 @@ mod tests {
     fn an_answered_approval_request_round_trips() {
         let mut v = sample();
         v.channel = RequestedChannel::App;
-        v.approval = Some(Box::new(crate::verification::ApprovalState {
+        v.approval = Some(Box::new(crate::domain::verification::ApprovalState {
             challenge: Challenge([7; 16]),
             answered_by: None,
         }));
         let t = UnixMillis(1_800_000_002_000);
         assert_eq!(
-            v.answer(crate::device_key::Decision::Deny, "thumb-print", t),
-            crate::verification::AnswerOutcome::Answered(crate::verification::Status::Denied)
+            v.answer(crate::secrets::device_key::Decision::Deny, "thumb-print", t),
+            crate::domain::verification::AnswerOutcome::Answered(
+                crate::domain::verification::Status::Denied
+            )
         );
         let back = round_trip(&v);
         assert_eq!(back, v);

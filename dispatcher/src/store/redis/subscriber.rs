@@ -3,12 +3,12 @@
 //! `\talgorithm:spki_base64` after it when the device enrolled a key (tokens, app ids
 //! and base64 are visible ASCII, so tabs and newlines cannot occur in them).
 
-use crate::clock::UnixMillis;
-use crate::device_key::DeviceKey;
-use crate::locale::Locale;
-use crate::phone::E164;
+use crate::domain::clock::UnixMillis;
+use crate::domain::locale::Locale;
+use crate::domain::subscriber::{Device, Platform, Subscriber};
+use crate::numbers::e164::E164;
+use crate::secrets::device_key::DeviceKey;
 use crate::store::StoreError;
-use crate::subscriber::{Device, Platform, Subscriber};
 
 use super::record::Fields;
 
@@ -120,7 +120,7 @@ pub fn decode(subject: &str, f: &Fields) -> Result<Option<Subscriber>, StoreErro
         updated_at: UnixMillis(updated),
         contrast: match f.get(b"ct".as_slice()) {
             None => None,
-            Some(b) => Some(crate::contrast::ContrastMac(
+            Some(b) => Some(crate::secrets::contrast::ContrastMac(
                 b.as_slice()
                     .try_into()
                     .map_err(|_| corrupt("ct", "not 32 bytes"))?,
@@ -147,7 +147,7 @@ mod tests {
                     added_at: UnixMillis(5),
                     key: Some(
                         DeviceKey::from_spki(
-                            crate::device_key::KeyAlgorithm::Ed25519,
+                            crate::secrets::device_key::KeyAlgorithm::Ed25519,
                             &[
                                 0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21,
                                 0x00, 0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b,
@@ -167,7 +167,7 @@ mod tests {
                 },
             ],
             updated_at: UnixMillis(7),
-            contrast: Some(crate::contrast::ContrastMac([3; 32])),
+            contrast: Some(crate::secrets::contrast::ContrastMac([3; 32])),
         };
         let fields: Fields = encode(&s)
             .into_iter()

@@ -1,7 +1,7 @@
 //! Phone numbers in E.164.
 //!
 //! [`E164`] is how otpd holds a number once it has been read. Reading what people
-//! type, with libphonenumber's metadata, is [`crate::number`]; the strict
+//! type, with libphonenumber's metadata, is [`crate::numbers::reader`]; the strict
 //! international-only parser here serves tests and stored data.
 
 use std::fmt;

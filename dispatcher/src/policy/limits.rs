@@ -1,6 +1,6 @@
 //! Which limits a request is checked against, and under which keys: the layered
 //! limits of `[limits]` and each client's quota and reserved share, turned into the
-//! [`Check`]s one [`Limiter`](crate::limiter::Limiter) call decides together. Pure:
+//! [`Check`]s one [`Limiter`](crate::policy::limiter::Limiter) call decides together. Pure:
 //! no state, no clock.
 //!
 //! Keys are small fixed byte arrays built on the stack ([`IssueKeys`]), so building
@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use arrayvec::ArrayVec;
 
-use crate::clients::{Client, Clients};
 use crate::config::LimitsConfig;
 use crate::config::limits::parse_prefix;
-use crate::gcra::Quota;
-use crate::limiter::{Check, MAX_CHECKS};
-use crate::number::Region;
-use crate::phone::E164;
-use crate::prefix_map::PrefixMap;
-use crate::pumping::PumpingRules;
+use crate::numbers::e164::E164;
+use crate::numbers::prefix_map::PrefixMap;
+use crate::numbers::reader::Region;
+use crate::policy::clients::{Client, Clients};
+use crate::policy::gcra::Quota;
+use crate::policy::limiter::{Check, MAX_CHECKS};
+use crate::policy::pumping::PumpingRules;
 
 /// The checks of one request.
 pub type Checks<'a> = ArrayVec<Check<'a>, MAX_CHECKS>;
@@ -325,7 +325,7 @@ impl LimitPolicy {
     }
 
     /// A call to a route anyone may call, from the network `caller` (see
-    /// [`crate::peer::limit_key`]).
+    /// [`crate::policy::peer::limit_key`]).
     pub fn public_ip<'a>(&self, caller: &'a [u8; 17]) -> Option<Check<'a>> {
         self.public_ip.map(|quota| Check {
             limit: name::PUBLIC_IP,
@@ -356,8 +356,8 @@ impl LimitPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::hash_key;
     use crate::config::{ClientConfig, Rate};
+    use crate::policy::clients::hash_key;
     use std::collections::BTreeMap;
 
     fn clients() -> Clients {

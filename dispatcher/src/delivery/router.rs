@@ -17,15 +17,15 @@ use std::time::Duration;
 use otpd_adapters::Channel;
 use parking_lot::{Mutex, RwLock};
 
-use crate::breaker::{Breaker, BreakerConfig};
-use crate::clock::UnixMillis;
 use crate::config::{ChannelRef, Config, ConfigError, RouteCarrier};
-use crate::locale::Locale;
-use crate::number::Region;
-use crate::phone::E164;
-use crate::route::{CarrierChoice, Matched, RouteTable, Target};
-use crate::template::{Entry, TemplateSpec, Templates};
-use crate::throttle::Throttle;
+use crate::delivery::breaker::{Breaker, BreakerConfig};
+use crate::delivery::routes::{CarrierChoice, Matched, RouteTable, Target};
+use crate::delivery::template::{Entry, TemplateSpec, Templates};
+use crate::delivery::throttle::Throttle;
+use crate::domain::clock::UnixMillis;
+use crate::domain::locale::Locale;
+use crate::numbers::e164::E164;
+use crate::numbers::reader::Region;
 
 /// Throughput settings of one carrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +222,7 @@ impl Plan {
                     tag,
                     format!(
                         "unsupported language; supported: {}",
-                        crate::locale::SUPPORTED
+                        crate::domain::locale::SUPPORTED
                     ),
                 )
             })?;
@@ -244,7 +244,7 @@ impl Plan {
                     &t.locale,
                     format!(
                         "unsupported language; supported: {}",
-                        crate::locale::SUPPORTED
+                        crate::domain::locale::SUPPORTED
                     ),
                 )
             })?;

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use otpd_adapters::ChannelKind;
 
-use crate::clock::UnixMillis;
-use crate::code::{CodeLength, CodeMac, SealedCode};
-use crate::id::VerificationId;
-use crate::locale::Locale;
-use crate::number::NumberLine;
-use crate::phone::E164;
+use crate::domain::clock::UnixMillis;
+use crate::domain::locale::Locale;
+use crate::numbers::e164::E164;
+use crate::numbers::reader::NumberLine;
+use crate::secrets::code::{CodeLength, CodeMac, SealedCode};
+use crate::secrets::id::VerificationId;
 
 /// What the requester asked for; the dispatcher resolves `Auto` to a channel kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,9 +198,9 @@ impl MatchCode {
 
     /// A uniformly random one.
     pub fn generate(
-        rng: &mut impl crate::code::RandomSource,
-    ) -> Result<Self, crate::code::RandomError> {
-        crate::code::uniform_below(1000, rng).map(|v| Self(v as u16))
+        rng: &mut impl crate::secrets::code::RandomSource,
+    ) -> Result<Self, crate::secrets::code::RandomError> {
+        crate::secrets::code::uniform_below(1000, rng).map(|v| Self(v as u16))
     }
 }
 
@@ -218,8 +218,8 @@ pub struct Challenge(pub [u8; 16]);
 
 impl Challenge {
     pub fn generate(
-        rng: &mut impl crate::code::RandomSource,
-    ) -> Result<Self, crate::code::RandomError> {
+        rng: &mut impl crate::secrets::code::RandomSource,
+    ) -> Result<Self, crate::secrets::code::RandomError> {
         let mut bytes = [0u8; 16];
         rng.fill(&mut bytes)?;
         Ok(Self(bytes))
@@ -517,7 +517,7 @@ impl Verification {
     /// a pending escalation is disarmed.
     pub fn answer(
         &mut self,
-        decision: crate::device_key::Decision,
+        decision: crate::secrets::device_key::Decision,
         device: &str,
         now: UnixMillis,
     ) -> AnswerOutcome {
@@ -534,8 +534,8 @@ impl Verification {
         };
         approval.answered_by = Some(device.into());
         let to = match decision {
-            crate::device_key::Decision::Approve => State::Approved,
-            crate::device_key::Decision::Deny => State::Denied,
+            crate::secrets::device_key::Decision::Approve => State::Approved,
+            crate::secrets::device_key::Decision::Deny => State::Denied,
         };
         self.transition(to, now);
         self.escalate_at = None;
@@ -811,7 +811,7 @@ impl SendAttempt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::ShardTag;
+    use crate::secrets::id::ShardTag;
     use proptest::prelude::*;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -1091,7 +1091,7 @@ mod tests {
 #[cfg(test)]
 mod escalation_tests {
     use super::*;
-    use crate::id::ShardTag;
+    use crate::secrets::id::ShardTag;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
 
@@ -1126,7 +1126,7 @@ mod escalation_tests {
 
     #[test]
     fn an_app_answer_is_final_and_the_first_one_wins() {
-        use crate::device_key::Decision;
+        use crate::secrets::device_key::Decision;
         let mut v = pushed(RequestedChannel::App);
         assert_eq!(v.escalate_at(), Some(T0.plus(Duration::from_secs(60))));
         let t = T0.plus(Duration::from_secs(5));
@@ -1150,7 +1150,7 @@ mod escalation_tests {
 
     #[test]
     fn a_denial_is_final_too() {
-        use crate::device_key::Decision;
+        use crate::secrets::device_key::Decision;
         let mut v = pushed(RequestedChannel::App);
         assert_eq!(
             v.answer(Decision::Deny, "dev-a", T0),
@@ -1163,7 +1163,7 @@ mod escalation_tests {
 
     #[test]
     fn only_approval_requests_take_answers_and_not_after_expiry() {
-        use crate::device_key::Decision;
+        use crate::secrets::device_key::Decision;
         let mut v = pushed(RequestedChannel::Auto);
         assert_eq!(v.answer(Decision::Approve, "d", T0), AnswerOutcome::NotApp);
         let mut v = pushed(RequestedChannel::App);
@@ -1176,7 +1176,7 @@ mod escalation_tests {
 
     #[test]
     fn an_approval_request_has_no_pin_until_it_falls_back_then_either_path_approves_once() {
-        use crate::device_key::Decision;
+        use crate::secrets::device_key::Decision;
         let mut v = pushed(RequestedChannel::App);
         assert_eq!(v.check(true, T0), CheckOutcome::NoCode);
         assert_eq!(v.attempts_left(), 5, "nothing is counted");

@@ -12,6 +12,12 @@
 //! worker sends the same code by SMS at once; when the push went out, the escalation
 //! timer ([`crate::engine::Engine::escalate_due`]) sends it if no acknowledgement comes in time.
 
+pub mod breaker;
+pub mod router;
+pub mod routes;
+pub mod template;
+pub(crate) mod throttle;
+
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,23 +30,22 @@ use otpd_adapters::{
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::clock::{Clock, UnixMillis};
-use crate::code::Code;
-use crate::id::VerificationId;
-use crate::locale::Locale;
-use crate::metrics::Metrics;
-use crate::phone::E164;
-use crate::route::Target;
-use crate::routing::{CarrierSlot, Router};
-use crate::sojourn::Sojourn;
-use crate::store::{JobReceipt, Store, TakeSend};
-use crate::subscriber::{Device, Platform};
-use crate::template;
-use crate::throttle::ThrottleError;
-use crate::verification::{
+use crate::delivery::router::{CarrierSlot, Router};
+use crate::delivery::routes::Target;
+use crate::delivery::throttle::ThrottleError;
+use crate::domain::clock::{Clock, UnixMillis};
+use crate::domain::locale::Locale;
+use crate::domain::subscriber::{Device, Platform};
+use crate::domain::verification::{
     Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendDetails, SendResult,
     SendState,
 };
+use crate::metrics::Metrics;
+use crate::numbers::e164::E164;
+use crate::policy::sojourn::Sojourn;
+use crate::secrets::code::Code;
+use crate::secrets::id::VerificationId;
+use crate::store::{JobReceipt, Store, TakeSend};
 
 /// One send of one code. It carries the plaintext code (wiped on drop) because the
 /// store only has its MAC and sealed form; it lives only in this process's memory.
@@ -66,7 +71,7 @@ pub struct DeliveryJob {
     /// Where to acknowledge the job, when it came from the store's queue.
     pub receipt: Option<JobReceipt>,
     /// When it was queued: its wait until a worker takes it is what admission watches
-    /// (see [`crate::sojourn`]).
+    /// (see [`crate::policy::sojourn`]).
     pub queued_at: UnixMillis,
 }
 
@@ -127,7 +132,7 @@ impl QueueSlot<'_> {
 
 impl DeliveryQueue {
     /// At most `capacity` jobs waiting; and new work is refused while the jobs taken
-    /// have been waiting longer than `max_delay` (see [`crate::sojourn`]).
+    /// have been waiting longer than `max_delay` (see [`crate::policy::sojourn`]).
     pub fn bounded(capacity: usize, max_delay: Duration) -> (Self, DeliveryJobs) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let sojourn = Arc::new(Sojourn::new(max_delay));
@@ -270,9 +275,9 @@ pub struct Workers {
     /// This node's name, under which its workers take sends (see [`Store::take_send`]).
     pub name: Arc<str>,
     /// Who asks, as shown in approval requests.
-    pub display_names: Arc<crate::clients::DisplayNames>,
+    pub display_names: Arc<crate::policy::clients::DisplayNames>,
     /// Make the acknowledgement token each push carries.
-    pub keys: crate::code::CodeKeys,
+    pub keys: crate::secrets::code::CodeKeys,
 }
 
 /// The next job, or `None` once the queue is closed and drained. Closes the queue

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::phone::E164;
+use crate::numbers::e164::E164;
 
 pub const ID_PREFIX: &str = "vf_";
 

@@ -23,7 +23,7 @@ use siphasher::sip::SipHasher24;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::id::VerificationId;
+use crate::secrets::id::VerificationId;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -331,13 +331,13 @@ impl CodeKeys {
     }
 
     /// The MAC of `subject`'s contrast value, in its normal form
-    /// ([`crate::contrast::normalize`]).
-    pub fn contrast(&self, subject: &str, normal: &str) -> crate::contrast::ContrastMac {
+    /// ([`crate::secrets::contrast::normalize`]).
+    pub fn contrast(&self, subject: &str, normal: &str) -> crate::secrets::contrast::ContrastMac {
         let mut mac = self.contrast.clone();
         mac.update(&(subject.len() as u32).to_be_bytes());
         mac.update(subject.as_bytes());
         mac.update(normal.as_bytes());
-        crate::contrast::ContrastMac(mac.finalize().into_bytes().into())
+        crate::secrets::contrast::ContrastMac(mac.finalize().into_bytes().into())
     }
 
     /// The secret a push carries for the app to acknowledge it with: a MAC of the
@@ -384,7 +384,7 @@ impl fmt::Debug for CodeKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::ShardTag;
+    use crate::secrets::id::ShardTag;
     use proptest::prelude::*;
 
     /// Replays scripted 64-bit words.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::phone::E164;
+use crate::numbers::e164::E164;
 
 /// One carrier of a route: lower `priority` is tried first; among equal priorities,
 /// `weight` shares the traffic.

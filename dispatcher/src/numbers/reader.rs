@@ -21,7 +21,7 @@ use phonenumber::metadata::DATABASE;
 use phonenumber::{PhoneNumber, Type, country};
 use serde::Serialize;
 
-use crate::phone::E164;
+use crate::numbers::e164::E164;
 
 /// A country (ISO 3166-1 alpha-2, as libphonenumber's regions), two ASCII capitals.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -311,14 +311,14 @@ impl NumberRules {
             .strip_prefix('+')
             .or_else(|| compact.strip_prefix("00"));
         let (code, national) = if let Some(digits) = international {
-            crate::numbering::split_calling_code(digits)?
+            crate::numbers::metadata::split_calling_code(digits)?
         } else if compact.starts_with(&self.default_code.to_string()) {
             // The crate may read a leading home code as the country: ask it.
             return None;
         } else {
             (self.default_code, compact)
         };
-        let verdict = crate::numbering::judge_plain(code, national)?;
+        let verdict = crate::numbers::metadata::judge_plain(code, national)?;
         info(code, national, &verdict)
     }
 
@@ -430,7 +430,7 @@ fn check(number: &PhoneNumber) -> Result<NumberInfo, NumberError> {
     let code = number.code().value();
     let national = number.national();
     let verdict =
-        crate::numbering::judge(code, &national.to_string(), &national.value().to_string());
+        crate::numbers::metadata::judge(code, &national.to_string(), &national.value().to_string());
     if !verdict.valid {
         let Some(metas) = DATABASE.by_code(&code) else {
             return Err(NumberError::InvalidCountryCode);
@@ -463,7 +463,7 @@ fn check(number: &PhoneNumber) -> Result<NumberInfo, NumberError> {
 fn info(
     code: u16,
     national: impl fmt::Display,
-    verdict: &crate::numbering::Verdict,
+    verdict: &crate::numbers::metadata::Verdict,
 ) -> Option<NumberInfo> {
     let digits: u64 = format!("{code}{national}").parse().ok()?;
     Some(NumberInfo {

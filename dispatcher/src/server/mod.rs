@@ -6,6 +6,10 @@
 //! `server.shutdown_grace`); then channels flush. Nothing accepted is dropped
 //! silently: a job still queued when the deadline passes is logged.
 
+pub mod accept;
+pub(crate) mod coalesce;
+pub(crate) mod connection;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,24 +33,24 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::{Admission, Rules};
 use crate::api::{self, AppState};
-use crate::clock::{Clock, SystemClock};
-use crate::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
 use crate::config::{BindModeConfig, Config, DataCodingPolicy, SmppCarrierConfig, StoreKind};
+use crate::delivery::router::{Plan, Router};
 use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
+use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::verification::Policy;
 use crate::engine::{Engine, Purpose};
-use crate::limiter::{Limiter, MemoryLimiter};
 use crate::metrics::{self, Metrics};
-use crate::number::{NumberParser, NumberRules};
-use crate::routing::{Plan, Router};
+use crate::numbers::reader::{NumberParser, NumberRules};
+use crate::policy::admission::{Admission, Rules};
+use crate::policy::limiter::{Limiter, MemoryLimiter};
+use crate::secrets::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
 use crate::store::redis::Handoff;
 use crate::store::redis::directory::RedisDirectory;
 use crate::store::redis::limiter::RedisLimiter;
 use crate::store::redis::queue::{JobReader, StreamConsumer};
 use crate::store::redis::{Keys, Redis};
 use crate::store::{MemoryStore, RedisStore, Store};
-use crate::verification::Policy;
 
 /// What a server can be given instead of what its config would build: tests pass a
 /// manual clock, fake channels or a faulty store here.
@@ -251,7 +255,7 @@ impl Server {
                     backoff: config.delivery.retry_backoff,
                 },
                 name: node.clone(),
-                display_names: Arc::new(crate::clients::DisplayNames::new(
+                display_names: Arc::new(crate::policy::clients::DisplayNames::new(
                     &config.clients,
                     &config.app.display_name,
                 )),
@@ -317,7 +321,9 @@ impl Server {
             reloader: Some(reloader.clone()),
             admission: admission.clone(),
             app: config.app.clone(),
-            trusted_proxies: crate::peer::TrustedProxies::new(&config.server.trusted_proxies),
+            trusted_proxies: crate::policy::peer::TrustedProxies::new(
+                &config.server.trusted_proxies,
+            ),
             body_read_timeout: config.server.body_read_timeout,
             body_limit: config.server.body_limit,
             stopping: stop_rx.clone(),
@@ -334,12 +340,12 @@ impl Server {
                 .collect(),
         });
         let app = api::router(state);
-        let limits = crate::serve::Limits::new(&config.server);
+        let limits = crate::server::accept::Limits::new(&config.server);
         let grace = config.server.shutdown_grace;
         let mut http_stop = stop_rx.clone();
         let mut deadline_stop = stop_rx.clone();
         let task = tokio::spawn(async move {
-            let serve = crate::serve::serve(listener, app, limits, async move {
+            let serve = crate::server::accept::serve(listener, app, limits, async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             });
             // A request stuck inside the server (a store that never answers) must not
@@ -634,7 +640,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
-    NotRunning(#[from] crate::routing::NotRunning),
+    NotRunning(#[from] crate::delivery::router::NotRunning),
 }
 
 /// Reads the configuration again and installs its plan. One reload at a time.

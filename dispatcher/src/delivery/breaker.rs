@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::clock::UnixMillis;
+use crate::domain::clock::UnixMillis;
 
 /// When a carrier counts as failing.
 #[derive(Debug, Clone, Copy, PartialEq)]

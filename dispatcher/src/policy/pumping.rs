@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::UnixMillis;
 use crate::config::limits::{Destination, parse_destination};
 use crate::config::{PumpingConfig, PumpingMode};
-use crate::number::Region;
-use crate::phone::E164;
-use crate::prefix_map::{PrefixMap, leading};
+use crate::domain::clock::UnixMillis;
+use crate::numbers::e164::E164;
+use crate::numbers::prefix_map::{PrefixMap, leading};
+use crate::numbers::reader::Region;
 
 /// Buckets per window.
 const BUCKETS: usize = 12;

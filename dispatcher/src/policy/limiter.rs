@@ -24,7 +24,7 @@ use griddle::HashMap;
 use parking_lot::Mutex;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::gcra::{self, Quota, Verdict};
+use crate::policy::gcra::{self, Quota, Verdict};
 
 /// One limit to check: which limit (its name is the machine-readable reason of a
 /// refusal), the key within it, and its quota.

@@ -6,22 +6,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{Clock, UnixMillis};
-use crate::code::{Code, CodeKeys, OsRandom, RandomError, RandomSource};
 use crate::delivery::{self, DeliveryJob, DeliveryQueue};
-use crate::device_key::Decision;
-use crate::id::{ShardTag, VerificationId};
-use crate::limiter::Refusal;
-use crate::locale::Locale;
-use crate::metrics::Metrics;
-use crate::number::NumberLine;
-use crate::phone::E164;
-use crate::store::{
-    CheckLimits, CheckResult, CheckedWithin, IssueLimits, IssueOutcome, Store, StoreError,
-};
-use crate::verification::{
+use crate::domain::clock::{Clock, UnixMillis};
+use crate::domain::locale::Locale;
+use crate::domain::verification::{
     AckOutcome, AnswerOutcome, CancelOutcome, Challenge, Closing, EscalationCause, MatchCode,
     NewVerification, Policy, RequestedChannel, ResendRefusal, SendResult, Verification,
+};
+use crate::metrics::Metrics;
+use crate::numbers::e164::E164;
+use crate::numbers::reader::NumberLine;
+use crate::policy::limiter::Refusal;
+use crate::secrets::code::{Code, CodeKeys, OsRandom, RandomError, RandomSource};
+use crate::secrets::device_key::Decision;
+use crate::secrets::id::{ShardTag, VerificationId};
+use crate::store::{
+    CheckLimits, CheckResult, CheckedWithin, IssueLimits, IssueOutcome, Store, StoreError,
 };
 use otpd_adapters::ChannelKind;
 
@@ -152,12 +152,16 @@ impl Engine {
     }
 
     /// The MAC of `subject`'s contrast value in its normal form.
-    pub fn contrast_mac(&self, subject: &str, normal: &str) -> crate::contrast::ContrastMac {
+    pub fn contrast_mac(
+        &self,
+        subject: &str,
+        normal: &str,
+    ) -> crate::secrets::contrast::ContrastMac {
         self.keys.contrast(subject, normal)
     }
 
     /// The token the pushes of `id` carry for the app to acknowledge them with.
-    pub fn ack_token(&self, id: &VerificationId) -> crate::code::AckToken {
+    pub fn ack_token(&self, id: &VerificationId) -> crate::secrets::code::AckToken {
         self.keys.ack_token(id)
     }
 

@@ -38,11 +38,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
-use crate::coalesce::Coalesce;
 use crate::config::ServerConfig;
-use crate::connection::{Activity, Deadlines, Guarded, Overstay, watchdog};
+use crate::server::coalesce::Coalesce;
+use crate::server::connection::{Activity, Deadlines, Guarded, Overstay, watchdog};
 
-/// The address a request's connection came from (see [`crate::peer`] for who the
+/// The address a request's connection came from (see [`crate::policy::peer`] for who the
 /// caller is when that is a proxy).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
@@ -112,7 +112,7 @@ impl Limits {
 
     fn builder(&self) -> Builder<TokioExecutor> {
         let mut builder = Builder::new(TokioExecutor::new());
-        // The header timeout is the watchdog's (`crate::connection`), not hyper's:
+        // The header timeout is the watchdog's (`crate::server::connection`), not hyper's:
         // hyper arms a new timer for every request head, which showed in the tail
         // latency under load, while the watchdog re-arms once per deadline.
         builder
@@ -228,7 +228,7 @@ impl Connection {
         let app = self.app.clone();
         let requests = activity.clone();
         // Each request is in flight from here until its answer is ready; an HTTP/2
-        // answer also until its body is handed over whole (see `crate::connection`:
+        // answer also until its body is handed over whole (see `crate::server::connection`:
         // HTTP/1.1 takes a ready body at once, so watching it there would only cost).
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let http2 = req.version() == hyper::Version::HTTP_2;

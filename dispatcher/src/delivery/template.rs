@@ -19,9 +19,9 @@ use otpd_adapters::MessageText;
 use otpd_adapters::smpp::encoding::{self, Measure};
 use zeroize::Zeroizing;
 
-use crate::code::Code;
-use crate::locale::Locale;
-use crate::verification::MatchCode;
+use crate::domain::locale::Locale;
+use crate::domain::verification::MatchCode;
+use crate::secrets::code::Code;
 
 /// The shipped text of each language.
 pub fn shipped(locale: Locale) -> &'static str {

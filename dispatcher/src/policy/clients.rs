@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::code::RandomSource;
 use crate::config::{ClientConfig, RegistryAccess};
-use crate::gcra::Quota;
-use crate::number::Region;
+use crate::numbers::reader::Region;
+use crate::policy::gcra::Quota;
+use crate::secrets::code::RandomSource;
 
 /// An authenticated caller and what it may do.
 #[derive(Debug)]
@@ -224,7 +224,7 @@ pub fn hash_key(key: &str) -> String {
 }
 
 /// A new API key: `otpd_` and 32 random bytes in hex.
-pub fn new_key(rng: &mut impl RandomSource) -> Result<String, crate::code::RandomError> {
+pub fn new_key(rng: &mut impl RandomSource) -> Result<String, crate::secrets::code::RandomError> {
     let mut bytes = [0u8; 32];
     rng.fill(&mut bytes)?;
     Ok(format!("otpd_{}", hex::encode(bytes)))
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn new_keys_hash_to_what_the_config_expects() {
-        let key = new_key(&mut crate::code::OsRandom).unwrap();
+        let key = new_key(&mut crate::secrets::code::OsRandom).unwrap();
         assert!(key.starts_with("otpd_") && key.len() == 69);
         let c = Clients::new(&[config("sede", &key)]);
         let header = format!("Bearer {key}");

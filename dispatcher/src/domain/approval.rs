@@ -13,10 +13,10 @@
 
 use std::time::Duration;
 
-use crate::clock::UnixMillis;
-use crate::device_key::{AnswerMessage, Decision, SignatureError};
-use crate::subscriber::Device;
-use crate::verification::{RequestedChannel, Verification};
+use crate::domain::clock::UnixMillis;
+use crate::domain::subscriber::Device;
+use crate::domain::verification::{RequestedChannel, Verification};
+use crate::secrets::device_key::{AnswerMessage, Decision, SignatureError};
 
 /// An app's answer as it arrives: which key signed, when, and the signature.
 #[derive(Debug, Clone, Copy)]
@@ -127,14 +127,14 @@ pub fn qr_uri(base: &str, v: &Verification) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::code::{CodeLength, CodeMac, SealedCode};
-    use crate::device_key::DeviceKey;
-    use crate::id::{ShardTag, VerificationId};
-    use crate::locale::Locale;
-    use crate::number::NumberLine;
-    use crate::phone::E164;
-    use crate::subscriber::Platform;
-    use crate::verification::{Challenge, MatchCode, NewVerification, Policy};
+    use crate::domain::locale::Locale;
+    use crate::domain::subscriber::Platform;
+    use crate::domain::verification::{Challenge, MatchCode, NewVerification, Policy};
+    use crate::numbers::e164::E164;
+    use crate::numbers::reader::NumberLine;
+    use crate::secrets::code::{CodeLength, CodeMac, SealedCode};
+    use crate::secrets::device_key::DeviceKey;
+    use crate::secrets::id::{ShardTag, VerificationId};
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use ed25519_dalek::Signer as _;

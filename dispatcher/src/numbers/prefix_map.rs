@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::phone::E164;
+use crate::numbers::e164::E164;
 
 #[derive(Debug, Clone)]
 pub struct PrefixMap<T> {
@@ -68,10 +68,6 @@ impl<T> PrefixMap<T> {
             let prefix = digits / 10u64.pow(u32::from(count - len));
             self.map.get(&(len, prefix)).map(|v| ((prefix, len), v))
         })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

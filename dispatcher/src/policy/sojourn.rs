@@ -24,7 +24,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::clock::UnixMillis;
+use crate::domain::clock::UnixMillis;
 
 /// No sojourn seen yet in a window.
 const NONE: u64 = u64::MAX;

@@ -4,10 +4,10 @@
 
 use std::fmt;
 
-use crate::clock::UnixMillis;
-use crate::device_key::DeviceKey;
-use crate::locale::Locale;
-use crate::phone::E164;
+use crate::domain::clock::UnixMillis;
+use crate::domain::locale::Locale;
+use crate::numbers::e164::E164;
+use crate::secrets::device_key::DeviceKey;
 
 /// Devices one subject may register at most (phones and tablets of one person).
 pub const MAX_DEVICES: usize = 10;
@@ -67,7 +67,7 @@ pub struct Subscriber {
     pub devices: Vec<Device>,
     pub updated_at: UnixMillis,
     /// The MAC of the subject's contrast value, when one is registered.
-    pub contrast: Option<crate::contrast::ContrastMac>,
+    pub contrast: Option<crate::secrets::contrast::ContrastMac>,
 }
 
 /// Why a push token or app id was refused. `Display` never echoes the token.

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::clients::Clients;
-use crate::clock::UnixMillis;
 use crate::config::{Config, PumpingMode};
-use crate::limiter::{Denial, Limiter, MemoryLimiter, Refusal, Unavailable};
-use crate::limits::{Checks, IssueFacts, IssueKeys, LimitPolicy, Pool, ip_key, name};
-use crate::number::Region;
-use crate::phone::E164;
-use crate::pumping::{Judgement, PumpingTracker, Scope, ScopeView};
+use crate::domain::clock::UnixMillis;
+use crate::numbers::e164::E164;
+use crate::numbers::reader::Region;
+use crate::policy::clients::Clients;
+use crate::policy::limiter::{Denial, Limiter, MemoryLimiter, Refusal, Unavailable};
+use crate::policy::limits::{Checks, IssueFacts, IssueKeys, LimitPolicy, Pool, ip_key, name};
+use crate::policy::pumping::{Judgement, PumpingTracker, Scope, ScopeView};
 
 /// Everything a reload can change.
 pub struct Rules {
@@ -381,7 +381,11 @@ impl Admission {
         self.charge(c, now).await
     }
 
-    async fn charge(&self, c: crate::limiter::Check<'_>, now: UnixMillis) -> Result<(), Refused> {
+    async fn charge(
+        &self,
+        c: crate::policy::limiter::Check<'_>,
+        now: UnixMillis,
+    ) -> Result<(), Refused> {
         self.limiter.check(&[c], nanos(now)).await.map_err(counted)
     }
 
@@ -458,7 +462,7 @@ impl Admission {
         caller: IpAddr,
         now: UnixMillis,
     ) -> Result<(), Refused> {
-        let key = crate::peer::limit_key(caller);
+        let key = crate::policy::peer::limit_key(caller);
         let Some(c) = rules.policy.public_ip(&key) else {
             return Ok(());
         };
@@ -474,7 +478,7 @@ impl Admission {
         caller: IpAddr,
         now: UnixMillis,
     ) -> Result<(), Refused> {
-        let key = crate::peer::limit_key(caller);
+        let key = crate::policy::peer::limit_key(caller);
         let Some(c) = rules.policy.answer_ip(&key) else {
             return Ok(());
         };
@@ -486,7 +490,7 @@ impl Admission {
     /// the subject, so that nobody can spend a citizen's budget by failing on
     /// purpose.
     pub async fn answer_refused(&self, rules: &Rules, caller: IpAddr, now: UnixMillis) {
-        let key = crate::peer::limit_key(caller);
+        let key = crate::policy::peer::limit_key(caller);
         let Some(c) = rules.policy.answer_ip(&key) else {
             return;
         };
@@ -606,7 +610,7 @@ fn guess_checks<'a>(
     rules: &'a Rules,
     subject: &'a str,
     ip: Option<&'a [u8; 16]>,
-) -> arrayvec::ArrayVec<crate::limiter::Check<'a>, 2> {
+) -> arrayvec::ArrayVec<crate::policy::limiter::Check<'a>, 2> {
     let mut checks = arrayvec::ArrayVec::new();
     checks.extend(rules.policy.check_subject(subject));
     if let Some(ip) = ip {
@@ -618,9 +622,9 @@ fn guess_checks<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::hash_key;
     use crate::config::{ClientConfig, Rate};
-    use crate::limiter::MemoryLimiter;
+    use crate::policy::clients::hash_key;
+    use crate::policy::limiter::MemoryLimiter;
     use std::collections::BTreeMap;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -654,7 +658,7 @@ mod tests {
         Admission::new(Arc::new(MemoryLimiter::new()), Rules::new(c))
     }
 
-    fn facts<'a>(client: &'a crate::clients::Client, n: u64) -> IssueFacts<'a> {
+    fn facts<'a>(client: &'a crate::policy::clients::Client, n: u64) -> IssueFacts<'a> {
         IssueFacts {
             to: E164::from_digits_unchecked(447_700_000_000 + n),
             country: Region::parse("GB"),

@@ -1,0 +1,8 @@
+//! What must not leak, and the ids that must not be guessed: one-time [`code`]s
+//! (generated, MACed, sealed), subjects' [`contrast`] values, apps' [`device_key`]s,
+//! and verification [`id`]s.
+
+pub mod code;
+pub(crate) mod contrast;
+pub mod device_key;
+pub mod id;
