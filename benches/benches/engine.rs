@@ -9,8 +9,7 @@ use otpd::domain::clock::{ManualClock, UnixMillis};
 use otpd::domain::verification::CheckOutcome;
 use otpd::secrets::code::{Code, CodeKeys, CodeLength, OsRandom};
 use otpd::secrets::id::{ShardTag, VerificationId};
-use otpd::store::CheckResult;
-use otpd_benches::{SECRET, engine, request};
+use otpd_benches::{SECRET, engine, everybody, issue};
 
 fn code(c: &mut Criterion) {
     let mut group = c.benchmark_group("code");
@@ -49,6 +48,7 @@ fn issue_and_check(c: &mut Criterion) {
         )
     });
     let mut i = 0u64;
+    let caller = everybody();
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(1));
     group.bench_function("issue + check (one core, delivery included)", |b| {
@@ -60,17 +60,11 @@ fn issue_and_check(c: &mut Criterion) {
                     if i % 1000 == 0 {
                         clock.advance(Duration::from_secs(1));
                     }
-                    let issued = engine.issue(request(&engine, i)).await.unwrap();
+                    let issued = issue(&engine, &caller, i).await.unwrap();
                     let v = issued.verification();
                     let code = keys.unseal(&v.id, v.sealed_code, v.code_length);
-                    let checked = engine.check(&v.id, &code, None).await.unwrap();
-                    assert!(matches!(
-                        checked,
-                        Some(CheckResult {
-                            outcome: CheckOutcome::Approved,
-                            ..
-                        })
-                    ));
+                    let checked = engine.check(&caller, &v.id, &code, None).await.unwrap();
+                    assert_eq!(checked.outcome, CheckOutcome::Approved);
                     if n % 256 == 255 {
                         // Let the delivery worker drain the queue, on this same core.
                         while engine.queue().depth() > 0 {

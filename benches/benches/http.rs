@@ -10,7 +10,7 @@ use axum::http::Request;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otpd::api::{self, AppState};
 use otpd::domain::clock::SystemClock;
-use otpd_benches::engine;
+use otpd_benches::engine_with;
 use tower::ServiceExt;
 
 fn http(c: &mut Criterion) {
@@ -19,28 +19,21 @@ fn http(c: &mut Criterion) {
         .build()
         .unwrap();
     let router = rt.block_on(async {
-        let (engine, _keys, _store, stop) = engine(
+        // The limits of the default configuration, as a deployment has them.
+        let (engine, _keys, _store, stop) = engine_with(
             Arc::new(SystemClock),
             Duration::from_secs(600),
             Duration::ZERO,
             1 << 20,
+            otpd::policy::admission::Rules::new(&otpd::Config::default()),
         );
         std::mem::forget(stop);
         let state = Arc::new(AppState {
             engine,
-            numbers: Arc::new(otpd::numbers::reader::NumberParser::new(
-                otpd::numbers::reader::NumberRules::new("ES", true).unwrap(),
-                100_000,
-            )),
             prometheus: None,
-            default_purpose: "login".into(),
-            default_locale: "es".into(),
-            idempotency_ttl: Duration::from_secs(3600),
-            overload_retry_after: Duration::from_secs(1),
             http_metrics: Default::default(),
             channels: Vec::new(),
             push_providers: Vec::new(),
-            router: Arc::new(otpd_benches::router(&otpd_benches::discard_channels())),
             reloader: None,
             app: Default::default(),
             trusted_proxies: Default::default(),
@@ -48,10 +41,6 @@ fn http(c: &mut Criterion) {
             body_limit: 16 * 1024,
             stopping: tokio::sync::watch::channel(false).1,
             openapi: Default::default(),
-            admission: Arc::new(otpd::policy::admission::Admission::new(
-                Arc::new(otpd::policy::limiter::MemoryLimiter::new()),
-                otpd::policy::admission::Rules::new(&otpd::Config::default()),
-            )),
         });
         api::router(state)
     });

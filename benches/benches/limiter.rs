@@ -9,7 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use governor::{Quota as GovQuota, RateLimiter};
 use otpd::policy::admission::{Admission, Rules};
 use otpd::policy::gcra::Quota;
-use otpd::policy::limiter::{Check, MemoryLimiter};
+use otpd::policy::limiter::{Check, IssueLimits, MemoryLimiter, charge_issue};
 use otpd::policy::limits::IssueFacts;
 
 const KEYS: u64 = 1_000_000;
@@ -121,10 +121,8 @@ fn limiter(c: &mut Criterion) {
         .limits
         .purposes
         .insert("login".into(), otpd::config::Rate::per(1_000_000, 1));
-    let admission = Admission::new(
-        std::sync::Arc::new(MemoryLimiter::new()),
-        Rules::new(&config),
-    );
+    let limiter = std::sync::Arc::new(MemoryLimiter::new());
+    let admission = Admission::new(limiter.clone(), Rules::new(&config));
     let rules = admission.rules();
     let client = rules.clients.authenticate(None).unwrap();
     let es = otpd::numbers::reader::Region::parse("ES");
@@ -147,7 +145,19 @@ fn limiter(c: &mut Criterion) {
                 client: &client,
                 purpose: "login",
             };
-            black_box(ready(admission.admit_issue(&rules, &facts, at)).is_ok())
+            // What the engine asks of admission, and what the store then charges.
+            let Ok(plan) = admission.plan_issue(&rules, &facts, at) else {
+                return black_box(false);
+            };
+            let gate = plan.gate(&rules, &facts);
+            let charge = plan.charge(&rules, &facts, plan.pool());
+            let limits = IssueLimits {
+                gate: &gate,
+                charge: &charge,
+                fallback: None,
+                now: plan.now,
+            };
+            black_box(ready(charge_issue(&*limiter, &limits)).is_ok())
         })
     });
 

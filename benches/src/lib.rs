@@ -10,11 +10,15 @@ use otpd::delivery::router::{Plan, Router};
 use otpd::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use otpd::domain::clock::Clock;
 use otpd::domain::locale::Locale;
-use otpd::domain::verification::{Policy, RequestedChannel};
-use otpd::engine::{Engine, IssueRequest, Purpose};
+use otpd::domain::verification::Policy;
+use otpd::engine::{Engine, EngineParts, Issue, IssueRequest, Issued, Purpose, Refused, Settings};
 use otpd::metrics::Metrics;
 use otpd::numbers::e164::E164;
+use otpd::numbers::reader::{NumberInfo, NumberParser, NumberRules, Region};
+use otpd::policy::admission::Rules;
+use otpd::policy::clients::{Client, Clients};
 use otpd::secrets::code::{CodeKeys, CodeLength};
+use otpd::store::StoredResponse;
 use otpd::store::{MemoryStore, Store};
 use otpd_adapters::{Channel, ChannelError, Message, SubmitReceipt};
 use tokio::sync::watch;
@@ -102,23 +106,62 @@ pub fn engine(
     retention: Duration,
     queue_capacity: usize,
 ) -> (Arc<Engine>, CodeKeys, Arc<MemoryStore>, watch::Sender<bool>) {
+    engine_with(clock, ttl, retention, queue_capacity, limits_off())
+}
+
+/// No rate limit at all: what the engine's own work costs, without the limiter's.
+pub fn limits_off() -> Rules {
+    use otpd::config::Rate;
+    let mut config = otpd::Config::default();
+    let l = &mut config.limits;
+    for rate in [
+        &mut l.destination,
+        &mut l.subject,
+        &mut l.ip,
+        &mut l.ip_prefix,
+        &mut l.check_ip,
+        &mut l.check_subject,
+        &mut l.public_ip,
+        &mut l.answer_ip,
+    ] {
+        *rate = Rate::Off;
+    }
+    Rules::new(&config)
+}
+
+/// [`engine`], deciding requests by `rules`.
+pub fn engine_with(
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    retention: Duration,
+    queue_capacity: usize,
+    rules: Rules,
+) -> (Arc<Engine>, CodeKeys, Arc<MemoryStore>, watch::Sender<bool>) {
     let keys = CodeKeys::derive(SECRET);
     let store = Arc::new(MemoryStore::new(64, retention));
     let (queue, jobs) = DeliveryQueue::bounded(queue_capacity, Duration::from_secs(600));
     let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(
-        store.clone() as Arc<dyn Store>,
-        keys.clone(),
-        queue,
-        clock.clone(),
-        [login(ttl)],
-        metrics.clone(),
-    ));
-    let (stop, stop_rx) = watch::channel(false);
     let channels = discard_channels();
+    let router = Arc::new(router(&channels));
+    let engine = Arc::new(Engine::new(EngineParts {
+        store: store.clone() as Arc<dyn Store>,
+        keys: keys.clone(),
+        queue,
+        clock: clock.clone(),
+        purposes: vec![login(ttl)],
+        metrics: metrics.clone(),
+        rules,
+        router: router.clone(),
+        numbers: Arc::new(NumberParser::new(
+            NumberRules::new("ES", true).expect("ES"),
+            100_000,
+        )),
+        settings: Settings::default(),
+    }));
+    let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(
         Workers {
-            router: Arc::new(router(&channels)),
+            router,
             seed: std::hash::RandomState::new(),
             channels,
             store: store.clone(),
@@ -143,18 +186,32 @@ pub fn number(i: u64) -> E164 {
     E164::from_digits_unchecked(34_600_000_000 + (i % 100_000_000))
 }
 
-pub fn request(engine: &Engine, i: u64) -> IssueRequest {
+pub fn request(i: u64) -> IssueRequest {
     IssueRequest {
-        to: number(i),
-        line: otpd::numbers::reader::NumberLine::default(),
-        channel: RequestedChannel::Auto,
-        locale: Locale::Es,
-        purpose: engine.purpose("login").expect("login").clone(),
-        subject: None,
-        client: None,
-        has_devices: false,
-        to_override: false,
-        dedupe_window: std::time::Duration::from_secs(10),
+        to: Some(NumberInfo {
+            e164: number(i),
+            country: Region::parse("ES"),
+            kind: Default::default(),
+        }),
+        locale: Some(Locale::Es),
+        ..IssueRequest::default()
+    }
+}
+
+/// The caller of an open API (no clients configured): everybody.
+pub fn everybody() -> Arc<Client> {
+    Clients::new(&[]).authenticate(None).expect("an open API")
+}
+
+/// Issue the i-th request as `caller`, as the API does without an idempotency key.
+pub async fn issue(engine: &Engine, caller: &Client, i: u64) -> Result<Issued, Refused> {
+    let render = |_: &Issued| StoredResponse {
+        status: 201,
+        body: Default::default(),
+    };
+    match engine.issue(caller, request(i), None, render).await? {
+        Issue::Done { issued, .. } => Ok(issued),
+        Issue::Replayed(_) => unreachable!("no idempotency key"),
     }
 }
 

@@ -317,10 +317,11 @@ pub mod faults {
     use otpd::domain::verification::{
         AckOutcome, CancelOutcome, Closing, EscalationCause, SendResult, SendState, Verification,
     };
+    use otpd::policy::limiter::{CheckLimits, IssueLimits, Limiter};
     use otpd::secrets::code::CodeMac;
     use otpd::secrets::id::VerificationId;
     use otpd::store::{
-        CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber,
+        CheckedWithin, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber,
         Store, StoreError, StoredResponse,
     };
 
@@ -329,7 +330,12 @@ pub mod faults {
 
     #[async_trait]
     impl Store for Hanging {
-        async fn issue(&self, _: &Verification, _: UnixMillis) -> Result<IssueOutcome, StoreError> {
+        async fn issue(
+            &self,
+            _: &Verification,
+            _: UnixMillis,
+            _: &IssueLimits<'_>,
+        ) -> Result<IssueOutcome, StoreError> {
             std::future::pending().await
         }
         async fn check(
@@ -338,8 +344,12 @@ pub mod faults {
             mac: &CodeMac,
             client: Option<&str>,
             now: UnixMillis,
-        ) -> Result<Option<CheckResult>, StoreError> {
-            self.0.check(id, mac, client, now).await
+            limits: &CheckLimits<'_>,
+        ) -> Result<CheckedWithin, StoreError> {
+            self.0.check(id, mac, client, now, limits).await
+        }
+        fn limiter(&self) -> std::sync::Arc<dyn Limiter> {
+            self.0.limiter()
         }
         async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
             self.0.get(id).await

@@ -235,7 +235,10 @@ async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
         let v = candidate(&keys, n);
         let id = v.id;
         assert!(matches!(
-            store.issue(&v, otpd_e2e::T0).await.unwrap(),
+            store
+                .issue(&v, otpd_e2e::T0, &otpd::policy::limiter::IssueLimits::NONE)
+                .await
+                .unwrap(),
             IssueOutcome::Created
         ));
         ids.push(id);
@@ -391,7 +394,10 @@ async fn the_accepting_node_is_handed_its_job_in_the_same_step() {
     let issued: Vec<_> = (0..3).map(|n| candidate(&keys, n)).collect();
     for v in &issued {
         assert!(matches!(
-            store.issue(v, otpd_e2e::T0).await.unwrap(),
+            store
+                .issue(v, otpd_e2e::T0, &otpd::policy::limiter::IssueLimits::NONE)
+                .await
+                .unwrap(),
             IssueOutcome::Created
         ));
     }

@@ -16,6 +16,7 @@ use otpd::domain::verification::{
 };
 use otpd::numbers::e164::E164;
 use otpd::numbers::reader::{NumberKind, NumberLine, Region};
+use otpd::policy::limiter::{CheckLimits, IssueLimits};
 use otpd::secrets::code::{CodeLength, CodeMac, SealedCode};
 use otpd::secrets::id::{ShardTag, VerificationId};
 use otpd::store::redis::{Keys, Redis};
@@ -84,7 +85,7 @@ fn push_candidate(to: u64, n: u64) -> Verification {
 }
 
 async fn create(store: &dyn Store, v: Verification, now: UnixMillis) -> Verification {
-    match store.issue(&v, now).await.unwrap() {
+    match store.issue(&v, now, &IssueLimits::NONE).await.unwrap() {
         IssueOutcome::Created => v,
         other => panic!("expected Created, got {other:?}"),
     }
@@ -115,7 +116,7 @@ fn redis_store(urls: Vec<String>, cluster: bool, prefix: &str) -> RedisStore {
 async fn issue_dedupes_by_destination_and_purpose(store: &dyn Store) {
     let first = create(store, candidate(34600000001, "login", 1), T0).await;
     match store
-        .issue(&candidate(34600000001, "login", 2), T0)
+        .issue(&candidate(34600000001, "login", 2), T0, &IssueLimits::NONE)
         .await
         .unwrap()
     {
@@ -140,6 +141,7 @@ async fn issue_dedupes_by_destination_and_purpose(store: &dyn Store) {
         .issue(
             &candidate(34600000001, "login", 2),
             T0.plus(Duration::from_millis(29_001)),
+            &IssueLimits::NONE,
         )
         .await
         .unwrap()
@@ -153,7 +155,11 @@ async fn issue_dedupes_by_destination_and_purpose(store: &dyn Store) {
         other => panic!("{other:?}"),
     }
     match store
-        .issue(&candidate(34600000001, "login", 3), at(30))
+        .issue(
+            &candidate(34600000001, "login", 3),
+            at(30),
+            &IssueLimits::NONE,
+        )
         .await
         .unwrap()
     {
@@ -166,12 +172,16 @@ async fn issue_dedupes_by_destination_and_purpose(store: &dyn Store) {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        store.issue(&candidate(34600000001, "login", 4), at(60)).await.unwrap(),
+        store.issue(&candidate(34600000001, "login", 4), at(60), &IssueLimits::NONE).await.unwrap(),
         IssueOutcome::Resent(v) if v.sends().len() == 3
     ));
     assert!(matches!(
         store
-            .issue(&candidate(34600000001, "login", 5), at(90))
+            .issue(
+                &candidate(34600000001, "login", 5),
+                at(90),
+                &IssueLimits::NONE
+            )
             .await
             .unwrap(),
         IssueOutcome::Refused {
@@ -196,22 +206,24 @@ async fn each_client_has_its_own_verification(store: &dyn Store) {
     let mut again = candidate(34600000001, "login", 4);
     again.client = Some(Arc::from("sede"));
     assert!(matches!(
-        store.issue(&again, T0).await.unwrap(),
+        store.issue(&again, T0, &IssueLimits::NONE).await.unwrap(),
         IssueOutcome::Refused { existing, .. } if existing == a.id
     ));
     // Another client's (or no client's) check finds nothing and counts nothing.
     assert!(
         store
-            .check(&a.id, &a.code_mac, Some("bank"), T0)
+            .check(&a.id, &a.code_mac, Some("bank"), T0, &CheckLimits::NONE)
             .await
             .unwrap()
+            .into_result()
             .is_none()
     );
     assert!(
         store
-            .check(&a.id, &a.code_mac, None, T0)
+            .check(&a.id, &a.code_mac, None, T0, &CheckLimits::NONE)
             .await
             .unwrap()
+            .into_result()
             .is_none()
     );
     assert!(
@@ -223,9 +235,10 @@ async fn each_client_has_its_own_verification(store: &dyn Store) {
     );
     assert_eq!(store.get(&a.id).await.unwrap().unwrap().attempts_left(), 3);
     let r = store
-        .check(&a.id, &a.code_mac, Some("sede"), T0)
+        .check(&a.id, &a.code_mac, Some("sede"), T0, &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Approved);
 }
@@ -233,15 +246,16 @@ async fn each_client_has_its_own_verification(store: &dyn Store) {
 async fn a_final_verification_is_replaced_in_the_dedupe_index(store: &dyn Store) {
     let first = create(store, candidate(34600000001, "login", 1), T0).await;
     let r = store
-        .check(&first.id, &first.code_mac, None, T0)
+        .check(&first.id, &first.code_mac, None, T0, &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Approved);
     let second = create(store, candidate(34600000001, "login", 2), T0).await;
     assert!(store.get(&first.id).await.unwrap().is_some());
     assert!(matches!(
-        store.issue(&candidate(34600000001, "login", 3), T0).await.unwrap(),
+        store.issue(&candidate(34600000001, "login", 3), T0, &IssueLimits::NONE).await.unwrap(),
         IssueOutcome::Refused { existing, .. } if existing == second.id
     ));
 }
@@ -249,24 +263,35 @@ async fn a_final_verification_is_replaced_in_the_dedupe_index(store: &dyn Store)
 async fn check_compares_and_counts(store: &dyn Store) {
     let v = create(store, candidate(34600000001, "login", 1), T0).await;
     let wrong = CodeMac([0xEE; 32]);
-    let r = store.check(&v.id, &wrong, None, T0).await.unwrap().unwrap();
+    let r = store
+        .check(&v.id, &wrong, None, T0, &CheckLimits::NONE)
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Wrong { attempts_left: 2 });
     assert_eq!(r.attempts_left, 2);
     assert_eq!(r.to, v.to);
     assert_eq!(r.country, Region::parse("ES"));
     assert_eq!(r.subject.as_deref(), Some("12345678Z"));
-    store.check(&v.id, &wrong, None, T0).await.unwrap();
-    let r = store
-        .check(&v.id, &wrong, None, at(1))
+    store
+        .check(&v.id, &wrong, None, T0, &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result();
+    let r = store
+        .check(&v.id, &wrong, None, at(1), &CheckLimits::NONE)
+        .await
+        .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Locked);
     assert_eq!(r.attempts_left, 0);
     let r = store
-        .check(&v.id, &v.code_mac, None, at(2))
+        .check(&v.id, &v.code_mac, None, at(2), &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Locked, "locked is final");
     let got = store.get(&v.id).await.unwrap().unwrap();
@@ -275,32 +300,36 @@ async fn check_compares_and_counts(store: &dyn Store) {
 
     let v = create(store, candidate(34600000002, "login", 2), T0).await;
     let r = store
-        .check(&v.id, &v.code_mac, None, at(5))
+        .check(&v.id, &v.code_mac, None, at(5), &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Approved);
     let r = store
-        .check(&v.id, &v.code_mac, None, at(6))
+        .check(&v.id, &v.code_mac, None, at(6), &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::AlreadyApproved);
 
     let v = create(store, candidate(34600000003, "login", 3), T0).await;
     let r = store
-        .check(&v.id, &v.code_mac, None, at(600))
+        .check(&v.id, &v.code_mac, None, at(600), &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Expired);
 
     let unknown = VerificationId::new(ShardTag(9), [9; 14]);
     assert!(
         store
-            .check(&unknown, &wrong, None, T0)
+            .check(&unknown, &wrong, None, T0, &CheckLimits::NONE)
             .await
             .unwrap()
+            .into_result()
             .is_none()
     );
     assert!(store.get(&unknown).await.unwrap().is_none());
@@ -312,7 +341,14 @@ async fn concurrent_checks_approve_once(store: Arc<dyn Store>) {
         .map(|_| {
             let store = store.clone();
             let (id, mac) = (v.id, v.code_mac);
-            tokio::spawn(async move { store.check(&id, &mac, None, T0).await.unwrap().unwrap() })
+            tokio::spawn(async move {
+                store
+                    .check(&id, &mac, None, T0, &CheckLimits::NONE)
+                    .await
+                    .unwrap()
+                    .into_result()
+                    .unwrap()
+            })
         })
         .collect();
     let mut approved = 0;
@@ -330,7 +366,11 @@ async fn concurrent_checks_approve_once(store: Arc<dyn Store>) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .issue(&candidate(34600000009, "login", 100 + n), T0)
+                    .issue(
+                        &candidate(34600000009, "login", 100 + n),
+                        T0,
+                        &IssueLimits::NONE,
+                    )
                     .await
                     .unwrap()
             })
@@ -367,9 +407,10 @@ async fn close_cancels_or_locks_once(store: &dyn Store) {
         .unwrap();
     assert_eq!(o, CancelOutcome::Final(Status::Canceled));
     let r = store
-        .check(&v.id, &v.code_mac, None, at(3))
+        .check(&v.id, &v.code_mac, None, at(3), &CheckLimits::NONE)
         .await
         .unwrap()
+        .into_result()
         .unwrap();
     assert_eq!(r.outcome, CheckOutcome::Canceled);
 
@@ -564,7 +605,7 @@ async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
     );
     // After the escalation, `auto` re-sends go where the code went last: SMS.
     match store
-        .issue(&push_candidate(34600000001, 2), at(100))
+        .issue(&push_candidate(34600000001, 2), at(100), &IssueLimits::NONE)
         .await
         .unwrap()
     {
@@ -612,7 +653,11 @@ async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
     let v = create(store, candidate(34600000004, "login", 5), T0).await;
     let (o, _) = store.acknowledge(&v.id, at(1)).await.unwrap().unwrap();
     assert_eq!(o, AckOutcome::NotPush);
-    store.check(&v.id, &v.code_mac, None, at(2)).await.unwrap();
+    store
+        .check(&v.id, &v.code_mac, None, at(2), &CheckLimits::NONE)
+        .await
+        .unwrap()
+        .into_result();
     let (o, _) = store.acknowledge(&v.id, at(3)).await.unwrap().unwrap();
     assert_eq!(o, AckOutcome::Final(Status::Approved));
     let unknown = VerificationId::new(ShardTag(9), [9; 14]);
@@ -997,7 +1042,7 @@ async fn random_op(
                 },
                 now,
             );
-            let out = store.issue(&c, now).await.unwrap();
+            let out = store.issue(&c, now, &IssueLimits::NONE).await.unwrap();
             if matches!(out, IssueOutcome::Created) {
                 ids.push((c.id, c.code_mac, c.client.clone()));
             }
@@ -1017,7 +1062,11 @@ async fn random_op(
             };
             format!(
                 "check {:?}",
-                store.check(&id, &mac, client, now).await.unwrap()
+                store
+                    .check(&id, &mac, client, now, &CheckLimits::NONE)
+                    .await
+                    .unwrap()
+                    .into_result()
             )
         }
         4 => {

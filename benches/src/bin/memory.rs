@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd::domain::clock::SystemClock;
-use otpd_benches::{engine, request, resident_bytes};
+use otpd_benches::{engine, everybody, issue, resident_bytes};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -27,9 +27,10 @@ async fn main() -> anyhow::Result<()> {
     );
     // Warm up allocator and runtime, then measure from a settled baseline.
     tokio::task::yield_now().await;
+    let caller = everybody();
     let before = resident_bytes().unwrap_or(0);
     for i in 0..n {
-        engine.issue(request(&engine, i)).await?;
+        issue(&engine, &caller, i).await?;
         if i % 1024 == 1023 {
             while engine.queue().depth() > 0 {
                 tokio::task::yield_now().await;

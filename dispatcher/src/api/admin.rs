@@ -13,8 +13,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::{AdminCaller, AppState};
 use crate::delivery::routes::Target;
-use crate::domain::locale::Locale;
-use crate::policy::limits::IssueFacts;
+use crate::engine::ExplainRequest;
 
 /// `GET /v1/admin/routes?to=…[&purpose=…][&locale=…]`: the decision for a number —
 /// its normalized form, country and type, the prefix that matched, the carriers in
@@ -25,17 +24,21 @@ pub async fn routes(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (query, to) = read_query(query, &["to", "purpose", "locale"])?;
-    let (number, purpose) = number_and_purpose(&state, &query, &to)?;
+    let number = super::read_number(&state, &to, "to")?;
+    let locale = query
+        .get("locale")
+        .map(|t| super::read_locale(t))
+        .transpose()?;
+    let engine = &state.engine;
+    let purpose = engine.find_purpose(query.get("purpose").map(String::as_str))?;
     let purpose_name: &str = &purpose.name;
-    let plan = state.router.plan();
-    let (locale, locale_from) = match query.get("locale") {
-        Some(tag) => (super::read_locale(tag)?, "request"),
+    let router = engine.router();
+    let plan = router.plan();
+    let (locale, locale_from) = match locale {
+        Some(locale) => (locale, "request"),
         None => match plan.country_locale(number.country) {
             Some(l) => (l, "country"),
-            None => (
-                Locale::parse(&state.default_locale).unwrap_or(Locale::Es),
-                "default",
-            ),
+            None => (engine.settings().default_locale, "default"),
         },
     };
     let route = plan.route(number.e164);
@@ -63,7 +66,7 @@ pub async fn routes(
                         "priority": c.priority,
                         "weight": c.weight,
                         "share": share,
-                        "health": state.router.slot(&c.carrier).map(|s| s.health(now)),
+                        "health": router.slot(&c.carrier).map(|s| s.health(now)),
                     })
                 })
                 .collect()
@@ -103,26 +106,6 @@ pub async fn routes(
 }
 
 /// The number of `to` and the purpose of the query (default: the server's).
-fn number_and_purpose<'a>(
-    state: &'a AppState,
-    query: &HashMap<String, String>,
-    to: &str,
-) -> Result<
-    (
-        crate::numbers::reader::NumberInfo,
-        &'a crate::engine::Purpose,
-    ),
-    ApiError,
-> {
-    let number = super::read_number(state, to, "to")?;
-    let name = query
-        .get("purpose")
-        .map(String::as_str)
-        .unwrap_or(&state.default_purpose);
-    Ok((number, super::find_purpose(state, name)?))
-}
-
-/// The query parameters, only `allowed` ones, `to` among them required.
 fn read_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
@@ -163,39 +146,25 @@ pub async fn limits(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (query, to) = read_query(query, &["to", "subject", "ip", "purpose", "client"])?;
-    let (number, purpose) = number_and_purpose(&state, &query, &to)?;
-    let ip = super::read_ip(query.get("ip").map(String::as_str))?;
-    let rules = state.admission.rules();
-    let client = match query.get("client") {
-        None => caller,
-        Some(name) => rules.clients.by_name(name).cloned().ok_or_else(|| {
-            ApiError::bad_request("unknown_client", "no client is configured with this name")
-                .field("client")
-        })?,
+    let request = ExplainRequest {
+        to: super::read_number(&state, &to, "to")?,
+        subject: query
+            .get("subject")
+            .map(|s| super::verifications::validate_subject(s))
+            .transpose()?,
+        ip: super::read_ip(query.get("ip").map(String::as_str))?,
+        purpose: query.get("purpose").cloned(),
+        client: query.get("client").cloned(),
     };
-    let subject = query
-        .get("subject")
-        .map(|s| super::verifications::validate_subject(s))
-        .transpose()?;
-    let facts = IssueFacts {
-        to: number.e164,
-        country: number.country,
-        subject: subject.as_deref(),
-        ip,
-        client: &client,
-        purpose: &purpose.name,
-    };
-    let explanation = state
-        .admission
-        .explain(&rules, &facts, state.engine.now())
-        .await
-        .map_err(super::error::limits_unavailable)?;
+    let number = request.to;
+    let explained = state.engine.explain(caller, request).await?;
+    let explanation = explained.explanation;
     Ok(Json(json!({
         "number": number.e164.to_string(),
         "country": number.country,
-        "client": &*client.name,
-        "purpose": &*purpose.name,
-        "purpose_capacity": rules.policy.capacity(&purpose.name).map(|q| q.to_string()),
+        "client": &*explained.client.name,
+        "purpose": &*explained.purpose.name,
+        "purpose_capacity": explained.purpose_capacity,
         "decision": explanation.decision,
         "retry_after_ms": explanation.retry_after_ms,
         "limits": explanation.limits,
@@ -204,8 +173,6 @@ pub async fn limits(
     .into_response())
 }
 
-/// `POST /v1/admin/reload`: as SIGHUP. 200 when the new configuration is in force,
-/// 422 with its error when it was refused (the one in force stays).
 pub async fn reload(
     State(state): State<Arc<AppState>>,
     _: AdminCaller,

@@ -6,6 +6,7 @@ pub mod approval;
 pub mod error;
 pub mod json;
 pub mod ops;
+mod refusal;
 pub mod subscribers;
 pub mod verifications;
 
@@ -27,26 +28,17 @@ use error::ApiError;
 
 /// What handlers share.
 pub struct AppState {
+    /// Every flow, every decision: the handlers parse, call it, and render.
     pub engine: Arc<Engine>,
-    /// Reads the numbers requests carry.
-    pub numbers: Arc<crate::numbers::reader::NumberParser>,
     pub prometheus: Option<PrometheusHandle>,
-    pub default_purpose: String,
-    pub default_locale: String,
-    pub idempotency_ttl: Duration,
-    pub overload_retry_after: Duration,
     pub http_metrics: HttpMetrics,
     /// The delivery channels, for the health endpoint.
     pub channels: Vec<Arc<dyn otpd_adapters::Channel>>,
     /// Which provider serves each push platform, for the health endpoint.
     pub push_providers: Vec<(&'static str, String)>,
-    /// Routes, templates, carriers' health.
-    pub router: Arc<crate::delivery::router::Router>,
     /// Applies `POST /v1/admin/reload`; `None` where reloading is not offered.
     pub reloader: Option<Arc<crate::server::Reloader>>,
-    /// Clients, rate limits and the pumping defence.
-    pub admission: Arc<crate::policy::admission::Admission>,
-    /// Approval in the app: QR URIs and how answers are judged.
+    /// Approval in the app: the QR URIs views carry.
     pub app: crate::config::AppConfig,
     /// The proxies whose `X-Forwarded-For` names the caller.
     pub trusted_proxies: crate::policy::peer::TrustedProxies,
@@ -77,7 +69,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         state
-            .admission
+            .engine
+            .admission()
             .rules()
             .clients
             .authenticate(header)
@@ -122,14 +115,9 @@ async fn public(
     request: Request,
     next: Next,
 ) -> Response {
-    let rules = state.admission.rules();
-    match state
-        .admission
-        .admit_public(&rules, caller, state.engine.now())
-        .await
-    {
+    match state.engine.admit_public(caller).await {
         Ok(()) => next.run(request).await,
-        Err(refusal) => verifications::refused(refusal).into_response(),
+        Err(refusal) => ApiError::from(refusal).into_response(),
     }
 }
 
@@ -176,7 +164,7 @@ pub(crate) fn read_number(
     input: &str,
     field: &'static str,
 ) -> Result<crate::numbers::reader::NumberInfo, ApiError> {
-    state.numbers.parse(input).map_err(|e| {
+    state.engine.numbers().parse(input).map_err(|e| {
         ApiError::bad_request("invalid_phone_number", e.to_string())
             .field(field)
             .reason(e.reason())
@@ -194,23 +182,6 @@ pub(crate) fn read_locale(tag: &str) -> Result<crate::domain::locale::Locale, Ap
             ),
         )
         .field("locale")
-    })
-}
-
-/// A configured purpose, by the request's `purpose`.
-pub(crate) fn find_purpose<'a>(
-    state: &'a AppState,
-    name: &str,
-) -> Result<&'a crate::engine::Purpose, ApiError> {
-    state.engine.purpose(name).ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown_purpose",
-            format!(
-                "no such purpose; configured: {}",
-                state.engine.purpose_names().join(", ")
-            ),
-        )
-        .field("purpose")
     })
 }
 

@@ -30,8 +30,9 @@ use crate::secrets::code::{CodeLength, CodeMac, SealedCode};
 use crate::secrets::id::VerificationId;
 
 /// What the requester asked for; the dispatcher resolves `Auto` to a channel kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RequestedChannel {
+    #[default]
     Auto,
     Sms,
     Push,

@@ -1,28 +1,44 @@
-//! The engine: what an API call does, independent of HTTP. It turns a validated request
-//! into a code, a stored verification and a queued delivery, and a typed code into a
-//! check — the flow of DESIGN.md between "validate" and "201".
+//! The engine: every flow a caller can start — issue a code, check one, answer an
+//! approval request in the app, acknowledge a push, cancel, read, explain the limits
+//! — and the escalation timer. Each takes the authenticated caller and a request the
+//! API has already parsed, takes every decision about who may do what and how often
+//! (through [`crate::policy`]), and returns a typed outcome or a typed [`Refused`].
+//! Nothing here knows HTTP.
+//!
+//! One file per flow: [`issue`](mod@issue), [`check`](mod@check),
+//! [`answer`](mod@answer) (app answers and acknowledgements), [`explain`](mod@explain);
+//! reading, canceling and escalating are here.
+
+mod answer;
+mod check;
+mod explain;
+mod issue;
+mod refusal;
+
+pub use answer::{AnswerRequest, Answered};
+pub use check::Checked;
+pub use explain::{ExplainRequest, Explained};
+pub use issue::{Idempotency, Issue, IssueRequest, Issued};
+pub use refusal::{Refused, Unanswerable};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::delivery::{self, DeliveryJob, DeliveryQueue};
+use crate::delivery::router::Router;
+use crate::delivery::{DeliveryJob, DeliveryQueue};
 use crate::domain::clock::{Clock, UnixMillis};
 use crate::domain::locale::Locale;
 use crate::domain::verification::{
-    AckOutcome, AnswerOutcome, CancelOutcome, Challenge, Closing, EscalationCause, MatchCode,
-    NewVerification, Policy, RequestedChannel, ResendRefusal, SendResult, Verification,
+    CancelOutcome, Closing, EscalationCause, Policy, SendResult, Status, Verification,
 };
 use crate::metrics::Metrics;
-use crate::numbers::e164::E164;
-use crate::numbers::reader::NumberLine;
-use crate::policy::limiter::Refusal;
-use crate::secrets::code::{Code, CodeKeys, OsRandom, RandomError, RandomSource};
-use crate::secrets::device_key::Decision;
-use crate::secrets::id::{ShardTag, VerificationId};
-use crate::store::{
-    CheckLimits, CheckResult, CheckedWithin, IssueLimits, IssueOutcome, Store, StoreError,
-};
+use crate::numbers::reader::NumberParser;
+use crate::policy::admission::{Admission, Rules};
+use crate::policy::clients::Client;
+use crate::secrets::code::CodeKeys;
+use crate::secrets::id::VerificationId;
+use crate::store::{Store, StoreError};
 use otpd_adapters::ChannelKind;
 
 /// A purpose (`login`, `signup`, …) and the policy its verifications get.
@@ -39,60 +55,55 @@ pub struct Purpose {
     pub require_contrast: bool,
 }
 
-/// A request to send a code, already validated.
-#[derive(Debug, Clone)]
-pub struct IssueRequest {
-    pub to: E164,
-    pub line: NumberLine,
-    pub channel: RequestedChannel,
-    pub locale: Locale,
-    pub purpose: Purpose,
-    pub subject: Option<Box<str>>,
-    /// The API client asking (`None` when the API is open).
-    pub client: Option<Arc<str>>,
-    /// Whether the subject has a registered device (known from the registry).
-    pub has_devices: bool,
-    /// `to` is not the registered subject's number (a client allowed to override
-    /// asked): recorded on the verification.
-    pub to_override: bool,
-    /// A request for a pending verification whose last send is younger than this
-    /// is the same request again: it gets that verification, and nothing is sent.
-    pub dedupe_window: Duration,
+/// What the engine is built from.
+pub struct EngineParts {
+    pub store: Arc<dyn Store>,
+    pub keys: CodeKeys,
+    pub queue: DeliveryQueue,
+    pub clock: Arc<dyn Clock>,
+    pub purposes: Vec<Purpose>,
+    pub metrics: Arc<Metrics>,
+    /// Clients, limits and the pumping defence; a reload replaces them.
+    pub rules: Rules,
+    /// The routing plan in force, for the language of a number's country.
+    pub router: Arc<Router>,
+    /// Reads numbers (the registry's, for requests by subject).
+    pub numbers: Arc<NumberParser>,
+    pub settings: Settings,
 }
 
-/// Whether `issue` made a new verification, re-sent a pending one, or found the
-/// same request just made (and sent nothing).
+/// The engine's share of the configuration that a reload does not change.
 #[derive(Debug, Clone)]
-pub enum Issued {
-    Created(Verification),
-    Resent(Verification),
-    Deduplicated(Verification),
+pub struct Settings {
+    /// The purpose of requests that name none.
+    pub default_purpose: String,
+    /// The language of requests that name none, when their number's country has none
+    /// configured.
+    pub default_locale: Locale,
+    /// How long a response is kept for replay under its idempotency key.
+    pub idempotency_ttl: Duration,
+    /// What an overloaded answer tells the caller to wait.
+    pub overload_retry_after: Duration,
+    /// How far an app answer's signed timestamp may be from otpd's clock.
+    pub answer_max_skew: Duration,
 }
 
-impl Issued {
-    pub fn verification(&self) -> &Verification {
-        match self {
-            Issued::Created(v) | Issued::Resent(v) | Issued::Deduplicated(v) => v,
+impl Settings {
+    pub fn new(config: &crate::config::Config) -> Settings {
+        Settings {
+            default_purpose: config.codes.default_purpose.clone(),
+            default_locale: Locale::parse(&config.codes.default_locale).unwrap_or(Locale::Es),
+            idempotency_ttl: config.idempotency.ttl,
+            overload_retry_after: config.delivery.overload_retry_after,
+            answer_max_skew: config.app.answer_max_skew,
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum IssueError {
-    #[error("the delivery queue is full")]
-    Overloaded,
-    /// Refused by a limit the store decided ([`Engine::issue_within`]).
-    #[error("refused by the {} limit", .0.limit)]
-    Limited(Refusal),
-    #[error("a code was sent to this number moments ago; retry after {retry_after:?}")]
-    Cooldown { retry_after: Duration },
-    #[error("the code was already sent the maximum number of times")]
-    MaxSends { retry_after: Duration },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Random(#[from] RandomError),
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::new(&crate::config::Config::default())
+    }
 }
 
 pub struct Engine {
@@ -105,28 +116,33 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     purposes: HashMap<Box<str>, Purpose>,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
+    router: Arc<Router>,
+    numbers: Arc<NumberParser>,
+    settings: Settings,
 }
 
 impl Engine {
-    pub fn new(
-        store: Arc<dyn Store>,
-        keys: CodeKeys,
-        queue: DeliveryQueue,
-        clock: Arc<dyn Clock>,
-        purposes: impl IntoIterator<Item = Purpose>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// Admission decides on the store's own limiter, so that the limits a store
+    /// decides with an issue or a check and those decided on their own are the same.
+    pub fn new(parts: EngineParts) -> Self {
+        let admission = Arc::new(Admission::new(parts.store.limiter(), parts.rules));
         Self {
-            store,
+            store: parts.store,
             store_queues: false,
-            keys,
-            queue,
-            clock,
-            purposes: purposes
+            keys: parts.keys,
+            queue: parts.queue,
+            clock: parts.clock,
+            purposes: parts
+                .purposes
                 .into_iter()
                 .map(|p| (Box::from(&*p.name), p))
                 .collect(),
-            metrics,
+            metrics: parts.metrics,
+            admission,
+            router: parts.router,
+            numbers: parts.numbers,
+            settings: parts.settings,
         }
     }
 
@@ -145,10 +161,34 @@ impl Engine {
         self.purposes.get(name)
     }
 
+    /// The purpose called `name`, or the default one.
+    pub fn find_purpose(&self, name: Option<&str>) -> Result<&Purpose, Refused> {
+        let name = name.unwrap_or(&self.settings.default_purpose);
+        self.purposes
+            .get(name)
+            .ok_or_else(|| Refused::UnknownPurpose {
+                configured: self.purpose_names().into_iter().map(String::from).collect(),
+            })
+    }
+
     pub fn purpose_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.purposes.keys().map(|k| &**k).collect();
         names.sort_unstable();
         names
+    }
+
+    /// Reads the numbers requests carry.
+    pub fn numbers(&self) -> &NumberParser {
+        &self.numbers
+    }
+
+    /// The routing plan in force and the carriers' health.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The MAC of `subject`'s contrast value in its normal form.
@@ -181,6 +221,20 @@ impl Engine {
         &self.queue
     }
 
+    /// Clients, limits and the pumping defence (a reload installs new rules here).
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// May `caller` call a route anyone may call? Charged per caller network.
+    pub async fn admit_public(&self, caller: std::net::IpAddr) -> Result<(), Refused> {
+        let rules = self.admission.rules();
+        Ok(self
+            .admission
+            .admit_public(&rules, caller, self.clock.now())
+            .await?)
+    }
+
     /// Bring the sampled gauges up to date (called before each metrics scrape).
     pub fn publish_gauges(&self) {
         self.metrics.queue_depth.set(self.queue.depth() as f64);
@@ -190,201 +244,33 @@ impl Engine {
             .set(delay.unwrap_or_default().as_secs_f64());
     }
 
-    /// Issue a new code, or re-send the pending one for the same destination and
-    /// purpose. Reserves the queue slot first: when the queue is full nothing is
-    /// created.
-    pub async fn issue(&self, req: IssueRequest) -> Result<Issued, IssueError> {
-        self.issue_with(req, None).await
-    }
-
-    /// [`Engine::issue`], with the request's limits decided by the store in the same
-    /// step (see [`Store::issue_within`]); a refusal is [`IssueError::Limited`].
-    pub async fn issue_within(
+    /// Verification `id`, if it is `caller`'s, and its status now.
+    pub async fn get(
         &self,
-        req: IssueRequest,
-        limits: &IssueLimits<'_>,
-    ) -> Result<Issued, IssueError> {
-        self.issue_with(req, Some(limits)).await
-    }
-
-    async fn issue_with(
-        &self,
-        req: IssueRequest,
-        limits: Option<&IssueLimits<'_>>,
-    ) -> Result<Issued, IssueError> {
-        let now = self.clock.now();
-        // A standing queue: codes would reach people late; better refused now.
-        if self.queue.behind(now) {
-            self.metrics.overloaded();
-            return Err(IssueError::Overloaded);
-        }
-        let slot = if self.store_queues {
-            None
-        } else {
-            Some(self.queue.try_reserve().map_err(|_| {
-                self.metrics.overloaded();
-                IssueError::Overloaded
-            })?)
-        };
-
-        let mut policy = req.purpose.policy;
-        if req.channel == RequestedChannel::App {
-            policy.ttl = req.purpose.app_ttl;
-        }
-        let mut rng = OsRandom;
-        let mut random = [0u8; 14];
-        rng.fill(&mut random)?;
-        let id = VerificationId::new(ShardTag::of(req.to), random);
-        let code = Code::generate(policy.code_length, &mut rng)?;
-        let kind = delivery::resolve(req.channel, req.has_devices);
-        let match_code = match kind {
-            ChannelKind::Push => Some(MatchCode::generate(&mut rng)?),
-            ChannelKind::Sms => None,
-        };
-        let challenge = match req.channel {
-            RequestedChannel::App => Some(Challenge::generate(&mut rng)?),
-            _ => None,
-        };
-        let mut candidate = Verification::new(
-            NewVerification {
-                id,
-                to: req.to,
-                line: req.line,
-                purpose: req.purpose.name.clone(),
-                subject: req.subject,
-                client: req.client,
-                locale: req.locale,
-                channel: req.channel,
-                first_send: kind,
-                code_mac: self.keys.mac(&id, &code),
-                sealed_code: self.keys.seal(&id, &code),
-                policy,
-                match_code,
-                challenge,
-            },
-            now,
-        );
-        candidate.to_override = req.to_override;
-
-        let outcome = match limits {
-            Some(limits) => self.store.issue_within(&candidate, now, limits).await?,
-            None => self.store.issue(&candidate, now).await?,
-        };
-        let (issued, code) = match outcome {
-            IssueOutcome::Limited(refusal) => return Err(IssueError::Limited(refusal)),
-            IssueOutcome::Created => {
-                self.metrics.created();
-                (Issued::Created(candidate), code)
-            }
-            IssueOutcome::Overloaded => {
-                self.metrics.overloaded();
-                return Err(IssueError::Overloaded);
-            }
-            IssueOutcome::Resent(v) => {
-                self.metrics.resent();
-                // Same verification, same code: recover it from its sealed form.
-                let code = self.keys.unseal(&v.id, v.sealed_code, v.code_length);
-                (Issued::Resent(v), code)
-            }
-            IssueOutcome::Refused {
-                refusal,
-                expires_at,
-                existing,
-            } => {
-                if let Some(v) = self.duplicate_of(&existing, req.dedupe_window, now).await? {
-                    self.metrics.deduplicated();
-                    return Ok(Issued::Deduplicated(v));
-                }
-                return Err(match refusal {
-                    ResendRefusal::Cooldown { retry_after } => {
-                        self.metrics.refused_cooldown();
-                        IssueError::Cooldown { retry_after }
-                    }
-                    ResendRefusal::MaxSends => {
-                        self.metrics.refused_max_sends();
-                        // A new code can be asked for once this one has expired.
-                        let left = now.until(expires_at);
-                        IssueError::MaxSends {
-                            retry_after: Duration::from_secs(left.as_secs().max(1)),
-                        }
-                    }
-                });
-            }
-        };
-        let Some(slot) = slot else {
-            // Queued by the store with the verification.
-            return Ok(issued);
-        };
-        let v = issued.verification();
-        let last = v
-            .sends()
-            .last()
-            .expect("a verification has at least one send");
-        slot.send(DeliveryJob {
-            id: v.id,
-            send: v.sends().len() as u8,
-            to: v.to,
-            kind: last.channel,
-            locale: v.locale,
-            purpose: v.purpose.clone(),
-            code,
-            expires_at: v.expires_at,
-            subject: v.subject.clone(),
-            match_code: v.match_code,
-            challenge: v.challenge(),
-            client: v.client.clone(),
-            provider_ack: req.purpose.provider_ack,
-            receipt: None,
-            queued_at: now,
-        });
-        Ok(issued)
-    }
-
-    /// The pending verification `id` if its last send is younger than `window`.
-    async fn duplicate_of(
-        &self,
+        caller: &Client,
         id: &VerificationId,
-        window: Duration,
-        now: UnixMillis,
-    ) -> Result<Option<Verification>, StoreError> {
-        if window.is_zero() {
-            return Ok(None);
-        }
-        let Some(v) = self.store.get(id).await? else {
-            return Ok(None);
-        };
-        let last = v.sends().last().map_or(v.created_at, |s| s.queued_at);
-        Ok((last.until(now) < window).then_some(v))
-    }
-
-    /// The app says the push arrived. `None` if the verification is unknown.
-    pub async fn acknowledge(
-        &self,
-        id: &VerificationId,
-    ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
-        let result = self.store.acknowledge(id, self.clock.now()).await?;
-        if let Some((AckOutcome::Acknowledged, _)) = &result {
-            self.metrics.acknowledged();
-        }
-        Ok(result)
-    }
-
-    /// Record an app's answer, already verified (device, signature, timestamp), on
-    /// approval request `id`. `None` if unknown.
-    pub async fn answer(
-        &self,
-        id: &VerificationId,
-        decision: Decision,
-        device: &str,
-    ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
-        let result = self
+    ) -> Result<(Verification, Status), Refused> {
+        let v = self
             .store
-            .answer(id, decision, device, self.clock.now())
-            .await?;
-        if let Some((AnswerOutcome::Answered(_), _)) = &result {
-            self.metrics.answered(decision);
-        }
-        Ok(result)
+            .get(id)
+            .await?
+            .filter(|v| v.client.as_ref() == caller.id())
+            .ok_or(Refused::NotFound)?;
+        let status = v.status(self.clock.now());
+        Ok((v, status))
+    }
+
+    /// Cancel `caller`'s pending verification `id`.
+    pub async fn cancel(
+        &self,
+        caller: &Client,
+        id: &VerificationId,
+    ) -> Result<(CancelOutcome, Verification), Refused> {
+        let owner = caller.id().map(|n| &**n);
+        self.store
+            .close(id, owner, Closing::Cancel, self.clock.now())
+            .await?
+            .ok_or(Refused::NotFound)
     }
 
     /// Send by SMS the codes whose push went unacknowledged for too long: up to
@@ -434,58 +320,5 @@ impl Engine {
             }
         }
         Ok(escalated)
-    }
-
-    /// Check a typed code. `None` if the verification is unknown (or `client`'s
-    /// it is not).
-    pub async fn check(
-        &self,
-        id: &VerificationId,
-        code: &Code,
-        client: Option<&str>,
-    ) -> Result<Option<CheckResult>, StoreError> {
-        let candidate = self.keys.mac(id, code);
-        let result = self
-            .store
-            .check(id, &candidate, client, self.clock.now())
-            .await?;
-        if let Some(r) = &result {
-            self.metrics.checked(r.outcome);
-        }
-        Ok(result)
-    }
-
-    /// [`Engine::check`], with the check's limits decided by the store in the same
-    /// step (see [`Store::check_within`]).
-    pub async fn check_within(
-        &self,
-        id: &VerificationId,
-        code: &Code,
-        client: Option<&str>,
-        limits: &CheckLimits<'_>,
-    ) -> Result<CheckedWithin, StoreError> {
-        let candidate = self.keys.mac(id, code);
-        let result = self
-            .store
-            .check_within(id, &candidate, client, self.clock.now(), limits)
-            .await?;
-        if let CheckedWithin::Checked { result, .. } = &result {
-            self.metrics.checked(result.outcome);
-        }
-        Ok(result)
-    }
-
-    pub async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
-        self.store.get(id).await
-    }
-
-    /// Cancel (by its client) or lock (by otpd) a pending verification.
-    pub async fn close(
-        &self,
-        id: &VerificationId,
-        client: Option<&str>,
-        how: Closing,
-    ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
-        self.store.close(id, client, how, self.clock.now()).await
     }
 }

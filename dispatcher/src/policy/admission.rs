@@ -57,13 +57,6 @@ impl From<Denial> for Refused {
     }
 }
 
-/// What an admitted request was charged, to give it back if it sends nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct Admitted {
-    pool: Pool,
-    throttled: bool,
-}
-
 /// The limits a request to send a code is decided by (see
 /// [`Admission::plan_issue`]): what gates it without being charged, what it is
 /// charged, and the shared pool to fall back on when the client's reserved share
@@ -263,47 +256,6 @@ impl Admission {
         })
     }
 
-    /// May a code be sent for this request? Asks the limiter, charging every limit
-    /// or none — for a store that does not decide limits itself (see
-    /// [`crate::store::Store::issue_within`]).
-    pub async fn admit_issue(
-        &self,
-        rules: &Rules,
-        f: &IssueFacts<'_>,
-        now: UnixMillis,
-    ) -> Result<Admitted, Refused> {
-        let plan = self.plan_issue(rules, f, now)?;
-        let gate = plan.gate(rules, f);
-        if !gate.is_empty() {
-            self.limiter
-                .peek(&gate, plan.now)
-                .await
-                .map_err(|d| self.denied(rules, f, d, now))?;
-        }
-        let mut pool = plan.pool;
-        let mut result = self
-            .limiter
-            .check(&plan.charge(rules, f, pool), plan.now)
-            .await;
-        if plan.fallback
-            && let Err(Denial::Refused(r)) = result
-            && r.limit == name::RESERVED
-        {
-            // The client's own share is used up: the shared pool.
-            pool = Pool::Shared;
-            result = self
-                .limiter
-                .check(&plan.charge(rules, f, pool), plan.now)
-                .await;
-        }
-        result.map_err(|d| self.denied(rules, f, d, now))?;
-        self.admitted(&plan);
-        Ok(Admitted {
-            pool,
-            throttled: plan.throttled,
-        })
-    }
-
     /// A planned request went through its limits.
     pub fn admitted(&self, plan: &IssuePlan) {
         if plan.throttled {
@@ -342,72 +294,16 @@ impl Admission {
         key
     }
 
-    /// The admitted request sent nothing (it collapsed into an earlier one, or the
-    /// earlier one may not be re-sent yet): give its charges back.
-    pub async fn refund_issue(
-        &self,
-        rules: &Rules,
-        f: &IssueFacts<'_>,
-        admitted: Admitted,
-        now: UnixMillis,
-    ) {
-        let p = &rules.policy;
-        let keys = p.keys(f);
-        let scope_key = self.scope_key(p, f.to);
-        let checks = charges(p, f, &keys, &scope_key, admitted.pool, admitted.throttled);
-        if let Err(e) = self.limiter.refund(&checks, nanos(now)).await {
-            // The charge stays: the limit errs on the strict side until it drains.
-            tracing::warn!(error = %e, "could not give a request's limit charges back");
-        }
-    }
-
     /// A code went out to `to`.
     pub fn sent(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
         self.pumping.sent(&rules.policy.pumping, to, country, now);
     }
 
-    /// May a code be checked from `ip`? Charges the per-IP check limit.
-    pub async fn admit_check(
-        &self,
-        rules: &Rules,
-        ip: Option<IpAddr>,
-        now: UnixMillis,
-    ) -> Result<(), Refused> {
-        let Some(ip) = ip else { return Ok(()) };
-        let key = ip_key(ip);
-        let Some(c) = rules.policy.check_ip(&key) else {
-            return Ok(());
-        };
-        self.charge(c, now).await
-    }
-
-    async fn charge(
-        &self,
-        c: crate::policy::limiter::Check<'_>,
-        now: UnixMillis,
-    ) -> Result<(), Refused> {
-        self.limiter.check(&[c], nanos(now)).await.map_err(counted)
-    }
-
-    /// A check refused by a limit a store decided (see
-    /// [`crate::store::Store::check_within`]): counted.
+    /// A check refused by a limit the store decided (see
+    /// [`crate::store::Store::check`]): counted.
     pub fn check_refused(&self, r: Refusal) -> Refused {
         refused(r.limit);
         Refused::Limited(r)
-    }
-
-    /// A wrong code was typed for `subject`. `Err` when the subject is past its
-    /// wrong-code limit: the caller locks what is being guessed.
-    pub async fn wrong_code(
-        &self,
-        rules: &Rules,
-        subject: &str,
-        now: UnixMillis,
-    ) -> Result<(), Refused> {
-        let Some(c) = rules.policy.check_subject(subject) else {
-            return Ok(());
-        };
-        self.charge(c, now).await
     }
 
     /// May a secret about `subject` be tried (from `ip`, when known)? A contrast
@@ -506,8 +402,8 @@ impl Admission {
     }
 
     /// Forget what is back to normal: limit keys at a full burst, idle scopes.
-    pub fn reclaim(&self, reclaim_limiter: impl FnOnce(u64) -> usize, now: UnixMillis) {
-        let keys = reclaim_limiter(nanos(now)) + self.local.reclaim(nanos(now));
+    pub fn reclaim(&self, now: UnixMillis) {
+        let keys = self.limiter.reclaim(nanos(now)) + self.local.reclaim(nanos(now));
         let scopes = self.pumping.reclaim(&self.rules().policy.pumping, now);
         metrics::gauge!("otpd_limit_keys").set(keys as f64);
         metrics::gauge!("otpd_pumping_scopes").set(scopes as f64);
@@ -624,7 +520,7 @@ mod tests {
     use super::*;
     use crate::config::{ClientConfig, Rate};
     use crate::policy::clients::hash_key;
-    use crate::policy::limiter::MemoryLimiter;
+    use crate::policy::limiter::{Charged, IssueLimits, MemoryLimiter, charge_issue, refund_issue};
     use std::collections::BTreeMap;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -658,6 +554,53 @@ mod tests {
         Admission::new(Arc::new(MemoryLimiter::new()), Rules::new(c))
     }
 
+    /// Admit a request to send a code the way a store whose limits live in the
+    /// limiter does ([`charge_issue`]), with the limits the engine hands it; and,
+    /// with `then_refund`, give the charge back as it does for a request that sent
+    /// nothing.
+    async fn admit(
+        a: &Admission,
+        rules: &Rules,
+        f: &IssueFacts<'_>,
+        now: UnixMillis,
+        then_refund: bool,
+    ) -> Result<Charged, Refused> {
+        let plan = a.plan_issue(rules, f, now)?;
+        let gate = plan.gate(rules, f);
+        let charge = plan.charge(rules, f, plan.pool());
+        let fallback = plan
+            .falls_back()
+            .then(|| plan.charge(rules, f, Pool::Shared));
+        let limits = IssueLimits {
+            gate: &gate,
+            charge: &charge,
+            fallback: fallback.as_deref(),
+            now: plan.now,
+        };
+        let charged = charge_issue(&*a.limiter, &limits)
+            .await
+            .map_err(|d| a.denied(rules, f, d, now))?;
+        a.admitted(&plan);
+        if then_refund {
+            refund_issue(&*a.limiter, &limits, charged).await;
+        }
+        Ok(charged)
+    }
+
+    async fn admit_issue(
+        a: &Admission,
+        rules: &Rules,
+        f: &IssueFacts<'_>,
+        now: UnixMillis,
+    ) -> Result<Charged, Refused> {
+        admit(a, rules, f, now, false).await
+    }
+
+    async fn wrong_code(a: &Admission, rules: &Rules, subject: &str) -> Result<(), Refused> {
+        let c = rules.policy.check_subject(subject).unwrap();
+        a.limiter.check(&[c], nanos(T0)).await.map_err(counted)
+    }
+
     fn facts<'a>(client: &'a crate::policy::clients::Client, n: u64) -> IssueFacts<'a> {
         IssueFacts {
             to: E164::from_digits_unchecked(447_700_000_000 + n),
@@ -678,13 +621,12 @@ mod tests {
         // The bank (no reservation) takes all it can: the shared half.
         let mut bank_ok = 0;
         for n in 0..100 {
-            if a.admit_issue(&rules, &facts(&bank, n), T0).await.is_ok() {
+            if admit_issue(&a, &rules, &facts(&bank, n), T0).await.is_ok() {
                 bank_ok += 1;
             }
         }
         assert_eq!(bank_ok, 5);
-        let refusal = a
-            .admit_issue(&rules, &facts(&bank, 500), T0)
+        let refusal = admit_issue(&a, &rules, &facts(&bank, 500), T0)
             .await
             .unwrap_err();
         assert!(
@@ -699,12 +641,11 @@ mod tests {
         );
         // Sede still has its reserved half.
         for n in 0..5 {
-            a.admit_issue(&rules, &facts(&sede, 1000 + n), T0)
+            admit_issue(&a, &rules, &facts(&sede, 1000 + n), T0)
                 .await
                 .unwrap();
         }
-        let last = a
-            .admit_issue(&rules, &facts(&sede, 2000), T0)
+        let last = admit_issue(&a, &rules, &facts(&sede, 2000), T0)
             .await
             .unwrap_err();
         assert!(matches!(
@@ -723,8 +664,7 @@ mod tests {
         let bank = rules.clients.authenticate(Some(b"Bearer bank")).unwrap();
         let f = facts(&bank, 1);
         for _ in 0..20 {
-            let admitted = a.admit_issue(&rules, &f, T0).await.unwrap();
-            a.refund_issue(&rules, &f, admitted, T0).await;
+            admit(&a, &rules, &f, T0, true).await.unwrap();
         }
         let e = a.explain(&rules, &f, T0).await.unwrap();
         assert_eq!(e.decision, "allowed");
@@ -743,7 +683,7 @@ mod tests {
             ..facts(&bank, 0)
         };
         assert_eq!(
-            a.admit_issue(&rules, &sat, T0).await.unwrap_err(),
+            admit_issue(&a, &rules, &sat, T0).await.unwrap_err(),
             Refused::Denied {
                 entry: "+8821".into()
             }
@@ -759,11 +699,10 @@ mod tests {
             "{e:?}"
         );
         // Throttled: one through, then refused by `pumping`.
-        a.admit_issue(&rules, &facts(&bank, 10), later)
+        admit_issue(&a, &rules, &facts(&bank, 10), later)
             .await
             .unwrap();
-        let r = a
-            .admit_issue(&rules, &facts(&bank, 11), later)
+        let r = admit_issue(&a, &rules, &facts(&bank, 11), later)
             .await
             .unwrap_err();
         assert!(
@@ -790,16 +729,16 @@ mod tests {
             ..facts(&bank, 1)
         };
         for _ in 0..3 {
-            a.wrong_code(&rules, "12345678Z", T0).await.unwrap();
+            wrong_code(&a, &rules, "12345678Z").await.unwrap();
         }
         assert!(matches!(
-            a.wrong_code(&rules, "12345678Z", T0).await.unwrap_err(),
+            wrong_code(&a, &rules, "12345678Z").await.unwrap_err(),
             Refused::Limited(Refusal {
                 limit: "check_subject",
                 ..
             })
         ));
-        let r = a.admit_issue(&rules, &f, T0).await.unwrap_err();
+        let r = admit_issue(&a, &rules, &f, T0).await.unwrap_err();
         assert!(matches!(
             r,
             Refused::Limited(Refusal {
@@ -812,6 +751,6 @@ mod tests {
             subject: Some("87654321X"),
             ..f
         };
-        a.admit_issue(&rules, &other, T0).await.unwrap();
+        admit_issue(&a, &rules, &other, T0).await.unwrap();
     }
 }

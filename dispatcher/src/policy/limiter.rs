@@ -86,6 +86,110 @@ pub trait Limiter: Send + Sync {
 
     /// Where one limit's key stands, for explaining decisions.
     async fn standing(&self, check: &Check<'_>, now: u64) -> Result<gcra::Standing, Unavailable>;
+
+    /// Forget keys back at a full burst; returns how many are left. A limiter whose
+    /// keys expire by themselves (Redis) has nothing to do.
+    fn reclaim(&self, _now: u64) -> usize {
+        0
+    }
+}
+
+/// A request's limits for issuing a code, decided in the same step as the issue
+/// (see [`crate::store::Store::issue`]): one round trip where the store can reach
+/// the limits from one script, and no refund to make for a request that sends
+/// nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueLimits<'a> {
+    /// Limits that gate the request but are charged by something else.
+    pub gate: &'a [Check<'a>],
+    /// What the request is charged if it sends a code.
+    pub charge: &'a [Check<'a>],
+    /// Charged instead when `charge` is refused by its reserved share
+    /// ([`crate::policy::limits::name::RESERVED`]).
+    pub fallback: Option<&'a [Check<'a>]>,
+    /// The limiter's time (nanoseconds, as [`Limiter`] takes it).
+    pub now: u64,
+}
+
+impl IssueLimits<'static> {
+    /// No limits at all.
+    pub const NONE: IssueLimits<'static> = IssueLimits {
+        gate: &[],
+        charge: &[],
+        fallback: None,
+        now: 0,
+    };
+}
+
+/// A check's limits, decided in the same step as the attempt is counted (see
+/// [`crate::store::Store::check`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckLimits<'a> {
+    /// Charged before the attempt counts (the caller's address); a refusal counts
+    /// nothing.
+    pub before: Option<Check<'a>>,
+    /// The quota of wrong codes per subject
+    /// ([`crate::policy::limits::name::CHECK_SUBJECT`], keyed by the verification's
+    /// subject): a wrong code past it locks the verification too.
+    pub wrong_per_subject: Option<Quota>,
+    /// The limiter's time (nanoseconds).
+    pub now: u64,
+}
+
+impl CheckLimits<'static> {
+    /// No limits at all.
+    pub const NONE: CheckLimits<'static> = CheckLimits {
+        before: None,
+        wrong_per_subject: None,
+        now: 0,
+    };
+}
+
+/// Which of an issue's charges were taken (to give them back if it sends nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charged {
+    /// `charge`.
+    First,
+    /// `fallback`: the reserved share was used up.
+    Fallback,
+}
+
+/// Decide an issue's limits on `limiter`, charging them: the gate looked at, the
+/// charges taken all or none, the shared pool tried when the reserved share
+/// refuses. For a store whose limits live where its own atomic step cannot reach
+/// them; it gives the charge back with [`refund_issue`] if nothing is sent.
+pub async fn charge_issue(
+    limiter: &dyn Limiter,
+    limits: &IssueLimits<'_>,
+) -> Result<Charged, Denial> {
+    if !limits.gate.is_empty() {
+        limiter.peek(limits.gate, limits.now).await?;
+    }
+    match limiter.check(limits.charge, limits.now).await {
+        Err(Denial::Refused(r)) if r.limit == crate::policy::limits::name::RESERVED => {
+            match limits.fallback {
+                // The client's own share is used up: the shared pool.
+                Some(fallback) => {
+                    limiter.check(fallback, limits.now).await?;
+                    Ok(Charged::Fallback)
+                }
+                None => Err(Denial::Refused(r)),
+            }
+        }
+        other => other.map(|()| Charged::First),
+    }
+}
+
+/// Give back what [`charge_issue`] took.
+pub async fn refund_issue(limiter: &dyn Limiter, limits: &IssueLimits<'_>, charged: Charged) {
+    let checks = match charged {
+        Charged::First => limits.charge,
+        Charged::Fallback => limits.fallback.unwrap_or_default(),
+    };
+    if let Err(e) = limiter.refund(checks, limits.now).await {
+        // The charge stays: the limit errs on the strict side until it drains.
+        tracing::warn!(error = %e, "could not give a request's limit charges back");
+    }
 }
 
 /// Limits one request may be checked against at once.
@@ -208,6 +312,10 @@ impl Limiter for MemoryLimiter {
 
     async fn standing(&self, c: &Check<'_>, now: u64) -> Result<gcra::Standing, Unavailable> {
         Ok(self.standing_now(c, now))
+    }
+
+    fn reclaim(&self, now: u64) -> usize {
+        MemoryLimiter::reclaim(self, now)
     }
 }
 

@@ -39,15 +39,13 @@ use crate::delivery::router::{Plan, Router};
 use crate::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::verification::Policy;
-use crate::engine::{Engine, Purpose};
+use crate::engine::{Engine, EngineParts, Purpose, Settings};
 use crate::metrics::{self, Metrics};
 use crate::numbers::reader::{NumberParser, NumberRules};
 use crate::policy::admission::{Admission, Rules};
-use crate::policy::limiter::{Limiter, MemoryLimiter};
 use crate::secrets::code::{CodeKeys, CodeLength, OsRandom, RandomSource};
 use crate::store::redis::Handoff;
 use crate::store::redis::directory::RedisDirectory;
-use crate::store::redis::limiter::RedisLimiter;
 use crate::store::redis::queue::{JobReader, StreamConsumer};
 use crate::store::redis::{Keys, Redis};
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -207,37 +205,38 @@ impl Server {
         let router = Arc::new(
             Router::new(&channels.sms, plan).map_err(|e| ServerError::Routing(e.to_string()))?,
         );
-        let memory_limiter = redis.is_none().then(|| Arc::new(MemoryLimiter::new()));
-        let limiter: Arc<dyn Limiter> = match (&redis, &memory_limiter) {
-            (Some(redis), _) => Arc::new(RedisLimiter::new(redis.clone(), redis_keys.clone())),
-            (None, Some(memory)) => memory.clone(),
-            (None, None) => unreachable!("one or the other"),
-        };
-        let admission = Arc::new(Admission::new(limiter, Rules::new(&config)));
         if config.clients.is_empty() {
             tracing::warn!(
                 "no [[clients]] configured: the API is open to anyone who can reach it (keep it on loopback)"
             );
         }
+        let numbers = NumberRules::new(&config.numbers.default_region, config.numbers.mobile_only)
+            .expect("validated")
+            .allow_non_geographic(config.numbers.allow_non_geographic);
+        let metrics = Arc::new(Metrics::new());
+        let mut engine = Engine::new(EngineParts {
+            store: store.clone(),
+            keys: keys.clone(),
+            queue: queue.clone(),
+            clock: deps.clock.clone(),
+            purposes: purposes.collect(),
+            metrics: metrics.clone(),
+            rules: Rules::new(&config),
+            router: router.clone(),
+            numbers: Arc::new(NumberParser::new(numbers, config.numbers.cache_capacity)),
+            settings: Settings::new(&config),
+        });
+        if store_queues {
+            engine = engine.with_store_queue();
+        }
+        let engine = Arc::new(engine);
+        let admission = engine.admission().clone();
         let reloader = Arc::new(Reloader {
             router: router.clone(),
             admission: admission.clone(),
             file: deps.config_file.clone(),
             lock: tokio::sync::Mutex::new(()),
         });
-        let metrics = Arc::new(Metrics::new());
-        let mut engine = Engine::new(
-            store.clone(),
-            keys.clone(),
-            queue.clone(),
-            deps.clock.clone(),
-            purposes,
-            metrics.clone(),
-        );
-        if store_queues {
-            engine = engine.with_store_queue();
-        }
-        let engine = Arc::new(engine);
 
         let (stop, stop_rx) = watch::channel(false);
         let (stop_workers, stop_workers_rx) = watch::channel(false);
@@ -291,7 +290,6 @@ impl Server {
         }
         let reclaimer = tokio::spawn(reclaim(
             admission.clone(),
-            memory_limiter,
             deps.clock.clone(),
             stop_rx.clone(),
         ));
@@ -304,22 +302,12 @@ impl Server {
             stop_rx.clone(),
         ));
 
-        let numbers = NumberRules::new(&config.numbers.default_region, config.numbers.mobile_only)
-            .expect("validated")
-            .allow_non_geographic(config.numbers.allow_non_geographic);
         let state = Arc::new(AppState {
             engine: engine.clone(),
-            numbers: Arc::new(NumberParser::new(numbers, config.numbers.cache_capacity)),
             prometheus: Some(prometheus),
-            default_purpose: config.codes.default_purpose.clone(),
-            default_locale: config.codes.default_locale.clone(),
-            idempotency_ttl: config.idempotency.ttl,
-            overload_retry_after: config.delivery.overload_retry_after,
             http_metrics: Default::default(),
             channels: channels.sms.clone(),
-            router: router.clone(),
             reloader: Some(reloader.clone()),
-            admission: admission.clone(),
             app: config.app.clone(),
             trusted_proxies: crate::policy::peer::TrustedProxies::new(
                 &config.server.trusted_proxies,
@@ -713,8 +701,6 @@ async fn escalate(engine: Arc<Engine>, every: Duration, mut stop: watch::Receive
 /// `limits.reclaim_interval` (read again after a reload), until stopped.
 async fn reclaim(
     admission: Arc<Admission>,
-    // Redis expires its limit keys by itself.
-    limiter: Option<Arc<MemoryLimiter>>,
     clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -722,8 +708,7 @@ async fn reclaim(
         let every = admission.rules().policy.reclaim_interval;
         tokio::select! {
             () = tokio::time::sleep(every) => {
-                let reclaim_limiter = |now| limiter.as_ref().map_or(0, |l| l.reclaim(now));
-                admission.reclaim(reclaim_limiter, clock.now());
+                admission.reclaim(clock.now());
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {

@@ -21,6 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -33,8 +34,8 @@ use super::chunked::ChunkedVec;
 use super::idempotency::IdempotencyTable;
 use super::registry::Registry;
 use super::{
-    CheckResult, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store, StoreError,
-    StoredResponse,
+    CheckResult, CheckedWithin, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store,
+    StoreError, StoredResponse, check_charged, issue_charged,
 };
 use crate::domain::clock::UnixMillis;
 use crate::domain::subscriber::{Device, Platform, Subscriber};
@@ -42,6 +43,7 @@ use crate::domain::verification::{
     AckOutcome, AnswerOutcome, CancelOutcome, Closing, EscalationCause, RequestedChannel,
     SendDetails, SendResult, SendState, Status, Verification,
 };
+use crate::policy::limiter::{CheckLimits, IssueLimits, Limiter, MemoryLimiter};
 use crate::secrets::code::CodeMac;
 use crate::secrets::id::VerificationId;
 use otpd_adapters::ChannelKind;
@@ -60,6 +62,9 @@ pub struct MemoryStore {
     /// Armed escalations by due time. Entries are not removed when an escalation is
     /// disarmed (acknowledged, canceled): `escalate` re-checks under the shard lock.
     escalations: Mutex<BTreeSet<(UnixMillis, [u8; 16])>>,
+    /// Where the limits are kept: decided around each issue and check (see
+    /// [`crate::store::issue_charged`]), and by admission for the rest.
+    limiter: Arc<MemoryLimiter>,
 }
 
 #[derive(Default)]
@@ -122,6 +127,7 @@ impl MemoryStore {
             registry: Registry::default(),
             live: AtomicUsize::new(0),
             escalations: Mutex::new(BTreeSet::new()),
+            limiter: Arc::new(MemoryLimiter::new()),
         }
     }
 
@@ -256,13 +262,9 @@ impl Shard {
     }
 }
 
-#[async_trait]
-impl Store for MemoryStore {
-    async fn issue(
-        &self,
-        candidate: &Verification,
-        now: UnixMillis,
-    ) -> Result<IssueOutcome, StoreError> {
+impl MemoryStore {
+    /// The issue itself, under the shard's lock (limits decided around it).
+    fn issue_now(&self, candidate: &Verification, now: UnixMillis) -> IssueOutcome {
         let dest_hash = self.dedupe_hash(candidate);
         let retain_until = self.retain_until(candidate);
         let mut guard = self.shard_of(&candidate.id).lock();
@@ -287,14 +289,14 @@ impl Store for MemoryStore {
                     }
                     _ => wanted,
                 };
-                return Ok(match current.resend(channel, now) {
+                return match current.resend(channel, now) {
                     Ok(_) => IssueOutcome::Resent(current.clone()),
                     Err(refusal) => IssueOutcome::Refused {
                         existing: current.id,
                         refusal,
                         expires_at: current.expires_at,
                     },
-                });
+                };
             }
         }
         shard.insert(candidate.clone(), dest_hash, previous, retain_until);
@@ -305,18 +307,19 @@ impl Store for MemoryStore {
                 .insert((due, *candidate.id.as_bytes()));
         }
         self.live.fetch_add(1, Ordering::Relaxed);
-        Ok(IssueOutcome::Created)
+        IssueOutcome::Created
     }
 
-    async fn check(
+    /// The attempt itself, under the shard's lock.
+    fn check_now(
         &self,
         id: &VerificationId,
         candidate: &CodeMac,
         client: Option<&str>,
         now: UnixMillis,
-    ) -> Result<Option<CheckResult>, StoreError> {
+    ) -> Option<CheckResult> {
         let mut shard = self.shard_of(id).lock();
-        Ok(shard
+        shard
             .get_mut(id)
             .filter(|v| v.client.as_deref() == client)
             .map(|v| {
@@ -329,7 +332,42 @@ impl Store for MemoryStore {
                     country: v.line.country,
                     subject: v.subject.clone(),
                 }
-            }))
+            })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn issue(
+        &self,
+        candidate: &Verification,
+        now: UnixMillis,
+        limits: &IssueLimits<'_>,
+    ) -> Result<IssueOutcome, StoreError> {
+        if limits.gate.is_empty() && limits.charge.is_empty() {
+            return Ok(self.issue_now(candidate, now));
+        }
+        issue_charged(&*self.limiter, limits, async {
+            Ok(self.issue_now(candidate, now))
+        })
+        .await
+    }
+
+    async fn check(
+        &self,
+        id: &VerificationId,
+        candidate: &CodeMac,
+        client: Option<&str>,
+        now: UnixMillis,
+        limits: &CheckLimits<'_>,
+    ) -> Result<CheckedWithin, StoreError> {
+        let check = async { Ok(self.check_now(id, candidate, client, now)) };
+        let lock = || async { self.close(id, client, Closing::Lock, now).await.map(|_| ()) };
+        check_charged(&*self.limiter, limits, check, lock).await
+    }
+
+    fn limiter(&self) -> Arc<dyn Limiter> {
+        self.limiter.clone()
     }
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
@@ -560,7 +598,7 @@ mod tests {
     }
 
     async fn create(store: &MemoryStore, v: Verification, now: UnixMillis) -> Verification {
-        match store.issue(&v, now).await.unwrap() {
+        match store.issue(&v, now, &IssueLimits::NONE).await.unwrap() {
             IssueOutcome::Created => v,
             other => panic!("expected Created, got {other:?}"),
         }
@@ -600,7 +638,11 @@ mod tests {
         for i in 0..(per_window as u64 * 3) {
             now = now.plus(Duration::from_millis(10));
             store
-                .issue(&candidate(34600000000 + i, "login", i), now)
+                .issue(
+                    &candidate(34600000000 + i, "login", i),
+                    now,
+                    &IssueLimits::NONE,
+                )
                 .await
                 .unwrap();
         }

@@ -11,6 +11,8 @@ pub mod memory;
 pub mod redis;
 pub mod registry;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +25,9 @@ use crate::domain::verification::{
     ResendRefusal, SendDetails, SendResult, SendState, Verification,
 };
 use crate::numbers::e164::E164;
-use crate::policy::limiter::{Check, Refusal};
+use crate::policy::limiter::{
+    CheckLimits, Denial, IssueLimits, Limiter, Refusal, Unavailable, charge_issue, refund_issue,
+};
 use crate::secrets::code::CodeMac;
 use crate::secrets::id::VerificationId;
 
@@ -42,9 +46,10 @@ pub enum IssueOutcome {
     /// The store queues deliveries itself (Redis streams) and that queue is full:
     /// nothing was written.
     Overloaded,
-    /// A limit refused the request ([`Store::issue_within`] only): nothing was
-    /// written or charged.
+    /// A limit refused the request: nothing was written or charged.
     Limited(Refusal),
+    /// The limits could not be read: nothing was written or charged.
+    LimitsUnavailable(Unavailable),
     /// A pending one existed but may not be re-sent yet (or any more).
     Refused {
         existing: VerificationId,
@@ -54,43 +59,13 @@ pub enum IssueOutcome {
     },
 }
 
-/// A request's limits, for a store that keeps the limits too to decide in the same
-/// step as it issues (see [`Store::issue_within`]) — in one round trip, where
-/// deciding them first and then issuing would take two and refund what a request
-/// that sends nothing was charged.
-#[derive(Debug, Clone, Copy)]
-pub struct IssueLimits<'a> {
-    /// Limits that gate the request but are charged by something else.
-    pub gate: &'a [Check<'a>],
-    /// What the request is charged if it sends a code.
-    pub charge: &'a [Check<'a>],
-    /// Charged instead when `charge` is refused by its reserved share
-    /// ([`crate::policy::limits::name::RESERVED`]).
-    pub fallback: Option<&'a [Check<'a>]>,
-    /// The limiter's time (nanoseconds, as [`crate::policy::limiter::Limiter`] takes it).
-    pub now: u64,
-}
-
-/// A check's limits, for a store that keeps the limits too to decide in the same
-/// step as it counts the attempt (see [`Store::check_within`]).
-#[derive(Debug, Clone, Copy)]
-pub struct CheckLimits<'a> {
-    /// Charged before the attempt counts (the caller's address); a refusal counts
-    /// nothing.
-    pub before: Option<Check<'a>>,
-    /// The quota of wrong codes per subject
-    /// ([`crate::policy::limits::name::CHECK_SUBJECT`], keyed by the verification's
-    /// subject): a wrong code past it locks the verification too.
-    pub wrong_per_subject: Option<crate::policy::gcra::Quota>,
-    /// The limiter's time (nanoseconds).
-    pub now: u64,
-}
-
-/// What [`Store::check_within`] did.
+/// What [`Store::check`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckedWithin {
     /// The `before` limit refused: nothing was counted.
     Limited(Refusal),
+    /// The limits could not be read.
+    LimitsUnavailable(Unavailable),
     /// No such verification (of that client).
     NotFound,
     Checked {
@@ -99,6 +74,87 @@ pub enum CheckedWithin {
         /// locked for it).
         subject_refused: Option<Refusal>,
     },
+}
+
+impl CheckedWithin {
+    /// The attempt's result, if it was counted.
+    pub fn into_result(self) -> Option<CheckResult> {
+        match self {
+            CheckedWithin::Checked { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+}
+
+/// [`Store::issue`] for a store whose limits live where its own atomic step cannot
+/// reach them (the embedded store's limiter, a Redis Cluster's other slots): the
+/// limits are charged on `limiter` first, then `issue` runs, and the charge is
+/// given back if it sent nothing.
+pub(crate) async fn issue_charged(
+    limiter: &dyn Limiter,
+    limits: &IssueLimits<'_>,
+    issue: impl Future<Output = Result<IssueOutcome, StoreError>>,
+) -> Result<IssueOutcome, StoreError> {
+    let charged = match charge_issue(limiter, limits).await {
+        Ok(charged) => charged,
+        Err(Denial::Refused(r)) => return Ok(IssueOutcome::Limited(r)),
+        Err(Denial::Unavailable(u)) => return Ok(IssueOutcome::LimitsUnavailable(u)),
+    };
+    let outcome = issue.await;
+    if !matches!(outcome, Ok(IssueOutcome::Created | IssueOutcome::Resent(_))) {
+        refund_issue(limiter, limits, charged).await;
+    }
+    outcome
+}
+
+/// [`Store::check`] the same way: the `before` limit charged on `limiter`, the
+/// attempt counted by `check`, a wrong code charged to the subject's quota and,
+/// past it, the verification locked by `lock`.
+pub(crate) async fn check_charged<C, L>(
+    limiter: &dyn Limiter,
+    limits: &CheckLimits<'_>,
+    check: C,
+    lock: impl FnOnce() -> L,
+) -> Result<CheckedWithin, StoreError>
+where
+    C: Future<Output = Result<Option<CheckResult>, StoreError>>,
+    L: Future<Output = Result<(), StoreError>>,
+{
+    if let Some(before) = limits.before {
+        match limiter.check(&[before], limits.now).await {
+            Ok(()) => {}
+            Err(Denial::Refused(r)) => return Ok(CheckedWithin::Limited(r)),
+            Err(Denial::Unavailable(u)) => return Ok(CheckedWithin::LimitsUnavailable(u)),
+        }
+    }
+    let Some(result) = check.await? else {
+        return Ok(CheckedWithin::NotFound);
+    };
+    let mut subject_refused = None;
+    if matches!(
+        result.outcome,
+        CheckOutcome::Wrong { .. } | CheckOutcome::Locked
+    ) && let (Some(subject), Some(quota)) = (&result.subject, limits.wrong_per_subject)
+    {
+        let c = crate::policy::limiter::Check {
+            limit: crate::policy::limits::name::CHECK_SUBJECT,
+            key: subject.as_bytes(),
+            quota,
+        };
+        match limiter.check(&[c], limits.now).await {
+            Ok(()) => {}
+            Err(Denial::Refused(r)) => {
+                // Guessing across verifications: this one is locked too.
+                lock().await?;
+                subject_refused = Some(r);
+            }
+            Err(Denial::Unavailable(u)) => return Ok(CheckedWithin::LimitsUnavailable(u)),
+        }
+    }
+    Ok(CheckedWithin::Checked {
+        result,
+        subject_refused,
+    })
 }
 
 /// What `check` did, with what the answer needs.
@@ -220,64 +276,37 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Issue-or-resend, atomically. If a *pending* verification exists for the
-    /// candidate's destination and purpose, queue another send of its code on it
-    /// (subject to its cooldown and send limit) and discard the candidate; otherwise
-    /// store the candidate, which becomes the destination's pending verification.
+    /// Issue-or-resend, atomically, within `limits`. If a *pending* verification
+    /// exists for the candidate's destination and purpose, queue another send of its
+    /// code on it (subject to its cooldown and send limit) and discard the candidate;
+    /// otherwise store the candidate, which becomes the destination's pending
+    /// verification. Refused by the gate or the charges → [`IssueOutcome::Limited`],
+    /// nothing written; a code sent (created or resent) → the charges taken;
+    /// anything else → nothing charged.
     async fn issue(
         &self,
         candidate: &Verification,
         now: UnixMillis,
+        limits: &IssueLimits<'_>,
     ) -> Result<IssueOutcome, StoreError>;
 
-    /// Whether [`Store::issue_within`] decides limits itself (the limits live where
-    /// the verifications do, reachable by one script). When false, the caller asks
-    /// its limiter first and calls [`Store::issue`].
-    fn decides_limits(&self) -> bool {
-        false
-    }
-
-    /// [`Store::issue`], deciding `limits` in the same step: refused by the gate or
-    /// the charges → [`IssueOutcome::Limited`], nothing written; a code sent
-    /// (created or resent) → the charges taken; anything else → nothing charged.
-    /// Only called when [`Store::decides_limits`] says so.
-    async fn issue_within(
-        &self,
-        _candidate: &Verification,
-        _now: UnixMillis,
-        _limits: &IssueLimits<'_>,
-    ) -> Result<IssueOutcome, StoreError> {
-        Err(StoreError::Unavailable(
-            "this store does not decide limits".into(),
-        ))
-    }
-
-    /// [`Store::check`], deciding `limits` in the same step. Only called when
-    /// [`Store::decides_limits`] says so.
-    async fn check_within(
-        &self,
-        _id: &VerificationId,
-        _candidate: &CodeMac,
-        _client: Option<&str>,
-        _now: UnixMillis,
-        _limits: &CheckLimits<'_>,
-    ) -> Result<CheckedWithin, StoreError> {
-        Err(StoreError::Unavailable(
-            "this store does not decide limits".into(),
-        ))
-    }
-
-    /// Check-and-count, atomically: compare `candidate` with the stored MAC in
-    /// constant time, count the attempt, and apply the lifecycle. `None` if unknown.
-    /// Compare and count one attempt, atomically. `client` must be the one that
-    /// asked for the verification, else it is not found (and nothing is counted).
+    /// Check-and-count, atomically, within `limits`: compare `candidate` with the
+    /// stored MAC in constant time, count the attempt, and apply the lifecycle.
+    /// `client` must be the one that asked for the verification, else it is not
+    /// found (and nothing is counted). A wrong code past the subject's quota locks
+    /// the verification too.
     async fn check(
         &self,
         id: &VerificationId,
         candidate: &CodeMac,
         client: Option<&str>,
         now: UnixMillis,
-    ) -> Result<Option<CheckResult>, StoreError>;
+        limits: &CheckLimits<'_>,
+    ) -> Result<CheckedWithin, StoreError>;
+
+    /// The limiter that holds this store's limits: the one its `issue` and `check`
+    /// decide them on, for the limits decided on their own (guesses, answers).
+    fn limiter(&self) -> Arc<dyn Limiter>;
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError>;
 

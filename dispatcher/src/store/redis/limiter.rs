@@ -33,6 +33,7 @@ static GCRA: LazyLock<Script> =
 static REFUND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/gcra_refund.lua")));
 
+#[derive(Clone)]
 pub struct RedisLimiter {
     redis: Redis,
     keys: Keys,

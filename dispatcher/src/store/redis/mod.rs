@@ -32,7 +32,7 @@ use crate::domain::verification::{
 };
 use crate::numbers::e164::E164;
 use crate::numbers::reader::Region;
-use crate::policy::limiter::{Check, Refusal};
+use crate::policy::limiter::{Check, CheckLimits, IssueLimits, Limiter, Refusal};
 use crate::secrets::code::CodeMac;
 use crate::secrets::device_key::Decision;
 use crate::secrets::id::VerificationId;
@@ -41,8 +41,8 @@ pub use conn::{ConnectError, Redis};
 pub use keys::Keys;
 
 use super::{
-    CheckLimits, CheckResult, CheckedWithin, Fingerprint, IdempotencyBegin, IssueLimits,
-    IssueOutcome, JobReceipt, PutSubscriber, Store, StoreError, StoredResponse, TakeSend,
+    CheckResult, CheckedWithin, Fingerprint, IdempotencyBegin, IssueOutcome, JobReceipt,
+    PutSubscriber, Store, StoreError, StoredResponse, TakeSend, check_charged, issue_charged,
 };
 use conn::unavailable;
 use record::{Fields, bytes, fields, text};
@@ -111,6 +111,9 @@ pub struct RedisStore {
     queue: Option<usize>,
     /// Where the jobs of requests this node accepts go: straight to its workers.
     handoff: Option<Handoff>,
+    /// The limits, on the same Redis: decided by the issue's and check's scripts
+    /// on one server, around them on a cluster.
+    limiter: limiter::RedisLimiter,
 }
 
 /// A node's own workers, handed the job of each request the node accepts in the
@@ -128,6 +131,7 @@ impl RedisStore {
     /// `retention`: how long a record stays readable after its validity ends.
     pub fn new(redis: Redis, keys: Keys, retention: Duration) -> Self {
         Self {
+            limiter: limiter::RedisLimiter::new(redis.clone(), keys.clone()),
             redis,
             keys,
             retention,
@@ -487,31 +491,22 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
+    /// On one server, where a script may touch any key, the limits live beside the
+    /// verifications and the issue's script decides them. On a cluster they are on
+    /// other slots than the verification's, so the limiter decides them in scripts of
+    /// their own around it.
     async fn issue(
-        &self,
-        candidate: &Verification,
-        now: UnixMillis,
-    ) -> Result<IssueOutcome, StoreError> {
-        self.issue_with(candidate, now, None).await
-    }
-
-    /// On one server, where a script may touch any key: the limits live beside the
-    /// verifications. On a cluster they are on other slots than the verification's,
-    /// so the limiter decides them in scripts of their own.
-    fn decides_limits(&self) -> bool {
-        !self.redis.is_cluster()
-    }
-
-    async fn issue_within(
         &self,
         candidate: &Verification,
         now: UnixMillis,
         limits: &IssueLimits<'_>,
     ) -> Result<IssueOutcome, StoreError> {
-        if !self.decides_limits() {
-            return Err(StoreError::Unavailable(
-                "limits are not decided with the issue on a cluster".into(),
-            ));
+        if limits.gate.is_empty() && limits.charge.is_empty() {
+            return self.issue_with(candidate, now, None).await;
+        }
+        if self.redis.is_cluster() {
+            let issue = self.issue_with(candidate, now, None);
+            return issue_charged(&self.limiter, limits, issue).await;
         }
         self.issue_with(candidate, now, Some(limits)).await
     }
@@ -522,29 +517,27 @@ impl Store for RedisStore {
         candidate: &CodeMac,
         client: Option<&str>,
         now: UnixMillis,
-    ) -> Result<Option<CheckResult>, StoreError> {
-        match self.check_with(id, candidate, client, now, None).await? {
-            CheckedWithin::Checked { result, .. } => Ok(Some(result)),
-            CheckedWithin::NotFound => Ok(None),
-            CheckedWithin::Limited(_) => Err(corrupt("a limit without limits")),
-        }
-    }
-
-    async fn check_within(
-        &self,
-        id: &VerificationId,
-        candidate: &CodeMac,
-        client: Option<&str>,
-        now: UnixMillis,
         limits: &CheckLimits<'_>,
     ) -> Result<CheckedWithin, StoreError> {
-        if !self.decides_limits() {
-            return Err(StoreError::Unavailable(
-                "limits are not decided with the check on a cluster".into(),
-            ));
+        if limits.before.is_none() && limits.wrong_per_subject.is_none() {
+            return self.check_with(id, candidate, client, now, None).await;
+        }
+        if self.redis.is_cluster() {
+            let check = async {
+                Ok(self
+                    .check_with(id, candidate, client, now, None)
+                    .await?
+                    .into_result())
+            };
+            let lock = || async { self.close(id, client, Closing::Lock, now).await.map(|_| ()) };
+            return check_charged(&self.limiter, limits, check, lock).await;
         }
         self.check_with(id, candidate, client, now, Some(limits))
             .await
+    }
+
+    fn limiter(&self) -> std::sync::Arc<dyn Limiter> {
+        std::sync::Arc::new(self.limiter.clone())
     }
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
