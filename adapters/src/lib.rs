@@ -13,7 +13,6 @@ pub mod fcm;
 pub mod file;
 pub mod hms;
 pub mod push;
-pub mod push_mock;
 pub mod secret;
 pub mod smpp;
 

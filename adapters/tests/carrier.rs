@@ -9,10 +9,10 @@ use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
 use otpd_adapters::smpp::pdu::Address;
 use otpd_adapters::smpp::receipt::MessageState;
 use otpd_adapters::smpp::session::BindConfig;
-use otpd_adapters::smpp::simulator::{Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
 use otpd_adapters::{
     Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, ReportState,
 };
+use otpd_simulators::smsc::{Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
 
 fn carrier_config(name: &str, address: String) -> CarrierConfig {
     CarrierConfig {

@@ -10,7 +10,7 @@ use otpd_adapters::fcm::{FcmConfig, FcmPusher, ServiceAccount};
 use otpd_adapters::hms::{HmsConfig, HmsPusher};
 use otpd_adapters::push::http::HttpOptions;
 use otpd_adapters::push::{Notification, Outcome, Pusher};
-use otpd_adapters::push_mock::{
+use otpd_simulators::push::{
     ApnsKey, Behaviour, FcmAccount, HmsClient, MockConfig, Provider, PushMock,
 };
 
@@ -415,7 +415,7 @@ async fn a_tap_sees_accepted_pushes_only() {
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let tap = {
         let seen = seen.clone();
-        otpd_adapters::push_mock::PushTap(Arc::new(move |provider, body: &[u8]| {
+        otpd_simulators::push::PushTap(Arc::new(move |provider, body: &[u8]| {
             seen.lock().push((provider, body.to_vec()))
         }))
     };

@@ -8,8 +8,8 @@ use std::time::Duration;
 use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
 use otpd_adapters::smpp::receipt::MessageState;
 use otpd_adapters::smpp::session::{Bind, BindConfig, BindState, ReceiptEvent, SubmitError};
-use otpd_adapters::smpp::simulator::{Account, Fault, Smsc, SmscConfig};
 use otpd_adapters::smpp::status::CommandStatus;
+use otpd_simulators::smsc::{Account, Fault, Smsc, SmscConfig};
 use rusmpp::pdus::SubmitSm;
 use tokio::sync::mpsc;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otpd_adapters::smpp::session::Bind;
-use otpd_adapters::smpp::simulator::{Smsc, SmscConfig};
+use otpd_simulators::smsc::{Smsc, SmscConfig};
 
 /// Submitters per bind: enough to keep a window of 64 full.
 const SUBMITTERS_PER_BIND: u64 = 128;

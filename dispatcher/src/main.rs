@@ -236,7 +236,7 @@ async fn shutdown_signal() {
 
 async fn simulate_smsc(args: SmscArgs) -> anyhow::Result<()> {
     use otpd_adapters::smpp::receipt::MessageState;
-    use otpd_adapters::smpp::simulator::{Account, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
+    use otpd_simulators::smsc::{Account, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
     use std::time::Duration;
 
     let accounts = args
@@ -341,7 +341,7 @@ async fn simulate_smsc(args: SmscArgs) -> anyhow::Result<()> {
 
 /// Append the messages accepted since the last call to `path`, one JSON line each.
 fn append_received(
-    smsc: &otpd_adapters::smpp::simulator::Smsc,
+    smsc: &otpd_simulators::smsc::Smsc,
     path: &std::path::Path,
     written: &mut usize,
 ) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otpd_adapters::push_mock::{ApnsKey, Behaviour, FcmAccount, HmsClient, MockConfig, PushMock};
+use otpd_simulators::push::{ApnsKey, Behaviour, FcmAccount, HmsClient, MockConfig, PushMock};
 
 #[derive(clap::Args)]
 pub struct PushArgs {
@@ -130,7 +130,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
         None => crate::shutdown_signal().await,
     }
-    for p in otpd_adapters::push_mock::Provider::ALL {
+    for p in otpd_simulators::push::Provider::ALL {
         let c = mock.counts(p);
         eprintln!(
             "{}: {} accepted, {} refused, {} access tokens issued",

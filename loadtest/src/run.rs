@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Method;
-use otpd_adapters::push_mock::{Provider, PushTap};
-use otpd_adapters::smpp::simulator::{Received, Tap};
+use otpd_simulators::push::{Provider, PushTap};
+use otpd_simulators::smsc::{Received, Tap};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 

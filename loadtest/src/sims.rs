@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use otpd_adapters::push_mock::{
+use otpd_adapters::smpp::receipt::MessageState;
+use otpd_simulators::push::{
     ApnsKey, Behaviour, FcmAccount, HmsClient, MockConfig, MockError, Provider, PushMock, PushTap,
 };
-use otpd_adapters::smpp::receipt::MessageState;
-use otpd_adapters::smpp::simulator::{Account, ReceiptPolicy, Smsc, SmscConfig, Tap};
+use otpd_simulators::smsc::{Account, ReceiptPolicy, Smsc, SmscConfig, Tap};
 use serde::Serialize;
 
 use crate::scenario::{Event, Scenario};

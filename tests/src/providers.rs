@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otpd::config::{ApnsSection, Config, FcmSection, HmsSection};
-use otpd_adapters::push_mock::{
+use otpd_simulators::push::{
     ApnsKey, FcmAccount, HmsClient, MockConfig, Provider, PushMock, Recorded,
 };
 use serde_json::json;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use otpd::config::{ClientConfig, Rate};
 use otpd::domain::clock::Clock as _;
-use otpd_adapters::push_mock::{Behaviour, Provider};
 use otpd_e2e::providers::Providers;
 use otpd_e2e::{Answer, Backend, TestServer, on_both};
 use otpd_loadtest::app::{AppKey, Decision, Request};
+use otpd_simulators::push::{Behaviour, Provider};
 use serde_json::{Value, json};
 
 const SUBJECT: &str = "12345678Z";

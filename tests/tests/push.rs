@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use otpd::config::{PushAck, SmppCarrierConfig};
 use otpd::store::MemoryStore;
-use otpd_adapters::push_mock::{Provider, Recorded};
-use otpd_adapters::smpp::simulator::{Account, Smsc, SmscConfig};
 use otpd_e2e::providers::{Providers, fixture};
 use otpd_e2e::{TestServer, code_in};
+use otpd_simulators::push::{Provider, Recorded};
+use otpd_simulators::smsc::{Account, Smsc, SmscConfig};
 use serde_json::{Value, json};
 
 const SUBJECT: &str = "12345678Z";
@@ -411,7 +411,7 @@ async fn a_pending_escalation_survives_a_restart_and_still_happens_once() {
 #[tokio::test]
 async fn a_slow_provider_fills_push_slots_and_the_next_codes_go_by_sms_at_once() {
     let p = Providers::start().await;
-    p.mock.set_behaviour(otpd_adapters::push_mock::Behaviour {
+    p.mock.set_behaviour(otpd_simulators::push::Behaviour {
         latency_ms: 3_000,
         ..Default::default()
     });

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use otpd_adapters::smpp::simulator::{Account, ReceiptPolicy, Smsc, SmscConfig};
 use otpd_e2e::process::OtpdProcess;
 use otpd_e2e::redis::RedisServer;
+use otpd_simulators::smsc::{Account, ReceiptPolicy, Smsc, SmscConfig};
 use serde_json::{Value, json};
 
 fn config(redis: &RedisServer, smsc: &Smsc) -> String {

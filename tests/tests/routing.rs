@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use otpd::config::{Config, RouteCarrier, RouteConfig, SmppCarrierConfig};
-use otpd_adapters::smpp::simulator::{Fault, Smsc, SmscConfig};
 use otpd_e2e::TestServer;
+use otpd_simulators::smsc::{Fault, Smsc, SmscConfig};
 use serde_json::json;
 
 async fn smsc(config: SmscConfig) -> Smsc {

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use otpd::config::{ClientConfig, Config, Rate, RegistryAccess};
 use otpd::policy::clients::hash_key;
-use otpd_adapters::push_mock::Provider;
 use otpd_e2e::providers::Providers;
 use otpd_e2e::{Answer, Backend, TestServer, on_both};
 use otpd_loadtest::app::{AppKey, Decision, Request};
+use otpd_simulators::push::Provider;
 use serde_json::{Value, json};
 
 const SUBJECT: &str = "87654321X";

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use otpd::config::SmppCarrierConfig;
 use otpd_adapters::smpp::receipt::MessageState;
-use otpd_adapters::smpp::simulator::{Account, Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
 use otpd_e2e::{TestServer, code_in};
+use otpd_simulators::smsc::{Account, Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
 use serde_json::json;
 
 async fn smsc(receipts: ReceiptPolicy) -> Smsc {

@@ -103,7 +103,7 @@ pub enum Outcome {
 
 /// Seconds since the Unix epoch: the time JWTs (provider tokens, grant assertions)
 /// carry.
-pub(crate) fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

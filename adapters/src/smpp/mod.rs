@@ -3,11 +3,9 @@
 //! session (binds, window, reconnect) sits on top, doing the I/O.
 
 pub mod carrier;
-mod delay_line;
 pub mod directory;
 pub mod encoding;
 pub mod pdu;
 pub mod receipt;
 pub mod session;
-pub mod simulator;
 pub mod status;

@@ -62,7 +62,7 @@ pub enum PduError {
 }
 
 /// A NUL-terminated SMPP string, refused (not truncated) when too long.
-pub(crate) fn c_string<const MIN: usize, const MAX: usize>(
+pub fn c_string<const MIN: usize, const MAX: usize>(
     field: &'static str,
     value: &str,
 ) -> Result<COctetString<MIN, MAX>, PduError> {

@@ -25,10 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 
-use super::delay_line::DelayLine;
+use crate::delay_line::DelayLine;
 
-use super::pdu::{self, Address, MAX_PDU_LENGTH};
-use super::receipt::MessageState;
+use otpd_adapters::smpp::pdu::{self, Address, MAX_PDU_LENGTH};
+use otpd_adapters::smpp::receipt::MessageState;
 
 /// Credentials the simulator accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]

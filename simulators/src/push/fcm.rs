@@ -42,7 +42,7 @@ pub(super) async fn token(
     State(shared): State<Arc<Shared>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if form.get("grant_type").map(String::as_str) != Some(crate::fcm::oauth::GRANT_TYPE) {
+    if form.get("grant_type").map(String::as_str) != Some(otpd_adapters::fcm::oauth::GRANT_TYPE) {
         return grant_error("unsupported_grant_type", "Invalid grant_type");
     }
     let Some(assertion) = form.get("assertion") else {
@@ -74,7 +74,7 @@ pub(super) async fn token(
         return grant_error("invalid_grant", "Invalid JWT Signature.");
     };
     let c = verified.claims;
-    let now = crate::push::now_secs();
+    let now = otpd_adapters::push::now_secs();
     if c.exp <= now || c.iat > now + 60 {
         return grant_error(
             "invalid_grant",

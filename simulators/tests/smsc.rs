@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
 use otpd_adapters::smpp::receipt::MessageState;
-use otpd_adapters::smpp::simulator::{Account, Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
+use otpd_simulators::smsc::{Account, Fault, IdFormat, ReceiptPolicy, Smsc, SmscConfig};
 use rusmpp::pdus::{BindTransceiver, BindTransmitter, DeliverSmResp};
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::COctetString;
@@ -415,7 +415,7 @@ async fn a_tap_sees_every_message_and_keep_bounds_what_is_kept() {
     let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let tap = {
         let seen = seen.clone();
-        otpd_adapters::smpp::simulator::Tap(std::sync::Arc::new(move |r| {
+        otpd_simulators::smsc::Tap(std::sync::Arc::new(move |r| {
             seen.lock()
                 .push((r.destination.addr.clone(), r.body.clone()))
         }))
