@@ -11,7 +11,7 @@ use otpd::delivery::{Channels, DeliveryQueue, Pushers, RetryPolicy, Workers};
 use otpd::domain::clock::Clock;
 use otpd::domain::locale::Locale;
 use otpd::domain::verification::Policy;
-use otpd::engine::{Engine, EngineParts, Issue, IssueRequest, Issued, Purpose, Refused, Settings};
+use otpd::engine::{Engine, EngineParts, Issue, IssueRequest, Issued, Options, Purpose, Refused};
 use otpd::metrics::Metrics;
 use otpd::numbers::e164::E164;
 use otpd::numbers::reader::{NumberInfo, NumberParser, NumberRules, Region};
@@ -156,7 +156,7 @@ pub fn engine_with(
             NumberRules::new("ES", true).expect("ES"),
             100_000,
         )),
-        settings: Settings::default(),
+        options: Options::default(),
     }));
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(

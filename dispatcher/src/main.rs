@@ -12,6 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use otpd::config::{Config, LogFormat};
+use otpd::server::Settings;
 use otpd::{Deps, Server};
 
 /// Exit status for a configuration that cannot be used (sysexits.h EX_CONFIG).
@@ -94,8 +95,8 @@ struct SmscArgs {
     record: Option<PathBuf>,
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(path.map(PathBuf::as_path), std::env::vars()).map_err(|e| {
+fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
+    Settings::load(path.map(PathBuf::as_path), std::env::vars()).map_err(|e| {
         eprintln!("otpd: {e}");
         ExitCode::from(EX_CONFIG)
     })
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match load(config.as_ref()) {
             // Credentials print as `<redacted>` (see `otpd_adapters::Secret`).
-            Ok(config) => match config_json(&config) {
+            Ok(settings) => match config_json(&settings.config) {
                 Ok(text) => {
                     println!("{text}");
                     ExitCode::SUCCESS
@@ -153,12 +154,12 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => {
             let file = config;
-            let config = match load(file.as_ref()) {
-                Ok(c) => c,
+            let settings = match load(file.as_ref()) {
+                Ok(s) => s,
                 Err(code) => return code,
             };
-            init_logging(&config);
-            block_on(serve(config, file), ExitCode::FAILURE)
+            init_logging(&settings.config);
+            block_on(serve(settings, file), ExitCode::FAILURE)
         }
     }
 }
@@ -189,9 +190,9 @@ fn config_json(config: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
-async fn serve(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(settings: Settings, file: Option<PathBuf>) -> anyhow::Result<()> {
     let server = Server::start(
-        config,
+        settings,
         Deps {
             config_file: file,
             ..Deps::default()

@@ -6,6 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otpd::config::{Config, ConfigError};
+use otpd::server::Settings;
+
+/// Read and parse, as `otpd serve` does; the sections as read.
+fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    Settings::load(file, env).map(|s| s.config)
+}
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/otpd.toml")
@@ -19,7 +28,7 @@ fn file(text: &str) -> tempfile::NamedTempFile {
 
 fn load_text(text: &str) -> Result<Config, ConfigError> {
     let f = file(text);
-    Config::load(Some(f.path()), Vec::new())
+    load(Some(f.path()), Vec::new())
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -31,13 +40,13 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn the_shipped_file_is_the_default() {
-    let config = Config::load(Some(&shipped()), Vec::new()).unwrap();
+    let config = load(Some(&shipped()), Vec::new()).unwrap();
     assert_eq!(config, Config::default());
 }
 
 #[test]
 fn no_file_means_defaults() {
-    let config = Config::load(None, Vec::new()).unwrap();
+    let config = load(None, Vec::new()).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.purposes["login"].ttl, Duration::from_secs(600));
     assert_eq!(config.purposes["login"].code_length, 6);
@@ -64,7 +73,7 @@ fn file_values_and_extra_purposes_merge_with_defaults() {
 #[test]
 fn environment_overrides_the_file() {
     let f = file("[server]\nlisten = \"127.0.0.1:9999\"\n");
-    let config = Config::load(
+    let config = load(
         Some(f.path()),
         env(&[
             ("OTPD_SERVER__LISTEN", "127.0.0.1:7000"),
@@ -94,7 +103,7 @@ fn unknown_keys_are_named() {
     assert!(e.contains("port") && e.contains("server"), "{e}");
     let e = error_of(load_text("[sever]\n"));
     assert!(e.contains("sever"), "{e}");
-    let e = error_of(Config::load(None, env(&[("OTPD_SERVER__PORT", "1")])));
+    let e = error_of(load(None, env(&[("OTPD_SERVER__PORT", "1")])));
     assert!(e.contains("OTPD_SERVER__PORT"), "{e}");
 }
 
@@ -106,7 +115,7 @@ fn wrong_types_are_named() {
     assert!(e.contains("server.listen"), "{e}");
     let e = error_of(load_text("[purposes.login]\nttl = \"ten minutes\"\n"));
     assert!(e.contains("purposes.login.ttl"), "{e}");
-    let e = error_of(Config::load(
+    let e = error_of(load(
         None,
         env(&[("OTPD_DELIVERY__QUEUE_CAPACITY", "lots")]),
     ));
@@ -261,10 +270,7 @@ fn a_short_secret_is_never_echoed() {
 fn broken_toml_and_missing_files_are_clear() {
     let e = error_of(load_text("[server\nlisten = 1"));
     assert!(e.contains("invalid configuration"), "{e}");
-    let e = error_of(Config::load(
-        Some(Path::new("/no/such/otpd.toml")),
-        Vec::new(),
-    ));
+    let e = error_of(load(Some(Path::new("/no/such/otpd.toml")), Vec::new()));
     assert!(e.contains("/no/such/otpd.toml"), "{e}");
 }
 
@@ -286,7 +292,7 @@ fn push_providers_are_configured_per_platform() {
     // The HMS secret is required; it may come from the environment.
     assert!(error_of(load_text(PUSH_TOML)).contains("push.hms"));
     let f = file(PUSH_TOML);
-    let config = Config::load(
+    let config = load(
         Some(f.path()),
         env(&[("OTPD_PUSH__HMS__CLIENT_SECRET", "s3cret")]),
     )

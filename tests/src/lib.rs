@@ -12,6 +12,7 @@ use std::time::Duration;
 use otpd::config::Config;
 use otpd::delivery::Channels;
 use otpd::domain::clock::{ManualClock, UnixMillis};
+use otpd::server::Settings;
 use otpd::{Deps, Server};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -123,7 +124,7 @@ impl TestServer {
     /// The outbox and secret are set by environment variables, as an operator would.
     pub async fn start_from_file(file: &std::path::Path) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config::load(Some(file), []).expect("test config file is valid");
+        let config = Config::read(Some(file), []).expect("test config file is readable");
         Self::launch(dir, config, None, None, Some(file.to_path_buf())).await
     }
 
@@ -138,16 +139,16 @@ impl TestServer {
         config.channels.file.path = outbox.clone();
         config.codes.secret = Some("test secret, long enough for otpd: 0123456789".into());
         config.server.shutdown_grace = Duration::from_secs(5);
-        config.validate().expect("test config is valid");
+        let mut settings = Settings::new(config).expect("test config is valid");
         // Stand-in carriers are not in the configuration: unless the test routed
         // them itself, the default route goes to the first one.
         if let Some(channels) = &channels
-            && config.routing.default.is_empty()
-            && config.channels.smpp.is_empty()
+            && settings.config.routing.default.is_empty()
+            && settings.config.channels.smpp.is_empty()
         {
-            config.routing.default = vec![otpd::config::RouteCarrier::Name(
-                channels.sms[0].name().to_string(),
-            )];
+            settings = settings
+                .route_to(channels.sms[0].name())
+                .expect("a plan for the stand-ins");
         }
         let clock = ManualClock::new(T0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -155,7 +156,7 @@ impl TestServer {
             .expect("bind loopback");
         let server = Server::start_on(
             listener,
-            config,
+            settings,
             Deps {
                 clock: Arc::new(clock.clone()),
                 channels,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd::config::Config;
+use otpd::server::Settings;
 use otpd::store::MemoryStore;
 use otpd::{Deps, Server};
 use otpd_e2e::faults::Hanging;
@@ -18,7 +19,7 @@ async fn a_request_stuck_in_the_server_does_not_hold_the_shutdown_open() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::start_on(
         listener,
-        config,
+        Settings::new(config).unwrap(),
         Deps {
             store: Some(Arc::new(Hanging(MemoryStore::new(1, Duration::ZERO)))),
             ..Deps::default()

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use otpd::config::Config;
 use otpd::domain::clock::SystemClock;
+use otpd::server::Settings;
 use otpd::{Deps, Server};
 use otpd_benches::discard_channels;
 
@@ -27,11 +28,10 @@ async fn main() -> anyhow::Result<()> {
     config.codes.secret = Some(String::from_utf8(otpd_benches::SECRET.to_vec())?.into());
     config.delivery.queue_capacity = 1 << 20;
     config.log.level = "warn".into();
-    config.routing.default = vec![otpd::config::RouteCarrier::Name("discard".into())];
     let otpd_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start_on(
         otpd_listener,
-        config,
+        Settings::new(config)?.route_to("discard")?,
         Deps {
             clock: std::sync::Arc::new(SystemClock),
             channels: Some(discard_channels()),

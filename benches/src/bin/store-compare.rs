@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use otpd::config::{Config, PumpingMode, Rate, StoreKind};
 use otpd::domain::clock::SystemClock;
+use otpd::server::Settings;
 use otpd::{Deps, Server};
 use otpd_benches::{Discard, discard_channels_with};
 use otpd_loadtest::redis::{CommandStats, RedisServer};
@@ -37,7 +38,6 @@ fn config(kind: StoreKind, redis_port: u16) -> Config {
     );
     c.delivery.queue_capacity = 1 << 16;
     c.log.level = "warn".into();
-    c.routing.default = vec![otpd::config::RouteCarrier::Name("discard".into())];
     c.limits.pumping.mode = PumpingMode::Monitor;
     c.limits.subject = Rate::Off;
     c.store.kind = kind;
@@ -105,7 +105,7 @@ async fn run(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start_on(
         listener,
-        config(kind, redis_port),
+        Settings::new(config(kind, redis_port))?.route_to("discard")?,
         Deps {
             clock: Arc::new(SystemClock),
             channels: Some(channels.clone()),

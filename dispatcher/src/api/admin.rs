@@ -38,7 +38,7 @@ pub async fn routes(
         Some(locale) => (locale, "request"),
         None => match plan.country_locale(number.country) {
             Some(l) => (l, "country"),
-            None => (engine.settings().default_locale, "default"),
+            None => (engine.options().default_locale, "default"),
         },
     };
     let route = plan.route(number.e164);

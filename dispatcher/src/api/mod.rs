@@ -37,7 +37,7 @@ pub struct AppState {
     /// Which provider serves each push platform, for the health endpoint.
     pub push_providers: Vec<(&'static str, String)>,
     /// Applies `POST /v1/admin/reload`; `None` where reloading is not offered.
-    pub reloader: Option<Arc<crate::server::Reloader>>,
+    pub reloader: Option<Arc<dyn Reload>>,
     /// Approval in the app: the QR URIs views carry.
     pub app: crate::config::AppConfig,
     /// The proxies whose `X-Forwarded-For` names the caller.
@@ -52,6 +52,18 @@ pub struct AppState {
     /// process started with, and anyone may ask for it.
     pub openapi: std::sync::OnceLock<bytes::Bytes>,
 }
+
+/// Reads the configuration again and installs what may change while running (the
+/// server's `Reloader`); the error says why a configuration was refused.
+#[async_trait::async_trait]
+pub trait Reload: Send + Sync {
+    async fn reload(&self) -> Result<(), String>;
+}
+
+/// The TCP peer of the connection a request came on, as the accept loop records it
+/// in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// The authenticated API client making the request (everybody, when no client is
 /// configured). A missing or unknown key is a 401 before anything else is read.
@@ -94,7 +106,7 @@ impl FromRequestParts<Arc<AppState>> for CallerAddr {
     ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
-            .get::<crate::server::accept::PeerAddr>()
+            .get::<PeerAddr>()
             .map_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |p| {
                 p.0.ip()
             });

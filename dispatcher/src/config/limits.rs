@@ -9,7 +9,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ConfigError, invalid};
 use crate::numbers::reader::Region;
-use crate::policy::gcra::Quota;
 
 /// A rate limit as written: `"COUNT/PERIOD"` (all COUNT allowed at once),
 /// `{ rate = "COUNT/PERIOD", burst = N }`, or `"off"`.
@@ -40,18 +39,6 @@ impl Rate {
         }
     }
 
-    /// The GCRA quota; `None` when off. Valid rates (see [`Rate::validate`]) build.
-    pub fn quota(self) -> Option<Quota> {
-        match self {
-            Rate::Off => None,
-            Rate::Limit {
-                count,
-                period,
-                burst,
-            } => Quota::new(count, period, burst).ok(),
-        }
-    }
-
     /// Count per second, for shares of a rate.
     pub fn per_second(self) -> f64 {
         match self {
@@ -66,8 +53,11 @@ impl Rate {
         {
             return Err(invalid(key, self.to_string(), "burst must be 1 to 1000000"));
         }
+        // The spacing GCRA keeps between requests, period / count, must be a
+        // whole nanosecond at least and at most a year.
+        let year = Duration::from_secs(365 * 24 * 3600);
         if let Rate::Limit { count, period, .. } = self
-            && Quota::new(count, period, 1).is_err()
+            && (count == 0 || !(Duration::from_nanos(1)..=year).contains(&(period / count)))
         {
             return Err(invalid(
                 key,

@@ -7,6 +7,7 @@
 //! `OTPD_PURPOSES__LOGIN__TTL=5m`); `OTPD_SECRET` is short for `OTPD_CODES__SECRET`.
 
 pub mod limits;
+pub mod network;
 pub mod push;
 pub mod redis;
 pub mod routing;
@@ -559,6 +560,17 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// `key` cannot take `value`, and why.
+    pub fn invalid(
+        key: impl Into<String>,
+        value: impl std::fmt::Debug,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        invalid(key, value, reason)
+    }
+}
+
 fn invalid(
     key: impl Into<String>,
     value: impl std::fmt::Debug,
@@ -572,8 +584,10 @@ fn invalid(
 }
 
 impl Config {
-    /// Defaults, then `file` (if any), then `OTPD_*` variables from `env`; validated.
-    pub fn load(
+    /// Defaults, then `file` (if any), then `OTPD_*` variables from `env`: read and
+    /// typed, not yet validated (`server::Settings` validates and builds what the
+    /// sections describe, once).
+    pub fn read(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
@@ -608,7 +622,6 @@ impl Config {
             messages.dedup();
             ConfigError::Parse(messages.join("; "))
         })?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -953,7 +966,6 @@ impl Config {
                 }
             }
         }
-        crate::delivery::router::Plan::build(self)?.check_carriers(self)?;
         if self.channels.file.path.as_os_str().is_empty() {
             return Err(invalid("channels.file.path", "", "must not be empty"));
         }
@@ -1007,7 +1019,7 @@ impl Config {
             ));
         }
         for (i, p) in s.trusted_proxies.iter().enumerate() {
-            if let Err(e) = p.parse::<crate::policy::peer::Network>() {
+            if let Err(e) = p.parse::<network::Network>() {
                 return Err(invalid(
                     format!("server.trusted_proxies[{i}]"),
                     p,

@@ -86,23 +86,11 @@ pub struct BreakerSection {
 
 impl Default for BreakerSection {
     fn default() -> Self {
-        let d = crate::delivery::breaker::BreakerConfig::default();
         Self {
-            window: d.window,
-            min_sends: d.min_sends,
-            error_rate: d.error_rate,
-            cool_down: d.cool_down,
-        }
-    }
-}
-
-impl BreakerSection {
-    pub fn to_config(&self) -> crate::delivery::breaker::BreakerConfig {
-        crate::delivery::breaker::BreakerConfig {
-            window: self.window,
-            min_sends: self.min_sends,
-            error_rate: self.error_rate,
-            cool_down: self.cool_down,
+            window: Duration::from_secs(30),
+            min_sends: 20,
+            error_rate: 0.5,
+            cool_down: Duration::from_secs(15),
         }
     }
 }

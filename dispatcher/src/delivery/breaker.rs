@@ -23,13 +23,20 @@ pub struct BreakerConfig {
     pub cool_down: Duration,
 }
 
+/// The configuration's defaults (`[routing.breaker]`).
 impl Default for BreakerConfig {
     fn default() -> Self {
+        Self::from(&crate::config::BreakerSection::default())
+    }
+}
+
+impl From<&crate::config::BreakerSection> for BreakerConfig {
+    fn from(s: &crate::config::BreakerSection) -> Self {
         Self {
-            window: Duration::from_secs(30),
-            min_sends: 20,
-            error_rate: 0.5,
-            cool_down: Duration::from_secs(15),
+            window: s.window,
+            min_sends: s.min_sends,
+            error_rate: s.error_rate,
+            cool_down: s.cool_down,
         }
     }
 }

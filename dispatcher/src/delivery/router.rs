@@ -290,7 +290,7 @@ impl Plan {
             table,
             templates,
             min_validity_left: r.min_validity_left,
-            breaker: b.to_config(),
+            breaker: BreakerConfig::from(b),
             limits,
             country_locales,
         })

@@ -79,7 +79,7 @@ impl Engine {
             timestamp_ms: answer.timestamp_ms,
             signature: answer.signature,
         };
-        let skew = self.settings.answer_max_skew;
+        let skew = self.options.answer_max_skew;
         if let Err(e) = approval::judge(&v, &devices, answer.decision, &signed, now, skew) {
             self.metrics.answer_refused(e.code());
             tracing::info!(%id, reason = e.code(), "an app's answer was refused");

@@ -136,7 +136,7 @@ impl Engine {
         };
         // Keys are the client's own: two clients may well pick the same one.
         let key = format!("{}\n{}", caller.name, idem.key);
-        let ttl = self.settings.idempotency_ttl;
+        let ttl = self.options.idempotency_ttl;
         match self
             .store
             .idempotency_begin(&key, &idem.fingerprint, self.clock.now(), ttl)
@@ -203,7 +203,7 @@ impl Engine {
                 .purpose(
                     req.purpose
                         .as_deref()
-                        .unwrap_or(&self.settings.default_purpose),
+                        .unwrap_or(&self.options.default_purpose),
                 )
                 .is_some_and(|p| p.require_contrast);
         if contrast_required && req.contrast.is_none() {
@@ -296,7 +296,7 @@ impl Engine {
             .locale
             .or(facts.locale)
             .or_else(|| self.router.plan().country_locale(number.country))
-            .unwrap_or(self.settings.default_locale);
+            .unwrap_or(self.options.default_locale);
         let purpose = self.find_purpose(req.purpose.as_deref())?.clone();
         if !caller.may_use(&purpose.name) {
             return Err(Refused::PurposeNotAllowed);
@@ -449,7 +449,7 @@ impl Engine {
     fn overloaded(&self) -> Refused {
         self.metrics.overloaded();
         Refused::Overloaded {
-            retry_after: self.settings.overload_retry_after,
+            retry_after: self.options.overload_retry_after,
         }
     }
 

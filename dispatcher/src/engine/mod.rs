@@ -69,12 +69,12 @@ pub struct EngineParts {
     pub router: Arc<Router>,
     /// Reads numbers (the registry's, for requests by subject).
     pub numbers: Arc<NumberParser>,
-    pub settings: Settings,
+    pub options: Options,
 }
 
 /// The engine's share of the configuration that a reload does not change.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Options {
     /// The purpose of requests that name none.
     pub default_purpose: String,
     /// The language of requests that name none, when their number's country has none
@@ -88,9 +88,9 @@ pub struct Settings {
     pub answer_max_skew: Duration,
 }
 
-impl Settings {
-    pub fn new(config: &crate::config::Config) -> Settings {
-        Settings {
+impl Options {
+    pub fn new(config: &crate::config::Config) -> Options {
+        Options {
             default_purpose: config.codes.default_purpose.clone(),
             default_locale: Locale::parse(&config.codes.default_locale).unwrap_or(Locale::Es),
             idempotency_ttl: config.idempotency.ttl,
@@ -100,9 +100,9 @@ impl Settings {
     }
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings::new(&crate::config::Config::default())
+impl Default for Options {
+    fn default() -> Options {
+        Options::new(&crate::config::Config::default())
     }
 }
 
@@ -119,7 +119,7 @@ pub struct Engine {
     admission: Arc<Admission>,
     router: Arc<Router>,
     numbers: Arc<NumberParser>,
-    settings: Settings,
+    options: Options,
 }
 
 impl Engine {
@@ -142,7 +142,7 @@ impl Engine {
             admission,
             router: parts.router,
             numbers: parts.numbers,
-            settings: parts.settings,
+            options: parts.options,
         }
     }
 
@@ -163,7 +163,7 @@ impl Engine {
 
     /// The purpose called `name`, or the default one.
     pub fn find_purpose(&self, name: Option<&str>) -> Result<&Purpose, Refused> {
-        let name = name.unwrap_or(&self.settings.default_purpose);
+        let name = name.unwrap_or(&self.options.default_purpose);
         self.purposes
             .get(name)
             .ok_or_else(|| Refused::UnknownPurpose {
@@ -187,8 +187,8 @@ impl Engine {
         &self.router
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn options(&self) -> &Options {
+        &self.options
     }
 
     /// The MAC of `subject`'s contrast value in its normal form.

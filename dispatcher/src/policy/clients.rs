@@ -118,7 +118,7 @@ impl Clients {
                 hex::decode_to_slice(&c.key_sha256, &mut digest).expect("validated hex");
                 let client = Client {
                     name: Arc::from(c.name.as_str()),
-                    quota: c.rate.quota(),
+                    quota: crate::policy::limits::quota(c.rate),
                     purposes: (!c.purposes.is_empty())
                         .then(|| c.purposes.iter().map(|p| p.as_str().into()).collect()),
                     countries: (!c.countries.is_empty()).then(|| {

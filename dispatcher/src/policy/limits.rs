@@ -14,6 +14,7 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 
 use crate::config::LimitsConfig;
+use crate::config::Rate;
 use crate::config::limits::parse_prefix;
 use crate::numbers::e164::E164;
 use crate::numbers::prefix_map::PrefixMap;
@@ -158,7 +159,7 @@ impl LimitPolicy {
             .purposes
             .iter()
             .filter_map(|(name, rate)| {
-                let whole = rate.quota()?;
+                let whole = quota(*rate)?;
                 let reserved = reserving
                     .iter()
                     .filter_map(|cl| Some((cl.name.clone(), share_of(whole, cl.reserved)?)))
@@ -175,32 +176,32 @@ impl LimitPolicy {
             })
             .collect();
         LimitPolicy {
-            destination: c.destination.quota(),
-            subject: c.subject.quota(),
-            ip: c.ip.quota(),
-            ip_prefix: c.ip_prefix.quota(),
+            destination: quota(c.destination),
+            subject: quota(c.subject),
+            ip: quota(c.ip),
+            ip_prefix: quota(c.ip_prefix),
             ipv4_prefix: c.ipv4_prefix,
             ipv6_prefix: c.ipv6_prefix,
-            country: c.country.quota(),
+            country: quota(c.country),
             countries: c
                 .countries
                 .iter()
-                .filter_map(|(k, r)| Some((Region::parse(k)?, r.quota())))
+                .filter_map(|(k, r)| Some((Region::parse(k)?, quota(*r))))
                 .collect(),
             prefixes: PrefixMap::new(
                 c.prefixes
                     .iter()
-                    .filter_map(|(p, r)| Some((parse_prefix(p)?, r.quota()?))),
+                    .filter_map(|(p, r)| Some((parse_prefix(p)?, quota(*r)?))),
             ),
             purposes,
-            check_ip: c.check_ip.quota(),
-            check_subject: c.check_subject.quota(),
-            public_ip: c.public_ip.quota(),
-            answer_ip: c.answer_ip.quota(),
+            check_ip: quota(c.check_ip),
+            check_subject: quota(c.check_subject),
+            public_ip: quota(c.public_ip),
+            answer_ip: quota(c.answer_ip),
             dedupe_window: c.dedupe_window,
             reclaim_interval: c.reclaim_interval,
             pumping: PumpingRules::new(&c.pumping),
-            pumping_throttle: c.pumping.throttle.quota(),
+            pumping_throttle: quota(c.pumping.throttle),
         }
     }
 
@@ -350,6 +351,19 @@ impl LimitPolicy {
             key: subject.as_bytes(),
             quota,
         })
+    }
+}
+
+/// The GCRA quota of a configured rate; `None` when off. Validated rates
+/// (`Config::validate`) always build one.
+pub fn quota(rate: Rate) -> Option<Quota> {
+    match rate {
+        Rate::Off => None,
+        Rate::Limit {
+            count,
+            period,
+            burst,
+        } => Quota::new(count, period, burst).ok(),
     }
 }
 

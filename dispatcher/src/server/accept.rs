@@ -42,10 +42,9 @@ use crate::config::ServerConfig;
 use crate::server::coalesce::Coalesce;
 use crate::server::connection::{Activity, Deadlines, Guarded, Overstay, watchdog};
 
-/// The address a request's connection came from (see [`crate::policy::peer`] for who the
-/// caller is when that is a proxy).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// The address a request's connection came from (see [`crate::policy::peer`] for who
+/// the caller is when that is a proxy).
+pub use crate::api::PeerAddr;
 
 /// First wait before accepting again after an accept error (out of file descriptors,
 /// say): retrying at once would spin. It doubles while errors repeat.

@@ -1,0 +1,135 @@
+//! Where a node keeps its state, per `store.kind`: the embedded store in this
+//! process, or Redis shared by many nodes — records, limits, the delivery streams
+//! this node reads its jobs from, and the directory that lets a receipt reaching one
+//! node find a message another node submitted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use otpd_adapters::smpp::directory::MessageDirectory;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::ServerError;
+use super::settings::Settings;
+use crate::config::StoreKind;
+use crate::delivery::DeliveryQueue;
+use crate::secrets::code::CodeKeys;
+use crate::store::redis::directory::RedisDirectory;
+use crate::store::redis::queue::{JobReader, StreamConsumer};
+use crate::store::redis::{Handoff, Keys, Redis};
+use crate::store::{MemoryStore, RedisStore, Store};
+
+pub(super) struct Backend {
+    pub store: Arc<dyn Store>,
+    /// Sends are queued by the store in the same step as it records them (Redis
+    /// streams), and this node's workers read theirs from there.
+    pub store_queues: bool,
+    /// Where carriers note what they submitted, for every node to find.
+    pub directory: Option<Arc<dyn MessageDirectory>>,
+    /// Reads this node's jobs from the streams into its queue.
+    consumer: Option<StreamConsumer>,
+}
+
+impl Backend {
+    /// The backend `settings` name; `injected` (a test's store) replaces the store it
+    /// would build.
+    pub fn build(
+        settings: &Settings,
+        injected: Option<Arc<dyn Store>>,
+        keys: &CodeKeys,
+        node: &Arc<str>,
+        queue: &DeliveryQueue,
+    ) -> Result<Backend, ServerError> {
+        let config = &settings.config;
+        match config.store.kind {
+            StoreKind::Memory => Ok(Backend {
+                store: injected.unwrap_or_else(|| {
+                    Arc::new(MemoryStore::new(
+                        config.store.shards,
+                        config.store.retention,
+                    ))
+                }),
+                store_queues: false,
+                directory: None,
+                consumer: None,
+            }),
+            StoreKind::Redis => Backend::redis(settings, injected, keys, node, queue),
+        }
+    }
+
+    /// On Redis, it holds everything shared: records and limits alike.
+    fn redis(
+        settings: &Settings,
+        injected: Option<Arc<dyn Store>>,
+        keys: &CodeKeys,
+        node: &Arc<str>,
+        queue: &DeliveryQueue,
+    ) -> Result<Backend, ServerError> {
+        let config = &settings.config;
+        let redis = Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?;
+        let redis_keys = Keys::new(
+            &config.redis.prefix,
+            config.redis.partitions,
+            keys.pseudonyms(),
+        );
+        // Receipts may reach any node bound to an account: carriers note their
+        // submits where every node can find them.
+        let directory = Some(
+            Arc::new(RedisDirectory::start(redis.clone(), redis_keys.clone()))
+                as Arc<dyn MessageDirectory>,
+        );
+        if let Some(store) = injected {
+            return Ok(Backend {
+                store,
+                store_queues: false,
+                directory,
+                consumer: None,
+            });
+        }
+        let provider_ack: HashMap<Box<str>, bool> = settings
+            .purposes
+            .iter()
+            .map(|p| (Box::from(&*p.name), p.provider_ack))
+            .collect();
+        // The jobs of this node: read from the streams, or handed over as it accepts
+        // requests (see `Handoff`).
+        let reader = Arc::new(JobReader {
+            name: node.clone(),
+            codes: keys.clone(),
+            provider_ack,
+            held: Default::default(),
+        });
+        let ahead = config.delivery.concurrency * 2;
+        let store = RedisStore::new(redis.clone(), redis_keys.clone(), config.store.retention)
+            .with_queue(config.delivery.queue_capacity)
+            .with_handoff(Handoff {
+                reader: reader.clone(),
+                queue: queue.clone(),
+                ahead,
+            });
+        Ok(Backend {
+            store: Arc::new(store),
+            store_queues: true,
+            directory,
+            consumer: Some(StreamConsumer {
+                redis,
+                keys: redis_keys,
+                reader,
+                claim_after: config.redis.claim_after,
+                prefetch: ahead,
+            }),
+        })
+    }
+
+    /// Start reading this node's jobs from the shared streams into `queue`, until
+    /// `stop` (nothing to read with the embedded store).
+    pub fn consume(
+        &mut self,
+        queue: DeliveryQueue,
+        stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        let consumer = self.consumer.take()?;
+        Some(tokio::spawn(consumer.run(queue, stop)))
+    }
+}
