@@ -208,140 +208,12 @@ impl Report {
         let c = &i.m.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let arrivals = i.arrivals.as_secs_f64().max(1e-3);
-        let mut ops = BTreeMap::new();
-        for op in Op::ALL {
-            let (h, answers, window) = if op == Op::Register {
-                (
-                    i.register_latency.clone(),
-                    i.register_answers.clone(),
-                    i.setup.as_secs_f64(),
-                )
-            } else {
-                let window = match op {
-                    Op::BurstCheck => i.burst.map_or(0.0, |(_, d)| d.as_secs_f64()),
-                    Op::Issue | Op::AbuseIssue => arrivals,
-                    _ => i.drained.as_secs_f64(),
-                };
-                (i.m.latency(op), i.m.answers(op), window)
-            };
-            if h.is_empty() {
-                continue;
-            }
-            ops.insert(
-                op.as_str().to_string(),
-                OpReport {
-                    rate: h.len() as f64 / window.max(1e-3),
-                    latency: Latency::of(&h),
-                    answers,
-                },
-            );
-        }
-        let mut delivery = BTreeMap::new();
-        let mut all = crate::measure::histogram();
-        for via in Via::ALL {
-            let h = i.m.delivery(via);
-            if !h.is_empty() {
-                let _ = all.add(&h);
-                delivery.insert(via.as_str().to_string(), Latency::of(&h));
-            }
-        }
-        if !all.is_empty() {
-            delivery.insert("all".into(), Latency::of(&all));
-        }
-        let people: BTreeMap<String, u64> = [
-            ("registered", get(&c.registered)),
-            ("sessions", get(&c.sessions)),
-            ("refused", get(&c.refused)),
-            ("replaced", get(&c.replaced)),
-            ("delivered", get(&c.delivered)),
-            ("undelivered", get(&c.undelivered)),
-            ("approved", get(&c.approved)),
-            ("approved_in_app", get(&c.approved_in_app)),
-            ("wrong_code_rejected", get(&c.wrong_rejected)),
-            ("never_typed", get(&c.never_typed)),
-            ("unexpected_check_answers", get(&c.unexpected_checks)),
-            ("extra_deliveries", get(&c.extra_deliveries)),
-            ("escalated_to_sms", get(&c.escalated)),
-            ("late_deliveries", i.late_deliveries),
-            ("unmatched_deliveries", get(&c.unmatched_deliveries)),
-            ("code_mismatches", get(&c.code_mismatches)),
-            ("abuse_offered", get(&c.abuse_offered)),
-            ("abuse_accepted", get(&c.abuse_accepted)),
-            ("abuse_delivered", get(&c.abuse_delivered)),
-            ("burst_checks_dropped", get(&c.burst_dropped)),
-            ("cut_off_at_the_end", get(&c.cut_off)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-
+        let ops = ops(&i, arrivals);
+        let delivery = delivery(i.m);
+        let people = people(&i);
         let (offered, sent, dropped) = (get(&c.offered), get(&c.sent), get(&c.dropped));
-        let answered = |op: Op| i.m.latency(op).len();
-        let issue_answers = answered(Op::Issue) + answered(Op::AbuseIssue);
-        let unanswered = get(&c.issues_in_flight);
-        let sessions = get(&c.sessions);
-        let settled_kinds =
-            get(&c.refused) + get(&c.delivered) + get(&c.undelivered) + get(&c.replaced);
+        let (invariants, expectations) = checks(&i, &delivery);
         let delivered_total = get(&c.delivered) + get(&c.abuse_delivered);
-        let invariants = vec![
-            check(
-                "offered = sent + dropped",
-                offered == sent + dropped,
-                format!("{offered} offered, {sent} sent, {dropped} dropped by the generator"),
-            ),
-            check(
-                "every request sent was answered, failed, or still in flight at the end",
-                issue_answers + unanswered == sent,
-                format!(
-                    "{sent} sent, {issue_answers} answers and transport errors recorded, {unanswered} unanswered at the end"
-                ),
-            ),
-            check(
-                "every session accounted for",
-                sessions == settled_kinds,
-                format!(
-                    "{sessions} sessions = refused + delivered + undelivered + replaced = {settled_kinds}"
-                ),
-            ),
-            check(
-                "latency histograms non-empty",
-                answered(Op::Issue) > 0
-                    && (delivered_total == 0
-                        || !i.m.delivery(Via::Sms).is_empty()
-                        || delivery.contains_key("all")),
-                format!(
-                    "{} issue answers, {} delivery latencies",
-                    answered(Op::Issue),
-                    delivery.get("all").map_or(0, |l| l.count)
-                ),
-            ),
-            check(
-                "every delivered code matched to its request",
-                get(&c.unmatched_deliveries) == 0 && get(&c.code_mismatches) == 0,
-                format!(
-                    "{} messages for no request, {} with an unreadable or different code",
-                    get(&c.unmatched_deliveries),
-                    get(&c.code_mismatches)
-                ),
-            ),
-        ];
-        let expectations = vec![
-            check(
-                "nothing dropped by the generator",
-                dropped == 0,
-                format!("{dropped} dropped"),
-            ),
-            check(
-                "every session's code delivered",
-                get(&c.undelivered) == 0,
-                format!("{} sessions never got their code", get(&c.undelivered)),
-            ),
-            check(
-                "every right code approved, every wrong one refused",
-                get(&c.unexpected_checks) == 0,
-                format!("{} checks answered otherwise", get(&c.unexpected_checks)),
-            ),
-        ];
         let until = i.total;
         let series = i.m.series(until);
         let delivered_by = delivered_by(&series, arrivals);
@@ -556,6 +428,163 @@ impl Report {
         }
         s
     }
+}
+
+/// Each operation's rate, latency and answers, over the window it ran in.
+fn ops(i: &Inputs<'_>, arrivals: f64) -> BTreeMap<String, OpReport> {
+    let mut ops = BTreeMap::new();
+    for op in Op::ALL {
+        let (h, answers, window) = if op == Op::Register {
+            (
+                i.register_latency.clone(),
+                i.register_answers.clone(),
+                i.setup.as_secs_f64(),
+            )
+        } else {
+            let window = match op {
+                Op::BurstCheck => i.burst.map_or(0.0, |(_, d)| d.as_secs_f64()),
+                Op::Issue | Op::AbuseIssue => arrivals,
+                _ => i.drained.as_secs_f64(),
+            };
+            (i.m.latency(op), i.m.answers(op), window)
+        };
+        if h.is_empty() {
+            continue;
+        }
+        ops.insert(
+            op.as_str().to_string(),
+            OpReport {
+                rate: h.len() as f64 / window.max(1e-3),
+                latency: Latency::of(&h),
+                answers,
+            },
+        );
+    }
+    ops
+}
+
+/// How long codes took to arrive, by channel and over all.
+fn delivery(m: &Measures) -> BTreeMap<String, Latency> {
+    let mut delivery = BTreeMap::new();
+    let mut all = crate::measure::histogram();
+    for via in Via::ALL {
+        let h = m.delivery(via);
+        if !h.is_empty() {
+            let _ = all.add(&h);
+            delivery.insert(via.as_str().to_string(), Latency::of(&h));
+        }
+    }
+    if !all.is_empty() {
+        delivery.insert("all".into(), Latency::of(&all));
+    }
+    delivery
+}
+
+/// What happened to the simulated people, by outcome.
+fn people(i: &Inputs<'_>) -> BTreeMap<String, u64> {
+    let c = &i.m.counters;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    [
+        ("registered", get(&c.registered)),
+        ("sessions", get(&c.sessions)),
+        ("refused", get(&c.refused)),
+        ("replaced", get(&c.replaced)),
+        ("delivered", get(&c.delivered)),
+        ("undelivered", get(&c.undelivered)),
+        ("approved", get(&c.approved)),
+        ("approved_in_app", get(&c.approved_in_app)),
+        ("wrong_code_rejected", get(&c.wrong_rejected)),
+        ("never_typed", get(&c.never_typed)),
+        ("unexpected_check_answers", get(&c.unexpected_checks)),
+        ("extra_deliveries", get(&c.extra_deliveries)),
+        ("escalated_to_sms", get(&c.escalated)),
+        ("late_deliveries", i.late_deliveries),
+        ("unmatched_deliveries", get(&c.unmatched_deliveries)),
+        ("code_mismatches", get(&c.code_mismatches)),
+        ("abuse_offered", get(&c.abuse_offered)),
+        ("abuse_accepted", get(&c.abuse_accepted)),
+        ("abuse_delivered", get(&c.abuse_delivered)),
+        ("burst_checks_dropped", get(&c.burst_dropped)),
+        ("cut_off_at_the_end", get(&c.cut_off)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The invariants a sound run keeps whatever the load, and the expectations a run
+/// within otpd's capacity meets.
+fn checks(i: &Inputs<'_>, delivery: &BTreeMap<String, Latency>) -> (Vec<Check>, Vec<Check>) {
+    let c = &i.m.counters;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let (offered, sent, dropped) = (get(&c.offered), get(&c.sent), get(&c.dropped));
+    let answered = |op: Op| i.m.latency(op).len();
+    let issue_answers = answered(Op::Issue) + answered(Op::AbuseIssue);
+    let unanswered = get(&c.issues_in_flight);
+    let sessions = get(&c.sessions);
+    let settled_kinds =
+        get(&c.refused) + get(&c.delivered) + get(&c.undelivered) + get(&c.replaced);
+    let delivered_total = get(&c.delivered) + get(&c.abuse_delivered);
+    let invariants = vec![
+        check(
+            "offered = sent + dropped",
+            offered == sent + dropped,
+            format!("{offered} offered, {sent} sent, {dropped} dropped by the generator"),
+        ),
+        check(
+            "every request sent was answered, failed, or still in flight at the end",
+            issue_answers + unanswered == sent,
+            format!(
+                "{sent} sent, {issue_answers} answers and transport errors recorded, {unanswered} unanswered at the end"
+            ),
+        ),
+        check(
+            "every session accounted for",
+            sessions == settled_kinds,
+            format!(
+                "{sessions} sessions = refused + delivered + undelivered + replaced = {settled_kinds}"
+            ),
+        ),
+        check(
+            "latency histograms non-empty",
+            answered(Op::Issue) > 0
+                && (delivered_total == 0
+                    || !i.m.delivery(Via::Sms).is_empty()
+                    || delivery.contains_key("all")),
+            format!(
+                "{} issue answers, {} delivery latencies",
+                answered(Op::Issue),
+                delivery.get("all").map_or(0, |l| l.count)
+            ),
+        ),
+        check(
+            "every delivered code matched to its request",
+            get(&c.unmatched_deliveries) == 0 && get(&c.code_mismatches) == 0,
+            format!(
+                "{} messages for no request, {} with an unreadable or different code",
+                get(&c.unmatched_deliveries),
+                get(&c.code_mismatches)
+            ),
+        ),
+    ];
+    let expectations = vec![
+        check(
+            "nothing dropped by the generator",
+            dropped == 0,
+            format!("{dropped} dropped"),
+        ),
+        check(
+            "every session's code delivered",
+            get(&c.undelivered) == 0,
+            format!("{} sessions never got their code", get(&c.undelivered)),
+        ),
+        check(
+            "every right code approved, every wrong one refused",
+            get(&c.unexpected_checks) == 0,
+            format!("{} checks answered otherwise", get(&c.unexpected_checks)),
+        ),
+    ];
+    (invariants, expectations)
 }
 
 #[cfg(test)]

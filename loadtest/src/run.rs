@@ -907,51 +907,307 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         }))
     };
     let sims = Sims::start(&scenario, work.path(), sms_tap, push_tap).await?;
-    // On the Redis store: the scenario's Redis, or one of the tool's own.
-    let mut effective = scenario.clone();
-    let redis_server = match (
-        &options.url,
-        scenario.otpd.store.as_str(),
-        &scenario.otpd.redis_url,
-    ) {
-        (None, "redis", None) => Some(crate::redis::RedisServer::start()?),
-        _ => None,
-    };
-    if let Some(r) = &redis_server {
-        effective.otpd.redis_url = Some(r.url());
-    }
-    let redis_addr = (scenario.otpd.store == "redis")
-        .then(|| {
-            effective
-                .otpd
-                .redis_url
-                .as_deref()
-                .and_then(crate::redis::url_addr)
-        })
-        .flatten();
-    let otpd = match &options.url {
-        Some(_) => None,
-        None => {
-            let config = target::config(&effective, sims.endpoints());
-            let config_file = options.out.join("otpd.toml");
-            std::fs::write(&config_file, &config)
-                .map_err(|e| RunError::Write(config_file.clone(), e))?;
-            let binary = target::otpd_binary(options.otpd.as_deref())?;
-            Some(
-                OtpdProcess::start(
-                    &binary,
-                    &config_file,
-                    addr,
-                    &options.out.join("otpd.log"),
-                    scenario.otpd.worker_threads,
-                    Duration::from_secs(30),
-                )
-                .await?,
-            )
-        }
-    };
+    let (effective, redis_server, redis_addr) = redis_for(&scenario, &options)?;
+    let otpd = start_otpd(&options, &effective, &scenario, &sims, addr).await?;
     let pid = otpd.as_ref().map(|o| o.pid);
 
+    let (run, registered) = set_up(&scenario, addr, planned, length, &slot).await;
+    let start = run.m.start;
+    let redis_start = run.redis_snapshot(redis_addr).await;
+
+    let sampler = tokio::spawn(sample(
+        run.clone(),
+        pid,
+        redis_server.as_ref().map(|r| r.pid()),
+    ));
+    let progress = options
+        .progress
+        .then(|| tokio::spawn(progress(run.clone())));
+
+    let mut events = scenario.events.iter().peekable();
+    arrive_on_schedule(&run, &scenario, &sims, &mut events).await;
+    // Events due after the arrivals (a carrier resuming in the drain).
+    let arrivals_end = Instant::now();
+
+    // Drain: sessions settle as codes arrive and people type, bounded by `drain`.
+    let drain_end = arrivals_end + scenario.drain;
+    loop {
+        let now = Instant::now();
+        apply_due(&mut events, &sims, start, now);
+        if (run.open.load(Ordering::Relaxed) <= 0 && run.tasks.load(Ordering::Relaxed) <= 0)
+            || now >= drain_end
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained_at = Instant::now();
+    let redis_drained = run.redis_snapshot(redis_addr).await;
+
+    // The check burst.
+    let burst_window = match &scenario.check_burst {
+        Some(burst) => check_burst(&run, &scenario, burst).await,
+        None => None,
+    };
+
+    let redis_end = run.redis_snapshot(redis_addr).await;
+    run.stopping.store(true, Ordering::Relaxed);
+    let end = Instant::now();
+    let _ = sampler.await;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    settle(&run, end);
+    *slot.lock() = None;
+    let (smscs, push) = sims.stats();
+    let exit = match otpd {
+        Some(o) => o.stop().await.map(|s| s.to_string()),
+        None => None,
+    };
+    sims.stop();
+    let redis = redis_addr
+        .zip(redis_start)
+        .zip(redis_drained)
+        .map(|((addr, start), drained)| {
+            let window = RedisWindow {
+                start,
+                drained,
+                end: redis_end.as_ref().map(|(_, trips)| *trips),
+                seconds: drained_at
+                    .duration_since(run.m.start)
+                    .as_secs_f64()
+                    .max(1e-3),
+            };
+            redis_report(&run, addr, window, redis_server.is_some())
+        });
+    drop(redis_server);
+
+    let report = Report::build(crate::report::Inputs {
+        scenario: &scenario,
+        m: &run.m,
+        arrivals: arrivals_end.duration_since(start),
+        drained: drained_at.duration_since(start),
+        total: end.duration_since(start),
+        burst: burst_window,
+        setup: registered.took,
+        register_latency: registered.latency,
+        register_answers: registered.answers,
+        late_deliveries: run.late.load(Ordering::Relaxed),
+        smscs,
+        push,
+        otpd_exit: exit,
+        target: options
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr} (started by the tool)")),
+        store: scenario.otpd.store.clone(),
+        redis,
+    });
+    report
+        .write(&options.out)
+        .map_err(|e| RunError::Write(options.out.clone(), e))?;
+    Ok(report)
+}
+
+/// Start otpd for the run (unless the run targets one already running): its
+/// configuration written beside the report, its log too.
+async fn start_otpd(
+    options: &Options,
+    effective: &Scenario,
+    scenario: &Scenario,
+    sims: &Sims,
+    addr: SocketAddr,
+) -> Result<Option<OtpdProcess>, RunError> {
+    if options.url.is_some() {
+        return Ok(None);
+    }
+    let config = target::config(effective, sims.endpoints());
+    let config_file = options.out.join("otpd.toml");
+    std::fs::write(&config_file, &config).map_err(|e| RunError::Write(config_file.clone(), e))?;
+    let binary = target::otpd_binary(options.otpd.as_deref())?;
+    Ok(Some(
+        OtpdProcess::start(
+            &binary,
+            &config_file,
+            addr,
+            &options.out.join("otpd.log"),
+            scenario.otpd.worker_threads,
+            Duration::from_secs(30),
+        )
+        .await?,
+    ))
+}
+
+/// The arrivals, on the scenario's schedule, with its events as they fall due;
+/// strays are swept from the inbox every ten seconds.
+async fn arrive_on_schedule<'a>(
+    run: &Arc<Run>,
+    scenario: &Scenario,
+    sims: &Sims,
+    events: &mut std::iter::Peekable<impl Iterator<Item = &'a Event>>,
+) {
+    let start = run.m.start;
+    // Arrivals, on schedule.
+    let mut schedule = Schedule::new(&scenario.rate, scenario.duration, scenario.max_requests)
+        .enumerate()
+        .peekable();
+    let mut sweep_at = start + Duration::from_secs(10);
+    // The arrivals end with the schedule; later events happen in the drain.
+    while let Some(next_arrival) = schedule.peek().map(|(_, at)| start + *at) {
+        let next_event = events.peek().map(|e| start + e.at());
+        let next = next_event.map_or(next_arrival, |e| e.min(next_arrival));
+        if next > Instant::now() {
+            tokio::time::sleep_until(next.into()).await;
+        }
+        let now = Instant::now();
+        apply_due(events, sims, start, now);
+        while let Some((_, at)) = schedule.peek()
+            && start + *at <= now
+        {
+            let (i, at) = schedule.next().expect("peeked");
+            run.arrive(i as u64, start + at);
+        }
+        if now >= sweep_at {
+            let stray = run.inbox.sweep(now, false);
+            run.m
+                .counters
+                .unmatched_deliveries
+                .fetch_add(stray, Ordering::Relaxed);
+            sweep_at = now + Duration::from_secs(10);
+        }
+    }
+}
+
+/// The check burst: wrong codes for verifications of people who never type
+/// theirs, at the burst's rate. Returns when it began (from the run's start) and
+/// how long it lasted.
+async fn check_burst(
+    run: &Arc<Run>,
+    scenario: &Scenario,
+    burst: &crate::scenario::CheckBurst,
+) -> Option<(Duration, Duration)> {
+    let pool = run.burst_pool.lock().clone();
+    if pool.is_empty() {
+        return None;
+    }
+    let begin = Instant::now();
+    let profile = RateProfile::Constant { rate: burst.rate };
+    let cap = (burst.rate * burst.duration.as_secs_f64()) as u64 + 1;
+    let mut times = Schedule::new(&profile, burst.duration, cap)
+        .enumerate()
+        .peekable();
+    while let Some((_, at)) = times.peek() {
+        let due = begin + *at;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let now = Instant::now();
+        while let Some((i, at)) = times.peek().copied()
+            && begin + at <= now
+        {
+            times.next();
+            let due = begin + at;
+            if run.in_flight.load(Ordering::Relaxed) >= scenario.max_in_flight {
+                run.m.count(|c| &c.burst_dropped);
+                continue;
+            }
+            // A wrong code (these people never type theirs), from an address
+            // of the population's.
+            let id = pool[i % pool.len()].clone();
+            let ip = crate::population::address(i as u32);
+            let body = serde_json::to_vec(&CheckBody {
+                code: "000000",
+                ip: &ip,
+            })
+            .expect("serializes");
+            let r = run.clone();
+            run.spawn(async move {
+                r.call(
+                    Op::BurstCheck,
+                    due,
+                    Method::POST,
+                    &format!("/v1/verifications/{id}/check"),
+                    Some(body),
+                )
+                .await;
+            });
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.tasks.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some((
+        begin.duration_since(run.m.start),
+        Instant::now().duration_since(begin),
+    ))
+}
+
+/// Redis's counts at the start of the run, when it drained, and after the burst.
+struct RedisWindow {
+    start: (crate::redis::CommandStats, u64),
+    drained: (crate::redis::CommandStats, u64),
+    /// Round trips after the check burst.
+    end: Option<u64>,
+    /// From the start to the drain.
+    seconds: f64,
+}
+
+/// What the run cost Redis, per verification and against `redis-benchmark` on the
+/// same server.
+fn redis_report(
+    run: &Run,
+    addr: SocketAddr,
+    w: RedisWindow,
+    started_by_tool: bool,
+) -> crate::report::RedisReport {
+    let ((start_stats, start_trips), (drained_stats, drained_trips)) = (w.start, w.drained);
+    let verifications = run.m.counters.delivered.load(Ordering::Relaxed)
+        + run.m.counters.abuse_delivered.load(Ordering::Relaxed);
+    let trips = drained_trips.saturating_sub(start_trips);
+    let seconds = w.seconds;
+    let burst_checks = run.m.latency(Op::BurstCheck).len();
+    let burst_trips = w
+        .end
+        .map(|end| end.saturating_sub(drained_trips))
+        .unwrap_or(0);
+    // redis-benchmark, as many requests as otpd's round trips, on the same server.
+    let bench = crate::redis::benchmark(addr, trips.max(10_000), 32);
+    let per = |n: u64| n as f64 / verifications.max(1) as f64;
+    crate::report::RedisReport {
+        url: format!("redis://{addr}"),
+        started_by_tool,
+        round_trips_per_verification: per(trips),
+        commands_per_verification: per(drained_stats.commands_since(&start_stats)),
+        commands_by_name: drained_stats
+            .by_command_since(&start_stats)
+            .into_iter()
+            .map(|(k, v)| (k, per(v)))
+            .collect(),
+        round_trips_per_second: trips as f64 / seconds,
+        round_trips_per_burst_check: (burst_checks > 0)
+            .then(|| burst_trips as f64 / burst_checks as f64),
+        benchmark_set_per_second: bench,
+        ratio_to_benchmark: bench.map(|b| trips as f64 / seconds / b),
+    }
+}
+
+/// How the set-up went: its length, and the registrations' latencies and answers.
+struct SetUp {
+    took: Duration,
+    latency: hdrhistogram::Histogram<u64>,
+    answers: std::collections::BTreeMap<String, u64>,
+}
+
+/// Make the run and register its population, then give the run proper a fresh
+/// clock of `length`, published in `slot` for the simulators' taps.
+async fn set_up(
+    scenario: &Scenario,
+    addr: SocketAddr,
+    planned: u64,
+    length: Duration,
+    slot: &Mutex<Option<Arc<Run>>>,
+) -> (Arc<Run>, SetUp) {
     let abuse = scenario
         .abuse
         .as_ref()
@@ -974,10 +1230,10 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let setup_started = Instant::now();
     *slot.lock() = Some(run.clone());
     register(&run, planned).await;
-    let setup = setup_started.elapsed();
+    let took = setup_started.elapsed();
     let registered = run.m.counters.registered.load(Ordering::Relaxed);
-    let register_latency = run.m.latency(Op::Register);
-    let register_answers = run.m.answers(Op::Register);
+    let latency = run.m.latency(Op::Register);
+    let answers = run.m.answers(Op::Register);
     // The run proper, with its own clock.
     *slot.lock() = None;
     let fresh = Arc::get_mut(&mut run).expect("no task holds the run after set-up");
@@ -988,132 +1244,58 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .registered
         .store(registered, Ordering::Relaxed);
     *slot.lock() = Some(run.clone());
-    let start = run.m.start;
-    let redis_start = run.redis_snapshot(redis_addr).await;
+    (
+        run,
+        SetUp {
+            took,
+            latency,
+            answers,
+        },
+    )
+}
 
-    let sampler = tokio::spawn(sample(
-        run.clone(),
-        pid,
-        redis_server.as_ref().map(|r| r.pid()),
-    ));
-    let progress = options
-        .progress
-        .then(|| tokio::spawn(progress(run.clone())));
-
-    // Arrivals, on schedule.
-    let mut schedule = Schedule::new(&scenario.rate, scenario.duration, scenario.max_requests)
-        .enumerate()
-        .peekable();
-    let mut events = scenario.events.iter().peekable();
-    let mut sweep_at = start + Duration::from_secs(10);
-    // The arrivals end with the schedule; later events happen in the drain.
-    while let Some(next_arrival) = schedule.peek().map(|(_, at)| start + *at) {
-        let next_event = events.peek().map(|e| start + e.at());
-        let next = next_event.map_or(next_arrival, |e| e.min(next_arrival));
-        if next > Instant::now() {
-            tokio::time::sleep_until(next.into()).await;
-        }
-        let now = Instant::now();
-        apply_due(&mut events, &sims, start, now);
-        while let Some((_, at)) = schedule.peek()
-            && start + *at <= now
-        {
-            let (i, at) = schedule.next().expect("peeked");
-            run.arrive(i as u64, start + at);
-        }
-        if now >= sweep_at {
-            let stray = run.inbox.sweep(now, false);
-            run.m
-                .counters
-                .unmatched_deliveries
-                .fetch_add(stray, Ordering::Relaxed);
-            sweep_at = now + Duration::from_secs(10);
-        }
+/// The scenario as otpd runs it: on the Redis store, the scenario's Redis or one of
+/// the tool's own (returned, to stop with the run), and its address to watch.
+#[allow(clippy::type_complexity)]
+fn redis_for(
+    scenario: &Scenario,
+    options: &Options,
+) -> Result<
+    (
+        Scenario,
+        Option<crate::redis::RedisServer>,
+        Option<SocketAddr>,
+    ),
+    RunError,
+> {
+    // On the Redis store: the scenario's Redis, or one of the tool's own.
+    let mut effective = scenario.clone();
+    let redis_server = match (
+        &options.url,
+        scenario.otpd.store.as_str(),
+        &scenario.otpd.redis_url,
+    ) {
+        (None, "redis", None) => Some(crate::redis::RedisServer::start()?),
+        _ => None,
+    };
+    if let Some(r) = &redis_server {
+        effective.otpd.redis_url = Some(r.url());
     }
-    // Events due after the arrivals (a carrier resuming in the drain).
-    let arrivals_end = Instant::now();
+    let redis_addr = (scenario.otpd.store == "redis")
+        .then(|| {
+            effective
+                .otpd
+                .redis_url
+                .as_deref()
+                .and_then(crate::redis::url_addr)
+        })
+        .flatten();
+    Ok((effective, redis_server, redis_addr))
+}
 
-    // Drain: sessions settle as codes arrive and people type, bounded by `drain`.
-    let drain_end = arrivals_end + scenario.drain;
-    loop {
-        let now = Instant::now();
-        apply_due(&mut events, &sims, start, now);
-        if (run.open.load(Ordering::Relaxed) <= 0 && run.tasks.load(Ordering::Relaxed) <= 0)
-            || now >= drain_end
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drained = Instant::now();
-    let redis_drained = run.redis_snapshot(redis_addr).await;
-
-    // The check burst.
-    let mut burst_window = None;
-    if let Some(burst) = &scenario.check_burst {
-        let pool = run.burst_pool.lock().clone();
-        if !pool.is_empty() {
-            let begin = Instant::now();
-            let profile = RateProfile::Constant { rate: burst.rate };
-            let cap = (burst.rate * burst.duration.as_secs_f64()) as u64 + 1;
-            let mut times = Schedule::new(&profile, burst.duration, cap)
-                .enumerate()
-                .peekable();
-            while let Some((_, at)) = times.peek() {
-                let due = begin + *at;
-                if due > Instant::now() {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let now = Instant::now();
-                while let Some((i, at)) = times.peek().copied()
-                    && begin + at <= now
-                {
-                    times.next();
-                    let due = begin + at;
-                    if run.in_flight.load(Ordering::Relaxed) >= scenario.max_in_flight {
-                        run.m.count(|c| &c.burst_dropped);
-                        continue;
-                    }
-                    // A wrong code (these people never type theirs), from an address
-                    // of the population's.
-                    let id = pool[i % pool.len()].clone();
-                    let ip = crate::population::address(i as u32);
-                    let body = serde_json::to_vec(&CheckBody {
-                        code: "000000",
-                        ip: &ip,
-                    })
-                    .expect("serializes");
-                    let r = run.clone();
-                    run.spawn(async move {
-                        r.call(
-                            Op::BurstCheck,
-                            due,
-                            Method::POST,
-                            &format!("/v1/verifications/{id}/check"),
-                            Some(body),
-                        )
-                        .await;
-                    });
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while run.tasks.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            burst_window = Some((
-                begin.duration_since(start),
-                Instant::now().duration_since(begin),
-            ));
-        }
-    }
-
-    let redis_end = run.redis_snapshot(redis_addr).await;
-    run.stopping.store(true, Ordering::Relaxed);
-    let end = Instant::now();
-    let _ = sampler.await;
-    if let Some(p) = progress {
-        p.abort();
-    }
+/// At the end: what is still open never got its code (or its check), and what
+/// arrived for nobody is counted.
+fn settle(run: &Run, end: Instant) {
     // Whatever is still open never got its code (or its check).
     for session in run.inbox.open_sessions() {
         let s = session.state.lock();
@@ -1126,72 +1308,6 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .counters
         .unmatched_deliveries
         .fetch_add(stray, Ordering::Relaxed);
-    *slot.lock() = None;
-    let (smscs, push) = sims.stats();
-    let exit = match otpd {
-        Some(o) => o.stop().await.map(|s| s.to_string()),
-        None => None,
-    };
-    sims.stop();
-    let redis = redis_addr.zip(redis_start).zip(redis_drained).map(
-        |((addr, (start_stats, start_trips)), (drained_stats, drained_trips))| {
-            let verifications = run.m.counters.delivered.load(Ordering::Relaxed)
-                + run.m.counters.abuse_delivered.load(Ordering::Relaxed);
-            let trips = drained_trips.saturating_sub(start_trips);
-            let seconds = drained.duration_since(start).as_secs_f64().max(1e-3);
-            let burst_checks = run.m.latency(Op::BurstCheck).len();
-            let burst_trips = redis_end
-                .as_ref()
-                .map(|(_, end)| end.saturating_sub(drained_trips))
-                .unwrap_or(0);
-            // redis-benchmark, as many requests as otpd's round trips, on the same server.
-            let bench = crate::redis::benchmark(addr, trips.max(10_000), 32);
-            let per = |n: u64| n as f64 / verifications.max(1) as f64;
-            crate::report::RedisReport {
-                url: format!("redis://{addr}"),
-                started_by_tool: redis_server.is_some(),
-                round_trips_per_verification: per(trips),
-                commands_per_verification: per(drained_stats.commands_since(&start_stats)),
-                commands_by_name: drained_stats
-                    .by_command_since(&start_stats)
-                    .into_iter()
-                    .map(|(k, v)| (k, per(v)))
-                    .collect(),
-                round_trips_per_second: trips as f64 / seconds,
-                round_trips_per_burst_check: (burst_checks > 0)
-                    .then(|| burst_trips as f64 / burst_checks as f64),
-                benchmark_set_per_second: bench,
-                ratio_to_benchmark: bench.map(|b| trips as f64 / seconds / b),
-            }
-        },
-    );
-    drop(redis_server);
-
-    let report = Report::build(crate::report::Inputs {
-        scenario: &scenario,
-        m: &run.m,
-        arrivals: arrivals_end.duration_since(start),
-        drained: drained.duration_since(start),
-        total: end.duration_since(start),
-        burst: burst_window,
-        setup,
-        register_latency,
-        register_answers,
-        late_deliveries: run.late.load(Ordering::Relaxed),
-        smscs,
-        push,
-        otpd_exit: exit,
-        target: options
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr} (started by the tool)")),
-        store: scenario.otpd.store.clone(),
-        redis,
-    });
-    report
-        .write(&options.out)
-        .map_err(|e| RunError::Write(options.out.clone(), e))?;
-    Ok(report)
 }
 
 /// Make the events due by `now` happen, in order.

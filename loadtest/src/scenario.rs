@@ -431,6 +431,30 @@ impl Scenario {
         self.rate
             .validate()
             .map_err(|(k, m)| (format!("rate.{k}"), m))?;
+        self.validate_population()?;
+        self.validate_behaviour()?;
+        self.validate_carriers()?;
+        match self.otpd.store.as_str() {
+            "memory" => {}
+            "redis" => match &self.otpd.redis_url {
+                Some(url) if crate::target::loopback_url(url) => {}
+                Some(_) => return bad("otpd.redis_url", "must be a loopback address".into()),
+                None => {}
+            },
+            other => return bad("otpd.store", format!("`{other}` is not memory or redis")),
+        }
+        if self.otpd.delivery_concurrency == 0 || self.otpd.queue_capacity == 0 {
+            return bad(
+                "otpd",
+                "delivery_concurrency and queue_capacity must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[population]`: who the simulated people are.
+    fn validate_population(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
         let p = &self.population;
         if !(1..=100_000_000).contains(&p.subjects) {
             return bad(
@@ -473,6 +497,12 @@ impl Scenario {
             |k| LOCALES.contains(&k),
             "es, ca, gl, eu, va or en",
         )?;
+        Ok(())
+    }
+
+    /// `[behaviour]`, `[abuse]` and `[check_burst]`: what the people do.
+    fn validate_behaviour(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
         let b = &self.behaviour;
         for (key, share) in [
             ("behaviour.right", b.right),
@@ -508,6 +538,12 @@ impl Scenario {
                 return bad("check_burst.duration", "must be between 1s and 1h".into());
             }
         }
+        Ok(())
+    }
+
+    /// `[[carriers]]` and `[[events]]`: the simulated SMSCs and what befalls them.
+    fn validate_carriers(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
         if self.carriers.is_empty() {
             return bad("carriers", "needs at least one carrier".into());
         }
@@ -562,21 +598,6 @@ impl Scenario {
                     }
                 }
             }
-        }
-        match self.otpd.store.as_str() {
-            "memory" => {}
-            "redis" => match &self.otpd.redis_url {
-                Some(url) if crate::target::loopback_url(url) => {}
-                Some(_) => return bad("otpd.redis_url", "must be a loopback address".into()),
-                None => {}
-            },
-            other => return bad("otpd.store", format!("`{other}` is not memory or redis")),
-        }
-        if self.otpd.delivery_concurrency == 0 || self.otpd.queue_capacity == 0 {
-            return bad(
-                "otpd",
-                "delivery_concurrency and queue_capacity must be at least 1".into(),
-            );
         }
         Ok(())
     }

@@ -635,6 +635,32 @@ impl Config {
             ));
         }
         self.validate_server()?;
+        self.validate_secret()?;
+        self.validate_purposes()?;
+        self.validate_store()?;
+        self.validate_delivery()?;
+        self.push.validate()?;
+        let purposes: Vec<&str> = self.purposes.keys().map(String::as_str).collect();
+        self.limits.validate(&purposes)?;
+        limits::validate_clients(&self.clients, &purposes)?;
+        validate_display_name("app.display_name", &self.app.display_name)?;
+        self.validate_app()?;
+        self.validate_channels()?;
+        if self.channels.file.path.as_os_str().is_empty() {
+            return Err(invalid("channels.file.path", "", "must not be empty"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "not a valid filter (e.g. `info` or `otpd=debug,warn`)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `codes.secret`: long enough, and present where nodes share state.
+    fn validate_secret(&self) -> Result<(), ConfigError> {
         if let Some(secret) = &self.codes.secret
             && secret.len() < MIN_SECRET_BYTES
         {
@@ -656,6 +682,11 @@ impl Config {
                     .into(),
             });
         }
+        Ok(())
+    }
+
+    /// `[purposes.*]` and the defaults that name a purpose and a language.
+    fn validate_purposes(&self) -> Result<(), ConfigError> {
         if self.purposes.is_empty() {
             return Err(invalid("purposes", "{}", "at least one purpose is needed"));
         }
@@ -756,6 +787,11 @@ impl Config {
                 format!("unsupported language; supported: {}", locale::SUPPORTED),
             ));
         }
+        Ok(())
+    }
+
+    /// `[numbers]`, `[store]`, `[redis]` and `[idempotency]`.
+    fn validate_store(&self) -> Result<(), ConfigError> {
         if let Err(e) = NumberRules::new(&self.numbers.default_region, true) {
             return Err(invalid(
                 "numbers.default_region",
@@ -794,6 +830,11 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        Ok(())
+    }
+
+    /// `[delivery]`: the queue, the workers and their retries.
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
         if !(1..=10_000_000).contains(&self.delivery.queue_capacity) {
             return Err(invalid(
                 "delivery.queue_capacity",
@@ -831,11 +872,11 @@ impl Config {
                 "expected `file` or `none` (providers are configured in [push.apns], [push.fcm], [push.hms])",
             ));
         }
-        self.push.validate()?;
-        let purposes: Vec<&str> = self.purposes.keys().map(String::as_str).collect();
-        self.limits.validate(&purposes)?;
-        limits::validate_clients(&self.clients, &purposes)?;
-        validate_display_name("app.display_name", &self.app.display_name)?;
+        Ok(())
+    }
+
+    /// `[app]`: approval in the app.
+    fn validate_app(&self) -> Result<(), ConfigError> {
         let scheme_ok = self.app.qr_uri.split_once(':').is_some_and(|(scheme, _)| {
             scheme.starts_with(|c: char| c.is_ascii_alphabetic())
                 && scheme
@@ -858,6 +899,11 @@ impl Config {
                 "must be between 1s and 10m",
             ));
         }
+        Ok(())
+    }
+
+    /// `delivery.sms` and `[channels.smpp.*]`.
+    fn validate_channels(&self) -> Result<(), ConfigError> {
         for (key, value) in [("delivery.sms", &self.delivery.sms)] {
             match ChannelRef::parse(value) {
                 Some(ChannelRef::File) => {}
@@ -965,16 +1011,6 @@ impl Config {
                     ));
                 }
             }
-        }
-        if self.channels.file.path.as_os_str().is_empty() {
-            return Err(invalid("channels.file.path", "", "must not be empty"));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                &self.log.level,
-                "not a valid filter (e.g. `info` or `otpd=debug,warn`)",
-            ));
         }
         Ok(())
     }

@@ -718,82 +718,24 @@ impl Workers {
                 let Some(slot) = self.router.slot(name) else {
                     continue;
                 };
-                let now = self.clock.now();
-                if now >= deadline {
-                    return expired(details);
+                let tried = self
+                    .try_carrier(
+                        job,
+                        name,
+                        slot,
+                        &message,
+                        gate,
+                        deadline,
+                        &mut details,
+                        round,
+                    )
+                    .await;
+                match tried {
+                    Tried::Done(result) => return (result, Some(Box::new(details))),
+                    Tried::Expired => return expired(details),
+                    Tried::Next { asked: more } => asked = asked.max(more),
+                    Tried::TooLate => deadline_hit = true,
                 }
-                if let Err(why) = slot.admit(now) {
-                    details.failover(slot, why);
-                    continue;
-                }
-                let until_deadline = now.until(deadline);
-                match slot
-                    .throttle()
-                    .admit(tokio::time::Instant::now() + until_deadline)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(ThrottleError::Deadline) => {
-                        deadline_hit = true;
-                        details
-                            .failover(slot, "its throughput cap has no turn before the deadline");
-                        continue;
-                    }
-                    Err(e @ ThrottleError::QueueFull { .. }) => {
-                        details.failover(slot, &e.to_string());
-                        continue;
-                    }
-                }
-                if self.clock.now() >= deadline {
-                    return expired(details);
-                }
-                details.carrier = Some(name.clone());
-                let answer = slot.channel.submit_gated(&message, gate).await;
-                let now = self.clock.now();
-                let error = match answer {
-                    Err(ChannelError::Withheld { reason }) => {
-                        // Not this carrier's doing: the caller knows why.
-                        return (
-                            SendResult::Failed { error: reason },
-                            Some(Box::new(details)),
-                        );
-                    }
-                    Ok(receipt) => {
-                        slot.record(true, now);
-                        slot.counters.sent.increment(1);
-                        return (
-                            SendResult::Sent {
-                                reference: receipt.reference,
-                            },
-                            Some(Box::new(details)),
-                        );
-                    }
-                    Err(e) => e,
-                };
-                match &error {
-                    ChannelError::Temporary { .. } => &slot.counters.temporary,
-                    ChannelError::Rejected { .. } => &slot.counters.rejected,
-                    ChannelError::Refused { .. } => &slot.counters.refused,
-                    _ => &slot.counters.closed,
-                }
-                .increment(1);
-                if let ChannelError::Rejected { .. } = error {
-                    // The number's fault, not the carrier's: no failover, and the
-                    // carrier's health is untouched.
-                    tracing::info!(id = %job.id, send = job.send, carrier = %name, error = %error, "the carrier refused the number");
-                    return (
-                        SendResult::Failed {
-                            error: format!("{name}: {error}"),
-                        },
-                        Some(Box::new(details)),
-                    );
-                }
-                slot.record(false, now);
-                if let ChannelError::Temporary { retry_after, .. } = &error {
-                    asked = asked.max(*retry_after);
-                }
-                tracing::info!(id = %job.id, send = job.send, carrier = %name, round, error = %error, "carrier failed; trying the next one");
-                details.failover(slot, &error.to_string());
             }
             // A carrier whose next turn comes after the deadline: by the time any
             // retry could go, the code would be too close to expiry to be of use.
@@ -813,6 +755,104 @@ impl Workers {
             round += 1;
         }
     }
+
+    /// Offer the message to one carrier of the route: its breaker, its throughput
+    /// cap (within `deadline`), then its binds. A failure is counted against it and
+    /// noted in `details` for the next carrier.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_carrier(
+        &self,
+        job: &DeliveryJob,
+        name: &Arc<str>,
+        slot: &CarrierSlot,
+        message: &Message,
+        gate: &dyn SendGate,
+        deadline: UnixMillis,
+        details: &mut SendDetails,
+        round: u32,
+    ) -> Tried {
+        let now = self.clock.now();
+        if now >= deadline {
+            return Tried::Expired;
+        }
+        if let Err(why) = slot.admit(now) {
+            details.failover(slot, why);
+            return Tried::Next { asked: None };
+        }
+        let until_deadline = now.until(deadline);
+        match slot
+            .throttle()
+            .admit(tokio::time::Instant::now() + until_deadline)
+            .await
+        {
+            Ok(_) => {}
+            Err(ThrottleError::Deadline) => {
+                details.failover(slot, "its throughput cap has no turn before the deadline");
+                return Tried::TooLate;
+            }
+            Err(e @ ThrottleError::QueueFull { .. }) => {
+                details.failover(slot, &e.to_string());
+                return Tried::Next { asked: None };
+            }
+        }
+        if self.clock.now() >= deadline {
+            return Tried::Expired;
+        }
+        details.carrier = Some(name.clone());
+        let answer = slot.channel.submit_gated(message, gate).await;
+        let now = self.clock.now();
+        let error = match answer {
+            // Not this carrier's doing: the caller knows why.
+            Err(ChannelError::Withheld { reason }) => {
+                return Tried::Done(SendResult::Failed { error: reason });
+            }
+            Ok(receipt) => {
+                slot.record(true, now);
+                slot.counters.sent.increment(1);
+                return Tried::Done(SendResult::Sent {
+                    reference: receipt.reference,
+                });
+            }
+            Err(e) => e,
+        };
+        match &error {
+            ChannelError::Temporary { .. } => &slot.counters.temporary,
+            ChannelError::Rejected { .. } => &slot.counters.rejected,
+            ChannelError::Refused { .. } => &slot.counters.refused,
+            _ => &slot.counters.closed,
+        }
+        .increment(1);
+        if let ChannelError::Rejected { .. } = error {
+            // The number's fault, not the carrier's: no failover, and the carrier's
+            // health is untouched.
+            tracing::info!(id = %job.id, send = job.send, carrier = %name, error = %error, "the carrier refused the number");
+            return Tried::Done(SendResult::Failed {
+                error: format!("{name}: {error}"),
+            });
+        }
+        slot.record(false, now);
+        let asked = match &error {
+            ChannelError::Temporary { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        tracing::info!(id = %job.id, send = job.send, carrier = %name, round, error = %error, "carrier failed; trying the next one");
+        details.failover(slot, &error.to_string());
+        Tried::Next { asked }
+    }
+}
+
+/// What offering a message to one carrier came to.
+enum Tried {
+    /// An answer that ends the send: accepted, or refused for a reason no other
+    /// carrier would change.
+    Done(SendResult),
+    /// Too little validity left to send at all.
+    Expired,
+    /// The carrier's throughput cap has no turn before the deadline.
+    TooLate,
+    /// This carrier failed or was passed over: the next one (`asked`: how long the
+    /// carrier asked to be left alone).
+    Next { asked: Option<Duration> },
 }
 
 /// Takes a queued job's send for this node (see [`Store::take_send`]) when the

@@ -110,168 +110,10 @@ impl Plan {
     /// Whether the carriers it names exist is for [`Plan::check_carriers`] (against
     /// a configuration) or the [`Router`] (against the running ones).
     pub fn build(config: &Config) -> Result<Plan, ConfigError> {
+        let table = route_table(config)?;
         let r = &config.routing;
-        let default = if r.default.is_empty() {
-            let name = match ChannelRef::parse(&config.delivery.sms) {
-                Some(ChannelRef::File) => "file".to_string(),
-                Some(ChannelRef::Smpp(name)) => name,
-                None => {
-                    return Err(invalid(
-                        "delivery.sms".into(),
-                        &config.delivery.sms,
-                        "expected `file` or `smpp.NAME`",
-                    ));
-                }
-            };
-            vec![CarrierChoice {
-                carrier: Arc::from(name.as_str()),
-                priority: 0,
-                weight: 1,
-            }]
-        } else {
-            choices("routing.default", &r.default)?
-        };
-        let mut routes = Vec::with_capacity(r.routes.len());
-        for (i, route) in r.routes.iter().enumerate() {
-            let key = format!("routing.routes[{i}]");
-            let target = match (route.blocked, route.carriers.is_empty()) {
-                (true, true) => Target::Blocked,
-                (true, false) => {
-                    return Err(invalid(
-                        format!("{key}.carriers"),
-                        &route.prefix,
-                        "a blocked prefix has no carriers",
-                    ));
-                }
-                (false, true) => {
-                    return Err(invalid(
-                        format!("{key}.carriers"),
-                        &route.prefix,
-                        "give the route's carriers, or `blocked = true`",
-                    ));
-                }
-                (false, false) => {
-                    Target::Carriers(choices(&format!("{key}.carriers"), &route.carriers)?)
-                }
-            };
-            routes.push((route.prefix.trim_start_matches('+').to_string(), target));
-        }
-        let table = RouteTable::new(routes, Some(Target::Carriers(default)))
-            .map_err(|e| invalid("routing.routes".into(), "", e.to_string()))?;
-
-        if let Some((name, p)) = config
-            .purposes
-            .iter()
-            .find(|(_, p)| r.min_validity_left >= p.ttl)
-        {
-            return Err(invalid(
-                "routing.min_validity_left".into(),
-                humantime::format_duration(r.min_validity_left).to_string(),
-                format!(
-                    "must be shorter than every purpose's ttl (purpose {name}: {})",
-                    humantime::format_duration(p.ttl)
-                ),
-            ));
-        }
-        let b = &r.breaker;
-        if !(0.0..=1.0).contains(&b.error_rate) || b.error_rate.is_nan() {
-            return Err(invalid(
-                "routing.breaker.error_rate".into(),
-                b.error_rate,
-                "must be between 0 and 1",
-            ));
-        }
-        if b.window < Duration::from_millis(100) || b.cool_down < Duration::from_millis(10) {
-            return Err(invalid(
-                "routing.breaker".into(),
-                humantime::format_duration(b.window).to_string(),
-                "window must be at least 100ms and cool_down at least 10ms",
-            ));
-        }
-        if b.min_sends == 0 {
-            return Err(invalid(
-                "routing.breaker.min_sends".into(),
-                0,
-                "must be at least 1",
-            ));
-        }
-
-        let m = &config.messages;
-        if !(1..=10).contains(&m.max_segments) {
-            return Err(invalid(
-                "messages.max_segments".into(),
-                m.max_segments,
-                "must be between 1 and 10",
-            ));
-        }
-        if m.app.chars().count() > 40 || m.app.chars().any(char::is_control) {
-            return Err(invalid(
-                "messages.app".into(),
-                &m.app,
-                "at most 40 characters, none of them control characters",
-            ));
-        }
-        let mut country_locales = HashMap::new();
-        for (country, tag) in &m.country_locales {
-            let key = format!("messages.country_locales.{country}");
-            let region = Region::parse(country)
-                .ok_or_else(|| invalid(key.clone(), country, "not a two-letter country code"))?;
-            let locale = Locale::parse(tag).ok_or_else(|| {
-                invalid(
-                    key,
-                    tag,
-                    format!(
-                        "unsupported language; supported: {}",
-                        crate::domain::locale::SUPPORTED
-                    ),
-                )
-            })?;
-            country_locales.insert(region, locale);
-        }
-        let mut entries = Vec::with_capacity(m.templates.len());
-        for (i, t) in m.templates.iter().enumerate() {
-            let key = format!("messages.templates[{i}]");
-            if t.purpose != "*" && !config.purposes.contains_key(&t.purpose) {
-                return Err(invalid(
-                    format!("{key}.purpose"),
-                    &t.purpose,
-                    "no such purpose (use `*` for every purpose)",
-                ));
-            }
-            let locale = Locale::parse(&t.locale).ok_or_else(|| {
-                invalid(
-                    format!("{key}.locale"),
-                    &t.locale,
-                    format!(
-                        "unsupported language; supported: {}",
-                        crate::domain::locale::SUPPORTED
-                    ),
-                )
-            })?;
-            entries.push(Entry {
-                purpose: t.purpose.clone(),
-                locale,
-                spec: TemplateSpec {
-                    text: t.text.clone(),
-                    android_app_hash: t.android_app_hash.clone(),
-                    domain: t.domain.clone(),
-                },
-            });
-        }
-        let purposes: Vec<(String, usize, u64)> = config
-            .purposes
-            .iter()
-            .map(|(name, p)| {
-                (
-                    name.clone(),
-                    usize::from(p.code_length),
-                    p.ttl.as_secs().div_ceil(60).max(1),
-                )
-            })
-            .collect();
-        let templates = Templates::new(&m.app, m.max_segments, entries, &purposes)
-            .map_err(|e| invalid("messages.templates".into(), &e.what, e.error.to_string()))?;
-
+        check_routing(config)?;
+        let (templates, country_locales) = messages(config)?;
         let limits = config
             .channels
             .smpp
@@ -290,7 +132,7 @@ impl Plan {
             table,
             templates,
             min_validity_left: r.min_validity_left,
-            breaker: BreakerConfig::from(b),
+            breaker: BreakerConfig::from(&r.breaker),
             limits,
             country_locales,
         })
@@ -538,6 +380,180 @@ impl Router {
     pub fn channels(&self) -> impl Iterator<Item = &Arc<dyn Channel>> {
         self.slots.values().map(|s| &s.channel)
     }
+}
+
+/// `[routing]`'s default and prefix routes as a table.
+fn route_table(config: &Config) -> Result<RouteTable, ConfigError> {
+    let r = &config.routing;
+    let default = if r.default.is_empty() {
+        let name = match ChannelRef::parse(&config.delivery.sms) {
+            Some(ChannelRef::File) => "file".to_string(),
+            Some(ChannelRef::Smpp(name)) => name,
+            None => {
+                return Err(invalid(
+                    "delivery.sms".into(),
+                    &config.delivery.sms,
+                    "expected `file` or `smpp.NAME`",
+                ));
+            }
+        };
+        vec![CarrierChoice {
+            carrier: Arc::from(name.as_str()),
+            priority: 0,
+            weight: 1,
+        }]
+    } else {
+        choices("routing.default", &r.default)?
+    };
+    let mut routes = Vec::with_capacity(r.routes.len());
+    for (i, route) in r.routes.iter().enumerate() {
+        let key = format!("routing.routes[{i}]");
+        let target = match (route.blocked, route.carriers.is_empty()) {
+            (true, true) => Target::Blocked,
+            (true, false) => {
+                return Err(invalid(
+                    format!("{key}.carriers"),
+                    &route.prefix,
+                    "a blocked prefix has no carriers",
+                ));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    format!("{key}.carriers"),
+                    &route.prefix,
+                    "give the route's carriers, or `blocked = true`",
+                ));
+            }
+            (false, false) => {
+                Target::Carriers(choices(&format!("{key}.carriers"), &route.carriers)?)
+            }
+        };
+        routes.push((route.prefix.trim_start_matches('+').to_string(), target));
+    }
+    RouteTable::new(routes, Some(Target::Carriers(default)))
+        .map_err(|e| invalid("routing.routes".into(), "", e.to_string()))
+}
+
+/// `routing.min_validity_left` against the purposes, and the breaker's thresholds.
+fn check_routing(config: &Config) -> Result<(), ConfigError> {
+    let r = &config.routing;
+    if let Some((name, p)) = config
+        .purposes
+        .iter()
+        .find(|(_, p)| r.min_validity_left >= p.ttl)
+    {
+        return Err(invalid(
+            "routing.min_validity_left".into(),
+            humantime::format_duration(r.min_validity_left).to_string(),
+            format!(
+                "must be shorter than every purpose's ttl (purpose {name}: {})",
+                humantime::format_duration(p.ttl)
+            ),
+        ));
+    }
+    let b = &r.breaker;
+    if !(0.0..=1.0).contains(&b.error_rate) || b.error_rate.is_nan() {
+        return Err(invalid(
+            "routing.breaker.error_rate".into(),
+            b.error_rate,
+            "must be between 0 and 1",
+        ));
+    }
+    if b.window < Duration::from_millis(100) || b.cool_down < Duration::from_millis(10) {
+        return Err(invalid(
+            "routing.breaker".into(),
+            humantime::format_duration(b.window).to_string(),
+            "window must be at least 100ms and cool_down at least 10ms",
+        ));
+    }
+    if b.min_sends == 0 {
+        return Err(invalid(
+            "routing.breaker.min_sends".into(),
+            0,
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// `[messages]`: the templates, and the languages of countries.
+fn messages(config: &Config) -> Result<(Templates, HashMap<Region, Locale>), ConfigError> {
+    let m = &config.messages;
+    if !(1..=10).contains(&m.max_segments) {
+        return Err(invalid(
+            "messages.max_segments".into(),
+            m.max_segments,
+            "must be between 1 and 10",
+        ));
+    }
+    if m.app.chars().count() > 40 || m.app.chars().any(char::is_control) {
+        return Err(invalid(
+            "messages.app".into(),
+            &m.app,
+            "at most 40 characters, none of them control characters",
+        ));
+    }
+    let mut country_locales = HashMap::new();
+    for (country, tag) in &m.country_locales {
+        let key = format!("messages.country_locales.{country}");
+        let region = Region::parse(country)
+            .ok_or_else(|| invalid(key.clone(), country, "not a two-letter country code"))?;
+        let locale = Locale::parse(tag).ok_or_else(|| {
+            invalid(
+                key,
+                tag,
+                format!(
+                    "unsupported language; supported: {}",
+                    crate::domain::locale::SUPPORTED
+                ),
+            )
+        })?;
+        country_locales.insert(region, locale);
+    }
+    let mut entries = Vec::with_capacity(m.templates.len());
+    for (i, t) in m.templates.iter().enumerate() {
+        let key = format!("messages.templates[{i}]");
+        if t.purpose != "*" && !config.purposes.contains_key(&t.purpose) {
+            return Err(invalid(
+                format!("{key}.purpose"),
+                &t.purpose,
+                "no such purpose (use `*` for every purpose)",
+            ));
+        }
+        let locale = Locale::parse(&t.locale).ok_or_else(|| {
+            invalid(
+                format!("{key}.locale"),
+                &t.locale,
+                format!(
+                    "unsupported language; supported: {}",
+                    crate::domain::locale::SUPPORTED
+                ),
+            )
+        })?;
+        entries.push(Entry {
+            purpose: t.purpose.clone(),
+            locale,
+            spec: TemplateSpec {
+                text: t.text.clone(),
+                android_app_hash: t.android_app_hash.clone(),
+                domain: t.domain.clone(),
+            },
+        });
+    }
+    let purposes: Vec<(String, usize, u64)> = config
+        .purposes
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                usize::from(p.code_length),
+                p.ttl.as_secs().div_ceil(60).max(1),
+            )
+        })
+        .collect();
+    let templates = Templates::new(&m.app, m.max_segments, entries, &purposes)
+        .map_err(|e| invalid("messages.templates".into(), &e.what, e.error.to_string()))?;
+    Ok((templates, country_locales))
 }
 
 #[cfg(test)]
