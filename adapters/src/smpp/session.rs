@@ -14,11 +14,13 @@
 //! the message back at the head of the queue and pauses the bind; transient errors
 //! are retried a few times; permanent ones fail the message with the status name.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rusmpp::pdus::{
     BindReceiver, BindTransceiver, BindTransmitter, DataSmResp, DeliverSmResp, SubmitSm,
@@ -26,6 +28,7 @@ use rusmpp::pdus::{
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::values::InterfaceVersion;
 use rusmpp::{Command, CommandStatus as Status, Pdu};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -34,6 +37,7 @@ use tokio_util::codec::Framed;
 use super::pdu::{self, MAX_PDU_LENGTH};
 use super::receipt::{Receipt, ReceiptError};
 use super::status::{CommandStatus, StatusClass};
+use super::window::{Due, Window, WindowConfig};
 
 /// Everything one bind needs.
 #[derive(Debug, Clone)]
@@ -226,6 +230,28 @@ struct Request {
     attempts: u32,
 }
 
+/// How a bind reaches its SMSC: a TCP connection in production; tests hand the
+/// session one end of an in-memory pipe and play the SMSC on the other.
+pub trait Connect: Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    fn connect(&self, address: &str) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+/// Connects over TCP, without Nagle's delay (submits are small and latency counts).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tcp;
+
+impl Connect for Tcp {
+    type Io = TcpStream;
+
+    async fn connect(&self, address: &str) -> std::io::Result<TcpStream> {
+        let stream = TcpStream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
 /// A handle on one bind. Cloning shares the bind.
 #[derive(Clone)]
 pub struct Bind {
@@ -237,8 +263,17 @@ pub struct Bind {
 }
 
 impl Bind {
-    /// Start the bind's task; receipts go to `receipts`.
+    /// Start the bind's task over TCP; receipts go to `receipts`.
     pub fn start(config: BindConfig, receipts: mpsc::Sender<ReceiptEvent>) -> Bind {
+        Bind::start_with(config, receipts, Tcp)
+    }
+
+    /// Start the bind's task, reaching the SMSC through `connector`.
+    pub fn start_with<C: Connect>(
+        config: BindConfig,
+        receipts: mpsc::Sender<ReceiptEvent>,
+        connector: C,
+    ) -> Bind {
         let (requests, rx) = mpsc::channel(config.window.max(1) * 4);
         let (state_tx, state) = watch::channel(BindState::Connecting);
         let (stop, stop_rx) = watch::channel(false);
@@ -246,6 +281,7 @@ impl Bind {
         let metrics = BindMetrics::new(&config.carrier, config.mode.label(config.index));
         let task = tokio::spawn(
             Session {
+                connector,
                 metrics,
                 config,
                 receipts,
@@ -312,7 +348,8 @@ impl Bind {
     }
 }
 
-struct Session {
+struct Session<C: Connect> {
+    connector: C,
     config: BindConfig,
     metrics: BindMetrics,
     receipts: mpsc::Sender<ReceiptEvent>,
@@ -332,7 +369,29 @@ enum Ended {
     Lost(String),
 }
 
-impl Session {
+type Link<Io> = Framed<Io, CommandCodec>;
+type Sink<Io> = SplitSink<Link<Io>, Command>;
+type Frames<Io> = SplitStream<Link<Io>>;
+
+/// One bound connection: its two halves, and whether PDUs were fed to the sink
+/// and not yet flushed.
+struct Wire<Io> {
+    sink: Sink<Io>,
+    dirty: bool,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Wire<Io> {
+    /// Queue `command` for the next flush.
+    async fn feed(&mut self, command: Command) -> Result<(), String> {
+        self.dirty = true;
+        self.sink
+            .feed(command)
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+}
+
+impl<C: Connect> Session<C> {
     async fn run(mut self) {
         let mut backoff = self.config.reconnect_min;
         loop {
@@ -379,15 +438,14 @@ impl Session {
         }
     }
 
-    async fn connect_and_bind(&mut self) -> Result<Framed<TcpStream, CommandCodec>, String> {
+    async fn connect_and_bind(&mut self) -> Result<Link<C::Io>, String> {
         let stream = tokio::time::timeout(
             self.config.connect_timeout,
-            TcpStream::connect(&self.config.address),
+            self.connector.connect(&self.config.address),
         )
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect failed: {e}"))?;
-        let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
         let too_long = |e: pdu::PduError| e.to_string();
         let (system_id, password, system_type, address_range) = (
@@ -443,109 +501,36 @@ impl Session {
         Ok(framed)
     }
 
+    fn window_config(&self) -> WindowConfig {
+        WindowConfig {
+            window: self.config.window,
+            tps: self.config.tps,
+            response_timeout: self.config.response_timeout,
+            enquire_link_interval: self.config.enquire_link_interval,
+            throttle_pause: self.config.throttle_pause,
+        }
+    }
+
     /// Serve one bound connection until it ends.
-    async fn bound(&mut self, framed: Framed<TcpStream, CommandCodec>) -> Ended {
-        let (mut sink, mut frames) = framed.split();
-        let mut next_seq: u32 = 2;
-        let mut seq = || {
-            let s = next_seq;
-            next_seq = if next_seq >= 0x7FFF_FFFF {
-                1
-            } else {
-                next_seq + 1
-            };
-            s
-        };
-        let mut in_flight: HashMap<u32, (Request, Instant)> = HashMap::new();
-        // Sequence numbers in the order they were sent: the first one still in
-        // flight is the oldest (answers come in any order; a scan of the window on
-        // every event would cost more than the event).
-        let mut sent_order: VecDeque<(u32, Instant)> = VecDeque::new();
-        // PDUs fed to the sink and not yet flushed.
-        let mut dirty = false;
-        let mut enquire_pending: Option<Instant> = None;
-        let mut last_heard = Instant::now();
-        let mut next_send = Instant::now();
-        let send_gap = self
-            .config
-            .tps
-            .filter(|t| *t > 0)
-            .map(|t| Duration::from_secs_f64(1.0 / f64::from(t)))
-            .unwrap_or(Duration::ZERO);
-        let mut pause = self.config.throttle_pause;
+    async fn bound(&mut self, link: Link<C::Io>) -> Ended {
+        let (sink, mut frames) = link.split();
+        let mut wire = Wire { sink, dirty: false };
+        let mut w: Window<Request> = Window::new(self.window_config(), Instant::now());
         // A receiver takes no submits: they stay with the caller's queue (and the
         // carrier never gives it any).
         let mut stopping = !self.config.mode.can_submit();
         let receiving_only = stopping;
 
         let ended = loop {
-            // Fill the window from the queue, paced by the TPS cap.
-            let now = Instant::now();
-            while !stopping && in_flight.len() < self.config.window && now >= next_send {
-                let Some(request) = self
-                    .queue
-                    .pop_front()
-                    .or_else(|| self.requests.try_recv().ok())
-                else {
-                    break;
-                };
-                if request.reply.is_closed() {
-                    continue; // the caller gave up
-                }
-                let s = seq();
-                dirty = true;
-                if let Err(e) = sink
-                    .feed(Command::new(Status::EsmeRok, s, request.submit.clone()))
-                    .await
-                {
-                    self.queue.push_front(request);
-                    break_lost(&mut self.queue, &mut in_flight, &self.stats);
-                    return Ended::Lost(format!("write failed: {e}"));
-                }
-                self.stats.submits.fetch_add(1, Ordering::Relaxed);
-                self.metrics.submits.increment(1);
-                let at = Instant::now();
-                in_flight.insert(s, (request, at));
-                sent_order.push_back((s, at));
-                next_send = if send_gap.is_zero() {
-                    now
-                } else {
-                    next_send.max(now - send_gap) + send_gap
-                };
+            if !stopping && let Err(why) = self.fill(&mut w, &mut wire).await {
+                break Ended::Lost(why);
             }
-            self.stats
-                .in_flight
-                .store(in_flight.len() as u64, Ordering::Relaxed);
-            self.stats
-                .max_in_flight
-                .fetch_max(in_flight.len() as u64, Ordering::Relaxed);
-            self.metrics.window.set(in_flight.len() as f64);
-            if stopping && in_flight.is_empty() && !receiving_only {
+            self.publish(&w);
+            if stopping && w.is_empty() && !receiving_only {
                 break Ended::Stopped;
             }
-
-            // When must we wake up?
-            while let Some((s, at)) = sent_order.front() {
-                if in_flight.get(s).is_some_and(|(_, sent)| sent == at) {
-                    break;
-                }
-                sent_order.pop_front();
-            }
-            let oldest = sent_order.front().map(|(_, at)| *at);
-            let response_deadline = oldest
-                .into_iter()
-                .chain(enquire_pending)
-                .min()
-                .map(|t| t + self.config.response_timeout);
-            let keepalive_at = last_heard + self.config.enquire_link_interval;
-            let can_take = !stopping && in_flight.len() < self.config.window;
-            let pacing = (can_take && next_send > Instant::now() && !self.queue.is_empty())
-                .then_some(next_send);
-            let wake = [Some(keepalive_at), response_deadline, pacing]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("keepalive is always set");
+            let can_take = !stopping && w.has_room();
+            let wake = w.wake_at(Instant::now(), !self.queue.is_empty(), can_take);
 
             // Frames already here are read before anything is written, so that the
             // answers to a burst of them, and the submits queued meanwhile, leave
@@ -558,106 +543,18 @@ impl Session {
                         Some(Err(e)) => break Ended::Lost(format!("bad PDU from the SMSC: {e}")),
                         None => break Ended::Lost("the SMSC closed the connection".into()),
                     };
-                    last_heard = Instant::now();
-                    let s = command.sequence_number();
-                    match command.pdu() {
-                        Some(Pdu::SubmitSmResp(resp)) => {
-                            let Some((mut request, sent_at)) = in_flight.remove(&s) else { continue };
-                            let status = CommandStatus(u32::from(command.status()));
-                            self.metrics.latency.record(sent_at.elapsed().as_secs_f64());
-                            if status.class() == StatusClass::Ok {
-                                self.metrics.accepted.increment(1);
-                            } else {
-                                self.metrics.response(status);
-                            }
-                            match status.class() {
-                                StatusClass::Ok => {
-                                    pause = self.config.throttle_pause;
-                                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                                    let _ = request.reply.send(Ok(resp.message_id().as_str().to_string()));
-                                }
-                                StatusClass::SlowDown => {
-                                    // Not a failure: the same message goes first once the pause is over.
-                                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                                    self.metrics.throttled.increment(1);
-                                    next_send = Instant::now() + pause;
-                                    pause = (pause * 2).min(Duration::from_secs(10));
-                                    self.queue.push_front(request);
-                                }
-                                StatusClass::Transient if request.attempts + 1 < self.config.max_attempts => {
-                                    request.attempts += 1;
-                                    self.queue.push_back(request);
-                                }
-                                StatusClass::Session => {
-                                    self.queue.push_front(request);
-                                    break Ended::Lost(format!("the SMSC answered {status}"));
-                                }
-                                StatusClass::Transient | StatusClass::Permanent => {
-                                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                                    let _ = request.reply.send(Err(SubmitError::Refused(status)));
-                                }
-                            }
-                        }
-                        Some(Pdu::DeliverSm(deliver)) => {
-                            let ack = Command::new(Status::EsmeRok, s, DeliverSmResp::default());
-                            dirty = true;
-                            if let Err(e) = sink.feed(ack).await {
-                                break Ended::Lost(format!("write failed: {e}"));
-                            }
-                            if let Some(receipt) = pdu::receipt_of(deliver) {
-                                self.stats.receipts.fetch_add(1, Ordering::Relaxed);
-                                let _ = self.receipts.send(receipt).await;
-                            }
-                        }
-                        Some(Pdu::DataSm(data)) => {
-                            let ack = Command::new(Status::EsmeRok, s, DataSmResp::builder().build());
-                            dirty = true;
-                            if let Err(e) = sink.feed(ack).await {
-                                break Ended::Lost(format!("write failed: {e}"));
-                            }
-                            if let Some(receipt) = pdu::receipt_of_data_sm(data) {
-                                self.stats.receipts.fetch_add(1, Ordering::Relaxed);
-                                let _ = self.receipts.send(receipt).await;
-                            }
-                        }
-                        // Takes no response; otpd does not hold messages for later.
-                        Some(Pdu::AlertNotification(_)) => {}
-                        Some(Pdu::EnquireLink) => {
-                            dirty = true;
-                            if let Err(e) = sink.feed(Command::new(Status::EsmeRok, s, Pdu::EnquireLinkResp)).await {
-                                break Ended::Lost(format!("write failed: {e}"));
-                            }
-                        }
-                        Some(Pdu::EnquireLinkResp) => enquire_pending = None,
-                        Some(Pdu::Unbind) => {
-                            let _ = sink.send(Command::new(Status::EsmeRok, s, Pdu::UnbindResp)).await;
-                            break Ended::Lost("the SMSC unbound".into());
-                        }
-                        Some(Pdu::UnbindResp) => break Ended::Stopped,
-                        Some(Pdu::GenericNack) => {
-                            // A nack for one of our submits: the SMSC could not read it.
-                            if let Some((request, _)) = in_flight.remove(&s) {
-                                let status = CommandStatus(u32::from(command.status()));
-                                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                                let _ = request.reply.send(Err(SubmitError::Refused(status)));
-                            }
-                        }
-                        _ => {
-                            let nack = Command::new(Status::EsmeRinvcmdid, s, Pdu::GenericNack);
-                            dirty = true;
-                            if let Err(e) = sink.feed(nack).await {
-                                break Ended::Lost(format!("write failed: {e}"));
-                            }
-                        }
+                    w.heard(Instant::now());
+                    if let Some(ended) = self.on_command(command, &mut w, &mut wire).await {
+                        break ended;
                     }
                 }
-                flushed = sink.flush(), if dirty => {
-                    dirty = false;
+                flushed = wire.sink.flush(), if wire.dirty => {
+                    wire.dirty = false;
                     if let Err(e) = flushed {
                         break Ended::Lost(format!("write failed: {e}"));
                     }
                 }
-                request = self.requests.recv(), if can_take && !stopping && self.queue.is_empty() => {
+                request = self.requests.recv(), if can_take && self.queue.is_empty() => {
                     match request {
                         Some(r) => self.queue.push_back(r),
                         None => stopping = true,
@@ -672,32 +569,189 @@ impl Session {
                         stopping = true;
                     }
                 }
-                _ = sleep_until(wake) => {
-                    let now = Instant::now();
-                    if response_deadline.is_some_and(|d| now >= d) {
-                        break Ended::Lost("a response did not come in time".into());
-                    }
-                    if now >= keepalive_at && enquire_pending.is_none() {
-                        let s = seq();
-                        if let Err(e) = sink.send(Command::new(Status::EsmeRok, s, Pdu::EnquireLink)).await {
+                _ = sleep_until(wake) => match w.due(Instant::now()) {
+                    Due::Overdue => break Ended::Lost("a response did not come in time".into()),
+                    Due::Keepalive(s) => {
+                        let probe = Command::new(Status::EsmeRok, s, Pdu::EnquireLink);
+                        if let Err(e) = wire.sink.send(probe).await {
                             break Ended::Lost(format!("write failed: {e}"));
                         }
-                        enquire_pending = Some(now);
-                        last_heard = now; // one probe per interval
                     }
-                }
+                    Due::Nothing => {}
+                },
             }
         };
+        self.end(ended, w, wire, frames).await
+    }
 
+    /// Fill the window from the queue, paced by the TPS cap.
+    async fn fill(
+        &mut self,
+        w: &mut Window<Request>,
+        wire: &mut Wire<C::Io>,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        while w.may_send(now) {
+            let Some(request) = self
+                .queue
+                .pop_front()
+                .or_else(|| self.requests.try_recv().ok())
+            else {
+                break;
+            };
+            if request.reply.is_closed() {
+                continue; // the caller gave up
+            }
+            let s = w.next_seq();
+            let submit = Command::new(Status::EsmeRok, s, request.submit.clone());
+            if let Err(why) = wire.feed(submit).await {
+                self.queue.push_front(request);
+                return Err(why);
+            }
+            self.stats.submits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.submits.increment(1);
+            w.sent(s, request, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// The window's use, for the stats and the gauge.
+    fn publish(&self, w: &Window<Request>) {
+        let n = w.len() as u64;
+        self.stats.in_flight.store(n, Ordering::Relaxed);
+        self.stats.max_in_flight.fetch_max(n, Ordering::Relaxed);
+        self.metrics.window.set(n as f64);
+    }
+
+    /// One PDU from the SMSC; `Some` when it ends the connection.
+    async fn on_command(
+        &mut self,
+        command: Command,
+        w: &mut Window<Request>,
+        wire: &mut Wire<C::Io>,
+    ) -> Option<Ended> {
+        let s = command.sequence_number();
+        let lost = |why: String| Some(Ended::Lost(why));
+        match command.pdu() {
+            Some(Pdu::SubmitSmResp(resp)) => {
+                let (request, sent_at) = w.answer(s)?;
+                let status = CommandStatus(u32::from(command.status()));
+                let id = resp.message_id().as_str().to_string();
+                return self.on_response(request, sent_at, status, id, w);
+            }
+            Some(Pdu::DeliverSm(deliver)) => {
+                let ack = Command::new(Status::EsmeRok, s, DeliverSmResp::default());
+                if let Err(why) = wire.feed(ack).await {
+                    return lost(why);
+                }
+                if let Some(receipt) = pdu::receipt_of(deliver) {
+                    self.stats.receipts.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.receipts.send(receipt).await;
+                }
+            }
+            Some(Pdu::DataSm(data)) => {
+                let ack = Command::new(Status::EsmeRok, s, DataSmResp::builder().build());
+                if let Err(why) = wire.feed(ack).await {
+                    return lost(why);
+                }
+                if let Some(receipt) = pdu::receipt_of_data_sm(data) {
+                    self.stats.receipts.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.receipts.send(receipt).await;
+                }
+            }
+            // Takes no response; otpd does not hold messages for later.
+            Some(Pdu::AlertNotification(_)) => {}
+            Some(Pdu::EnquireLink) => {
+                let answer = Command::new(Status::EsmeRok, s, Pdu::EnquireLinkResp);
+                if let Err(why) = wire.feed(answer).await {
+                    return lost(why);
+                }
+            }
+            Some(Pdu::EnquireLinkResp) => w.enquire_answered(),
+            Some(Pdu::Unbind) => {
+                let _ = wire
+                    .sink
+                    .send(Command::new(Status::EsmeRok, s, Pdu::UnbindResp))
+                    .await;
+                return lost("the SMSC unbound".into());
+            }
+            Some(Pdu::UnbindResp) => return Some(Ended::Stopped),
+            Some(Pdu::GenericNack) => {
+                // A nack for one of our submits: the SMSC could not read it.
+                if let Some((request, _)) = w.answer(s) {
+                    let status = CommandStatus(u32::from(command.status()));
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = request.reply.send(Err(SubmitError::Refused(status)));
+                }
+            }
+            _ => {
+                let nack = Command::new(Status::EsmeRinvcmdid, s, Pdu::GenericNack);
+                if let Err(why) = wire.feed(nack).await {
+                    return lost(why);
+                }
+            }
+        }
+        None
+    }
+
+    /// A submit_sm_resp: the message is taken, paused for, retried, or refused.
+    fn on_response(
+        &mut self,
+        mut request: Request,
+        sent_at: Instant,
+        status: CommandStatus,
+        message_id: String,
+        w: &mut Window<Request>,
+    ) -> Option<Ended> {
+        self.metrics.latency.record(sent_at.elapsed().as_secs_f64());
+        if status.class() == StatusClass::Ok {
+            self.metrics.accepted.increment(1);
+        } else {
+            self.metrics.response(status);
+        }
+        match status.class() {
+            StatusClass::Ok => {
+                w.accepted();
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let _ = request.reply.send(Ok(message_id));
+            }
+            StatusClass::SlowDown => {
+                // Not a failure: the same message goes first once the pause is over.
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                self.metrics.throttled.increment(1);
+                w.throttled(Instant::now());
+                self.queue.push_front(request);
+            }
+            StatusClass::Transient if request.attempts + 1 < self.config.max_attempts => {
+                request.attempts += 1;
+                self.queue.push_back(request);
+            }
+            StatusClass::Session => {
+                self.queue.push_front(request);
+                return Some(Ended::Lost(format!("the SMSC answered {status}")));
+            }
+            StatusClass::Transient | StatusClass::Permanent => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = request.reply.send(Err(SubmitError::Refused(status)));
+            }
+        }
+        None
+    }
+
+    /// After the loop: unbind politely when stopping with nothing in flight; put
+    /// what was in flight back at the head of the queue when the link was lost.
+    async fn end(
+        &mut self,
+        ended: Ended,
+        mut w: Window<Request>,
+        mut wire: Wire<C::Io>,
+        mut frames: Frames<C::Io>,
+    ) -> Ended {
         match ended {
             Ended::Stopped => {
-                // Everything in flight was answered: unbind politely.
-                let s = seq();
-                if sink
-                    .send(Command::new(Status::EsmeRok, s, Pdu::Unbind))
-                    .await
-                    .is_ok()
-                {
+                let s = w.next_seq();
+                let unbind = Command::new(Status::EsmeRok, s, Pdu::Unbind);
+                if wire.sink.send(unbind).await.is_ok() {
                     let _ = tokio::time::timeout(self.config.response_timeout, async {
                         while let Some(Ok(c)) = frames.next().await {
                             if matches!(c.pdu(), Some(Pdu::UnbindResp)) {
@@ -707,29 +761,24 @@ impl Session {
                     })
                     .await;
                 }
-                let _ = sink.close().await;
+                let _ = wire.sink.close().await;
                 Ended::Stopped
             }
             Ended::Lost(why) => {
-                self.metrics.resent.increment(in_flight.len() as u64);
-                break_lost(&mut self.queue, &mut in_flight, &self.stats);
+                let lost = w.drain_lost();
+                self.metrics.resent.increment(lost.len() as u64);
+                requeue_lost(&mut self.queue, lost, &self.stats);
                 Ended::Lost(why)
             }
         }
     }
 }
 
-/// After losing the link: what was in flight goes back to the head of the queue, in
-/// sending order, to be sent again on the next connection.
-fn break_lost(
-    queue: &mut VecDeque<Request>,
-    in_flight: &mut HashMap<u32, (Request, Instant)>,
-    stats: &BindStats,
-) {
-    let mut lost: Vec<(Request, Instant)> = in_flight.drain().map(|(_, v)| v).collect();
-    lost.sort_by_key(|(_, at)| *at);
+/// After losing the link: what was in flight (`lost`, in sending order) goes back
+/// to the head of the queue, to be sent again on the next connection.
+fn requeue_lost(queue: &mut VecDeque<Request>, lost: Vec<Request>, stats: &BindStats) {
     stats.resent.fetch_add(lost.len() as u64, Ordering::Relaxed);
-    for (request, _) in lost.into_iter().rev() {
+    for request in lost.into_iter().rev() {
         queue.push_front(request);
     }
     stats.in_flight.store(0, Ordering::Relaxed);
