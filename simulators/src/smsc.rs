@@ -398,33 +398,9 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Rec
 async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let framed = Framed::new(stream, CommandCodec::new().with_max_length(MAX_PDU_LENGTH));
-    let (mut sink, mut frames) = framed.split();
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(4096);
-    // Everything queued by the time the writer wakes goes out in one write: a busy
-    // SMSC answers a window of submits (and sends receipts) in a few TCP segments,
-    // not one each.
-    let writer = tokio::spawn(async move {
-        'write: while let Some(mut out) = rx.recv().await {
-            loop {
-                match out {
-                    Outgoing::Command(c) => {
-                        if sink.feed(c).await.is_err() {
-                            break 'write;
-                        }
-                    }
-                    Outgoing::Close => break 'write,
-                }
-                match rx.try_recv() {
-                    Ok(next) => out = next,
-                    Err(_) => break,
-                }
-            }
-            if sink.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut frames) = framed.split();
+    let (tx, rx) = mpsc::channel::<Outgoing>(4096);
+    let writer = spawn_writer(sink, rx);
     let sequence = Arc::new(AtomicU32::new(1));
     let mut bound: Option<(BindKind, String)> = None;
     let mut window_start = Instant::now();
@@ -454,61 +430,14 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
             Some(
                 pdu @ (Pdu::BindTransmitter(_) | Pdu::BindReceiver(_) | Pdu::BindTransceiver(_)),
             ) => {
-                let (kind, system_id, password) = match &pdu {
-                    Pdu::BindTransmitter(b) => (
-                        BindKind::Transmitter,
-                        b.system_id.as_str().to_string(),
-                        b.password.as_str().to_string(),
-                    ),
-                    Pdu::BindReceiver(b) => (
-                        BindKind::Receiver,
-                        b.system_id.as_str().to_string(),
-                        b.password.as_str().to_string(),
-                    ),
-                    Pdu::BindTransceiver(b) => (
-                        BindKind::Transceiver,
-                        b.system_id.as_str().to_string(),
-                        b.password.as_str().to_string(),
-                    ),
-                    _ => unreachable!("matched above"),
+                let link = Link {
+                    conn,
+                    tx: &tx,
+                    sequence: &sequence,
+                    seq,
                 };
-                let status = if bound.is_some() {
-                    Err(CommandStatus::EsmeRalybnd)
-                } else {
-                    shared.authorised(&system_id, &password)
-                };
-                let sid = smsc_id(&shared.config.system_id);
-                let resp: Pdu = match kind {
-                    BindKind::Transmitter => {
-                        BindTransmitterResp::builder().system_id(sid).build().into()
-                    }
-                    BindKind::Receiver => BindReceiverResp::builder().system_id(sid).build().into(),
-                    BindKind::Transceiver => {
-                        BindTransceiverResp::builder().system_id(sid).build().into()
-                    }
-                };
-                match status {
-                    Ok(()) => {
-                        shared.stats.binds.fetch_add(1, Ordering::Relaxed);
-                        if kind != BindKind::Transmitter {
-                            shared
-                                .receivers
-                                .lock()
-                                .entry(system_id.clone())
-                                .or_default()
-                                .push(Receiver {
-                                    conn,
-                                    tx: tx.clone(),
-                                    sequence: sequence.clone(),
-                                });
-                        }
-                        bound = Some((kind, system_id));
-                        let _ = tx.send(reply(CommandStatus::EsmeRok, resp)).await;
-                    }
-                    Err(status) => {
-                        shared.stats.bind_failures.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx.send(reply(status, resp)).await;
-                    }
+                if let Some(now_bound) = on_bind(&shared, link, &pdu, bound.is_some()).await {
+                    bound = Some(now_bound);
                 }
             }
             Some(Pdu::SubmitSm(submit)) => {
@@ -552,63 +481,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                         let out = reply(CommandStatus::from(code), resp.into());
                         respond_later(&shared, &tx, out);
                     }
-                    Fault::None => {
-                        let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                        let message_id = shared.config.message_ids.write(n);
-                        let body = if submit.short_message().as_ref().is_empty() {
-                            submit
-                                .tlvs()
-                                .iter()
-                                .find_map(|t| match t.value() {
-                                    Some(rusmpp::tlvs::TlvValue::MessagePayload(p)) => {
-                                        Some(p.value.as_ref().to_vec())
-                                    }
-                                    _ => None,
-                                })
-                                .unwrap_or_default()
-                        } else {
-                            submit.short_message().as_ref().to_vec()
-                        };
-                        let received = Received {
-                            at: std::time::Instant::now(),
-                            system_id: system_id.clone(),
-                            message_id: message_id.clone(),
-                            sequence_number: seq,
-                            source: Address {
-                                ton: submit.source_addr_ton.into(),
-                                npi: submit.source_addr_npi.into(),
-                                addr: submit.source_addr.as_str().to_string(),
-                            },
-                            destination: Address {
-                                ton: submit.dest_addr_ton.into(),
-                                npi: submit.dest_addr_npi.into(),
-                                addr: submit.destination_addr.as_str().to_string(),
-                            },
-                            esm_class: submit.esm_class.into(),
-                            data_coding: submit.data_coding.into(),
-                            registered_delivery: submit.registered_delivery.into(),
-                            body,
-                        };
-                        if let Some(tap) = &shared.config.tap {
-                            (tap.0)(&received);
-                        }
-                        {
-                            let mut kept = shared.received.lock();
-                            if kept.len() < shared.config.keep {
-                                kept.push(received.clone());
-                            }
-                        }
-                        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        let resp = SubmitSmResp::builder()
-                            .message_id(
-                                pdu::c_string("message_id", &message_id).expect("ids are short"),
-                            )
-                            .build();
-                        respond_later(&shared, &tx, reply(CommandStatus::EsmeRok, resp.into()));
-                        if received.registered_delivery & 0x03 != 0 {
-                            schedule_receipt(&shared, received, n);
-                        }
-                    }
+                    Fault::None => take_submit(&shared, &tx, &system_id, seq, &submit),
                 }
             }
             Some(Pdu::EnquireLink) => {
@@ -640,6 +513,178 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
         .for_each(|list| list.retain(|r| r.conn != conn));
     let _ = tx.send(Outgoing::Close).await;
     let _ = writer.await;
+}
+
+/// The connection a PDU came on, and the sequence number to answer it with.
+struct Link<'a> {
+    conn: u64,
+    tx: &'a mpsc::Sender<Outgoing>,
+    sequence: &'a Arc<AtomicU32>,
+    seq: u32,
+}
+
+impl Link<'_> {
+    fn reply(&self, status: CommandStatus, pdu: Pdu) -> Outgoing {
+        Outgoing::Command(Command::new(status, self.seq, pdu))
+    }
+}
+
+/// A bind (of any kind): checked against the accounts, answered, and — for a
+/// receiver or transceiver — the link noted as one receipts may go to. Returns what
+/// the link is now bound as, if the bind was accepted (`already`: it was bound).
+async fn on_bind(
+    shared: &Arc<Shared>,
+    link: Link<'_>,
+    pdu: &Pdu,
+    already: bool,
+) -> Option<(BindKind, String)> {
+    let (kind, system_id, password) = match &pdu {
+        Pdu::BindTransmitter(b) => (
+            BindKind::Transmitter,
+            b.system_id.as_str().to_string(),
+            b.password.as_str().to_string(),
+        ),
+        Pdu::BindReceiver(b) => (
+            BindKind::Receiver,
+            b.system_id.as_str().to_string(),
+            b.password.as_str().to_string(),
+        ),
+        Pdu::BindTransceiver(b) => (
+            BindKind::Transceiver,
+            b.system_id.as_str().to_string(),
+            b.password.as_str().to_string(),
+        ),
+        _ => unreachable!("matched above"),
+    };
+    let status = if already {
+        Err(CommandStatus::EsmeRalybnd)
+    } else {
+        shared.authorised(&system_id, &password)
+    };
+    let sid = smsc_id(&shared.config.system_id);
+    let resp: Pdu = match kind {
+        BindKind::Transmitter => BindTransmitterResp::builder().system_id(sid).build().into(),
+        BindKind::Receiver => BindReceiverResp::builder().system_id(sid).build().into(),
+        BindKind::Transceiver => BindTransceiverResp::builder().system_id(sid).build().into(),
+    };
+    match status {
+        Ok(()) => {
+            shared.stats.binds.fetch_add(1, Ordering::Relaxed);
+            if kind != BindKind::Transmitter {
+                shared
+                    .receivers
+                    .lock()
+                    .entry(system_id.clone())
+                    .or_default()
+                    .push(Receiver {
+                        conn: link.conn,
+                        tx: link.tx.clone(),
+                        sequence: link.sequence.clone(),
+                    });
+            }
+            let _ = link.tx.send(link.reply(CommandStatus::EsmeRok, resp)).await;
+            Some((kind, system_id))
+        }
+        Err(status) => {
+            shared.stats.bind_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = link.tx.send(link.reply(status, resp)).await;
+            None
+        }
+    }
+}
+
+/// Writes what the connection's tasks queue. Everything queued by the time the
+/// writer wakes goes out in one write: a busy SMSC answers a window of submits (and
+/// sends receipts) in a few TCP segments, not one each.
+fn spawn_writer(
+    mut sink: futures_util::stream::SplitSink<Framed<TcpStream, CommandCodec>, Command>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        'write: while let Some(mut out) = rx.recv().await {
+            loop {
+                match out {
+                    Outgoing::Command(c) => {
+                        if sink.feed(c).await.is_err() {
+                            break 'write;
+                        }
+                    }
+                    Outgoing::Close => break 'write,
+                }
+                match rx.try_recv() {
+                    Ok(next) => out = next,
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    })
+}
+
+/// A submit taken: recorded (and tapped), answered with its message id after the
+/// configured latency, and its receipt scheduled when one was asked for.
+fn take_submit(
+    shared: &Arc<Shared>,
+    tx: &mpsc::Sender<Outgoing>,
+    system_id: &str,
+    seq: u32,
+    submit: &rusmpp::pdus::SubmitSm,
+) {
+    let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let message_id = shared.config.message_ids.write(n);
+    let body = if submit.short_message().as_ref().is_empty() {
+        submit
+            .tlvs()
+            .iter()
+            .find_map(|t| match t.value() {
+                Some(rusmpp::tlvs::TlvValue::MessagePayload(p)) => Some(p.value.as_ref().to_vec()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    } else {
+        submit.short_message().as_ref().to_vec()
+    };
+    let received = Received {
+        at: std::time::Instant::now(),
+        system_id: system_id.to_string(),
+        message_id: message_id.clone(),
+        sequence_number: seq,
+        source: Address {
+            ton: submit.source_addr_ton.into(),
+            npi: submit.source_addr_npi.into(),
+            addr: submit.source_addr.as_str().to_string(),
+        },
+        destination: Address {
+            ton: submit.dest_addr_ton.into(),
+            npi: submit.dest_addr_npi.into(),
+            addr: submit.destination_addr.as_str().to_string(),
+        },
+        esm_class: submit.esm_class.into(),
+        data_coding: submit.data_coding.into(),
+        registered_delivery: submit.registered_delivery.into(),
+        body,
+    };
+    if let Some(tap) = &shared.config.tap {
+        (tap.0)(&received);
+    }
+    {
+        let mut kept = shared.received.lock();
+        if kept.len() < shared.config.keep {
+            kept.push(received.clone());
+        }
+    }
+    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let resp = SubmitSmResp::builder()
+        .message_id(pdu::c_string("message_id", &message_id).expect("ids are short"))
+        .build();
+    let ok = Outgoing::Command(Command::new(CommandStatus::EsmeRok, seq, resp));
+    respond_later(shared, tx, ok);
+    if received.registered_delivery & 0x03 != 0 {
+        schedule_receipt(shared, received, n);
+    }
 }
 
 fn smsc_id(id: &str) -> COctetString<1, 16> {
