@@ -59,6 +59,35 @@ impl Answer {
 }
 
 impl TestServer {
+    /// Wait until the escalation timer has made two whole passes: whatever the
+    /// clock's last move made due has been escalated (or, just as surely, not).
+    pub async fn escalations_settled(&self) {
+        let engine = self.server.as_ref().expect("running").engine().clone();
+        let from = engine.escalation_passes();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.escalation_passes() < from + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the escalation timer stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Wait until the delivery queue is empty: every send queued so far is with a
+    /// worker or done.
+    pub async fn queue_drained(&self) {
+        let engine = self.server.as_ref().expect("running").engine().clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.queue().depth() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue did not drain"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|_| {}, None).await
     }

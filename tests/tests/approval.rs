@@ -166,7 +166,7 @@ async fn the_app_approves_what_apns_and_fcm_delivered(backend: Backend) {
 
     // No fallback ever follows an answer.
     t.clock.advance(Duration::from_secs(120));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.escalations_settled().await;
     assert_eq!(sms_sends(&status(&t, id).await), 0);
     t.stop().await;
 }

@@ -394,8 +394,15 @@ async fn concurrent_identical_requests_make_one_verification_and_one_send() {
     assert_eq!(ids.len(), 1, "the others get the same verification");
     let id = created[0]["id"].as_str().unwrap();
     t.outbox_line(id, 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    t.queue_drained().await;
     assert_eq!(t.outbox_lines().len(), 1, "exactly one send");
+    let v = t.get(&format!("/v1/verifications/{id}")).await;
+    assert_eq!(
+        v.body["delivery"]["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "one send recorded: {}",
+        v.text
+    );
     // Duplicates were charged nothing: the number has 4 of its 5 sends left.
     let limits = t.get("/v1/admin/limits?to=%2B34600000013").await;
     let destination = limits.body["limits"]

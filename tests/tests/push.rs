@@ -127,7 +127,7 @@ async fn ios_push_is_signed_acknowledged_and_approved_without_any_sms() {
 
     // Acknowledged: the minute passes and no SMS follows.
     t.clock.advance(Duration::from_secs(120));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.escalations_settled().await;
     assert!(sms_lines(&t, id).is_empty());
     let check = t.check(id, &code).await;
     assert_eq!(check.body["status"], "approved", "{}", check.text);
@@ -263,7 +263,7 @@ async fn huawei_devices_get_hms_and_the_provider_can_acknowledge() {
             .starts_with("hms:")
     );
     t.clock.advance(Duration::from_secs(120));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.escalations_settled().await;
     assert!(
         sms_lines(&t, id).is_empty(),
         "acknowledged pushes do not escalate"
@@ -337,7 +337,7 @@ async fn an_unacknowledged_push_escalates_to_sms_once_when_its_time_comes() {
 
     // 59 s: still waiting for the app.
     t.clock.advance(Duration::from_secs(59));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.escalations_settled().await;
     assert!(sms_lines(&t, id).is_empty());
 
     // 60 s: the same code goes by SMS.
@@ -354,7 +354,7 @@ async fn an_unacknowledged_push_escalates_to_sms_once_when_its_time_comes() {
 
     // Never twice, however long it waits; a late ack is recorded and sends nothing.
     t.clock.advance(Duration::from_secs(120));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.escalations_settled().await;
     assert_eq!(sms_lines(&t, id).len(), 1);
     let token = json!({"ack_token": pushed.body["otpd"]["ack_token"]});
     let late = t
@@ -398,7 +398,7 @@ async fn a_pending_escalation_survives_a_restart_and_still_happens_once() {
     // A third node on the same store finds nothing left to escalate.
     let third = otpd_e2e::TestServer::start_full_with(|c| p.configure(c), store).await;
     third.clock.advance(Duration::from_secs(61));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    third.escalations_settled().await;
     assert_eq!(sms_lines(&second, &id).len(), 1);
     assert!(sms_lines(&third, &id).is_empty());
     second.stop().await;

@@ -241,8 +241,12 @@ async fn the_breaker_opens_on_errors_and_a_failed_probe_reopens_it() {
     t.stop().await;
 }
 
+/// The cap over a real SMPP link, end to end: what reaches the SMSC keeps to it
+/// second by second. (Over long stretches the cap is proven on a paused clock, in
+/// `throttle`'s own tests; here three seconds' worth is enough, waited for by
+/// counting what arrives.)
 #[tokio::test]
-async fn a_carriers_throughput_cap_holds_over_ten_seconds_at_the_smsc() {
+async fn a_carriers_throughput_cap_holds_at_the_smsc() {
     const TPS: usize = 20;
     let s = smsc(SmscConfig::default()).await;
     let mut c = carrier(&s);
@@ -259,29 +263,24 @@ async fn a_carriers_throughput_cap_holds_over_ten_seconds_at_the_smsc() {
     )
     .await;
     wait_live(&t, &["capped"]).await;
-    // Far more than 10 s of the cap, all at once.
-    let offered = TPS * 16;
+    // Three seconds of the cap, all at once.
+    let offered = TPS * 3;
     for i in 0..offered {
         issue(&t, &format!("+346{:08}", 10_000_000 + i)).await;
     }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.received().len() < offered {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {offered} arrived",
+            s.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut at: Vec<Instant> = s.received().iter().map(|r| r.at).collect();
     at.sort();
-    let first = at[0];
-    let window: Vec<Instant> = at
-        .iter()
-        .copied()
-        .filter(|t| t.duration_since(first) < Duration::from_secs(10))
-        .collect();
-    // GCRA with a burst of one: at most TPS in any one second, 10 × TPS (+ the one
-    // at the very start) in ten.
-    assert!(window.len() <= 10 * TPS + 1, "{} in 10 s", window.len());
-    assert!(
-        window.len() >= 9 * TPS,
-        "the cap was not used: {} in 10 s",
-        window.len()
-    );
+    // GCRA with a burst of one: at most TPS in any one second (+ the one at the
+    // very start), and the whole lot spread over (offered - 1) / TPS seconds.
     for (i, t0) in at.iter().enumerate() {
         let in_second = at[i..]
             .iter()
@@ -289,7 +288,10 @@ async fn a_carriers_throughput_cap_holds_over_ten_seconds_at_the_smsc() {
             .count();
         assert!(in_second <= TPS + 1, "{in_second} within one second");
     }
-    assert!(started.elapsed() >= Duration::from_secs(10));
+    let span = at[offered - 1].duration_since(at[0]);
+    let least =
+        Duration::from_secs_f64((offered - 1) as f64 / TPS as f64) - Duration::from_millis(60);
+    assert!(span >= least, "{offered} spread over {span:?}");
     let metrics = t.get("/metrics").await.text;
     assert!(
         metrics.contains("otpd_carrier_queue_depth{carrier=\"capped\"}"),
@@ -364,9 +366,14 @@ async fn a_code_too_close_to_expiry_is_marked_expired_not_sent() {
     })
     .await;
     let id = issue(&t, "+34600000220").await;
-    // Both carriers fail; before the next round the manual clock moves past the
-    // send deadline (60 s validity, 59 s must be left).
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Both carriers fail; then the manual clock moves past the send deadline (60 s
+    // validity, 59 s must be left) before the next round can send.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tried = |s: &Smsc| s.stats().submits.load(std::sync::atomic::Ordering::Relaxed) > 0;
+    while !(tried(&a) && tried(&b)) {
+        assert!(Instant::now() < deadline, "both carriers were tried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     t.clock.advance(Duration::from_secs(2));
     let send = answered(&t, &id).await;
     assert_eq!(send["state"], "expired", "{send}");

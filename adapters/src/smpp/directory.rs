@@ -9,7 +9,9 @@
 //! sent the message itself.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;

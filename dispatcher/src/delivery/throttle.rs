@@ -11,9 +11,28 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock as _, ReasonablyRealtime};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
+
+/// Governor's clock read from tokio's, so that the cap's turns and the waits for
+/// them are on one clock — the one tests pause and advance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+impl ReasonablyRealtime for TokioClock {}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
 /// Why a message did not get its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +46,8 @@ pub enum ThrottleError {
 pub struct Throttle {
     carrier: std::sync::Arc<str>,
     tps: Option<NonZeroU32>,
-    limiter: Option<DefaultDirectRateLimiter>,
-    clock: DefaultClock,
+    limiter: Option<Limiter>,
+    clock: TokioClock,
     capacity: usize,
     waiting: AtomicUsize,
 }
@@ -48,14 +67,14 @@ impl Throttle {
     /// `tps`: messages per second, `None` for no cap; `capacity`: messages that may
     /// wait at once.
     pub fn new(carrier: &str, tps: Option<NonZeroU32>, capacity: usize) -> Self {
-        let clock = DefaultClock::default();
+        let clock = TokioClock;
         Self {
             carrier: std::sync::Arc::from(carrier),
             tps,
             limiter: tps.map(|tps| {
                 RateLimiter::direct_with_clock(
                     Quota::per_second(tps).allow_burst(NonZeroU32::MIN),
-                    clock.clone(),
+                    clock,
                 )
             }),
             clock,
@@ -124,6 +143,42 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(t.admit(far()).await, Ok(Duration::ZERO));
         }
+    }
+
+    /// The cap holds over a long stretch (sixteen seconds of it, on a paused clock):
+    /// never more than `tps` in any one second, and the whole cap used.
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_holds_second_by_second() {
+        const TPS: u32 = 20;
+        let t = std::sync::Arc::new(Throttle::new("c", NonZeroU32::new(TPS), 10_000));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let turns: Vec<_> = (0..TPS * 16)
+            .map(|_| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    t.admit(deadline).await.unwrap();
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut at = Vec::new();
+        for turn in turns {
+            at.push(turn.await.unwrap());
+        }
+        at.sort();
+        for (i, t0) in at.iter().enumerate() {
+            let in_second = at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(*t0) < Duration::from_secs(1))
+                .count();
+            assert!(in_second <= TPS as usize, "{in_second} within one second");
+        }
+        let span = at.last().unwrap().duration_since(at[0]);
+        let expected = Duration::from_secs_f64(f64::from(TPS * 16 - 1) / f64::from(TPS));
+        assert!(
+            span >= expected && span < expected + Duration::from_millis(100),
+            "{span:?}"
+        );
     }
 
     #[tokio::test]

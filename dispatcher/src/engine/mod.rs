@@ -120,6 +120,9 @@ pub struct Engine {
     router: Arc<Router>,
     numbers: Arc<NumberParser>,
     options: Options,
+    /// Passes of [`Engine::escalate_due`] completed: what a test waits on to know
+    /// that the escalation timer has looked since it moved the clock.
+    escalation_passes: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -143,6 +146,7 @@ impl Engine {
             router: parts.router,
             numbers: parts.numbers,
             options: parts.options,
+            escalation_passes: Default::default(),
         }
     }
 
@@ -319,6 +323,14 @@ impl Engine {
                 self.store.record_send(&id, send, failed, None, now).await?;
             }
         }
+        self.escalation_passes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(escalated)
+    }
+
+    /// How many passes of [`Engine::escalate_due`] have completed.
+    pub fn escalation_passes(&self) -> u64 {
+        self.escalation_passes
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
