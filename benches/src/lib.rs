@@ -19,7 +19,7 @@ use otpd::policy::admission::Rules;
 use otpd::policy::clients::{Client, Clients};
 use otpd::secrets::code::{CodeKeys, CodeLength};
 use otpd::store::StoredResponse;
-use otpd::store::{MemoryStore, Store};
+use otpd::store::{MemoryStore, Stores};
 use otpd_adapters::{Channel, ChannelError, Message, SubmitReceipt};
 use tokio::sync::watch;
 
@@ -144,7 +144,7 @@ pub fn engine_with(
     let channels = discard_channels();
     let router = Arc::new(router(&channels));
     let engine = Arc::new(Engine::new(EngineParts {
-        store: store.clone() as Arc<dyn Store>,
+        stores: Stores::of(store.clone()),
         keys: keys.clone(),
         queue,
         clock: clock.clone(),
@@ -164,7 +164,7 @@ pub fn engine_with(
             router,
             seed: std::hash::RandomState::new(),
             channels,
-            store: store.clone(),
+            stores: Stores::of(store.clone()),
             clock,
             metrics,
             concurrency: 256,

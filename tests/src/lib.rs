@@ -93,7 +93,7 @@ impl TestServer {
     }
 
     /// Start on the default configuration, with `store` instead of the embedded one.
-    pub async fn start_with_store(store: Arc<dyn otpd::store::Store>) -> Self {
+    pub async fn start_with_store(store: otpd::store::Stores) -> Self {
         Self::start_full(|_| {}, None, Some(store)).await
     }
 
@@ -101,7 +101,7 @@ impl TestServer {
     /// servers: several nodes, or one restarted).
     pub async fn start_full_with(
         tweak: impl FnOnce(&mut Config),
-        store: Arc<dyn otpd::store::Store>,
+        store: otpd::store::Stores,
     ) -> Self {
         Self::start_full(tweak, None, Some(store)).await
     }
@@ -141,7 +141,7 @@ impl TestServer {
     async fn start_full(
         tweak: impl FnOnce(&mut Config),
         channels: Option<Channels>,
-        store: Option<Arc<dyn otpd::store::Store>>,
+        store: Option<otpd::store::Stores>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
@@ -161,7 +161,7 @@ impl TestServer {
         dir: tempfile::TempDir,
         mut config: Config,
         channels: Option<Channels>,
-        store: Option<Arc<dyn otpd::store::Store>>,
+        store: Option<otpd::store::Stores>,
         config_file: Option<std::path::PathBuf>,
     ) -> Self {
         let outbox = dir.path().join("outbox.jsonl");
@@ -339,27 +339,38 @@ pub fn code_in(text: &str) -> String {
 
 /// Faulty stores, to see what the server does when its store misbehaves.
 pub mod faults {
-    use std::time::Duration;
+    use std::sync::Arc;
 
     use async_trait::async_trait;
     use otpd::domain::clock::UnixMillis;
-    use otpd::domain::subscriber::{Device, Platform, Subscriber};
     use otpd::domain::verification::{
-        AckOutcome, CancelOutcome, Closing, EscalationCause, SendResult, SendState, Verification,
+        AckOutcome, AnswerOutcome, CancelOutcome, Closing, EscalationCause, Verification,
     };
     use otpd::policy::limiter::{CheckLimits, IssueLimits, Limiter};
     use otpd::secrets::code::CodeMac;
+    use otpd::secrets::device_key::Decision;
     use otpd::secrets::id::VerificationId;
     use otpd::store::{
-        CheckedWithin, Fingerprint, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber,
-        Store, StoreError, StoredResponse,
+        CheckedWithin, IssueOutcome, MemoryStore, StoreError, Stores, Verifications,
     };
 
-    /// A store whose `issue` never returns, as a store behind a dead network link might.
-    pub struct Hanging(pub MemoryStore);
+    /// Verifications whose `issue` never returns, as a store behind a dead network
+    /// link might; everything else is the embedded store's.
+    pub struct Hanging(pub Arc<MemoryStore>);
+
+    impl Hanging {
+        /// The embedded store's seams, with its verifications hanging on `issue`.
+        pub fn over(store: MemoryStore) -> Stores {
+            let store = Arc::new(store);
+            Stores {
+                verifications: Arc::new(Hanging(store.clone())),
+                ..Stores::of(store)
+            }
+        }
+    }
 
     #[async_trait]
-    impl Store for Hanging {
+    impl Verifications for Hanging {
         async fn issue(
             &self,
             _: &Verification,
@@ -378,7 +389,7 @@ pub mod faults {
         ) -> Result<CheckedWithin, StoreError> {
             self.0.check(id, mac, client, now, limits).await
         }
-        fn limiter(&self) -> std::sync::Arc<dyn Limiter> {
+        fn limiter(&self) -> Arc<dyn Limiter> {
             self.0.limiter()
         }
         async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
@@ -393,26 +404,6 @@ pub mod faults {
         ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
             self.0.close(id, client, how, now).await
         }
-        async fn record_send(
-            &self,
-            id: &VerificationId,
-            send: u8,
-            r: SendResult,
-            details: Option<Box<otpd::domain::verification::SendDetails>>,
-            now: UnixMillis,
-        ) -> Result<bool, StoreError> {
-            self.0.record_send(id, send, r, details, now).await
-        }
-        async fn record_report(
-            &self,
-            id: &VerificationId,
-            send: u8,
-            state: SendState,
-            error: Option<String>,
-            now: UnixMillis,
-        ) -> Result<bool, StoreError> {
-            self.0.record_report(id, send, state, error, now).await
-        }
         async fn acknowledge(
             &self,
             id: &VerificationId,
@@ -423,11 +414,10 @@ pub mod faults {
         async fn answer(
             &self,
             id: &VerificationId,
-            decision: otpd::secrets::device_key::Decision,
+            decision: Decision,
             device: &str,
             now: UnixMillis,
-        ) -> Result<Option<(otpd::domain::verification::AnswerOutcome, Verification)>, StoreError>
-        {
+        ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
             self.0.answer(id, decision, device, now).await
         }
         async fn escalate(
@@ -444,55 +434,6 @@ pub mod faults {
             limit: usize,
         ) -> Result<Vec<VerificationId>, StoreError> {
             self.0.due_escalations(now, limit).await
-        }
-        async fn idempotency_begin(
-            &self,
-            k: &str,
-            f: &Fingerprint,
-            now: UnixMillis,
-            ttl: Duration,
-        ) -> Result<IdempotencyBegin, StoreError> {
-            self.0.idempotency_begin(k, f, now, ttl).await
-        }
-        async fn idempotency_finish(
-            &self,
-            k: &str,
-            f: &Fingerprint,
-            r: StoredResponse,
-            now: UnixMillis,
-            ttl: Duration,
-        ) -> Result<(), StoreError> {
-            self.0.idempotency_finish(k, f, r, now, ttl).await
-        }
-        async fn idempotency_abandon(&self, k: &str, f: &Fingerprint) -> Result<(), StoreError> {
-            self.0.idempotency_abandon(k, f).await
-        }
-        async fn put_subscriber(
-            &self,
-            subscriber: Subscriber,
-        ) -> Result<PutSubscriber, StoreError> {
-            self.0.put_subscriber(subscriber).await
-        }
-        async fn get_subscriber(&self, subject: &str) -> Result<Option<Subscriber>, StoreError> {
-            self.0.get_subscriber(subject).await
-        }
-        async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError> {
-            self.0.delete_subscriber(subject).await
-        }
-        async fn add_device(
-            &self,
-            subject: &str,
-            device: Device,
-        ) -> Result<Option<(bool, Subscriber)>, StoreError> {
-            self.0.add_device(subject, device).await
-        }
-        async fn remove_device(
-            &self,
-            subject: &str,
-            platform: Platform,
-            token: &str,
-        ) -> Result<Option<bool>, StoreError> {
-            self.0.remove_device(subject, platform, token).await
         }
         async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
             self.0.sweep(now).await

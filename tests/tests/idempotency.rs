@@ -76,9 +76,9 @@ async fn malformed_keys_are_400() {
 async fn a_retry_while_the_first_is_in_flight_is_409() {
     // The first request hangs in the store (its key is reserved); the retry must not
     // run a second issue beside it.
-    let t = TestServer::start_with_store(std::sync::Arc::new(otpd_e2e::faults::Hanging(
+    let t = TestServer::start_with_store(otpd_e2e::faults::Hanging::over(
         otpd::store::MemoryStore::new(1, std::time::Duration::ZERO),
-    )))
+    ))
     .await;
     let client = t.client.clone();
     let url = t.url("/v1/verifications");

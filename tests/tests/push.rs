@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd::config::{PushAck, SmppCarrierConfig};
-use otpd::store::MemoryStore;
+use otpd::store::{MemoryStore, Stores};
 use otpd_e2e::providers::{Providers, fixture};
 use otpd_e2e::{TestServer, code_in};
 use otpd_simulators::push::{Provider, Recorded};
@@ -378,7 +378,8 @@ async fn an_unacknowledged_push_escalates_to_sms_once_when_its_time_comes() {
 async fn a_pending_escalation_survives_a_restart_and_still_happens_once() {
     let p = Providers::start().await;
     let store = Arc::new(MemoryStore::new(4, Duration::from_secs(600)));
-    let first = otpd_e2e::TestServer::start_full_with(|c| p.configure(c), store.clone()).await;
+    let first =
+        otpd_e2e::TestServer::start_full_with(|c| p.configure(c), Stores::of(store.clone())).await;
     register(
         &first,
         json!([{"platform": "apns", "token": APNS_TOKEN, "app": "es.gob.clave"}]),
@@ -391,12 +392,13 @@ async fn a_pending_escalation_survives_a_restart_and_still_happens_once() {
     first.stop().await;
 
     // Another node (or the same one restarted) on the same store, 61 s later.
-    let second = otpd_e2e::TestServer::start_full_with(|c| p.configure(c), store.clone()).await;
+    let second =
+        otpd_e2e::TestServer::start_full_with(|c| p.configure(c), Stores::of(store.clone())).await;
     second.clock.advance(Duration::from_secs(61));
     let line = second.outbox_line(&id, 2).await;
     assert_eq!(line["channel"], "sms");
     // A third node on the same store finds nothing left to escalate.
-    let third = otpd_e2e::TestServer::start_full_with(|c| p.configure(c), store).await;
+    let third = otpd_e2e::TestServer::start_full_with(|c| p.configure(c), Stores::of(store)).await;
     third.clock.advance(Duration::from_secs(61));
     third.escalations_settled().await;
     assert_eq!(sms_lines(&second, &id).len(), 1);

@@ -224,7 +224,7 @@ async fn without_redis_requests_fail_fast_and_service_resumes_with_nothing_lost(
 /// recorded as interrupted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_jobs_are_claimed_and_sent_once() {
-    use otpd::store::{IssueOutcome, Store, TakeSend};
+    use otpd::store::{IssueOutcome, JobLedger, TakeSend, Verifications};
 
     let redis = RedisServer::start();
     // Jobs queued as a node would queue them, read by "ghost", which then dies.
@@ -365,7 +365,7 @@ fn store_on(redis: &RedisServer) -> otpd::store::RedisStore {
 async fn the_accepting_node_is_handed_its_job_in_the_same_step() {
     use otpd::store::redis::Handoff;
     use otpd::store::redis::queue::JobReader;
-    use otpd::store::{IssueOutcome, Store};
+    use otpd::store::{IssueOutcome, Verifications};
 
     let redis = RedisServer::start();
     for p in 0..64 {

@@ -1,7 +1,6 @@
 //! Shutdown is bounded: a request stuck inside the server (here, on a store that never
 //! answers) cannot hold it open past the grace period.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use otpd::config::Config;
@@ -21,7 +20,7 @@ async fn a_request_stuck_in_the_server_does_not_hold_the_shutdown_open() {
         listener,
         Settings::new(config).unwrap(),
         Deps {
-            store: Some(Arc::new(Hanging(MemoryStore::new(1, Duration::ZERO)))),
+            store: Some(Hanging::over(MemoryStore::new(1, Duration::ZERO))),
             ..Deps::default()
         },
     )

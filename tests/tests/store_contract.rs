@@ -1,6 +1,8 @@
 //! One behaviour suite, every store: each test below runs against the embedded memory
 //! store, a real `redis-server`, and (in one test, all behaviours in turn) a real
-//! three-master Redis Cluster. A differential test then drives the memory and Redis
+//! three-master Redis Cluster. Each behaviour takes the narrowest seam it is about
+//! (`Verifications`, `JobLedger`, `Idempotency`, `Registry`; `Store` where it spans
+//! them). A differential test then drives the memory and Redis
 //! stores with the same random operations and compares what they answer and hold.
 
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use otpd::secrets::code::{CodeLength, CodeMac, SealedCode};
 use otpd::secrets::id::{ShardTag, VerificationId};
 use otpd::store::redis::{Keys, Redis};
 use otpd::store::{
-    IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber, RedisStore, Store, StoredResponse,
+    Idempotency, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber, RedisStore, Registry,
+    Store, StoredResponse, Verifications,
 };
 use otpd_adapters::ChannelKind;
 use otpd_e2e::redis::{RedisCluster, RedisServer};
@@ -682,7 +685,7 @@ async fn due_escalations_are_bounded(store: &dyn Store) {
     assert!(first.iter().all(|id| !rest.contains(id)));
 }
 
-async fn idempotency_records(store: &dyn Store) {
+async fn idempotency_records(store: &dyn Idempotency) {
     let ttl = Duration::from_secs(3600);
     let (a, b) = ([1u8; 32], [2u8; 32]);
     assert_eq!(
@@ -768,7 +771,7 @@ fn device(platform: Platform, token: &str) -> Device {
     }
 }
 
-async fn registry_keeps_one_subject_per_number(store: &dyn Store) {
+async fn registry_keeps_one_subject_per_number(store: &dyn Registry) {
     let a = subscriber("12345678Z", 34600000001);
     assert_eq!(
         store.put_subscriber(a.clone()).await.unwrap(),
@@ -819,7 +822,7 @@ async fn registry_keeps_one_subject_per_number(store: &dyn Store) {
     );
 }
 
-async fn registry_devices(store: &dyn Store) {
+async fn registry_devices(store: &dyn Registry) {
     assert!(
         store
             .add_device("nobody", device(Platform::Fcm, "t"))

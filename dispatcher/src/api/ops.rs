@@ -14,7 +14,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Ready when the store answers and deliveries are being taken.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let store_ok = state.engine.store().ping().await.is_ok();
+    let store_ok = state.engine.stores().verifications.ping().await.is_ok();
     let queue = state.engine.queue();
     let accepting = !queue.is_closed();
     let healthy = store_ok && accepting;

@@ -305,7 +305,8 @@ pub async fn put(
     }
     let outcome = state
         .engine
-        .store()
+        .stores()
+        .registry
         .put_subscriber(subscriber.clone())
         .await
         .map_err(store_error)?;
@@ -329,7 +330,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let s = state
         .engine
-        .store()
+        .stores()
+        .registry
         .get_subscriber(&subject)
         .await
         .map_err(store_error)?
@@ -344,7 +346,8 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     if state
         .engine
-        .store()
+        .stores()
+        .registry
         .delete_subscriber(&subject)
         .await
         .map_err(store_error)?
@@ -364,7 +367,8 @@ pub async fn add_device(
     let device = device(None, body.value, state.engine.now())?;
     match state
         .engine
-        .store()
+        .stores()
+        .registry
         .add_device(&subject, device)
         .await
         .map_err(store_error)?
@@ -390,7 +394,8 @@ pub async fn remove_device(
 ) -> Result<Response, ApiError> {
     match state
         .engine
-        .store()
+        .stores()
+        .registry
         .remove_device(&subject, platform, &token)
         .await
         .map_err(store_error)?

@@ -45,7 +45,7 @@ use crate::numbers::e164::E164;
 use crate::policy::sojourn::Sojourn;
 use crate::secrets::code::Code;
 use crate::secrets::id::VerificationId;
-use crate::store::{JobReceipt, Store, TakeSend};
+use crate::store::{JobLedger, JobReceipt, Stores, TakeSend};
 
 /// One send of one code. It carries the plaintext code (wiped on drop) because the
 /// store only has its MAC and sealed form; it lives only in this process's memory.
@@ -267,7 +267,7 @@ pub struct Workers {
     pub router: Arc<Router>,
     /// Seeds each send's weighted carrier order.
     pub seed: RandomState,
-    pub store: Arc<dyn Store>,
+    pub stores: Stores,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub concurrency: usize,
@@ -359,7 +359,12 @@ impl Workers {
         // A queued push is taken before it goes to the providers; a queued SMS at
         // the carrier's last moment, by the gate it passes (see `TakeGate`).
         if job.receipt.is_some() && job.kind == ChannelKind::Push {
-            match self.store.take_send(&job.id, job.send, &self.name).await {
+            match self
+                .stores
+                .jobs
+                .take_send(&job.id, job.send, &self.name)
+                .await
+            {
                 Ok(TakeSend::Go) => {}
                 Ok(other) => return self.not_taken(&job, other).await,
                 Err(e) => {
@@ -375,7 +380,7 @@ impl Workers {
                 (ChannelKind::Sms, None) => self.send_sms(&job, &Open).await,
                 (ChannelKind::Sms, Some(_)) => {
                     let gate = TakeGate {
-                        store: &*self.store,
+                        jobs: &*self.stores.jobs,
                         id: job.id,
                         send: job.send,
                         node: &self.name,
@@ -414,7 +419,7 @@ impl Workers {
             }
             if sent {
                 if job.provider_ack
-                    && let Err(e) = self.store.acknowledge(&job.id, now).await
+                    && let Err(e) = self.stores.verifications.acknowledge(&job.id, now).await
                 {
                     tracing::warn!(id = %job.id, error = %e, "could not record the provider's acknowledgement");
                 }
@@ -423,7 +428,8 @@ impl Workers {
             // No device took the push: fall back to SMS now, if this verification may
             // (the store says, and makes sure it happens once).
             match self
-                .store
+                .stores
+                .verifications
                 .escalate(&job.id, EscalationCause::PushFailed, now)
                 .await
             {
@@ -481,12 +487,14 @@ impl Workers {
         let now = self.clock.now();
         let recorded = match &job.receipt {
             Some(r) => {
-                self.store
+                self.stores
+                    .jobs
                     .record_send_and_ack(&job.id, job.send, result, details, now, r)
                     .await
             }
             None => {
-                self.store
+                self.stores
+                    .jobs
                     .record_send(&job.id, job.send, result, details, now)
                     .await
             }
@@ -502,7 +510,7 @@ impl Workers {
         let Some(subject) = job.subject.as_deref() else {
             return failed("push needs a subject with a registered device".into());
         };
-        let devices = match self.store.get_subscriber(subject).await {
+        let devices = match self.stores.registry.get_subscriber(subject).await {
             Ok(Some(s)) => s.devices,
             Ok(None) => Vec::new(),
             Err(e) => return failed(format!("cannot read the subject's devices: {e}")),
@@ -606,7 +614,8 @@ impl Workers {
 
     async fn remove_device(&self, subject: &str, device: &Device) {
         match self
-            .store
+            .stores
+            .registry
             .remove_device(subject, device.platform, &device.token)
             .await
         {
@@ -855,12 +864,12 @@ enum Tried {
     Next { asked: Option<Duration> },
 }
 
-/// Takes a queued job's send for this node (see [`Store::take_send`]) when the
+/// Takes a queued job's send for this node (see [`JobLedger::take_send`]) when the
 /// carrier is about to write it: after the throughput cap, the bind and the window,
 /// so that a node that dies while its sends wait there leaves them to another node
 /// rather than marked interrupted. Passes at once on a retry of a send it took.
 struct TakeGate<'a> {
-    store: &'a dyn Store,
+    jobs: &'a dyn JobLedger,
     id: VerificationId,
     send: u8,
     node: &'a str,
@@ -881,7 +890,7 @@ impl SendGate for TakeGate<'_> {
         if let Taken::Took(TakeSend::Go) = *self.taken.lock() {
             return Ok(());
         }
-        let (taken, answer) = match self.store.take_send(&self.id, self.send, self.node).await {
+        let (taken, answer) = match self.jobs.take_send(&self.id, self.send, self.node).await {
             Ok(TakeSend::Go) => (Taken::Took(TakeSend::Go), Ok(())),
             Ok(other) => (
                 Taken::Took(other),
@@ -922,7 +931,7 @@ impl SendDetails {
 /// channel closes its report stream.
 pub async fn apply_reports(
     mut reports: mpsc::Receiver<DeliveryReport>,
-    store: Arc<dyn Store>,
+    jobs: Arc<dyn JobLedger>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 ) {
@@ -938,7 +947,7 @@ pub async fn apply_reports(
             tracing::warn!(reference = %report.reference, "delivery report for a malformed verification id");
             continue;
         };
-        match store
+        match jobs
             .record_report(&id, report.send, state, report.error, clock.now())
             .await
         {

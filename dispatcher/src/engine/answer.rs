@@ -55,7 +55,12 @@ impl Engine {
         id: &VerificationId,
         answer: AnswerRequest<'_>,
     ) -> Result<Answered, Refused> {
-        let v = self.store.get(id).await?.ok_or(Refused::NotFound)?;
+        let v = self
+            .stores
+            .verifications
+            .get(id)
+            .await?
+            .ok_or(Refused::NotFound)?;
         let now = self.clock.now();
         // Refused before any work, and charged to nobody: it cannot change the
         // outcome.
@@ -67,7 +72,8 @@ impl Engine {
         self.admission.answer_allowed(&rules, caller, now).await?;
         let devices = match v.subject.as_deref() {
             Some(subject) => self
-                .store
+                .stores
+                .registry
                 .get_subscriber(subject)
                 .await?
                 .map(|s| s.devices)
@@ -89,7 +95,8 @@ impl Engine {
             return Err(Refused::Answer(e));
         }
         let (outcome, v) = self
-            .store
+            .stores
+            .verifications
             .answer(id, answer.decision, answer.device, now)
             .await?
             .ok_or(Refused::NotFound)?;
@@ -125,7 +132,8 @@ impl Engine {
             return Err(Refused::BadAckToken);
         }
         let (outcome, v) = self
-            .store
+            .stores
+            .verifications
             .acknowledge(id, now)
             .await?
             .ok_or(Refused::NotFound)?;

@@ -45,7 +45,8 @@ impl Engine {
         let owner = caller.id().map(|n| &**n);
         let candidate = self.keys.mac(id, code);
         let checked = self
-            .store
+            .stores
+            .verifications
             .check(id, &candidate, owner, now, &limits)
             .await?;
         let (result, subject_refused) = match checked {

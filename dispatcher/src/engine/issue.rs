@@ -138,7 +138,8 @@ impl Engine {
         let key = format!("{}\n{}", caller.name, idem.key);
         let ttl = self.options.idempotency_ttl;
         match self
-            .store
+            .stores
+            .idempotency
             .idempotency_begin(&key, &idem.fingerprint, self.clock.now(), ttl)
             .await?
         {
@@ -151,7 +152,8 @@ impl Engine {
             Ok(issued) => {
                 let response = render(&issued);
                 let kept = self
-                    .store
+                    .stores
+                    .idempotency
                     .idempotency_finish(
                         &key,
                         &idem.fingerprint,
@@ -168,7 +170,8 @@ impl Engine {
             Err(refused) => {
                 // Failed requests are not kept: the same key may be retried.
                 let _ = self
-                    .store
+                    .stores
+                    .idempotency
                     .idempotency_abandon(&key, &idem.fingerprint)
                     .await;
                 Err(refused)
@@ -218,7 +221,7 @@ impl Engine {
                 .guess_allowed(rules, subject, req.ip, now)
                 .await?;
         }
-        let subscriber = self.store.get_subscriber(subject).await?;
+        let subscriber = self.stores.registry.get_subscriber(subject).await?;
         if let Some(normal) = &req.contrast
             && !self.contrast_matches(subject, normal, subscriber.as_ref())
         {
@@ -397,7 +400,12 @@ impl Engine {
             Some(self.queue.try_reserve().map_err(|_| self.overloaded())?)
         };
         let (candidate, code) = self.candidate(caller, &planned)?;
-        let (issued, code) = match self.store.issue(&candidate, now, limits).await? {
+        let (issued, code) = match self
+            .stores
+            .verifications
+            .issue(&candidate, now, limits)
+            .await?
+        {
             IssueOutcome::Limited(refusal) => return Err(Refused::Limited(refusal)),
             IssueOutcome::LimitsUnavailable(u) => return Err(Refused::LimitsUnavailable(u)),
             IssueOutcome::Overloaded => return Err(self.overloaded()),
@@ -540,7 +548,7 @@ impl Engine {
         if window.is_zero() {
             return Ok(None);
         }
-        let Some(v) = self.store.get(id).await? else {
+        let Some(v) = self.stores.verifications.get(id).await? else {
             return Ok(None);
         };
         let last = v.sends().last().map_or(v.created_at, |s| s.queued_at);

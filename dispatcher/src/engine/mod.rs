@@ -38,7 +38,7 @@ use crate::policy::admission::{Admission, Rules};
 use crate::policy::clients::Client;
 use crate::secrets::code::CodeKeys;
 use crate::secrets::id::VerificationId;
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, Stores};
 use otpd_adapters::ChannelKind;
 
 /// A purpose (`login`, `signup`, …) and the policy its verifications get.
@@ -57,7 +57,7 @@ pub struct Purpose {
 
 /// What the engine is built from.
 pub struct EngineParts {
-    pub store: Arc<dyn Store>,
+    pub stores: Stores,
     pub keys: CodeKeys,
     pub queue: DeliveryQueue,
     pub clock: Arc<dyn Clock>,
@@ -107,7 +107,7 @@ impl Default for Options {
 }
 
 pub struct Engine {
-    store: Arc<dyn Store>,
+    stores: Stores,
     /// The store queues each send in the same step as it records it (Redis streams):
     /// this node's workers get them from there, whichever node asked.
     store_queues: bool,
@@ -129,9 +129,12 @@ impl Engine {
     /// Admission decides on the store's own limiter, so that the limits a store
     /// decides with an issue or a check and those decided on their own are the same.
     pub fn new(parts: EngineParts) -> Self {
-        let admission = Arc::new(Admission::new(parts.store.limiter(), parts.rules));
+        let admission = Arc::new(Admission::new(
+            parts.stores.verifications.limiter(),
+            parts.rules,
+        ));
         Self {
-            store: parts.store,
+            stores: parts.stores,
             store_queues: false,
             keys: parts.keys,
             queue: parts.queue,
@@ -217,8 +220,9 @@ impl Engine {
         &self.metrics
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The store, seam by seam.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     pub fn queue(&self) -> &DeliveryQueue {
@@ -255,7 +259,8 @@ impl Engine {
         id: &VerificationId,
     ) -> Result<(Verification, Status), Refused> {
         let v = self
-            .store
+            .stores
+            .verifications
             .get(id)
             .await?
             .filter(|v| v.client.as_ref() == caller.id())
@@ -271,7 +276,8 @@ impl Engine {
         id: &VerificationId,
     ) -> Result<(CancelOutcome, Verification), Refused> {
         let owner = caller.id().map(|n| &**n);
-        self.store
+        self.stores
+            .verifications
             .close(id, owner, Closing::Cancel, self.clock.now())
             .await?
             .ok_or(Refused::NotFound)
@@ -282,11 +288,16 @@ impl Engine {
     /// many were escalated. Waits for room in the queue rather than dropping one.
     pub async fn escalate_due(&self, limit: usize) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let due = self.store.due_escalations(now, limit).await?;
+        let due = self
+            .stores
+            .verifications
+            .due_escalations(now, limit)
+            .await?;
         let mut escalated = 0;
         for id in due {
             let Some(v) = self
-                .store
+                .stores
+                .verifications
                 .escalate(&id, EscalationCause::Timeout, now)
                 .await?
             else {
@@ -320,7 +331,10 @@ impl Engine {
                 let failed = SendResult::Failed {
                     error: "otpd was shutting down".into(),
                 };
-                self.store.record_send(&id, send, failed, None, now).await?;
+                self.stores
+                    .jobs
+                    .record_send(&id, send, failed, None, now)
+                    .await?;
             }
         }
         self.escalation_passes

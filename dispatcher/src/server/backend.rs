@@ -18,10 +18,10 @@ use crate::secrets::code::CodeKeys;
 use crate::store::redis::directory::RedisDirectory;
 use crate::store::redis::queue::{JobReader, StreamConsumer};
 use crate::store::redis::{Handoff, Keys, Redis};
-use crate::store::{MemoryStore, RedisStore, Store};
+use crate::store::{MemoryStore, RedisStore, Stores};
 
 pub(super) struct Backend {
-    pub store: Arc<dyn Store>,
+    pub stores: Stores,
     /// Sends are queued by the store in the same step as it records them (Redis
     /// streams), and this node's workers read theirs from there.
     pub store_queues: bool,
@@ -36,7 +36,7 @@ impl Backend {
     /// would build.
     pub fn build(
         settings: &Settings,
-        injected: Option<Arc<dyn Store>>,
+        injected: Option<Stores>,
         keys: &CodeKeys,
         node: &Arc<str>,
         queue: &DeliveryQueue,
@@ -44,11 +44,11 @@ impl Backend {
         let config = &settings.config;
         match config.store.kind {
             StoreKind::Memory => Ok(Backend {
-                store: injected.unwrap_or_else(|| {
-                    Arc::new(MemoryStore::new(
+                stores: injected.unwrap_or_else(|| {
+                    Stores::of(Arc::new(MemoryStore::new(
                         config.store.shards,
                         config.store.retention,
-                    ))
+                    )))
                 }),
                 store_queues: false,
                 directory: None,
@@ -61,7 +61,7 @@ impl Backend {
     /// On Redis, it holds everything shared: records and limits alike.
     fn redis(
         settings: &Settings,
-        injected: Option<Arc<dyn Store>>,
+        injected: Option<Stores>,
         keys: &CodeKeys,
         node: &Arc<str>,
         queue: &DeliveryQueue,
@@ -79,9 +79,9 @@ impl Backend {
             Arc::new(RedisDirectory::start(redis.clone(), redis_keys.clone()))
                 as Arc<dyn MessageDirectory>,
         );
-        if let Some(store) = injected {
+        if let Some(stores) = injected {
             return Ok(Backend {
-                store,
+                stores,
                 store_queues: false,
                 directory,
                 consumer: None,
@@ -109,7 +109,7 @@ impl Backend {
                 ahead,
             });
         Ok(Backend {
-            store: Arc::new(store),
+            stores: Stores::of(Arc::new(store)),
             store_queues: true,
             directory,
             consumer: Some(StreamConsumer {

@@ -45,7 +45,7 @@ use crate::metrics::{self, Metrics};
 use crate::numbers::reader::NumberParser;
 use crate::policy::admission::Rules;
 use crate::secrets::code::{CodeKeys, OsRandom, RandomSource};
-use crate::store::Store;
+use crate::store::Stores;
 use backend::Backend;
 
 /// What a server can be given instead of what its config would build: tests pass a
@@ -53,7 +53,7 @@ use backend::Backend;
 pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub channels: Option<Channels>,
-    pub store: Option<Arc<dyn Store>>,
+    pub store: Option<Stores>,
     /// Where the configuration came from, for reloads (`None`: defaults and
     /// environment only).
     pub config_file: Option<PathBuf>,
@@ -165,7 +165,7 @@ impl Server {
         );
         let metrics = Arc::new(Metrics::new());
         let mut engine = Engine::new(EngineParts {
-            store: backend.store.clone(),
+            stores: backend.stores.clone(),
             keys: keys.clone(),
             queue: queue.clone(),
             clock: deps.clock.clone(),
@@ -191,7 +191,7 @@ impl Server {
             channels: channels.clone(),
             router: router.clone(),
             seed: std::hash::RandomState::new(),
-            store: backend.store.clone(),
+            stores: backend.stores.clone(),
             clock: deps.clock.clone(),
             metrics: metrics.clone(),
             concurrency: config.delivery.concurrency,
@@ -306,7 +306,7 @@ impl Background {
             .map(|reports| {
                 tokio::spawn(crate::delivery::apply_reports(
                     reports,
-                    backend.store.clone(),
+                    backend.stores.jobs.clone(),
                     clock.clone(),
                     metrics.clone(),
                 ))
@@ -325,7 +325,7 @@ impl Background {
                 stop.clone(),
             )),
             sweeper: tokio::spawn(tasks::sweep(
-                backend.store.clone(),
+                backend.stores.verifications.clone(),
                 clock.clone(),
                 config.store.sweep_interval,
                 prometheus.clone(),

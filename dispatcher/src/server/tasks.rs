@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::domain::clock::Clock;
 use crate::engine::Engine;
 use crate::policy::admission::Admission;
-use crate::store::Store;
+use crate::store::Verifications;
 
 /// How often due escalations are looked for. Escalation happens within this much of
 /// its time, which is small beside the tens of seconds it waits.
@@ -71,7 +71,7 @@ pub(super) async fn reclaim(
 }
 
 pub(super) async fn sweep(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Verifications>,
     clock: Arc<dyn Clock>,
     every: std::time::Duration,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,

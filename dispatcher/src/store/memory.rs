@@ -32,10 +32,11 @@ use parking_lot::Mutex;
 
 use super::chunked::ChunkedVec;
 use super::idempotency::IdempotencyTable;
-use super::registry::Registry;
+use super::registry::Registry as RegistryTable;
 use super::{
-    CheckResult, CheckedWithin, Fingerprint, IdempotencyBegin, IssueOutcome, PutSubscriber, Store,
-    StoreError, StoredResponse, check_charged, issue_charged,
+    CheckResult, CheckedWithin, Fingerprint, Idempotency, IdempotencyBegin, IssueOutcome,
+    JobLedger, PutSubscriber, Registry, StoreError, StoredResponse, Verifications, check_charged,
+    issue_charged,
 };
 use crate::domain::clock::UnixMillis;
 use crate::domain::subscriber::{Device, Platform, Subscriber};
@@ -57,7 +58,7 @@ pub struct MemoryStore {
     retention: Duration,
     dedupe_hasher: DefaultHashBuilder,
     idempotency: IdempotencyTable,
-    registry: Registry,
+    registry: RegistryTable,
     live: AtomicUsize,
     /// Armed escalations by due time. Entries are not removed when an escalation is
     /// disarmed (acknowledged, canceled): `escalate` re-checks under the shard lock.
@@ -124,7 +125,7 @@ impl MemoryStore {
             retention,
             dedupe_hasher: DefaultHashBuilder::default(),
             idempotency: IdempotencyTable::new(n),
-            registry: Registry::default(),
+            registry: RegistryTable::default(),
             live: AtomicUsize::new(0),
             escalations: Mutex::new(BTreeSet::new()),
             limiter: Arc::new(MemoryLimiter::new()),
@@ -337,7 +338,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl Verifications for MemoryStore {
     async fn issue(
         &self,
         candidate: &Verification,
@@ -387,34 +388,6 @@ impl Store for MemoryStore {
             .get_mut(id)
             .filter(|v| v.client.as_deref() == client)
             .map(|v| (v.close(how, now), v.clone())))
-    }
-
-    async fn record_send(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        result: SendResult,
-        details: Option<Box<SendDetails>>,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .is_some_and(|v| v.record_send_with(send, result, details, now)))
-    }
-
-    async fn record_report(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        state: SendState,
-        error: Option<String>,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .is_some_and(|v| v.record_report(send, state, error, now)))
     }
 
     async fn acknowledge(
@@ -470,6 +443,56 @@ impl Store for MemoryStore {
         Ok(due)
     }
 
+    async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let n = shard
+                .lock()
+                .reclaim(now, usize::MAX, self.retention, |v| self.dedupe_hash(v));
+            self.live.fetch_sub(n, Ordering::Relaxed);
+            removed += n;
+        }
+        Ok(removed + self.idempotency.sweep(now))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobLedger for MemoryStore {
+    async fn record_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard
+            .get_mut(id)
+            .is_some_and(|v| v.record_send_with(send, result, details, now)))
+    }
+
+    async fn record_report(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut shard = self.shard_of(id).lock();
+        Ok(shard
+            .get_mut(id)
+            .is_some_and(|v| v.record_report(send, state, error, now)))
+    }
+}
+
+#[async_trait]
+impl Idempotency for MemoryStore {
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -501,7 +524,10 @@ impl Store for MemoryStore {
         self.idempotency.abandon(key, fingerprint);
         Ok(())
     }
+}
 
+#[async_trait]
+impl Registry for MemoryStore {
     async fn put_subscriber(&self, subscriber: Subscriber) -> Result<PutSubscriber, StoreError> {
         Ok(self.registry.put(subscriber))
     }
@@ -529,22 +555,6 @@ impl Store for MemoryStore {
         token: &str,
     ) -> Result<Option<bool>, StoreError> {
         Ok(self.registry.remove_device(subject, platform, token))
-    }
-
-    async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let n = shard
-                .lock()
-                .reclaim(now, usize::MAX, self.retention, |v| self.dedupe_hash(v));
-            self.live.fetch_sub(n, Ordering::Relaxed);
-            removed += n;
-        }
-        Ok(removed + self.idempotency.sweep(now))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 

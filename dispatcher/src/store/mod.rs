@@ -1,4 +1,7 @@
-//! The `Store` seam: verifications, their dedupe index, and idempotency records.
+//! The store's seams: [`Verifications`], the delivery [`JobLedger`],
+//! [`Idempotency`] records and the subscriber [`Registry`] — each implemented by the
+//! embedded store ([`memory`]) and the Redis one ([`redis`]), and held together as
+//! [`Stores`].
 //!
 //! Every operation that reads and then writes is one call on the trait, so that each
 //! implementation can make it atomic in its own way: one shard lock in [`memory`], one
@@ -6,6 +9,7 @@
 //! read-modify-write.
 
 mod chunked;
+pub mod fake;
 pub mod idempotency;
 pub mod memory;
 pub mod redis;
@@ -274,8 +278,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Verifications: issued within their limits, checked, answered in the app,
+/// acknowledged, canceled, escalated, swept. Every read-then-write is one call, so
+/// that each implementation makes it atomic in its own way.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Verifications: Send + Sync + 'static {
     /// Issue-or-resend, atomically, within `limits`. If a *pending* verification
     /// exists for the candidate's destination and purpose, queue another send of its
     /// code on it (subject to its cooldown and send limit) and discard the candidate;
@@ -320,54 +327,6 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<Option<(CancelOutcome, Verification)>, StoreError>;
 
-    /// Record a channel's answer for send number `send`. Returns false if the
-    /// verification is gone or that send was already answered.
-    async fn record_send(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        result: SendResult,
-        details: Option<Box<SendDetails>>,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError>;
-
-    /// Before handing send `send` to a channel: make it `worker`'s, so that a job
-    /// handed out twice is sent once. A store that hands each job out once (the
-    /// memory one) always says go.
-    async fn take_send(
-        &self,
-        _id: &VerificationId,
-        _send: u8,
-        _worker: &str,
-    ) -> Result<TakeSend, StoreError> {
-        Ok(TakeSend::Go)
-    }
-
-    /// [`Store::record_send`], and acknowledge the job that carried the send, in one
-    /// step (a store that keeps no queue has nothing to acknowledge).
-    async fn record_send_and_ack(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        result: SendResult,
-        details: Option<Box<SendDetails>>,
-        now: UnixMillis,
-        _receipt: &JobReceipt,
-    ) -> Result<bool, StoreError> {
-        self.record_send(id, send, result, details, now).await
-    }
-
-    /// Record a delivery report for send number `send`. Returns false if the
-    /// verification is gone or the report changes nothing.
-    async fn record_report(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        state: SendState,
-        error: Option<String>,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError>;
-
     /// The push arrived (the app said so, or the provider, per configuration):
     /// record it and disarm the escalation, atomically. `None` if unknown.
     async fn acknowledge(
@@ -407,6 +366,69 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<VerificationId>, StoreError>;
 
+    /// Drop what has outlived its retention; returns how many records went.
+    async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
+
+    /// Whether the store can serve requests (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The delivery job ledger: which worker has a send, and what came of it (the
+/// channel's answer, then the delivery report).
+#[async_trait]
+pub trait JobLedger: Send + Sync + 'static {
+    /// Before handing send `send` to a channel: make it `worker`'s, so that a job
+    /// handed out twice is sent once. A store that hands each job out once (the
+    /// memory one) always says go.
+    async fn take_send(
+        &self,
+        _id: &VerificationId,
+        _send: u8,
+        _worker: &str,
+    ) -> Result<TakeSend, StoreError> {
+        Ok(TakeSend::Go)
+    }
+
+    /// Record a channel's answer for send number `send`. Returns false if the
+    /// verification is gone or that send was already answered.
+    async fn record_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// [`Store::record_send`], and acknowledge the job that carried the send, in one
+    /// step (a store that keeps no queue has nothing to acknowledge).
+    async fn record_send_and_ack(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+        _receipt: &JobReceipt,
+    ) -> Result<bool, StoreError> {
+        self.record_send(id, send, result, details, now).await
+    }
+
+    /// Record a delivery report for send number `send`. Returns false if the
+    /// verification is gone or the report changes nothing.
+    async fn record_report(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Idempotency records: a retried request with the same key gets the first answer.
+#[async_trait]
+pub trait Idempotency: Send + Sync + 'static {
     /// Reserve `key` for a request with `fingerprint`, or find what it was used for.
     /// A reservation that is never finished lapses after `ttl`.
     async fn idempotency_begin(
@@ -433,7 +455,12 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         fingerprint: &Fingerprint,
     ) -> Result<(), StoreError>;
+}
 
+/// The subscriber registry: who has which number and which devices; a number
+/// belongs to at most one subject.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
     /// Create or replace a subscriber, atomically keeping each number to one subject.
     async fn put_subscriber(&self, subscriber: Subscriber) -> Result<PutSubscriber, StoreError>;
 
@@ -456,10 +483,31 @@ pub trait Store: Send + Sync + 'static {
         platform: Platform,
         token: &str,
     ) -> Result<Option<bool>, StoreError>;
+}
 
-    /// Drop what has outlived its retention; returns how many records went.
-    async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError>;
+/// Every seam in one: what the embedded and Redis stores are.
+pub trait Store: Verifications + JobLedger + Idempotency + Registry {}
 
-    /// Whether the store can serve requests (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
+impl<T: Verifications + JobLedger + Idempotency + Registry> Store for T {}
+
+/// The store, seam by seam, as the engine and the delivery workers use it. Usually
+/// one store behind all four ([`Stores::of`]); a test may put a fake behind one.
+#[derive(Clone)]
+pub struct Stores {
+    pub verifications: Arc<dyn Verifications>,
+    pub jobs: Arc<dyn JobLedger>,
+    pub idempotency: Arc<dyn Idempotency>,
+    pub registry: Arc<dyn Registry>,
+}
+
+impl Stores {
+    /// Every seam from one store.
+    pub fn of<S: Store>(store: Arc<S>) -> Stores {
+        Stores {
+            verifications: store.clone(),
+            jobs: store.clone(),
+            idempotency: store.clone(),
+            registry: store,
+        }
+    }
 }

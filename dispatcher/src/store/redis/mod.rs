@@ -41,8 +41,9 @@ pub use conn::{ConnectError, Redis};
 pub use keys::Keys;
 
 use super::{
-    CheckResult, CheckedWithin, Fingerprint, IdempotencyBegin, IssueOutcome, JobReceipt,
-    PutSubscriber, Store, StoreError, StoredResponse, TakeSend, check_charged, issue_charged,
+    CheckResult, CheckedWithin, Fingerprint, Idempotency, IdempotencyBegin, IssueOutcome,
+    JobLedger, JobReceipt, PutSubscriber, Registry, StoreError, StoredResponse, TakeSend,
+    Verifications, check_charged, issue_charged,
 };
 use conn::unavailable;
 use record::{Fields, bytes, fields, text};
@@ -490,7 +491,7 @@ impl RedisStore {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Verifications for RedisStore {
     /// On one server, where a script may touch any key, the limits live beside the
     /// verifications and the issue's script decides them. On a cluster they are on
     /// other slots than the verification's, so the limiter decides them in scripts of
@@ -578,66 +579,6 @@ impl Store for RedisStore {
             },
         };
         Ok(Some((outcome, v)))
-    }
-
-    async fn record_send(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        result: SendResult,
-        details: Option<Box<SendDetails>>,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        self.record_answer(id, send, result, details, now, None)
-            .await
-    }
-
-    async fn take_send(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        worker: &str,
-    ) -> Result<TakeSend, StoreError> {
-        let mut inv = SCRIPTS.take_send.prepare_invoke();
-        inv.key(self.keys.verification(id)).arg(send).arg(worker);
-        Ok(match text(self.run(&inv).await?)?.as_str() {
-            "go" => TakeSend::Go,
-            "answered" => TakeSend::Answered,
-            "interrupted" => TakeSend::Interrupted,
-            "mine" => TakeSend::Mine,
-            "gone" => TakeSend::Gone,
-            other => return Err(corrupt(other)),
-        })
-    }
-
-    async fn record_send_and_ack(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        result: SendResult,
-        details: Option<Box<SendDetails>>,
-        now: UnixMillis,
-        receipt: &JobReceipt,
-    ) -> Result<bool, StoreError> {
-        self.record_answer(id, send, result, details, now, Some(receipt))
-            .await
-    }
-
-    async fn record_report(
-        &self,
-        id: &VerificationId,
-        send: u8,
-        state: SendState,
-        error: Option<String>,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let mut inv = SCRIPTS.record_report.prepare_invoke();
-        inv.key(self.keys.verification(id))
-            .arg(send)
-            .arg(state.as_str())
-            .arg(error.map_or_else(String::new, |e| format!("={e}")))
-            .arg(now.0);
-        Ok(int(self.run(&inv).await?)? == 1)
     }
 
     async fn acknowledge(
@@ -735,6 +676,81 @@ impl Store for RedisStore {
         Ok(due)
     }
 
+    /// Redis expires records by itself (each key has its TTL).
+    async fn sweep(&self, _now: UnixMillis) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.command(&redis::cmd("PING")).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl JobLedger for RedisStore {
+    async fn take_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        worker: &str,
+    ) -> Result<TakeSend, StoreError> {
+        let mut inv = SCRIPTS.take_send.prepare_invoke();
+        inv.key(self.keys.verification(id)).arg(send).arg(worker);
+        Ok(match text(self.run(&inv).await?)?.as_str() {
+            "go" => TakeSend::Go,
+            "answered" => TakeSend::Answered,
+            "interrupted" => TakeSend::Interrupted,
+            "mine" => TakeSend::Mine,
+            "gone" => TakeSend::Gone,
+            other => return Err(corrupt(other)),
+        })
+    }
+
+    async fn record_send(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.record_answer(id, send, result, details, now, None)
+            .await
+    }
+
+    async fn record_send_and_ack(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        result: SendResult,
+        details: Option<Box<SendDetails>>,
+        now: UnixMillis,
+        receipt: &JobReceipt,
+    ) -> Result<bool, StoreError> {
+        self.record_answer(id, send, result, details, now, Some(receipt))
+            .await
+    }
+
+    async fn record_report(
+        &self,
+        id: &VerificationId,
+        send: u8,
+        state: SendState,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut inv = SCRIPTS.record_report.prepare_invoke();
+        inv.key(self.keys.verification(id))
+            .arg(send)
+            .arg(state.as_str())
+            .arg(error.map_or_else(String::new, |e| format!("={e}")))
+            .arg(now.0);
+        Ok(int(self.run(&inv).await?)? == 1)
+    }
+}
+
+#[async_trait]
+impl Idempotency for RedisStore {
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -793,7 +809,10 @@ impl Store for RedisStore {
         inv.key(self.keys.idempotency(key)).arg(&fingerprint[..]);
         self.run(&inv).await.map(drop)
     }
+}
 
+#[async_trait]
+impl Registry for RedisStore {
     async fn put_subscriber(&self, s: Subscriber) -> Result<PutSubscriber, StoreError> {
         let mut inv = SCRIPTS.subscriber_put.prepare_invoke();
         let owner = self.keys.phone_owner(s.phone);
@@ -866,14 +885,5 @@ impl Store for RedisStore {
             Value::Nil => Ok(None),
             reply => Ok(Some(int(reply)? == 1)),
         }
-    }
-
-    /// Redis expires records by itself (each key has its TTL).
-    async fn sweep(&self, _now: UnixMillis) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.command(&redis::cmd("PING")).await.map(drop)
     }
 }
