@@ -34,46 +34,15 @@ use crate::delivery::router::{CarrierSlot, Router};
 use crate::delivery::routes::Target;
 use crate::delivery::throttle::ThrottleError;
 use crate::domain::clock::{Clock, UnixMillis};
-use crate::domain::locale::Locale;
 use crate::domain::subscriber::{Device, Platform};
 use crate::domain::verification::{
-    Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendDetails, SendResult,
-    SendState,
+    EscalationCause, Failover, RequestedChannel, SendDetails, SendResult, SendState,
 };
 use crate::metrics::Metrics;
-use crate::numbers::e164::E164;
-use crate::policy::sojourn::Sojourn;
-use crate::secrets::code::Code;
 use crate::secrets::id::VerificationId;
-use crate::store::{JobLedger, JobReceipt, Stores, TakeSend};
+use crate::store::{JobLedger, Stores, TakeSend};
 
-/// One send of one code. It carries the plaintext code (wiped on drop) because the
-/// store only has its MAC and sealed form; it lives only in this process's memory.
-#[derive(Debug)]
-pub struct DeliveryJob {
-    pub id: VerificationId,
-    pub send: u8,
-    pub to: E164,
-    pub kind: ChannelKind,
-    pub locale: Locale,
-    pub purpose: Arc<str>,
-    pub code: Code,
-    pub expires_at: UnixMillis,
-    /// Whose devices a push goes to.
-    pub subject: Option<Box<str>>,
-    pub match_code: Option<MatchCode>,
-    /// An approval request's challenge: the push asks the app to answer it.
-    pub challenge: Option<Challenge>,
-    /// The API client that asked (its display name is shown in an approval push).
-    pub client: Option<Arc<str>>,
-    /// The provider's acceptance counts as the app's acknowledgement.
-    pub provider_ack: bool,
-    /// Where to acknowledge the job, when it came from the store's queue.
-    pub receipt: Option<JobReceipt>,
-    /// When it was queued: its wait until a worker takes it is what admission watches
-    /// (see [`crate::policy::sojourn`]).
-    pub queued_at: UnixMillis,
-}
+pub use crate::store::jobs::{DeliveryJob, DeliveryJobs, DeliveryQueue, QueueFull, QueueSlot};
 
 /// Which kind of channel a request goes to: `auto` is push when the subject has a
 /// registered device, SMS otherwise.
@@ -82,99 +51,6 @@ pub fn resolve(requested: RequestedChannel, has_devices: bool) -> ChannelKind {
         RequestedChannel::Auto if has_devices => ChannelKind::Push,
         RequestedChannel::Auto | RequestedChannel::Sms => ChannelKind::Sms,
         RequestedChannel::Push | RequestedChannel::App => ChannelKind::Push,
-    }
-}
-
-/// The sending half of the queue, shared by all request handlers.
-#[derive(Clone)]
-pub struct DeliveryQueue {
-    tx: mpsc::Sender<DeliveryJob>,
-    capacity: usize,
-    sojourn: Arc<Sojourn>,
-}
-
-/// The taking half, for the workers: it measures how long each job waited.
-pub struct DeliveryJobs {
-    rx: mpsc::Receiver<DeliveryJob>,
-    sojourn: Arc<Sojourn>,
-}
-
-impl DeliveryJobs {
-    /// The next job, `None` once the queue is closed and empty.
-    pub async fn recv(&mut self) -> Option<DeliveryJob> {
-        self.rx.recv().await
-    }
-
-    /// The next job if one is waiting.
-    pub fn try_recv(&mut self) -> Option<DeliveryJob> {
-        self.rx.try_recv().ok()
-    }
-
-    /// Take no more jobs: what is queued can still be received.
-    pub fn close(&mut self) {
-        self.rx.close();
-    }
-}
-
-/// The queue is full (or closed for shutdown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the delivery queue is full")]
-pub struct QueueFull;
-
-/// A reserved place in the queue.
-pub struct QueueSlot<'a>(mpsc::Permit<'a, DeliveryJob>);
-
-impl QueueSlot<'_> {
-    pub fn send(self, job: DeliveryJob) {
-        self.0.send(job);
-    }
-}
-
-impl DeliveryQueue {
-    /// At most `capacity` jobs waiting; and new work is refused while the jobs taken
-    /// have been waiting longer than `max_delay` (see [`crate::policy::sojourn`]).
-    pub fn bounded(capacity: usize, max_delay: Duration) -> (Self, DeliveryJobs) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let sojourn = Arc::new(Sojourn::new(max_delay));
-        (
-            Self {
-                tx,
-                capacity: capacity.max(1),
-                sojourn: sojourn.clone(),
-            },
-            DeliveryJobs { rx, sojourn },
-        )
-    }
-
-    /// Whether jobs wait so long that no more should be accepted now.
-    pub fn behind(&self, now: UnixMillis) -> bool {
-        self.sojourn.over(now)
-    }
-
-    /// How long jobs have been waiting lately (the shortest wait of the last window).
-    pub fn standing_delay(&self, now: UnixMillis) -> Option<Duration> {
-        self.sojourn.standing(now)
-    }
-
-    pub fn try_reserve(&self) -> Result<QueueSlot<'_>, QueueFull> {
-        self.tx.try_reserve().map(QueueSlot).map_err(|_| QueueFull)
-    }
-
-    /// Queue `job`, waiting for room; `Err` once the queue is closed (shutdown).
-    pub async fn send(&self, job: DeliveryJob) -> Result<(), QueueFull> {
-        self.tx.send(job).await.map_err(|_| QueueFull)
-    }
-
-    pub fn depth(&self) -> usize {
-        self.capacity - self.tx.capacity()
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
     }
 }
 
@@ -323,7 +199,7 @@ impl Workers {
     /// once, as when no device takes it.
     pub async fn run(self, rx: DeliveryJobs, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
-        let sojourn = rx.sojourn.clone();
+        let sojourn = rx.sojourn();
         let rx = Arc::new(Mutex::new(rx));
         let slots = this.concurrency.max(1) * PUSH_SLOTS_PER_WORKER;
         let push_slots = Arc::new(tokio::sync::Semaphore::new(slots));

@@ -11,6 +11,7 @@
 mod chunked;
 pub mod fake;
 pub mod idempotency;
+pub mod jobs;
 pub mod memory;
 pub mod redis;
 pub mod registry;

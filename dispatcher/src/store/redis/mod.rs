@@ -124,7 +124,7 @@ pub struct RedisStore {
 /// for whichever node has room.
 pub struct Handoff {
     pub reader: std::sync::Arc<queue::JobReader>,
-    pub queue: crate::delivery::DeliveryQueue,
+    pub queue: super::jobs::DeliveryQueue,
     pub ahead: usize,
 }
 

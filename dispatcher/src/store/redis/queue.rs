@@ -32,13 +32,13 @@ use tokio::sync::watch;
 use super::conn::{Redis, unavailable};
 use super::keys::Keys;
 use super::record::{channel_kind, text};
-use crate::delivery::{DeliveryJob, DeliveryQueue};
 use crate::domain::clock::UnixMillis;
 use crate::domain::locale::Locale;
 use crate::domain::verification::{Challenge, MatchCode};
 use crate::numbers::e164::E164;
 use crate::secrets::code::{CodeKeys, CodeLength, SealedCode};
 use crate::secrets::id::VerificationId;
+use crate::store::jobs::{DeliveryJob, DeliveryQueue};
 use crate::store::{Hold, JobReceipt, StoreError};
 
 pub const GROUP: &str = "otpd";
