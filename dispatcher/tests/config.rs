@@ -224,6 +224,18 @@ fn impossible_values_are_named() {
         ("[redis]\nurls = \"redis://x\"\n", "redis.urls"),
         ("[server]\nbody_limit = 10\n", "server.body_limit"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
+        (
+            "[[clients]]\nname = \"sede\"\nkey_sha256 = \"not-hex\"\n",
+            "clients.0.key_sha256",
+        ),
+        (
+            "[[clients]]\nname = \"sede\"\nkey_sha256 = \"abcd\"\n",
+            "64 hex digits",
+        ),
+        (
+            "[[clients]]\nname = \"a\"\nkey_sha256 = \"AB00000000000000000000000000000000000000000000000000000000000000\"\n[[clients]]\nname = \"b\"\nkey_sha256 = \"ab00000000000000000000000000000000000000000000000000000000000000\"\n",
+            "two clients have the same key",
+        ),
     ];
     for (text, key) in cases {
         let e = error_of(load_text(text));

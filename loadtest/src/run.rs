@@ -1208,10 +1208,7 @@ async fn set_up(
     length: Duration,
     slot: &Mutex<Option<Arc<Run>>>,
 ) -> (Arc<Run>, SetUp) {
-    let abuse = scenario
-        .abuse
-        .as_ref()
-        .map(|a| Pattern::parse(&a.numbers).expect("validated"));
+    let abuse = scenario.abuse.as_ref().map(|a| a.numbers.clone());
     let provisional = Measures::new(Instant::now(), Duration::from_secs(1));
     let mut run = Arc::new(Run {
         population: Population::new(&scenario.population, scenario.seed),

@@ -208,14 +208,25 @@ pub struct AbuseConfig {
     /// Of all arrivals, the share that are the attack.
     pub share: f64,
     /// The attacked range: a `+` and digits, then `X` for each digit drawn
-    /// (e.g. `+2126XXXXXXXX`).
-    pub numbers: String,
+    /// (e.g. `+2126XXXXXXXX`); read into a pattern when the file is parsed.
+    #[serde(deserialize_with = "abuse_numbers")]
+    pub numbers: crate::population::Pattern,
     /// Addresses the attack comes from.
     #[serde(default = "default_abuse_ips")]
     pub ips: u32,
     /// When the attack starts, from the start of the run.
     #[serde(with = "humantime_serde", default)]
     pub start: Duration,
+}
+
+/// `abuse.numbers` as a pattern, its error naming the key as the checks of
+/// [`Scenario::validate`] do.
+fn abuse_numbers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<crate::population::Pattern, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::population::Pattern::parse(&text)
+        .map_err(|m| serde::de::Error::custom(format!("`abuse.numbers` {m}")))
 }
 
 fn default_abuse_ips() -> u32 {
@@ -521,8 +532,6 @@ impl Scenario {
         }
         if let Some(a) = &self.abuse {
             share_in_range("abuse.share", a.share)?;
-            crate::population::Pattern::parse(&a.numbers)
-                .map_err(|m| ("abuse.numbers".to_string(), m))?;
             if a.ips == 0 {
                 return bad("abuse.ips", "must be at least 1".into());
             }

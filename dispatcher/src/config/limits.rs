@@ -320,8 +320,9 @@ impl Default for PumpingConfig {
 pub struct ClientConfig {
     /// Shown in logs, metrics and verifications.
     pub name: String,
-    /// SHA-256 of its API key, in hex (`otpd hash-key` makes a key and its hash).
-    pub key_sha256: String,
+    /// SHA-256 of its API key, written in hex (`otpd hash-key` makes a key and its
+    /// hash); read into bytes when the file is parsed.
+    pub key_sha256: KeyDigest,
     /// Codes it may request.
     #[serde(default = "client_rate")]
     pub rate: Rate,
@@ -358,6 +359,57 @@ pub struct ClientConfig {
     pub override_to: bool,
 }
 
+/// The SHA-256 of an API key. The file writes it as 64 hex digits; it is read
+/// into bytes when the file is parsed, so that a malformed one is refused there,
+/// by its line, and nothing later has to decode it again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// The digest of `key`.
+    pub fn of(key: &str) -> KeyDigest {
+        use sha2::{Digest, Sha256};
+        KeyDigest(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyDigest {
+    type Error = String;
+
+    fn try_from(hex_digits: String) -> Result<KeyDigest, String> {
+        let mut digest = [0u8; 32];
+        match hex::decode_to_slice(&hex_digits, &mut digest) {
+            Ok(()) => Ok(KeyDigest(digest)),
+            Err(_) => Err(format!(
+                "expected the SHA-256 of the API key, 64 hex digits (`otpd hash-key` prints one), not {hex_digits:?}"
+            )),
+        }
+    }
+}
+
+impl From<KeyDigest> for String {
+    fn from(d: KeyDigest) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({self})")
+    }
+}
+
 /// A client's access to the subscriber registry.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
 #[serde(rename_all = "lowercase")]
@@ -386,10 +438,10 @@ impl ClientConfig {
     /// A client known by its name and key's digest and nothing else: no quota of
     /// its own, every purpose and country, no reserved share, no admin, registry or
     /// override rights — what the file gives a `[[clients]]` entry with those two.
-    pub fn new(name: impl Into<String>, key_sha256: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, key_sha256: KeyDigest) -> Self {
         ClientConfig {
             name: name.into(),
-            key_sha256: key_sha256.into(),
+            key_sha256,
             rate: client_rate(),
             purposes: Vec::new(),
             countries: Vec::new(),
@@ -603,21 +655,10 @@ pub(super) fn validate_clients(
         if clients[..i].iter().any(|o| o.name == c.name) {
             return Err(invalid(key("name"), &c.name, "two clients have this name"));
         }
-        let hash_ok = c.key_sha256.len() == 64 && hex::decode(&c.key_sha256).is_ok();
-        if !hash_ok {
+        if clients[..i].iter().any(|o| o.key_sha256 == c.key_sha256) {
             return Err(invalid(
                 key("key_sha256"),
-                &c.key_sha256,
-                "expected the SHA-256 of the API key: 64 hex digits (`otpd hash-key` prints one)",
-            ));
-        }
-        if clients[..i]
-            .iter()
-            .any(|o| o.key_sha256.eq_ignore_ascii_case(&c.key_sha256))
-        {
-            return Err(invalid(
-                key("key_sha256"),
-                &c.key_sha256,
+                c.key_sha256.to_string(),
                 "two clients have the same key",
             ));
         }

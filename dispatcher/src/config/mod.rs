@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::locale::{self, Locale};
 use crate::numbers::reader::NumberRules;
 use crate::secrets::code::CodeLength;
-pub use limits::{ClientConfig, LimitsConfig, PumpingConfig, PumpingMode, Rate, RegistryAccess};
+pub use limits::{
+    ClientConfig, KeyDigest, LimitsConfig, PumpingConfig, PumpingMode, Rate, RegistryAccess,
+};
 pub use push::{ApnsSection, FcmSection, HmsSection, PushConfig};
 pub use redis::RedisConfig;
 pub use routing::{

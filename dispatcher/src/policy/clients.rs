@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{ClientConfig, RegistryAccess};
+use crate::config::{ClientConfig, KeyDigest, RegistryAccess};
 use crate::numbers::reader::Region;
 use crate::policy::gcra::Quota;
 use crate::secrets::code::RandomSource;
@@ -114,8 +114,7 @@ impl Clients {
         let by_digest = config
             .iter()
             .map(|c| {
-                let mut digest = [0u8; 32];
-                hex::decode_to_slice(&c.key_sha256, &mut digest).expect("validated hex");
+                let digest = *c.key_sha256.bytes();
                 let client = Client {
                     name: Arc::from(c.name.as_str()),
                     quota: crate::policy::limits::quota(c.rate),
@@ -218,9 +217,10 @@ impl DisplayNames {
     }
 }
 
-/// The SHA-256 of an API key, in hex: what `[[clients]] key_sha256` holds.
-pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+/// The SHA-256 of an API key: what `[[clients]] key_sha256` holds (displayed in
+/// hex, as the file writes it).
+pub fn hash_key(key: &str) -> KeyDigest {
+    KeyDigest::of(key)
 }
 
 /// A new API key: `otpd_` and 32 random bytes in hex.
