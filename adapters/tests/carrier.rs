@@ -36,6 +36,8 @@ fn carrier_config(name: &str, address: String) -> CarrierConfig {
         submit_timeout: Duration::from_secs(10),
         unmatched_grace: Duration::from_millis(200),
         encoding: Default::default(),
+        receipt_ids: Default::default(),
+        validity: Default::default(),
     }
 }
 
@@ -142,6 +144,10 @@ async fn one_failed_part_fails_the_message() {
     assert_eq!(smsc.stats().receipts_sent.load(Ordering::Relaxed), 16);
 }
 
+/// The carrier habit that left every id with a letter unmatched: ids answered in
+/// zero-padded hexadecimal, receipted in decimal, 40 messages awaiting their
+/// receipts at once, so that `10` in a receipt reads as both `0000000A` and
+/// `00000010`. Every message gets its own report; no receipt is left over.
 #[tokio::test]
 async fn receipts_in_the_other_base_still_match() {
     let smsc = Smsc::start(SmscConfig {
@@ -149,33 +155,94 @@ async fn receipts_in_the_other_base_still_match() {
         receipts: ReceiptPolicy {
             id_format: IdFormat::Decimal,
             tlvs: false,
+            delay: Duration::from_millis(300),
             ..ReceiptPolicy::default()
         },
         ..SmscConfig::default()
     })
     .await
     .unwrap();
-    let carrier = started("c", &smsc).await;
+    let mut config = carrier_config("c", smsc.addr().to_string());
+    config.unmatched_grace = Duration::from_secs(5);
+    let carrier = SmppCarrier::start(config);
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
     let mut reports = carrier.take_reports().unwrap();
-    for n in 0..20 {
-        carrier
-            .submit(&message(&format!("vf_{n}"), "123456"))
-            .await
-            .unwrap();
-    }
+    let messages: Vec<Message> = (0..40)
+        .map(|n| message(&format!("vf_{n}"), "123456"))
+        .collect();
+    let submits = futures_util::future::join_all(messages.iter().map(|m| carrier.submit(m))).await;
+    assert!(submits.iter().all(Result::is_ok), "{submits:?}");
+    assert!(
+        smsc.received().iter().any(|r| r.message_id.contains('A')),
+        "some ids hold a letter"
+    );
     let mut seen: Vec<String> = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..40 {
         let r = next_report(&mut reports).await;
         assert_eq!(r.state, ReportState::Delivered);
         seen.push(r.verification_id);
     }
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 20);
+    assert_eq!(seen.len(), 40);
+    assert_eq!(carrier.stats().receipts_matched.load(Ordering::Relaxed), 40);
     assert_eq!(
         carrier.stats().receipts_unmatched.load(Ordering::Relaxed),
         0
     );
+}
+
+/// Every submit_sm carries the code's expiry as its validity_period (relative by
+/// default, absolute when asked), read back at the SMSC.
+#[tokio::test]
+async fn every_submit_carries_the_codes_validity() {
+    use otpd_adapters::smpp::validity::{self, ValidityForm};
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    for form in [
+        ValidityForm::Relative,
+        ValidityForm::Absolute,
+        ValidityForm::Omitted,
+    ] {
+        let mut config = carrier_config("c", smsc.addr().to_string());
+        config.validity = form;
+        let carrier = SmppCarrier::start(config);
+        assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+        let mut m = message(
+            "vf_1",
+            "123456 es tu código; caduca en 10 minutos, no lo compartas con nadie, nunca te lo pediremos",
+        );
+        m.expires_at_ms = now_ms() + 600_000;
+        let before = smsc.received().len();
+        carrier.submit(&m).await.unwrap();
+        let sent = smsc.received();
+        let parts = &sent[before..];
+        assert_eq!(parts.len(), 2, "a long text goes in two parts");
+        for part in parts {
+            let value = &part.validity_period;
+            if form == ValidityForm::Omitted {
+                assert_eq!(value, "", "{form:?}");
+                continue;
+            }
+            assert_eq!(value.len(), 16, "{value:?}");
+            assert_eq!(
+                value.ends_with('R'),
+                form == ValidityForm::Relative,
+                "{value:?}"
+            );
+            let left = validity::parse(value, now_ms()).expect("a valid SMPP time");
+            assert!(
+                left <= Duration::from_secs(600) && left >= Duration::from_secs(590),
+                "{form:?}: {value:?} leaves {left:?}"
+            );
+        }
+        carrier.shutdown().await;
+    }
 }
 
 #[tokio::test]

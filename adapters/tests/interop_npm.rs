@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use otpd_adapters::smpp::matcher::{Event, IdForms, MatcherConfig, ReceiptMatcher};
 use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
-use otpd_adapters::smpp::receipt::{MessageIdIndex, MessageState};
+use otpd_adapters::smpp::receipt::MessageState;
 use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
 
 fn interop_dir() -> PathBuf {
@@ -70,7 +71,13 @@ async fn otpd_binds_submits_and_matches_receipts_with_the_npm_smpp_server() {
         "bound to the npm server"
     );
 
-    let mut index = MessageIdIndex::default();
+    let mut matcher = ReceiptMatcher::new(MatcherConfig {
+        forms: IdForms::Learn,
+        hold_for: Duration::from_secs(30),
+        cross_after: Duration::from_secs(1),
+        max_held: 16,
+    });
+    let keep = tokio::time::Instant::now() + Duration::from_secs(60);
     for n in 0..3u32 {
         let submit = pdu::submit_sm(
             &Address {
@@ -84,6 +91,7 @@ async fn otpd_binds_submits_and_matches_receipts_with_the_npm_smpp_server() {
                 data_coding: 0,
                 registered_delivery: 1,
                 esm_class: 0,
+                validity_period: None,
             },
         )
         .unwrap();
@@ -92,10 +100,11 @@ async fn otpd_binds_submits_and_matches_receipts_with_the_npm_smpp_server() {
             .await
             .expect("the npm server accepts the submit");
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "hex id: {id}");
-        index.insert(&id, n);
+        matcher.submitted(&[id], n, keep, tokio::time::Instant::now());
     }
-    // The npm server reports the ids in decimal, in the text form only.
-    let mut matched = Vec::new();
+    // The npm server reports the ids in decimal, in the text form only: the
+    // matcher reads them in either base once they waited for their own form.
+    let mut events = Vec::new();
     for _ in 0..3 {
         let receipt = tokio::time::timeout(Duration::from_secs(20), receipts.recv())
             .await
@@ -103,12 +112,16 @@ async fn otpd_binds_submits_and_matches_receipts_with_the_npm_smpp_server() {
             .unwrap()
             .expect("a readable receipt");
         assert_eq!(receipt.state, MessageState::Delivered);
-        matched.push(
-            index
-                .take(&receipt.message_id)
-                .expect("the receipt matches a submit"),
-        );
+        events.extend(matcher.receipt(receipt, tokio::time::Instant::now()));
     }
+    events.extend(matcher.tick(tokio::time::Instant::now() + Duration::from_secs(2)));
+    let mut matched: Vec<u32> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Settled { value, .. } => Some(value),
+            _ => None,
+        })
+        .collect();
     matched.sort();
     assert_eq!(matched, vec![0, 1, 2]);
     bind.shutdown().await;

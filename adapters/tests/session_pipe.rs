@@ -57,6 +57,7 @@ fn message(n: u32) -> SubmitSm {
             data_coding: 0,
             registered_delivery: 0,
             esm_class: 0,
+            validity_period: None,
         },
     )
     .unwrap()

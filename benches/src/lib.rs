@@ -238,6 +238,7 @@ pub fn bench_submit_sm() -> rusmpp::pdus::SubmitSm {
             data_coding: 0,
             registered_delivery: 0,
             esm_class: 0,
+            validity_period: None,
         },
     )
     .expect("a valid submit_sm")

@@ -156,6 +156,8 @@ pub struct Received {
     pub esm_class: u8,
     pub data_coding: u8,
     pub registered_delivery: u8,
+    /// validity_period as sent (empty: the SMSC's default).
+    pub validity_period: String,
     /// short_message, or message_payload when short_message is empty.
     pub body: Vec<u8>,
     /// When the submit_sm was read: throughput is measured here, at the SMSC.
@@ -665,6 +667,7 @@ fn take_submit(
         esm_class: submit.esm_class.into(),
         data_coding: submit.data_coding.into(),
         registered_delivery: submit.registered_delivery.into(),
+        validity_period: submit.validity_period.as_str().to_string(),
         body,
     };
     if let Some(tap) = &shared.config.tap {

@@ -70,6 +70,7 @@ async fn submit(client: &mut Client, seq: u32, registered_delivery: u8) {
             data_coding: 0,
             registered_delivery,
             esm_class: 0,
+            validity_period: None,
         },
     )
     .unwrap();

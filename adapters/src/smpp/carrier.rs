@@ -4,21 +4,20 @@
 //! answers a temporary error at once, so the dispatcher can fail over. A message
 //! longer than one SMS goes out as several parts with a concatenation UDH.
 //!
-//! Receipts from every bind meet in one router, which matches them to submits
-//! ([`MessageIdIndex`]), waits until every part of a message has a final state, and
-//! emits one [`DeliveryReport`]. A receipt can overtake the submit_sm_resp it is
-//! about (the SMSC sends both, the resp may be read later); such a receipt is held
-//! for `unmatched_grace` and matched as soon as the submit is registered. A receipt
-//! matches its id as written at once; read in the other base (SMSCs that answer the
-//! submit in hex and write the receipt in decimal, or the reverse) only after it
-//! has waited [`OTHER_BASE_AFTER`]: before that, the id read in the other base may
-//! be another message's, pending while the receipt's own submit is not registered
-//! yet. With a shared [`MessageDirectory`] (several nodes bound to
-//! one account), each submit is noted there too, and a receipt that matches nothing
-//! here is looked up there: the SMSC may have sent it to this node for a message
-//! another node submitted. Receipts that still match nothing are counted and logged.
+//! Receipts from every bind meet in one [`ReceiptMatcher`], which matches them to
+//! submits however the SMSC writes its ids, waits until every part of a message has
+//! a final state, and emits one [`DeliveryReport`]. A receipt can overtake the
+//! submit_sm_resp it is about (the SMSC sends both, the resp may be read later); it
+//! is held for `unmatched_grace` and matched once the submit is registered. With a
+//! shared [`MessageDirectory`] (several nodes bound to one account), each submit is
+//! noted there too, and a receipt that matches nothing here is looked up there: the
+//! SMSC may have sent it to this node for a message another node submitted.
+//! Receipts that still match nothing are counted and logged; messages whose
+//! receipts never come lapse with their code, and are counted too.
+//!
+//! Every submit_sm carries a `validity_period` set from the code's expiry, so that a
+//! carrier never delivers a code after it stopped working.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,10 +29,12 @@ use tokio::time::Instant;
 
 use super::directory::{MessageDirectory, Noted};
 use super::encoding;
-use super::pdu::{self, Address, SubmitOptions};
-use super::receipt::{MessageIdIndex, MessageState, Receipt, id_keys};
+use super::matcher::{Event, IdForms, MatcherConfig, ReceiptMatcher};
+use super::pdu::{self, Address, SubmitOptions, ValidityPeriod};
+use super::receipt::{MessageState, id_keys};
 use super::session::{Bind, BindConfig, BindMode, BindState, ReceiptEvent, SubmitError};
 use super::status::StatusClass;
+use super::validity::{self, ValidityForm};
 use crate::channel::{
     Channel, ChannelError, DeliveryReport, Message, Open, ReportState, SendGate, SubmitReceipt,
 };
@@ -59,6 +60,10 @@ pub struct CarrierConfig {
     pub unmatched_grace: Duration,
     /// How the SMSC wants text encoded.
     pub encoding: encoding::Policy,
+    /// How the SMSC writes in its receipts the ids its submit_sm_resp gave.
+    pub receipt_ids: IdForms,
+    /// Which form each submit_sm's `validity_period` takes.
+    pub validity: ValidityForm,
 }
 
 /// Counters of a carrier, beside its binds' own.
@@ -68,28 +73,22 @@ pub struct CarrierStats {
     pub receipts_unmatched: AtomicU64,
     pub receipts_unreadable: AtomicU64,
     pub reports: AtomicU64,
+    /// Messages whose receipts had not all come when they lapsed.
+    pub receipts_missing: AtomicU64,
 }
 
-/// One message awaiting the receipts of its parts.
-struct Pending {
+/// What a message awaiting its receipts carries to its report.
+#[derive(Debug)]
+struct Sent {
     reference: String,
     verification_id: String,
     send: u8,
-    parts_left: usize,
-    worst: Option<(MessageState, Option<String>)>,
 }
 
-#[derive(Default)]
-struct Router {
-    /// The carrier's name, for metric labels.
-    carrier: String,
-    /// SMSC message id → index into `pending`.
-    ids: MessageIdIndex<usize>,
-    pending: std::collections::HashMap<usize, Pending>,
-    next: usize,
-    /// Receipts that matched nothing yet, with when they arrived.
-    unmatched: VecDeque<(Receipt, Instant)>,
-}
+type Router = ReceiptMatcher<Sent>;
+
+/// The most receipts held at once for submits still to come (about 200 bytes each).
+const MAX_HELD_RECEIPTS: usize = 65_536;
 
 pub struct SmppCarrier {
     config: CarrierConfig,
@@ -106,8 +105,8 @@ pub struct SmppCarrier {
     window: tokio::sync::Semaphore,
 }
 
-/// How long a receipt waits for its id as written before it may match an id read in
-/// the other base.
+/// How long a receipt waits, while the carrier's id form is not known yet, before
+/// it may match through a reading of its id other than as written.
 pub const OTHER_BASE_AFTER: Duration = Duration::from_secs(1);
 
 /// [`OTHER_BASE_AFTER`], or half the grace when that is shorter.
@@ -115,9 +114,9 @@ fn other_base_after(grace: Duration) -> Duration {
     OTHER_BASE_AFTER.min(grace / 2)
 }
 
-/// How long past a message's validity its directory note is kept: an SMSC sends
-/// the final receipt at the latest when the validity ends, a little after on a slow
-/// link.
+/// How long past a message's validity its directory note and its place in the
+/// matcher are kept: an SMSC sends the final receipt at the latest when the validity
+/// ends, a little after on a slow link.
 const NOTE_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 /// A message whose bind lost its link waits this long for the bind to come back;
@@ -171,10 +170,12 @@ impl SmppCarrier {
             .collect();
         let (reports_tx, reports_rx) = mpsc::channel(4096);
         let window = config.binds.max(1) * config.bind.window.max(1);
-        let router = Arc::new(Mutex::new(Router {
-            carrier: config.name.clone(),
-            ..Router::default()
-        }));
+        let router = Arc::new(Mutex::new(Router::new(MatcherConfig {
+            forms: config.receipt_ids,
+            hold_for: config.unmatched_grace,
+            cross_after: other_base_after(config.unmatched_grace),
+            max_held: MAX_HELD_RECEIPTS,
+        })));
         let stats = Arc::new(CarrierStats::default());
         tokio::spawn(route_receipts(
             Routing {
@@ -237,131 +238,66 @@ impl SmppCarrier {
     }
 
     fn register(&self, ids: &[String], message: &Message, reference: &str) {
-        let reports = self.router.lock().register(
-            ids,
-            reference,
-            &message.verification_id,
-            message.send,
-            &self.stats,
-        );
-        for report in reports {
+        let now = Instant::now();
+        let sent = Sent {
+            reference: reference.to_string(),
+            verification_id: message.verification_id.clone(),
+            send: message.send,
+        };
+        let keep_until = now + until(message.expires_at_ms) + NOTE_MARGIN;
+        let events = self.router.lock().submitted(ids, sent, keep_until, now);
+        for report in account(&self.config.name, &self.stats, events).reports {
             let _ = self.reports_tx.try_send(report);
         }
     }
 }
 
-impl Router {
-    /// Await the receipts of a message's parts; returns the reports of receipts that
-    /// were waiting for it.
-    fn register(
-        &mut self,
-        ids: &[String],
-        reference: &str,
-        verification_id: &str,
-        send: u8,
-        stats: &CarrierStats,
-    ) -> Vec<DeliveryReport> {
-        let key = self.next;
-        self.next += 1;
-        self.pending.insert(
-            key,
-            Pending {
-                reference: reference.to_string(),
-                verification_id: verification_id.to_string(),
-                send,
-                parts_left: ids.len(),
-                worst: None,
-            },
-        );
-        for id in ids {
-            self.ids.insert(id, key);
-        }
-        // Receipts that overtook these submits can land now.
-        let mut reports = Vec::new();
-        let waiting: Vec<(Receipt, Instant)> = self.unmatched.drain(..).collect();
-        for (receipt, at) in waiting {
-            match apply(self, &receipt, stats, false) {
-                Applied::Unmatched => self.unmatched.push_back((receipt, at)),
-                Applied::Report(report) => reports.push(report),
-                Applied::Partial => {}
+/// What the matcher's events come to: reports to send, and the ids of receipts that
+/// matched nothing here (to look up in the directory).
+#[derive(Default)]
+struct Accounted {
+    reports: Vec<DeliveryReport>,
+    strays: Vec<String>,
+}
+
+/// Count, log and turn into reports what the matcher said.
+fn account(carrier: &str, stats: &CarrierStats, events: Vec<Event<Sent>>) -> Accounted {
+    let mut out = Accounted::default();
+    for event in events {
+        match event {
+            Event::Matched(state) => {
+                stats.receipts_matched.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("otpd_smpp_receipts_total", "carrier" => carrier.to_string(), "state" => format!("{state:?}").to_ascii_lowercase())
+                    .increment(1);
+            }
+            Event::Settled {
+                value,
+                state,
+                error,
+            } => {
+                stats.reports.fetch_add(1, Ordering::Relaxed);
+                out.reports.push(DeliveryReport {
+                    reference: value.reference,
+                    verification_id: value.verification_id,
+                    send: value.send,
+                    state: report_state(state),
+                    error,
+                });
+            }
+            Event::Held(message_id) => out.strays.push(message_id),
+            Event::Unmatched(receipt) => {
+                stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("otpd_smpp_receipts_unmatched_total", "carrier" => carrier.to_string()).increment(1);
+                tracing::warn!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt matched no submitted message");
+            }
+            Event::Lapsed(sent) => {
+                stats.receipts_missing.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("otpd_smpp_receipts_missing_total", "carrier" => carrier.to_string()).increment(1);
+                tracing::debug!(carrier = %carrier, reference = %sent.reference, verification = %sent.verification_id, "no final receipt came for a message before it lapsed");
             }
         }
-        reports
     }
-
-    /// Whether a receipt for `message_id` waits unmatched.
-    fn is_waiting(&self, message_id: &str) -> bool {
-        self.unmatched
-            .iter()
-            .any(|(r, _)| r.message_id == message_id)
-    }
-}
-
-enum Applied {
-    Unmatched,
-    Partial,
-    Report(DeliveryReport),
-}
-
-/// Apply one receipt to the router.
-/// Apply one receipt to the router; its id read in the other base too when
-/// `other_base`.
-fn apply(
-    router: &mut Router,
-    receipt: &Receipt,
-    stats: &CarrierStats,
-    other_base: bool,
-) -> Applied {
-    if !receipt.state.is_final() {
-        // ENROUTE, ACCEPTD…: the outcome is still to come; nothing to record.
-        let known = if other_base {
-            router.ids.get(&receipt.message_id).is_some()
-        } else {
-            router.ids.get_exact(&receipt.message_id).is_some()
-        };
-        return if known {
-            Applied::Partial
-        } else {
-            Applied::Unmatched
-        };
-    }
-    let key = if other_base {
-        router.ids.take(&receipt.message_id)
-    } else {
-        router.ids.take_exact(&receipt.message_id)
-    };
-    let Some(key) = key else {
-        return Applied::Unmatched;
-    };
-    stats.receipts_matched.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("otpd_smpp_receipts_total", "carrier" => router.carrier.clone(), "state" => format!("{:?}", receipt.state).to_ascii_lowercase())
-        .increment(1);
-    let pending = router
-        .pending
-        .get_mut(&key)
-        .expect("indexed message is pending");
-    pending.parts_left = pending.parts_left.saturating_sub(1);
-    // A message is delivered only if every part is; otherwise its first failure stands.
-    let first_failure_seen = pending
-        .worst
-        .as_ref()
-        .is_some_and(|(state, _)| *state != MessageState::Delivered);
-    if !first_failure_seen {
-        pending.worst = Some((receipt.state, receipt.error.clone()));
-    }
-    if pending.parts_left > 0 {
-        return Applied::Partial;
-    }
-    let done = router.pending.remove(&key).expect("present");
-    let (state, error) = done.worst.expect("at least one part");
-    stats.reports.fetch_add(1, Ordering::Relaxed);
-    Applied::Report(DeliveryReport {
-        reference: done.reference,
-        verification_id: done.verification_id,
-        send: done.send,
-        state: report_state(state),
-        error,
-    })
+    out
 }
 
 fn report_state(state: MessageState) -> ReportState {
@@ -403,72 +339,34 @@ async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEv
         grace,
         directory,
     } = routing.clone();
-    let other_base_after = other_base_after(grace);
-    let mut sweep = tokio::time::interval(other_base_after.max(Duration::from_millis(8)) / 4);
+    let mut sweep =
+        tokio::time::interval(other_base_after(grace).max(Duration::from_millis(8)) / 4);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let events = tokio::select! {
             event = receipts.recv() => {
                 let Some(event) = event else { break };
-                let receipt = match event {
-                    Ok(r) => r,
+                match event {
+                    Ok(receipt) => {
+                        tracing::debug!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt");
+                        router.lock().receipt(receipt, Instant::now())
+                    }
                     Err(e) => {
                         stats.receipts_unreadable.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(carrier = %carrier, error = %e, "unreadable delivery receipt");
                         continue;
                     }
-                };
-                let (applied, stray) = {
-                    let mut r = router.lock();
-                    let applied = apply(&mut r, &receipt, &stats, false);
-                    let stray = matches!(applied, Applied::Unmatched) && receipt.state.is_final();
-                    if stray {
-                        r.unmatched.push_back((receipt.clone(), Instant::now()));
-                    }
-                    (applied, stray)
-                };
-                if let Applied::Report(report) = applied {
-                    let _ = reports.send(report).await;
-                }
-                tracing::debug!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, stray, "delivery receipt");
-                if stray && directory.is_some() {
-                    tokio::spawn(look_up(routing.clone(), receipt.message_id));
                 }
             }
-            _ = sweep.tick() => {
-                let (expired, reports_now) = {
-                    let mut r = router.lock();
-                    let now = Instant::now();
-                    let mut gone = Vec::new();
-                    while r.unmatched.front().is_some_and(|(_, at)| now.duration_since(*at) >= grace) {
-                        gone.push(r.unmatched.pop_front().expect("front").0);
-                    }
-                    // Receipts that waited long enough for their own submit: their
-                    // id may now be read in the other base.
-                    let mut found = Vec::new();
-                    let waiting: Vec<(Receipt, Instant)> = r.unmatched.drain(..).collect();
-                    for (receipt, at) in waiting {
-                        let applied = if now.duration_since(at) >= other_base_after {
-                            apply(&mut r, &receipt, &stats, true)
-                        } else {
-                            Applied::Unmatched
-                        };
-                        match applied {
-                            Applied::Unmatched => r.unmatched.push_back((receipt, at)),
-                            Applied::Report(report) => found.push(report),
-                            Applied::Partial => {}
-                        }
-                    }
-                    (gone, found)
-                };
-                for report in reports_now {
-                    let _ = reports.send(report).await;
-                }
-                for receipt in expired {
-                    stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("otpd_smpp_receipts_unmatched_total", "carrier" => carrier.clone()).increment(1);
-                    tracing::warn!(carrier = %carrier, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt matched no submitted message");
-                }
+            _ = sweep.tick() => router.lock().tick(Instant::now()),
+        };
+        let accounted = account(&carrier, &stats, events);
+        for report in accounted.reports {
+            let _ = reports.send(report).await;
+        }
+        if directory.is_some() {
+            for message_id in accounted.strays {
+                tokio::spawn(look_up(routing.clone(), message_id));
             }
         }
     }
@@ -486,7 +384,7 @@ async fn look_up(routing: Routing, message_id: String) {
             break;
         }
         tokio::time::sleep_until(arrived + at).await;
-        if !routing.router.lock().is_waiting(&message_id) {
+        if !routing.router.lock().is_held(&message_id) {
             // Matched meanwhile: by a submit of this node, or by a lookup of another
             // part of the same message.
             return;
@@ -506,34 +404,37 @@ async fn look_up(routing: Routing, message_id: String) {
                 continue;
             }
         };
-        let reports = {
+        let events = {
             let mut r = routing.router.lock();
-            if !r.is_waiting(&message_id) {
+            if !r.is_held(&message_id) || noted.ids.iter().any(|id| r.awaits(id)) {
                 return;
             }
             tracing::debug!(carrier = %routing.carrier, %message_id, verification = %noted.verification_id, "receipt's message found in the directory");
-            let reference = format!("{}:{}", routing.carrier, noted.ids[0]);
-            r.register(
-                &noted.ids,
-                &reference,
-                &noted.verification_id,
-                noted.send,
-                &routing.stats,
-            )
+            let now = Instant::now();
+            let sent = Sent {
+                reference: format!("{}:{}", routing.carrier, noted.ids[0]),
+                verification_id: noted.verification_id.clone(),
+                send: noted.send,
+            };
+            r.submitted(&noted.ids, sent, now + NOTE_MARGIN, now)
         };
-        for report in reports {
+        for report in account(&routing.carrier, &routing.stats, events).reports {
             let _ = routing.reports.send(report).await;
         }
         return;
     }
 }
 
+/// Now, in milliseconds since the Unix epoch: the clock codes' expiries are read on.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// From now until `at_ms` (milliseconds since the Unix epoch); zero once past.
 fn until(at_ms: i64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Duration::from_millis(at_ms.saturating_sub(now).max(0) as u64)
+    Duration::from_millis(at_ms.saturating_sub(unix_millis()).max(0) as u64)
 }
 
 fn channel_error(carrier: &str, e: SubmitError) -> ChannelError {
@@ -596,6 +497,12 @@ impl Channel for SmppCarrier {
             data_coding: encoded.data_coding,
             registered_delivery: self.config.registered_delivery,
             esm_class: encoded.esm_class(),
+            validity_period: validity::validity_period(
+                self.config.validity,
+                message.expires_at_ms,
+                unix_millis(),
+            )
+            .and_then(|v| ValidityPeriod::new(&v)),
         };
         let mut ids = Vec::with_capacity(encoded.parts.len());
         for part in &encoded.parts {

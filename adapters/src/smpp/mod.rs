@@ -5,8 +5,10 @@
 pub mod carrier;
 pub mod directory;
 pub mod encoding;
+pub mod matcher;
 pub mod pdu;
 pub mod receipt;
 pub mod session;
 pub mod status;
+pub mod validity;
 pub mod window;

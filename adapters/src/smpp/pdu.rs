@@ -9,7 +9,7 @@
 
 use rusmpp::pdus::{DataSm, DeliverSm, SubmitSm};
 use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue, TlvValue};
-use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
 
 use super::receipt::{self, Receipt, ReceiptError};
@@ -50,6 +50,26 @@ pub struct SubmitOptions {
     pub registered_delivery: u8,
     /// esm_class: 0x00, or 0x40 when `body` starts with a user data header.
     pub esm_class: u8,
+    /// How long the SMSC may keep trying (SMPP time format); `None` leaves the
+    /// SMSC's default.
+    pub validity_period: Option<ValidityPeriod>,
+}
+
+/// A `validity_period` value: 16 ASCII characters in SMPP 3.4's time format
+/// ([`super::validity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidityPeriod([u8; 16]);
+
+impl ValidityPeriod {
+    /// `None` unless `value` is 16 ASCII characters.
+    pub fn new(value: &str) -> Option<Self> {
+        let bytes: [u8; 16] = value.as_bytes().try_into().ok()?;
+        bytes.is_ascii().then_some(Self(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +110,14 @@ pub fn submit_sm(
         .destination_addr(c_string("destination_addr", &destination.addr)?)
         .esm_class(EsmClass::from(options.esm_class))
         .registered_delivery(RegisteredDelivery::from(options.registered_delivery))
-        .data_coding(DataCoding::from(options.data_coding));
+        .data_coding(DataCoding::from(options.data_coding))
+        .validity_period(options.validity_period.map_or_else(
+            EmptyOrFullCOctetString::empty,
+            |v| {
+                EmptyOrFullCOctetString::from_string(v.as_str().to_string())
+                    .expect("16 ASCII characters")
+            },
+        ));
     let submit = if body.len() <= MAX_SHORT_MESSAGE {
         builder
             .short_message(OctetString::from_slice(body).expect("at most 254 octets"))
@@ -217,6 +244,7 @@ mod tests {
             data_coding: 0x00,
             registered_delivery: 0x01,
             esm_class: 0x00,
+            validity_period: None,
         }
     }
 
@@ -557,7 +585,7 @@ mod tests {
 
         #[test]
         fn submit_sm_round_trips(addr in "[0-9]{7,15}", body in proptest::collection::vec(any::<u8>(), 0..1000), dc in prop_oneof![Just(0u8), Just(3), Just(8)], seq in 1u32..0x7FFF_FFFF) {
-            let submit = submit_sm(&Address { ton: 5, npi: 0, addr: "otpd".into() }, &Address::international(&addr), &body, SubmitOptions { data_coding: dc, registered_delivery: 1, esm_class: 0 }).unwrap();
+            let submit = submit_sm(&Address { ton: 5, npi: 0, addr: "otpd".into() }, &Address::international(&addr), &body, SubmitOptions { data_coding: dc, registered_delivery: 1, esm_class: 0, validity_period: None }).unwrap();
             let command = Command::new(CommandStatus::EsmeRok, seq, submit);
             let mut bytes = encode(command.clone());
             prop_assert_eq!(decode(&mut bytes), command);

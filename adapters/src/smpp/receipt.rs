@@ -12,9 +12,6 @@
 //! on (a `txt:` where `text:` belongs, say) cannot carry the message into an error
 //! that otpd records and shows.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-
 /// The state of a message as an SMSC reports it (`message_state` TLV values, and the
 /// `stat:` codes of the text form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -291,102 +288,6 @@ pub fn id_keys(id: &str) -> Vec<String> {
     keys
 }
 
-/// Values indexed by SMSC message id, found again from a receipt however its id was
-/// written. An exact match (after normalisation) wins over a cross-base one, so two
-/// messages whose ids read alike in different bases are not confused when the SMSC
-/// uses one base for both.
-#[derive(Debug)]
-pub struct MessageIdIndex<V> {
-    exact: HashMap<String, V>,
-    /// Other-base reading → exact key.
-    alternate: HashMap<String, String>,
-}
-
-impl<V> Default for MessageIdIndex<V> {
-    fn default() -> Self {
-        Self {
-            exact: HashMap::new(),
-            alternate: HashMap::new(),
-        }
-    }
-}
-
-impl<V> MessageIdIndex<V> {
-    pub fn insert(&mut self, id: &str, value: V) {
-        let keys = id_keys(id);
-        let exact = keys[0].clone();
-        for alt in &keys[1..] {
-            self.alternate.insert(alt.clone(), exact.clone());
-        }
-        self.exact.insert(exact, value);
-    }
-
-    /// Remove and return the value of the message whose id is `receipt_id` as
-    /// written (after normalisation), not read in another base.
-    pub fn take_exact(&mut self, receipt_id: &str) -> Option<V> {
-        let exact = id_keys(receipt_id).swap_remove(0);
-        let value = self.exact.remove(&exact)?;
-        for alt in &id_keys(&exact)[1..] {
-            if self.alternate.get(alt) == Some(&exact) {
-                self.alternate.remove(alt);
-            }
-        }
-        Some(value)
-    }
-
-    /// Remove and return the value for the message a receipt is about.
-    pub fn take(&mut self, receipt_id: &str) -> Option<V> {
-        let keys = id_keys(receipt_id);
-        let exact = if self.exact.contains_key(&keys[0]) {
-            keys[0].clone()
-        } else {
-            keys.iter().find_map(|k| {
-                self.alternate
-                    .get(k)
-                    .filter(|e| self.exact.contains_key(*e))
-                    .cloned()
-                    .or_else(|| self.exact.contains_key(k).then(|| k.clone()))
-            })?
-        };
-        let value = self.exact.remove(&exact)?;
-        for alt in &id_keys(&exact)[1..] {
-            if self.alternate.get(alt) == Some(&exact) {
-                self.alternate.remove(alt);
-            }
-        }
-        Some(value)
-    }
-
-    pub fn len(&self) -> usize {
-        self.exact.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty()
-    }
-}
-
-impl<V: Clone + Eq + Hash> MessageIdIndex<V> {
-    /// Look without removing, by the id as written only.
-    pub fn get_exact(&self, receipt_id: &str) -> Option<&V> {
-        self.exact.get(&id_keys(receipt_id).swap_remove(0))
-    }
-
-    /// Look without removing.
-    pub fn get(&self, receipt_id: &str) -> Option<&V> {
-        let keys = id_keys(receipt_id);
-        if let Some(v) = self.exact.get(&keys[0]) {
-            return Some(v);
-        }
-        keys.iter().find_map(|k| {
-            self.alternate
-                .get(k)
-                .and_then(|e| self.exact.get(e))
-                .or_else(|| self.exact.get(k))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,60 +437,10 @@ mod tests {
         assert_eq!(MessageState::from_tlv(10), None);
     }
 
-    #[test]
-    fn ids_match_across_bases_case_and_leading_zeros() {
-        let mut index = MessageIdIndex::default();
-        index.insert("1A2B3C", "hex-resp");
-        index.insert("0000004711", "dec-resp");
-        // Decimal receipt for a hex resp id (0x1A2B3C = 1715004).
-        assert_eq!(index.take("1715004"), Some("hex-resp"));
-        // Same base, lower case and without the leading zeros.
-        assert_eq!(index.take("4711"), Some("dec-resp"));
-        assert!(index.is_empty());
-
-        let mut index = MessageIdIndex::default();
-        index.insert("255", "dec");
-        assert_eq!(index.get("ff"), Some(&"dec"));
-        assert_eq!(index.get("000FF"), Some(&"dec"));
-        assert_eq!(index.take("FF"), Some("dec"));
-        assert_eq!(index.take("255"), None, "taken once");
-    }
-
-    #[test]
-    fn exact_matches_win_over_cross_base_ones() {
-        // "10" decimal and "16" decimal: a receipt "10" is the first, not 0x10 = 16.
-        let mut index = MessageIdIndex::default();
-        index.insert("10", "ten");
-        index.insert("16", "sixteen");
-        assert_eq!(index.take("10"), Some("ten"));
-        assert_eq!(index.take("16"), Some("sixteen"));
-    }
-
-    #[test]
-    fn non_numeric_and_huge_ids_match_only_themselves() {
-        let mut index = MessageIdIndex::default();
-        index.insert("msg-42-xyz", 1);
-        index.insert(&"9".repeat(64), 2);
-        assert_eq!(index.take("MSG-42-XYZ"), Some(1));
-        assert_eq!(index.take(&"9".repeat(64)), Some(2));
-    }
-
     proptest! {
         #[test]
         fn parsing_never_panics(s in "\\PC{0,200}") {
             let _ = parse_text(&s);
-        }
-
-        #[test]
-        fn any_numeric_id_is_found_in_either_base(n in 0u64..u64::MAX, zeros in 0usize..4, hex_first in any::<bool>()) {
-            let (stored, reported) = if hex_first {
-                (format!("{}{n:X}", "0".repeat(zeros)), n.to_string())
-            } else {
-                (format!("{}{n}", "0".repeat(zeros)), format!("{n:x}"))
-            };
-            let mut index = MessageIdIndex::default();
-            index.insert(&stored, ());
-            prop_assert!(index.take(&reported).is_some(), "{} vs {}", stored, reported);
         }
 
         #[test]

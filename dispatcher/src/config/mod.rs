@@ -282,6 +282,35 @@ pub enum DataCodingPolicy {
     Ucs2,
 }
 
+/// How an SMSC writes, in its receipts, the message ids its submit_sm_resp gave
+/// (Kannel calls this `msg-id-type`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReceiptIdsConfig {
+    /// Learned from the ids themselves (see ARCHITECTURE.md).
+    #[default]
+    Learn,
+    /// The same way (case and leading zeros aside).
+    AsSubmitted,
+    /// Hexadecimal in the submit_sm_resp, decimal in the receipt.
+    HexThenDecimal,
+    /// Decimal in the submit_sm_resp, hexadecimal in the receipt.
+    DecimalThenHex,
+}
+
+/// The form of each submit_sm's `validity_period`, always the code's expiry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidityConfig {
+    /// The time the code has left: no clock but the SMSC's own counts.
+    #[default]
+    Relative,
+    /// The code's expiry in UTC, for SMSCs that mishandle the relative form.
+    Absolute,
+    /// None: the SMSC's default validity (it may deliver an expired code).
+    None,
+}
+
 /// What a `delivery.sms` / `delivery.push` value names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelRef {
@@ -348,6 +377,11 @@ pub struct SmppCarrierConfig {
     pub data_coding: DataCodingPolicy,
     /// Send GSM 7-bit packed (8 septets in 7 octets) instead of one septet per octet.
     pub gsm7_packed: bool,
+    /// How the SMSC writes message ids in its receipts: `learn`, `as-submitted`,
+    /// `hex-then-decimal` or `decimal-then-hex`.
+    pub receipt_ids: ReceiptIdsConfig,
+    /// `validity_period` of each submit_sm: `relative`, `absolute` or `none`.
+    pub validity_period: ValidityConfig,
     /// Keepalive when the link is idle.
     #[serde(with = "humantime_serde")]
     pub enquire_link_interval: Duration,
@@ -385,6 +419,8 @@ impl Default for SmppCarrierConfig {
             registered_delivery: true,
             data_coding: DataCodingPolicy::Gsm7,
             gsm7_packed: false,
+            receipt_ids: ReceiptIdsConfig::Learn,
+            validity_period: ValidityConfig::Relative,
             enquire_link_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),

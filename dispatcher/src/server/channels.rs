@@ -15,11 +15,15 @@ use otpd_adapters::push::{Notification, Outcome, Pusher};
 use otpd_adapters::smpp::carrier::{CarrierConfig, SmppCarrier};
 use otpd_adapters::smpp::directory::MessageDirectory;
 use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
+use otpd_adapters::smpp::matcher::{IdForm, IdForms};
 use otpd_adapters::smpp::pdu::Address;
 use otpd_adapters::smpp::session::BindConfig;
+use otpd_adapters::smpp::validity::ValidityForm;
 
 use super::ServerError;
-use crate::config::{BindModeConfig, Config, DataCodingPolicy, SmppCarrierConfig};
+use crate::config::{
+    BindModeConfig, Config, DataCodingPolicy, ReceiptIdsConfig, SmppCarrierConfig, ValidityConfig,
+};
 use crate::delivery::router::Plan;
 use crate::delivery::{Channels, Pushers};
 
@@ -210,6 +214,17 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
                 DataCodingPolicy::Ucs2 => Preferred::Ucs2,
             },
             gsm7_packed: c.gsm7_packed,
+        },
+        receipt_ids: match c.receipt_ids {
+            ReceiptIdsConfig::Learn => IdForms::Learn,
+            ReceiptIdsConfig::AsSubmitted => IdForms::Fixed(IdForm::AsSubmitted),
+            ReceiptIdsConfig::HexThenDecimal => IdForms::Fixed(IdForm::HexThenDecimal),
+            ReceiptIdsConfig::DecimalThenHex => IdForms::Fixed(IdForm::DecimalThenHex),
+        },
+        validity: match c.validity_period {
+            ValidityConfig::Relative => ValidityForm::Relative,
+            ValidityConfig::Absolute => ValidityForm::Absolute,
+            ValidityConfig::None => ValidityForm::Omitted,
         },
     }
 }
