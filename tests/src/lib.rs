@@ -340,6 +340,7 @@ pub fn code_in(text: &str) -> String {
 /// Faulty stores, to see what the server does when its store misbehaves.
 pub mod faults {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
     use otpd::domain::clock::UnixMillis;
@@ -354,30 +355,60 @@ pub mod faults {
         CheckedWithin, IssueOutcome, MemoryStore, StoreError, Stores, Verifications,
     };
 
-    /// Verifications whose `issue` never returns, as a store behind a dead network
-    /// link might; everything else is the embedded store's.
-    pub struct Hanging(pub Arc<MemoryStore>);
+    /// Another store's verifications, with faults: `issue` that never returns (as a
+    /// store behind a dead network link might), or `escalate` failing.
+    pub struct Faulty {
+        inner: Arc<dyn Verifications>,
+        hang_issue: bool,
+        /// How many `escalate` calls are still to fail.
+        failing_escalations: AtomicUsize,
+    }
+
+    /// The embedded store, its verifications hanging on `issue`.
+    pub struct Hanging;
 
     impl Hanging {
         /// The embedded store's seams, with its verifications hanging on `issue`.
         pub fn over(store: MemoryStore) -> Stores {
             let store = Arc::new(store);
             Stores {
-                verifications: Arc::new(Hanging(store.clone())),
+                verifications: Arc::new(Faulty {
+                    inner: store.clone(),
+                    hang_issue: true,
+                    failing_escalations: AtomicUsize::new(0),
+                }),
                 ..Stores::of(store)
             }
         }
     }
 
+    impl Faulty {
+        /// `stores`, the next `n` calls of `escalate` failing as a store that cannot
+        /// be reached does (after the fact: the store is left as it was).
+        pub fn failing_escalations(stores: Stores, n: usize) -> Stores {
+            Stores {
+                verifications: Arc::new(Faulty {
+                    inner: stores.verifications.clone(),
+                    hang_issue: false,
+                    failing_escalations: AtomicUsize::new(n),
+                }),
+                ..stores
+            }
+        }
+    }
+
     #[async_trait]
-    impl Verifications for Hanging {
+    impl Verifications for Faulty {
         async fn issue(
             &self,
-            _: &Verification,
-            _: UnixMillis,
-            _: &IssueLimits<'_>,
+            v: &Verification,
+            now: UnixMillis,
+            limits: &IssueLimits<'_>,
         ) -> Result<IssueOutcome, StoreError> {
-            std::future::pending().await
+            if self.hang_issue {
+                std::future::pending::<()>().await;
+            }
+            self.inner.issue(v, now, limits).await
         }
         async fn check(
             &self,
@@ -387,13 +418,13 @@ pub mod faults {
             now: UnixMillis,
             limits: &CheckLimits<'_>,
         ) -> Result<CheckedWithin, StoreError> {
-            self.0.check(id, mac, client, now, limits).await
+            self.inner.check(id, mac, client, now, limits).await
         }
         fn limiter(&self) -> Arc<dyn Limiter> {
-            self.0.limiter()
+            self.inner.limiter()
         }
         async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
-            self.0.get(id).await
+            self.inner.get(id).await
         }
         async fn close(
             &self,
@@ -402,14 +433,14 @@ pub mod faults {
             how: Closing,
             now: UnixMillis,
         ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
-            self.0.close(id, client, how, now).await
+            self.inner.close(id, client, how, now).await
         }
         async fn acknowledge(
             &self,
             id: &VerificationId,
             now: UnixMillis,
         ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
-            self.0.acknowledge(id, now).await
+            self.inner.acknowledge(id, now).await
         }
         async fn answer(
             &self,
@@ -418,7 +449,7 @@ pub mod faults {
             device: &str,
             now: UnixMillis,
         ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
-            self.0.answer(id, decision, device, now).await
+            self.inner.answer(id, decision, device, now).await
         }
         async fn escalate(
             &self,
@@ -426,20 +457,27 @@ pub mod faults {
             cause: EscalationCause,
             now: UnixMillis,
         ) -> Result<Option<Verification>, StoreError> {
-            self.0.escalate(id, cause, now).await
+            let fail = self
+                .failing_escalations
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if fail {
+                return Err(StoreError::Unavailable("escalate failed (fault)".into()));
+            }
+            self.inner.escalate(id, cause, now).await
         }
         async fn due_escalations(
             &self,
             now: UnixMillis,
             limit: usize,
         ) -> Result<Vec<VerificationId>, StoreError> {
-            self.0.due_escalations(now, limit).await
+            self.inner.due_escalations(now, limit).await
         }
         async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
-            self.0.sweep(now).await
+            self.inner.sweep(now).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
+            self.inner.ping().await
         }
     }
 }

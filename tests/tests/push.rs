@@ -475,3 +475,77 @@ async fn a_slow_provider_fills_push_slots_and_the_next_codes_go_by_sms_at_once()
     p.requests(Provider::Apns, 4).await;
     t.stop().await;
 }
+
+/// The subject `n` (eight digits) with its check letter.
+fn dni(n: u32) -> String {
+    const LETTERS: &[u8] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    format!("{n:08}{}", LETTERS[(n % 23) as usize] as char)
+}
+
+/// A store error in the middle of an escalation pass loses no escalation: the pass
+/// stops there, and a later one escalates the rest, each exactly once. (The due list
+/// used to be emptied before the escalations were made: the SMS fallback of every
+/// push in the pass was lost.) On both stores, the Redis one a server of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalations_cut_short_by_a_store_error_all_happen_once() {
+    use otpd::store::redis::{Keys, Redis, RedisStore};
+    use otpd_e2e::faults::Faulty;
+
+    for backend in ["memory", "redis"] {
+        let p = Providers::start().await;
+        let redis = (backend == "redis").then(otpd_e2e::redis::RedisServer::start);
+        let stores = match &redis {
+            None => Stores::of(Arc::new(MemoryStore::new(4, Duration::from_secs(600)))),
+            Some(server) => {
+                let config = otpd::config::RedisConfig {
+                    urls: vec![server.url()],
+                    ..Default::default()
+                };
+                let keys = Keys::new(
+                    "otpd",
+                    config.partitions,
+                    otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long")
+                        .pseudonyms(),
+                );
+                Stores::of(Arc::new(RedisStore::new(
+                    Redis::new(&config).unwrap(),
+                    keys,
+                    Duration::from_secs(600),
+                )))
+            }
+        };
+        let t =
+            TestServer::start_full_with(|c| p.configure(c), Faulty::failing_escalations(stores, 1))
+                .await;
+        let mut ids = Vec::new();
+        for n in 0..4u32 {
+            let subject = dni(40_000_000 + n);
+            let token = format!("{}{n:02x}", &APNS_TOKEN[..62]);
+            let a = t
+                .put(
+                    &format!("/v1/subscribers/{subject}"),
+                    json!({"phone": format!("+3460055500{n}"), "locale": "es",
+                           "devices": [{"platform": "apns", "token": token, "app": "es.gob.clave"}]}),
+                )
+                .await;
+            assert!(a.status == 201 || a.status == 200, "{}", a.text);
+            let v = create(&t, json!({"subject": subject})).await;
+            ids.push(v["id"].as_str().unwrap().to_string());
+        }
+        for id in &ids {
+            until(&t, id, "pushed", |v| v["delivery"]["state"] == "sent").await;
+        }
+        // Due: the first escalation of the pass fails; the next pass makes them all.
+        t.clock.advance(Duration::from_secs(60));
+        for id in &ids {
+            let line = t.outbox_line(id, 2).await;
+            assert_eq!(line["channel"], "sms", "{backend}");
+        }
+        t.clock.advance(Duration::from_secs(120));
+        t.escalations_settled().await;
+        for id in &ids {
+            assert_eq!(sms_lines(&t, id).len(), 1, "{backend}: {id} once");
+        }
+        t.stop().await;
+    }
+}

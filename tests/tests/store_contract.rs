@@ -586,9 +586,10 @@ async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
     );
     assert!(store.due_escalations(at(59), 10).await.unwrap().is_empty());
     assert_eq!(store.due_escalations(at(60), 10).await.unwrap(), vec![v.id]);
-    assert!(
-        store.due_escalations(at(60), 10).await.unwrap().is_empty(),
-        "taken out"
+    assert_eq!(
+        store.due_escalations(at(60), 10).await.unwrap(),
+        vec![v.id],
+        "listed until escalated: a pass cut short between the two loses nothing"
     );
     let got = store
         .escalate(&v.id, EscalationCause::Timeout, at(60))
@@ -599,6 +600,10 @@ async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
     assert_eq!(got.sends()[1].channel, ChannelKind::Sms);
     assert_eq!(got.sends()[1].escalated, Some(EscalationCause::Timeout));
     assert_eq!(got.escalate_at(), None);
+    assert!(
+        store.due_escalations(at(600), 10).await.unwrap().is_empty(),
+        "escalated: off the list"
+    );
     assert!(
         store
             .escalate(&v.id, EscalationCause::PushFailed, at(61))
@@ -632,7 +637,7 @@ async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
             .is_none()
     );
     // The index may still list it (a store need not look it up there); escalating
-    // it does nothing.
+    // it does nothing, and takes it off.
     for id in store.due_escalations(at(600), 10).await.unwrap() {
         assert!(
             store
@@ -642,6 +647,7 @@ async fn push_is_acknowledged_or_escalated_once(store: &dyn Store) {
                 .is_none()
         );
     }
+    assert!(store.due_escalations(at(600), 10).await.unwrap().is_empty());
 
     // A failed push escalates at once.
     let v = create(store, push_candidate(34600000003, 4), T0).await;
@@ -680,6 +686,15 @@ async fn due_escalations_are_bounded(store: &dyn Store) {
     }
     let first = store.due_escalations(at(60), 8).await.unwrap();
     assert_eq!(first.len(), 8);
+    for id in &first {
+        assert!(
+            store
+                .escalate(id, EscalationCause::Timeout, at(60))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
     let rest = store.due_escalations(at(60), 100).await.unwrap();
     assert_eq!(rest.len(), 12);
     assert!(first.iter().all(|id| !rest.contains(id)));

@@ -284,8 +284,10 @@ impl Engine {
     }
 
     /// Send by SMS the codes whose push went unacknowledged for too long: up to
-    /// `limit` of them, each at most once (the store decides, atomically). Returns how
-    /// many were escalated. Waits for room in the queue rather than dropping one.
+    /// `limit` of them, each exactly once (the store escalates and takes it off the
+    /// due list in one atomic step, so a store error stops the pass and the rest
+    /// wait for the next). Returns how many were escalated. Waits for room in the
+    /// queue rather than dropping one.
     pub async fn escalate_due(&self, limit: usize) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let due = self

@@ -19,7 +19,7 @@
 //! issue-or-resend touches one shard under one lock.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,8 +61,9 @@ pub struct MemoryStore {
     registry: RegistryTable,
     live: AtomicUsize,
     /// Armed escalations by due time. Entries are not removed when an escalation is
-    /// disarmed (acknowledged, canceled): `escalate` re-checks under the shard lock.
-    escalations: Mutex<BTreeSet<(UnixMillis, [u8; 16])>>,
+    /// disarmed (acknowledged, canceled): `escalate` re-checks under the shard lock
+    /// and takes the entry out then.
+    escalations: Mutex<EscalationIndex>,
     /// Where the limits are kept: decided around each issue and check (see
     /// [`crate::store::issue_charged`]), and by admission for the rest.
     limiter: Arc<MemoryLimiter>,
@@ -127,7 +128,7 @@ impl MemoryStore {
             idempotency: IdempotencyTable::new(n),
             registry: RegistryTable::default(),
             live: AtomicUsize::new(0),
-            escalations: Mutex::new(BTreeSet::new()),
+            escalations: Mutex::new(EscalationIndex::default()),
             limiter: Arc::new(MemoryLimiter::new()),
         }
     }
@@ -303,9 +304,7 @@ impl MemoryStore {
         shard.insert(candidate.clone(), dest_hash, previous, retain_until);
         drop(guard);
         if let Some(due) = candidate.escalate_at() {
-            self.escalations
-                .lock()
-                .insert((due, *candidate.id.as_bytes()));
+            self.escalations.lock().arm(*candidate.id.as_bytes(), due);
         }
         self.live.fetch_add(1, Ordering::Relaxed);
         IssueOutcome::Created
@@ -418,10 +417,18 @@ impl Verifications for MemoryStore {
         cause: EscalationCause,
         now: UnixMillis,
     ) -> Result<Option<Verification>, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .and_then(|v| v.escalate(cause, now).map(|_| v.clone())))
+        let (escalated, still_due) = match self.shard_of(id).lock().get_mut(id) {
+            Some(v) => (v.escalate(cause, now).map(|_| v.clone()), v.escalate_at()),
+            None => (None, None),
+        };
+        // Listed again at its own time while it waits; out once it has nothing left
+        // to escalate.
+        let mut index = self.escalations.lock();
+        match still_due {
+            Some(at) => index.arm(*id.as_bytes(), at),
+            None => index.disarm(id.as_bytes()),
+        }
+        Ok(escalated)
     }
 
     async fn due_escalations(
@@ -429,18 +436,12 @@ impl Verifications for MemoryStore {
         now: UnixMillis,
         limit: usize,
     ) -> Result<Vec<VerificationId>, StoreError> {
-        let mut index = self.escalations.lock();
-        let mut due = Vec::new();
-        while due.len() < limit {
-            match index.first() {
-                Some((at, _)) if *at <= now => {
-                    let (_, id) = index.pop_first().expect("checked");
-                    due.push(VerificationId::from_bytes(id));
-                }
-                _ => break,
-            }
-        }
-        Ok(due)
+        Ok(self
+            .escalations
+            .lock()
+            .due(now, limit)
+            .map(VerificationId::from_bytes)
+            .collect())
     }
 
     async fn sweep(&self, now: UnixMillis) -> Result<usize, StoreError> {
@@ -555,6 +556,39 @@ impl Registry for MemoryStore {
         token: &str,
     ) -> Result<Option<bool>, StoreError> {
         Ok(self.registry.remove_device(subject, platform, token))
+    }
+}
+
+/// Armed escalations: by due time for the timer, by id to re-arm or drop one. An
+/// entry leaves only through [`Verifications::escalate`], so a pass cut short loses
+/// none.
+#[derive(Default)]
+struct EscalationIndex {
+    by_time: BTreeSet<(UnixMillis, [u8; 16])>,
+    at: HashMap<[u8; 16], UnixMillis>,
+}
+
+impl EscalationIndex {
+    fn arm(&mut self, id: [u8; 16], at: UnixMillis) {
+        if let Some(before) = self.at.insert(id, at) {
+            self.by_time.remove(&(before, id));
+        }
+        self.by_time.insert((at, id));
+    }
+
+    fn disarm(&mut self, id: &[u8; 16]) {
+        if let Some(at) = self.at.remove(id) {
+            self.by_time.remove(&(at, *id));
+        }
+    }
+
+    /// Up to `limit` ids due by `now`, earliest first; they stay listed.
+    fn due(&self, now: UnixMillis, limit: usize) -> impl Iterator<Item = [u8; 16]> + '_ {
+        self.by_time
+            .iter()
+            .take_while(move |(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, id)| *id)
     }
 }
 

@@ -359,8 +359,10 @@ pub trait Verifications: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<Option<Verification>, StoreError>;
 
-    /// Up to `limit` verifications whose escalation time has come, taken out of the
-    /// due index. Some may have been acknowledged meanwhile; `escalate` decides.
+    /// Up to `limit` verifications whose escalation time has come. They stay listed
+    /// until `escalate` escalates them (or finds nothing left to escalate), so a pass
+    /// cut short by an error loses none; some may have been acknowledged meanwhile,
+    /// and `escalate` decides.
     async fn due_escalations(
         &self,
         now: UnixMillis,

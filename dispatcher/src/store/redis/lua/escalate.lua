@@ -3,11 +3,19 @@
 -- ARGV[1] 'push_timeout' (due only at its time) or 'push_failed' (at once);
 -- ARGV[2] now; ARGV[3] '1' to queue the SMS send on the stream in the same step.
 -- Returns nil if nothing was escalated, else HGETALL with the new send last.
+-- The record leaves the escalation index here, with its escalation or once it has
+-- none left to make (gone, final, acknowledged); one not yet due is listed again at
+-- its own time.
 local f = redis.call('HMGET', KEYS[1], 'st', 'ex', 'n', 'ea')
-if not f[1] then return false end
 local now = tonumber(ARGV[2])
-if status(f[1], f[2], now) ~= 'pending' or not f[4] then return false end
-if ARGV[1] == 'push_timeout' and now < tonumber(f[4]) then return false end
+if not f[1] or status(f[1], f[2], now) ~= 'pending' or not f[4] then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  return false
+end
+if ARGV[1] == 'push_timeout' and now < tonumber(f[4]) then
+  redis.call('ZADD', KEYS[2], tonumber(f[4]), KEYS[1])
+  return false
+end
 redis.call('HDEL', KEYS[1], 'ea')
 redis.call('ZREM', KEYS[2], KEYS[1])
 local n = tonumber(f[3]) + 1
