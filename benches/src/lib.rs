@@ -174,6 +174,7 @@ pub fn engine_with(
             },
             name: Arc::from("bench"),
             display_names: Arc::new(otpd::policy::clients::DisplayNames::new(&[], "otpd")),
+            in_flight: Default::default(),
             keys: keys.clone(),
         }
         .run(jobs, stop_rx),

@@ -54,6 +54,9 @@ pub struct Metrics {
     reports: [Counter; 4],
     escalations: [Counter; 2],
     acknowledgements: Counter,
+    /// Channel answers the store refused to record after every retry (kept for when
+    /// their job comes back; see `delivery::in_flight`).
+    unrecorded: Counter,
     pub queue_depth: Gauge,
     /// The queue's standing wait (see [`crate::policy::sojourn`]); 0 when there is none.
     pub queue_delay: Gauge,
@@ -103,6 +106,7 @@ impl Metrics {
             escalations: ["push_timeout", "push_failed"]
                 .map(|cause| metrics::counter!("otpd_escalations_total", "cause" => cause)),
             acknowledgements: metrics::counter!("otpd_push_acknowledgements_total"),
+            unrecorded: metrics::counter!("otpd_send_results_unrecorded_total"),
             queue_depth: metrics::gauge!("otpd_delivery_queue_depth"),
             queue_delay: metrics::gauge!("otpd_delivery_queue_delay_seconds"),
         }
@@ -190,6 +194,10 @@ impl Metrics {
 
     pub fn acknowledged(&self) {
         self.acknowledgements.increment(1);
+    }
+
+    pub fn unrecorded(&self) {
+        self.unrecorded.increment(1);
     }
 
     pub fn send_failed(&self, kind: ChannelKind) {

@@ -13,6 +13,7 @@
 //! timer ([`crate::engine::Engine::escalate_due`]) sends it if no acknowledgement comes in time.
 
 pub mod breaker;
+pub mod in_flight;
 pub mod router;
 pub mod routes;
 pub mod template;
@@ -30,6 +31,7 @@ use otpd_adapters::{
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::delivery::in_flight::{InFlight, Making, Orphan};
 use crate::delivery::router::{CarrierSlot, Router};
 use crate::delivery::routes::Target;
 use crate::delivery::throttle::ThrottleError;
@@ -134,6 +136,13 @@ impl RetryPolicy {
     }
 }
 
+/// Pauses before asking a failing store again to record an answer.
+const RECORD_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1600),
+];
+
 /// Pushes awaiting their provider off the workers, per worker.
 const PUSH_SLOTS_PER_WORKER: usize = 4;
 
@@ -154,6 +163,8 @@ pub struct Workers {
     pub display_names: Arc<crate::policy::clients::DisplayNames>,
     /// Make the acknowledgement token each push carries.
     pub keys: crate::secrets::code::CodeKeys,
+    /// The sends this node's workers are making, and answers they could not record.
+    pub in_flight: InFlight,
 }
 
 /// The next job, or `None` once the queue is closed and drained. Closes the queue
@@ -232,6 +243,8 @@ impl Workers {
 
     /// Deliver `job`; a push with `push_saturated` is not tried (see [`Workers::run`]).
     async fn deliver(&self, mut job: DeliveryJob, push_saturated: bool) {
+        // While a taken send is being made, this node knows it (see `InFlight`).
+        let mut making = None;
         // A queued push is taken before it goes to the providers; a queued SMS at
         // the carrier's last moment, by the gate it passes (see `TakeGate`).
         if job.receipt.is_some() && job.kind == ChannelKind::Push {
@@ -241,7 +254,7 @@ impl Workers {
                 .take_send(&job.id, job.send, &self.name)
                 .await
             {
-                Ok(TakeSend::Go) => {}
+                Ok(TakeSend::Go) => making = Some(self.in_flight.start(job.id, job.send)),
                 Ok(other) => return self.not_taken(&job, other).await,
                 Err(e) => {
                     // Left pending in the queue: claimed and retried later.
@@ -261,8 +274,11 @@ impl Workers {
                         send: job.send,
                         node: &self.name,
                         taken: parking_lot::Mutex::new(Taken::NotYet),
+                        in_flight: &self.in_flight,
+                        making: parking_lot::Mutex::new(None),
                     };
                     let answer = self.send_sms(&job, &gate).await;
+                    making = gate.making.lock().take();
                     let taken = *gate.taken.lock();
                     match taken {
                         // Not taken: it failed before reaching a carrier (blocked,
@@ -290,6 +306,7 @@ impl Workers {
                 }
             }
             self.record(&job, result, details).await;
+            drop(making.take());
             if job.kind != ChannelKind::Push {
                 return;
             }
@@ -347,36 +364,68 @@ impl Workers {
                 };
                 self.record(job, interrupted, None).await;
             }
+            // This node took it, and the job came back: a worker's answer could not
+            // be recorded (or this is a second copy of the job).
+            TakeSend::Mine => match self.in_flight.orphan(job.id, job.send) {
+                Orphan::Making => {}
+                Orphan::Answered(result, details) => self.record(job, result, details).await,
+                Orphan::Unknown => {
+                    tracing::warn!(id = %job.id, send = job.send, "this node took the send and lost its answer; not sent again");
+                    let interrupted = SendResult::Failed {
+                        error: "interrupted: the answer of the channel was lost before it was recorded; not sent again, to avoid a duplicate".into(),
+                    };
+                    self.record(job, interrupted, None).await;
+                }
+            },
             // Another worker took it over meanwhile; it is theirs.
-            TakeSend::Interrupted | TakeSend::Mine => {}
+            TakeSend::Interrupted => {}
         }
     }
 
     /// Record a channel's answer, acknowledging the job in the same step when it came
-    /// from the store's queue.
+    /// from the store's queue. A store that fails is asked again a few times; an
+    /// answer still not recorded is kept, for when the job comes back to this node.
     async fn record(
         &self,
         job: &DeliveryJob,
         result: SendResult,
         details: Option<Box<SendDetails>>,
     ) {
-        let now = self.clock.now();
-        let recorded = match &job.receipt {
-            Some(r) => {
-                self.stores
-                    .jobs
-                    .record_send_and_ack(&job.id, job.send, result, details, now, r)
-                    .await
-            }
-            None => {
-                self.stores
-                    .jobs
-                    .record_send(&job.id, job.send, result, details, now)
-                    .await
-            }
-        };
-        if let Err(e) = recorded {
-            tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
+        let mut pauses = RECORD_RETRIES.iter();
+        loop {
+            let now = self.clock.now();
+            let recorded = match &job.receipt {
+                Some(r) => {
+                    self.stores
+                        .jobs
+                        .record_send_and_ack(
+                            &job.id,
+                            job.send,
+                            result.clone(),
+                            details.clone(),
+                            now,
+                            r,
+                        )
+                        .await
+                }
+                None => {
+                    self.stores
+                        .jobs
+                        .record_send(&job.id, job.send, result.clone(), details.clone(), now)
+                        .await
+                }
+            };
+            let Err(e) = recorded else { return };
+            let Some(pause) = pauses.next() else {
+                tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
+                self.metrics.unrecorded();
+                if job.receipt.is_some() {
+                    self.in_flight.unrecorded(job.id, job.send, result, details);
+                }
+                return;
+            };
+            tracing::debug!(id = %job.id, send = job.send, error = %e, "recording a send result failed; trying again");
+            tokio::time::sleep(*pause).await;
         }
     }
 
@@ -750,6 +799,9 @@ struct TakeGate<'a> {
     send: u8,
     node: &'a str,
     taken: parking_lot::Mutex<Taken>,
+    in_flight: &'a InFlight,
+    /// Once taken, until its answer is recorded.
+    making: parking_lot::Mutex<Option<Making>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -767,7 +819,10 @@ impl SendGate for TakeGate<'_> {
             return Ok(());
         }
         let (taken, answer) = match self.jobs.take_send(&self.id, self.send, self.node).await {
-            Ok(TakeSend::Go) => (Taken::Took(TakeSend::Go), Ok(())),
+            Ok(TakeSend::Go) => {
+                *self.making.lock() = Some(self.in_flight.start(self.id, self.send));
+                (Taken::Took(TakeSend::Go), Ok(()))
+            }
             Ok(other) => (
                 Taken::Took(other),
                 Err(ChannelError::Withheld {

@@ -204,6 +204,7 @@ impl Server {
                 &config.clients,
                 &config.app.display_name,
             )),
+            in_flight: Default::default(),
             keys: keys.clone(),
         };
         let background = Background::spawn(
