@@ -184,8 +184,9 @@ impl Engine {
         // One view of the limits for the whole request, even across a reload.
         let rules = self.admission.rules();
         let facts = self.resolve_subject(&rules, caller, &req).await?;
-        let planned = self.plan(caller, req.clone(), facts)?;
-        self.admit_and_issue(&rules, caller, req.ip, planned).await
+        let ip = req.ip;
+        let planned = self.plan(caller, req, facts)?;
+        self.admit_and_issue(&rules, caller, ip, planned).await
     }
 
     /// Fill in what a registered subject implies: the number when `to` is absent, the
