@@ -130,6 +130,9 @@ pub enum ReportState {
     Undeliverable,
     Expired,
     Rejected,
+    /// No final report came within the channel's wait: the outcome is unknown, and
+    /// the send is closed rather than left `sent` for ever.
+    Unconfirmed,
 }
 
 /// A delivery report (SMPP receipt, push provider answer) about an earlier submission.

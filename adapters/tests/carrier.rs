@@ -38,6 +38,7 @@ fn carrier_config(name: &str, address: String) -> CarrierConfig {
         encoding: Default::default(),
         receipt_ids: Default::default(),
         validity: Default::default(),
+        receipt_wait: Duration::from_secs(900),
     }
 }
 
@@ -544,4 +545,43 @@ async fn a_hung_smsc_gives_its_messages_up_for_failover_and_never_sends_them_lat
         .unwrap();
     let bodies: Vec<Vec<u8>> = smsc.received().into_iter().map(|r| r.body).collect();
     assert_eq!(bodies, vec![b"654321 es tu codigo".to_vec()]);
+}
+
+/// A message whose final receipt never comes is not left awaiting it for ever: past
+/// the code's expiry and `receipt_wait`, it is reported unconfirmed, once.
+#[tokio::test]
+async fn a_message_whose_receipt_never_comes_is_reported_unconfirmed() {
+    let smsc = Smsc::start(SmscConfig {
+        receipts: ReceiptPolicy {
+            delay: Duration::from_secs(3600),
+            ..ReceiptPolicy::default()
+        },
+        ..SmscConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = carrier_config("c", smsc.addr().to_string());
+    config.receipt_wait = Duration::from_millis(300);
+    let carrier = SmppCarrier::start(config);
+    assert!(carrier.wait_bound(Duration::from_secs(10)).await);
+    let mut reports = carrier.take_reports().unwrap();
+    let mut m = message("vf_lost", "123456");
+    m.expires_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 200;
+    let submitted = carrier.submit(&m).await.unwrap();
+    let r = next_report(&mut reports).await;
+    assert_eq!(r.state, ReportState::Unconfirmed);
+    assert_eq!(r.verification_id, "vf_lost");
+    assert_eq!(r.reference, submitted.reference);
+    assert_eq!(carrier.stats().receipts_missing.load(Ordering::Relaxed), 1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), reports.recv())
+            .await
+            .is_err(),
+        "reported once"
+    );
+    carrier.shutdown().await;
 }

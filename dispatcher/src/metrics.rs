@@ -51,7 +51,7 @@ pub struct Metrics {
     failed_push: Counter,
     send_seconds_sms: Histogram,
     send_seconds_push: Histogram,
-    reports: [Counter; 4],
+    reports: [Counter; 5],
     escalations: [Counter; 2],
     acknowledgements: Counter,
     /// Channel answers the store refused to record after every retry (kept for when
@@ -101,8 +101,14 @@ impl Metrics {
             failed_push: sends("push", "failed"),
             send_seconds_sms: seconds("sms"),
             send_seconds_push: seconds("push"),
-            reports: ["delivered", "undeliverable", "expired", "rejected"]
-                .map(|state| metrics::counter!("otpd_delivery_reports_total", "state" => state)),
+            reports: [
+                "delivered",
+                "undeliverable",
+                "expired",
+                "rejected",
+                "unconfirmed",
+            ]
+            .map(|state| metrics::counter!("otpd_delivery_reports_total", "state" => state)),
             escalations: ["push_timeout", "push_failed"]
                 .map(|cause| metrics::counter!("otpd_escalations_total", "cause" => cause)),
             acknowledgements: metrics::counter!("otpd_push_acknowledgements_total"),
@@ -178,6 +184,7 @@ impl Metrics {
             SendState::Delivered => 0,
             SendState::Undeliverable => 1,
             SendState::Expired => 2,
+            SendState::Unconfirmed => 4,
             _ => 3,
         };
         self.reports[i].increment(1);

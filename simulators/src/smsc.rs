@@ -174,6 +174,8 @@ pub struct Stats {
     pub refused: AtomicU64,
     pub dropped_connections: AtomicU64,
     pub receipts_sent: AtomicU64,
+    /// Receipts sent again because the link they went on was lost unacknowledged.
+    pub receipts_redelivered: AtomicU64,
     pub enquire_links: AtomicU64,
     pub unbinds: AtomicU64,
 }
@@ -209,11 +211,28 @@ struct Shared {
     next_conn: AtomicU64,
     /// Receiving binds by system_id, for routing receipts.
     receivers: Mutex<HashMap<String, Vec<Receiver>>>,
+    /// Receipts sent and not acknowledged yet, by (connection, sequence number): a
+    /// real SMSC keeps a receipt until its deliver_sm_resp, and sends it again on
+    /// another bind of the account when the link it went on is lost.
+    unacked: Mutex<HashMap<(u64, u32), Receipt>>,
+    /// Receipts of accounts with no receiving bind now, sent when one binds.
+    backlog: Mutex<HashMap<String, VecDeque<Receipt>>>,
     /// Read every PDU, answer none.
     hung: AtomicBool,
     /// Answers after their latency and receipts after their delay.
     later: DelayLine<Later>,
 }
+
+/// A receipt to deliver to an account's receiving binds.
+#[derive(Clone)]
+struct Receipt {
+    system_id: String,
+    deliver: Pdu,
+}
+
+/// Receipts held for one account, or unacknowledged, at most: beyond, the oldest
+/// backlog entry is dropped (a simulator must stay bounded too).
+const MAX_HELD_RECEIPTS: usize = 1 << 20;
 
 /// What the SMSC does later.
 enum Later {
@@ -339,6 +358,8 @@ impl Smsc {
                 next_id: AtomicU64::new(1),
                 next_conn: AtomicU64::new(1),
                 receivers: Mutex::new(HashMap::new()),
+                unacked: Mutex::new(HashMap::new()),
+                backlog: Mutex::new(HashMap::new()),
                 hung: AtomicBool::new(false),
             }
         });
@@ -499,8 +520,12 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
                     .await;
                 break;
             }
-            // Answers to what we sent (deliver_sm_resp, enquire_link_resp): nothing to do.
-            Some(Pdu::DeliverSmResp(_)) | Some(Pdu::EnquireLinkResp) | Some(Pdu::GenericNack) => {}
+            // The receipt sent with this sequence number is acknowledged.
+            Some(Pdu::DeliverSmResp(_)) => {
+                shared.unacked.lock().remove(&(conn, seq));
+            }
+            // Answers to what we sent (enquire_link_resp): nothing to do.
+            Some(Pdu::EnquireLinkResp) | Some(Pdu::GenericNack) => {}
             _ => {
                 let _ = tx
                     .send(reply(CommandStatus::EsmeRinvcmdid, Pdu::GenericNack))
@@ -513,6 +538,23 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver
         .lock()
         .values_mut()
         .for_each(|list| list.retain(|r| r.conn != conn));
+    // Receipts this link never acknowledged go again, on another bind.
+    let orphaned: Vec<Receipt> = {
+        let mut unacked = shared.unacked.lock();
+        let keys: Vec<(u64, u32)> = unacked
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .copied()
+            .collect();
+        keys.iter().filter_map(|k| unacked.remove(k)).collect()
+    };
+    for receipt in orphaned {
+        shared
+            .stats
+            .receipts_redelivered
+            .fetch_add(1, Ordering::Relaxed);
+        route_receipt(&shared, receipt);
+    }
     let _ = tx.send(Outgoing::Close).await;
     let _ = writer.await;
 }
@@ -585,6 +627,13 @@ async fn on_bind(
                     });
             }
             let _ = link.tx.send(link.reply(CommandStatus::EsmeRok, resp)).await;
+            if kind != BindKind::Transmitter {
+                // Receipts that waited for a receiving bind of this account.
+                let waiting = shared.backlog.lock().remove(&system_id).unwrap_or_default();
+                for receipt in waiting {
+                    route_receipt(shared, receipt);
+                }
+            }
             Some((kind, system_id))
         }
         Err(status) => {
@@ -764,21 +813,53 @@ fn send_receipt(shared: &Shared, message: Received, n: u64) {
         else {
             return;
         };
-        let target = {
-            let receivers = shared.receivers.lock();
-            receivers
-                .get(&message.system_id)
-                .and_then(|list| list.first())
-                .map(|r| (r.tx.clone(), r.sequence.fetch_add(1, Ordering::Relaxed)))
-        };
-        if let Some((tx, seq)) = target {
-            let command = Command::new(CommandStatus::EsmeRok, seq, deliver);
-            // Counted when queued; one behind a full queue is counted when it goes.
-            if queue(&tx, Outgoing::Command(command)) {
-                shared.stats.receipts_sent.fetch_add(1, Ordering::Relaxed);
+        shared.stats.receipts_sent.fetch_add(1, Ordering::Relaxed);
+        route_receipt(
+            shared,
+            Receipt {
+                system_id: message.system_id,
+                deliver: deliver.into(),
+            },
+        );
+    }
+}
+
+/// Send a receipt on the account's first receiving bind and hold it until that
+/// link acknowledges it; with no receiving bind, hold it until one binds.
+fn route_receipt(shared: &Shared, receipt: Receipt) {
+    let target = {
+        let receivers = shared.receivers.lock();
+        receivers
+            .get(&receipt.system_id)
+            .and_then(|list| list.first())
+            .map(|r| {
+                (
+                    r.conn,
+                    r.tx.clone(),
+                    r.sequence.fetch_add(1, Ordering::Relaxed),
+                )
+            })
+    };
+    if let Some((conn, tx, seq)) = target {
+        {
+            let mut unacked = shared.unacked.lock();
+            if unacked.len() < MAX_HELD_RECEIPTS {
+                unacked.insert((conn, seq), receipt.clone());
             }
         }
+        let command = Command::new(CommandStatus::EsmeRok, seq, receipt.deliver.clone());
+        if queue(&tx, Outgoing::Command(command)) {
+            return;
+        }
+        // The link is closing: the receipt waits for another.
+        shared.unacked.lock().remove(&(conn, seq));
     }
+    let mut backlog = shared.backlog.lock();
+    let held = backlog.entry(receipt.system_id.clone()).or_default();
+    if held.len() >= MAX_HELD_RECEIPTS {
+        held.pop_front();
+    }
+    held.push_back(receipt);
 }
 
 fn tlv_state(state: MessageState) -> u8 {

@@ -484,3 +484,87 @@ async fn a_hung_smsc_reads_but_answers_nothing_until_it_resumes() {
     assert_eq!(resp.sequence_number(), 4);
     assert_eq!(resp.status(), CommandStatus::EsmeRok);
 }
+
+/// Bind a receiver of account `acct`.
+async fn receiver(smsc: &Smsc) -> Client {
+    let mut rx = connect(smsc).await;
+    let bind_rx = rusmpp::pdus::BindReceiver::builder()
+        .system_id(c("acct"))
+        .password(c("pw"))
+        .interface_version(InterfaceVersion::Smpp3_4)
+        .build();
+    rx.send(Command::new(CommandStatus::EsmeRok, 1, bind_rx))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.status(), CommandStatus::EsmeRok);
+    rx
+}
+
+/// As a real SMSC: a receipt is kept until its deliver_sm_resp. The first receiver
+/// takes it and drops its link without answering; the receipt goes again to the
+/// other receiver of the account, which acknowledges it; it goes no third time.
+/// With no receiver bound, a receipt waits for one.
+#[tokio::test]
+async fn an_unacknowledged_receipt_goes_again_on_another_bind() {
+    let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
+    let mut tx = connect(&smsc).await;
+    let bind_tx = BindTransmitter::builder()
+        .system_id(c("acct"))
+        .password(c("pw"))
+        .interface_version(InterfaceVersion::Smpp3_4)
+        .build();
+    tx.send(Command::new(CommandStatus::EsmeRok, 1, bind_tx))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut tx).await.status(), CommandStatus::EsmeRok);
+    let mut first = receiver(&smsc).await;
+    let mut second = receiver(&smsc).await;
+
+    submit(&mut tx, 2, 1).await;
+    let id = message_id(&next(&mut tx).await);
+    let deliver = next(&mut first).await;
+    assert!(
+        matches!(deliver.pdu(), Some(Pdu::DeliverSm(_))),
+        "{deliver:?}"
+    );
+    drop(first);
+    let again = next(&mut second).await;
+    let Some(Pdu::DeliverSm(d)) = again.pdu() else {
+        panic!("{again:?}")
+    };
+    assert_eq!(pdu::receipt_of(d).unwrap().unwrap().message_id, id);
+    second
+        .send(Command::new(
+            CommandStatus::EsmeRok,
+            again.sequence_number(),
+            DeliverSmResp::builder().build(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        smsc.stats()
+            .receipts_redelivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Acknowledged: dropping this link sends it nowhere.
+    drop(second);
+    let mut third = receiver(&smsc).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), third.next())
+            .await
+            .is_err(),
+        "an acknowledged receipt is not sent again"
+    );
+    drop(third);
+
+    // No receiver at all: the receipt waits for one to bind.
+    submit(&mut tx, 3, 1).await;
+    let id = message_id(&next(&mut tx).await);
+    let mut late = receiver(&smsc).await;
+    let deliver = next(&mut late).await;
+    let Some(Pdu::DeliverSm(d)) = deliver.pdu() else {
+        panic!("{deliver:?}")
+    };
+    assert_eq!(pdu::receipt_of(d).unwrap().unwrap().message_id, id);
+}

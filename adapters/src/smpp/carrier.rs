@@ -64,6 +64,9 @@ pub struct CarrierConfig {
     pub receipt_ids: IdForms,
     /// Which form each submit_sm's `validity_period` takes.
     pub validity: ValidityForm,
+    /// How long past the code's expiry a message waits for its final receipts;
+    /// then it is reported [`ReportState::Unconfirmed`].
+    pub receipt_wait: Duration,
 }
 
 /// Counters of a carrier, beside its binds' own.
@@ -114,10 +117,13 @@ fn other_base_after(grace: Duration) -> Duration {
     OTHER_BASE_AFTER.min(grace / 2)
 }
 
-/// How long past a message's validity its directory note and its place in the
-/// matcher are kept: an SMSC sends the final receipt at the latest when the validity
-/// ends, a little after on a slow link.
+/// How long past a message's validity its directory note is kept: an SMSC sends the
+/// final receipt at the latest when the validity ends, a little after on a slow
+/// link.
 const NOTE_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// The default of [`CarrierConfig::receipt_wait`].
+pub const RECEIPT_WAIT: Duration = NOTE_MARGIN;
 
 /// A message whose bind lost its link waits this long for the bind to come back;
 /// then the carrier gives it up (the bind will not send it later) and reports a
@@ -244,7 +250,7 @@ impl SmppCarrier {
             verification_id: message.verification_id.clone(),
             send: message.send,
         };
-        let keep_until = now + until(message.expires_at_ms) + NOTE_MARGIN;
+        let keep_until = now + until(message.expires_at_ms) + self.config.receipt_wait;
         let events = self.router.lock().submitted(ids, sent, keep_until, now);
         for report in account(&self.config.name, &self.stats, events).reports {
             let _ = self.reports_tx.try_send(report);
@@ -294,6 +300,13 @@ fn account(carrier: &str, stats: &CarrierStats, events: Vec<Event<Sent>>) -> Acc
                 stats.receipts_missing.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("otpd_smpp_receipts_missing_total", "carrier" => carrier.to_string()).increment(1);
                 tracing::debug!(carrier = %carrier, reference = %sent.reference, verification = %sent.verification_id, "no final receipt came for a message before it lapsed");
+                out.reports.push(DeliveryReport {
+                    reference: sent.reference,
+                    verification_id: sent.verification_id,
+                    send: sent.send,
+                    state: ReportState::Unconfirmed,
+                    error: Some(format!("{carrier}: no final receipt came")),
+                });
             }
         }
     }

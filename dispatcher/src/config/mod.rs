@@ -382,6 +382,10 @@ pub struct SmppCarrierConfig {
     pub receipt_ids: ReceiptIdsConfig,
     /// `validity_period` of each submit_sm: `relative`, `absolute` or `none`.
     pub validity_period: ValidityConfig,
+    /// How long past the code's expiry a message waits for its final receipt;
+    /// then its send is closed as `unconfirmed`.
+    #[serde(with = "humantime_serde")]
+    pub receipt_wait: Duration,
     /// Keepalive when the link is idle.
     #[serde(with = "humantime_serde")]
     pub enquire_link_interval: Duration,
@@ -421,6 +425,7 @@ impl Default for SmppCarrierConfig {
             gsm7_packed: false,
             receipt_ids: ReceiptIdsConfig::Learn,
             validity_period: ValidityConfig::Relative,
+            receipt_wait: otpd_adapters::smpp::carrier::RECEIPT_WAIT,
             enquire_link_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),

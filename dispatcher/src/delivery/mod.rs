@@ -872,6 +872,7 @@ pub async fn apply_reports(
             ReportState::Undeliverable => SendState::Undeliverable,
             ReportState::Expired => SendState::Expired,
             ReportState::Rejected => SendState::Rejected,
+            ReportState::Unconfirmed => SendState::Unconfirmed,
         };
         metrics.reported(state);
         let Ok(id) = report.verification_id.parse::<VerificationId>() else {

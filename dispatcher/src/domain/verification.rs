@@ -126,10 +126,13 @@ pub enum SendState {
     Expired,
     /// The network refused it after accepting it.
     Rejected,
+    /// No final receipt came within the carrier's wait (`receipt_wait` past the
+    /// code's expiry): lost on the way, or never sent by the SMSC.
+    Unconfirmed,
 }
 
 impl SendState {
-    pub const ALL: [SendState; 7] = [
+    pub const ALL: [SendState; 8] = [
         SendState::Queued,
         SendState::Sent,
         SendState::Failed,
@@ -137,6 +140,7 @@ impl SendState {
         SendState::Undeliverable,
         SendState::Expired,
         SendState::Rejected,
+        SendState::Unconfirmed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +152,7 @@ impl SendState {
             SendState::Undeliverable => "undeliverable",
             SendState::Expired => "expired",
             SendState::Rejected => "rejected",
+            SendState::Unconfirmed => "unconfirmed",
         }
     }
 
@@ -159,6 +164,7 @@ impl SendState {
                 | SendState::Undeliverable
                 | SendState::Expired
                 | SendState::Rejected
+                | SendState::Unconfirmed
         )
     }
 }

@@ -226,5 +226,6 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
             ValidityConfig::Absolute => ValidityForm::Absolute,
             ValidityConfig::None => ValidityForm::Omitted,
         },
+        receipt_wait: c.receipt_wait,
     }
 }

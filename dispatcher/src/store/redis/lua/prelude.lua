@@ -17,6 +17,7 @@ end
 -- A delivery report says the end of a send's story.
 local function reported(s)
   return s == 'delivered' or s == 'undeliverable' or s == 'expired' or s == 'rejected'
+    or s == 'unconfirmed'
 end
 
 -- Whether two strings are equal, in time that depends on their length only.
