@@ -12,10 +12,11 @@
 //! hexadecimal id holds a letter unmatched for ever.
 //!
 //! So the matcher works out each carrier's [`IdForm`] — configured, or learned:
-//! - from the ids' shapes, which rule forms out for good (a letter in a submit's id
-//!   means the submit side is hexadecimal; a letter in a receipt's id, the receipt
-//!   side; any other character, that ids are opaque strings written one way), and
-//! - from receipts that matched through one form only; once one form holds
+//! - from the ids' shapes: ids read alike (all digits on both sides, or letters on
+//!   both) are taken as written; another base is considered only once one side shows
+//!   hexadecimal letters and the other never has (any other character: opaque ids,
+//!   written one way), and
+//! - then from receipts that matched through one form only; once one form holds
 //!   [`LEARN_AFTER`] such matches and nine in ten of all of them, it is the
 //!   carrier's, and from then on a receipt id has exactly one reading, matched at
 //!   once.
@@ -114,48 +115,52 @@ fn hex_as_decimal(id: &str) -> Option<String> {
 /// What the matcher knows of a carrier's id form.
 #[derive(Debug, Clone, Default)]
 struct Learning {
-    /// Forms the ids' shapes have ruled out.
-    ruled_out: [bool; 3],
+    /// A submit's id held a hexadecimal letter: the submit side is hexadecimal.
+    submit_letters: bool,
+    /// A receipt's id held one: the receipt side is hexadecimal.
+    receipt_letters: bool,
+    /// An id held something else: ids are opaque strings, written one way.
+    opaque: bool,
     /// Receipts that matched through this form and no other.
     single: [u32; 3],
 }
 
+/// What an id's characters say of its base.
+fn shape(id: &str) -> (bool, bool) {
+    let letters = id
+        .bytes()
+        .any(|b| b.is_ascii_hexdigit() && !b.is_ascii_digit());
+    let opaque = !id.bytes().all(|b| b.is_ascii_hexdigit());
+    (letters, opaque)
+}
+
 impl Learning {
-    fn rule_out(&mut self, forms: &[IdForm]) {
-        let mut next = self.ruled_out;
-        for form in forms {
-            next[form.index()] = true;
-        }
-        // An SMSC whose ids contradict every form keeps the plain one.
-        if next.iter().all(|&out| out) {
-            next = [false, true, true];
-        }
-        self.ruled_out = next;
-    }
-
-    /// What a submit's id says: a letter means hexadecimal; anything but hexadecimal
-    /// digits, an opaque id written the same way everywhere.
     fn submitted(&mut self, id: &str) {
-        if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.rule_out(&[IdForm::HexThenDecimal, IdForm::DecimalThenHex]);
-        } else if !id.bytes().all(|b| b.is_ascii_digit()) {
-            self.rule_out(&[IdForm::DecimalThenHex]);
-        }
+        let (letters, opaque) = shape(id);
+        self.submit_letters |= letters;
+        self.opaque |= opaque;
     }
 
-    /// What a receipt's id says, the same way round.
     fn receipted(&mut self, id: &str) {
-        if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.rule_out(&[IdForm::HexThenDecimal, IdForm::DecimalThenHex]);
-        } else if !id.bytes().all(|b| b.is_ascii_digit()) {
-            self.rule_out(&[IdForm::HexThenDecimal]);
-        }
+        let (letters, opaque) = shape(id);
+        self.receipt_letters |= letters;
+        self.opaque |= opaque;
     }
 
+    /// The forms the ids' shapes allow. Reading an id in another base is only
+    /// considered once the ids show that the two sides differ — a letter on one
+    /// side, never on the other: digits alike on both sides are taken to mean the
+    /// same number. (Matching through another base on a guess confused messages when
+    /// receipts for other nodes' messages came in: their ids, read as hexadecimal,
+    /// named this node's own.)
     fn possible(&self) -> impl Iterator<Item = IdForm> + '_ {
-        IdForm::ALL
-            .into_iter()
-            .filter(|f| !self.ruled_out[f.index()])
+        let hex_then_decimal = self.submit_letters && !self.receipt_letters && !self.opaque;
+        let decimal_then_hex = self.receipt_letters && !self.submit_letters && !self.opaque;
+        IdForm::ALL.into_iter().filter(move |f| match f {
+            IdForm::AsSubmitted => true,
+            IdForm::HexThenDecimal => hex_then_decimal,
+            IdForm::DecimalThenHex => decimal_then_hex,
+        })
     }
 
     /// The carrier's form, once it is known.
@@ -711,6 +716,24 @@ mod tests {
         assert_eq!(
             settled(&m.receipt(delivered("255"), start)),
             [(255, MessageState::Delivered)]
+        );
+    }
+
+    /// Several nodes on one account: receipts for the other nodes' messages reach
+    /// this one. `45`, read as hexadecimal, is 69 — this node's own message — but
+    /// ids all digits on both sides are read as written: it is held for the
+    /// directory, and 69 waits for its own receipt.
+    #[test]
+    fn another_nodes_receipt_never_takes_this_nodes_message_through_another_base() {
+        let mut m = matcher(IdForms::Learn);
+        let now = Instant::now();
+        m.submitted(&["69".into()], 69, now + HOLD, now);
+        assert_eq!(m.form(), Some(IdForm::AsSubmitted));
+        assert_eq!(m.receipt(delivered("45"), now), [Event::Held("45".into())]);
+        assert!(m.tick(now + HOLD / 2).is_empty());
+        assert_eq!(
+            settled(&m.receipt(delivered("69"), now + HOLD / 2)),
+            [(69, MessageState::Delivered)]
         );
     }
 
