@@ -21,12 +21,14 @@ use otpd::numbers::reader::{NumberKind, NumberLine, Region};
 use otpd::policy::limiter::{CheckLimits, IssueLimits};
 use otpd::secrets::code::{CodeLength, CodeMac, SealedCode};
 use otpd::secrets::id::{ShardTag, VerificationId};
+use otpd::store::redis::directory::RedisDirectory;
 use otpd::store::redis::{Keys, Redis};
 use otpd::store::{
     Idempotency, IdempotencyBegin, IssueOutcome, MemoryStore, PutSubscriber, RedisStore, Registry,
     Store, StoredResponse, Verifications,
 };
 use otpd_adapters::ChannelKind;
+use otpd_adapters::smpp::directory::{MemoryDirectory, MessageDirectory, Noted};
 use otpd_e2e::redis::{RedisCluster, RedisServer};
 
 const T0: UnixMillis = UnixMillis(1_795_435_200_000);
@@ -975,6 +977,79 @@ async fn memory_concurrent_checks_approve_once() {
 async fn redis_concurrent_checks_approve_once() {
     let server = RedisServer::start();
     concurrent_checks_approve_once(Arc::new(redis_store(vec![server.url()], false, "otpd"))).await;
+}
+
+// ---- the message directory: memory and Redis ----
+
+/// Notes are found under every part's id, in either base when asked, one at a time
+/// or in a batch (in order, `None` where nothing was noted).
+async fn directory_finds_what_was_noted(directory: &dyn MessageDirectory) {
+    let noted = Noted {
+        verification_id: "vf_1".into(),
+        send: 1,
+        ids: vec!["a01f".into(), "a020".into()],
+    };
+    directory
+        .note("movistar", noted.clone(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        directory.find("movistar", "00A020", false).await.unwrap(),
+        Some(noted.clone())
+    );
+    assert_eq!(
+        directory.find("vodafone", "a01f", false).await.unwrap(),
+        None,
+        "per carrier"
+    );
+    // 0xa01f = 40991, in decimal: only with the other base.
+    assert_eq!(
+        directory.find("movistar", "40991", false).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        directory.find("movistar", "40991", true).await.unwrap(),
+        Some(noted.clone())
+    );
+    let ids: Vec<String> = ["a01f", "nothing", "40992", "A020"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        directory.find_many("movistar", &ids, false).await.unwrap(),
+        vec![Some(noted.clone()), None, None, Some(noted.clone())]
+    );
+    assert_eq!(
+        directory.find_many("movistar", &ids, true).await.unwrap(),
+        vec![Some(noted.clone()), None, Some(noted.clone()), Some(noted)]
+    );
+    assert!(
+        directory
+            .find_many("movistar", &[], true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn memory_directory_finds_what_was_noted() {
+    directory_finds_what_was_noted(&MemoryDirectory::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_directory_finds_what_was_noted() {
+    let server = RedisServer::start();
+    let config = RedisConfig {
+        urls: vec![server.url()],
+        ..RedisConfig::default()
+    };
+    let keys = Keys::new(
+        "otpd",
+        16,
+        otpd::secrets::code::CodeKeys::derive(b"a test secret, thirty-two bytes long").pseudonyms(),
+    );
+    let directory = RedisDirectory::start(Redis::new(&config).unwrap(), keys);
+    directory_finds_what_was_noted(&directory).await;
 }
 
 // ---- differential: the same random operations on memory and Redis ----

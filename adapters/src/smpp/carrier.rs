@@ -352,6 +352,11 @@ async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEv
         grace,
         directory,
     } = routing.clone();
+    let strays = directory.as_ref().map(|_| {
+        let (tx, rx) = mpsc::channel(MAX_STRAYS);
+        tokio::spawn(look_up_strays(routing.clone(), rx));
+        tx
+    });
     let mut sweep =
         tokio::time::interval(other_base_after(grace).max(Duration::from_millis(8)) / 4);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -377,64 +382,111 @@ async fn route_receipts(routing: Routing, mut receipts: mpsc::Receiver<ReceiptEv
         for report in accounted.reports {
             let _ = reports.send(report).await;
         }
-        if directory.is_some() {
+        if let Some(strays) = &strays {
             for message_id in accounted.strays {
-                tokio::spawn(look_up(routing.clone(), message_id));
+                // A full queue of look-ups: this one is given up (the receipt
+                // stays held, and is counted unmatched if nothing claims it).
+                let _ = strays.try_send(message_id);
             }
         }
     }
 }
 
-/// Find the message of a receipt that waits unmatched in the shared directory, and
-/// once found, await its parts here as if this node had submitted it.
-async fn look_up(routing: Routing, message_id: String) {
-    let Some(directory) = &routing.directory else {
+/// Receipts that matched nothing here, waiting for a directory look-up.
+const MAX_STRAYS: usize = 65_536;
+
+/// Receipts looked up in one round trip at most.
+const LOOKUP_BATCH: usize = 512;
+
+/// Find in the shared directory the messages of receipts that matched nothing here,
+/// and await their parts here as if this node had submitted them. Strays are
+/// looked up in batches (one round trip each, [`MessageDirectory::find_many`]) at
+/// the times of [`LOOKUPS`] from their arrival, while they are still held.
+async fn look_up_strays(routing: Routing, mut strays: mpsc::Receiver<String>) {
+    let Some(directory) = routing.directory.clone() else {
         return;
     };
-    let arrived = Instant::now();
-    for at in LOOKUPS {
-        if at >= routing.grace {
-            break;
+    // (due, arrival order) → (attempt, receipt id, arrival)
+    let mut due: std::collections::BTreeMap<(Instant, u64), (usize, String, Instant)> =
+        std::collections::BTreeMap::new();
+    let mut arrivals = 0u64;
+    loop {
+        let next = due.keys().next().map(|(at, _)| *at);
+        tokio::select! {
+            stray = strays.recv() => {
+                let Some(message_id) = stray else { return };
+                let now = Instant::now();
+                if due.len() < MAX_STRAYS {
+                    due.insert((now + LOOKUPS[0], arrivals), (0, message_id, now));
+                    arrivals += 1;
+                }
+            }
+            () = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = Instant::now();
+                let mut batch = Vec::new();
+                while batch.len() < LOOKUP_BATCH
+                    && let Some(entry) = due.first_entry()
+                    && entry.key().0 <= now
+                {
+                    let (attempt, message_id, arrived) = entry.remove();
+                    // Matched meanwhile: by a submit of this node, or another look-up.
+                    if routing.router.lock().is_held(&message_id) {
+                        batch.push((attempt, message_id, arrived));
+                    }
+                }
+                // A batch reads other bases as soon as its oldest attempt may.
+                let other_base = batch
+                    .iter()
+                    .any(|(attempt, _, _)| LOOKUPS[*attempt] >= other_base_after(routing.grace));
+                let ids: Vec<String> = batch.iter().map(|(_, id, _)| id.clone()).collect();
+                let found = match directory.find_many(&routing.carrier, &ids, other_base).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(carrier = %routing.carrier, error = %e, "cannot look receipts' messages up");
+                        vec![None; ids.len()]
+                    }
+                };
+                for ((attempt, message_id, arrived), noted) in batch.into_iter().zip(found) {
+                    match noted {
+                        Some(noted) => found_in_directory(&routing, &message_id, noted).await,
+                        None => {
+                            let next = attempt + 1;
+                            if next < LOOKUPS.len() && LOOKUPS[next] < routing.grace {
+                                tracing::debug!(carrier = %routing.carrier, %message_id, "receipt's message not in the directory yet");
+                                due.insert((arrived + LOOKUPS[next], arrivals), (next, message_id, arrived));
+                                arrivals += 1;
+                            }
+                        }
+                    }
+                }
+            }
         }
-        tokio::time::sleep_until(arrived + at).await;
-        if !routing.router.lock().is_held(&message_id) {
-            // Matched meanwhile: by a submit of this node, or by a lookup of another
-            // part of the same message.
+    }
+}
+
+/// A stray receipt's message, found in the directory: awaited here from now on.
+async fn found_in_directory(routing: &Routing, message_id: &str, noted: Noted) {
+    let events = {
+        let mut r = routing.router.lock();
+        if !r.is_held(message_id) || noted.ids.iter().any(|id| r.awaits(id)) {
             return;
         }
-        let other_base = at >= other_base_after(routing.grace);
-        let noted = match directory
-            .find(&routing.carrier, &message_id, other_base)
-            .await
-        {
-            Ok(Some(noted)) => noted,
-            Ok(None) => {
-                tracing::debug!(carrier = %routing.carrier, %message_id, "receipt's message not in the directory yet");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(carrier = %routing.carrier, error = %e, "cannot look a receipt's message up");
-                continue;
-            }
+        tracing::debug!(carrier = %routing.carrier, %message_id, verification = %noted.verification_id, "receipt's message found in the directory");
+        let now = Instant::now();
+        let sent = Sent {
+            reference: format!("{}:{}", routing.carrier, noted.ids[0]),
+            verification_id: noted.verification_id.clone(),
+            send: noted.send,
         };
-        let events = {
-            let mut r = routing.router.lock();
-            if !r.is_held(&message_id) || noted.ids.iter().any(|id| r.awaits(id)) {
-                return;
-            }
-            tracing::debug!(carrier = %routing.carrier, %message_id, verification = %noted.verification_id, "receipt's message found in the directory");
-            let now = Instant::now();
-            let sent = Sent {
-                reference: format!("{}:{}", routing.carrier, noted.ids[0]),
-                verification_id: noted.verification_id.clone(),
-                send: noted.send,
-            };
-            r.submitted(&noted.ids, sent, now + NOTE_MARGIN, now)
-        };
-        for report in account(&routing.carrier, &routing.stats, events).reports {
-            let _ = routing.reports.send(report).await;
-        }
-        return;
+        r.submitted(&noted.ids, sent, now + NOTE_MARGIN, now)
+    };
+    for report in account(&routing.carrier, &routing.stats, events).reports {
+        let _ = routing.reports.send(report).await;
     }
 }
 

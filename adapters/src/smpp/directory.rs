@@ -96,6 +96,21 @@ pub trait MessageDirectory: Send + Sync + 'static {
         message_id: &str,
         other_base: bool,
     ) -> Result<Option<Noted>, DirectoryError>;
+
+    /// [`MessageDirectory::find`] for many receipts at once, in order: a carrier
+    /// looks up the receipts that matched nothing in batches, one round trip each.
+    async fn find_many(
+        &self,
+        carrier: &str,
+        message_ids: &[String],
+        other_base: bool,
+    ) -> Result<Vec<Option<Noted>>, DirectoryError> {
+        let mut found = Vec::with_capacity(message_ids.len());
+        for id in message_ids {
+            found.push(self.find(carrier, id, other_base).await?);
+        }
+        Ok(found)
+    }
 }
 
 /// In memory, for one process with several carriers on one account, and for tests.

@@ -158,6 +158,34 @@ impl Redis {
         }
         Ok(())
     }
+
+    /// Run `commands` and return their answers, in order: one pipeline on one
+    /// server; concurrently on a cluster, where each goes to its own slot's node.
+    pub async fn query_all(&self, commands: &[Cmd]) -> Result<Vec<Value>, StoreError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn().await?;
+        if self.is_cluster() {
+            futures_util::future::join_all(commands.iter().map(|c| {
+                let mut conn = conn.clone();
+                async move { c.query_async::<Value>(&mut conn).await }
+            }))
+            .await
+            .into_iter()
+            .map(|answer| answer.map_err(unavailable))
+            .collect()
+        } else {
+            let mut pipe = redis::pipe();
+            for c in commands {
+                pipe.add_command(c.clone());
+            }
+            let mut conn = conn;
+            pipe.query_async::<Vec<Value>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+    }
 }
 
 fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, ConnectError> {

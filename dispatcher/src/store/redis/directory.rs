@@ -128,4 +128,47 @@ impl MessageDirectory for RedisDirectory {
         }
         Ok(None)
     }
+
+    /// Every key of every receipt in one pipeline (one round trip on one server).
+    async fn find_many(
+        &self,
+        carrier: &str,
+        message_ids: &[String],
+        other_base: bool,
+    ) -> Result<Vec<Option<Noted>>, DirectoryError> {
+        let keys: Vec<Vec<String>> = message_ids
+            .iter()
+            .map(|id| lookup_keys(id, other_base))
+            .collect();
+        let commands: Vec<redis::Cmd> = keys
+            .iter()
+            .flatten()
+            .map(|id| {
+                let mut get = redis::cmd("GET");
+                get.arg(self.keys.message(carrier, id));
+                get
+            })
+            .collect();
+        let mut answers = self
+            .redis
+            .query_all(&commands)
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?
+            .into_iter();
+        Ok(keys
+            .iter()
+            .map(|readings| {
+                let mut found = None;
+                for _ in readings {
+                    let answer = answers.next();
+                    if found.is_none()
+                        && let Some(redis::Value::BulkString(bytes)) = answer
+                    {
+                        found = std::str::from_utf8(&bytes).ok().and_then(Noted::decode);
+                    }
+                }
+                found
+            })
+            .collect())
+    }
 }
