@@ -247,7 +247,10 @@ pub struct DeliveryConfig {
     pub queue_capacity: usize,
     /// Sends in flight at once.
     pub concurrency: usize,
-    /// Submits per send when the channel reports a temporary failure.
+    /// Submits per send when the channel reports a temporary failure. A route
+    /// whose carriers cannot take messages at all (no live bind, breaker open) uses
+    /// none up: the send waits for one to come back while the code is worth sending
+    /// (until `routing.min_validity_left` before its expiry).
     pub max_attempts: u32,
     /// Wait before the first retry; doubles each time.
     #[serde(with = "humantime_serde")]

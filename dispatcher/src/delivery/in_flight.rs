@@ -10,6 +10,11 @@
 //! memory: the answer kept here is recorded then, or, when it is not kept, the send
 //! is recorded as interrupted — and the job acknowledged either way, instead of
 //! cycling in the stream for ever.
+//!
+//! A take can also fail after the store made it (the store went away before its
+//! answer came): the send is this node's in the store, but no worker handed it to a
+//! channel. Such a send is remembered too, and when its job comes back it is sent —
+//! never recorded as interrupted (a fault test lost a code that way).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -30,6 +35,10 @@ struct State {
     unrecorded: HashMap<SendKey, (SendResult, Option<Box<SendDetails>>)>,
     /// Arrival order of `unrecorded`, for its cap.
     order: VecDeque<SendKey>,
+    /// Sends whose take failed: no worker handed them to a channel.
+    untaken: HashSet<SendKey>,
+    /// Arrival order of `untaken`, for its cap.
+    untaken_order: VecDeque<SendKey>,
 }
 
 /// Shared by the node's workers.
@@ -89,6 +98,52 @@ impl InFlight {
         }
     }
 
+    /// Taking send `send` of `id` failed: the store may have made it this node's,
+    /// but no channel has it.
+    pub fn take_failed(&self, id: VerificationId, send: u8) {
+        let mut state = self.0.lock();
+        let key = (id, send);
+        if state.untaken.insert(key) {
+            state.untaken_order.push_back(key);
+        }
+        while state.untaken.len() > MAX_UNRECORDED {
+            let Some(oldest) = state.untaken_order.pop_front() else {
+                break;
+            };
+            state.untaken.remove(&oldest);
+        }
+    }
+
+    /// The store says the send is this node's: if it is one whose take failed (no
+    /// channel has it), a worker makes it now — one worker, however many copies of
+    /// the job come back.
+    pub fn resume(&self, id: VerificationId, send: u8) -> Option<Making> {
+        let mut state = self.0.lock();
+        let key = (id, send);
+        if state.making.contains(&key) || !state.untaken.remove(&key) {
+            return None;
+        }
+        state.untaken_order.retain(|k| *k != key);
+        state.making.insert(key);
+        Some(Making {
+            state: self.0.clone(),
+            key,
+        })
+    }
+
+    /// Start making a send unless a worker is making it already.
+    pub fn start_unless_making(&self, id: VerificationId, send: u8) -> Option<Making> {
+        let mut state = self.0.lock();
+        let key = (id, send);
+        if !state.making.insert(key) {
+            return None;
+        }
+        Some(Making {
+            state: self.0.clone(),
+            key,
+        })
+    }
+
     /// A job for a send this node took came back.
     pub fn orphan(&self, id: VerificationId, send: u8) -> Orphan {
         let mut state = self.0.lock();
@@ -133,6 +188,18 @@ mod tests {
             Orphan::Answered(SendResult::Failed { .. }, None)
         ));
         assert!(matches!(f.orphan(id(2), 1), Orphan::Unknown));
+    }
+
+    #[test]
+    fn a_send_whose_take_failed_is_resumed_by_one_worker() {
+        let f = InFlight::default();
+        assert!(f.resume(id(3), 1).is_none(), "never taken here");
+        f.take_failed(id(3), 1);
+        let making = f.resume(id(3), 1).expect("resumed");
+        assert!(f.resume(id(3), 1).is_none(), "once");
+        assert!(matches!(f.orphan(id(3), 1), Orphan::Making));
+        drop(making);
+        assert!(matches!(f.orphan(id(3), 1), Orphan::Unknown));
     }
 
     #[test]

@@ -134,9 +134,65 @@ impl RetryPolicy {
         });
         (now.plus(pause) < expires_at).then_some(pause)
     }
+
+    /// The wait before looking again for a carrier when none of the route's could
+    /// take the message at all (no live bind, breaker open): not an attempt — the
+    /// message waits for one to come back, as long as the code is worth sending.
+    fn wait_for_carrier(
+        &self,
+        asked: Option<Duration>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Option<Duration> {
+        let pause = asked.unwrap_or(self.backoff).min(CARRIER_WAIT);
+        (now.plus(pause) < expires_at).then_some(pause)
+    }
 }
 
-/// Pauses before asking a failing store again to record an answer.
+/// The longest pause between looks for a carrier that has come back.
+const CARRIER_WAIT: Duration = Duration::from_secs(1);
+
+/// Take a send for this node, asking a failing store again a few times; a taken
+/// send comes with its [`Making`]. A take the store made but whose answer was lost
+/// is answered `Mine` the next time: it is this worker's (unless another worker of
+/// the node is making the send, from a second copy of the job).
+async fn take(
+    jobs: &dyn JobLedger,
+    in_flight: &InFlight,
+    id: &VerificationId,
+    send: u8,
+    node: &str,
+) -> Result<(TakeSend, Option<Making>), crate::store::StoreError> {
+    let mut pauses = RECORD_RETRIES.iter();
+    let mut failed = false;
+    loop {
+        match jobs.take_send(id, send, node).await {
+            Ok(TakeSend::Go) => return Ok((TakeSend::Go, Some(in_flight.start(*id, send)))),
+            Ok(TakeSend::Mine) => {
+                let resumed = if failed {
+                    in_flight.start_unless_making(*id, send)
+                } else {
+                    in_flight.resume(*id, send)
+                };
+                return Ok(match resumed {
+                    Some(making) => (TakeSend::Go, Some(making)),
+                    None => (TakeSend::Mine, None),
+                });
+            }
+            Ok(other) => return Ok((other, None)),
+            Err(e) => match pauses.next() {
+                Some(pause) => {
+                    tracing::debug!(%id, send, error = %e, "taking a send failed; trying again");
+                    failed = true;
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+/// Pauses before asking a failing store again to record an answer or take a send.
 const RECORD_RETRIES: [Duration; 3] = [
     Duration::from_millis(100),
     Duration::from_millis(400),
@@ -248,17 +304,22 @@ impl Workers {
         // A queued push is taken before it goes to the providers; a queued SMS at
         // the carrier's last moment, by the gate it passes (see `TakeGate`).
         if job.receipt.is_some() && job.kind == ChannelKind::Push {
-            match self
-                .stores
-                .jobs
-                .take_send(&job.id, job.send, &self.name)
-                .await
+            match take(
+                &*self.stores.jobs,
+                &self.in_flight,
+                &job.id,
+                job.send,
+                &self.name,
+            )
+            .await
             {
-                Ok(TakeSend::Go) => making = Some(self.in_flight.start(job.id, job.send)),
-                Ok(other) => return self.not_taken(&job, other).await,
+                Ok((TakeSend::Go, taken)) => making = taken,
+                Ok((other, _)) => return self.not_taken(&job, other).await,
                 Err(e) => {
-                    // Left pending in the queue: claimed and retried later.
+                    // Left pending in the queue: claimed and retried later. The store
+                    // may have taken it all the same: remembered as never sent.
                     tracing::warn!(id = %job.id, error = %e, "could not take a send");
+                    self.in_flight.take_failed(job.id, job.send);
                     return;
                 }
             }
@@ -648,6 +709,8 @@ impl Workers {
         loop {
             let mut asked: Option<Duration> = None;
             let mut deadline_hit = false;
+            // Whether a carrier that was up failed it: only then is it an attempt.
+            let mut attempted = false;
             for name in &order {
                 let Some(slot) = self.router.slot(name) else {
                     continue;
@@ -667,7 +730,13 @@ impl Workers {
                 match tried {
                     Tried::Done(result) => return (result, Some(Box::new(details))),
                     Tried::Expired => return expired(details),
-                    Tried::Next { asked: more } => asked = asked.max(more),
+                    Tried::Next {
+                        asked: more,
+                        was_up,
+                    } => {
+                        asked = asked.max(more);
+                        attempted |= was_up;
+                    }
                     Tried::TooLate => deadline_hit = true,
                 }
             }
@@ -677,7 +746,12 @@ impl Workers {
                 return expired(details);
             }
             let now = self.clock.now();
-            let Some(pause) = self.retry.pause(round, asked, now, deadline) else {
+            let pause = if attempted {
+                self.retry.pause(round, asked, now, deadline)
+            } else {
+                self.retry.wait_for_carrier(asked, now, deadline)
+            };
+            let Some(pause) = pause else {
                 let error = match details.failovers.last() {
                     Some(f) => format!("no carrier took it; last: {}: {}", f.carrier, f.error),
                     None => "the route has no running carrier".to_string(),
@@ -686,7 +760,9 @@ impl Workers {
                 return (SendResult::Failed { error }, Some(Box::new(details)));
             };
             tokio::time::sleep(pause).await;
-            round += 1;
+            if attempted {
+                round += 1;
+            }
         }
     }
 
@@ -711,7 +787,10 @@ impl Workers {
         }
         if let Err(why) = slot.admit(now) {
             details.failover(slot, why);
-            return Tried::Next { asked: None };
+            return Tried::Next {
+                asked: None,
+                was_up: false,
+            };
         }
         let until_deadline = now.until(deadline);
         match slot
@@ -726,13 +805,17 @@ impl Workers {
             }
             Err(e @ ThrottleError::QueueFull { .. }) => {
                 details.failover(slot, &e.to_string());
-                return Tried::Next { asked: None };
+                return Tried::Next {
+                    asked: None,
+                    was_up: true,
+                };
             }
         }
         if self.clock.now() >= deadline {
             return Tried::Expired;
         }
         details.carrier = Some(name.clone());
+        let was_up = slot.channel.healthy();
         let answer = slot.channel.submit_gated(message, gate).await;
         let now = self.clock.now();
         let error = match answer {
@@ -771,7 +854,7 @@ impl Workers {
         };
         tracing::info!(id = %job.id, send = job.send, carrier = %name, round, error = %error, "carrier failed; trying the next one");
         details.failover(slot, &error.to_string());
-        Tried::Next { asked }
+        Tried::Next { asked, was_up }
     }
 }
 
@@ -785,8 +868,13 @@ enum Tried {
     /// The carrier's throughput cap has no turn before the deadline.
     TooLate,
     /// This carrier failed or was passed over: the next one (`asked`: how long the
-    /// carrier asked to be left alone).
-    Next { asked: Option<Duration> },
+    /// carrier asked to be left alone; `was_up`: it could take messages, so this
+    /// counts as an attempt — a carrier with no live bind or an open breaker does
+    /// not use the send's attempts up).
+    Next {
+        asked: Option<Duration>,
+        was_up: bool,
+    },
 }
 
 /// Takes a queued job's send for this node (see [`JobLedger::take_send`]) when the
@@ -818,27 +906,29 @@ impl SendGate for TakeGate<'_> {
         if let Taken::Took(TakeSend::Go) = *self.taken.lock() {
             return Ok(());
         }
-        let (taken, answer) = match self.jobs.take_send(&self.id, self.send, self.node).await {
-            Ok(TakeSend::Go) => {
-                *self.making.lock() = Some(self.in_flight.start(self.id, self.send));
-                (Taken::Took(TakeSend::Go), Ok(()))
-            }
-            Ok(other) => (
-                Taken::Took(other),
-                Err(ChannelError::Withheld {
-                    reason: format!("the send is not this node's to make ({other:?})"),
-                }),
-            ),
-            Err(e) => {
-                tracing::warn!(id = %self.id, error = %e, "could not take a send");
-                (
-                    Taken::Failed,
+        let (taken, answer) =
+            match take(self.jobs, self.in_flight, &self.id, self.send, self.node).await {
+                Ok((TakeSend::Go, making)) => {
+                    *self.making.lock() = making;
+                    (Taken::Took(TakeSend::Go), Ok(()))
+                }
+                Ok((other, _)) => (
+                    Taken::Took(other),
                     Err(ChannelError::Withheld {
-                        reason: format!("could not take the send: {e}"),
+                        reason: format!("the send is not this node's to make ({other:?})"),
                     }),
-                )
-            }
-        };
+                ),
+                Err(e) => {
+                    tracing::warn!(id = %self.id, error = %e, "could not take a send");
+                    self.in_flight.take_failed(self.id, self.send);
+                    (
+                        Taken::Failed,
+                        Err(ChannelError::Withheld {
+                            reason: format!("could not take the send: {e}"),
+                        }),
+                    )
+                }
+            };
         *self.taken.lock() = taken;
         answer
     }
