@@ -309,26 +309,8 @@ async fn submits_over_the_bind_tps_are_throttled() {
 #[tokio::test]
 async fn transmitter_binds_submit_and_receipts_go_to_a_receiver_of_the_account() {
     let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
-    let mut tx = connect(&smsc).await;
-    let bind_tx = BindTransmitter::builder()
-        .system_id(c("acct"))
-        .password(c("pw"))
-        .interface_version(InterfaceVersion::Smpp3_4)
-        .build();
-    tx.send(Command::new(CommandStatus::EsmeRok, 1, bind_tx))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut tx).await.status(), CommandStatus::EsmeRok);
-    let mut rx = connect(&smsc).await;
-    let bind_rx = rusmpp::pdus::BindReceiver::builder()
-        .system_id(c("acct"))
-        .password(c("pw"))
-        .interface_version(InterfaceVersion::Smpp3_4)
-        .build();
-    rx.send(Command::new(CommandStatus::EsmeRok, 1, bind_rx))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut rx).await.status(), CommandStatus::EsmeRok);
+    let mut tx = transmitter(&smsc).await;
+    let mut rx = receiver(&smsc).await;
 
     submit(&mut tx, 2, 1).await;
     let id = message_id(&next(&mut tx).await);
@@ -485,6 +467,21 @@ async fn a_hung_smsc_reads_but_answers_nothing_until_it_resumes() {
     assert_eq!(resp.status(), CommandStatus::EsmeRok);
 }
 
+/// Bind a transmitter of account `acct`.
+async fn transmitter(smsc: &Smsc) -> Client {
+    let mut tx = connect(smsc).await;
+    let bind_tx = BindTransmitter::builder()
+        .system_id(c("acct"))
+        .password(c("pw"))
+        .interface_version(InterfaceVersion::Smpp3_4)
+        .build();
+    tx.send(Command::new(CommandStatus::EsmeRok, 1, bind_tx))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut tx).await.status(), CommandStatus::EsmeRok);
+    tx
+}
+
 /// Bind a receiver of account `acct`.
 async fn receiver(smsc: &Smsc) -> Client {
     let mut rx = connect(smsc).await;
@@ -507,16 +504,7 @@ async fn receiver(smsc: &Smsc) -> Client {
 #[tokio::test]
 async fn an_unacknowledged_receipt_goes_again_on_another_bind() {
     let smsc = Smsc::start(SmscConfig::default()).await.unwrap();
-    let mut tx = connect(&smsc).await;
-    let bind_tx = BindTransmitter::builder()
-        .system_id(c("acct"))
-        .password(c("pw"))
-        .interface_version(InterfaceVersion::Smpp3_4)
-        .build();
-    tx.send(Command::new(CommandStatus::EsmeRok, 1, bind_tx))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut tx).await.status(), CommandStatus::EsmeRok);
+    let mut tx = transmitter(&smsc).await;
     let mut first = receiver(&smsc).await;
     let mut second = receiver(&smsc).await;
 

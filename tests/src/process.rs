@@ -164,3 +164,35 @@ impl Drop for OtpdProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The configuration of a node that sends SMS to one SMPP carrier, `sim`, at
+/// 127.0.0.1:`port` (account otpd/secret): `sections` adds tables (store, server,
+/// …), `carrier` adds keys to the carrier's table (binds, window, …). Every node
+/// of a test shares the code secret.
+pub fn with_carrier(port: u16, sections: &str, carrier: &str) -> String {
+    format!(
+        r#"
+[codes]
+secret = "one secret for every node, at least 32 bytes long"
+default_locale = "en"
+
+{sections}
+
+[delivery]
+sms = "smpp.sim"
+concurrency = 8
+
+[channels.smpp.sim]
+host = "127.0.0.1"
+port = {port}
+system_id = "otpd"
+password = "secret"
+source_addr = "Clave"
+registered_delivery = true
+{carrier}
+
+[log]
+level = "warn"
+"#
+    )
+}

@@ -5,54 +5,16 @@
 //! Every accepted verification ends `delivered` or `undeliverable`; none stays
 //! `sent`.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use otpd::config::SmppCarrierConfig;
 use otpd_e2e::TestServer;
 use serde_json::json;
 
-/// The npm server, killed when dropped.
-struct NodeSmsc(std::process::Child);
-
-impl Drop for NodeSmsc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_carrier_smsc(cut_after: usize) -> (NodeSmsc, u16) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop");
-    assert!(
-        dir.join("node_modules/smpp").exists(),
-        "the npm smpp package is missing: run `npm ci` in {} (scripts/test.sh does)",
-        dir.display()
-    );
-    let mut child = Command::new("node")
-        .arg("carrier-smsc.js")
-        .arg(cut_after.to_string())
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is installed (scripts/test.sh installs it when absent)");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from carrier-smsc.js: {line:?}"));
-    (NodeSmsc(child), port)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verification_ends_delivered_or_undeliverable_with_a_carrier_of_real_habits() {
-    let (_node, port) = start_carrier_smsc(40);
+    let node = otpd_e2e::interop::NodeSmsc::start("carrier-smsc.js", &["40"]);
+    let port = node.port;
     let t = TestServer::start_with(
         move |c| {
             c.channels.smpp.insert(

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use otpd_e2e::process::OtpdProcess;
+use otpd_e2e::process::{OtpdProcess, with_carrier};
 use otpd_e2e::redis::RedisServer;
 use otpd_simulators::smsc::{Account, Fault, Smsc, SmscConfig};
 use serde_json::{Value, json};
@@ -23,37 +23,12 @@ fn smsc_config() -> SmscConfig {
     }
 }
 
-/// otpd's configuration for one carrier at `smsc`, on `store` (TOML lines).
-fn config(smsc: &Smsc, store: &str) -> String {
-    format!(
-        r#"
-[codes]
-secret = "one secret for every node, at least 32 bytes long"
-default_locale = "en"
-
-{store}
-
-[delivery]
-sms = "smpp.sim"
-concurrency = 8
-
-[channels.smpp.sim]
-host = "127.0.0.1"
-port = {port}
-system_id = "otpd"
-password = "secret"
-binds = 2
-window = 8
-source_addr = "Clave"
-registered_delivery = true
-response_timeout = "2s"
-reconnect_min = "50ms"
-reconnect_max = "500ms"
-
-[log]
-level = "warn"
-"#,
-        port = smsc.addr().port(),
+/// otpd's configuration for one carrier at `smsc`, with `sections` (store, …).
+fn config(smsc: &Smsc, sections: &str) -> String {
+    with_carrier(
+        smsc.addr().port(),
+        sections,
+        "binds = 2\nwindow = 8\nresponse_timeout = \"2s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"",
     )
 }
 

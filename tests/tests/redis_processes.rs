@@ -8,45 +8,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use otpd_e2e::process::OtpdProcess;
+use otpd_e2e::process::{OtpdProcess, with_carrier};
 use otpd_e2e::redis::RedisServer;
 use otpd_simulators::smsc::{Account, ReceiptPolicy, Smsc, SmscConfig};
 use serde_json::{Value, json};
 
 fn config(redis: &RedisServer, smsc: &Smsc) -> String {
-    format!(
-        r#"
-[codes]
-secret = "one secret for every node, at least 32 bytes long"
-default_locale = "en"
-
-[store]
-kind = "redis"
-
-[redis]
-urls = ["{redis}"]
-claim_after = "1s"
-
-[delivery]
-sms = "smpp.sim"
-concurrency = 8
-
-[channels.smpp.sim]
-host = "127.0.0.1"
-port = {port}
-system_id = "otpd"
-password = "secret"
-binds = 1
-window = 4
-source_addr = "Clave"
-registered_delivery = true
-
-[log]
-level = "warn"
-"#,
-        redis = redis.url(),
-        port = smsc.addr().port(),
-    )
+    let sections = format!(
+        "[store]\nkind = \"redis\"\n\n[redis]\nurls = [\"{}\"]\nclaim_after = \"1s\"",
+        redis.url()
+    );
+    with_carrier(smsc.addr().port(), &sections, "binds = 1\nwindow = 4")
 }
 
 async fn get(client: &reqwest::Client, url: String) -> Value {

@@ -3,9 +3,6 @@
 //! installs it (`npm ci` in tests/interop); without it this test fails, it does not
 //! skip.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use otpd_adapters::smpp::matcher::{Event, IdForms, MatcherConfig, ReceiptMatcher};
@@ -13,48 +10,10 @@ use otpd_adapters::smpp::pdu::{self, Address, SubmitOptions};
 use otpd_adapters::smpp::receipt::MessageState;
 use otpd_adapters::smpp::session::{Bind, BindConfig, BindState};
 
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop")
-}
-
-/// The npm server, killed when dropped.
-struct NodeSmsc(std::process::Child);
-
-impl Drop for NodeSmsc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_node_smsc() -> (NodeSmsc, u16) {
-    let dir = interop_dir();
-    assert!(
-        dir.join("node_modules/smpp").exists(),
-        "the npm smpp package is missing: run `npm ci` in {} (scripts/test.sh does)",
-        dir.display()
-    );
-    let mut child = Command::new("node")
-        .arg("smsc.js")
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is installed (scripts/test.sh installs it when absent)");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from smsc.js: {line:?}"));
-    (NodeSmsc(child), port)
-}
-
 #[tokio::test]
 async fn otpd_binds_submits_and_matches_receipts_with_the_npm_smpp_server() {
-    let (_node, port) = start_node_smsc();
+    let node = otpd_e2e::interop::NodeSmsc::start("smsc.js", &[]);
+    let port = node.port;
     let (tx, mut receipts) = tokio::sync::mpsc::channel(16);
     let bind = Bind::start(
         BindConfig {
