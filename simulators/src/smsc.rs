@@ -173,6 +173,7 @@ pub struct Stats {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub dropped_connections: AtomicU64,
+    /// Receipts made: sent, or held until a receiving bind of the account binds.
     pub receipts_sent: AtomicU64,
     /// Receipts sent again because the link they went on was lost unacknowledged.
     pub receipts_redelivered: AtomicU64,
@@ -242,7 +243,7 @@ enum Later {
 
 /// Queue `out` on a connection's writer without waiting; a full queue is waited on
 /// by a task of its own, so that the delay line never stalls behind one connection.
-/// Returns whether it was queued at once.
+/// Returns false only when the connection is closed (nothing will go out).
 fn queue(tx: &mpsc::Sender<Outgoing>, out: Outgoing) -> bool {
     match tx.try_send(out) {
         Ok(()) => true,
@@ -252,7 +253,7 @@ fn queue(tx: &mpsc::Sender<Outgoing>, out: Outgoing) -> bool {
             tokio::spawn(async move {
                 let _ = tx.send(out).await;
             });
-            false
+            true
         }
     }
 }
@@ -851,7 +852,7 @@ fn route_receipt(shared: &Shared, receipt: Receipt) {
         if queue(&tx, Outgoing::Command(command)) {
             return;
         }
-        // The link is closing: the receipt waits for another.
+        // The link is closed: the receipt waits for another.
         shared.unacked.lock().remove(&(conn, seq));
     }
     let mut backlog = shared.backlog.lock();
