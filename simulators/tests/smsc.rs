@@ -467,34 +467,35 @@ async fn a_hung_smsc_reads_but_answers_nothing_until_it_resumes() {
     assert_eq!(resp.status(), CommandStatus::EsmeRok);
 }
 
+/// Bind as `bind` (a bind PDU of account `acct`), checked accepted.
+async fn bound(smsc: &Smsc, bind: impl Into<Pdu>) -> Client {
+    let mut client = connect(smsc).await;
+    client
+        .send(Command::new(CommandStatus::EsmeRok, 1, bind.into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut client).await.status(), CommandStatus::EsmeRok);
+    client
+}
+
 /// Bind a transmitter of account `acct`.
 async fn transmitter(smsc: &Smsc) -> Client {
-    let mut tx = connect(smsc).await;
-    let bind_tx = BindTransmitter::builder()
+    let bind = BindTransmitter::builder()
         .system_id(c("acct"))
         .password(c("pw"))
         .interface_version(InterfaceVersion::Smpp3_4)
         .build();
-    tx.send(Command::new(CommandStatus::EsmeRok, 1, bind_tx))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut tx).await.status(), CommandStatus::EsmeRok);
-    tx
+    bound(smsc, bind).await
 }
 
 /// Bind a receiver of account `acct`.
 async fn receiver(smsc: &Smsc) -> Client {
-    let mut rx = connect(smsc).await;
-    let bind_rx = rusmpp::pdus::BindReceiver::builder()
+    let bind = rusmpp::pdus::BindReceiver::builder()
         .system_id(c("acct"))
         .password(c("pw"))
         .interface_version(InterfaceVersion::Smpp3_4)
         .build();
-    rx.send(Command::new(CommandStatus::EsmeRok, 1, bind_rx))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut rx).await.status(), CommandStatus::EsmeRok);
-    rx
+    bound(smsc, bind).await
 }
 
 /// As a real SMSC: a receipt is kept until its deliver_sm_resp. The first receiver

@@ -151,6 +151,54 @@ impl OtpdProcess {
         }
     }
 
+    /// `GET` every verification of `ids` (number → id): number → what it answered.
+    pub async fn records(
+        &self,
+        ids: &std::collections::HashMap<String, String>,
+    ) -> std::collections::HashMap<String, serde_json::Value> {
+        let client = crate::client();
+        let mut records = std::collections::HashMap::new();
+        for (number, id) in ids {
+            let v: serde_json::Value = client
+                .get(format!("{}/v1/verifications/{id}", self.base))
+                .send()
+                .await
+                .expect("an answer")
+                .json()
+                .await
+                .expect("JSON");
+            records.insert(number.clone(), v);
+        }
+        records
+    }
+
+    /// [`OtpdProcess::records`] once no send of `ids` is queued any more (within
+    /// `within`, else the test fails with this process's log).
+    pub async fn records_once_none_queued(
+        &self,
+        ids: &std::collections::HashMap<String, String>,
+        within: Duration,
+    ) -> std::collections::HashMap<String, serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let records = self.records(ids).await;
+            let queued = records
+                .values()
+                .filter(|v| v["delivery"]["state"] == "queued")
+                .count();
+            if queued == 0 {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queued} of {} still queued; log:\n{}",
+                ids.len(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: no shutdown, no flushing, nothing.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -81,34 +81,9 @@ async fn sigterm_with_sends_in_flight_finishes_them_unbinds_and_loses_nothing() 
     // The next node sends what A had not taken; every send ends answered.
     let b = OtpdProcess::start(&config).await;
     b.wait_channels().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let records = loop {
-        let mut records = HashMap::new();
-        for (number, id) in &ids {
-            let v: Value = client
-                .get(format!("{}/v1/verifications/{id}", b.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            records.insert(number.clone(), v);
-        }
-        let queued = records
-            .values()
-            .filter(|v| v["delivery"]["state"] == "queued")
-            .count();
-        if queued == 0 {
-            break records;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{queued} of {total} still queued; B's log:\n{}",
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let records = b
+        .records_once_none_queued(&ids, Duration::from_secs(30))
+        .await;
     let mut at_smsc: HashMap<String, usize> = HashMap::new();
     for m in smsc.received() {
         *at_smsc.entry(m.destination.addr.clone()).or_default() += 1;

@@ -21,17 +21,6 @@ fn config(redis: &RedisServer, smsc: &Smsc) -> String {
     with_carrier(smsc.addr().port(), &sections, "binds = 1\nwindow = 4")
 }
 
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("an answer")
-        .json()
-        .await
-        .expect("JSON")
-}
-
 /// Jobs waiting in the group under a consumer whose name carries `pid` (node names
 /// are host-pid-random).
 fn pending_of(redis: &RedisServer, pid: u32) -> usize {
@@ -109,36 +98,13 @@ async fn a_node_killed_mid_delivery_loses_nothing_and_sends_nothing_twice() {
     );
 
     // B claims A's jobs after redis.claim_after and delivers them; receipts follow.
-    let read_all = async || {
-        let mut records = HashMap::new();
-        for (number, id) in &ids {
-            let v = get(&client, format!("{}/v1/verifications/{id}", b.base)).await;
-            records.insert(number.clone(), v);
-        }
-        records
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let records = read_all().await;
-        let queued = records
-            .values()
-            .filter(|v| v["delivery"]["state"] == "queued")
-            .count();
-        if queued == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{queued} of {total} still queued; B's log:\n{}",
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.records_once_none_queued(&ids, Duration::from_secs(30))
+        .await;
     // Receipts follow: a receipt that overtook its message's submit response is
     // looked up again a little later (up to 5 s).
     let deadline = Instant::now() + Duration::from_secs(8);
     let records = loop {
-        let records = read_all().await;
+        let records = b.records(&ids).await;
         let sent = records
             .values()
             .filter(|v| v["delivery"]["state"] == "sent")
