@@ -8,7 +8,9 @@
 // - every seventh submit is refused with ESME_RTHROTTLED (0x58);
 // - every fifth receipted message is undeliverable (stat:UNDELIV err:034);
 // - once, after CUT_AFTER submits, the session is cut with submits unanswered
-//   (those get neither an answer nor a receipt).
+//   (those get neither an answer nor a receipt);
+// - like a real SMSC, a receipt whose session is gone is kept and goes out on another
+//   receiving session, or on the next one to bind.
 // Usage: node carrier-smsc.js [CUT_AFTER]
 'use strict';
 const smpp = require('smpp');
@@ -18,11 +20,22 @@ let nextId = 40960; // 0xA000: every id holds a letter somewhere
 let submits = 0;
 let receipted = 0;
 let cut = false;
+const receivers = new Set(); // live sessions bound to take receipts
+const backlog = []; // receipts that found no live session
+
+function deliver(session, receiptPdu) {
+  const target = receivers.has(session) ? session : receivers.values().next().value;
+  if (target) {
+    target.deliver_sm(receiptPdu);
+  } else {
+    backlog.push(receiptPdu);
+  }
+}
 
 function receipt(session, pdu, id, undeliverable) {
   const stat = undeliverable ? 'UNDELIV' : 'DELIVRD';
   const err = undeliverable ? '034' : '000';
-  session.deliver_sm({
+  deliver(session, {
     source_addr_ton: pdu.dest_addr_ton,
     source_addr_npi: pdu.dest_addr_npi,
     source_addr: pdu.destination_addr,
@@ -37,9 +50,15 @@ function receipt(session, pdu, id, undeliverable) {
 const server = smpp.createServer((session) => {
   let held = []; // submits of this session still to answer
   const bound = (pdu) => session.send(pdu.response());
-  session.on('bind_transceiver', bound);
+  const receiving = (pdu) => {
+    bound(pdu);
+    receivers.add(session);
+    backlog.splice(0).forEach((r) => session.deliver_sm(r));
+  };
+  session.on('bind_transceiver', receiving);
   session.on('bind_transmitter', bound);
-  session.on('bind_receiver', bound);
+  session.on('bind_receiver', receiving);
+  session.on('close', () => receivers.delete(session));
   session.on('enquire_link', (pdu) => session.send(pdu.response()));
   session.on('unbind', (pdu) => {
     session.send(pdu.response());
@@ -54,6 +73,7 @@ const server = smpp.createServer((session) => {
       held.push(pdu);
       if (held.length >= 3) {
         cut = true;
+        receivers.delete(session);
         session.socket.destroy();
       }
       return;
