@@ -57,7 +57,7 @@ fn issue_and_check(c: &mut Criterion) {
                 let start = Instant::now();
                 for n in 0..iters {
                     i += 1;
-                    if i % 1000 == 0 {
+                    if i.is_multiple_of(1000) {
                         clock.advance(Duration::from_secs(1));
                     }
                     let issued = issue(&engine, &caller, i).await.unwrap();

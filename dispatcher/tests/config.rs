@@ -200,6 +200,9 @@ fn impossible_values_are_named() {
             "bind_mode",
         ),
         ("[store]\nkind = \"postgres\"\n", "store.kind"),
+        ("[store]\npath = \"\"\n", "store.path"),
+        ("[store]\nsync = \"sometimes\"\n", "store.sync"),
+        ("[store]\nwrite_timeout = \"0s\"\n", "store.write_timeout"),
         ("[store]\nkind = \"redis\"\n", "codes.secret"),
         (
             "[store]\nkind = \"redis\"\n[codes]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[redis]\nurls = [\"http://x\"]\n",

@@ -45,8 +45,9 @@ enum Command {
         /// Override the scenario's duration (e.g. "30s").
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
-        /// Run otpd on this store instead of the scenario's: memory, or redis (the
-        /// tool starts a redis-server of its own unless the scenario names one).
+        /// Run otpd on this store instead of the scenario's: embedded (kept on disk
+        /// in the output directory), memory (nothing on disk), or redis (the tool
+        /// starts a redis-server of its own unless the scenario names one).
         #[arg(long)]
         store: Option<String>,
         /// Print no progress lines.
@@ -93,8 +94,8 @@ fn main() -> ExitCode {
                         let mut s = Scenario::load(&scenario)?;
                         if let Some(store) = store {
                             anyhow::ensure!(
-                                store == "memory" || store == "redis",
-                                "--store is memory or redis, not `{store}`"
+                                ["embedded", "memory", "redis"].contains(&store.as_str()),
+                                "--store is embedded, memory or redis, not `{store}`"
                             );
                             s.otpd.store = store;
                         }

@@ -1024,6 +1024,11 @@ async fn start_otpd(
     let config = target::config(effective, sims.endpoints());
     let config_file = options.out.join("otpd.toml");
     std::fs::write(&config_file, &config).map_err(|e| RunError::Write(config_file.clone(), e))?;
+    // Every run starts on an empty embedded store, not on what a run before left.
+    let data = options.out.join(target::DATA_DIR);
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(|e| RunError::Write(data.clone(), e))?;
+    }
     let binary = target::otpd_binary(options.otpd.as_deref())?;
     Ok(Some(
         OtpdProcess::start(

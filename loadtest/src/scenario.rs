@@ -336,7 +336,8 @@ impl Event {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtpdConfig {
-    /// `memory` or `redis`.
+    /// `embedded` (otpd's default: kept on disk), `memory` (nothing on disk) or
+    /// `redis`.
     pub store: String,
     /// A Redis of yours (loopback, `redis://host:port`); by default the tool starts
     /// its own `redis-server` on a free port.
@@ -365,7 +366,7 @@ pub struct OtpdConfig {
 impl Default for OtpdConfig {
     fn default() -> Self {
         Self {
-            store: "memory".into(),
+            store: "embedded".into(),
             redis_url: None,
             worker_threads: None,
             delivery_concurrency: 512,
@@ -446,13 +447,18 @@ impl Scenario {
         self.validate_behaviour()?;
         self.validate_carriers()?;
         match self.otpd.store.as_str() {
-            "memory" => {}
+            "embedded" | "memory" => {}
             "redis" => match &self.otpd.redis_url {
                 Some(url) if crate::target::loopback_url(url) => {}
                 Some(_) => return bad("otpd.redis_url", "must be a loopback address".into()),
                 None => {}
             },
-            other => return bad("otpd.store", format!("`{other}` is not memory or redis")),
+            other => {
+                return bad(
+                    "otpd.store",
+                    format!("`{other}` is not embedded, memory or redis"),
+                );
+            }
         }
         if self.otpd.delivery_concurrency == 0 || self.otpd.queue_capacity == 0 {
             return bad(

@@ -136,6 +136,9 @@ pub const FCM_EMAIL: &str = "otpd@clave-load.iam.gserviceaccount.com";
 pub const HMS_CLIENT: &str = "104523";
 pub const HMS_SECRET: &str = "hms-load-secret";
 
+/// The embedded store's data directory, in the output directory.
+pub const DATA_DIR: &str = "otpd-data";
+
 /// otpd's configuration for a scenario and its simulators.
 pub fn config(scenario: &Scenario, endpoints: &Endpoints) -> String {
     let o = &scenario.otpd;
@@ -156,6 +159,12 @@ pub fn config(scenario: &Scenario, endpoints: &Endpoints) -> String {
             c,
             "[store]\nkind = \"redis\"\n\n[redis]\nurls = [\"{}\"]\n",
             o.redis_url.as_deref().unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            c,
+            "[store]\nkind = \"{}\"\npath = \"{DATA_DIR}\"\n",
+            o.store
         );
     }
     let first = &endpoints.smscs[0].0;

@@ -167,6 +167,10 @@ impl TestServer {
     ) -> Self {
         let outbox = dir.path().join("outbox.jsonl");
         config.channels.file.path = outbox.clone();
+        // The embedded store (the default) keeps its data in this test's directory.
+        if config.store.path == otpd::config::StoreConfig::default().path {
+            config.store.path = dir.path().join("data");
+        }
         config.codes.secret = Some("test secret, long enough for otpd: 0123456789".into());
         config.server.shutdown_grace = Duration::from_secs(5);
         let mut settings = Settings::new(config).expect("test config is valid");

@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.codes.secret = Some(String::from_utf8(otpd_benches::SECRET.to_vec())?.into());
     config.delivery.queue_capacity = 1 << 20;
+    // What HTTP costs, not a disk: the embedded store in memory only.
+    config.store.kind = otpd::config::StoreKind::Memory;
     config.log.level = "warn".into();
     let otpd_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start_on(

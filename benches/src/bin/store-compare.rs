@@ -29,6 +29,11 @@ fn redis_addr(port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The embedded store's data directory for this run (emptied before and after).
+fn data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("otpd-store-compare-{}", std::process::id()))
+}
+
 fn config(kind: StoreKind, redis_port: u16) -> Config {
     let mut c = Config::default();
     c.codes.secret = Some(
@@ -41,6 +46,7 @@ fn config(kind: StoreKind, redis_port: u16) -> Config {
     c.limits.pumping.mode = PumpingMode::Monitor;
     c.limits.subject = Rate::Off;
     c.store.kind = kind;
+    c.store.path = data_dir();
     c.redis.urls = vec![format!("redis://127.0.0.1:{redis_port}")];
     c
 }
@@ -124,6 +130,7 @@ async fn run(
     // A new number per request: 34 6xx xxx xxx, from a per-run offset.
     let offset = match kind {
         StoreKind::Memory => 600_000_000u64,
+        StoreKind::Embedded => 620_000_000u64,
         StoreKind::Redis => 650_000_000u64,
     };
     let issue = {
@@ -253,11 +260,18 @@ async fn main() -> anyhow::Result<()> {
     let port = redis.addr.port();
 
     let memory = run(StoreKind::Memory, port, seconds, connections).await?;
+    let _ = std::fs::remove_dir_all(data_dir());
+    let embedded = run(StoreKind::Embedded, port, seconds, connections).await?;
+    let _ = std::fs::remove_dir_all(data_dir());
     let on_redis = run(StoreKind::Redis, port, seconds, connections).await?;
 
-    for (name, r) in [("memory", &memory), ("redis", &on_redis)] {
+    for (name, r) in [
+        ("memory", &memory),
+        ("embedded", &embedded),
+        ("redis", &on_redis),
+    ] {
         println!(
-            "{name:>6}: issue {:.0}/s ({} ok of {}) · end to end {:.0} verifications/s · check {:.0}/s ({} of {} unexpected)",
+            "{name:>8}: issue {:.0}/s ({} ok of {}) · end to end {:.0} verifications/s · check {:.0}/s ({} of {} unexpected)",
             (r.issue.ops - r.issue.errors) as f64 / r.issue.seconds,
             r.issue.ops - r.issue.errors,
             r.issue.ops,
@@ -292,6 +306,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "redis over memory, end to end: {:.2}",
         on_redis.delivered_per_sec / memory.delivered_per_sec
+    );
+    println!(
+        "embedded (on disk, store.sync = fsync) over memory only, end to end: {:.2}",
+        embedded.delivered_per_sec / memory.delivered_per_sec
     );
     Ok(())
 }

@@ -212,16 +212,36 @@ pub enum PushAck {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
+    /// One node, in memory, its changes kept on disk at `store.path`.
+    Embedded,
+    /// One node, in memory only: a restart forgets everything.
     Memory,
     Redis,
+}
+
+/// When the embedded store counts a change as kept.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreSync {
+    /// Written to the operating system: survives otpd being killed, not a power cut.
+    Write,
+    /// Flushed to the device too (`fdatasync`, grouped across requests).
+    Fsync,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Which store: `memory` (embedded, one node) or `redis` (shared by many nodes;
-    /// see `[redis]`).
+    /// Which store: `embedded` (one node, kept on disk at `path`), `memory` (one
+    /// node, nothing on disk) or `redis` (shared by many nodes; see `[redis]`).
     pub kind: StoreKind,
+    /// The embedded store's data directory (relative to the working directory).
+    pub path: std::path::PathBuf,
+    /// When the embedded store counts a change as kept: `fsync` or `write`.
+    pub sync: StoreSync,
+    /// How long a request waits for the embedded store's disk before it fails.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// Lock shards of the embedded store (rounded up to a power of two).
     pub shards: usize,
     /// How long a verification stays readable after its validity ends.
@@ -530,7 +550,10 @@ impl Default for PurposeConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            kind: StoreKind::Memory,
+            kind: StoreKind::Embedded,
+            path: "otpd-data".into(),
+            sync: StoreSync::Fsync,
+            write_timeout: Duration::from_secs(2),
             shards: 64,
             retention: Duration::from_secs(600),
             sweep_interval: Duration::from_secs(1),
@@ -868,6 +891,22 @@ impl Config {
         }
         if self.store.kind == StoreKind::Redis {
             self.redis.validate()?;
+        }
+        if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
+            return Err(invalid(
+                "store.path",
+                "\"\"",
+                "the embedded store needs a directory (or store.kind = \"memory\" to keep nothing on disk)",
+            ));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60))
+            .contains(&self.store.write_timeout)
+        {
+            return Err(invalid(
+                "store.write_timeout",
+                humantime::format_duration(self.store.write_timeout).to_string(),
+                "must be between 10ms and 60s",
+            ));
         }
         if self.idempotency.ttl < Duration::from_secs(1) {
             return Err(invalid(

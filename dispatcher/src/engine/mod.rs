@@ -14,6 +14,7 @@ mod check;
 mod explain;
 mod issue;
 mod refusal;
+mod resume;
 
 pub use answer::{AnswerRequest, Answered};
 pub use check::Checked;

@@ -3,6 +3,6 @@
 //! and verification [`id`]s.
 
 pub mod code;
-pub(crate) mod contrast;
+pub mod contrast;
 pub mod device_key;
 pub mod id;

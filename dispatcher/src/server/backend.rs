@@ -1,7 +1,8 @@
 //! Where a node keeps its state, per `store.kind`: the embedded store in this
-//! process, or Redis shared by many nodes — records, limits, the delivery streams
-//! this node reads its jobs from, and the directory that lets a receipt reaching one
-//! node find a message another node submitted.
+//! process (its changes kept in a data directory, or in memory only), or Redis
+//! shared by many nodes — records, limits, the delivery streams this node reads its
+//! jobs from, and the directory that lets a receipt reaching one node find a
+//! message another node submitted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +13,12 @@ use tokio::task::JoinHandle;
 
 use super::ServerError;
 use super::settings::Settings;
-use crate::config::StoreKind;
+use crate::config::{StoreKind, StoreSync};
 use crate::delivery::DeliveryQueue;
+use crate::domain::clock::UnixMillis;
 use crate::secrets::code::CodeKeys;
+use crate::store::embedded::journal::Sync;
+use crate::store::embedded::{DataDir, Recovered};
 use crate::store::redis::directory::RedisDirectory;
 use crate::store::redis::queue::{JobReader, StreamConsumer};
 use crate::store::redis::{Handoff, Keys, Redis};
@@ -31,30 +35,65 @@ pub(super) struct Backend {
     consumer: Option<StreamConsumer>,
 }
 
+/// The embedded store's data directory, opened and read back at `now` (with
+/// `store.kind = "embedded"` and no store injected).
+pub(super) fn open_data_dir(
+    settings: &Settings,
+    injected: bool,
+    now: UnixMillis,
+) -> Result<Option<(DataDir, Recovered)>, ServerError> {
+    let store = &settings.config.store;
+    if injected || store.kind != StoreKind::Embedded {
+        return Ok(None);
+    }
+    let sync = match store.sync {
+        StoreSync::Write => Sync::Write,
+        StoreSync::Fsync => Sync::Fsync,
+    };
+    let (dir, recovered) = DataDir::open(&store.path, sync, now, store.write_timeout)
+        .map_err(|e| ServerError::DataDir(e.to_string()))?;
+    tracing::info!(
+        path = %store.path.display(),
+        verifications = recovered.verifications.len(),
+        subscribers = recovered.subscribers.len(),
+        unreadable = recovered.unreadable,
+        "the embedded store's data directory is open"
+    );
+    Ok(Some((dir, recovered)))
+}
+
 impl Backend {
     /// The backend `settings` name; `injected` (a test's store) replaces the store it
-    /// would build.
+    /// would build; `data` is the embedded store's directory, opened by
+    /// [`open_data_dir`].
     pub fn build(
         settings: &Settings,
         injected: Option<Stores>,
         keys: &CodeKeys,
         node: &Arc<str>,
         queue: &DeliveryQueue,
+        data: Option<(DataDir, &Recovered, UnixMillis)>,
     ) -> Result<Backend, ServerError> {
         let config = &settings.config;
-        match config.store.kind {
-            StoreKind::Memory => Ok(Backend {
-                stores: injected.unwrap_or_else(|| {
-                    Stores::of(Arc::new(MemoryStore::new(
-                        config.store.shards,
-                        config.store.retention,
-                    )))
-                }),
-                store_queues: false,
-                directory: None,
-                consumer: None,
-            }),
-            StoreKind::Redis => Backend::redis(settings, injected, keys, node, queue),
+        let store = &config.store;
+        let embedded = |stores: Stores| Backend {
+            stores,
+            store_queues: false,
+            directory: None,
+            consumer: None,
+        };
+        match (store.kind, injected, data) {
+            (StoreKind::Redis, injected, _) => {
+                Backend::redis(settings, injected, keys, node, queue)
+            }
+            (_, Some(stores), _) => Ok(embedded(stores)),
+            (_, None, Some((dir, recovered, now))) => Ok(embedded(Stores::of(Arc::new(
+                MemoryStore::durable(store.shards, store.retention, dir, recovered, now),
+            )))),
+            (_, None, None) => Ok(embedded(Stores::of(Arc::new(MemoryStore::new(
+                store.shards,
+                store.retention,
+            ))))),
         }
     }
 

@@ -46,6 +46,7 @@ use crate::numbers::reader::NumberParser;
 use crate::policy::admission::Rules;
 use crate::secrets::code::{CodeKeys, OsRandom, RandomSource};
 use crate::store::Stores;
+use crate::store::embedded::DataDir;
 use backend::Backend;
 
 /// What a server can be given instead of what its config would build: tests pass a
@@ -91,6 +92,8 @@ pub enum ServerError {
     Redis(String),
     #[error("no randomness for the server secret: {0}")]
     Random(String),
+    #[error("the embedded store: {0}")]
+    DataDir(String),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -133,13 +136,26 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let config = &settings.config;
-        let keys = CodeKeys::derive(&server_secret(config)?);
+        let started = deps.clock.now();
+        let data = backend::open_data_dir(&settings, deps.store.is_some(), started)?;
+        let keys = CodeKeys::derive(&server_secret(config, data.as_ref().map(|(d, _)| d))?);
         let (queue, jobs) = DeliveryQueue::bounded(
             config.delivery.queue_capacity,
             config.delivery.max_queue_delay,
         );
         let node = tasks::node_name();
-        let mut backend = Backend::build(&settings, deps.store, &keys, &node, &queue)?;
+        let (data, recovered) = match data {
+            Some((dir, recovered)) => (Some(dir), Some(recovered)),
+            None => (None, None),
+        };
+        let mut backend = Backend::build(
+            &settings,
+            deps.store,
+            &keys,
+            &node,
+            &queue,
+            data.map(|d| (d, recovered.as_ref().expect("read with it"), started)),
+        )?;
         let channels = match deps.channels {
             Some(channels) => channels,
             None => {
@@ -207,6 +223,13 @@ impl Server {
             in_flight: Default::default(),
             keys: keys.clone(),
         };
+        if let Some(recovered) = recovered {
+            // Behind the workers, which make room in the queue as they go.
+            tokio::spawn({
+                let engine = engine.clone();
+                async move { engine.resume(recovered.verifications).await }
+            });
+        }
         let background = Background::spawn(
             &config,
             &engine,
@@ -417,9 +440,16 @@ async fn serve_then_stop(
     served.map_err(ServerError::Serve)
 }
 
-fn server_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
+/// `codes.secret`; else the one kept in the embedded store's data directory;
+/// else a random one, for this process only.
+fn server_secret(config: &Config, data: Option<&DataDir>) -> Result<Vec<u8>, ServerError> {
     if let Some(secret) = &config.codes.secret {
         return Ok(secret.expose().as_bytes().to_vec());
+    }
+    if let Some(dir) = data {
+        return dir
+            .secret()
+            .map_err(|e| ServerError::DataDir(e.to_string()));
     }
     tracing::warn!(
         "no codes.secret configured: using a random one for this process (codes do not survive a restart)"

@@ -38,7 +38,7 @@ impl<T> ChunkedVec<T> {
 
     /// Append `value`; returns its index.
     pub fn push(&mut self, value: T) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         let chunk = self.chunks.last_mut().expect("a chunk with room");

@@ -17,6 +17,12 @@
 //!
 //! The shard is chosen by the destination's shard tag, which every id carries, so an
 //! issue-or-resend touches one shard under one lock.
+//!
+//! With a data directory ([`MemoryStore::durable`]), every change of a verification
+//! is appended to the journal under the same lock it was made under, and every
+//! registry change written to the registry file, before the caller is answered: the
+//! memory stays where requests are decided, the disk is where a restart finds them
+//! (see [`super::embedded`]).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -31,6 +37,8 @@ use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use super::chunked::ChunkedVec;
+use super::embedded::journal::Ticket;
+use super::embedded::{DataDir, Recovered};
 use super::idempotency::IdempotencyTable;
 use super::registry::Registry as RegistryTable;
 use super::{
@@ -67,6 +75,11 @@ pub struct MemoryStore {
     /// Where the limits are kept: decided around each issue and check (see
     /// [`crate::store::issue_charged`]), and by admission for the rest.
     limiter: Arc<MemoryLimiter>,
+    /// Where changes are kept to survive a restart; `None`: memory only.
+    disk: Option<Arc<DataDir>>,
+    /// Registry changes one at a time, so that the file sees them in the order the
+    /// memory did.
+    registry_writes: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -130,7 +143,123 @@ impl MemoryStore {
             live: AtomicUsize::new(0),
             escalations: Mutex::new(EscalationIndex::default()),
             limiter: Arc::new(MemoryLimiter::new()),
+            disk: None,
+            registry_writes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// A store that keeps its changes in `disk`, holding what it `recovered` from
+    /// there at `now`.
+    pub fn durable(
+        shards: usize,
+        retention: Duration,
+        disk: DataDir,
+        recovered: &Recovered,
+        now: UnixMillis,
+    ) -> Self {
+        let mut store = Self::new(shards, retention);
+        for s in &recovered.subscribers {
+            store.registry.put(s.clone());
+        }
+        for v in &recovered.verifications {
+            let retain_until = store.retain_until(v);
+            if retain_until <= now {
+                continue;
+            }
+            let dest_hash = store.dedupe_hash(v);
+            let mut shard = store.shard_of(&v.id).lock();
+            let previous = shard.find_dest(dest_hash, v);
+            shard.insert(v.clone(), dest_hash, previous, retain_until);
+            drop(shard);
+            if let Some(due) = v.escalate_at() {
+                store.escalations.lock().arm(*v.id.as_bytes(), due);
+            }
+            store.live.fetch_add(1, Ordering::Relaxed);
+        }
+        store.disk = Some(Arc::new(disk));
+        store
+    }
+
+    /// Append `v`'s new state to the journal (call it under the lock it changed
+    /// under); `None` when memory only.
+    fn journal(&self, v: &Verification) -> Option<Ticket> {
+        let disk = self.disk.as_ref()?;
+        let fields = super::redis::record::encode(v);
+        Some(
+            disk.journal
+                .append(v.id.as_bytes(), self.retain_until(v), &fields),
+        )
+    }
+
+    /// Wait until the change behind `ticket` is on disk.
+    async fn durable_wait(&self, ticket: Option<Ticket>) -> Result<(), StoreError> {
+        match (&self.disk, ticket) {
+            (Some(disk), Some(t)) => disk.journal.wait(t).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse new verifications while the disk refuses their records.
+    fn disk_accepting(&self) -> Result<(), StoreError> {
+        match self.disk.as_ref().and_then(|d| d.journal.refusal()) {
+            Some(why) => Err(StoreError::Unavailable(format!(
+                "the journal cannot be written: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Take back verification `candidate`, created but not made durable: its caller
+    /// is told it failed, so no code may go out for it, now or after a restart.
+    fn give_up(&self, candidate: &Verification) {
+        let dest_hash = self.dedupe_hash(candidate);
+        let removed = {
+            let mut shard = self.shard_of(&candidate.id).lock();
+            let slot = shard.find(&candidate.id);
+            if let (Some(disk), Some(_)) = (&self.disk, slot) {
+                let _ = disk.journal.give_up(candidate.id.as_bytes());
+            }
+            slot.map(|slot| shard.remove(slot, dest_hash)).is_some()
+        };
+        if removed {
+            self.escalations.lock().disarm(candidate.id.as_bytes());
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Make one registry change: `change` on the memory, then the subject's new
+    /// state written to the registry file; if the file refuses it, the memory is
+    /// put back as it was and the change fails.
+    async fn registry_change<T>(
+        &self,
+        subject: &str,
+        change: impl FnOnce(&RegistryTable) -> T,
+    ) -> Result<T, StoreError> {
+        let Some(disk) = self.disk.clone() else {
+            return Ok(change(&self.registry));
+        };
+        let _one_at_a_time = self.registry_writes.lock().await;
+        let before = self.registry.get(subject);
+        let out = change(&self.registry);
+        let after = self.registry.get(subject);
+        if after == before {
+            return Ok(out);
+        }
+        let name: Box<str> = subject.into();
+        let written = tokio::task::spawn_blocking(move || match after {
+            Some(s) => disk.registry.put(&s),
+            None => disk.registry.delete(&name),
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("registry write: {e}"))));
+        if let Err(e) = written {
+            self.registry.delete(subject);
+            if let Some(b) = before {
+                self.registry.put(b);
+            }
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// Verifications held right now (pending, final, or expired but retained).
@@ -244,29 +373,42 @@ impl Shard {
             if !due {
                 continue; // the slot was reused by a younger record
             }
-            let v = self.slots[slot as usize].take().expect("checked");
-            let by_id = self
-                .by_id
-                .find_entry(table_hash(id_hash(&v.id)), |e| e.slot == slot);
-            if let Ok(entry) = by_id {
-                entry.remove();
-            }
-            let by_dest = self
-                .by_dest
-                .find_entry(table_hash(dedupe_hash(&v)), |e| e.slot == slot);
-            if let Ok(entry) = by_dest {
-                entry.remove();
-            }
-            self.free.push(slot);
+            let dest = self.slots[slot as usize].as_ref().map(&dedupe_hash);
+            self.remove(slot, dest.expect("checked"));
             removed += 1;
         }
         removed
     }
+
+    /// Take the record in `slot` out of the slab and both indexes (its heap entry
+    /// lapses by itself).
+    fn remove(&mut self, slot: u32, dest_hash: u64) -> Verification {
+        let v = self.slots[slot as usize].take().expect("an occupied slot");
+        let by_id = self
+            .by_id
+            .find_entry(table_hash(id_hash(&v.id)), |e| e.slot == slot);
+        if let Ok(entry) = by_id {
+            entry.remove();
+        }
+        let by_dest = self
+            .by_dest
+            .find_entry(table_hash(dest_hash), |e| e.slot == slot);
+        if let Ok(entry) = by_dest {
+            entry.remove();
+        }
+        self.free.push(slot);
+        v
+    }
 }
 
 impl MemoryStore {
-    /// The issue itself, under the shard's lock (limits decided around it).
-    fn issue_now(&self, candidate: &Verification, now: UnixMillis) -> IssueOutcome {
+    /// The issue itself, under the shard's lock (limits decided around it), with the
+    /// journal's ticket for what it changed.
+    fn issue_now(
+        &self,
+        candidate: &Verification,
+        now: UnixMillis,
+    ) -> (IssueOutcome, Option<Ticket>) {
         let dest_hash = self.dedupe_hash(candidate);
         let retain_until = self.retain_until(candidate);
         let mut guard = self.shard_of(&candidate.id).lock();
@@ -292,22 +434,47 @@ impl MemoryStore {
                     _ => wanted,
                 };
                 return match current.resend(channel, now) {
-                    Ok(_) => IssueOutcome::Resent(current.clone()),
-                    Err(refusal) => IssueOutcome::Refused {
-                        existing: current.id,
-                        refusal,
-                        expires_at: current.expires_at,
-                    },
+                    Ok(_) => {
+                        let current = current.clone();
+                        let ticket = self.journal(&current);
+                        (IssueOutcome::Resent(current), ticket)
+                    }
+                    Err(refusal) => (
+                        IssueOutcome::Refused {
+                            existing: current.id,
+                            refusal,
+                            expires_at: current.expires_at,
+                        },
+                        None,
+                    ),
                 };
             }
         }
         shard.insert(candidate.clone(), dest_hash, previous, retain_until);
+        let ticket = self.journal(candidate);
         drop(guard);
         if let Some(due) = candidate.escalate_at() {
             self.escalations.lock().arm(*candidate.id.as_bytes(), due);
         }
         self.live.fetch_add(1, Ordering::Relaxed);
-        IssueOutcome::Created
+        (IssueOutcome::Created, ticket)
+    }
+
+    /// The issue, made durable before it is answered.
+    async fn issue_durably(
+        &self,
+        candidate: &Verification,
+        now: UnixMillis,
+    ) -> Result<IssueOutcome, StoreError> {
+        self.disk_accepting()?;
+        let (outcome, ticket) = self.issue_now(candidate, now);
+        if let Err(e) = self.durable_wait(ticket).await {
+            if matches!(outcome, IssueOutcome::Created) {
+                self.give_up(candidate);
+            }
+            return Err(e);
+        }
+        Ok(outcome)
     }
 
     /// The attempt itself, under the shard's lock.
@@ -317,14 +484,16 @@ impl MemoryStore {
         candidate: &CodeMac,
         client: Option<&str>,
         now: UnixMillis,
-    ) -> Option<CheckResult> {
+    ) -> (Option<CheckResult>, Option<Ticket>) {
         let mut shard = self.shard_of(id).lock();
-        shard
+        let mut ticket = None;
+        let result = shard
             .get_mut(id)
             .filter(|v| v.client.as_deref() == client)
             .map(|v| {
                 let matches = v.code_mac.matches(candidate);
                 let outcome = v.check(matches, now);
+                ticket = self.journal(v);
                 CheckResult {
                     outcome,
                     attempts_left: v.attempts_left(),
@@ -332,7 +501,29 @@ impl MemoryStore {
                     country: v.line.country,
                     subject: v.subject.clone(),
                 }
-            })
+            });
+        (result, ticket)
+    }
+
+    /// `change` applied to verification `id` under its shard's lock, journaled when
+    /// it says it changed something, and made durable before it returns.
+    async fn change<T>(
+        &self,
+        id: &VerificationId,
+        change: impl FnOnce(&mut Verification) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let (out, ticket) = {
+            let mut shard = self.shard_of(id).lock();
+            match shard.get_mut(id) {
+                None => (None, None),
+                Some(v) => match change(v) {
+                    None => (None, None),
+                    Some(out) => (Some(out), self.journal(v)),
+                },
+            }
+        };
+        self.durable_wait(ticket).await?;
+        Ok(out)
     }
 }
 
@@ -345,12 +536,9 @@ impl Verifications for MemoryStore {
         limits: &IssueLimits<'_>,
     ) -> Result<IssueOutcome, StoreError> {
         if limits.gate.is_empty() && limits.charge.is_empty() {
-            return Ok(self.issue_now(candidate, now));
+            return self.issue_durably(candidate, now).await;
         }
-        issue_charged(&*self.limiter, limits, async {
-            Ok(self.issue_now(candidate, now))
-        })
-        .await
+        issue_charged(&*self.limiter, limits, self.issue_durably(candidate, now)).await
     }
 
     async fn check(
@@ -361,7 +549,11 @@ impl Verifications for MemoryStore {
         now: UnixMillis,
         limits: &CheckLimits<'_>,
     ) -> Result<CheckedWithin, StoreError> {
-        let check = async { Ok(self.check_now(id, candidate, client, now)) };
+        let check = async {
+            let (result, ticket) = self.check_now(id, candidate, client, now);
+            self.durable_wait(ticket).await?;
+            Ok(result)
+        };
         let lock = || async { self.close(id, client, Closing::Lock, now).await.map(|_| ()) };
         check_charged(&*self.limiter, limits, check, lock).await
     }
@@ -382,11 +574,10 @@ impl Verifications for MemoryStore {
         how: Closing,
         now: UnixMillis,
     ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .filter(|v| v.client.as_deref() == client)
-            .map(|v| (v.close(how, now), v.clone())))
+        self.change(id, |v| {
+            (v.client.as_deref() == client).then(|| (v.close(how, now), v.clone()))
+        })
+        .await
     }
 
     async fn acknowledge(
@@ -394,8 +585,8 @@ impl Verifications for MemoryStore {
         id: &VerificationId,
         now: UnixMillis,
     ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard.get_mut(id).map(|v| (v.acknowledge(now), v.clone())))
+        self.change(id, |v| Some((v.acknowledge(now), v.clone())))
+            .await
     }
 
     async fn answer(
@@ -405,10 +596,8 @@ impl Verifications for MemoryStore {
         device: &str,
         now: UnixMillis,
     ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .map(|v| (v.answer(decision, device, now), v.clone())))
+        self.change(id, |v| Some((v.answer(decision, device, now), v.clone())))
+            .await
     }
 
     async fn escalate(
@@ -417,10 +606,13 @@ impl Verifications for MemoryStore {
         cause: EscalationCause,
         now: UnixMillis,
     ) -> Result<Option<Verification>, StoreError> {
-        let (escalated, still_due) = match self.shard_of(id).lock().get_mut(id) {
-            Some(v) => (v.escalate(cause, now).map(|_| v.clone()), v.escalate_at()),
-            None => (None, None),
-        };
+        let (escalated, still_due) = self
+            .change(id, |v| {
+                let escalated = v.escalate(cause, now).map(|_| v.clone());
+                Some((escalated, v.escalate_at()))
+            })
+            .await?
+            .unwrap_or((None, None));
         // Listed again at its own time while it waits; out once it has nothing left
         // to escalate.
         let mut index = self.escalations.lock();
@@ -453,11 +645,14 @@ impl Verifications for MemoryStore {
             self.live.fetch_sub(n, Ordering::Relaxed);
             removed += n;
         }
+        if let Some(disk) = &self.disk {
+            disk.journal.retire_before(now);
+        }
         Ok(removed + self.idempotency.sweep(now))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.disk_accepting()
     }
 }
 
@@ -471,10 +666,12 @@ impl JobLedger for MemoryStore {
         details: Option<Box<SendDetails>>,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .is_some_and(|v| v.record_send_with(send, result, details, now)))
+        let recorded = self
+            .change(id, |v| {
+                v.record_send_with(send, result, details, now).then_some(())
+            })
+            .await?;
+        Ok(recorded.is_some())
     }
 
     async fn record_report(
@@ -485,10 +682,12 @@ impl JobLedger for MemoryStore {
         error: Option<String>,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let mut shard = self.shard_of(id).lock();
-        Ok(shard
-            .get_mut(id)
-            .is_some_and(|v| v.record_report(send, state, error, now)))
+        let recorded = self
+            .change(id, |v| {
+                v.record_report(send, state, error, now).then_some(())
+            })
+            .await?;
+        Ok(recorded.is_some())
     }
 }
 
@@ -530,7 +729,8 @@ impl Idempotency for MemoryStore {
 #[async_trait]
 impl Registry for MemoryStore {
     async fn put_subscriber(&self, subscriber: Subscriber) -> Result<PutSubscriber, StoreError> {
-        Ok(self.registry.put(subscriber))
+        let subject = subscriber.subject.clone();
+        self.registry_change(&subject, |r| r.put(subscriber)).await
     }
 
     async fn get_subscriber(&self, subject: &str) -> Result<Option<Subscriber>, StoreError> {
@@ -538,7 +738,7 @@ impl Registry for MemoryStore {
     }
 
     async fn delete_subscriber(&self, subject: &str) -> Result<bool, StoreError> {
-        Ok(self.registry.delete(subject))
+        self.registry_change(subject, |r| r.delete(subject)).await
     }
 
     async fn add_device(
@@ -546,7 +746,8 @@ impl Registry for MemoryStore {
         subject: &str,
         device: Device,
     ) -> Result<Option<(bool, Subscriber)>, StoreError> {
-        Ok(self.registry.add_device(subject, device))
+        self.registry_change(subject, |r| r.add_device(subject, device))
+            .await
     }
 
     async fn remove_device(
@@ -555,7 +756,8 @@ impl Registry for MemoryStore {
         platform: Platform,
         token: &str,
     ) -> Result<Option<bool>, StoreError> {
-        Ok(self.registry.remove_device(subject, platform, token))
+        self.registry_change(subject, |r| r.remove_device(subject, platform, token))
+            .await
     }
 }
 

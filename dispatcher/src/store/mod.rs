@@ -9,6 +9,7 @@
 //! read-modify-write.
 
 mod chunked;
+pub mod embedded;
 pub mod fake;
 pub mod idempotency;
 pub mod jobs;

@@ -105,7 +105,7 @@ fn validate(shared: &Shared, token: &str, headers: &HeaderMap, body: &[u8]) -> R
     authenticate(shared, headers)?;
     if token.len() < 64
         || token.len() > 200
-        || token.len() % 2 != 0
+        || !token.len().is_multiple_of(2)
         || !token.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(refuse(400, "BadDeviceToken"));

@@ -1,0 +1,279 @@
+//! The embedded store's bytes on disk, pure: how a record becomes a frame of the
+//! journal and back, and how a record's fields are laid out.
+//!
+//! A frame is `[u32 length][u32 CRC-32 of the payload][payload]`, little-endian. The
+//! CRC tells a frame torn by a crash (or rotted on disk) from a whole one: reading
+//! stops at the first frame that does not check, and everything before it is kept.
+//!
+//! Payloads:
+//! - `1` a verification: `[16 id][i64 retain until][fields]`;
+//! - `2` a verification given up (its issue could not be made durable): `[16 id]`.
+//!
+//! Fields are the store's record fields (the same ones the Redis store keeps in a
+//! hash, see [`crate::store::redis::record`]): `[u8 name length][name][u32 value
+//! length][value]`, repeated.
+
+use crate::domain::clock::UnixMillis;
+use crate::store::redis::record::Fields;
+
+/// Bytes before a frame's payload.
+pub const HEADER: usize = 8;
+/// The largest payload written or read: a verification's record is well under a
+/// kilobyte, so anything larger is damage.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+const TAG_VERIFICATION: u8 = 1;
+const TAG_GIVEN_UP: u8 = 2;
+
+/// A record read back from a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Verification {
+        id: [u8; 16],
+        retain_until: UnixMillis,
+        fields: Fields,
+    },
+    GivenUp {
+        id: [u8; 16],
+    },
+}
+
+/// Why a frame or payload could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes than the header says: the write was cut off.
+    #[error("a frame cut short at byte {at}")]
+    Torn { at: usize },
+    /// The length is impossible or the CRC does not match.
+    #[error("a damaged frame at byte {at}: {why}")]
+    Damaged { at: usize, why: &'static str },
+    /// A whole frame whose payload is not a record of this format.
+    #[error("an unreadable record: {0}")]
+    Payload(&'static str),
+}
+
+/// Append a verification's frame to `out`.
+pub fn put_verification(
+    out: &mut Vec<u8>,
+    id: &[u8; 16],
+    retain_until: UnixMillis,
+    fields: &[(&str, Vec<u8>)],
+) {
+    frame(out, |p| {
+        p.push(TAG_VERIFICATION);
+        p.extend_from_slice(id);
+        p.extend_from_slice(&retain_until.0.to_le_bytes());
+        put_fields(p, fields);
+    });
+}
+
+/// Append the frame that gives up verification `id`.
+pub fn put_given_up(out: &mut Vec<u8>, id: &[u8; 16]) {
+    frame(out, |p| {
+        p.push(TAG_GIVEN_UP);
+        p.extend_from_slice(id);
+    });
+}
+
+/// Write a frame whose payload `body` appends to `out`.
+fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    body(out);
+    let payload = &out[start + HEADER..];
+    let len = u32::try_from(payload.len()).expect("a record fits in 4 GiB");
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Fields as `[u8 name length][name][u32 value length][value]`, repeated. Names are
+/// the store's short field names, never longer than 255 bytes.
+pub fn put_fields(out: &mut Vec<u8>, fields: &[(&str, Vec<u8>)]) {
+    for (name, value) in fields {
+        let n = u8::try_from(name.len()).expect("field names are short");
+        out.push(n);
+        out.extend_from_slice(name.as_bytes());
+        let len = u32::try_from(value.len()).expect("a field fits in 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(value);
+    }
+}
+
+/// Read fields written by [`put_fields`].
+pub fn read_fields(mut b: &[u8]) -> Result<Fields, FrameError> {
+    let mut fields = Fields::new();
+    while !b.is_empty() {
+        let n = b[0] as usize;
+        let name = b.get(1..1 + n).ok_or(FrameError::Payload("a field name"))?;
+        let rest = &b[1 + n..];
+        let len = rest
+            .get(..4)
+            .map(|l| u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize)
+            .ok_or(FrameError::Payload("a field length"))?;
+        let value = rest
+            .get(4..4 + len)
+            .ok_or(FrameError::Payload("a field value"))?;
+        fields.insert(name.to_vec(), value.to_vec());
+        b = &rest[4 + len..];
+    }
+    Ok(fields)
+}
+
+/// The next whole frame's payload in `buf` from byte `at`, and where the one after
+/// it starts; `Ok(None)` at the end.
+pub fn next_frame(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let rest = &buf[at..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < HEADER {
+        return Err(FrameError::Torn { at });
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_PAYLOAD {
+        return Err(FrameError::Damaged {
+            at,
+            why: "an impossible length",
+        });
+    }
+    let Some(payload) = rest.get(HEADER..HEADER + len) else {
+        return Err(FrameError::Torn { at });
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameError::Damaged {
+            at,
+            why: "the checksum does not match",
+        });
+    }
+    Ok(Some((payload, at + HEADER + len)))
+}
+
+/// The record a whole frame's payload holds.
+pub fn read_record(payload: &[u8]) -> Result<Record, FrameError> {
+    let id = |b: &[u8]| -> Result<[u8; 16], FrameError> {
+        b.get(..16)
+            .map(|i| i.try_into().expect("16 bytes"))
+            .ok_or(FrameError::Payload("an id"))
+    };
+    match payload.first() {
+        Some(&TAG_VERIFICATION) => {
+            let b = &payload[1..];
+            let id = id(b)?;
+            let retain = b
+                .get(16..24)
+                .map(|r| i64::from_le_bytes(r.try_into().expect("8 bytes")))
+                .ok_or(FrameError::Payload("a retention time"))?;
+            Ok(Record::Verification {
+                id,
+                retain_until: UnixMillis(retain),
+                fields: read_fields(&b[24..])?,
+            })
+        }
+        Some(&TAG_GIVEN_UP) => Ok(Record::GivenUp {
+            id: id(&payload[1..])?,
+        }),
+        _ => Err(FrameError::Payload("an unknown record kind")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fields(pairs: &[(&str, &[u8])]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let mut buf = Vec::new();
+        put_verification(
+            &mut buf,
+            &[7; 16],
+            UnixMillis(1_800_000_000_000),
+            &[("to", b"34600000001".to_vec()), ("st", b"pending".to_vec())],
+        );
+        put_given_up(&mut buf, &[9; 16]);
+        let (first, next) = next_frame(&buf, 0).unwrap().unwrap();
+        assert_eq!(
+            read_record(first).unwrap(),
+            Record::Verification {
+                id: [7; 16],
+                retain_until: UnixMillis(1_800_000_000_000),
+                fields: fields(&[("to", b"34600000001"), ("st", b"pending")]),
+            }
+        );
+        let (second, end) = next_frame(&buf, next).unwrap().unwrap();
+        assert_eq!(
+            read_record(second).unwrap(),
+            Record::GivenUp { id: [9; 16] }
+        );
+        assert_eq!(end, buf.len());
+        assert_eq!(next_frame(&buf, end), Ok(None));
+    }
+
+    #[test]
+    fn a_frame_cut_anywhere_is_torn_and_what_came_before_stays() {
+        let mut buf = Vec::new();
+        put_given_up(&mut buf, &[1; 16]);
+        let whole = buf.len();
+        put_verification(&mut buf, &[2; 16], UnixMillis(5), &[("a", vec![1; 40])]);
+        for cut in whole + 1..buf.len() {
+            let b = &buf[..cut];
+            let (_, next) = next_frame(b, 0).unwrap().unwrap();
+            assert_eq!(next, whole);
+            assert_eq!(next_frame(b, next), Err(FrameError::Torn { at: whole }));
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_is_damage_not_a_record() {
+        let mut buf = Vec::new();
+        put_verification(&mut buf, &[2; 16], UnixMillis(5), &[("a", vec![1; 40])]);
+        for i in HEADER..buf.len() {
+            let mut b = buf.clone();
+            b[i] ^= 0x10;
+            assert!(matches!(
+                next_frame(&b, 0),
+                Err(FrameError::Damaged { at: 0, .. })
+            ));
+        }
+        let mut b = buf.clone();
+        b[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            next_frame(&b, 0),
+            Err(FrameError::Damaged { at: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn payloads_of_another_shape_are_refused() {
+        assert!(read_record(&[]).is_err());
+        assert!(read_record(&[3, 0, 0]).is_err());
+        assert!(read_record(&[1, 0, 0]).is_err());
+        assert!(read_fields(&[5, b'a']).is_err());
+        assert!(read_fields(&[1, b'a', 9, 0, 0, 0, 1]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_fields_read_back(pairs in proptest::collection::btree_map(
+            "[a-z]{1,4}", proptest::collection::vec(any::<u8>(), 0..64), 0..12)) {
+            let list: Vec<(&str, Vec<u8>)> =
+                pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let mut out = Vec::new();
+            put_fields(&mut out, &list);
+            let back = read_fields(&out).unwrap();
+            prop_assert_eq!(back.len(), pairs.len());
+            for (k, v) in &pairs {
+                prop_assert_eq!(back.get(k.as_bytes()), Some(v));
+            }
+        }
+    }
+}

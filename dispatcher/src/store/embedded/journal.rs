@@ -1,0 +1,564 @@
+//! The journal of verifications: every change of a verification is appended as its
+//! whole new record, so that a restart (after `kill -9` too) finds every accepted
+//! code, the sends not yet made among them.
+//!
+//! Why a log of our own rather than an embedded database: a verification lives ten
+//! minutes and is read back once, at start. What it needs from disk is an append,
+//! in order, grouped with the appends of the other requests in flight — and a way
+//! to forget it without a compaction pass. So the journal is a run of segment files
+//! that rotate every minute (or 64 MiB); a segment is deleted as a whole once every
+//! record in it has outlived its retention, since every version of a verification
+//! shares one retention end. Disk use follows the write rate times a verification's
+//! life, like memory does; nothing is ever rewritten.
+//!
+//! Writes are grouped: [`Journal::append`] copies the frame into a buffer under a
+//! short lock (the caller holds its shard's lock, so the journal's order of one
+//! verification's versions is the order they were made in), and one writer thread
+//! writes whatever gathered with one `write` (and one `fdatasync` with
+//! [`Sync::Fsync`]) and wakes the callers it made durable. A failed write (a full
+//! disk) is cut back to the last whole frame and retried with backoff, keeping its
+//! records; meanwhile the journal refuses new verifications ([`Journal::accepting`])
+//! and callers waiting on it are answered with an error after
+//! [`Journal::new`]'s `wait_limit`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use super::frame::{self, FrameError, Record};
+use crate::domain::clock::UnixMillis;
+use crate::store::StoreError;
+use crate::store::redis::record::Fields;
+
+/// A segment is closed after this long, so that whole segments fall due together.
+const SEGMENT_AGE: Duration = Duration::from_secs(60);
+/// Or after this many bytes.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// The longest wait between tries to write a batch the disk refused.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// When a write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Written to the operating system: survives otpd being killed, not a power cut.
+    Write,
+    /// And flushed to the device (`fdatasync`): survives a power cut too.
+    Fsync,
+}
+
+/// A record appended but perhaps not yet written: wait on it with [`Journal::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[must_use = "a change is durable only once its ticket is waited on"]
+pub struct Ticket(u64);
+
+/// The journal could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a restart found: each live verification's last record.
+pub struct Replayed {
+    pub records: Vec<([u8; 16], Fields)>,
+    /// Frames that could not be read (a torn tail after a crash is normal; damage
+    /// elsewhere is logged).
+    pub damaged: usize,
+}
+
+pub struct Journal {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    durable: watch::Sender<u64>,
+    /// False while the disk refuses writes.
+    accepting: AtomicBool,
+    last_error: Mutex<String>,
+    /// Segments whose every record's retention ends before this may go.
+    retire_before: AtomicI64,
+    wait_limit: Duration,
+}
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Sequence of the last record appended.
+    seq: u64,
+    /// The latest retention end among the records in `buf`.
+    retain: i64,
+    closing: bool,
+}
+
+impl Journal {
+    /// Open the journal in `dir` (created if absent), read back what it holds at
+    /// `now`, and start its writer. A caller waits at most `wait_limit` for a write.
+    pub fn open(
+        dir: &Path,
+        sync: Sync,
+        now: UnixMillis,
+        wait_limit: Duration,
+    ) -> Result<(Journal, Replayed), JournalError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let (segments, replayed, next) = replay(dir, now)?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            durable: watch::Sender::new(0),
+            accepting: AtomicBool::new(true),
+            last_error: Mutex::new(String::new()),
+            retire_before: AtomicI64::new(now.0),
+            wait_limit,
+        });
+        let mut writer = Writer {
+            dir: dir.to_owned(),
+            sync,
+            closed: segments,
+            active: None,
+            next,
+            shared: shared.clone(),
+        };
+        writer.retire();
+        let thread = std::thread::Builder::new()
+            .name("otpd-journal".into())
+            .spawn(move || writer.run())
+            .map_err(io(dir))?;
+        Ok((
+            Journal {
+                shared,
+                writer: Some(thread),
+            },
+            replayed,
+        ))
+    }
+
+    /// Append a verification's new record. Cheap (a copy under a short lock): call
+    /// it where the change was made, so that the journal keeps their order.
+    pub fn append(
+        &self,
+        id: &[u8; 16],
+        retain_until: UnixMillis,
+        fields: &[(&str, Vec<u8>)],
+    ) -> Ticket {
+        let mut p = self.shared.pending.lock();
+        frame::put_verification(&mut p.buf, id, retain_until, fields);
+        p.retain = p.retain.max(retain_until.0);
+        p.seq += 1;
+        self.shared.wake.notify_one();
+        Ticket(p.seq)
+    }
+
+    /// Append that verification `id` was given up (its issue failed after all).
+    pub fn give_up(&self, id: &[u8; 16]) -> Ticket {
+        let mut p = self.shared.pending.lock();
+        frame::put_given_up(&mut p.buf, id);
+        p.seq += 1;
+        self.shared.wake.notify_one();
+        Ticket(p.seq)
+    }
+
+    /// Wait until `ticket`'s record is written; an error once the disk has refused
+    /// it for longer than the wait limit (it stays queued and is written when the
+    /// disk takes it).
+    pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let mut durable = self.shared.durable.subscribe();
+        let written =
+            tokio::time::timeout(self.shared.wait_limit, durable.wait_for(|d| *d >= ticket.0))
+                .await;
+        match written {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the journal writer stopped".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the journal could not be written: {}",
+                self.shared.last_error.lock()
+            ))),
+        }
+    }
+
+    /// Whether new verifications may be taken: false while the disk refuses writes.
+    pub fn accepting(&self) -> bool {
+        self.shared.accepting.load(Ordering::Acquire)
+    }
+
+    /// Why the disk refused the last write, when it is refusing.
+    pub fn refusal(&self) -> Option<String> {
+        (!self.accepting()).then(|| self.shared.last_error.lock().clone())
+    }
+
+    /// Segments whose records' retention ended before `now` may be deleted.
+    pub fn retire_before(&self, now: UnixMillis) {
+        self.shared
+            .retire_before
+            .fetch_max(now.0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Journal {
+    /// Write what is pending, then stop the writer.
+    fn drop(&mut self) {
+        self.shared.pending.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A closed segment and the latest retention end of its records.
+struct Segment {
+    path: PathBuf,
+    retain: i64,
+}
+
+struct Active {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    retain: i64,
+    opened: Instant,
+}
+
+struct Writer {
+    dir: PathBuf,
+    sync: Sync,
+    closed: VecDeque<Segment>,
+    active: Option<Active>,
+    next: u64,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        // What the disk refused last time, written before anything newer.
+        let mut carry: Vec<u8> = Vec::new();
+        let mut carry_retain = i64::MIN;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let (seq, closing) = {
+                let mut p = self.shared.pending.lock();
+                while p.buf.is_empty() && carry.is_empty() && !p.closing {
+                    self.shared
+                        .wake
+                        .wait_for(&mut p, SEGMENT_AGE.min(Duration::from_secs(5)));
+                    if p.buf.is_empty() && carry.is_empty() {
+                        break; // time to look at rotation and retirement
+                    }
+                }
+                carry.append(&mut p.buf);
+                carry_retain = carry_retain.max(p.retain);
+                p.retain = i64::MIN;
+                (p.seq, p.closing)
+            };
+            if !carry.is_empty() {
+                match self.write(&carry, carry_retain) {
+                    Ok(()) => {
+                        carry.clear();
+                        carry_retain = i64::MIN;
+                        backoff = Duration::from_millis(20);
+                        if !self.shared.accepting.swap(true, Ordering::AcqRel) {
+                            tracing::info!("the journal is written again");
+                        }
+                        self.shared.durable.send_replace(seq);
+                    }
+                    Err(e) => {
+                        *self.shared.last_error.lock() = e.to_string();
+                        if self.shared.accepting.swap(false, Ordering::AcqRel) {
+                            tracing::error!(error = %e, "the journal cannot be written: refusing new verifications until it can");
+                        }
+                        if closing {
+                            tracing::error!(error = %e, "stopping with journal records unwritten");
+                            return;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            if closing && self.shared.pending.lock().buf.is_empty() {
+                return;
+            }
+            self.maybe_rotate();
+            self.retire();
+        }
+    }
+
+    /// Write one batch at the end of the active segment, or leave the segment as it
+    /// was before the batch.
+    fn write(&mut self, batch: &[u8], retain: i64) -> std::io::Result<()> {
+        if self.active.is_none() {
+            self.active = Some(self.create()?);
+        }
+        let a = self.active.as_mut().expect("just made");
+        let written = a.file.write_all(batch).and_then(|()| match self.sync {
+            Sync::Fsync => a.file.sync_data(),
+            Sync::Write => Ok(()),
+        });
+        if let Err(e) = written {
+            // Cut a partly written batch back to the last whole frame.
+            let _ = a.file.set_len(a.len);
+            return Err(e);
+        }
+        a.len += batch.len() as u64;
+        a.retain = a.retain.max(retain);
+        Ok(())
+    }
+
+    fn create(&mut self) -> std::io::Result<Active> {
+        let path = self.dir.join(segment_name(self.next));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        if self.sync == Sync::Fsync {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.next += 1;
+        Ok(Active {
+            file,
+            path,
+            len: 0,
+            retain: i64::MIN,
+            opened: Instant::now(),
+        })
+    }
+
+    fn maybe_rotate(&mut self) {
+        let due = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.len >= SEGMENT_BYTES || a.opened.elapsed() >= SEGMENT_AGE);
+        if due {
+            let a = self.active.take().expect("checked");
+            self.closed.push_back(Segment {
+                path: a.path,
+                retain: a.retain,
+            });
+        }
+    }
+
+    /// Delete the closed segments whose every record has outlived its retention.
+    fn retire(&mut self) {
+        let before = self.shared.retire_before.load(Ordering::Relaxed);
+        self.closed.retain(|s| {
+            if s.retain >= before {
+                return true;
+            }
+            match fs::remove_file(&s.path) {
+                Ok(()) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    tracing::warn!(path = %s.path.display(), error = %e, "could not delete a spent journal segment");
+                    true
+                }
+            }
+        });
+    }
+}
+
+fn segment_name(n: u64) -> String {
+    format!("{n:016}.log")
+}
+
+/// Read every segment in order: each verification's last record, if its retention
+/// has not ended at `now`; the segments (all closed now) and the next number.
+fn replay(dir: &Path, now: UnixMillis) -> Result<(VecDeque<Segment>, Replayed, u64), JournalError> {
+    let mut numbered: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let n = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = n {
+            numbered.push((n, path));
+        }
+    }
+    numbered.sort();
+    let next = numbered.last().map_or(0, |(n, _)| n + 1);
+    let mut latest: HashMap<[u8; 16], (i64, Fields)> = HashMap::new();
+    let mut segments = VecDeque::new();
+    let mut damaged = 0;
+    for (_, path) in numbered {
+        let buf = fs::read(&path).map_err(io(&path))?;
+        let mut retain = i64::MIN;
+        let mut at = 0;
+        loop {
+            match frame::next_frame(&buf, at) {
+                Ok(None) => break,
+                Ok(Some((payload, next))) => {
+                    at = next;
+                    match frame::read_record(payload) {
+                        Ok(Record::Verification {
+                            id,
+                            retain_until,
+                            fields,
+                        }) => {
+                            retain = retain.max(retain_until.0);
+                            latest.insert(id, (retain_until.0, fields));
+                        }
+                        Ok(Record::GivenUp { id }) => {
+                            latest.remove(&id);
+                        }
+                        Err(e) => {
+                            damaged += 1;
+                            tracing::warn!(path = %path.display(), error = %e, "skipped a journal record");
+                        }
+                    }
+                }
+                Err(e) => {
+                    damaged += 1;
+                    if !matches!(e, FrameError::Torn { .. }) {
+                        tracing::error!(path = %path.display(), error = %e, "a journal segment is damaged: the rest of it is not read");
+                    }
+                    // Keep what is whole; the next start reads the same.
+                    let _ = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(at as u64));
+                    break;
+                }
+            }
+        }
+        segments.push_back(Segment { path, retain });
+    }
+    let records = latest
+        .into_iter()
+        .filter(|(_, (retain, _))| *retain > now.0)
+        .map(|(id, (_, fields))| (id, fields))
+        .collect();
+    Ok((segments, Replayed { records, damaged }, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    fn fields(n: u8) -> Vec<(&'static str, Vec<u8>)> {
+        vec![("st", vec![n; 3]), ("to", b"34600000001".to_vec())]
+    }
+
+    fn value(f: &Fields) -> u8 {
+        f[b"st".as_slice()][0]
+    }
+
+    #[tokio::test]
+    async fn the_last_version_of_each_live_record_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, r) = Journal::open(dir.path(), Sync::Fsync, UnixMillis(0), LIMIT).unwrap();
+            assert!(r.records.is_empty());
+            let _ = j.append(&[1; 16], UnixMillis(1_000), &fields(1));
+            let _ = j.append(&[2; 16], UnixMillis(1_000), &fields(1));
+            let _ = j.append(&[1; 16], UnixMillis(1_000), &fields(2));
+            let _ = j.append(&[3; 16], UnixMillis(10), &fields(1));
+            let _ = j.append(&[4; 16], UnixMillis(1_000), &fields(1));
+            let t = j.give_up(&[4; 16]);
+            j.wait(t).await.unwrap();
+        }
+        let (_j, r) = Journal::open(dir.path(), Sync::Write, UnixMillis(500), LIMIT).unwrap();
+        let mut got: Vec<_> = r.records.iter().map(|(id, f)| (id[0], value(f))).collect();
+        got.sort();
+        // 3's retention ended at 10; 4 was given up.
+        assert_eq!(got, vec![(1, 2), (2, 1)]);
+        assert_eq!(r.damaged, 0);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_what_came_before_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = Journal::open(dir.path(), Sync::Write, UnixMillis(0), LIMIT).unwrap();
+            let t = j.append(&[1; 16], UnixMillis(1_000), &fields(1));
+            j.wait(t).await.unwrap();
+        }
+        // A crash in the middle of the next write.
+        let seg = dir.path().join(segment_name(0));
+        let mut torn = Vec::new();
+        frame::put_verification(&mut torn, &[2; 16], UnixMillis(1_000), &fields(1));
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&torn[..torn.len() - 3]).unwrap();
+        drop(f);
+        let (j, r) = Journal::open(dir.path(), Sync::Write, UnixMillis(0), LIMIT).unwrap();
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.damaged, 1);
+        let t = j.append(&[3; 16], UnixMillis(1_000), &fields(1));
+        j.wait(t).await.unwrap();
+        drop(j);
+        let (_j, r) = Journal::open(dir.path(), Sync::Write, UnixMillis(0), LIMIT).unwrap();
+        assert_eq!(
+            r.records.len(),
+            2,
+            "the cut tail no longer hides what follows"
+        );
+        assert_eq!(r.damaged, 0);
+    }
+
+    #[tokio::test]
+    async fn spent_segments_are_deleted_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = Journal::open(dir.path(), Sync::Write, UnixMillis(0), LIMIT).unwrap();
+            let t = j.append(&[1; 16], UnixMillis(100), &fields(1));
+            j.wait(t).await.unwrap();
+        }
+        {
+            let (j, _) = Journal::open(dir.path(), Sync::Write, UnixMillis(0), LIMIT).unwrap();
+            let t = j.append(&[2; 16], UnixMillis(5_000), &fields(1));
+            j.wait(t).await.unwrap();
+        }
+        let count = || fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(count(), 2);
+        // At 200 the first segment is spent: it goes when the journal opens.
+        let (_j, r) = Journal::open(dir.path(), Sync::Write, UnixMillis(200), LIMIT).unwrap();
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(count(), 1);
+    }
+
+    #[tokio::test]
+    async fn many_writers_are_grouped_and_all_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), Sync::Fsync, UnixMillis(0), LIMIT).unwrap();
+        let j = Arc::new(j);
+        let tasks: Vec<_> = (0..200u16)
+            .map(|n| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    let mut id = [0; 16];
+                    id[..2].copy_from_slice(&n.to_le_bytes());
+                    let t = j.append(&id, UnixMillis(1_000), &fields(1));
+                    j.wait(t).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        drop(Arc::into_inner(j).unwrap());
+        let (_j, r) = Journal::open(dir.path(), Sync::Write, UnixMillis(0), LIMIT).unwrap();
+        assert_eq!(r.records.len(), 200);
+    }
+}
