@@ -164,6 +164,27 @@ pub struct Received {
     pub at: std::time::Instant,
 }
 
+impl Received {
+    /// The text of this part, after its user data header (when `esm_class` says
+    /// there is one): UCS-2 with `data_coding` 8, else the septets as characters
+    /// (digits and Latin letters are the same in GSM 03.38), for tests to read.
+    pub fn text(&self) -> String {
+        let body = match (self.esm_class & 0x40 != 0, self.body.first()) {
+            (true, Some(&udhl)) => self.body.get(1 + udhl as usize..).unwrap_or_default(),
+            _ => &self.body[..],
+        };
+        if self.data_coding == 0x08 {
+            let units: Vec<u16> = body
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                .collect();
+            String::from_utf16_lossy(&units)
+        } else {
+            String::from_utf8_lossy(body).into_owned()
+        }
+    }
+}
+
 /// Counters, for assertions and load reports.
 #[derive(Debug, Default)]
 pub struct Stats {

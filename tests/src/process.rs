@@ -52,50 +52,49 @@ impl OtpdProcess {
     /// (`ulimit -n`) when given.
     pub async fn start_limited(config: &str, open_files: Option<u32>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = free_port();
-        let file = dir.path().join("otpd.toml");
-        std::fs::write(&file, config).expect("config written");
-        let log = std::fs::File::create(dir.path().join("otpd.log")).expect("log file");
-        let mut command = match open_files {
-            None => Command::new(otpd_binary()),
-            Some(n) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(otpd_binary());
-                sh
-            }
-        };
-        let child = command
-            .arg("serve")
-            .arg("--config")
-            .arg(&file)
-            .env("OTPD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("OTPD_CHANNELS__FILE__PATH", dir.path().join("outbox.jsonl"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("otpd starts");
+        std::fs::write(dir.path().join("otpd.toml"), config).expect("config written");
+        let (child, base) = spawn(dir.path(), open_files);
         let process = Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             pid: child.id(),
             child,
             dir,
         };
+        process.wait_healthy().await;
+        process
+    }
+
+    /// Start otpd again (after [`OtpdProcess::kill9`], say) in the same directory,
+    /// on the same configuration and data, on a new port.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base) = spawn(self.dir.path(), None);
+        self.pid = child.id();
+        self.child = child;
+        self.base = base;
+        self.wait_healthy().await;
+    }
+
+    /// The directory otpd runs in (its configuration, log, outbox and, on the
+    /// embedded store, its data directory `otpd-data`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn wait_healthy(&self) {
         let client = crate::client();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = client.get(format!("{}/healthz", process.base)).send().await
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
                 && r.status() == 200
             {
-                return process;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "otpd did not become healthy; its log:\n{}",
-                process.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -204,6 +203,40 @@ impl OtpdProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `otpd serve` on `dir`'s `otpd.toml`, in `dir`, on a free loopback port, its
+/// output appended to `dir`'s `otpd.log`: the child and its base URL.
+fn spawn(dir: &Path, open_files: Option<u32>) -> (Child, String) {
+    let port = free_port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("otpd.log"))
+        .expect("log file");
+    let mut command = match open_files {
+        None => Command::new(otpd_binary()),
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(otpd_binary());
+            sh
+        }
+    };
+    let child = command
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("otpd.toml"))
+        .env("OTPD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("OTPD_CHANNELS__FILE__PATH", dir.join("outbox.jsonl"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("otpd starts");
+    (child, format!("http://127.0.0.1:{port}"))
 }
 
 impl Drop for OtpdProcess {

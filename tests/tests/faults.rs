@@ -183,3 +183,224 @@ async fn redis_restarted_mid_load_with_aof() {
     assert!(t.accepted >= 80, "{t:?}");
     assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", otpd.log());
 }
+
+/// The single node on its embedded store (the default, with no `codes.secret`: the
+/// one in its data directory) killed with `kill -9` while most accepted codes still
+/// wait in its queue, then started again on the same directory: every accepted code
+/// reaches the SMSC — the waiting ones after the restart — and goes twice only if it
+/// was in a window in flight at the kill. The subscriber, its device key and its
+/// contrast value are there after the restart, and a code sent before the kill is
+/// still checked right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_single_embedded_node() {
+    let smsc = Smsc::start(SmscConfig {
+        // Slow enough that the queue holds most of the load when the kill comes.
+        latency: (Duration::from_millis(60), Duration::from_millis(120)),
+        ..smsc_config()
+    })
+    .await
+    .unwrap();
+    let with_secret = config(&smsc, "");
+    let secret_line = "secret = \"one secret for every node, at least 32 bytes long\"\n";
+    assert!(with_secret.contains(secret_line));
+    let mut otpd = OtpdProcess::start(&with_secret.replace(secret_line, "")).await;
+    otpd.wait_channels().await;
+    let client = otpd_e2e::client();
+
+    // Ed25519's public key from RFC 8032's first test vector, as an SPKI.
+    let spki = hex::decode(
+        "302a300506032b6570032100d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+    )
+    .unwrap();
+    let subscriber = json!({
+        "phone": "+34600999001",
+        "contrast": "17/05/2030",
+        "devices": [{"platform": "fcm", "token": "fcm-token-1", "app": "es.gob.clave",
+                     "key": {"algorithm": "Ed25519", "public_key": base64_std(&spki)}}]
+    });
+    let put = client
+        .put(format!("{}/v1/subscribers/12345678Z", otpd.base))
+        .json(&subscriber)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let registered: Value = client
+        .get(format!("{}/v1/subscribers/12345678Z", otpd.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let (accepted, refused) = load(&otpd, "+3460065", 300, |_| {}).await;
+    otpd.kill9();
+    let before_kill = smsc.received().len();
+    eprintln!(
+        "at the SMSC when killed: {before_kill} of {}",
+        accepted.len()
+    );
+    assert!(
+        before_kill < accepted.len() / 2,
+        "the kill should find most codes still queued ({before_kill} sent)"
+    );
+
+    otpd.restart().await;
+    otpd.wait_channels().await;
+    let t = tally(&smsc, &accepted, refused, Duration::from_secs(60)).await;
+    assert_eq!((t.accepted, t.refused), (300, 0), "{t:?}");
+    assert_eq!(t.lost, 0, "{t:?}\n{}", otpd.log());
+    // Only what two binds of window 8 had in flight at the kill can go twice.
+    assert!(t.twice <= 16, "{t:?}");
+
+    // The registry came back whole, device key and contrast value included.
+    let after: Value = client
+        .get(format!("{}/v1/subscribers/12345678Z", otpd.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after, registered);
+    assert_eq!(after["contrast"], true);
+    assert_eq!(after["devices"][0]["key"]["algorithm"], "Ed25519");
+    let by_subject = client
+        .post(format!("{}/v1/verifications", otpd.base))
+        .json(&json!({"subject": "12345678Z", "contrast": "17/05/2030", "channel": "sms"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_subject.status(),
+        201,
+        "{}",
+        by_subject.text().await.unwrap()
+    );
+
+    // A code sent before the kill is still the right one (the secret and the
+    // verification both survived).
+    let first = smsc.received()[0].clone();
+    let number = format!("+{}", first.destination.addr);
+    let id = &accepted[&first.destination.addr];
+    let code = otpd_e2e::code_in(&first.text());
+    let checked: Value = client
+        .post(format!("{}/v1/verifications/{id}/check", otpd.base))
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checked["status"], "approved", "{number}: {checked}");
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A small tmpfs mounted for one test, unmounted (lazily) when dropped. `None` where
+/// this machine does not let the test mount one.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk { path, _dir: dir })
+    }
+
+    /// Write a file until the disk refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0; 512]);
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+async fn healthz(otpd: &OtpdProcess) -> Value {
+    otpd_e2e::client()
+        .get(format!("{}/healthz", otpd.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The embedded store's disk fills up mid-load: new verifications are refused with
+/// 503 (and readiness fails) rather than accepted without a record; what was
+/// accepted before is delivered; once space is freed the journal is written again
+/// and otpd accepts again. Nothing accepted is lost or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_stores_disk_full() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let smsc = Smsc::start(smsc_config()).await.unwrap();
+    let store = format!(
+        "[store]\nkind = \"embedded\"\npath = \"{}\"\nwrite_timeout = \"300ms\"",
+        disk.path.join("otpd-data").display()
+    );
+    let otpd = OtpdProcess::start(&config(&smsc, &store)).await;
+    otpd.wait_channels().await;
+    let (mut accepted, mut refused) = load(&otpd, "+3460066", 40, |_| {}).await;
+    assert_eq!(accepted.len(), 40);
+
+    let filler = disk.fill();
+    let (during, refused_during) = load(&otpd, "+3460067", 40, |_| {}).await;
+    eprintln!(
+        "while full: {} accepted, {refused_during} refused",
+        during.len()
+    );
+    assert!(
+        refused_during >= 35,
+        "a full disk refuses new verifications"
+    );
+    let health = healthz(&otpd).await;
+    assert_eq!(health["store"], "unavailable", "{health}");
+    accepted.extend(during);
+    refused += refused_during;
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while healthz(&otpd).await["store"] != "ok" {
+        assert!(Instant::now() < deadline, "the journal never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (after, refused_after) = load(&otpd, "+3460068", 40, |_| {}).await;
+    assert_eq!(after.len(), 40, "accepting again once there is room");
+    accepted.extend(after);
+    refused += refused_after;
+
+    let t = tally(&smsc, &accepted, refused, Duration::from_secs(60)).await;
+    assert_eq!(t.accepted + t.refused, 120, "{t:?}");
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", otpd.log());
+}
