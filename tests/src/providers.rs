@@ -95,6 +95,17 @@ impl Providers {
         c.delivery.retry_backoff = Duration::from_millis(10);
     }
 
+    /// The `[push.fcm]` table of a configuration file pointing at the mock, its
+    /// requests given up after `timeout` (a humantime duration).
+    pub fn fcm_table(&self, timeout: &str) -> String {
+        format!(
+            "[push.fcm]\nurl = \"{}\"\nservice_account_file = \"{}\"\nca_file = \"{}\"\ntimeout = \"{timeout}\"\n",
+            self.mock.url(),
+            self.dir.path().join("account.json").display(),
+            self.dir.path().join("ca.pem").display(),
+        )
+    }
+
     /// Wait (bounded) until the mock has `n` requests for `provider`.
     pub async fn requests(&self, provider: Provider, n: usize) -> Vec<Recorded> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -404,3 +404,121 @@ async fn the_embedded_stores_disk_full() {
     assert_eq!(t.accepted + t.refused, 120, "{t:?}");
     assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", otpd.log());
 }
+
+/// The push provider (FCM) answers every push with a 5xx for 30 s, then answers
+/// each in 8 s, then normally: a push it refused goes by SMS instead (after its
+/// retries), a slow one is waited for. Every code reaches its person, by push or by
+/// SMS; none goes twice on one channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_provider_failing_30_s_then_answering_in_8_s() {
+    use otpd_simulators::push::{Behaviour, Provider};
+    let providers = otpd_e2e::providers::Providers::start().await;
+    let smsc = Smsc::start(smsc_config()).await.unwrap();
+    // The timer's escalation is kept out of the way: only a failed push goes by SMS.
+    let sections = format!(
+        "{}\n[purposes.login]\nttl = \"10m\"\ncode_length = 6\nmax_attempts = 5\nmax_sends = 5\nresend_cooldown = \"30s\"\nescalate_after = \"4m\"\n",
+        providers.fcm_table("10s")
+    );
+    let otpd = OtpdProcess::start(&config(&smsc, &sections)).await;
+    otpd.wait_channels().await;
+    let client = otpd_e2e::client();
+    let people = 48;
+    for i in 0..people {
+        let put = client
+            .put(format!("{}/v1/subscribers/S{i:04}", otpd.base))
+            .json(&json!({
+                "phone": format!("+3460069{i:04}"),
+                "devices": [{"platform": "fcm", "token": fcm_token(i), "app": "es.gob.clave"}]
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201);
+    }
+    let ask = |i: usize| {
+        let (client, base) = (client.clone(), otpd.base.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/v1/verifications"))
+                .json(&json!({"subject": format!("S{i:04}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+            let v: Value = r.json().await.unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let mut accepted = Vec::new();
+    providers.mock.set_behaviour(Behaviour {
+        server_error: 1.0,
+        ..Behaviour::default()
+    });
+    let failing = Instant::now();
+    for i in 0..16 {
+        accepted.push((i, ask(i).await));
+        tokio::time::sleep(Duration::from_secs(30) / 16).await;
+    }
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(failing.elapsed())).await;
+    providers.mock.set_behaviour(Behaviour {
+        latency_ms: 8_000,
+        ..Behaviour::default()
+    });
+    for i in 16..32 {
+        accepted.push((i, ask(i).await));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    providers.mock.set_behaviour(Behaviour::default());
+    for i in 32..people {
+        accepted.push((i, ask(i).await));
+    }
+
+    // Each person's pushes the provider took, and SMS the SMSC took.
+    let reached = |i: usize| {
+        let token = fcm_token(i);
+        let pushes = providers
+            .mock
+            .requests(Some(Provider::Fcm))
+            .iter()
+            .filter(|r| r.status == 200 && r.body["message"]["token"] == token.as_str())
+            .count();
+        let number = format!("3460069{i:04}");
+        let sms = smsc
+            .received()
+            .iter()
+            .filter(|m| m.destination.addr == number)
+            .count();
+        (pushes, sms)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.iter().any(|(i, _)| reached(*i) == (0, 0)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut by_push, mut by_sms, mut lost, mut twice) = (0, 0, 0, 0);
+    for (i, id) in &accepted {
+        match reached(*i) {
+            (0, 0) => {
+                eprintln!("lost: S{i:04} {id}");
+                lost += 1;
+            }
+            (p, s) => {
+                by_push += usize::from(p > 0);
+                by_sms += usize::from(s > 0);
+                twice += usize::from(p > 1 || s > 1);
+            }
+        }
+    }
+    eprintln!(
+        "accepted {}, by push {by_push}, by SMS {by_sms}, lost {lost}, twice {twice}",
+        accepted.len()
+    );
+    assert_eq!((lost, twice), (0, 0), "{}", otpd.log());
+    assert!(by_sms >= 16, "the pushes refused for 30 s went by SMS");
+    assert!(by_push >= 32, "the slow and the normal pushes went by push");
+}
+
+/// A registration token of FCM's shape (20 or more URL-safe characters) for person
+/// `i`.
+fn fcm_token(i: usize) -> String {
+    format!("fcm-registration-token-{i:04}")
+}
