@@ -197,6 +197,13 @@ pub trait Channel: Send + Sync + 'static {
         true
     }
 
+    /// How long past a message's validity its final delivery report may still come:
+    /// after that the send is closed as unconfirmed, also where the node that sent it
+    /// is gone. `None` for channels that report nothing.
+    fn receipt_wait(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The stream of delivery reports, taken once by the dispatcher. Channels without
     /// reports return `None`.
     fn take_reports(&self) -> Option<mpsc::Receiver<DeliveryReport>> {

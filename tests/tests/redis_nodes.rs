@@ -544,3 +544,69 @@ async fn over_tls_as_an_acl_user() {
     a.stop().await;
     wrong.stop().await;
 }
+
+/// A send whose receipt never comes is closed as `unconfirmed` once the carrier's
+/// `receipt_wait` past the code's expiry has gone by — read on another node, after
+/// the node that sent it (and held its bookkeeping) has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_node_stopped_and_receipt_never_came_closes_unconfirmed() {
+    use otpd::config::SmppCarrierConfig;
+    use otpd_simulators::smsc::{Account, ReceiptPolicy, Smsc, SmscConfig};
+
+    let redis = RedisServer::start();
+    let smsc = Smsc::start(SmscConfig {
+        accounts: vec![Account {
+            system_id: "otpd".into(),
+            password: "secret".into(),
+        }],
+        // The receipt is lost: it would come in an hour.
+        receipts: ReceiptPolicy {
+            delay: Duration::from_secs(3600),
+            ..ReceiptPolicy::default()
+        },
+        ..SmscConfig::default()
+    })
+    .await
+    .unwrap();
+    let port = smsc.addr().port();
+    let a = node(&redis, move |c| {
+        c.channels.smpp.insert(
+            "movistar".into(),
+            SmppCarrierConfig {
+                port,
+                system_id: "otpd".into(),
+                password: "secret".into(),
+                source_addr: "Clave".into(),
+                receipt_wait: Duration::from_secs(120),
+                ..SmppCarrierConfig::default()
+            },
+        );
+        c.delivery.sms = "smpp.movistar".into();
+    })
+    .await;
+    let r = a
+        .post("/v1/verifications", json!({"to": "+34600777001"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let sent = a.answered(&id).await;
+    assert_eq!(sent["delivery"]["state"], "sent", "{sent}");
+    let expires_at = sent["expires_at"].clone();
+    a.stop().await;
+
+    let b = node(&redis, |_| {}).await;
+    // Ten minutes of validity and a minute more: the receipt is not due yet.
+    b.clock.advance(Duration::from_secs(660));
+    let v = b.get(&format!("/v1/verifications/{id}")).await.body;
+    assert_eq!(v["delivery"]["state"], "sent", "{v}");
+    // Past the carrier's wait after expiry: closed, and said when.
+    b.clock.advance(Duration::from_secs(61));
+    let v = b.get(&format!("/v1/verifications/{id}")).await.body;
+    assert_eq!(v["delivery"]["state"], "unconfirmed", "{v}");
+    assert_eq!(v["expires_at"], expires_at);
+    assert!(
+        v["delivery"]["attempts"][0]["reported_at"].is_string(),
+        "{v}"
+    );
+    b.stop().await;
+}

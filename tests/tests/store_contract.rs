@@ -462,6 +462,7 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
         failovers: vec![],
         encoding: Some(otpd_adapters::smpp::encoding::Alphabet::Gsm7),
         segments: 1,
+        receipt_due: Some(T0.plus(TTL + Duration::from_secs(900))),
     };
     let sent = SendResult::Sent {
         reference: "m-1".into(),

@@ -122,8 +122,11 @@ fn other_base_after(grace: Duration) -> Duration {
 /// link.
 const NOTE_MARGIN: Duration = Duration::from_secs(15 * 60);
 
-/// The default of [`CarrierConfig::receipt_wait`].
-pub const RECEIPT_WAIT: Duration = NOTE_MARGIN;
+/// The default of [`CarrierConfig::receipt_wait`]. A message's `validity_period` is
+/// its code's expiry, so an SMSC reports it final by then; five minutes more allow
+/// for a slow link, and close the send while its record is still kept (10 minutes
+/// past expiry by default), where the history shows it.
+pub const RECEIPT_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// A message whose bind lost its link waits this long for the bind to come back;
 /// then the carrier gives it up (the bind will not send it later) and reports a
@@ -523,6 +526,10 @@ fn channel_error(carrier: &str, e: SubmitError) -> ChannelError {
 impl Channel for SmppCarrier {
     fn name(&self) -> &str {
         &self.config.name
+    }
+
+    fn receipt_wait(&self) -> Option<Duration> {
+        (self.config.registered_delivery & 0x03 != 0).then_some(self.config.receipt_wait)
     }
 
     async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError> {

@@ -826,6 +826,10 @@ impl Workers {
             Ok(receipt) => {
                 slot.record(true, now);
                 slot.counters.sent.increment(1);
+                details.receipt_due = slot
+                    .channel
+                    .receipt_wait()
+                    .map(|wait| job.expires_at.plus(wait));
                 return Tried::Done(SendResult::Sent {
                     reference: receipt.reference,
                 });

@@ -317,6 +317,11 @@ pub struct SendDetails {
     pub encoding: Option<otpd_adapters::smpp::encoding::Alphabet>,
     /// SMS the text takes.
     pub segments: u8,
+    /// When its final receipt is due at the latest (the code's expiry plus the
+    /// carrier's `receipt_wait`), if the carrier sends receipts: a send still `sent`
+    /// then reads as `unconfirmed` ([`Verification::settle`]), whichever node reads
+    /// it and whether or not the node that sent it is still there.
+    pub receipt_due: Option<UnixMillis>,
 }
 
 /// A carrier a send moved on from.
@@ -779,6 +784,24 @@ impl Verification {
         true
     }
 
+    /// Read as of `now`: a send still `sent` past its receipt's due time
+    /// ([`SendDetails::receipt_due`]) is `unconfirmed`, reported at that time. The
+    /// carrier's own bookkeeping reports it so on the node that sent it; this is
+    /// what closes it where that node died or restarted. Nothing is stored: a
+    /// receipt that still comes later is recorded over it.
+    pub fn settle(&mut self, now: UnixMillis) {
+        for s in &mut self.sends {
+            let due = s.details.as_ref().and_then(|d| d.receipt_due);
+            if s.state == SendState::Sent
+                && let Some(due) = due
+                && due <= now
+            {
+                s.state = SendState::Unconfirmed;
+                s.reported_at = Some(due);
+            }
+        }
+    }
+
     fn attempt_mut(&mut self, send: u8) -> Option<&mut SendAttempt> {
         send.checked_sub(1)
             .and_then(|i| self.sends.get_mut(i as usize))
@@ -1005,6 +1028,39 @@ mod tests {
         assert_eq!(v.sends()[0].reported_at, Some(t2));
         assert!(!v.record_report(1, SendState::Undeliverable, Some("late".into()), t2));
         assert_eq!(v.delivery_state(), SendState::Delivered);
+    }
+
+    #[test]
+    fn a_send_whose_receipt_is_overdue_reads_unconfirmed_until_one_comes() {
+        let mut v = verification();
+        let due = T0.plus(secs(900));
+        let details = SendDetails {
+            receipt_due: Some(due),
+            ..SendDetails::default()
+        };
+        let sent = SendResult::Sent {
+            reference: "c:1".into(),
+        };
+        assert!(v.record_send_with(1, sent, Some(Box::new(details)), T0));
+        let mut read = v.clone();
+        read.settle(due.plus(Duration::from_millis(999)).min(T0.plus(secs(899))));
+        assert_eq!(read.delivery_state(), SendState::Sent, "not yet due");
+        let mut read = v.clone();
+        read.settle(due);
+        assert_eq!(read.delivery_state(), SendState::Unconfirmed);
+        assert_eq!(read.sends()[0].reported_at, Some(due));
+        // A receipt that still comes is recorded and read as it says.
+        assert!(v.record_report(1, SendState::Delivered, None, due.plus(secs(5))));
+        v.settle(due.plus(secs(60)));
+        assert_eq!(v.delivery_state(), SendState::Delivered);
+        // A channel without receipts leaves its sends as they are.
+        let mut push = verification();
+        let sent = SendResult::Sent {
+            reference: "p:1".into(),
+        };
+        assert!(push.record_send(1, sent, T0));
+        push.settle(T0.plus(secs(86_400)));
+        assert_eq!(push.delivery_state(), SendState::Sent);
     }
 
     #[test]

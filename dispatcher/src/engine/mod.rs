@@ -266,7 +266,10 @@ impl Engine {
             .await?
             .filter(|v| v.client.as_ref() == caller.id())
             .ok_or(Refused::NotFound)?;
-        let status = v.status(self.clock.now());
+        let now = self.clock.now();
+        let mut v = v;
+        v.settle(now);
+        let status = v.status(now);
         Ok((v, status))
     }
 

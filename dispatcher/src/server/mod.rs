@@ -164,6 +164,14 @@ impl Server {
         };
         // Before anything takes metric handles, so that theirs are live.
         let prometheus = metrics::install();
+        for (name, c) in &config.channels.smpp {
+            if c.receipt_wait >= config.store.retention {
+                tracing::warn!(
+                    carrier = %name,
+                    "receipt_wait is not shorter than store.retention: a send whose receipt never comes is gone before it reads unconfirmed"
+                );
+            }
+        }
         if config.clients.is_empty() {
             tracing::warn!(
                 "no [[clients]] configured: the API is open to anyone who can reach it (keep it on loopback)"

@@ -157,6 +157,9 @@ struct DetailsJson {
     encoding: Option<String>,
     #[serde(default)]
     segments: u8,
+    /// Unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    receipt_due: Option<i64>,
 }
 
 pub fn encode_details(d: &SendDetails) -> Vec<u8> {
@@ -170,6 +173,7 @@ pub fn encode_details(d: &SendDetails) -> Vec<u8> {
             .collect(),
         encoding: d.encoding.map(|a| a.as_str().to_owned()),
         segments: d.segments,
+        receipt_due: d.receipt_due.map(|t| t.0),
     })
     .expect("plain data serialises")
 }
@@ -194,6 +198,7 @@ fn decode_details(bytes: &[u8]) -> Result<SendDetails, StoreError> {
             Some(other) => return Err(corrupt("d", format!("encoding {other:?}"))),
         },
         segments: d.segments,
+        receipt_due: d.receipt_due.map(UnixMillis),
     })
 }
 
@@ -456,6 +461,7 @@ mod tests {
                 }],
                 encoding: Some(Alphabet::Ucs2),
                 segments: 2,
+                receipt_due: Some(t.plus(std::time::Duration::from_secs(1_500))),
             })),
             t,
         );
