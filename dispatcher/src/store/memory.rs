@@ -506,10 +506,15 @@ impl MemoryStore {
     }
 
     /// `change` applied to verification `id` under its shard's lock, journaled when
-    /// it says it changed something, and made durable before it returns.
+    /// it says it changed something, and — when `told` (the caller answers someone
+    /// with it) — on disk before it returns. What otpd records for itself (a
+    /// channel's answer, a receipt, an escalation) is appended in the same order but
+    /// not waited for: the writer takes it within the moment, and the worker is not
+    /// held by the disk.
     async fn change<T>(
         &self,
         id: &VerificationId,
+        told: bool,
         change: impl FnOnce(&mut Verification) -> Option<T>,
     ) -> Result<Option<T>, StoreError> {
         let (out, ticket) = {
@@ -522,7 +527,9 @@ impl MemoryStore {
                 },
             }
         };
-        self.durable_wait(ticket).await?;
+        if told {
+            self.durable_wait(ticket).await?;
+        }
         Ok(out)
     }
 }
@@ -574,7 +581,7 @@ impl Verifications for MemoryStore {
         how: Closing,
         now: UnixMillis,
     ) -> Result<Option<(CancelOutcome, Verification)>, StoreError> {
-        self.change(id, |v| {
+        self.change(id, true, |v| {
             (v.client.as_deref() == client).then(|| (v.close(how, now), v.clone()))
         })
         .await
@@ -585,7 +592,7 @@ impl Verifications for MemoryStore {
         id: &VerificationId,
         now: UnixMillis,
     ) -> Result<Option<(AckOutcome, Verification)>, StoreError> {
-        self.change(id, |v| Some((v.acknowledge(now), v.clone())))
+        self.change(id, true, |v| Some((v.acknowledge(now), v.clone())))
             .await
     }
 
@@ -596,8 +603,10 @@ impl Verifications for MemoryStore {
         device: &str,
         now: UnixMillis,
     ) -> Result<Option<(AnswerOutcome, Verification)>, StoreError> {
-        self.change(id, |v| Some((v.answer(decision, device, now), v.clone())))
-            .await
+        self.change(id, true, |v| {
+            Some((v.answer(decision, device, now), v.clone()))
+        })
+        .await
     }
 
     async fn escalate(
@@ -607,7 +616,7 @@ impl Verifications for MemoryStore {
         now: UnixMillis,
     ) -> Result<Option<Verification>, StoreError> {
         let (escalated, still_due) = self
-            .change(id, |v| {
+            .change(id, false, |v| {
                 let escalated = v.escalate(cause, now).map(|_| v.clone());
                 Some((escalated, v.escalate_at()))
             })
@@ -667,7 +676,7 @@ impl JobLedger for MemoryStore {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let recorded = self
-            .change(id, |v| {
+            .change(id, false, |v| {
                 v.record_send_with(send, result, details, now).then_some(())
             })
             .await?;
@@ -683,7 +692,7 @@ impl JobLedger for MemoryStore {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let recorded = self
-            .change(id, |v| {
+            .change(id, false, |v| {
                 v.record_report(send, state, error, now).then_some(())
             })
             .await?;

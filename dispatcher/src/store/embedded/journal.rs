@@ -15,7 +15,9 @@
 //! short lock (the caller holds its shard's lock, so the journal's order of one
 //! verification's versions is the order they were made in), and one writer thread
 //! writes whatever gathered with one `write` (and one `fdatasync` with
-//! [`Sync::Fsync`]) and wakes the callers it made durable. A failed write (a full
+//! [`Sync::Fsync`]) and wakes the callers it made durable — each by its own
+//! one-shot channel: waking every waiter on each write to let it look whether its
+//! turn had come cost more than the writes themselves under load. A failed write (a full
 //! disk) is cut back to the last whole frame and retried with backoff, keeping its
 //! records; meanwhile the journal refuses new verifications ([`Journal::accepting`])
 //! and callers waiting on it are answered with an error after
@@ -30,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use super::frame::{self, FrameError, Record};
 use crate::domain::clock::UnixMillis;
@@ -54,9 +56,9 @@ pub enum Sync {
 }
 
 /// A record appended but perhaps not yet written: wait on it with [`Journal::wait`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug)]
 #[must_use = "a change is durable only once its ticket is waited on"]
-pub struct Ticket(u64);
+pub struct Ticket(oneshot::Receiver<()>);
 
 /// The journal could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,6 @@ pub struct Journal {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
-    durable: watch::Sender<u64>,
     /// False while the disk refuses writes.
     accepting: AtomicBool,
     last_error: Mutex<String>,
@@ -103,11 +104,14 @@ struct Shared {
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
-    /// Sequence of the last record appended.
-    seq: u64,
+    /// Who waits for the records in `buf`, in order.
+    waiters: Vec<oneshot::Sender<()>>,
     /// The latest retention end among the records in `buf`.
     retain: i64,
     closing: bool,
+    /// The writer is waiting for records (so an append must wake it; while it
+    /// writes, appends gather without a system call).
+    idle: bool,
 }
 
 impl Journal {
@@ -124,7 +128,6 @@ impl Journal {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
-            durable: watch::Sender::new(0),
             accepting: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
             retire_before: AtomicI64::new(now.0),
@@ -160,33 +163,35 @@ impl Journal {
         retain_until: UnixMillis,
         fields: &[(&str, Vec<u8>)],
     ) -> Ticket {
+        let (tx, rx) = oneshot::channel();
         let mut p = self.shared.pending.lock();
         frame::put_verification(&mut p.buf, id, retain_until, fields);
         p.retain = p.retain.max(retain_until.0);
-        p.seq += 1;
-        self.shared.wake.notify_one();
-        Ticket(p.seq)
+        p.waiters.push(tx);
+        if p.idle {
+            self.shared.wake.notify_one();
+        }
+        Ticket(rx)
     }
 
     /// Append that verification `id` was given up (its issue failed after all).
     pub fn give_up(&self, id: &[u8; 16]) -> Ticket {
+        let (tx, rx) = oneshot::channel();
         let mut p = self.shared.pending.lock();
         frame::put_given_up(&mut p.buf, id);
-        p.seq += 1;
-        self.shared.wake.notify_one();
-        Ticket(p.seq)
+        p.waiters.push(tx);
+        if p.idle {
+            self.shared.wake.notify_one();
+        }
+        Ticket(rx)
     }
 
     /// Wait until `ticket`'s record is written; an error once the disk has refused
     /// it for longer than the wait limit (it stays queued and is written when the
     /// disk takes it).
     pub async fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
-        let mut durable = self.shared.durable.subscribe();
-        let written =
-            tokio::time::timeout(self.shared.wait_limit, durable.wait_for(|d| *d >= ticket.0))
-                .await;
-        match written {
-            Ok(Ok(_)) => Ok(()),
+        match tokio::time::timeout(self.shared.wait_limit, ticket.0).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(StoreError::Unavailable("the journal writer stopped".into())),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "the journal could not be written: {}",
@@ -251,23 +256,32 @@ impl Writer {
     fn run(mut self) {
         // What the disk refused last time, written before anything newer.
         let mut carry: Vec<u8> = Vec::new();
+        let mut carry_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut carry_retain = i64::MIN;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let (seq, closing) = {
+            let closing = {
                 let mut p = self.shared.pending.lock();
                 while p.buf.is_empty() && carry.is_empty() && !p.closing {
+                    p.idle = true;
                     self.shared
                         .wake
                         .wait_for(&mut p, SEGMENT_AGE.min(Duration::from_secs(5)));
+                    p.idle = false;
                     if p.buf.is_empty() && carry.is_empty() {
                         break; // time to look at rotation and retirement
                     }
                 }
-                carry.append(&mut p.buf);
+                if carry.is_empty() {
+                    // Take the buffer whole, leaving this one's allocation behind.
+                    std::mem::swap(&mut carry, &mut p.buf);
+                } else {
+                    carry.append(&mut p.buf);
+                }
+                carry_waiters.append(&mut p.waiters);
                 carry_retain = carry_retain.max(p.retain);
                 p.retain = i64::MIN;
-                (p.seq, p.closing)
+                p.closing
             };
             if !carry.is_empty() {
                 match self.write(&carry, carry_retain) {
@@ -278,7 +292,10 @@ impl Writer {
                         if !self.shared.accepting.swap(true, Ordering::AcqRel) {
                             tracing::info!("the journal is written again");
                         }
-                        self.shared.durable.send_replace(seq);
+                        for w in carry_waiters.drain(..) {
+                            // A waiter that gave up has dropped its end.
+                            let _ = w.send(());
+                        }
                     }
                     Err(e) => {
                         *self.shared.last_error.lock() = e.to_string();
