@@ -4,6 +4,7 @@
 pub mod interop;
 pub mod process;
 pub mod providers;
+pub mod proxy;
 pub mod redis;
 
 use std::path::PathBuf;

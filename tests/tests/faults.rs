@@ -522,3 +522,53 @@ async fn push_provider_failing_30_s_then_answering_in_8_s() {
 fn fcm_token(i: usize) -> String {
     format!("fcm-registration-token-{i:04}")
 }
+
+/// Redis (with its append-only file) fails over to its replica in the middle of the
+/// load: the master is killed, the replica promoted, and the address otpd uses
+/// moved to it (as a virtual address or a role-checking proxy does). Requests
+/// meanwhile are refused with 503; every accepted code is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_failing_over_to_its_replica() {
+    let mut master = RedisServer::start_durable();
+    let master_port = master.port.to_string();
+    let replica = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--replicaof",
+        "127.0.0.1",
+        &master_port,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica
+        .cli(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = otpd_e2e::proxy::SwitchProxy::start(at(master.port)).await;
+    let smsc = Smsc::start(smsc_config()).await.unwrap();
+    let store = format!(
+        "[store]\nkind = \"redis\"\n\n[redis]\nurls = [\"{}\"]\ntimeout = \"300ms\"\nclaim_after = \"1s\"",
+        proxy.url()
+    );
+    let otpd = OtpdProcess::start(&config(&smsc, &store)).await;
+    otpd.wait_channels().await;
+    let (accepted, refused) = load(&otpd, "+3460070", 100, |i| {
+        if i == 40 {
+            master.kill();
+            assert!(replica.cli(&["REPLICAOF", "NO", "ONE"]).contains("OK"));
+            proxy.switch(at(replica.port));
+        }
+    })
+    .await;
+    let t = tally(&smsc, &accepted, refused, Duration::from_secs(60)).await;
+    assert_eq!(t.accepted + t.refused, 100, "{t:?}");
+    assert!(t.accepted >= 80, "{t:?}");
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", otpd.log());
+}
