@@ -50,6 +50,22 @@ impl RedisServer {
         ])
     }
 
+    /// [`RedisServer::start_durable`], replicating the server on `master_port`.
+    pub fn start_durable_replica_of(master_port: u16) -> Self {
+        let port = master_port.to_string();
+        Self::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+        ])
+    }
+
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();

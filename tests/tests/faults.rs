@@ -32,6 +32,14 @@ fn config(smsc: &Smsc, sections: &str) -> String {
     )
 }
 
+/// The `[store]` and `[redis]` tables of a node on the Redis at `url`, quick to
+/// notice it gone and to claim a silent node's jobs.
+fn on_redis(url: &str) -> String {
+    format!(
+        "[store]\nkind = \"redis\"\n\n[redis]\nurls = [\"{url}\"]\ntimeout = \"300ms\"\nclaim_after = \"1s\""
+    )
+}
+
 /// What a case counts.
 #[derive(Debug, Default)]
 struct Tally {
@@ -163,11 +171,7 @@ async fn smsc_silent_for_twenty_seconds() {
 async fn redis_restarted_mid_load_with_aof() {
     let mut redis = RedisServer::start_durable();
     let smsc = Smsc::start(smsc_config()).await.unwrap();
-    let store = format!(
-        "[store]\nkind = \"redis\"\n\n[redis]\nurls = [\"{}\"]\ntimeout = \"300ms\"\nclaim_after = \"1s\"",
-        redis.url()
-    );
-    let otpd = OtpdProcess::start(&config(&smsc, &store)).await;
+    let otpd = OtpdProcess::start(&config(&smsc, &on_redis(&redis.url()))).await;
     otpd.wait_channels().await;
     let (accepted, refused) = load(&otpd, "+3460064", 100, |i| {
         if i == 40 {
@@ -530,18 +534,7 @@ fn fcm_token(i: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_failing_over_to_its_replica() {
     let mut master = RedisServer::start_durable();
-    let master_port = master.port.to_string();
-    let replica = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--replicaof",
-        "127.0.0.1",
-        &master_port,
-    ]);
+    let replica = RedisServer::start_durable_replica_of(master.port);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !replica
         .cli(&["INFO", "replication"])
@@ -553,11 +546,7 @@ async fn redis_failing_over_to_its_replica() {
     let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let proxy = otpd_e2e::proxy::SwitchProxy::start(at(master.port)).await;
     let smsc = Smsc::start(smsc_config()).await.unwrap();
-    let store = format!(
-        "[store]\nkind = \"redis\"\n\n[redis]\nurls = [\"{}\"]\ntimeout = \"300ms\"\nclaim_after = \"1s\"",
-        proxy.url()
-    );
-    let otpd = OtpdProcess::start(&config(&smsc, &store)).await;
+    let otpd = OtpdProcess::start(&config(&smsc, &on_redis(&proxy.url()))).await;
     otpd.wait_channels().await;
     let (accepted, refused) = load(&otpd, "+3460070", 100, |i| {
         if i == 40 {
