@@ -31,6 +31,16 @@ fn redis_server() -> PathBuf {
     "redis-server".into()
 }
 
+/// Every write kept in the append-only file, fsynced each time.
+const DURABLE: [&str; 6] = [
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+];
+
 impl RedisServer {
     /// A plain server: nothing on disk.
     pub fn start() -> Self {
@@ -40,30 +50,15 @@ impl RedisServer {
     /// A server that keeps every write in its append-only file (fsync each write),
     /// as production would run it for otpd.
     pub fn start_durable() -> Self {
-        Self::start_with(&[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])
+        Self::start_with(&DURABLE)
     }
 
     /// [`RedisServer::start_durable`], replicating the server on `master_port`.
     pub fn start_durable_replica_of(master_port: u16) -> Self {
         let port = master_port.to_string();
-        Self::start_with(&[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--replicaof",
-            "127.0.0.1",
-            &port,
-        ])
+        let mut args = DURABLE.to_vec();
+        args.extend(["--replicaof", "127.0.0.1", &port]);
+        Self::start_with(&args)
     }
 
     pub fn start_with(extra: &[&str]) -> Self {

@@ -229,14 +229,7 @@ async fn kill_9_of_the_single_embedded_node() {
         .await
         .unwrap();
     assert_eq!(put.status(), 201);
-    let registered: Value = client
-        .get(format!("{}/v1/subscribers/12345678Z", otpd.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registered = get_json(&otpd, "/v1/subscribers/12345678Z").await;
 
     let (accepted, refused) = load(&otpd, "+3460065", 300, |_| {}).await;
     otpd.kill9();
@@ -259,14 +252,7 @@ async fn kill_9_of_the_single_embedded_node() {
     assert!(t.twice <= 16, "{t:?}");
 
     // The registry came back whole, device key and contrast value included.
-    let after: Value = client
-        .get(format!("{}/v1/subscribers/12345678Z", otpd.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = get_json(&otpd, "/v1/subscribers/12345678Z").await;
     assert_eq!(after, registered);
     assert_eq!(after["contrast"], true);
     assert_eq!(after["devices"][0]["key"]["algorithm"], "Ed25519");
@@ -347,15 +333,20 @@ impl Drop for SmallDisk {
     }
 }
 
-async fn healthz(otpd: &OtpdProcess) -> Value {
+/// `GET path` on `otpd`, its JSON answer.
+async fn get_json(otpd: &OtpdProcess, path: &str) -> Value {
     otpd_e2e::client()
-        .get(format!("{}/healthz", otpd.base))
+        .get(format!("{}{path}", otpd.base))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap()
+}
+
+async fn healthz(otpd: &OtpdProcess) -> Value {
+    get_json(otpd, "/healthz").await
 }
 
 /// The embedded store's disk fills up mid-load: new verifications are refused with
