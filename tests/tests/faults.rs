@@ -552,3 +552,31 @@ async fn redis_failing_over_to_its_replica() {
     assert!(t.accepted >= 80, "{t:?}");
     assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", otpd.log());
 }
+
+/// The SMSC cuts the link mid-window now and then (it closes the connection on a
+/// submit without answering, with others of the window accepted but unanswered):
+/// nothing is lost, and what goes twice is at most a window per cut link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smsc_cutting_links_mid_window() {
+    let smsc = Smsc::start(SmscConfig {
+        random_faults: vec![(Fault::Drop, 25_000)],
+        latency: (Duration::from_millis(5), Duration::from_millis(40)),
+        ..smsc_config()
+    })
+    .await
+    .unwrap();
+    let otpd = OtpdProcess::start(&config(&smsc, "")).await;
+    otpd.wait_channels().await;
+    let (accepted, refused) = load(&otpd, "+3460071", 200, |_| {}).await;
+    let t = tally(&smsc, &accepted, refused, Duration::from_secs(60)).await;
+    let cuts = smsc
+        .stats()
+        .dropped_connections
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    eprintln!("links cut: {cuts}");
+    assert!(cuts > 0, "the SMSC cut some links");
+    assert_eq!((t.accepted, t.refused), (200, 0), "{t:?}");
+    assert_eq!(t.lost, 0, "{t:?}\n{}", otpd.log());
+    // Each cut can leave a window (8) accepted but unanswered: sent again.
+    assert!(t.twice <= cuts * 8, "{t:?}, {cuts} cuts");
+}
