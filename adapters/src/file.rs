@@ -22,6 +22,17 @@ use crate::push::{Notification, Outcome, Pusher};
 
 /// How many lines the writer takes in one batch at most.
 const MAX_BATCH: usize = 512;
+/// Free space on the outbox's file system for a batch of lines, before a channel
+/// whose writes failed is tried again.
+const ROOM: u64 = 64 * 1024;
+
+/// Whether the file system holding `path` has [`ROOM`] free for otpd's user.
+fn has_room(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize) >= ROOM)
+        .unwrap_or(false)
+}
+
 /// Submits waiting for the writer; beyond this, submitters wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
@@ -44,6 +55,11 @@ struct OutboxLine<'a> {
 /// The outbox channel. Cheap to share behind an `Arc`.
 pub struct FileChannel {
     path: PathBuf,
+    /// The last write failed (a full disk): the channel says it is down until its
+    /// file system has room again, so that sends wait for it as for a carrier whose
+    /// link is down rather than spend their attempts. A write that goes through
+    /// clears it.
+    failing: std::sync::atomic::AtomicBool,
     lines: Slot<mpsc::Sender<(Zeroizing<Vec<u8>>, Ack)>>,
     writer: Slot<JoinHandle<()>>,
 }
@@ -60,6 +76,7 @@ impl FileChannel {
             .spawn(move || write_lines(file, rx))?;
         Ok(Self {
             path,
+            failing: std::sync::atomic::AtomicBool::new(false),
             lines: Slot::new(tx),
             writer: Slot::new(writer),
         })
@@ -83,7 +100,12 @@ impl FileChannel {
             .send((bytes, ack))
             .await
             .map_err(|_| ChannelError::Closed)?;
-        match answer.await {
+        let written = answer.await;
+        self.failing.store(
+            matches!(written, Ok(Err(_))),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match written {
             Ok(Ok(position)) => Ok(position),
             Ok(Err(e)) => Err(ChannelError::Temporary {
                 reason: format!("cannot write outbox {}: {e}", self.path.display()),
@@ -202,6 +224,7 @@ fn write_lines(file: File, mut rx: mpsc::Receiver<(Zeroizing<Vec<u8>>, Ack)>) {
                 Err(_) => break,
             }
         }
+        let start = offset;
         let mut positions = Vec::with_capacity(batch.len());
         let mut result = Ok(());
         for (line, _) in &batch {
@@ -213,6 +236,14 @@ fn write_lines(file: File, mut rx: mpsc::Receiver<(Zeroizing<Vec<u8>>, Ack)>) {
         }
         if result.is_ok() {
             result = out.flush();
+        }
+        if result.is_err() {
+            // A full disk: every line of the batch is refused (its senders try
+            // again), so none may stay half written or buffered to go out later.
+            let (file, _unwritten) = out.into_parts();
+            let _ = file.set_len(start);
+            out = BufWriter::with_capacity(64 * 1024, file);
+            offset = start;
         }
         for ((_, ack), position) in batch.drain(..).zip(positions) {
             let answer = match &result {
@@ -236,6 +267,10 @@ fn now_ms() -> i64 {
 impl Channel for FileChannel {
     fn name(&self) -> &str {
         "file"
+    }
+
+    fn healthy(&self) -> bool {
+        !self.failing.load(std::sync::atomic::Ordering::Relaxed) || has_room(&self.path)
     }
 
     async fn submit(&self, message: &Message) -> Result<SubmitReceipt, ChannelError> {

@@ -51,8 +51,23 @@ impl OtpdProcess {
     /// [`OtpdProcess::start`], allowed at most `open_files` file descriptors
     /// (`ulimit -n`) when given.
     pub async fn start_limited(config: &str, open_files: Option<u32>) -> Self {
+        Self::start_full(config, open_files, |_| {}).await
+    }
+
+    /// [`OtpdProcess::start`], after `prepare` has set up otpd's directory (a
+    /// symbolic link for its outbox, say).
+    pub async fn start_prepared(config: &str, prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_full(config, None, prepare).await
+    }
+
+    async fn start_full(
+        config: &str,
+        open_files: Option<u32>,
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("otpd.toml"), config).expect("config written");
+        prepare(dir.path());
         let (child, base) = spawn(dir.path(), open_files);
         let process = Self {
             base,

@@ -580,3 +580,72 @@ async fn smsc_cutting_links_mid_window() {
     // Each cut can leave a window (8) accepted but unanswered: sent again.
     assert!(t.twice <= cuts * 8, "{t:?}, {cuts} cuts");
 }
+
+/// The outbox (the file channel, otpd's local delivery) sits on a disk that fills
+/// up: its writes fail, the channel reports itself down so that sends wait for it
+/// instead of spending their attempts, no line is left half written, and once
+/// space is freed every accepted code is in the outbox once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outboxs_disk_full() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let outbox = disk.path.join("outbox.jsonl");
+    let config = "[codes]\nsecret = \"one secret for every node, at least 32 bytes long\"\ndefault_locale = \"en\"\n\n[delivery]\nsms = \"file\"\nretry_backoff = \"100ms\"\n\n[log]\nlevel = \"warn\"\n";
+    let otpd = OtpdProcess::start_prepared(config, |dir| {
+        std::os::unix::fs::symlink(&outbox, dir.join("outbox.jsonl")).unwrap();
+    })
+    .await;
+    let (mut accepted, mut refused) = load(&otpd, "+3460072", 30, |_| {}).await;
+    let filler = disk.fill();
+    let (during, refused_during) = load(&otpd, "+3460073", 30, |_| {}).await;
+    accepted.extend(during);
+    refused += refused_during;
+    // The channel reports itself down (between its tries)...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_json(&otpd, "/healthz").await["channels"]["file"] != "unavailable" {
+        assert!(Instant::now() < deadline, "the full outbox never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...for longer than its attempts would have lasted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::remove_file(filler).unwrap();
+
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&outbox)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("whole JSON lines only"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines().len() < accepted.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for l in lines() {
+        *at.entry(
+            l["to"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('+')
+                .to_string(),
+        )
+        .or_default() += 1;
+    }
+    let lost = accepted.keys().filter(|n| !at.contains_key(*n)).count();
+    let twice = at.values().filter(|c| **c > 1).count();
+    eprintln!(
+        "accepted {}, refused {refused}, lost {lost}, twice {twice}",
+        accepted.len()
+    );
+    if let Some((n, id)) = accepted.iter().find(|(n, _)| !at.contains_key(*n)) {
+        eprintln!(
+            "{n}: {}",
+            get_json(&otpd, &format!("/v1/verifications/{id}")).await
+        );
+    }
+    assert_eq!((accepted.len(), refused), (60, 0));
+    assert_eq!((lost, twice), (0, 0), "{}", otpd.log());
+}
