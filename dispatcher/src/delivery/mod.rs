@@ -165,9 +165,20 @@ async fn take(
 ) -> Result<(TakeSend, Option<Making>), crate::store::StoreError> {
     let mut pauses = RECORD_RETRIES.iter();
     let mut failed = false;
+    // Held while a failed take is asked again: the store may have made the send
+    // this node's already, and a second copy of the job claimed back meanwhile must
+    // find it being made here — not lost, and not recorded as interrupted.
+    let mut taking: Option<Making> = None;
     loop {
         match jobs.take_send(id, send, node).await {
-            Ok(TakeSend::Go) => return Ok((TakeSend::Go, Some(in_flight.start(*id, send)))),
+            Ok(TakeSend::Go) => {
+                let making = taking.unwrap_or_else(|| in_flight.start(*id, send));
+                return Ok((TakeSend::Go, Some(making)));
+            }
+            Ok(TakeSend::Mine) if taking.is_some() => {
+                // This worker's own take, whose answer was lost.
+                return Ok((TakeSend::Go, taking));
+            }
             Ok(TakeSend::Mine) => {
                 let resumed = if failed {
                     in_flight.start_unless_making(*id, send)
@@ -184,6 +195,9 @@ async fn take(
                 Some(pause) => {
                     tracing::debug!(%id, send, error = %e, "taking a send failed; trying again");
                     failed = true;
+                    if taking.is_none() {
+                        taking = in_flight.start_unless_making(*id, send);
+                    }
                     tokio::time::sleep(*pause).await;
                 }
                 None => return Err(e),
