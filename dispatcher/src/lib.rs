@@ -21,6 +21,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod engine;
+pub mod events;
 pub mod metrics;
 pub mod numbers;
 pub mod policy;

@@ -1,0 +1,93 @@
+//! Where events go: one seam, [`EventSink`], so that the engine and delivery say
+//! what happened once and each sink (metrics, the audit trail, webhooks) takes it.
+//! [`Fanout`] hands one event to several sinks; [`Recorder`] is the fake that keeps
+//! them for tests.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Event;
+
+/// Takes events as they happen. It must not block or fail the caller: a sink that
+/// writes or sends hands the event on (a bounded queue of its own) and counts what
+/// it could not take.
+pub trait EventSink: Send + Sync + 'static {
+    fn emit(&self, event: &Event);
+}
+
+/// Every sink in turn.
+#[derive(Clone, Default)]
+pub struct Fanout(Vec<Arc<dyn EventSink>>);
+
+impl Fanout {
+    pub fn new(sinks: Vec<Arc<dyn EventSink>>) -> Fanout {
+        Fanout(sinks)
+    }
+}
+
+impl EventSink for Fanout {
+    fn emit(&self, event: &Event) {
+        for sink in &self.0 {
+            sink.emit(event);
+        }
+    }
+}
+
+/// Keeps every event, for tests to read (at most `cap`; the oldest go first).
+pub struct Recorder {
+    events: Mutex<std::collections::VecDeque<Event>>,
+    cap: usize,
+}
+
+impl Recorder {
+    pub fn new(cap: usize) -> Recorder {
+        Recorder {
+            events: Mutex::new(Default::default()),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().iter().cloned().collect()
+    }
+}
+
+impl EventSink for Recorder {
+    fn emit(&self, event: &Event) {
+        let mut events = self.events.lock();
+        if events.len() == self.cap {
+            events.pop_front();
+        }
+        events.push_back(event.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::UnixMillis;
+    use crate::events::{EventData, EventKind};
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            kind,
+            at: UnixMillis(0),
+            client: None,
+            data: EventData::default(),
+        }
+    }
+
+    #[test]
+    fn a_fanout_hands_each_event_to_every_sink_and_a_recorder_keeps_the_newest() {
+        let a = Arc::new(Recorder::new(2));
+        let b = Arc::new(Recorder::new(10));
+        let fanout = Fanout::new(vec![a.clone(), b.clone()]);
+        for kind in [EventKind::Sent, EventKind::Delivered, EventKind::Approved] {
+            fanout.emit(&event(kind));
+        }
+        let kinds = |r: &Recorder| r.events().iter().map(|e| e.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&a), [EventKind::Delivered, EventKind::Approved]);
+        assert_eq!(kinds(&b).len(), 3);
+    }
+}
