@@ -173,6 +173,7 @@ pub fn engine_with(
                 backoff: Duration::from_millis(1),
             },
             name: Arc::from("bench"),
+            events: Arc::new(otpd::events::Fanout::default()),
             display_names: Arc::new(otpd::policy::clients::DisplayNames::new(&[], "otpd")),
             in_flight: Default::default(),
             keys: keys.clone(),

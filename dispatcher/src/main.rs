@@ -195,6 +195,7 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> anyhow::Result<()> 
         settings,
         Deps {
             config_file: file,
+            events: None,
             ..Deps::default()
         },
     )

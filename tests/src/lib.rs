@@ -25,6 +25,8 @@ pub const T0: UnixMillis = UnixMillis(1_795_435_200_000);
 pub struct TestServer {
     pub base: String,
     pub clock: ManualClock,
+    /// Every event the server told (the newest 10 000).
+    pub events: Arc<otpd::events::Recorder>,
     pub outbox: PathBuf,
     pub client: reqwest::Client,
     server: Option<Server>,
@@ -189,6 +191,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
+        let events = Arc::new(otpd::events::Recorder::new(10_000));
         let server = Server::start_on(
             listener,
             settings,
@@ -197,6 +200,7 @@ impl TestServer {
                 channels,
                 store,
                 config_file,
+                events: Some(events.clone()),
             },
         )
         .await
@@ -204,6 +208,7 @@ impl TestServer {
         Self {
             base: format!("http://{}", server.addr()),
             clock,
+            events,
             outbox,
             client: client(),
             server: Some(server),

@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
             channels: Some(discard_channels()),
             store: None,
             config_file: None,
+            events: None,
         },
     )
     .await?;

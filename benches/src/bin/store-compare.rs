@@ -117,6 +117,7 @@ async fn run(
             channels: Some(channels.clone()),
             store: None,
             config_file: None,
+            events: None,
         },
     )
     .await?;

@@ -233,6 +233,8 @@ pub struct Workers {
     pub display_names: Arc<crate::policy::clients::DisplayNames>,
     /// Make the acknowledgement token each push carries.
     pub keys: crate::secrets::code::CodeKeys,
+    /// Where what happened to each send is told (see [`crate::events`]).
+    pub events: Arc<dyn crate::events::EventSink>,
     /// The sends this node's workers are making, and answers they could not record.
     pub in_flight: InFlight,
 }
@@ -490,7 +492,15 @@ impl Workers {
                         .await
                 }
             };
-            let Err(e) = recorded else { return };
+            let e = match recorded {
+                Ok(changed) => {
+                    if changed && let SendResult::Sent { .. } = &result {
+                        self.sent_event(job, details.as_deref());
+                    }
+                    return;
+                }
+                Err(e) => e,
+            };
             let Some(pause) = pauses.next() else {
                 tracing::warn!(id = %job.id, send = job.send, error = %e, "could not record a send result");
                 self.metrics.unrecorded();
@@ -502,6 +512,22 @@ impl Workers {
             tracing::debug!(id = %job.id, send = job.send, error = %e, "recording a send result failed; trying again");
             tokio::time::sleep(*pause).await;
         }
+    }
+
+    /// `verification.sent`: a channel took send `job.send`.
+    fn sent_event(&self, job: &DeliveryJob, details: Option<&SendDetails>) {
+        use crate::events::{Event, EventData, EventKind};
+        self.events.emit(&Event {
+            kind: EventKind::Sent,
+            at: self.clock.now(),
+            client: job.client.clone(),
+            data: EventData {
+                send: Some(job.send),
+                carrier: details.and_then(|d| d.carrier.as_deref()).map(Box::from),
+                subject: job.subject.clone(),
+                ..EventData::of(&job.id, job.to, "pending").with_channel(job.kind)
+            },
+        });
     }
 
     /// Push to every device of the subject; sent if any provider took it.

@@ -103,6 +103,19 @@ impl Engine {
         match outcome {
             AnswerOutcome::Answered(status) => {
                 self.metrics.answered(answer.decision);
+                let kind = match status {
+                    Status::Approved => crate::events::EventKind::Approved,
+                    _ => crate::events::EventKind::Denied,
+                };
+                self.emit(
+                    kind,
+                    v.client.clone(),
+                    crate::events::EventData {
+                        subject: v.subject.clone(),
+                        reason: Some("app"),
+                        ..crate::events::EventData::of(&v.id, v.to, status.as_str())
+                    },
+                );
                 Ok(Answered { status })
             }
             // Another answer (or the end) came between the read and the write.

@@ -60,6 +60,15 @@ impl Engine {
         };
         self.metrics.checked(result.outcome);
         if let Some(r) = subject_refused {
+            self.emit(
+                crate::events::EventKind::Locked,
+                caller.id().cloned(),
+                crate::events::EventData {
+                    subject: result.subject.clone(),
+                    reason: Some("subject_guessing"),
+                    ..crate::events::EventData::of(id, result.to, "locked")
+                },
+            );
             self.admission.check_refused(r);
             tracing::warn!(%id, "too many wrong codes for the subject: verification locked");
             return Err(Refused::SubjectLocked(r));
@@ -67,6 +76,15 @@ impl Engine {
         if result.outcome == CheckOutcome::Approved {
             self.admission
                 .converted(&rules, result.to, result.country, now);
+            self.emit(
+                crate::events::EventKind::Approved,
+                caller.id().cloned(),
+                crate::events::EventData {
+                    subject: result.subject.clone(),
+                    reason: Some("code"),
+                    ..crate::events::EventData::of(id, result.to, "approved")
+                },
+            );
         }
         Ok(Checked {
             outcome: result.outcome,

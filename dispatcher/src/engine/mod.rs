@@ -118,6 +118,8 @@ pub struct Engine {
     purposes: HashMap<Box<str>, Purpose>,
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
+    /// Where what happens is told: metrics, audit trail, webhooks.
+    events: Arc<dyn crate::events::EventSink>,
     router: Arc<Router>,
     numbers: Arc<NumberParser>,
     options: Options,
@@ -151,7 +153,34 @@ impl Engine {
             numbers: parts.numbers,
             options: parts.options,
             escalation_passes: Default::default(),
+            events: Arc::new(crate::events::Fanout::default()),
         }
+    }
+
+    /// Tell what happens to `sink` (see [`crate::events`]).
+    pub fn with_events(mut self, sink: Arc<dyn crate::events::EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// The sink the engine tells what happens.
+    pub fn events(&self) -> &Arc<dyn crate::events::EventSink> {
+        &self.events
+    }
+
+    /// Tell the sink that `kind` happened to `client`'s verification.
+    pub(crate) fn emit(
+        &self,
+        kind: crate::events::EventKind,
+        client: Option<Arc<str>>,
+        data: crate::events::EventData,
+    ) {
+        self.events.emit(&crate::events::Event {
+            kind,
+            at: self.clock.now(),
+            client,
+            data,
+        });
     }
 
     /// Sends are queued by the store itself (see [`Engine::store_queues`]).
@@ -280,11 +309,23 @@ impl Engine {
         id: &VerificationId,
     ) -> Result<(CancelOutcome, Verification), Refused> {
         let owner = caller.id().map(|n| &**n);
-        self.stores
+        let (outcome, v) = self
+            .stores
             .verifications
             .close(id, owner, Closing::Cancel, self.clock.now())
             .await?
-            .ok_or(Refused::NotFound)
+            .ok_or(Refused::NotFound)?;
+        if outcome == CancelOutcome::Canceled {
+            self.emit(
+                crate::events::EventKind::Canceled,
+                v.client.clone(),
+                crate::events::EventData {
+                    subject: v.subject.clone(),
+                    ..crate::events::EventData::of(&v.id, v.to, "canceled")
+                },
+            );
+        }
+        Ok((outcome, v))
     }
 
     /// Send by SMS the codes whose push went unacknowledged for too long: up to
@@ -310,6 +351,17 @@ impl Engine {
                 continue;
             };
             self.metrics.escalated(EscalationCause::Timeout);
+            self.emit(
+                crate::events::EventKind::Escalated,
+                v.client.clone(),
+                crate::events::EventData {
+                    subject: v.subject.clone(),
+                    reason: Some(EscalationCause::Timeout.as_str()),
+                    send: Some(v.sends().len() as u8),
+                    ..crate::events::EventData::of(&v.id, v.to, "pending")
+                        .with_channel(ChannelKind::Sms)
+                },
+            );
             escalated += 1;
             if self.store_queues {
                 continue;

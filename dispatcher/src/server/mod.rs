@@ -58,6 +58,8 @@ pub struct Deps {
     /// Where the configuration came from, for reloads (`None`: defaults and
     /// environment only).
     pub config_file: Option<PathBuf>,
+    /// Where what happens is told (a test's recorder); `None`: nowhere yet.
+    pub events: Option<Arc<dyn crate::events::EventSink>>,
 }
 
 impl Default for Deps {
@@ -67,6 +69,7 @@ impl Default for Deps {
             channels: None,
             store: None,
             config_file: None,
+            events: None,
         }
     }
 }
@@ -203,6 +206,11 @@ impl Server {
         if backend.store_queues {
             engine = engine.with_store_queue();
         }
+        let events: Arc<dyn crate::events::EventSink> = deps
+            .events
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::events::Fanout::default()));
+        engine = engine.with_events(events.clone());
         let engine = Arc::new(engine);
         let reloader = Arc::new(Reloader::new(
             router.clone(),
@@ -230,6 +238,7 @@ impl Server {
             )),
             in_flight: Default::default(),
             keys: keys.clone(),
+            events,
         };
         if let Some(recovered) = recovered {
             // Behind the workers, which make room in the queue as they go.
