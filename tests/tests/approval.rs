@@ -168,6 +168,16 @@ async fn the_app_approves_what_apns_and_fcm_delivered(backend: Backend) {
     t.clock.advance(Duration::from_secs(120));
     t.escalations_settled().await;
     assert_eq!(sms_sends(&status(&t, id).await), 0);
+    // Told once: approved in the app, nothing for the refused answers after it.
+    let told: Vec<_> = t
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| e.data.verification_id.as_deref() == Some(id))
+        .filter(|e| e.kind != otpd::events::EventKind::Sent)
+        .map(|e| (e.kind, e.data.reason))
+        .collect();
+    assert_eq!(told, [(otpd::events::EventKind::Approved, Some("app"))]);
     t.stop().await;
 }
 
@@ -274,6 +284,16 @@ async fn a_denial_is_final_and_bad_answers_change_nothing(backend: Backend) {
         )
         .await;
     assert_eq!((check.status, check.error_code()), (409, "denied"));
+    // The bad answers told nothing; the denial was told once.
+    let told: Vec<_> = t
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| e.data.verification_id.as_deref() == Some(id))
+        .filter(|e| e.kind != otpd::events::EventKind::Sent)
+        .map(|e| (e.kind, e.data.status))
+        .collect();
+    assert_eq!(told, [(otpd::events::EventKind::Denied, Some("denied"))]);
     t.stop().await;
 }
 
