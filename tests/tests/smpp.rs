@@ -89,6 +89,13 @@ async fn a_code_goes_out_by_smpp_and_its_receipt_marks_it_delivered() {
     let id = a.body["id"].as_str().unwrap().to_string();
 
     let v = delivery_reaches(&t, &id, "delivered").await;
+    let mut kinds: Vec<_> = told(&t, &id)
+        .await
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["verification.delivered", "verification.sent"]);
     let attempt = &v["delivery"]["attempts"][0];
     assert!(
         attempt["reference"]
@@ -141,7 +148,34 @@ async fn an_undeliverable_receipt_is_recorded_with_its_error() {
         .to_string();
     let v = delivery_reaches(&t, &id, "undeliverable").await;
     assert_eq!(v["delivery"]["attempts"][0]["error"], "3:34");
+    // Told: sent by the carrier, then undeliverable, why in a word.
+    let told = told(&t, &id).await;
+    assert_eq!(told.len(), 2, "{told:?}");
+    let undeliverable = told
+        .iter()
+        .find(|e| e.kind == otpd::events::EventKind::Undeliverable)
+        .expect("told undeliverable");
+    assert_eq!(undeliverable.data.reason, Some("undeliverable"));
+    assert_eq!(undeliverable.data.carrier.as_deref(), Some("movistar"));
+    assert_eq!(undeliverable.data.to.as_deref(), Some("+34*******70"));
     t.stop().await;
+}
+
+/// The events told about verification `id` once its story has settled.
+async fn told(t: &TestServer, id: &str) -> Vec<otpd::events::Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let told: Vec<_> = t
+            .events
+            .events()
+            .into_iter()
+            .filter(|e| e.data.verification_id.as_deref() == Some(id))
+            .collect();
+        if told.len() >= 2 || tokio::time::Instant::now() > deadline {
+            return told;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

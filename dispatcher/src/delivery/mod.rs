@@ -996,9 +996,10 @@ impl SendDetails {
 /// channel closes its report stream.
 pub async fn apply_reports(
     mut reports: mpsc::Receiver<DeliveryReport>,
-    jobs: Arc<dyn JobLedger>,
+    stores: Stores,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    events: Arc<dyn crate::events::EventSink>,
 ) {
     while let Some(report) = reports.recv().await {
         let state = match report.state {
@@ -1013,17 +1014,65 @@ pub async fn apply_reports(
             tracing::warn!(reference = %report.reference, "delivery report for a malformed verification id");
             continue;
         };
-        match jobs
+        match stores
+            .jobs
             .record_report(&id, report.send, state, report.error, clock.now())
             .await
         {
-            Ok(true) => {}
+            Ok(true) => report_event(&stores, &*events, &id, report.send, state, clock.now()).await,
             Ok(false) => {
                 tracing::debug!(%id, send = report.send, reference = %report.reference, "delivery report changed nothing (gone or already reported)")
             }
             Err(e) => tracing::warn!(%id, error = %e, "could not record a delivery report"),
         }
     }
+}
+
+/// `verification.delivered` or `verification.undeliverable` for a report that
+/// changed a send. A report names only the verification, so the event's client,
+/// number and carrier are read from it (one read per final receipt).
+async fn report_event(
+    stores: &Stores,
+    events: &dyn crate::events::EventSink,
+    id: &VerificationId,
+    send: u8,
+    state: SendState,
+    now: UnixMillis,
+) {
+    use crate::events::{Event, EventData, EventKind};
+    let (kind, reason) = match state {
+        SendState::Delivered => (EventKind::Delivered, None),
+        SendState::Undeliverable | SendState::Expired | SendState::Rejected => {
+            (EventKind::Undeliverable, Some(state.as_str()))
+        }
+        _ => return,
+    };
+    let v = match stores.verifications.get(id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "could not read a verification to tell its delivery");
+            return;
+        }
+    };
+    let carrier = v
+        .sends()
+        .get(usize::from(send).saturating_sub(1))
+        .and_then(|s| s.details.as_ref())
+        .and_then(|d| d.carrier.as_deref())
+        .map(Box::from);
+    events.emit(&Event {
+        kind,
+        at: now,
+        client: v.client.clone(),
+        data: EventData {
+            send: Some(send),
+            carrier,
+            reason,
+            subject: v.subject.clone(),
+            ..EventData::of(id, v.to, v.status(now).as_str()).with_channel(ChannelKind::Sms)
+        },
+    });
 }
 
 #[cfg(test)]

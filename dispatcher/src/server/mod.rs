@@ -347,9 +347,10 @@ impl Background {
             .map(|reports| {
                 tokio::spawn(crate::delivery::apply_reports(
                     reports,
-                    backend.stores.jobs.clone(),
+                    backend.stores.clone(),
                     clock.clone(),
                     metrics.clone(),
+                    engine.events().clone(),
                 ))
             })
             .collect();
