@@ -220,6 +220,23 @@ async fn an_unregistered_android_device_is_removed_and_the_code_goes_by_smpp() {
     let code = code_in(&String::from_utf8(received[0].body.clone()).unwrap());
     assert_eq!(t.check(id, &code).await.body["status"], "approved");
 
+    // Told: the dead token's device removed, the push escalated to SMS.
+    let told: Vec<_> = t
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| e.data.verification_id.as_deref() == Some(id))
+        .map(|e| (e.kind.as_str(), e.data.reason, e.data.platform))
+        .collect();
+    assert!(
+        told.contains(&("device.removed", Some("token_dead"), Some("fcm"))),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&("verification.escalated", Some("push_failed"), None)),
+        "{told:?}"
+    );
+
     // The next request for this subject goes straight to SMS: no device is left.
     t.clock.advance(Duration::from_secs(31));
     let next = create(&t, json!({"subject": SUBJECT, "purpose": "login"})).await;

@@ -405,6 +405,18 @@ impl Workers {
             {
                 Ok(Some(v)) => {
                     self.metrics.escalated(EscalationCause::PushFailed);
+                    self.events.emit(&crate::events::Event {
+                        kind: crate::events::EventKind::Escalated,
+                        at: now,
+                        client: v.client.clone(),
+                        data: crate::events::EventData {
+                            subject: v.subject.clone(),
+                            reason: Some(EscalationCause::PushFailed.as_str()),
+                            send: Some(v.sends().len() as u8),
+                            ..crate::events::EventData::of(&v.id, v.to, "pending")
+                                .with_channel(ChannelKind::Sms)
+                        },
+                    });
                     tracing::info!(id = %job.id, "push failed: sending the code by SMS");
                     if job.receipt.is_some() {
                         // The store queued the SMS send with the escalation.
@@ -618,7 +630,7 @@ impl Workers {
                     accepted.push(format!("{provider}:{}", id.unwrap_or_default()))
                 }
                 Outcome::RemoveDevice { reason } => {
-                    self.remove_device(subject, device).await;
+                    self.remove_device(job, subject, device).await;
                     errors.push(format!("{provider}: {reason} (device removed)"));
                 }
                 Outcome::RenewToken { reason }
@@ -638,16 +650,33 @@ impl Workers {
         }
     }
 
-    async fn remove_device(&self, subject: &str, device: &Device) {
+    /// Remove a device its provider calls gone, and tell it (`device.removed`, to
+    /// the client whose push found it gone).
+    async fn remove_device(&self, job: &DeliveryJob, subject: &str, device: &Device) {
         match self
             .stores
             .registry
             .remove_device(subject, device.platform, &device.token)
             .await
         {
-            Ok(_) => {
+            Ok(removed) => {
                 metrics::counter!("otpd_push_devices_removed_total", "platform" => device.platform.as_str()).increment(1);
                 tracing::info!(platform = %device.platform, "removed a device its provider calls gone");
+                if removed == Some(true) {
+                    use crate::events::{Event, EventData, EventKind};
+                    self.events.emit(&Event {
+                        kind: EventKind::DeviceRemoved,
+                        at: self.clock.now(),
+                        client: job.client.clone(),
+                        data: EventData {
+                            verification_id: Some(job.id.to_string()),
+                            subject: Some(subject.into()),
+                            platform: Some(device.platform.as_str()),
+                            reason: Some("token_dead"),
+                            ..EventData::default()
+                        },
+                    });
+                }
             }
             Err(e) => tracing::warn!(error = %e, "could not remove a gone device"),
         }
