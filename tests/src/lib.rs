@@ -217,6 +217,15 @@ impl TestServer {
         }
     }
 
+    /// The events told about verification `id` so far, in order.
+    pub fn told(&self, id: &str) -> Vec<otpd::events::Event> {
+        self.events
+            .events()
+            .into_iter()
+            .filter(|e| e.data.verification_id.as_deref() == Some(id))
+            .collect()
+    }
+
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("running")
     }

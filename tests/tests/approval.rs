@@ -170,10 +170,8 @@ async fn the_app_approves_what_apns_and_fcm_delivered(backend: Backend) {
     assert_eq!(sms_sends(&status(&t, id).await), 0);
     // Told once: approved in the app, nothing for the refused answers after it.
     let told: Vec<_> = t
-        .events
-        .events()
+        .told(id)
         .into_iter()
-        .filter(|e| e.data.verification_id.as_deref() == Some(id))
         .filter(|e| e.kind != otpd::events::EventKind::Sent)
         .map(|e| (e.kind, e.data.reason))
         .collect();
@@ -286,10 +284,8 @@ async fn a_denial_is_final_and_bad_answers_change_nothing(backend: Backend) {
     assert_eq!((check.status, check.error_code()), (409, "denied"));
     // The bad answers told nothing; the denial was told once.
     let told: Vec<_> = t
-        .events
-        .events()
+        .told(id)
         .into_iter()
-        .filter(|e| e.data.verification_id.as_deref() == Some(id))
         .filter(|e| e.kind != otpd::events::EventKind::Sent)
         .map(|e| (e.kind, e.data.status))
         .collect();

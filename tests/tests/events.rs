@@ -25,13 +25,7 @@ async fn a_verifications_story_is_told_once_without_its_code() {
     t.delete(&format!("/v1/verifications/{other}")).await;
 
     let events = t.events.events();
-    let of = |id: &str| {
-        events
-            .iter()
-            .filter(|e| e.data.verification_id.as_deref() == Some(id))
-            .map(|e| e.kind)
-            .collect::<Vec<_>>()
-    };
+    let of = |id: &str| t.told(id).iter().map(|e| e.kind).collect::<Vec<_>>();
     assert_eq!(of(&id), [EventKind::Sent, EventKind::Approved]);
     // (Its send may be told before or after the cancel.)
     assert_eq!(

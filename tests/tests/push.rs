@@ -222,10 +222,8 @@ async fn an_unregistered_android_device_is_removed_and_the_code_goes_by_smpp() {
 
     // Told: the dead token's device removed, the push escalated to SMS.
     let told: Vec<_> = t
-        .events
-        .events()
+        .told(id)
         .into_iter()
-        .filter(|e| e.data.verification_id.as_deref() == Some(id))
         .map(|e| (e.kind.as_str(), e.data.reason, e.data.platform))
         .collect();
     assert!(

@@ -165,12 +165,7 @@ async fn an_undeliverable_receipt_is_recorded_with_its_error() {
 async fn told(t: &TestServer, id: &str) -> Vec<otpd::events::Event> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let told: Vec<_> = t
-            .events
-            .events()
-            .into_iter()
-            .filter(|e| e.data.verification_id.as_deref() == Some(id))
-            .collect();
+        let told = t.told(id);
         if told.len() >= 2 || tokio::time::Instant::now() > deadline {
             return told;
         }

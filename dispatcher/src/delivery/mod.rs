@@ -1076,6 +1076,9 @@ async fn report_event(
         }
         _ => return,
     };
+    if !events.listening() {
+        return;
+    }
     let v = match stores.verifications.get(id).await {
         Ok(Some(v)) => v,
         Ok(None) => return,

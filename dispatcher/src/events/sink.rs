@@ -14,6 +14,12 @@ use super::Event;
 /// it could not take.
 pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, event: &Event);
+
+    /// Whether anything takes events: an event that costs a store read to make is
+    /// not made for nobody.
+    fn listening(&self) -> bool {
+        true
+    }
 }
 
 /// Every sink in turn.
@@ -31,6 +37,10 @@ impl EventSink for Fanout {
         for sink in &self.0 {
             sink.emit(event);
         }
+    }
+
+    fn listening(&self) -> bool {
+        self.0.iter().any(|s| s.listening())
     }
 }
 
@@ -89,5 +99,7 @@ mod tests {
         let kinds = |r: &Recorder| r.events().iter().map(|e| e.kind).collect::<Vec<_>>();
         assert_eq!(kinds(&a), [EventKind::Delivered, EventKind::Approved]);
         assert_eq!(kinds(&b).len(), 3);
+        assert!(fanout.listening());
+        assert!(!Fanout::default().listening());
     }
 }
