@@ -9,7 +9,10 @@
 # - chromium (Debian's package) when absent: the load tool's HTML report is opened
 #   headless to check that it renders;
 # - h2load (Debian's nghttp2-client) when absent: an independent HTTP/2 client
-#   drives otpd's h2c with many streams.
+#   drives otpd's h2c with many streams;
+# - the PyPI `standardwebhooks` package, pinned by tests/interop/requirements.txt,
+#   into tests/interop/python: an independent check of the webhooks' signatures
+#   (python3 and pip, Debian's packages, when absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +42,15 @@ fi
 if ! command -v h2load >/dev/null; then
   echo "installing nghttp2-client (Debian package) for the HTTP/2 load test" >&2
   apt_install nghttp2-client
+fi
+
+if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "installing python3 and pip (Debian packages) for the webhook signature test" >&2
+  apt_install python3 python3-pip
+fi
+if ! PYTHONPATH=tests/interop/python python3 -c "import standardwebhooks" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target tests/interop/python -r tests/interop/requirements.txt
 fi
 
 cargo test --workspace --locked "$@"

@@ -5,6 +5,7 @@ pub mod interop;
 pub mod process;
 pub mod providers;
 pub mod proxy;
+pub mod receiver;
 pub mod redis;
 
 use std::path::PathBuf;

@@ -126,6 +126,13 @@ fn connect_timeout(options: &HttpOptions) -> Duration {
 /// offers, same trust as the push connections. Tokens are fetched once an hour, so
 /// this one is reqwest.
 pub fn token_client(options: &HttpOptions) -> Result<reqwest::Client, SetupError> {
+    plain_client(options)
+}
+
+/// A pooled HTTP/1.1-or-HTTP/2 client (as the server offers) with the same trust and
+/// deadlines: for the providers' token endpoints and for clients' webhooks, which
+/// any web server must be able to receive.
+pub fn plain_client(options: &HttpOptions) -> Result<reqwest::Client, SetupError> {
     builder(options)?
         .build()
         .map_err(|e| SetupError::Client(e.to_string()))

@@ -110,6 +110,18 @@ fn read_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<(HashMap<String, String>, String), ApiError> {
+    let query = known_params(query, allowed)?;
+    let to = query.get("to").cloned().ok_or_else(|| {
+        ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")
+    })?;
+    Ok((query, to))
+}
+
+/// The query's parameters, refused when one is not among `allowed`.
+pub(super) fn known_params(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
     let Query(query) = query.map_err(|_| {
         ApiError::bad_request("invalid_query", "the query string could not be read")
     })?;
@@ -129,10 +141,7 @@ fn read_query(
             None => error(""),
         });
     }
-    let to = query.get("to").cloned().ok_or_else(|| {
-        ApiError::bad_request("missing_field", "the query parameter `to` is required").field("to")
-    })?;
-    Ok((query, to))
+    Ok(query)
 }
 
 /// `GET /v1/admin/limits?to=…[&subject][&ip][&purpose][&client]`: every limit a

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod approval;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod ops;
 mod refusal;
@@ -234,6 +235,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/subscribers/{subject}/devices/{platform}/{token}",
             axum::routing::delete(subscribers::remove_device),
         )
+        .route("/v1/events", get(events::list))
         .route("/v1/admin/routes", get(admin::routes))
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/limits", get(admin::limits))

@@ -357,6 +357,23 @@ pub struct ClientConfig {
     /// verification records the override). Without it such requests are refused.
     #[serde(default)]
     pub override_to: bool,
+    /// Where its events are POSTed (Standard Webhooks); absent: no webhook.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The key its webhooks are signed with: `whsec_` and 24 to 64 bytes in base64.
+    /// Required with `webhook_url`.
+    #[serde(default)]
+    pub webhook_secret: Option<crate::secrets::webhook::WebhookSecret>,
+    /// Keep its events for `GET /v1/events` even without a webhook.
+    #[serde(default)]
+    pub keep_events: bool,
+}
+
+impl ClientConfig {
+    /// Whether its events are kept (for its webhook or `GET /v1/events`).
+    pub fn keeps_events(&self) -> bool {
+        self.keep_events || self.webhook_url.is_some()
+    }
 }
 
 /// The SHA-256 of an API key. The file writes it as 64 hex digits; it is read
@@ -451,6 +468,9 @@ impl ClientConfig {
             require_contrast: false,
             registry: RegistryAccess::None,
             override_to: false,
+            webhook_url: None,
+            webhook_secret: None,
+            keep_events: false,
         }
     }
 }
@@ -684,6 +704,11 @@ pub(super) fn validate_clients(
                 ));
             }
         }
+        super::events::validate_webhook(
+            &key("webhook_url"),
+            c.webhook_url.as_deref(),
+            c.webhook_secret.is_some(),
+        )?;
         if !(0.0..=1.0).contains(&c.reserved) {
             return Err(invalid(
                 key("reserved"),

@@ -6,6 +6,7 @@
 //! variables use `__` between levels (`OTPD_SERVER__LISTEN=127.0.0.1:9000`,
 //! `OTPD_PURPOSES__LOGIN__TTL=5m`); `OTPD_SECRET` is short for `OTPD_CODES__SECRET`.
 
+pub mod events;
 pub mod limits;
 pub mod network;
 pub mod push;
@@ -63,6 +64,8 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// Approval in the app (`channel: app`).
     pub app: AppConfig,
+    /// How clients' webhooks are called.
+    pub webhooks: events::WebhooksConfig,
     pub log: LogConfig,
 }
 
@@ -498,6 +501,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             clients: Vec::new(),
             app: AppConfig::default(),
+            webhooks: events::WebhooksConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -714,6 +718,7 @@ impl Config {
         limits::validate_clients(&self.clients, &purposes)?;
         validate_display_name("app.display_name", &self.app.display_name)?;
         self.validate_app()?;
+        self.webhooks.validate()?;
         self.validate_channels()?;
         if self.channels.file.path.as_os_str().is_empty() {
             return Err(invalid("channels.file.path", "", "must not be empty"));

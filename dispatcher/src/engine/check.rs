@@ -73,6 +73,17 @@ impl Engine {
             tracing::warn!(%id, "too many wrong codes for the subject: verification locked");
             return Err(Refused::SubjectLocked(r));
         }
+        if result.locked_now {
+            self.emit(
+                crate::events::EventKind::Locked,
+                caller.id().cloned(),
+                crate::events::EventData {
+                    subject: result.subject.clone(),
+                    reason: Some("too_many_attempts"),
+                    ..crate::events::EventData::of(id, result.to, "locked")
+                },
+            );
+        }
         if result.outcome == CheckOutcome::Approved {
             self.admission
                 .converted(&rules, result.to, result.country, now);

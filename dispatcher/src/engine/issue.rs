@@ -412,6 +412,7 @@ impl Engine {
             IssueOutcome::Overloaded => return Err(self.overloaded()),
             IssueOutcome::Created => {
                 self.metrics.created();
+                self.arm_expiry(&candidate.id, candidate.expires_at);
                 (Issued::Created(candidate), code)
             }
             IssueOutcome::Resent(v) => {

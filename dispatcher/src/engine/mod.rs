@@ -11,6 +11,7 @@
 
 mod answer;
 mod check;
+mod expiry;
 mod explain;
 mod issue;
 mod refusal;
@@ -126,6 +127,10 @@ pub struct Engine {
     /// Passes of [`Engine::escalate_due`] completed: what a test waits on to know
     /// that the escalation timer has looked since it moved the clock.
     escalation_passes: std::sync::atomic::AtomicU64,
+    /// When this node's verifications expire, while a sink listens.
+    expiries: expiry::Expiries,
+    /// The clients' events, for `GET /v1/events`.
+    event_log: Option<Arc<dyn crate::store::events::EventLog>>,
 }
 
 impl Engine {
@@ -153,6 +158,8 @@ impl Engine {
             numbers: parts.numbers,
             options: parts.options,
             escalation_passes: Default::default(),
+            expiries: Default::default(),
+            event_log: None,
             events: Arc::new(crate::events::Fanout::default()),
         }
     }
@@ -161,6 +168,26 @@ impl Engine {
     pub fn with_events(mut self, sink: Arc<dyn crate::events::EventSink>) -> Self {
         self.events = sink;
         self
+    }
+
+    /// Read clients' events back from `log` (`GET /v1/events`).
+    pub fn with_event_log(mut self, log: Arc<dyn crate::store::events::EventLog>) -> Self {
+        self.event_log = Some(log);
+        self
+    }
+
+    /// `caller`'s own events after `after`, oldest first, at most `limit`: none for
+    /// a caller the API does not know by name (an open API keeps no events).
+    pub async fn events_after(
+        &self,
+        caller: &Client,
+        after: crate::store::events::EventId,
+        limit: usize,
+    ) -> Result<Vec<crate::store::events::KeptEvent>, Refused> {
+        match (caller.id(), &self.event_log) {
+            (Some(name), Some(log)) => Ok(log.after(name, after, limit).await?),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// The sink the engine tells what happens.
@@ -379,7 +406,7 @@ impl Engine {
                 subject: None,
                 match_code: None,
                 challenge: None,
-                client: None,
+                client: v.client.clone(),
                 provider_ack: false,
                 receipt: None,
                 queued_at: now,

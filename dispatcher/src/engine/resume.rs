@@ -21,6 +21,7 @@ impl Engine {
             if v.status(now) != Status::Pending {
                 continue;
             }
+            self.arm_expiry(&v.id, v.expires_at);
             for (i, s) in v.sends().iter().enumerate() {
                 if s.state != SendState::Queued {
                     continue;
@@ -39,7 +40,7 @@ impl Engine {
                     subject: v.subject.clone().filter(|_| !escalated),
                     match_code: v.match_code.filter(|_| !escalated),
                     challenge: v.challenge().filter(|_| !escalated),
-                    client: v.client.clone().filter(|_| !escalated),
+                    client: v.client.clone(),
                     provider_ack: !escalated
                         && self
                             .purposes

@@ -8,8 +8,10 @@
 //! (the audit trail), so they hold nothing a code could be recovered from and
 //! nothing more personal than the caller already has.
 
-pub mod signature;
+pub mod feed;
+pub mod lanes;
 pub mod sink;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use crate::numbers::e164::E164;
 use crate::secrets::id::VerificationId;
 use otpd_adapters::ChannelKind;
 
-pub use sink::{EventSink, Fanout, Recorder};
+pub use sink::{Counted, EventSink, Fanout, Recorder};
 
 /// The kinds of event, named as webhooks carry them in `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -150,24 +152,30 @@ pub fn masked(number: E164) -> String {
     )
 }
 
-/// The JSON body of an event as webhooks and `GET /v1/events` give it, under the
-/// id `id`: `{"id", "type", "created_at", "data"}`.
-pub fn body(id: &str, event: &Event) -> Vec<u8> {
+/// The JSON of an event without its id, as an event log keeps it:
+/// `{"type", "created_at", "data"}`.
+pub fn payload(event: &Event) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Body<'a> {
-        id: &'a str,
+    struct Payload<'a> {
         #[serde(rename = "type")]
         kind: EventKind,
         created_at: String,
         data: &'a EventData,
     }
-    serde_json::to_vec(&Body {
-        id,
+    serde_json::to_vec(&Payload {
         kind: event.kind,
         created_at: event.at.to_rfc3339(),
         data: &event.data,
     })
     .expect("plain data serialises")
+}
+
+/// The JSON body of an event as webhooks and `GET /v1/events` give it, under the
+/// id `id`: `{"id", "type", "created_at", "data"}`.
+pub fn body(id: &str, event: &Event) -> Vec<u8> {
+    let mut out = format!("{{\"id\":{},", serde_json::Value::from(id)).into_bytes();
+    out.extend_from_slice(&payload(event)[1..]);
+    out
 }
 
 #[cfg(test)]

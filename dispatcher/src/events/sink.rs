@@ -1,13 +1,13 @@
 //! Where events go: one seam, [`EventSink`], so that the engine and delivery say
 //! what happened once and each sink (metrics, the audit trail, webhooks) takes it.
-//! [`Fanout`] hands one event to several sinks; [`Recorder`] is the fake that keeps
+//! [`Fanout`] hands one event to several sinks; [`Counted`] counts them by type; [`Recorder`] is the fake that keeps
 //! them for tests.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::Event;
+use super::{Event, EventKind};
 
 /// Takes events as they happen. It must not block or fail the caller: a sink that
 /// writes or sends hands the event on (a bounded queue of its own) and counts what
@@ -41,6 +41,35 @@ impl EventSink for Fanout {
 
     fn listening(&self) -> bool {
         self.0.iter().any(|s| s.listening())
+    }
+}
+
+/// Counts events by type in `otpd_events_total{type}`.
+pub struct Counted {
+    counters: [metrics::Counter; EventKind::ALL.len()],
+}
+
+impl Default for Counted {
+    fn default() -> Self {
+        Counted {
+            counters: EventKind::ALL
+                .map(|k| metrics::counter!("otpd_events_total", "type" => k.as_str())),
+        }
+    }
+}
+
+impl EventSink for Counted {
+    fn emit(&self, event: &Event) {
+        let i = EventKind::ALL
+            .iter()
+            .position(|k| *k == event.kind)
+            .expect("every kind is in ALL");
+        self.counters[i].increment(1);
+    }
+
+    /// Counts the events made for others: none is worth a store read of its own.
+    fn listening(&self) -> bool {
+        false
     }
 }
 

@@ -545,6 +545,9 @@ mod tests {
             require_contrast: false,
             registry: Default::default(),
             override_to: false,
+            webhook_url: None,
+            webhook_secret: None,
+            keep_events: false,
         };
         c.clients = vec![client("sede", 0.5), client("bank", 0.0)];
         c

@@ -248,6 +248,9 @@ mod tests {
             require_contrast: false,
             registry: RegistryAccess::None,
             override_to: false,
+            webhook_url: None,
+            webhook_secret: None,
+            keep_events: false,
         }
     }
 

@@ -387,6 +387,9 @@ mod tests {
             require_contrast: false,
             registry: Default::default(),
             override_to: false,
+            webhook_url: None,
+            webhook_secret: None,
+            keep_events: false,
         };
         Clients::new(&[client("sede", 0.25), client("bank", 0.0)])
     }

@@ -1,8 +1,9 @@
 //! What must not leak, and the ids that must not be guessed: one-time [`code`]s
 //! (generated, MACed, sealed), subjects' [`contrast`] values, apps' [`device_key`]s,
-//! and verification [`id`]s.
+//! verification [`id`]s, and the clients' [`webhook`] secrets.
 
 pub mod code;
 pub mod contrast;
 pub mod device_key;
 pub mod id;
+pub mod webhook;

@@ -7,6 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::domain::clock::Clock;
+use crate::store::events::{EventLog, MemoryLog};
+use crate::store::redis::events::RedisEventLog;
+
 use otpd_adapters::smpp::directory::MessageDirectory;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,6 +37,16 @@ pub(super) struct Backend {
     pub directory: Option<Arc<dyn MessageDirectory>>,
     /// Reads this node's jobs from the streams into its queue.
     consumer: Option<StreamConsumer>,
+    /// The clients' events (webhooks, `GET /v1/events`).
+    pub event_log: Arc<dyn EventLog>,
+}
+
+/// The clients' events kept in memory, as `[webhooks]` bounds them.
+fn memory_log(config: &crate::config::Config) -> Arc<dyn EventLog> {
+    Arc::new(MemoryLog::new(
+        config.webhooks.keep,
+        config.webhooks.retry_for,
+    ))
 }
 
 /// The embedded store's data directory, opened and read back at `now` (with
@@ -46,10 +60,7 @@ pub(super) fn open_data_dir(
     if injected || store.kind != StoreKind::Embedded {
         return Ok(None);
     }
-    let sync = match store.sync {
-        StoreSync::Write => Sync::Write,
-        StoreSync::Fsync => Sync::Fsync,
-    };
+    let sync = sync_of(store.sync);
     let (dir, recovered) = DataDir::open(&store.path, sync, now, store.write_timeout)
         .map_err(|e| ServerError::DataDir(e.to_string()))?;
     tracing::info!(
@@ -60,6 +71,13 @@ pub(super) fn open_data_dir(
         "the embedded store's data directory is open"
     );
     Ok(Some((dir, recovered)))
+}
+
+fn sync_of(sync: StoreSync) -> Sync {
+    match sync {
+        StoreSync::Write => Sync::Write,
+        StoreSync::Fsync => Sync::Fsync,
+    }
 }
 
 impl Backend {
@@ -73,6 +91,7 @@ impl Backend {
         node: &Arc<str>,
         queue: &DeliveryQueue,
         data: Option<(DataDir, &Recovered, UnixMillis)>,
+        clock: &Arc<dyn Clock>,
     ) -> Result<Backend, ServerError> {
         let config = &settings.config;
         let store = &config.store;
@@ -81,15 +100,33 @@ impl Backend {
             store_queues: false,
             directory: None,
             consumer: None,
+            event_log: memory_log(config),
         };
         match (store.kind, injected, data) {
             (StoreKind::Redis, injected, _) => {
-                Backend::redis(settings, injected, keys, node, queue)
+                Backend::redis(settings, injected, keys, node, queue, clock)
             }
             (_, Some(stores), _) => Ok(embedded(stores)),
-            (_, None, Some((dir, recovered, now))) => Ok(embedded(Stores::of(Arc::new(
-                MemoryStore::durable(store.shards, store.retention, dir, recovered, now),
-            )))),
+            (_, None, Some((dir, recovered, now))) => {
+                let events = crate::store::embedded::events::open_event_log(
+                    &store.path,
+                    sync_of(store.sync),
+                    now,
+                    config.webhooks.keep,
+                    config.webhooks.retry_for,
+                )
+                .map_err(|e| ServerError::DataDir(e.to_string()))?;
+                Ok(Backend {
+                    event_log: Arc::new(events),
+                    ..embedded(Stores::of(Arc::new(MemoryStore::durable(
+                        store.shards,
+                        store.retention,
+                        dir,
+                        recovered,
+                        now,
+                    ))))
+                })
+            }
             (_, None, None) => Ok(embedded(Stores::of(Arc::new(MemoryStore::new(
                 store.shards,
                 store.retention,
@@ -104,6 +141,7 @@ impl Backend {
         keys: &CodeKeys,
         node: &Arc<str>,
         queue: &DeliveryQueue,
+        clock: &Arc<dyn Clock>,
     ) -> Result<Backend, ServerError> {
         let config = &settings.config;
         let redis = Redis::new(&config.redis).map_err(|e| ServerError::Redis(e.to_string()))?;
@@ -124,6 +162,7 @@ impl Backend {
                 store_queues: false,
                 directory,
                 consumer: None,
+                event_log: memory_log(config),
             });
         }
         let provider_ack: HashMap<Box<str>, bool> = settings
@@ -152,12 +191,20 @@ impl Backend {
             store_queues: true,
             directory,
             consumer: Some(StreamConsumer {
-                redis,
+                redis: redis.clone(),
                 keys: redis_keys,
                 reader,
                 claim_after: config.redis.claim_after,
                 prefetch: ahead,
             }),
+            event_log: Arc::new(RedisEventLog::new(
+                redis,
+                &config.redis.prefix,
+                node.clone(),
+                config.webhooks.keep,
+                config.webhooks.retry_for,
+                clock.clone(),
+            )),
         })
     }
 

@@ -20,6 +20,7 @@ mod backend;
 mod channels;
 pub(crate) mod coalesce;
 pub(crate) mod connection;
+mod events;
 mod reload;
 mod settings;
 mod tasks;
@@ -119,6 +120,8 @@ struct Background {
     reclaimer: JoinHandle<()>,
     escalator: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// The clients' webhook deliverers and their backlog gauge.
+    webhooks: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -158,6 +161,7 @@ impl Server {
             &node,
             &queue,
             data.map(|d| (d, recovered.as_ref().expect("read with it"), started)),
+            &deps.clock,
         )?;
         let channels = match deps.channels {
             Some(channels) => channels,
@@ -167,19 +171,7 @@ impl Server {
         };
         // Before anything takes metric handles, so that theirs are live.
         let prometheus = metrics::install();
-        for (name, c) in &config.channels.smpp {
-            if c.receipt_wait >= config.store.retention {
-                tracing::warn!(
-                    carrier = %name,
-                    "receipt_wait is not shorter than store.retention: a send whose receipt never comes is gone before it reads unconfirmed"
-                );
-            }
-        }
-        if config.clients.is_empty() {
-            tracing::warn!(
-                "no [[clients]] configured: the API is open to anyone who can reach it (keep it on loopback)"
-            );
-        }
+        warn_about(config);
         let Settings {
             config,
             plan,
@@ -206,11 +198,10 @@ impl Server {
         if backend.store_queues {
             engine = engine.with_store_queue();
         }
-        let events: Arc<dyn crate::events::EventSink> = deps
-            .events
-            .clone()
-            .unwrap_or_else(|| Arc::new(crate::events::Fanout::default()));
-        engine = engine.with_events(events.clone());
+        let events = events::Events::new(&config, backend.event_log.clone(), deps.events.clone());
+        engine = engine
+            .with_events(events.sink.clone())
+            .with_event_log(events.log.clone());
         let engine = Arc::new(engine);
         let reloader = Arc::new(Reloader::new(
             router.clone(),
@@ -238,7 +229,7 @@ impl Server {
             )),
             in_flight: Default::default(),
             keys: keys.clone(),
-            events,
+            events: events.sink.clone(),
         };
         if let Some(recovered) = recovered {
             // Behind the workers, which make room in the queue as they go.
@@ -247,7 +238,8 @@ impl Server {
                 async move { engine.resume(recovered.verifications).await }
             });
         }
-        let background = Background::spawn(
+        let webhooks = events.spawn(&config, &deps.clock, &stop_rx)?;
+        let mut background = Background::spawn(
             &config,
             &engine,
             &mut backend,
@@ -257,22 +249,8 @@ impl Server {
             (&prometheus, &stop_rx),
             &deps.clock,
         );
-        let state = Arc::new(AppState {
-            engine: engine.clone(),
-            prometheus: Some(prometheus),
-            http_metrics: Default::default(),
-            channels: channels.sms.clone(),
-            reloader: Some(reloader.clone() as Arc<dyn api::Reload>),
-            app: config.app.clone(),
-            trusted_proxies: crate::policy::peer::TrustedProxies::new(
-                &config.server.trusted_proxies,
-            ),
-            body_read_timeout: config.server.body_read_timeout,
-            body_limit: config.server.body_limit,
-            stopping: stop_rx.clone(),
-            openapi: Default::default(),
-            push_providers: push_providers(&channels),
-        });
+        background.webhooks = webhooks;
+        let state = app_state(&config, &engine, &channels, prometheus, &reloader, &stop_rx);
         let app = api::router(state);
         let limits = accept::Limits::new(&config.server);
         let grace = config.server.shutdown_grace;
@@ -373,6 +351,7 @@ impl Background {
                 prometheus.clone(),
                 stop.clone(),
             )),
+            webhooks: Vec::new(),
         }
     }
 
@@ -395,8 +374,53 @@ impl Background {
         }
         let _ = self.sweeper.await;
         let _ = self.reclaimer.await;
+        for w in self.webhooks {
+            let _ = w.await;
+        }
         self.reports
     }
+}
+
+/// Say what in a valid configuration is probably a mistake.
+fn warn_about(config: &Config) {
+    for (name, c) in &config.channels.smpp {
+        if c.receipt_wait >= config.store.retention {
+            tracing::warn!(
+                carrier = %name,
+                "receipt_wait is not shorter than store.retention: a send whose receipt never comes is gone before it reads unconfirmed"
+            );
+        }
+    }
+    if config.clients.is_empty() {
+        tracing::warn!(
+            "no [[clients]] configured: the API is open to anyone who can reach it (keep it on loopback)"
+        );
+    }
+}
+
+/// What every request handler reads.
+fn app_state(
+    config: &Config,
+    engine: &Arc<Engine>,
+    channels: &Channels,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    reloader: &Arc<Reloader>,
+    stop: &watch::Receiver<bool>,
+) -> Arc<AppState> {
+    Arc::new(AppState {
+        engine: engine.clone(),
+        prometheus: Some(prometheus),
+        http_metrics: Default::default(),
+        channels: channels.sms.clone(),
+        reloader: Some(reloader.clone() as Arc<dyn api::Reload>),
+        app: config.app.clone(),
+        trusted_proxies: crate::policy::peer::TrustedProxies::new(&config.server.trusted_proxies),
+        body_read_timeout: config.server.body_read_timeout,
+        body_limit: config.server.body_limit,
+        stopping: stop.clone(),
+        openapi: Default::default(),
+        push_providers: push_providers(channels),
+    })
 }
 
 /// Which provider serves each push platform, for the health endpoint.

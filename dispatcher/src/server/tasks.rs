@@ -15,7 +15,8 @@ use crate::store::Verifications;
 /// its time, which is small beside the tens of seconds it waits.
 pub(super) const ESCALATION_TICK: Duration = Duration::from_millis(100);
 
-/// Send by SMS the pushes left unacknowledged past their time, until stopped.
+/// Send by SMS the pushes left unacknowledged past their time, and tell the
+/// verifications that expired, until stopped.
 pub(super) async fn escalate(
     engine: Arc<Engine>,
     every: Duration,
@@ -33,6 +34,16 @@ pub(super) async fn escalate(
                         Ok(_) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "escalation check failed");
+                            break;
+                        }
+                    }
+                }
+                loop {
+                    match engine.expire_due(256).await {
+                        Ok(256) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "expiry check failed");
                             break;
                         }
                     }

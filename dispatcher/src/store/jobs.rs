@@ -37,7 +37,8 @@ pub struct DeliveryJob {
     pub match_code: Option<MatchCode>,
     /// An approval request's challenge: the push asks the app to answer it.
     pub challenge: Option<Challenge>,
-    /// The API client that asked (its display name is shown in an approval push).
+    /// The API client that asked: its display name is shown in an approval push,
+    /// and the send's events are its own.
     pub client: Option<Arc<str>>,
     /// The provider's acceptance counts as the app's acknowledgement.
     pub provider_ack: bool,

@@ -49,8 +49,8 @@ use super::{
 use crate::domain::clock::UnixMillis;
 use crate::domain::subscriber::{Device, Platform, Subscriber};
 use crate::domain::verification::{
-    AckOutcome, AnswerOutcome, CancelOutcome, Closing, EscalationCause, RequestedChannel,
-    SendDetails, SendResult, SendState, Status, Verification,
+    AckOutcome, AnswerOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause,
+    RequestedChannel, SendDetails, SendResult, SendState, Status, Verification,
 };
 use crate::policy::limiter::{CheckLimits, IssueLimits, Limiter, MemoryLimiter};
 use crate::secrets::code::CodeMac;
@@ -492,6 +492,7 @@ impl MemoryStore {
             .filter(|v| v.client.as_deref() == client)
             .map(|v| {
                 let matches = v.code_mac.matches(candidate);
+                let was_locked = v.status(now) == Status::Locked;
                 let outcome = v.check(matches, now);
                 ticket = self.journal(v);
                 CheckResult {
@@ -500,6 +501,7 @@ impl MemoryStore {
                     to: v.to,
                     country: v.line.country,
                     subject: v.subject.clone(),
+                    locked_now: outcome == CheckOutcome::Locked && !was_locked,
                 }
             });
         (result, ticket)

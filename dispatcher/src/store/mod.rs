@@ -10,6 +10,7 @@
 
 mod chunked;
 pub mod embedded;
+pub mod events;
 pub mod fake;
 pub mod idempotency;
 pub mod jobs;
@@ -173,6 +174,9 @@ pub struct CheckResult {
     pub to: E164,
     pub country: Option<crate::numbers::reader::Region>,
     pub subject: Option<Box<str>>,
+    /// This attempt used up the last one and locked the verification (a
+    /// [`CheckOutcome::Locked`] that is not only the earlier lock read back).
+    pub locked_now: bool,
 }
 
 /// Where a delivery job handed out by a store-held queue is acknowledged.

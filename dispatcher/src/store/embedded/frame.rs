@@ -7,7 +7,11 @@
 //!
 //! Payloads:
 //! - `1` a verification: `[16 id][i64 retain until][fields]`;
-//! - `2` a verification given up (its issue could not be made durable): `[16 id]`.
+//! - `2` a verification given up (its issue could not be made durable): `[16 id]`;
+//! - `3` a client's event (the event journal): `[u8 client length][client][u64 ms]
+//!   [u64 seq][u64 order][i64 at][i64 retain until][payload]`;
+//! - `4` a client's events done: `[u8 client length][client][i64 retain until]
+//!   [u64 ms][u64 seq]…`.
 //!
 //! Fields are the store's record fields (the same ones the Redis store keeps in a
 //! hash, see [`crate::store::redis::record`]): `[u8 name length][name][u32 value
@@ -24,6 +28,8 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 
 const TAG_VERIFICATION: u8 = 1;
 const TAG_GIVEN_UP: u8 = 2;
+const TAG_EVENT: u8 = 3;
+const TAG_EVENT_DONE: u8 = 4;
 
 /// A record read back from a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +42,32 @@ pub enum Record {
     GivenUp {
         id: [u8; 16],
     },
+    Event {
+        client: String,
+        /// The event id's millisecond and sequence.
+        id: (u64, u64),
+        order: u64,
+        at: UnixMillis,
+        retain_until: UnixMillis,
+        payload: Vec<u8>,
+    },
+    EventsDone {
+        client: String,
+        retain_until: UnixMillis,
+        ids: Vec<(u64, u64)>,
+    },
+}
+
+impl Record {
+    /// Until when the record matters (nothing for a given-up mark).
+    pub fn retain_until(&self) -> Option<UnixMillis> {
+        match self {
+            Record::Verification { retain_until, .. }
+            | Record::Event { retain_until, .. }
+            | Record::EventsDone { retain_until, .. } => Some(*retain_until),
+            Record::GivenUp { .. } => None,
+        }
+    }
 }
 
 /// Why a frame or payload could not be read.
@@ -73,6 +105,75 @@ pub fn put_given_up(out: &mut Vec<u8>, id: &[u8; 16]) {
         p.push(TAG_GIVEN_UP);
         p.extend_from_slice(id);
     });
+}
+
+/// Append a client's event's frame to `out`.
+pub fn put_event(
+    out: &mut Vec<u8>,
+    client: &str,
+    id: (u64, u64),
+    order: u64,
+    at: UnixMillis,
+    retain_until: UnixMillis,
+    payload: &[u8],
+) {
+    frame(out, |p| {
+        p.push(TAG_EVENT);
+        put_name(p, client);
+        p.extend_from_slice(&id.0.to_le_bytes());
+        p.extend_from_slice(&id.1.to_le_bytes());
+        p.extend_from_slice(&order.to_le_bytes());
+        p.extend_from_slice(&at.0.to_le_bytes());
+        p.extend_from_slice(&retain_until.0.to_le_bytes());
+        p.extend_from_slice(payload);
+    });
+}
+
+/// Append the frame that marks a client's events done.
+pub fn put_events_done(
+    out: &mut Vec<u8>,
+    client: &str,
+    retain_until: UnixMillis,
+    ids: &[(u64, u64)],
+) {
+    frame(out, |p| {
+        p.push(TAG_EVENT_DONE);
+        put_name(p, client);
+        p.extend_from_slice(&retain_until.0.to_le_bytes());
+        for (ms, seq) in ids {
+            p.extend_from_slice(&ms.to_le_bytes());
+            p.extend_from_slice(&seq.to_le_bytes());
+        }
+    });
+}
+
+/// A client's name: at most 255 bytes (configured names are at most 64).
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    let n = u8::try_from(name.len()).expect("client names are short");
+    out.push(n);
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// A name written by [`put_name`], and what follows it.
+fn read_name(b: &[u8]) -> Result<(String, &[u8]), FrameError> {
+    let n = *b.first().ok_or(FrameError::Payload("a client name"))? as usize;
+    let name = b
+        .get(1..1 + n)
+        .ok_or(FrameError::Payload("a client name"))?;
+    let name = std::str::from_utf8(name).map_err(|_| FrameError::Payload("a client name"))?;
+    Ok((name.to_string(), &b[1 + n..]))
+}
+
+/// Little-endian 8-byte words from the front of `b`.
+fn words<const N: usize>(b: &[u8]) -> Result<([u64; N], &[u8]), FrameError> {
+    let mut out = [0; N];
+    for (i, w) in out.iter_mut().enumerate() {
+        *w = b
+            .get(i * 8..i * 8 + 8)
+            .map(|r| u64::from_le_bytes(r.try_into().expect("8 bytes")))
+            .ok_or(FrameError::Payload("a number"))?;
+    }
+    Ok((out, &b[N * 8..]))
 }
 
 /// Write a frame whose payload `body` appends to `out`.
@@ -174,6 +275,36 @@ pub fn read_record(payload: &[u8]) -> Result<Record, FrameError> {
         Some(&TAG_GIVEN_UP) => Ok(Record::GivenUp {
             id: id(&payload[1..])?,
         }),
+        Some(&TAG_EVENT) => {
+            let (client, b) = read_name(&payload[1..])?;
+            let ([ms, seq, order, at, retain], rest) = words::<5>(b)?;
+            Ok(Record::Event {
+                client,
+                id: (ms, seq),
+                order,
+                at: UnixMillis(at as i64),
+                retain_until: UnixMillis(retain as i64),
+                payload: rest.to_vec(),
+            })
+        }
+        Some(&TAG_EVENT_DONE) => {
+            let (client, b) = read_name(&payload[1..])?;
+            let ([retain], mut rest) = words::<1>(b)?;
+            if rest.len() % 16 != 0 {
+                return Err(FrameError::Payload("event ids"));
+            }
+            let mut ids = Vec::with_capacity(rest.len() / 16);
+            while !rest.is_empty() {
+                let ([ms, seq], r) = words::<2>(rest)?;
+                ids.push((ms, seq));
+                rest = r;
+            }
+            Ok(Record::EventsDone {
+                client,
+                retain_until: UnixMillis(retain as i64),
+                ids,
+            })
+        }
         _ => Err(FrameError::Payload("an unknown record kind")),
     }
 }
@@ -188,6 +319,42 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn events_and_their_done_marks_read_back_as_written() {
+        let mut buf = Vec::new();
+        put_event(
+            &mut buf,
+            "sede",
+            (17, 2),
+            99,
+            UnixMillis(5),
+            UnixMillis(9),
+            b"{\"type\":1}",
+        );
+        put_events_done(&mut buf, "sede", UnixMillis(9), &[(17, 2), (18, 0)]);
+        let (first, next) = next_frame(&buf, 0).unwrap().unwrap();
+        assert_eq!(
+            read_record(first).unwrap(),
+            Record::Event {
+                client: "sede".into(),
+                id: (17, 2),
+                order: 99,
+                at: UnixMillis(5),
+                retain_until: UnixMillis(9),
+                payload: b"{\"type\":1}".to_vec(),
+            }
+        );
+        let (second, _) = next_frame(&buf, next).unwrap().unwrap();
+        assert_eq!(
+            read_record(second).unwrap(),
+            Record::EventsDone {
+                client: "sede".into(),
+                retain_until: UnixMillis(9),
+                ids: vec![(17, 2), (18, 0)],
+            }
+        );
     }
 
     #[test]

@@ -80,6 +80,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
 /// What a restart found: each live verification's last record.
 pub struct Replayed {
     pub records: Vec<([u8; 16], Fields)>,
+    /// Clients' events and their done marks still in retention, in the order
+    /// written (the event journal's records).
+    pub events: Vec<Record>,
     /// Frames that could not be read (a torn tail after a crash is normal; damage
     /// elsewhere is logged).
     pub damaged: usize,
@@ -172,6 +175,17 @@ impl Journal {
             self.shared.wake.notify_one();
         }
         Ticket(rx)
+    }
+
+    /// Append the frame `put` writes, whose retention ends at `retain_until`,
+    /// without waiting for it: written with the next batch.
+    pub fn append_lazily(&self, retain_until: UnixMillis, put: impl FnOnce(&mut Vec<u8>)) {
+        let mut p = self.shared.pending.lock();
+        put(&mut p.buf);
+        p.retain = p.retain.max(retain_until.0);
+        if p.idle {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Append that verification `id` was given up (its issue failed after all).
@@ -417,6 +431,7 @@ fn replay(dir: &Path, now: UnixMillis) -> Result<(VecDeque<Segment>, Replayed, u
     let mut latest: HashMap<[u8; 16], (i64, Fields)> = HashMap::new();
     let mut segments = VecDeque::new();
     let mut damaged = 0;
+    let mut events = Vec::new();
     for (_, path) in numbered {
         let buf = fs::read(&path).map_err(io(&path))?;
         let mut retain = i64::MIN;
@@ -437,6 +452,13 @@ fn replay(dir: &Path, now: UnixMillis) -> Result<(VecDeque<Segment>, Replayed, u
                         }
                         Ok(Record::GivenUp { id }) => {
                             latest.remove(&id);
+                        }
+                        Ok(r @ (Record::Event { .. } | Record::EventsDone { .. })) => {
+                            let until = r.retain_until().map_or(i64::MIN, |u| u.0);
+                            retain = retain.max(until);
+                            if until > now.0 {
+                                events.push(r);
+                            }
                         }
                         Err(e) => {
                             damaged += 1;
@@ -465,7 +487,15 @@ fn replay(dir: &Path, now: UnixMillis) -> Result<(VecDeque<Segment>, Replayed, u
         .filter(|(_, (retain, _))| *retain > now.0)
         .map(|(id, (_, fields))| (id, fields))
         .collect();
-    Ok((segments, Replayed { records, damaged }, next))
+    Ok((
+        segments,
+        Replayed {
+            records,
+            events,
+            damaged,
+        },
+        next,
+    ))
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@
 //!   code-secret     the server secret, when `codes.secret` is not configured
 //!   registry.redb   the subscriber registry (see [`registry_file`])
 //!   journal/        the verifications, as a log of segments (see [`journal`])
+//!   events/         the clients' events, a journal of their own (see [`events`])
 //! ```
 //!
 //! The memory store stays the place every request reads and decides; it tells the
 //! journal and the registry file each change as it makes it, and waits for the disk
 //! before answering (see [`crate::store::MemoryStore::durable`]).
 
+pub mod events;
 pub mod frame;
 pub mod journal;
 pub mod registry_file;

@@ -12,6 +12,7 @@
 
 pub mod conn;
 pub mod directory;
+pub mod events;
 pub mod keys;
 pub mod limiter;
 pub mod queue;
@@ -374,6 +375,7 @@ impl RedisStore {
             "no_code" => CheckOutcome::NoCode,
             other => return Err(corrupt(other)),
         };
+        let locked_now = !text(next()?)?.is_empty();
         Ok(CheckedWithin::Checked {
             result: CheckResult {
                 outcome,
@@ -381,6 +383,7 @@ impl RedisStore {
                 to,
                 country,
                 subject,
+                locked_now,
             },
             subject_refused,
         })

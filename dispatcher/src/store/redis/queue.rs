@@ -371,10 +371,10 @@ impl JobReader {
     }
 }
 
-type Entries = Vec<(String, HashMap<String, String>)>;
+pub(super) type Entries = Vec<(String, HashMap<String, String>)>;
 
 /// `XREADGROUP`'s reply: per stream, its entries (nil when nothing came).
-fn parse_read(v: Value) -> Result<Vec<(String, Entries)>, StoreError> {
+pub(super) fn parse_read(v: Value) -> Result<Vec<(String, Entries)>, StoreError> {
     let streams = match v {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(streams) => streams
@@ -399,7 +399,7 @@ fn parse_read(v: Value) -> Result<Vec<(String, Entries)>, StoreError> {
 
 /// A list of `[id, [field, value, …]]`; an entry deleted meanwhile has nil fields
 /// and is skipped (its job was answered).
-fn parse_entries(v: Value) -> Result<Entries, StoreError> {
+pub(super) fn parse_entries(v: Value) -> Result<Entries, StoreError> {
     let Value::Array(entries) = v else {
         return Err(corrupt("entries"));
     };

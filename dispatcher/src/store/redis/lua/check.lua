@@ -9,7 +9,7 @@
 -- ARGV[8], [9] its emission interval and tolerance.
 -- Returns {'limited', wait µs} when the address is over its limit (nothing is
 -- counted); nil if unknown (or another client's); else {outcome, attempts left,
--- number, country, subject, wait µs or ''}. Outcomes: approved, wrong, locked,
+-- number, country, subject, wait µs or '', '1' if this attempt locked it or ''}. Outcomes: approved, wrong, locked,
 -- already_approved, no_code (an approval request whose PIN was never sent), or the
 -- final status (denied, canceled, expired).: the wait when the wrong code took the
 -- subject past its wrong-code limit, and the verification was locked for it.
@@ -23,6 +23,7 @@ if not f[2] or not same_client(f[1], ARGV[2]) then return false end
 local now = tonumber(ARGV[3])
 local at, ma = tonumber(f[4]), tonumber(f[5])
 local outcome = status(f[2], f[3], now)
+local locked_now = ''
 -- An approval request has a PIN only once it fell back to SMS.
 local code_sent = f[10] ~= 'app'
 if not code_sent then
@@ -41,6 +42,7 @@ elseif outcome == 'pending' then
     redis.call('HSET', KEYS[1], 'at', at, 'st', 'a', 'sa', now)
   elseif at >= ma then
     outcome = 'locked'
+    locked_now = '1'
     redis.call('HSET', KEYS[1], 'at', at, 'st', 'l', 'sa', now)
   else
     outcome = 'wrong'
@@ -60,4 +62,4 @@ if lnow and ARGV[7] ~= '' and f[12] and (outcome == 'wrong' or outcome == 'locke
 end
 local left = ma - at
 if left < 0 then left = 0 end
-return {outcome, left, f[7], f[8] or '', f[9] or '', subject_wait}
+return {outcome, left, f[7], f[8] or '', f[9] or '', subject_wait, locked_now}

@@ -47,8 +47,9 @@ local function enqueue(stream, vkey, send, kind)
   if f[8] then table.insert(entry, 'mc'); table.insert(entry, f[8]) end
   if kind == 'push' and f[9] then
     table.insert(entry, 'cg'); table.insert(entry, f[9])
-    if f[10] then table.insert(entry, 'cl'); table.insert(entry, f[10]) end
   end
+  -- Whose it is: the requester an approval push names, and whose events its send's.
+  if f[10] then table.insert(entry, 'cl'); table.insert(entry, f[10]) end
   return redis.call('XADD', stream, '*', unpack(entry))
 end
 

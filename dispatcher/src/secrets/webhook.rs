@@ -17,7 +17,8 @@ const MIN_KEY: usize = 24;
 const MAX_KEY: usize = 64;
 
 /// A client's webhook secret. `Debug` never shows the key.
-#[derive(Clone)]
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct WebhookSecret(Vec<u8>);
 
 impl std::fmt::Debug for WebhookSecret {
@@ -35,6 +36,27 @@ pub enum SecretError {
     Base64,
     #[error("the key must be {MIN_KEY} to {MAX_KEY} bytes, not {0}")]
     Length(usize),
+}
+
+impl PartialEq for WebhookSecret {
+    fn eq(&self, other: &WebhookSecret) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+/// Written out (the effective configuration) without the key.
+impl serde::Serialize for WebhookSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("whsec_<redacted>")
+    }
+}
+
+impl TryFrom<String> for WebhookSecret {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<WebhookSecret, String> {
+        WebhookSecret::parse(&text).map_err(|e| e.to_string())
+    }
 }
 
 impl WebhookSecret {

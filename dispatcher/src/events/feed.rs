@@ -1,0 +1,87 @@
+//! The sink that keeps clients' events in their [`EventLog`], for their webhooks and
+//! `GET /v1/events`.
+//!
+//! [`Feed::emit`] runs on the request path, so it only serialises the event and
+//! hands it to a bounded queue; a writer task appends what gathered to the log in
+//! batches (one round trip on Redis, one journal write on the embedded store). A
+//! queue that is full — the log cannot keep up — loses the event and counts it
+//! (`otpd_events_dropped_total`) rather than hold a request.
+
+use std::collections::HashSet;
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Event, EventSink, payload};
+use crate::store::events::{EventLog, NewEvent};
+
+/// Events waiting for the writer, at most.
+const QUEUE: usize = 65_536;
+/// Events appended to the log in one call, at most.
+const BATCH: usize = 1024;
+
+pub struct Feed {
+    /// The clients whose events are kept (those with a webhook, or that read
+    /// `GET /v1/events`).
+    clients: HashSet<Arc<str>>,
+    queue: mpsc::Sender<NewEvent>,
+}
+
+impl Feed {
+    /// A feed into `log` for `clients`, with its writer task (it ends once the feed
+    /// is dropped and what was queued is written).
+    pub fn start(log: Arc<dyn EventLog>, clients: impl IntoIterator<Item = Arc<str>>) -> Feed {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write(log, rx));
+        Feed {
+            clients: clients.into_iter().collect(),
+            queue: tx,
+        }
+    }
+}
+
+/// The key that keeps a verification's events in order: its id, hashed the same
+/// on every node.
+pub fn order_key(event: &Event) -> u64 {
+    let mut h = siphasher::sip::SipHasher13::new();
+    match (&event.data.verification_id, &event.data.subject) {
+        (Some(id), _) => h.write(id.as_bytes()),
+        (None, Some(subject)) => h.write(subject.as_bytes()),
+        (None, None) => {}
+    }
+    h.finish()
+}
+
+impl EventSink for Feed {
+    fn emit(&self, event: &Event) {
+        let Some(client) = event.client.as_ref().filter(|c| self.clients.contains(*c)) else {
+            return;
+        };
+        let new = NewEvent {
+            client: client.clone(),
+            order: order_key(event),
+            at: event.at,
+            payload: payload(event).into(),
+        };
+        if self.queue.try_send(new).is_err() {
+            metrics::counter!("otpd_events_dropped_total").increment(1);
+        }
+    }
+
+    fn listening(&self) -> bool {
+        !self.clients.is_empty()
+    }
+}
+
+async fn write(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<NewEvent>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let events = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        let n = events.len();
+        if let Err(e) = log.append(events).await {
+            metrics::counter!("otpd_events_dropped_total").increment(n as u64);
+            tracing::warn!(error = %e, lost = n, "cannot keep clients' events");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! A client's webhook: its events, from its log, POSTed to its URL as the Standard
+//! Webhooks specification says — at least once, in order per verification, retried
+//! with exponential backoff and jitter for `retry_for`, then given up and counted
+//! as dead.
+//!
+//! One [`Deliverer`] per client with a webhook. A taker task reads the log into a
+//! bounded channel; the deliverer holds at most `max_held` events in its
+//! [`Lanes`] and has at most `concurrency` requests out. A receiver that fails,
+//! hangs or answers slowly fills its own lanes and its log's backlog: the request
+//! path only appends to the log ([`super::feed`]) and never waits for a receiver.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc, watch};
+
+use super::lanes::{Held, Lanes};
+use crate::domain::clock::Clock;
+use crate::secrets::webhook::WebhookSecret;
+use crate::store::events::{EventId, EventLog, KeptEvent};
+
+/// A receiver's answer is read to this many bytes (so the connection can be kept)
+/// and no further.
+const MAX_ANSWER: usize = 16 * 1024;
+/// Events read from the log at a time.
+const TAKE: usize = 256;
+/// How long a take waits for an event before looking at the stop signal again.
+const TAKE_WAIT: Duration = Duration::from_millis(500);
+
+/// How a client's webhook is called (`[webhooks]`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// One attempt's limit, connection included.
+    pub timeout: Duration,
+    /// How long after it happened an event is still tried; then it is dead.
+    pub retry_for: Duration,
+    /// The wait after the first failure; it doubles with each one after.
+    pub first_retry: Duration,
+    /// The longest wait between two attempts.
+    pub max_retry: Duration,
+    /// Requests out at once, per client.
+    pub concurrency: usize,
+}
+
+/// Where a client's events go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub client: Arc<str>,
+    pub url: String,
+    pub secret: WebhookSecret,
+}
+
+/// The wait before the next attempt of an event that failed `failures` times:
+/// `first_retry` doubled per failure up to `max_retry`, then a random point in its
+/// upper half (`jitter` in 0..1), so that the retries of many events that failed
+/// together do not come back together.
+pub fn retry_delay(settings: &WebhookSettings, failures: u32, jitter: f64) -> Duration {
+    let doubling = 1u32
+        .checked_shl(failures.saturating_sub(1).min(30))
+        .unwrap_or(u32::MAX);
+    let base = settings
+        .first_retry
+        .saturating_mul(doubling)
+        .min(settings.max_retry);
+    base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// How an attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Attempt {
+    /// The receiver answered 2xx.
+    Taken,
+    /// Anything else: another status, a refused connection, a timeout.
+    Failed(String),
+}
+
+pub struct Deliverer {
+    pub target: Target,
+    pub http: reqwest::Client,
+    pub log: Arc<dyn EventLog>,
+    pub settings: WebhookSettings,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Deliverer {
+    /// Deliver until `stop`. Events taken but not yet delivered when it stops are
+    /// handed out again at the next start.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let max_held = self.settings.concurrency.max(1) * 8;
+        let (tx, mut rx) = mpsc::channel(max_held);
+        let taker = tokio::spawn(take(
+            self.log.clone(),
+            self.target.client.clone(),
+            tx,
+            stop.clone(),
+        ));
+        let jitter = RandomState::new();
+        let mut lanes = Lanes::default();
+        let mut out = FuturesUnordered::new();
+        let mut done: Vec<EventId> = Vec::new();
+        let mut open = true;
+        loop {
+            if !done.is_empty() {
+                self.mark_done(&mut done).await;
+            }
+            let now = self.clock.now();
+            while out.len() < self.settings.concurrency.max(1) {
+                let Some(held) = lanes.next(now) else { break };
+                out.push(self.attempt(held));
+            }
+            let retry_in = lanes
+                .next_retry()
+                .map(|at| Duration::from_millis(u64::try_from(at.0 - now.0).unwrap_or(0)));
+            tokio::select! {
+                got = rx.recv(), if open && lanes.held() < max_held => match got {
+                    Some(event) => lanes.push(event),
+                    None => open = false,
+                },
+                Some((held, attempt)) = out.next() => {
+                    self.settle(&mut lanes, held, attempt, &jitter, &mut done);
+                }
+                () = tokio::time::sleep(retry_in.unwrap_or(Duration::MAX)), if retry_in.is_some() => {}
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        // What is out is abandoned; what was taken is handed out again next start.
+        self.mark_done(&mut done).await;
+        let _ = taker.await;
+    }
+
+    /// Note how `held`'s attempt went: done, dead, or to be tried again.
+    fn settle(
+        &self,
+        lanes: &mut Lanes,
+        held: Held,
+        attempt: Attempt,
+        jitter: &RandomState,
+        done: &mut Vec<EventId>,
+    ) {
+        let client = &*self.target.client;
+        let key = held.event.order;
+        let error = match attempt {
+            Attempt::Taken => {
+                metrics::counter!("otpd_webhook_attempts_total", "client" => client.to_string(), "outcome" => "taken").increment(1);
+                lanes.taken(key);
+                done.push(held.event.id);
+                return;
+            }
+            Attempt::Failed(error) => error,
+        };
+        metrics::counter!("otpd_webhook_attempts_total", "client" => client.to_string(), "outcome" => "failed").increment(1);
+        let now = self.clock.now();
+        let unit =
+            (jitter.hash_one((held.event.id, held.failures)) >> 11) as f64 / (1u64 << 53) as f64;
+        let retry_at = now.plus(retry_delay(&self.settings, held.failures + 1, unit));
+        if retry_at >= held.event.at.plus(self.settings.retry_for) {
+            metrics::counter!("otpd_webhook_dead_total", "client" => client.to_string())
+                .increment(1);
+            tracing::warn!(
+                client,
+                event = %held.event.id,
+                attempts = held.failures + 1,
+                %error,
+                "webhook event given up: its receiver did not take it within retry_for"
+            );
+            lanes.taken(key);
+            done.push(held.event.id);
+            return;
+        }
+        tracing::debug!(client, event = %held.event.id, %error, "webhook attempt failed");
+        lanes.failed(key, retry_at);
+    }
+
+    async fn mark_done(&self, done: &mut Vec<EventId>) {
+        if let Err(e) = self.log.done(&self.target.client, done).await {
+            // Left not done, they go again after a restart: at least once.
+            tracing::warn!(client = %self.target.client, error = %e, "cannot mark webhook events done");
+        }
+        done.clear();
+    }
+
+    /// One POST of `held`'s event.
+    fn attempt(
+        &self,
+        held: Held,
+    ) -> impl std::future::Future<Output = (Held, Attempt)> + Send + 'static {
+        let body = held.event.body();
+        let id = held.event.id.to_string();
+        let timestamp = self.clock.now().0.div_euclid(1000);
+        let signature = self.target.secret.sign(&id, timestamp, &body);
+        let request = self
+            .http
+            .post(&self.target.url)
+            .timeout(self.settings.timeout)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        async move {
+            let attempt = match request.send().await {
+                Ok(mut answer) => {
+                    let status = answer.status();
+                    // Read a little of the answer so that the connection is kept.
+                    let mut read = 0;
+                    while read < MAX_ANSWER {
+                        match answer.chunk().await {
+                            Ok(Some(c)) => read += c.len(),
+                            _ => break,
+                        }
+                    }
+                    if status.is_success() {
+                        Attempt::Taken
+                    } else {
+                        Attempt::Failed(format!("answered {status}"))
+                    }
+                }
+                Err(e) if e.is_timeout() => Attempt::Failed("timed out".into()),
+                Err(e) if e.is_connect() => Attempt::Failed("cannot connect".into()),
+                Err(e) => Attempt::Failed(e.to_string()),
+            };
+            (held, attempt)
+        }
+    }
+}
+
+/// Read `client`'s events from `log` into `to`, until stopped.
+async fn take(
+    log: Arc<dyn EventLog>,
+    client: Arc<str>,
+    to: mpsc::Sender<KeptEvent>,
+    stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let room = to.capacity().clamp(1, TAKE);
+        match log.take(&client, room, TAKE_WAIT).await {
+            Ok(events) => {
+                for e in events {
+                    if to.send(e).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(client = %client, error = %e, "cannot read the webhook events");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Keep `otpd_webhook_backlog{client}` (events not yet done) up to date, until
+/// stopped.
+pub async fn report_backlog(
+    log: Arc<dyn EventLog>,
+    clients: Vec<Arc<str>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut dropped = 0;
+    loop {
+        for client in &clients {
+            if let Ok(n) = log.backlog(client).await {
+                metrics::gauge!("otpd_webhook_backlog", "client" => client.to_string())
+                    .set(n as f64);
+            }
+        }
+        let now = log.dropped();
+        if now > dropped {
+            metrics::counter!("otpd_webhook_dropped_total").increment(now - dropped);
+            dropped = now;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WebhookSettings {
+        WebhookSettings {
+            timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(86_400),
+            first_retry: Duration::from_secs(5),
+            max_retry: Duration::from_secs(3600),
+            concurrency: 8,
+        }
+    }
+
+    #[test]
+    fn retries_double_up_to_the_cap_within_their_upper_half() {
+        let s = settings();
+        assert_eq!(retry_delay(&s, 1, 1.0), Duration::from_secs(5));
+        assert_eq!(retry_delay(&s, 1, 0.0), Duration::from_millis(2500));
+        assert_eq!(retry_delay(&s, 2, 1.0), Duration::from_secs(10));
+        assert_eq!(retry_delay(&s, 4, 1.0), Duration::from_secs(40));
+        assert_eq!(retry_delay(&s, 20, 1.0), Duration::from_secs(3600));
+        assert_eq!(retry_delay(&s, u32::MAX, 0.5), Duration::from_secs(2700));
+    }
+}
