@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod audit_cli;
 mod simulate_push;
 
 /// mimalloc rather than glibc's malloc: under load glibc's allocator (its arenas'
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// The audit trail: check it, export a subject's history, make its key.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
             println!("key_sha256 = \"{}\"", otpd::policy::clients::hash_key(&key));
             ExitCode::SUCCESS
         }
+        Command::Audit(command) => audit_cli::run(command),
         Command::Simulate(Simulate::Smsc(args)) => block_on(simulate_smsc(args), ExitCode::from(2)),
         Command::Simulate(Simulate::Push(args)) => {
             block_on(simulate_push::run(args), ExitCode::from(2))

@@ -184,7 +184,7 @@ pub async fn limits(
 
 pub async fn reload(
     State(state): State<Arc<AppState>>,
-    _: AdminCaller,
+    AdminCaller(caller): AdminCaller,
 ) -> Result<Response, ApiError> {
     let Some(reloader) = &state.reloader else {
         return Err(ApiError::not_found(
@@ -192,7 +192,14 @@ pub async fn reload(
         ));
     };
     match reloader.reload().await {
-        Ok(()) => Ok(Json(json!({"status": "reloaded"})).into_response()),
+        Ok(()) => {
+            state.engine.emit(
+                crate::events::EventKind::ConfigReloaded,
+                caller.id().cloned(),
+                crate::events::EventData::default(),
+            );
+            Ok(Json(json!({"status": "reloaded"})).into_response())
+        }
         Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_config",

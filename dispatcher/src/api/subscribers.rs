@@ -15,6 +15,7 @@ use super::{AppState, Caller};
 use crate::config::RegistryAccess;
 use crate::domain::locale::Locale;
 use crate::domain::subscriber::{self, Device, MAX_DEVICES, Platform, Subscriber};
+use crate::events::{EventData, EventKind};
 use crate::policy::clients::Client;
 use crate::secrets::device_key::{DeviceKey, KeyError};
 use crate::store::{PutSubscriber, StoreError};
@@ -119,6 +120,27 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// Tell that `client` changed `subject`'s registration (the audit trail records
+/// who changed what).
+fn told(
+    state: &AppState,
+    client: &Client,
+    kind: EventKind,
+    subject: &str,
+    platform: Option<crate::domain::subscriber::Platform>,
+) {
+    state.engine.emit(
+        kind,
+        client.id().cloned(),
+        EventData {
+            subject: Some(subject.into()),
+            platform: platform.map(|p| p.as_str()),
+            reason: (kind == EventKind::DeviceRemoved).then_some("client"),
+            ..EventData::default()
+        },
+    );
+}
+
 fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store failure");
     ApiError::store_unavailable()
@@ -126,7 +148,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 /// A client allowed to read the registry (`registry = "read"` or `"write"`), or
 /// with `WRITE`, to change it (`"write"`).
-pub struct Registry<const WRITE: bool>;
+pub struct Registry<const WRITE: bool>(pub Arc<Client>);
 
 pub type RegistryReader = Registry<false>;
 pub type RegistryWriter = Registry<true>;
@@ -144,7 +166,7 @@ impl<const WRITE: bool> FromRequestParts<Arc<AppState>> for Registry<WRITE> {
         } else {
             RegistryAccess::Read
         };
-        allowed(&client, needed).map(|()| Registry)
+        allowed(&client, needed).map(|()| Registry(client))
     }
 }
 
@@ -266,7 +288,7 @@ fn device(
 
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    _: RegistryWriter,
+    Registry(client): RegistryWriter,
     SubjectPath(subject): SubjectPath,
     body: JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
@@ -310,6 +332,15 @@ pub async fn put(
         .put_subscriber(subscriber.clone())
         .await
         .map_err(store_error)?;
+    if !matches!(outcome, PutSubscriber::PhoneTaken { .. }) {
+        told(
+            &state,
+            &client,
+            EventKind::SubscriberUpdated,
+            &subscriber.subject,
+            None,
+        );
+    }
     match outcome {
         PutSubscriber::Created => Ok(json(StatusCode::CREATED, view(&subscriber))),
         PutSubscriber::Replaced => Ok(json(StatusCode::OK, view(&subscriber))),
@@ -341,7 +372,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    _: RegistryWriter,
+    Registry(client): RegistryWriter,
     SubjectPath(subject): SubjectPath,
 ) -> Result<Response, ApiError> {
     if state
@@ -352,6 +383,13 @@ pub async fn delete(
         .await
         .map_err(store_error)?
     {
+        told(
+            &state,
+            &client,
+            EventKind::SubscriberDeleted,
+            &subject,
+            None,
+        );
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(unknown_subject())
@@ -360,11 +398,12 @@ pub async fn delete(
 
 pub async fn add_device(
     State(state): State<Arc<AppState>>,
-    _: RegistryWriter,
+    Registry(client): RegistryWriter,
     SubjectPath(subject): SubjectPath,
     body: JsonBody<DeviceBody>,
 ) -> Result<Response, ApiError> {
     let device = device(None, body.value, state.engine.now())?;
+    let platform = device.platform;
     match state
         .engine
         .stores()
@@ -379,13 +418,22 @@ pub async fn add_device(
             "too_many_devices",
             format!("a subscriber has at most {MAX_DEVICES} devices; remove one first"),
         )),
-        Some((true, s)) => Ok(json(StatusCode::CREATED, view(&s))),
+        Some((true, s)) => {
+            told(
+                &state,
+                &client,
+                EventKind::DeviceAdded,
+                &subject,
+                Some(platform),
+            );
+            Ok(json(StatusCode::CREATED, view(&s)))
+        }
     }
 }
 
 pub async fn remove_device(
     State(state): State<Arc<AppState>>,
-    _: RegistryWriter,
+    Registry(client): RegistryWriter,
     DevicePath {
         subject,
         platform,
@@ -402,6 +450,15 @@ pub async fn remove_device(
     {
         None => Err(unknown_subject()),
         Some(false) => Err(ApiError::not_found("the subscriber has no such device")),
-        Some(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(true) => {
+            told(
+                &state,
+                &client,
+                EventKind::DeviceRemoved,
+                &subject,
+                Some(platform),
+            );
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! `[webhooks]` and `[audit]`: how clients' events leave otpd and how long they are
-//! kept.
+//! `[webhooks]` and `[audit]`: how clients' events leave otpd, how long they are
+//! kept, and the trail of everything that happened.
 
 use std::time::Duration;
 
@@ -92,6 +92,87 @@ impl WebhooksConfig {
                 "webhooks.keep",
                 self.keep,
                 "must be between 1 and 100000000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[audit]`: the hash-chained trail of every event and admin action, on this
+/// node's disk. Off unless `path` is given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The directory of the trail's files (`audit-<ms>.jsonl`); absent: no trail.
+    pub path: Option<std::path::PathBuf>,
+    /// The Ed25519 key (base64 of its 32-byte seed) that signs the checkpoints;
+    /// `otpd audit keygen` makes one. Required with `path`.
+    pub signing_key: Option<crate::secrets::audit_key::AuditKey>,
+    /// A checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or this long after the last one, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// A new file this often (and at each start).
+    #[serde(with = "humantime_serde")]
+    pub rotate_every: Duration,
+    /// Files whose records are all older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: None,
+            signing_key: None,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            rotate_every: Duration::from_secs(86_400),
+            retention: Duration::from_secs(365 * 86_400),
+        }
+    }
+}
+
+impl AuditConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let d = |v: Duration| humantime::format_duration(v).to_string();
+        if self.path.is_some() && self.signing_key.is_none() {
+            return Err(invalid(
+                "audit.signing_key",
+                "",
+                "required with audit.path: `otpd audit keygen` makes one",
+            ));
+        }
+        if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid("audit.path", "", "must not be empty"));
+        }
+        if !(1..=1_000_000).contains(&self.checkpoint_every) {
+            return Err(invalid(
+                "audit.checkpoint_every",
+                self.checkpoint_every,
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.checkpoint_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "audit.checkpoint_interval",
+                d(self.checkpoint_interval),
+                "must be at least 100ms",
+            ));
+        }
+        if self.rotate_every < Duration::from_secs(1) {
+            return Err(invalid(
+                "audit.rotate_every",
+                d(self.rotate_every),
+                "must be at least 1s",
+            ));
+        }
+        if self.retention < self.rotate_every {
+            return Err(invalid(
+                "audit.retention",
+                d(self.retention),
+                "must not be shorter than audit.rotate_every",
             ));
         }
         Ok(())

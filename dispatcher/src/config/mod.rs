@@ -66,6 +66,8 @@ pub struct Config {
     pub app: AppConfig,
     /// How clients' webhooks are called.
     pub webhooks: events::WebhooksConfig,
+    /// The audit trail.
+    pub audit: events::AuditConfig,
     pub log: LogConfig,
 }
 
@@ -502,6 +504,7 @@ impl Default for Config {
             clients: Vec::new(),
             app: AppConfig::default(),
             webhooks: events::WebhooksConfig::default(),
+            audit: events::AuditConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -719,6 +722,7 @@ impl Config {
         validate_display_name("app.display_name", &self.app.display_name)?;
         self.validate_app()?;
         self.webhooks.validate()?;
+        self.audit.validate()?;
         self.validate_channels()?;
         if self.channels.file.path.as_os_str().is_empty() {
             return Err(invalid("channels.file.path", "", "must not be empty"));

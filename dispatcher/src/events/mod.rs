@@ -8,6 +8,8 @@
 //! (the audit trail), so they hold nothing a code could be recovered from and
 //! nothing more personal than the caller already has.
 
+pub mod audit;
+pub mod chain;
 pub mod feed;
 pub mod lanes;
 pub mod sink;
@@ -45,13 +47,26 @@ pub enum EventKind {
     Expired,
     #[serde(rename = "verification.canceled")]
     Canceled,
-    /// A push provider said a device's token is dead; the device was removed.
+    /// A device was removed: its provider called its token dead, or a client
+    /// removed it.
     #[serde(rename = "device.removed")]
     DeviceRemoved,
+    /// A client registered or replaced a subscriber.
+    #[serde(rename = "subscriber.updated")]
+    SubscriberUpdated,
+    /// A client removed a subscriber.
+    #[serde(rename = "subscriber.deleted")]
+    SubscriberDeleted,
+    /// A client enrolled a device.
+    #[serde(rename = "device.added")]
+    DeviceAdded,
+    /// An admin client had the configuration read again.
+    #[serde(rename = "admin.reloaded")]
+    ConfigReloaded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Undeliverable,
@@ -62,6 +77,10 @@ impl EventKind {
         EventKind::Expired,
         EventKind::Canceled,
         EventKind::DeviceRemoved,
+        EventKind::SubscriberUpdated,
+        EventKind::SubscriberDeleted,
+        EventKind::DeviceAdded,
+        EventKind::ConfigReloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +95,10 @@ impl EventKind {
             EventKind::Expired => "verification.expired",
             EventKind::Canceled => "verification.canceled",
             EventKind::DeviceRemoved => "device.removed",
+            EventKind::SubscriberUpdated => "subscriber.updated",
+            EventKind::SubscriberDeleted => "subscriber.deleted",
+            EventKind::DeviceAdded => "device.added",
+            EventKind::ConfigReloaded => "admin.reloaded",
         }
     }
 }

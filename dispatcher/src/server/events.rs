@@ -1,6 +1,6 @@
-//! The clients' events wired up: the sinks the engine and delivery tell (metrics,
-//! a test's recorder, the clients' logs), and a webhook deliverer per client that
-//! has a `webhook_url`.
+//! The events wired up: the sinks the engine and delivery tell (metrics, a test's
+//! recorder, the clients' logs, the audit trail), and a webhook deliverer per
+//! client that has a `webhook_url`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::ServerError;
 use crate::config::Config;
 use crate::domain::clock::Clock;
+use crate::events::audit::{Audit, AuditSettings};
 use crate::events::feed::Feed;
 use crate::events::webhook::{Deliverer, Target, WebhookSettings, report_backlog};
 use crate::events::{Counted, EventSink, Fanout};
@@ -35,7 +36,9 @@ impl Events {
         config: &Config,
         log: Arc<dyn EventLog>,
         extra: Option<Arc<dyn EventSink>>,
-    ) -> Events {
+        clock: &Arc<dyn Clock>,
+        node: &str,
+    ) -> Result<Events, ServerError> {
         let keepers: Vec<Arc<str>> = config
             .clients
             .iter()
@@ -58,12 +61,28 @@ impl Events {
         if !keepers.is_empty() {
             sinks.push(Arc::new(Feed::start(log.clone(), keepers.clone())));
         }
-        Events {
+        let a = &config.audit;
+        if let (Some(dir), Some(key)) = (&a.path, &a.signing_key) {
+            let settings = AuditSettings {
+                dir: dir.clone(),
+                key: key.clone(),
+                checkpoint_every: a.checkpoint_every,
+                checkpoint_interval: a.checkpoint_interval,
+                rotate_every: a.rotate_every,
+                retention: a.retention,
+                node: node.to_string(),
+            };
+            let audit = Audit::start(settings, clock.clone())
+                .map_err(|e| ServerError::Audit(e.to_string()))?;
+            tracing::info!(path = %dir.display(), key = %key.public(), "the audit trail is kept");
+            sinks.push(Arc::new(audit));
+        }
+        Ok(Events {
             sink: Arc::new(Fanout::new(sinks)),
             log,
             targets,
             keepers,
-        }
+        })
     }
 
     /// A deliverer per webhook and the backlog gauge, until `stop`.

@@ -98,6 +98,8 @@ pub enum ServerError {
     Random(String),
     #[error("the embedded store: {0}")]
     DataDir(String),
+    #[error("{0}")]
+    Audit(String),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -198,7 +200,13 @@ impl Server {
         if backend.store_queues {
             engine = engine.with_store_queue();
         }
-        let events = events::Events::new(&config, backend.event_log.clone(), deps.events.clone());
+        let events = events::Events::new(
+            &config,
+            backend.event_log.clone(),
+            deps.events.clone(),
+            &deps.clock,
+            &node,
+        )?;
         engine = engine
             .with_events(events.sink.clone())
             .with_event_log(events.log.clone());
