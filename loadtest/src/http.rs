@@ -47,6 +47,9 @@ const MAX_HEADERS: usize = 32;
 pub struct Http {
     addr: SocketAddr,
     host: String,
+    /// `authorization` header value sent with every request, when the run is a
+    /// configured client.
+    bearer: Option<String>,
     /// Places for requests over all connections (`connections × pipeline`).
     places: Semaphore,
     /// Filled in order: a request takes the first lane with room, so requests that
@@ -78,6 +81,7 @@ impl Http {
         Self {
             addr,
             host: addr.to_string(),
+            bearer: None,
             places: Semaphore::new(connections * pipeline),
             lanes: (0..connections)
                 .map(|_| Lane {
@@ -86,6 +90,12 @@ impl Http {
                 })
                 .collect(),
         }
+    }
+
+    /// Send `key` as the API key (`authorization: Bearer …`) with every request.
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.bearer = Some(format!("Bearer {key}"));
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -128,6 +138,10 @@ impl Http {
         r.extend_from_slice(path.as_bytes());
         r.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         r.extend_from_slice(self.host.as_bytes());
+        if let Some(b) = &self.bearer {
+            r.extend_from_slice(b"\r\nauthorization: ");
+            r.extend_from_slice(b.as_bytes());
+        }
         if !body.is_empty() {
             r.extend_from_slice(b"\r\ncontent-type: application/json");
         }

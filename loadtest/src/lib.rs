@@ -24,6 +24,7 @@ pub mod scenario;
 pub mod sims;
 pub mod target;
 pub mod tombstones;
+pub mod webhooks;
 
 pub use report::Report;
 pub use run::{Options, RunError, run};

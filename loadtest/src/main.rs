@@ -53,6 +53,14 @@ enum Command {
         /// Print no progress lines.
         #[arg(long)]
         quiet: bool,
+        /// Call otpd as a configured client with a webhook, and take every event on
+        /// a receiver of the tool's (counted in the report, bodies kept in
+        /// webhook-events.jsonl).
+        #[arg(long)]
+        webhooks: bool,
+        /// Have otpd keep its audit trail (in the output directory's audit/).
+        #[arg(long)]
+        audit: bool,
     },
     /// Read and check a scenario, print how many arrivals it offers, and exit.
     Check { scenario: PathBuf },
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
             duration,
             store,
             quiet,
+            webhooks,
+            audit,
         } => {
             let result = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -112,6 +122,8 @@ fn main() -> ExitCode {
                                 otpd,
                                 url,
                                 progress: !quiet,
+                                webhooks,
+                                audit,
                             },
                         )
                         .await?;

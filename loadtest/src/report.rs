@@ -116,6 +116,9 @@ pub struct Report {
     /// otpd's store: memory or redis.
     pub store: String,
     pub redis: Option<RedisReport>,
+    /// What the webhook receiver took, in a run with `--webhooks`.
+    #[serde(default)]
+    pub webhooks: Option<crate::webhooks::WebhookReport>,
     pub description: String,
     pub target: String,
     pub cores: usize,
@@ -193,6 +196,7 @@ pub struct Inputs<'a> {
     pub target: String,
     pub store: String,
     pub redis: Option<RedisReport>,
+    pub webhooks: Option<crate::webhooks::WebhookReport>,
 }
 
 fn check(name: &str, ok: bool, detail: String) -> Check {
@@ -233,6 +237,7 @@ impl Report {
             scenario: i.scenario.name.clone(),
             store: i.store,
             redis: i.redis,
+            webhooks: i.webhooks,
             description: i.scenario.description.clone(),
             target: i.target,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -317,6 +322,20 @@ impl Report {
             self.delivered_rate,
             self.delivered_by_s
         );
+        if let Some(w) = &self.webhooks {
+            let _ = writeln!(
+                s,
+                "webhooks: {} requests taken ({} distinct events, {} with a bad signature); by type: {}",
+                w.received,
+                w.distinct,
+                w.bad_signatures,
+                w.by_type
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if let Some(p) = &self.peak {
             let _ = writeln!(
                 s,

@@ -61,6 +61,11 @@ pub struct Options {
     pub url: Option<String>,
     /// Print progress to stderr every few seconds.
     pub progress: bool,
+    /// Be a configured client with a webhook: a receiver on loopback takes every
+    /// event (see [`crate::webhooks`]).
+    pub webhooks: bool,
+    /// Have otpd keep its audit trail (in the output directory's `audit/`).
+    pub audit: bool,
 }
 
 /// The code length of the purpose the tool asks for.
@@ -222,6 +227,9 @@ struct Run {
     tasks: AtomicI64,
     stopping: AtomicBool,
     late: AtomicU64,
+    /// Every code read from an SMS or a push, kept when the run checks what
+    /// left otpd (`--webhooks`, `--audit`) for codes.
+    codes_seen: Option<Mutex<Vec<String>>>,
 }
 
 #[derive(Serialize)]
@@ -741,6 +749,13 @@ impl Run {
         }
     }
 
+    /// Keep `code` when the run keeps the codes it saw.
+    fn saw(&self, code: &str) {
+        if let Some(seen) = &self.codes_seen {
+            seen.lock().push(code.to_string());
+        }
+    }
+
     /// An SMS reached the SMSC.
     fn on_sms(self: &Arc<Self>, r: &Received) {
         let at = Instant::now();
@@ -761,7 +776,10 @@ impl Run {
         };
         let Some(session) = session else { return };
         match codes::find_code(&codes::sms_text(r.data_coding, &r.body), CODE_LENGTH) {
-            Some(code) => self.delivered(&session, Via::Sms, Arrived::Code(code, None), at),
+            Some(code) => {
+                self.saw(&code);
+                self.delivered(&session, Via::Sms, Arrived::Code(code, None), at)
+            }
             None => self.m.count(|c| &c.code_mismatches),
         }
     }
@@ -791,6 +809,7 @@ impl Run {
                     self.m.count(|c| &c.code_mismatches);
                     return;
                 };
+                self.saw(&code);
                 (push.id, Arrived::Code(code, push.ack_token.map(Arc::from)))
             }
         };
@@ -908,10 +927,22 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     };
     let sims = Sims::start(&scenario, work.path(), sms_tap, push_tap).await?;
     let (effective, redis_server, redis_addr) = redis_for(&scenario, &options)?;
-    let otpd = start_otpd(&options, &effective, &scenario, &sims, addr).await?;
+    let receiver = match options.webhooks {
+        true => Some(
+            crate::webhooks::Receiver::start(&options.out)
+                .await
+                .map_err(|e| RunError::Write(options.out.join("webhook-events.jsonl"), e))?,
+        ),
+        false => None,
+    };
+    let additions = target::Additions {
+        webhook_url: receiver.as_ref().map(|r| r.url()),
+        audit: options.audit,
+    };
+    let otpd = start_otpd(&options, &effective, &scenario, &sims, addr, &additions).await?;
     let pid = otpd.as_ref().map(|o| o.pid);
 
-    let (run, registered) = set_up(&scenario, addr, planned, length, &slot).await;
+    let (run, registered) = set_up(&scenario, addr, planned, length, &slot, &options).await;
     let start = run.m.start;
     let redis_start = run.redis_snapshot(redis_addr).await;
 
@@ -960,6 +991,9 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     settle(&run, end);
     *slot.lock() = None;
     let (smscs, push) = sims.stats();
+    if let Some(r) = &receiver {
+        r.settle(Duration::from_secs(10)).await;
+    }
     let exit = match otpd {
         Some(o) => o.stop().await.map(|s| s.to_string()),
         None => None,
@@ -981,6 +1015,12 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
             redis_report(&run, addr, window, redis_server.is_some())
         });
     drop(redis_server);
+    let webhooks = receiver.map(crate::webhooks::Receiver::finish);
+    if let Some(seen) = &run.codes_seen {
+        let path = options.out.join("codes.txt");
+        let text: String = seen.lock().iter().map(|c| format!("{c}\n")).collect();
+        std::fs::write(&path, text).map_err(|e| RunError::Write(path, e))?;
+    }
 
     let report = Report::build(crate::report::Inputs {
         scenario: &scenario,
@@ -1002,6 +1042,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
             .unwrap_or_else(|| format!("http://{addr} (started by the tool)")),
         store: scenario.otpd.store.clone(),
         redis,
+        webhooks,
     });
     report
         .write(&options.out)
@@ -1017,11 +1058,12 @@ async fn start_otpd(
     scenario: &Scenario,
     sims: &Sims,
     addr: SocketAddr,
+    additions: &target::Additions,
 ) -> Result<Option<OtpdProcess>, RunError> {
     if options.url.is_some() {
         return Ok(None);
     }
-    let config = target::config(effective, sims.endpoints());
+    let config = target::config(effective, sims.endpoints(), additions);
     let config_file = options.out.join("otpd.toml");
     std::fs::write(&config_file, &config).map_err(|e| RunError::Write(config_file.clone(), e))?;
     // Every run starts on an empty embedded store, not on what a run before left.
@@ -1212,12 +1254,17 @@ async fn set_up(
     planned: u64,
     length: Duration,
     slot: &Mutex<Option<Arc<Run>>>,
+    options: &Options,
 ) -> (Arc<Run>, SetUp) {
+    let mut http = Http::new(addr, scenario.connections, scenario.pipeline);
+    if options.webhooks {
+        http = http.with_key(target::CLIENT_KEY);
+    }
     let abuse = scenario.abuse.as_ref().map(|a| a.numbers.clone());
     let provisional = Measures::new(Instant::now(), Duration::from_secs(1));
     let mut run = Arc::new(Run {
         population: Population::new(&scenario.population, scenario.seed),
-        http: Http::new(addr, scenario.connections, scenario.pipeline),
+        http,
         m: provisional,
         abuse,
         inbox: Inbox::new(),
@@ -1227,6 +1274,7 @@ async fn set_up(
         tasks: AtomicI64::new(0),
         stopping: AtomicBool::new(false),
         late: AtomicU64::new(0),
+        codes_seen: (options.webhooks || options.audit).then(Mutex::default),
         scenario: scenario.clone(),
     });
     let setup_started = Instant::now();

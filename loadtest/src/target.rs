@@ -140,7 +140,41 @@ pub const HMS_SECRET: &str = "hms-load-secret";
 pub const DATA_DIR: &str = "otpd-data";
 
 /// otpd's configuration for a scenario and its simulators.
-pub fn config(scenario: &Scenario, endpoints: &Endpoints) -> String {
+/// What a run adds to otpd's configuration beyond its scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Additions {
+    /// Make the run a configured client whose events go to this webhook.
+    pub webhook_url: Option<String>,
+    /// Keep the audit trail in the output directory's `audit/`.
+    pub audit: bool,
+}
+
+/// The API key of the client the run is, with `--webhooks`.
+pub const CLIENT_KEY: &str = "otpd-loadtest-client-key";
+/// Where the audit trail goes, in the output directory, with `--audit`.
+pub const AUDIT_DIR: &str = "audit";
+/// The audit trail's signing key (a load test's, base64 of a 32-byte seed).
+const AUDIT_KEY: &str = "b3RwZC1sb2FkdGVzdC1hdWRpdC1rZXktMDAwMDAwMDA=";
+
+fn additions(c: &mut String, a: &Additions) {
+    if let Some(url) = &a.webhook_url {
+        let digest = ring::digest::digest(&ring::digest::SHA256, CLIENT_KEY.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(
+            c,
+            "[[clients]]\nname = \"loadtest\"\nkey_sha256 = \"{hex}\"\nregistry = \"write\"\nwebhook_url = \"{url}\"\nwebhook_secret = \"{}\"\n\n[webhooks]\nconcurrency = 64\n",
+            crate::webhooks::SECRET
+        );
+    }
+    if a.audit {
+        let _ = writeln!(
+            c,
+            "[audit]\npath = \"{AUDIT_DIR}\"\nsigning_key = \"{AUDIT_KEY}\"\n"
+        );
+    }
+}
+
+pub fn config(scenario: &Scenario, endpoints: &Endpoints, add: &Additions) -> String {
     let o = &scenario.otpd;
     let mut c = String::new();
     let d = |d: Duration| humantime::format_duration(d).to_string();
@@ -244,6 +278,7 @@ pub fn config(scenario: &Scenario, endpoints: &Endpoints) -> String {
     // caller network of the routes anyone may call would take them all for one.
     let _ = writeln!(c, "[limits]\npublic_ip = \"off\"\n");
     let _ = writeln!(c, "[log]\nlevel = \"warn\"\n");
+    additions(&mut c, add);
     if !o.extra.is_empty() {
         let _ = writeln!(c, "# From the scenario's [otpd] extra:\n{}", o.extra);
     }

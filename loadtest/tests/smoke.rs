@@ -173,3 +173,94 @@ fn renders_in_chromium(page: &Path) {
     assert!(dom.contains("burst_check"));
     assert!(dom.contains("issue p99 at the top rate"));
 }
+
+/// Runs of six digits standing alone (not part of an id, a time or a longer number).
+fn six_digit_tokens(text: &str) -> std::collections::HashSet<String> {
+    let b = text.as_bytes();
+    let mut out = std::collections::HashSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let alone = |j: Option<&u8>| j.is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_');
+            if i - start == 6
+                && alone(start.checked_sub(1).and_then(|j| b.get(j)))
+                && alone(b.get(i))
+            {
+                out.insert(text[start..i].to_string());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The smoke load with every event sent to a webhook and kept in the audit trail:
+/// every webhook is signed, the trail verifies, and none of the codes the people
+/// received is in the events, the trail or otpd's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_runs_events_and_audit_trail_carry_no_code() {
+    let out = tempfile::tempdir().unwrap();
+    let s = Scenario::load(&scenario("smoke")).unwrap();
+    let report = otpd_loadtest::run(
+        s,
+        Options {
+            out: out.path().to_path_buf(),
+            webhooks: true,
+            audit: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let summary = report.summary();
+    for c in report.invariants.iter().chain(&report.expectations) {
+        assert!(c.ok, "{}: {}\n{summary}", c.name, c.detail);
+    }
+    let w = report.webhooks.as_ref().expect("a webhook report");
+    assert_eq!(w.bad_signatures, 0, "{summary}");
+    for kind in [
+        "verification.sent",
+        "verification.approved",
+        "verification.delivered",
+    ] {
+        assert!(
+            w.by_type.get(kind).is_some_and(|n| *n > 0),
+            "no {kind}: {summary}"
+        );
+    }
+    let codes: std::collections::HashSet<String> =
+        std::fs::read_to_string(out.path().join("codes.txt"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+    assert!(codes.len() > 10, "{summary}");
+    // The search finds a code wherever one stands alone, as it would in a leak.
+    let leak = format!("{{\"code\":\"{}\"}}", codes.iter().next().unwrap());
+    assert_eq!(six_digit_tokens(&leak).len(), 1);
+    let trail = out.path().join("audit");
+    let files = otpd::events::audit::files(&trail).unwrap();
+    assert!(!files.is_empty());
+    let mut texts = vec![
+        std::fs::read_to_string(out.path().join("webhook-events.jsonl")).unwrap(),
+        std::fs::read_to_string(out.path().join("otpd.log")).unwrap(),
+    ];
+    texts.extend(files.iter().map(|f| std::fs::read_to_string(f).unwrap()));
+    let events = texts[0].lines().count() as u64;
+    assert_eq!(events, w.received, "every webhook body is kept");
+    for (i, text) in texts.iter().enumerate() {
+        let leaked: Vec<_> = six_digit_tokens(text)
+            .intersection(&codes)
+            .cloned()
+            .collect();
+        assert!(leaked.is_empty(), "codes {leaked:?} in text {i}");
+    }
+    // The trail of the whole run is intact and sealed by its key.
+    let checked = otpd::events::audit::verify(&trail, None).unwrap();
+    assert!(checked.iter().map(|(_, c)| c.records).sum::<u64>() > events / 2);
+}

@@ -1,0 +1,144 @@
+//! A webhook receiver on loopback, for runs with `--webhooks`: it takes every event
+//! otpd POSTs (answering 204 at once), checks its Standard Webhooks signature with
+//! the run's secret, counts events by type, and keeps their bodies in
+//! `webhook-events.jsonl` — the file a test reads to see that no code left otpd.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// The run's webhook secret (`whsec_` and 32 bytes, base64): a load test's, not a
+/// secret.
+pub const SECRET: &str = "whsec_b3RwZC1sb2FkdGVzdC13ZWJob29rLXNlY3JldC0wMQ==";
+
+/// What the receiver saw.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct WebhookReport {
+    pub received: u64,
+    pub bad_signatures: u64,
+    /// Distinct event ids (a retry repeats one).
+    pub distinct: u64,
+    pub by_type: BTreeMap<String, u64>,
+}
+
+struct State {
+    key: ring::hmac::Key,
+    report: Mutex<WebhookReport>,
+    seen: Mutex<std::collections::HashSet<String>>,
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Listen on a free loopback port, keeping bodies in `out/webhook-events.jsonl`.
+    pub async fn start(out: &Path) -> std::io::Result<Receiver> {
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(SECRET.trim_start_matches("whsec_"))
+            .expect("the run's secret is base64");
+        let file = std::fs::File::create(out.join("webhook-events.jsonl"))?;
+        let state = Arc::new(State {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            report: Mutex::default(),
+            seen: Mutex::default(),
+            file: Mutex::new(std::io::BufWriter::new(file)),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new()
+            .route(
+                "/hook",
+                axum::routing::post({
+                    let state = state.clone();
+                    move |headers: HeaderMap, body: Bytes| {
+                        let state = state.clone();
+                        async move { take(&state, &headers, &body) }
+                    }
+                }),
+            )
+            .into_make_service();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Receiver { addr, state, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Wait (at most `within`) until events stop coming: the webhook caught up.
+    pub async fn settle(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = u64::MAX;
+        while tokio::time::Instant::now() < deadline {
+            let now = self.state.report.lock().received;
+            if now == last {
+                return;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Stop, write what is buffered, and say what came.
+    pub fn finish(self) -> WebhookReport {
+        self.task.abort();
+        let _ = self.state.file.lock().flush();
+        self.state.report.lock().clone()
+    }
+}
+
+fn take(state: &State, headers: &HeaderMap, body: &[u8]) -> StatusCode {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (id, ts, signatures) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
+    let mut signed = Vec::with_capacity(id.len() + ts.len() + body.len() + 2);
+    signed.extend_from_slice(id.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(ts.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    let expected = ring::hmac::sign(&state.key, &signed);
+    let good = signatures
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .any(|b| b == expected.as_ref());
+    let kind = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unreadable".into());
+    let fresh = state.seen.lock().insert(id.to_string());
+    {
+        let mut r = state.report.lock();
+        r.received += 1;
+        if !good {
+            r.bad_signatures += 1;
+        }
+        if fresh {
+            r.distinct += 1;
+            *r.by_type.entry(kind).or_default() += 1;
+        }
+    }
+    let mut f = state.file.lock();
+    let _ = f.write_all(body);
+    let _ = f.write_all(b"\n");
+    StatusCode::NO_CONTENT
+}
