@@ -457,3 +457,48 @@ fn routing_and_template_mistakes_are_named() {
         assert!(e.contains(want), "{text}\n→ {e}\n(wanted {want})");
     }
 }
+
+#[test]
+fn webhooks_and_the_audit_trail_refuse_what_cannot_work_and_name_it() {
+    let client = |extra: &str| {
+        format!(
+            "[[clients]]\nname = \"sede\"\nkey_sha256 = \"{}\"\n{extra}",
+            "ab".repeat(32)
+        )
+    };
+    let cases = [
+        (
+            client("webhook_url = \"https://sede.example/h\""),
+            "webhook_secret",
+        ),
+        (
+            client("webhook_url = \"https://sede.example/h\"\nwebhook_secret = \"sekrit\""),
+            "whsec_",
+        ),
+        (
+            client(
+                "webhook_url = \"ftp://sede.example/h\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            ),
+            "webhook_url",
+        ),
+        (
+            "[webhooks]\nconcurrency = 0".to_string(),
+            "webhooks.concurrency",
+        ),
+        ("[audit]\npath = \"trail\"".to_string(), "audit.signing_key"),
+        (
+            "[audit]\npath = \"trail\"\nsigning_key = \"c2hvcnQ=\"".to_string(),
+            "32 bytes",
+        ),
+    ];
+    for (text, named) in cases {
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains(named), "{text}: {e}");
+        assert!(!e.contains("MfKQ9r8G"), "a secret echoed: {e}");
+    }
+    let ok = load_text(&client(
+        "webhook_url = \"https://sede.example/h\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+    ))
+    .unwrap();
+    assert!(ok.clients[0].keeps_events());
+}

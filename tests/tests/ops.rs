@@ -63,10 +63,26 @@ async fn openapi_describes_every_route() {
         ("/v1/admin/routes", "get"),
         ("/v1/admin/reload", "post"),
         ("/v1/admin/limits", "get"),
+        ("/v1/events", "get"),
     ] {
         assert!(
             paths[path][method].is_object(),
             "{method} {path} is not described"
+        );
+    }
+    assert_eq!(
+        spec["webhooks"]["event"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Event"
+    );
+    // Every type otpd tells is documented.
+    let kinds = spec["components"]["schemas"]["Event"]["properties"]["type"]["enum"]
+        .as_array()
+        .unwrap();
+    for kind in otpd::events::EventKind::ALL {
+        assert!(
+            kinds.iter().any(|k| k == kind.as_str()),
+            "{}",
+            kind.as_str()
         );
     }
     let pattern = paths["/v1/admin/routes"]["get"]["parameters"][0]["schema"]["pattern"]
