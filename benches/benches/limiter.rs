@@ -108,9 +108,29 @@ fn limiter(c: &mut Criterion) {
         })
     });
 
-    // The whole admission of a request as the API runs it: pumping judgement of the
-    // number's prefix and country, then destination, subject, IP, network, client,
-    // country and purpose capacity in one limiter call.
+    admission(&mut group);
+
+    let gov_quota = GovQuota::per_second(NonZeroU32::new(1_000_000).unwrap());
+    let direct = RateLimiter::direct(gov_quota);
+    group.bench_function("governor, one key", |b| {
+        b.iter(|| black_box(direct.check()))
+    });
+
+    let keyed = RateLimiter::dashmap(gov_quota);
+    let mut k = 0u64;
+    group.bench_function("governor keyed, 1M keys", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(keyed.check_key(&k))
+        })
+    });
+    group.finish();
+}
+
+/// The whole admission of a request as the API runs it: pumping judgement of the
+/// number's prefix and country, then destination, subject, IP, network, client,
+/// country and purpose capacity in one limiter call.
+fn admission(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     let mut config = otpd::Config::default();
     config.limits.destination = otpd::config::Rate::per(1_000_000, 1);
     config.limits.subject = otpd::config::Rate::per(1_000_000, 1);
@@ -160,22 +180,6 @@ fn limiter(c: &mut Criterion) {
             black_box(ready(charge_issue(&*limiter, &limits)).is_ok())
         })
     });
-
-    let gov_quota = GovQuota::per_second(NonZeroU32::new(1_000_000).unwrap());
-    let direct = RateLimiter::direct(gov_quota);
-    group.bench_function("governor, one key", |b| {
-        b.iter(|| black_box(direct.check()))
-    });
-
-    let keyed = RateLimiter::dashmap(gov_quota);
-    let mut k = 0u64;
-    group.bench_function("governor keyed, 1M keys", |b| {
-        b.iter(|| {
-            k = (k + 1) % KEYS;
-            black_box(keyed.check_key(&k))
-        })
-    });
-    group.finish();
 }
 
 criterion_group!(benches, limiter);

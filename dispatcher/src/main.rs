@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod audit_cli;
-mod simulate_push;
+mod cli;
+
+use cli::{audit as audit_cli, simulate_push};
 
 /// mimalloc rather than glibc's malloc: under load glibc's allocator (its arenas'
 /// consolidation and free-list walks) took over a quarter of otpd's CPU.

@@ -749,6 +749,16 @@ impl Run {
         }
     }
 
+    /// Write the codes the run saw to `out/codes.txt`, when it kept them.
+    fn keep_codes(&self, out: &std::path::Path) -> Result<(), RunError> {
+        let Some(seen) = &self.codes_seen else {
+            return Ok(());
+        };
+        let path = out.join("codes.txt");
+        let text: String = seen.lock().iter().map(|c| format!("{c}\n")).collect();
+        std::fs::write(&path, text).map_err(|e| RunError::Write(path, e))
+    }
+
     /// Keep `code` when the run keeps the codes it saw.
     fn saw(&self, code: &str) {
         if let Some(seen) = &self.codes_seen {
@@ -927,14 +937,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     };
     let sims = Sims::start(&scenario, work.path(), sms_tap, push_tap).await?;
     let (effective, redis_server, redis_addr) = redis_for(&scenario, &options)?;
-    let receiver = match options.webhooks {
-        true => Some(
-            crate::webhooks::Receiver::start(&options.out)
-                .await
-                .map_err(|e| RunError::Write(options.out.join("webhook-events.jsonl"), e))?,
-        ),
-        false => None,
-    };
+    let receiver = start_receiver(&options).await?;
     let additions = target::Additions {
         webhook_url: receiver.as_ref().map(|r| r.url()),
         audit: options.audit,
@@ -991,9 +994,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     settle(&run, end);
     *slot.lock() = None;
     let (smscs, push) = sims.stats();
-    if let Some(r) = &receiver {
-        r.settle(Duration::from_secs(10)).await;
-    }
+    crate::webhooks::settle(receiver.as_ref(), Duration::from_secs(60)).await;
     let exit = match otpd {
         Some(o) => o.stop().await.map(|s| s.to_string()),
         None => None,
@@ -1016,11 +1017,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         });
     drop(redis_server);
     let webhooks = receiver.map(crate::webhooks::Receiver::finish);
-    if let Some(seen) = &run.codes_seen {
-        let path = options.out.join("codes.txt");
-        let text: String = seen.lock().iter().map(|c| format!("{c}\n")).collect();
-        std::fs::write(&path, text).map_err(|e| RunError::Write(path, e))?;
-    }
+    run.keep_codes(&options.out)?;
 
     let report = Report::build(crate::report::Inputs {
         scenario: &scenario,
@@ -1048,6 +1045,17 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .write(&options.out)
         .map_err(|e| RunError::Write(options.out.clone(), e))?;
     Ok(report)
+}
+
+/// The webhook receiver of a run with `--webhooks`.
+async fn start_receiver(options: &Options) -> Result<Option<crate::webhooks::Receiver>, RunError> {
+    if !options.webhooks {
+        return Ok(None);
+    }
+    crate::webhooks::Receiver::start(&options.out)
+        .await
+        .map(Some)
+        .map_err(|e| RunError::Write(options.out.join("webhook-events.jsonl"), e))
 }
 
 /// Start otpd for the run (unless the run targets one already running): its

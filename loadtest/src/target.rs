@@ -162,7 +162,7 @@ fn additions(c: &mut String, a: &Additions) {
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let _ = writeln!(
             c,
-            "[[clients]]\nname = \"loadtest\"\nkey_sha256 = \"{hex}\"\nregistry = \"write\"\nwebhook_url = \"{url}\"\nwebhook_secret = \"{}\"\n\n[webhooks]\nconcurrency = 64\n",
+            "[[clients]]\nname = \"loadtest\"\nkey_sha256 = \"{hex}\"\nregistry = \"write\"\nwebhook_url = \"{url}\"\nwebhook_secret = \"{}\"\n\n[webhooks]\nconcurrency = 256\nh2c = true\n",
             crate::webhooks::SECRET
         );
     }

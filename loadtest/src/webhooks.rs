@@ -102,6 +102,22 @@ impl Receiver {
     }
 }
 
+/// The `type` of an event's body, found without parsing the whole of it (otpd
+/// writes `"type":"…"` plainly).
+fn event_type(body: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"type\":\"";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = body[at..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&body[at..at + len]).ok()
+}
+
+/// [`Receiver::settle`], when the run has a receiver.
+pub async fn settle(receiver: Option<&Receiver>, within: Duration) {
+    if let Some(r) = receiver {
+        r.settle(within).await;
+    }
+}
+
 fn take(state: &State, headers: &HeaderMap, body: &[u8]) -> StatusCode {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (id, ts, signatures) = (
@@ -121,10 +137,7 @@ fn take(state: &State, headers: &HeaderMap, body: &[u8]) -> StatusCode {
         .filter_map(|s| s.strip_prefix("v1,"))
         .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .any(|b| b == expected.as_ref());
-    let kind = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "unreadable".into());
+    let kind = event_type(body).unwrap_or("unreadable").to_string();
     let fresh = state.seen.lock().insert(id.to_string());
     {
         let mut r = state.report.lock();

@@ -37,6 +37,8 @@ pub struct Request {
     pub attempt: usize,
     /// Whether it was answered 2xx.
     pub taken: bool,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Request {
@@ -134,10 +136,12 @@ impl Receiver {
         let app = axum::Router::new()
             .route(
                 "/otpd/events",
-                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                    let state = state.clone();
-                    async move { answer(&state, &headers, body).await }
-                }),
+                axum::routing::post(
+                    move |version: axum::http::Version, headers: HeaderMap, body: Bytes| {
+                        let state = state.clone();
+                        async move { answer(&state, version, &headers, body).await }
+                    },
+                ),
             )
             .into_make_service();
         let (tx, rx) = oneshot::channel::<()>();
@@ -160,7 +164,12 @@ impl Drop for Receiver {
     }
 }
 
-async fn answer(state: &State, headers: &HeaderMap, body: Bytes) -> StatusCode {
+async fn answer(
+    state: &State,
+    version: axum::http::Version,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let header = |n: &str| {
         headers
             .get(n)
@@ -189,6 +198,7 @@ async fn answer(state: &State, headers: &HeaderMap, body: Bytes) -> StatusCode {
         body: body.to_vec(),
         attempt,
         taken,
+        version: format!("{version:?}"),
     });
     if taken {
         StatusCode::NO_CONTENT

@@ -142,8 +142,20 @@ fn stories(taken: &[otpd_e2e::receiver::Request]) -> HashMap<String, Vec<String>
 
 #[tokio::test]
 async fn every_event_is_signed_in_order_per_verification_and_without_its_code() {
+    let taken = signed_in_order("timeout = \"300ms\"").await;
+    assert!(taken.iter().all(|r| r.version == "HTTP/1.1"));
+}
+
+/// The same over HTTP/2 without TLS (`h2c`), many events sharing a connection.
+#[tokio::test]
+async fn over_cleartext_http2_too() {
+    let taken = signed_in_order("timeout = \"300ms\"\nh2c = true").await;
+    assert!(taken.iter().all(|r| r.version == "HTTP/2.0"), "{taken:?}");
+}
+
+async fn signed_in_order(webhooks: &str) -> Vec<otpd_e2e::receiver::Request> {
     let receiver = Receiver::start(Behaviour::default()).await;
-    let otpd = OtpdProcess::start(&config(&receiver, "timeout = \"300ms\"")).await;
+    let otpd = OtpdProcess::start(&config(&receiver, webhooks)).await;
     let api = Api {
         otpd: &otpd,
         key: KEY,
@@ -190,6 +202,7 @@ async fn every_event_is_signed_in_order_per_verification_and_without_its_code() 
     }
     // The other client's events are not sent to this webhook.
     assert_eq!(stories.len(), ids.len());
+    taken
 }
 
 #[tokio::test]

@@ -32,6 +32,11 @@ pub struct WebhooksConfig {
     /// Events kept per client at most; past it the oldest go (counted in
     /// `otpd_webhook_dropped_total` when they were not delivered).
     pub keep: usize,
+    /// Speak HTTP/2 to `http://` receivers without asking first (prior knowledge),
+    /// for receivers known to take it: many events share one connection and its
+    /// writes. `https://` receivers negotiate HTTP/2 when they offer it, whatever
+    /// this says.
+    pub h2c: bool,
 }
 
 impl Default for WebhooksConfig {
@@ -43,6 +48,7 @@ impl Default for WebhooksConfig {
             max_retry: Duration::from_secs(3600),
             concurrency: 32,
             keep: 1_000_000,
+            h2c: false,
         }
     }
 }

@@ -421,4 +421,41 @@ mod tests {
         let e = verify(dir.path(), Some(&key.public())).unwrap_err();
         assert!(e.contains("record 6 (line 6)"), "{e}");
     }
+
+    #[test]
+    fn files_rotate_on_time_and_go_after_their_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = AuditKey::parse(&AuditKey::generate().unwrap().0).unwrap();
+        let clock = Arc::new(ManualClock::new(UnixMillis(10_000)));
+        let s = AuditSettings {
+            checkpoint_interval: Duration::from_millis(50),
+            rotate_every: Duration::from_secs(1),
+            retention: Duration::from_secs(2),
+            ..settings(dir.path(), &key)
+        };
+        let audit = Audit::start(s, clock.clone()).unwrap();
+        let names = || -> Vec<String> {
+            files(dir.path())
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        let wait_for = |want: &[&str]| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while names() != want {
+                assert!(Instant::now() < deadline, "{:?}, not {want:?}", names());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        audit.emit(&event(1, "12345678Z"));
+        clock.advance(Duration::from_millis(1_500));
+        wait_for(&["audit-0000000010000.jsonl", "audit-0000000011500.jsonl"]);
+        clock.advance(Duration::from_secs(3));
+        // The first file's records are all older than the retention: it goes.
+        wait_for(&["audit-0000000011500.jsonl", "audit-0000000014500.jsonl"]);
+        audit.close();
+        let checked = verify(dir.path(), Some(&key.public())).unwrap();
+        assert!(checked.iter().all(|(_, c)| c.unsealed == 0), "{checked:?}");
+    }
 }

@@ -29,11 +29,15 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// A feed into `log` for `clients`, with its writer task (it ends once the feed
-    /// is dropped and what was queued is written).
-    pub fn start(log: Arc<dyn EventLog>, clients: impl IntoIterator<Item = Arc<str>>) -> Feed {
+    /// A feed into `log` for `clients`, with its writer task on `on` (it ends once
+    /// the feed is dropped and what was queued is written).
+    pub fn start(
+        log: Arc<dyn EventLog>,
+        clients: impl IntoIterator<Item = Arc<str>>,
+        on: &tokio::runtime::Handle,
+    ) -> Feed {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(log, rx));
+        on.spawn(write(log, rx));
         Feed {
             clients: clients.into_iter().collect(),
             queue: tx,

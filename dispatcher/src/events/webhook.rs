@@ -45,11 +45,22 @@ pub struct WebhookSettings {
     pub concurrency: usize,
 }
 
+/// How a deliverer reaches its receiver.
+#[derive(Clone)]
+pub enum Transport {
+    /// reqwest: HTTP/1.1, or HTTP/2 where the receiver's TLS offers it.
+    Any(reqwest::Client),
+    /// HTTP/2 without TLS (`webhooks.h2c`) on otpd's lean HTTP/2 client, the push
+    /// providers' (one POST to one known origin needs none of reqwest's general
+    /// machinery, which cost more than the rest of an event's delivery).
+    H2c(Arc<otpd_adapters::push::http::HttpPool>),
+}
+
 /// Where a client's events go.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub client: Arc<str>,
-    pub url: String,
+    pub url: reqwest::Url,
     pub secret: WebhookSecret,
 }
 
@@ -68,6 +79,25 @@ pub fn retry_delay(settings: &WebhookSettings, failures: u32, jitter: f64) -> Du
     base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
+/// A client's webhook counters, made once (a labelled look-up per event cost more
+/// than the rest of its bookkeeping).
+struct Counters {
+    taken: metrics::Counter,
+    failed: metrics::Counter,
+    dead: metrics::Counter,
+}
+
+impl Counters {
+    fn new(client: &str) -> Counters {
+        let attempts = |outcome: &'static str| metrics::counter!("otpd_webhook_attempts_total", "client" => client.to_string(), "outcome" => outcome);
+        Counters {
+            taken: attempts("taken"),
+            failed: attempts("failed"),
+            dead: metrics::counter!("otpd_webhook_dead_total", "client" => client.to_string()),
+        }
+    }
+}
+
 /// How an attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Attempt {
@@ -79,7 +109,7 @@ enum Attempt {
 
 pub struct Deliverer {
     pub target: Target,
-    pub http: reqwest::Client,
+    pub http: Transport,
     pub log: Arc<dyn EventLog>,
     pub settings: WebhookSettings,
     pub clock: Arc<dyn Clock>,
@@ -98,6 +128,7 @@ impl Deliverer {
             stop.clone(),
         ));
         let jitter = RandomState::new();
+        let counters = Counters::new(&self.target.client);
         let mut lanes = Lanes::default();
         let mut out = FuturesUnordered::new();
         let mut done: Vec<EventId> = Vec::new();
@@ -120,7 +151,7 @@ impl Deliverer {
                     None => open = false,
                 },
                 Some((held, attempt)) = out.next() => {
-                    self.settle(&mut lanes, held, attempt, &jitter, &mut done);
+                    self.settle(&mut lanes, held, attempt, (&jitter, &counters), &mut done);
                 }
                 () = tokio::time::sleep(retry_in.unwrap_or(Duration::MAX)), if retry_in.is_some() => {}
                 changed = stop.changed() => {
@@ -141,28 +172,27 @@ impl Deliverer {
         lanes: &mut Lanes,
         held: Held,
         attempt: Attempt,
-        jitter: &RandomState,
+        (jitter, counters): (&RandomState, &Counters),
         done: &mut Vec<EventId>,
     ) {
         let client = &*self.target.client;
         let key = held.event.order;
         let error = match attempt {
             Attempt::Taken => {
-                metrics::counter!("otpd_webhook_attempts_total", "client" => client.to_string(), "outcome" => "taken").increment(1);
+                counters.taken.increment(1);
                 lanes.taken(key);
                 done.push(held.event.id);
                 return;
             }
             Attempt::Failed(error) => error,
         };
-        metrics::counter!("otpd_webhook_attempts_total", "client" => client.to_string(), "outcome" => "failed").increment(1);
+        counters.failed.increment(1);
         let now = self.clock.now();
         let unit =
             (jitter.hash_one((held.event.id, held.failures)) >> 11) as f64 / (1u64 << 53) as f64;
         let retry_at = now.plus(retry_delay(&self.settings, held.failures + 1, unit));
         if retry_at >= held.event.at.plus(self.settings.retry_for) {
-            metrics::counter!("otpd_webhook_dead_total", "client" => client.to_string())
-                .increment(1);
+            counters.dead.increment(1);
             tracing::warn!(
                 client,
                 event = %held.event.id,
@@ -195,39 +225,67 @@ impl Deliverer {
         let id = held.event.id.to_string();
         let timestamp = self.clock.now().0.div_euclid(1000);
         let signature = self.target.secret.sign(&id, timestamp, &body);
-        let request = self
-            .http
-            .post(&self.target.url)
-            .timeout(self.settings.timeout)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body);
+        let mut headers = http::HeaderMap::with_capacity(4);
+        let value = |v: String| http::HeaderValue::try_from(v).expect("ASCII");
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert("webhook-id", value(id));
+        headers.insert("webhook-timestamp", value(timestamp.to_string()));
+        headers.insert("webhook-signature", value(signature));
+        let transport = self.http.clone();
+        let url = self.target.url.clone();
+        let timeout = self.settings.timeout;
         async move {
-            let attempt = match request.send().await {
-                Ok(mut answer) => {
-                    let status = answer.status();
-                    // Read a little of the answer so that the connection is kept.
-                    let mut read = 0;
-                    while read < MAX_ANSWER {
-                        match answer.chunk().await {
-                            Ok(Some(c)) => read += c.len(),
-                            _ => break,
-                        }
-                    }
-                    if status.is_success() {
-                        Attempt::Taken
-                    } else {
-                        Attempt::Failed(format!("answered {status}"))
+            let attempt = match transport {
+                Transport::Any(client) => {
+                    let request = client
+                        .post(url)
+                        .timeout(timeout)
+                        .headers(headers)
+                        .body(body);
+                    over_reqwest(request).await
+                }
+                Transport::H2c(pool) => {
+                    let path = match url.query() {
+                        Some(q) => format!("{}?{q}", url.path()),
+                        None => url.path().to_string(),
+                    };
+                    match pool.post(&path, headers, body.into()).await {
+                        Ok(a) if (200..300).contains(&a.status) => Attempt::Taken,
+                        Ok(a) => Attempt::Failed(format!("answered {}", a.status)),
+                        Err(e) => Attempt::Failed(e),
                     }
                 }
-                Err(e) if e.is_timeout() => Attempt::Failed("timed out".into()),
-                Err(e) if e.is_connect() => Attempt::Failed("cannot connect".into()),
-                Err(e) => Attempt::Failed(e.to_string()),
             };
             (held, attempt)
         }
+    }
+}
+
+/// One POST through reqwest: HTTP/1.1, or HTTP/2 where TLS agrees on it.
+async fn over_reqwest(request: reqwest::RequestBuilder) -> Attempt {
+    match request.send().await {
+        Ok(mut answer) => {
+            let status = answer.status();
+            // Read a little of the answer so that the connection is kept.
+            let mut read = 0;
+            while read < MAX_ANSWER {
+                match answer.chunk().await {
+                    Ok(Some(c)) => read += c.len(),
+                    _ => break,
+                }
+            }
+            if status.is_success() {
+                Attempt::Taken
+            } else {
+                Attempt::Failed(format!("answered {status}"))
+            }
+        }
+        Err(e) if e.is_timeout() => Attempt::Failed("timed out".into()),
+        Err(e) if e.is_connect() => Attempt::Failed("cannot connect".into()),
+        Err(e) => Attempt::Failed(e.to_string()),
     }
 }
 

@@ -110,7 +110,6 @@ impl Backend {
             (_, None, Some((dir, recovered, now))) => {
                 let events = crate::store::embedded::events::open_event_log(
                     &store.path,
-                    sync_of(store.sync),
                     now,
                     config.webhooks.keep,
                     config.webhooks.retry_for,

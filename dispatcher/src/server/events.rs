@@ -9,11 +9,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ServerError;
+use super::after_the_fact::AfterTheFact;
 use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::events::audit::{Audit, AuditSettings};
 use crate::events::feed::Feed;
-use crate::events::webhook::{Deliverer, Target, WebhookSettings, report_backlog};
+use crate::events::webhook::{Deliverer, Target, Transport, WebhookSettings, report_backlog};
 use crate::events::{Counted, EventSink, Fanout};
 use crate::store::events::EventLog;
 
@@ -26,6 +27,28 @@ pub(super) struct Events {
     pub log: Arc<dyn EventLog>,
     targets: Vec<Target>,
     keepers: Vec<Arc<str>>,
+    /// Where the clients' logs are written and their webhooks called.
+    runtime: Option<AfterTheFact>,
+}
+
+/// The webhook deliverers, their backlog gauge and the thread they run on.
+#[derive(Default)]
+pub(super) struct Webhooks {
+    tasks: Vec<JoinHandle<()>>,
+    runtime: Option<AfterTheFact>,
+}
+
+impl Webhooks {
+    /// After the stop signal: let the deliverers mark what they delivered, then stop
+    /// their thread.
+    pub(super) async fn stop(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(r) = self.runtime {
+            r.stop().await;
+        }
+    }
 }
 
 impl Events {
@@ -51,16 +74,32 @@ impl Events {
             .filter_map(|c| {
                 Some(Target {
                     client: c.name.as_str().into(),
-                    url: c.webhook_url.clone()?,
+                    // Checked by the configuration's validation; one that a URL
+                    // parser refuses still is left without a webhook, said below.
+                    url: match reqwest::Url::parse(c.webhook_url.as_deref()?) {
+                        Ok(u) => u,
+                        Err(e) => {
+                            tracing::error!(client = %c.name, error = %e, "webhook_url cannot be used");
+                            return None;
+                        }
+                    },
                     secret: c.webhook_secret.clone()?,
                 })
             })
             .collect();
         let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(Counted::default())];
         sinks.extend(extra);
-        if !keepers.is_empty() {
-            sinks.push(Arc::new(Feed::start(log.clone(), keepers.clone())));
-        }
+        let runtime = if keepers.is_empty() {
+            None
+        } else {
+            let runtime = AfterTheFact::start()?;
+            sinks.push(Arc::new(Feed::start(
+                log.clone(),
+                keepers.clone(),
+                &runtime.handle,
+            )));
+            Some(runtime)
+        };
         let a = &config.audit;
         if let (Some(dir), Some(key)) = (&a.path, &a.signing_key) {
             let settings = AuditSettings {
@@ -82,19 +121,21 @@ impl Events {
             log,
             targets,
             keepers,
+            runtime,
         })
     }
 
     /// A deliverer per webhook and the backlog gauge, until `stop`.
     pub(super) fn spawn(
-        &self,
+        &mut self,
         config: &Config,
         clock: &Arc<dyn Clock>,
         stop: &watch::Receiver<bool>,
-    ) -> Result<Vec<JoinHandle<()>>, ServerError> {
-        if self.keepers.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Webhooks, ServerError> {
+        let Some(runtime) = self.runtime.take() else {
+            return Ok(Webhooks::default());
+        };
+        let on = runtime.handle.clone();
         let w = &config.webhooks;
         let settings = WebhookSettings {
             timeout: w.timeout,
@@ -103,35 +144,54 @@ impl Events {
             max_retry: w.max_retry,
             concurrency: w.concurrency,
         };
-        let http =
-            otpd_adapters::push::http::plain_client(&otpd_adapters::push::http::HttpOptions {
-                timeout: w.timeout,
-                ..Default::default()
-            })
-            .map_err(|e| ServerError::Push {
-                key: "webhooks".into(),
-                reason: e.to_string(),
-            })?;
-        let mut tasks: Vec<JoinHandle<()>> = self
-            .targets
-            .iter()
-            .map(|target| {
-                let deliverer = Deliverer {
-                    target: target.clone(),
-                    http: http.clone(),
-                    log: self.log.clone(),
-                    settings: settings.clone(),
-                    clock: clock.clone(),
-                };
-                tokio::spawn(deliverer.run(stop.clone()))
-            })
-            .collect();
-        tasks.push(tokio::spawn(report_backlog(
+        let options = otpd_adapters::push::http::HttpOptions {
+            timeout: w.timeout,
+            ..Default::default()
+        };
+        let setup = |e: otpd_adapters::push::http::SetupError| ServerError::Push {
+            key: "webhooks".into(),
+            reason: e.to_string(),
+        };
+        let http = otpd_adapters::push::http::plain_client(&options).map_err(setup)?;
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        for target in &self.targets {
+            let transport = if w.h2c && target.url.scheme() == "http" {
+                let origin = format!(
+                    "http://{}:{}",
+                    target.url.host_str().unwrap_or_default(),
+                    target.url.port_or_known_default().unwrap_or(80)
+                );
+                let pool = otpd_adapters::push::http::HttpPool::new(
+                    &otpd_adapters::push::http::HttpOptions {
+                        connections: 2,
+                        max_streams: w.concurrency,
+                        ..options.clone()
+                    },
+                    &origin,
+                )
+                .map_err(setup)?;
+                Transport::H2c(Arc::new(pool))
+            } else {
+                Transport::Any(http.clone())
+            };
+            let deliverer = Deliverer {
+                target: target.clone(),
+                http: transport,
+                log: self.log.clone(),
+                settings: settings.clone(),
+                clock: clock.clone(),
+            };
+            tasks.push(on.spawn(deliverer.run(stop.clone())));
+        }
+        tasks.push(on.spawn(report_backlog(
             self.log.clone(),
             self.keepers.clone(),
             BACKLOG_EVERY,
             stop.clone(),
         )));
-        Ok(tasks)
+        Ok(Webhooks {
+            tasks,
+            runtime: Some(runtime),
+        })
     }
 }

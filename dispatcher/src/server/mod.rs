@@ -16,6 +16,7 @@
 //! silently: a job still queued when the deadline passes is logged.
 
 pub mod accept;
+mod after_the_fact;
 mod backend;
 mod channels;
 pub(crate) mod coalesce;
@@ -123,7 +124,7 @@ struct Background {
     escalator: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     /// The clients' webhook deliverers and their backlog gauge.
-    webhooks: Vec<JoinHandle<()>>,
+    webhooks: events::Webhooks,
 }
 
 impl Server {
@@ -200,7 +201,7 @@ impl Server {
         if backend.store_queues {
             engine = engine.with_store_queue();
         }
-        let events = events::Events::new(
+        let mut events = events::Events::new(
             &config,
             backend.event_log.clone(),
             deps.events.clone(),
@@ -359,7 +360,7 @@ impl Background {
                 prometheus.clone(),
                 stop.clone(),
             )),
-            webhooks: Vec::new(),
+            webhooks: Default::default(),
         }
     }
 
@@ -382,9 +383,7 @@ impl Background {
         }
         let _ = self.sweeper.await;
         let _ = self.reclaimer.await;
-        for w in self.webhooks {
-            let _ = w.await;
-        }
+        self.webhooks.stop().await;
         self.reports
     }
 }
