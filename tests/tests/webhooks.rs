@@ -78,6 +78,15 @@ impl Api<'_> {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// Issue a code to `to`, read it from whichever of `nodes` sent it, and check
+    /// it: the verification's id.
+    async fn approved(&self, nodes: &[&OtpdProcess], to: &str) -> String {
+        let id = self.issue(to).await;
+        let code = code_from(nodes, &id).await;
+        assert_eq!(self.check(&id, &code).await, 200);
+        id
+    }
+
     async fn check(&self, id: &str, code: &str) -> u16 {
         self.call(
             reqwest::Method::POST,
@@ -87,11 +96,6 @@ impl Api<'_> {
         .await
         .0
     }
-}
-
-/// The code of `id`'s first send, from the process's outbox.
-async fn code_of(otpd: &OtpdProcess, id: &str) -> String {
-    code_from(&[otpd], id).await
 }
 
 /// The code of `id`'s first send, from whichever node's outbox has it.
@@ -163,10 +167,8 @@ async fn signed_in_order(webhooks: &str) -> Vec<otpd_e2e::receiver::Request> {
     let mut codes = Vec::new();
     let mut ids = Vec::new();
     for n in 0..20 {
-        let id = api.issue(&format!("+346001122{n:02}")).await;
-        let code = code_of(&otpd, &id).await;
-        assert_eq!(api.check(&id, &code).await, 200);
-        codes.push(code);
+        let id = api.approved(&[&otpd], &format!("+346001122{n:02}")).await;
+        codes.push(code_from(&[&otpd], &id).await);
         ids.push(id);
     }
     let taken = receiver.wait_taken(40, Duration::from_secs(20)).await;
@@ -219,9 +221,7 @@ async fn a_receiver_that_fails_hangs_or_restarts_gets_every_event_in_order() {
     };
     let mut ids = Vec::new();
     for n in 0..5 {
-        let id = api.issue(&format!("+346001133{n:02}")).await;
-        let code = code_of(&otpd, &id).await;
-        assert_eq!(api.check(&id, &code).await, 200);
+        let id = api.approved(&[&otpd], &format!("+346001133{n:02}")).await;
         ids.push(id);
     }
     let taken = receiver.wait_taken(10, Duration::from_secs(20)).await;
@@ -250,9 +250,7 @@ async fn a_receiver_that_fails_hangs_or_restarts_gets_every_event_in_order() {
     receiver.set(Behaviour::default());
     let mut later = Vec::new();
     for n in 0..5 {
-        let id = api.issue(&format!("+346001155{n:02}")).await;
-        let code = code_of(&otpd, &id).await;
-        assert_eq!(api.check(&id, &code).await, 200);
+        let id = api.approved(&[&otpd], &format!("+346001155{n:02}")).await;
         later.push(id);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -357,9 +355,7 @@ async fn a_client_reads_back_its_own_events_after_an_id() {
         otpd: &otpd,
         key: OTHER_KEY,
     };
-    let mine = banco.issue("+34600118800").await;
-    let code = code_of(&otpd, &mine).await;
-    assert_eq!(banco.check(&mine, &code).await, 200);
+    let mine = banco.approved(&[&otpd], "+34600118800").await;
     sede.issue("+34600118801").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let events = loop {
@@ -436,9 +432,7 @@ async fn events_outlive_a_kill_on_the_embedded_store() {
             key: KEY,
         };
         for n in 0..3 {
-            let id = api.issue(&format!("+346001211{n:02}")).await;
-            let code = code_of(&otpd, &id).await;
-            assert_eq!(api.check(&id, &code).await, 200);
+            let id = api.approved(&[&otpd], &format!("+346001211{n:02}")).await;
             ids.push(id);
         }
     }
@@ -484,9 +478,9 @@ async fn on_redis_any_node_delivers_and_a_dead_node_is_taken_over() {
             otpd: node,
             key: KEY,
         };
-        let id = api.issue(&format!("+346001222{n:02}")).await;
-        let code = code_from(&[node, other], &id).await;
-        assert_eq!(api.check(&id, &code).await, 200);
+        let id = api
+            .approved(&[node, other], &format!("+346001222{n:02}"))
+            .await;
         ids.push(id);
     }
     let taken = receiver.wait_taken(12, Duration::from_secs(20)).await;
@@ -502,9 +496,7 @@ async fn on_redis_any_node_delivers_and_a_dead_node_is_taken_over() {
     // lease lapses, if it was A's).
     a.kill9();
     let api = Api { otpd: &b, key: KEY };
-    let late = api.issue("+34600122299").await;
-    let code = code_from(&[&b], &late).await;
-    assert_eq!(api.check(&late, &code).await, 200);
+    let late = api.approved(&[&b], "+34600122299").await;
     let taken = receiver.wait_taken(14, Duration::from_secs(30)).await;
     assert_eq!(
         stories(&taken)[&late],
@@ -522,9 +514,7 @@ async fn an_independent_library_verifies_the_signatures() {
         otpd: &otpd,
         key: KEY,
     };
-    let id = api.issue("+34600119900").await;
-    let code = code_of(&otpd, &id).await;
-    assert_eq!(api.check(&id, &code).await, 200);
+    api.approved(&[&otpd], "+34600119900").await;
     let taken = receiver.wait_taken(2, Duration::from_secs(10)).await;
     let messages: Vec<Value> = taken
         .iter()

@@ -1028,7 +1028,10 @@ pub async fn apply_reports(
     stores: Stores,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    events: Arc<dyn crate::events::EventSink>,
+    (events, after_the_fact): (
+        Arc<dyn crate::events::EventSink>,
+        Option<tokio::runtime::Handle>,
+    ),
 ) {
     while let Some(report) = reports.recv().await {
         let state = match report.state {
@@ -1048,7 +1051,19 @@ pub async fn apply_reports(
             .record_report(&id, report.send, state, report.error, clock.now())
             .await
         {
-            Ok(true) => report_event(&stores, &*events, &id, report.send, state, clock.now()).await,
+            Ok(true) if events.listening() => {
+                let now = clock.now();
+                let (stores, events, send) = (stores.clone(), events.clone(), report.send);
+                let tell =
+                    async move { report_event(&stores, &*events, &id, send, state, now).await };
+                // The read the event needs is made off the receipts' path when
+                // events have a runtime of their own.
+                match &after_the_fact {
+                    Some(on) => drop(on.spawn(tell)),
+                    None => tell.await,
+                }
+            }
+            Ok(true) => {}
             Ok(false) => {
                 tracing::debug!(%id, send = report.send, reference = %report.reference, "delivery report changed nothing (gone or already reported)")
             }

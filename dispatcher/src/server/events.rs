@@ -39,6 +39,11 @@ pub(super) struct Webhooks {
 }
 
 impl Webhooks {
+    /// The runtime events are worked on after the fact, when there is one.
+    pub(super) fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle.clone())
+    }
+
     /// After the stop signal: let the deliverers mark what they delivered, then stop
     /// their thread.
     pub(super) async fn stop(self) {
