@@ -21,6 +21,7 @@ pub(crate) mod throttle;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use otpd_adapters::push::{Approval, Notification, Outcome, Pusher};
@@ -1033,6 +1034,7 @@ pub async fn apply_reports(
         Option<tokio::runtime::Handle>,
     ),
 ) {
+    let telling = Arc::new(AtomicUsize::new(0));
     while let Some(report) = reports.recv().await {
         let state = match report.state {
             ReportState::Delivered => SendState::Delivered,
@@ -1057,10 +1059,18 @@ pub async fn apply_reports(
                 let tell =
                     async move { report_event(&stores, &*events, &id, send, state, now).await };
                 // The read the event needs is made off the receipts' path when
-                // events have a runtime of their own.
+                // events have a runtime of their own — at most `TELLING` at once;
+                // past that the receipts wait for it.
                 match &after_the_fact {
-                    Some(on) => drop(on.spawn(tell)),
-                    None => tell.await,
+                    Some(on) if telling.load(Ordering::Relaxed) < TELLING => {
+                        telling.fetch_add(1, Ordering::Relaxed);
+                        let telling = telling.clone();
+                        drop(on.spawn(async move {
+                            tell.await;
+                            telling.fetch_sub(1, Ordering::Relaxed);
+                        }));
+                    }
+                    _ => tell.await,
                 }
             }
             Ok(true) => {}
@@ -1071,6 +1081,9 @@ pub async fn apply_reports(
         }
     }
 }
+
+/// Receipts' events being made on the events' runtime at most at once.
+const TELLING: usize = 65_536;
 
 /// `verification.delivered` or `verification.undeliverable` for a report that
 /// changed a send. A report names only the verification, so the event's client,

@@ -82,6 +82,7 @@ impl Audit {
             clock,
             dropped: dropped.clone(),
             last_checkpoint: Instant::now(),
+            sealed: false,
         };
         writer.open().map_err(err(&writer.settings.dir))?;
         let thread = std::thread::Builder::new()
@@ -135,6 +136,8 @@ struct Writer {
     clock: Arc<dyn Clock>,
     dropped: Arc<AtomicU64>,
     last_checkpoint: Instant,
+    /// What is about to be written holds a checkpoint.
+    sealed: bool,
 }
 
 impl Writer {
@@ -205,13 +208,15 @@ impl Writer {
         buf.push_str(&self.chain.checkpoint(self.clock.now(), &self.settings.key));
         buf.push('\n');
         self.last_checkpoint = Instant::now();
+        self.sealed = true;
     }
 
     fn write(&mut self, text: &str) {
         let Some((file, path, _)) = self.file.as_mut() else {
             return;
         };
-        let sealed = text.contains("\"type\":\"audit.checkpoint\"");
+        // A batch with a checkpoint goes to the device before the next one.
+        let sealed = std::mem::take(&mut self.sealed);
         let written = file
             .write_all(text.as_bytes())
             .and_then(|()| if sealed { file.sync_data() } else { Ok(()) });
