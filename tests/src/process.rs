@@ -13,6 +13,7 @@ pub struct OtpdProcess {
     pub pid: u32,
     child: Child,
     dir: tempfile::TempDir,
+    open_files: Option<u32>,
 }
 
 /// The `otpd` binary of this build. `cargo test --workspace` builds it beside the
@@ -69,11 +70,12 @@ impl OtpdProcess {
         std::fs::write(dir.path().join("otpd.toml"), config).expect("config written");
         prepare(dir.path());
         let (child, base) = spawn(dir.path(), open_files);
-        let process = Self {
+        let mut process = Self {
             base,
             pid: child.id(),
             child,
             dir,
+            open_files,
         };
         process.wait_healthy().await;
         process
@@ -84,7 +86,7 @@ impl OtpdProcess {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, base) = spawn(self.dir.path(), None);
+        let (child, base) = spawn(self.dir.path(), self.open_files);
         self.pid = child.id();
         self.child = child;
         self.base = base;
@@ -97,11 +99,29 @@ impl OtpdProcess {
         self.dir.path()
     }
 
-    async fn wait_healthy(&self) {
+    /// Wait until this process answers `/healthz`. A free port can be taken by
+    /// another test between its choice and otpd's bind (and that test's otpd would
+    /// answer in its place): when ours exits for it, start again on another port.
+    async fn wait_healthy(&mut self) {
         let client = crate::client();
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut tries = 0;
         loop {
-            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+            if let Ok(Some(_)) = self.child.try_wait() {
+                tries += 1;
+                assert!(
+                    tries < 5 && self.log().contains("Address already in use"),
+                    "otpd exited; its log:\n{}",
+                    self.log()
+                );
+                let (child, base) = spawn(self.dir.path(), self.open_files);
+                self.pid = child.id();
+                self.child = child;
+                self.base = base;
+                continue;
+            }
+            if listens(self.pid, &self.base)
+                && let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
                 && r.status() == 200
             {
                 return;
@@ -218,6 +238,38 @@ impl OtpdProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` holds the listening socket of `base`'s port (so that what
+/// answers there is this process, not another test's that took the port).
+fn listens(pid: u32, base: &str) -> bool {
+    let Some(port) = base.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else {
+        return false;
+    };
+    let wanted = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // local address, state 0A (listening), inode
+                    (f.len() > 9 && f[1].ends_with(&wanted) && f[3] == "0A")
+                        .then(|| f[9].to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| {
+            let t = target.to_string_lossy();
+            inodes.iter().any(|i| t == format!("socket:[{i}]"))
+        })
 }
 
 /// `otpd serve` on `dir`'s `otpd.toml`, in `dir`, on a free loopback port, its
