@@ -10,10 +10,16 @@
 //! kernel time from being the limit of a load test on a small machine. A request
 //! waits for a free place on a connection; that wait is part of its latency, as it
 //! would be for a real backend.
+//!
+//! Every answer has a bound: a connection on which the oldest request has waited
+//! `answer_within` with nothing read is closed and its requests fail as timed out,
+//! so a peer that accepts and never answers (a hung otpd, or something else on the
+//! port) costs the run its requests, never its end.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::Method;
@@ -31,6 +37,8 @@ pub enum HttpError {
     Lost(String),
     #[error("malformed response: {0}")]
     Malformed(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 pub struct Answer {
@@ -43,6 +51,8 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// A response head larger than this is refused (otpd's are a few hundred bytes).
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
+/// How long a request waits for its answer unless told otherwise.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 pub struct Http {
     addr: SocketAddr,
@@ -50,6 +60,8 @@ pub struct Http {
     /// `authorization` header value sent with every request, when the run is a
     /// configured client.
     bearer: Option<String>,
+    /// A request's longest wait for its answer.
+    answer_within: Duration,
     /// Places for requests over all connections (`connections × pipeline`).
     places: Semaphore,
     /// Filled in order: a request takes the first lane with room, so requests that
@@ -70,8 +82,18 @@ struct Job {
     reply: oneshot::Sender<Result<Answer, HttpError>>,
 }
 
-/// Answers owed on a connection, in the order their requests were written.
-type Owed = Arc<Mutex<VecDeque<oneshot::Sender<Result<Answer, HttpError>>>>>;
+type Reply = oneshot::Sender<Result<Answer, HttpError>>;
+
+/// Answers owed on a connection, in the order their requests were written (with
+/// when each was), and why the connection closed once it has: a request handed to
+/// a closed connection fails at once instead of waiting for a reader that is gone.
+#[derive(Default)]
+struct OwedState {
+    replies: VecDeque<(Instant, Reply)>,
+    closed: Option<HttpError>,
+}
+
+type Owed = Arc<Mutex<OwedState>>;
 
 impl Http {
     /// A client of `addr` with `connections` connections of `pipeline` requests each.
@@ -82,6 +104,7 @@ impl Http {
             addr,
             host: addr.to_string(),
             bearer: None,
+            answer_within: ANSWER_WITHIN,
             places: Semaphore::new(connections * pipeline),
             lanes: (0..connections)
                 .map(|_| Lane {
@@ -95,6 +118,12 @@ impl Http {
     /// Send `key` as the API key (`authorization: Bearer …`) with every request.
     pub fn with_key(mut self, key: &str) -> Self {
         self.bearer = Some(format!("Bearer {key}"));
+        self
+    }
+
+    /// Fail a request whose answer has not come within `within`.
+    pub fn with_answer_within(mut self, within: Duration) -> Self {
+        self.answer_within = within;
         self
     }
 
@@ -124,7 +153,8 @@ impl Http {
         };
         let request = self.encode(&method, path, body.as_deref());
         let (reply, answer) = oneshot::channel();
-        lane.submit(self.addr, Job { request, reply }).await?;
+        lane.submit(self.addr, self.answer_within, Job { request, reply })
+            .await?;
         answer
             .await
             .unwrap_or_else(|_| Err(HttpError::Lost("the connection closed".into())))
@@ -155,7 +185,12 @@ impl Http {
 
 impl Lane {
     /// Hand `job` to this lane's connection, connecting first when it has none.
-    async fn submit(&self, addr: SocketAddr, job: Job) -> Result<(), HttpError> {
+    async fn submit(
+        &self,
+        addr: SocketAddr,
+        answer_within: Duration,
+        job: Job,
+    ) -> Result<(), HttpError> {
         let mut jobs = self.jobs.lock().await;
         let job = match jobs.as_ref() {
             Some(tx) => match tx.send(job) {
@@ -164,7 +199,7 @@ impl Lane {
             },
             None => job,
         };
-        let tx = connect(addr).await?;
+        let tx = connect(addr, answer_within).await?;
         tx.send(job)
             .map_err(|_| HttpError::Lost("the connection closed at once".into()))?;
         *jobs = Some(tx);
@@ -173,7 +208,10 @@ impl Lane {
 }
 
 /// Open a connection and start its writer and reader.
-async fn connect(addr: SocketAddr) -> Result<mpsc::UnboundedSender<Job>, HttpError> {
+async fn connect(
+    addr: SocketAddr,
+    answer_within: Duration,
+) -> Result<mpsc::UnboundedSender<Job>, HttpError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| HttpError::Connect(addr, e.to_string()))?;
@@ -182,12 +220,13 @@ async fn connect(addr: SocketAddr) -> Result<mpsc::UnboundedSender<Job>, HttpErr
     let (tx, rx) = mpsc::unbounded_channel();
     let owed: Owed = Arc::default();
     tokio::spawn(write_requests(write, rx, owed.clone()));
-    tokio::spawn(read_answers(read, owed));
+    tokio::spawn(read_answers(read, owed, answer_within));
     Ok(tx)
 }
 
 /// Write the requests that are ready together; each one's answer is owed before its
-/// bytes leave, so the reader always finds it. The writer lets the other tasks run
+/// bytes leave, so the reader always finds it (or, once the connection has closed,
+/// it fails at once and the writer ends, so that the lane connects again). The writer lets the other tasks run
 /// once before it writes: requests made in the same tick by tasks on the other
 /// worker join the batch instead of each costing a write of its own (on loopback a
 /// write also pays for the receiver's side of the stack).
@@ -197,16 +236,29 @@ async fn write_requests(
     owed: Owed,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Whether the job was taken; false once the connection has closed.
+    let take = |job: Job, batch: &mut Vec<u8>| {
+        let mut owed = owed.lock();
+        if let Some(e) = &owed.closed {
+            let _ = job.reply.send(Err(e.clone()));
+            return false;
+        }
+        batch.extend_from_slice(&job.request);
+        owed.replies.push_back((Instant::now(), job.reply));
+        true
+    };
     while let Some(job) = jobs.recv().await {
-        let take = |job: Job, batch: &mut Vec<u8>| {
-            batch.extend_from_slice(&job.request);
-            owed.lock().push_back(job.reply);
-        };
-        take(job, &mut batch);
+        if !take(job, &mut batch) {
+            return;
+        }
         for turn in 0..2 {
             while batch.len() < WRITE_BATCH {
                 match jobs.try_recv() {
-                    Ok(job) => take(job, &mut batch),
+                    Ok(job) => {
+                        if !take(job, &mut batch) {
+                            return;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
@@ -222,14 +274,17 @@ async fn write_requests(
     }
 }
 
-/// Read answers in order and hand each to the request that owes it.
-async fn read_answers(mut read: OwnedReadHalf, owed: Owed) {
+/// Read answers in order and hand each to the request that owes it; give up on
+/// the connection when its oldest request has waited `answer_within`.
+async fn read_answers(mut read: OwnedReadHalf, owed: Owed, answer_within: Duration) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // How often a quiet connection looks at the age of what it owes.
+    let look = answer_within.min(Duration::from_secs(1));
     let error = loop {
         match parse(&mut buf) {
             Ok(Some(answer)) => {
-                match owed.lock().pop_front() {
-                    Some(reply) => {
+                match owed.lock().replies.pop_front() {
+                    Some((_, reply)) => {
                         let _ = reply.send(Ok(answer));
                     }
                     None => break HttpError::Malformed("an answer to no request".into()),
@@ -239,17 +294,27 @@ async fn read_answers(mut read: OwnedReadHalf, owed: Owed) {
             Ok(None) => {}
             Err(e) => break e,
         }
-        match read.read_buf(&mut buf).await {
-            Ok(0) => break HttpError::Lost("otpd closed the connection".into()),
-            Ok(_) => {}
-            Err(e) => break HttpError::Lost(format!("read failed: {e}")),
+        match tokio::time::timeout(look, read.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => break HttpError::Lost("otpd closed the connection".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break HttpError::Lost(format!("read failed: {e}")),
+            Err(_) => {
+                let oldest = owed.lock().replies.front().map(|(at, _)| *at);
+                if oldest.is_some_and(|at| at.elapsed() >= answer_within) {
+                    break HttpError::Timeout(answer_within);
+                }
+            }
         }
     };
     fail_all(&owed, &error);
 }
 
+/// Close the connection's account: every request still owed fails with `error`,
+/// and so does any handed to it later.
 fn fail_all(owed: &Owed, error: &HttpError) {
-    for reply in owed.lock().drain(..) {
+    let mut owed = owed.lock();
+    owed.closed = Some(error.clone());
+    for (_, reply) in owed.replies.drain(..) {
         let _ = reply.send(Err(error.clone()));
     }
 }
@@ -378,5 +443,39 @@ mod tests {
             assert_eq!(a.status, 200);
             assert_eq!(&a.body[..], p.as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_fails_the_request_in_time_and_the_next_connects_again() {
+        // The first connection is read and never answered; the second is answered.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut silent, _) = listener.accept().await.unwrap();
+            let mut chunk = [0u8; 4096];
+            let _ = silent.read(&mut chunk).await;
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.read(&mut chunk).await;
+            s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            drop(silent);
+        });
+        let http = Http::new(addr, 1, 1).with_answer_within(Duration::from_millis(300));
+        let started = Instant::now();
+        let e = http.send(Method::GET, "/healthz", None).await.err();
+        assert!(matches!(e, Some(HttpError::Timeout(_))), "{e:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // The closed connection may fail one more request handed to it; within a
+        // few, the lane has connected again and is answered.
+        let mut answered = None;
+        for _ in 0..3 {
+            if let Ok(a) = http.send(Method::GET, "/healthz", None).await {
+                answered = Some(a.status);
+                break;
+            }
+        }
+        assert_eq!(answered, Some(204));
     }
 }

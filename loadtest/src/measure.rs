@@ -27,6 +27,9 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, MAX_MICROS)
 }
 
+/// How an answer that never came is keyed among the answers, before its reason.
+pub const TRANSPORT_ERROR: &str = "transport error";
+
 /// The HTTP operations a run makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -586,7 +586,18 @@ fn checks(i: &Inputs<'_>, delivery: &BTreeMap<String, Latency>) -> (Vec<Check>, 
             ),
         ),
     ];
+    let transport_errors: u64 = Op::ALL
+        .iter()
+        .flat_map(|op| i.m.answers(*op))
+        .filter(|(key, _)| key.starts_with(crate::measure::TRANSPORT_ERROR))
+        .map(|(_, n)| n)
+        .sum();
     let expectations = vec![
+        check(
+            "every request answered by otpd",
+            transport_errors == 0,
+            format!("{transport_errors} transport errors (no answer, or the connection lost)"),
+        ),
         check(
             "nothing dropped by the generator",
             dropped == 0,

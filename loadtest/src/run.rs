@@ -43,8 +43,6 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, std::io::Error),
-    #[error("cannot find a free loopback port: {0}")]
-    Port(std::io::Error),
     #[error(transparent)]
     Redis(#[from] crate::redis::RedisError),
 }
@@ -316,8 +314,13 @@ impl Run {
                 Some((a.status, a.body))
             }
             Err(e) => {
-                self.m
-                    .answered(op, due, done, &format!("transport error: {e}"), false);
+                self.m.answered(
+                    op,
+                    due,
+                    done,
+                    &format!("{}: {e}", crate::measure::TRANSPORT_ERROR),
+                    false,
+                );
                 None
             }
         }
@@ -898,10 +901,7 @@ async fn register(run: &Arc<Run>, arrivals: u64) {
 
 /// Run `scenario`; the report is written to `options.out` and returned.
 pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunError> {
-    let addr: SocketAddr = match &options.url {
-        Some(url) => target::http_addr(url)?,
-        None => free_port().map_err(RunError::Port)?,
-    };
+    let given = options.url.as_deref().map(target::http_addr).transpose()?;
     std::fs::create_dir_all(&options.out).map_err(|e| RunError::Write(options.out.clone(), e))?;
     // Absolute: otpd runs in this directory and is given paths in it.
     let mut options = options;
@@ -942,7 +942,12 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         webhook_url: receiver.as_ref().map(|r| r.url()),
         audit: options.audit,
     };
-    let otpd = start_otpd(&options, &effective, &scenario, &sims, addr, &additions).await?;
+    let otpd = start_otpd(&options, &effective, &scenario, &sims, &additions).await?;
+    let addr: SocketAddr = match (&otpd, given) {
+        (Some(o), _) => o.addr,
+        (None, Some(addr)) => addr,
+        (None, None) => unreachable!("otpd is started when no URL is given"),
+    };
     let pid = otpd.as_ref().map(|o| o.pid);
 
     let (run, registered) = set_up(&scenario, addr, planned, length, &slot, &options).await;
@@ -1065,7 +1070,6 @@ async fn start_otpd(
     effective: &Scenario,
     scenario: &Scenario,
     sims: &Sims,
-    addr: SocketAddr,
     additions: &target::Additions,
 ) -> Result<Option<OtpdProcess>, RunError> {
     if options.url.is_some() {
@@ -1084,7 +1088,6 @@ async fn start_otpd(
         OtpdProcess::start(
             &binary,
             &config_file,
-            addr,
             &options.out.join("otpd.log"),
             scenario.otpd.worker_threads,
             Duration::from_secs(30),
@@ -1264,7 +1267,8 @@ async fn set_up(
     slot: &Mutex<Option<Arc<Run>>>,
     options: &Options,
 ) -> (Arc<Run>, SetUp) {
-    let mut http = Http::new(addr, scenario.connections, scenario.pipeline);
+    let mut http = Http::new(addr, scenario.connections, scenario.pipeline)
+        .with_answer_within(scenario.answer_timeout);
     if options.webhooks {
         http = http.with_key(target::CLIENT_KEY);
     }
@@ -1437,9 +1441,4 @@ async fn progress(run: Arc<Run>) {
         );
         last = (offered, delivered);
     }
-}
-
-fn free_port() -> std::io::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    l.local_addr()
 }

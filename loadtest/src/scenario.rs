@@ -59,6 +59,11 @@ pub struct Scenario {
     /// the tool could carry, and the report says so).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// A request's longest wait for its answer: past it the request is counted as
+    /// a transport error and its connection is opened again, so a stalled otpd ends
+    /// the run on time instead of holding it.
+    #[serde(with = "humantime_serde", default = "default_answer_timeout")]
+    pub answer_timeout: Duration,
     pub rate: RateProfile,
     #[serde(default)]
     pub population: PopulationConfig,
@@ -93,6 +98,9 @@ fn default_connections() -> usize {
 }
 fn default_pipeline() -> usize {
     1
+}
+fn default_answer_timeout() -> Duration {
+    crate::http::ANSWER_WITHIN
 }
 fn default_max_in_flight() -> usize {
     20_000
@@ -440,6 +448,11 @@ impl Scenario {
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1".into());
         }
+        if self.answer_timeout < Duration::from_millis(100)
+            || self.answer_timeout > Duration::from_secs(600)
+        {
+            return bad("answer_timeout", "must be between 100ms and 10m".into());
+        }
         self.rate
             .validate()
             .map_err(|(k, m)| (format!("rate.{k}"), m))?;
@@ -684,6 +697,8 @@ name = "a"
         assert!(err("[population]\napp_share = 1.5").contains("`population.app_share` is 1.5"));
         assert!(err("[population.foreign]\nXX = 1").contains("`population.foreign.XX`"));
         assert!(err("[behaviour]\nright = 0.5").contains("add up to"));
+        let short = Scenario::parse(&format!("answer_timeout = \"10ms\"\n{MINIMAL}"), "t.toml");
+        assert!(short.unwrap_err().to_string().contains("`answer_timeout`"));
         assert!(err("[abuse]\nshare = 0.1\nnumbers = \"2126XX\"").contains("`abuse.numbers`"));
         assert!(
             err("[[events]]\nat = \"1s\"\naction = \"carrier_hang\"\ncarrier = \"zz\"")

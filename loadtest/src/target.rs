@@ -23,6 +23,8 @@ pub enum TargetError {
     Spawn(PathBuf, std::io::Error),
     #[error("otpd did not become ready within {0:?}; the end of its log:\n{1}")]
     NotReady(Duration, String),
+    #[error("otpd exited ({0}) before it was ready; the end of its log:\n{1}")]
+    Exited(String, String),
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, std::io::Error),
     #[error("{0}")]
@@ -294,20 +296,56 @@ pub struct OtpdProcess {
 }
 
 impl OtpdProcess {
-    /// Start `binary serve --config config_file`, listening on `addr`, its log in
+    /// Start `binary serve --config config_file` on a free loopback port, its log in
     /// `log`; wait until `/healthz` says it is ready with every channel up.
+    ///
+    /// The port is chosen, then bound by otpd: when something else took it in
+    /// between, otpd exits saying so and is started again on another (a few times).
+    /// Only a listener that is otpd's own is asked whether it is ready, and each ask
+    /// has a bound, so a port answered by another program never holds the run.
     pub async fn start(
         binary: &Path,
         config_file: &Path,
-        addr: SocketAddr,
         log: &Path,
         worker_threads: Option<usize>,
         ready_within: Duration,
     ) -> Result<Self, TargetError> {
         let out = std::fs::File::create(log).map_err(|e| TargetError::Write(log.into(), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| TargetError::Write(log.into(), e))?;
+        let deadline = Instant::now() + ready_within;
+        let mut process = Self::spawn(binary, config_file, &out, log, worker_threads)?;
+        let mut attempts = 1;
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                if attempts < 5 && process.log_tail().contains("Address already in use") {
+                    attempts += 1;
+                    process = Self::spawn(binary, config_file, &out, log, worker_threads)?;
+                    continue;
+                }
+                return Err(TargetError::Exited(status.to_string(), process.log_tail()));
+            }
+            if listens_on(process.pid, process.addr.port()) && process.ready().await {
+                return Ok(process);
+            }
+            if Instant::now() > deadline {
+                return Err(TargetError::NotReady(ready_within, process.log_tail()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One start of otpd on a port free a moment ago, its output appended to `out`.
+    fn spawn(
+        binary: &Path,
+        config_file: &Path,
+        out: &std::fs::File,
+        log: &Path,
+        worker_threads: Option<usize>,
+    ) -> Result<Self, TargetError> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| TargetError::Spawn(binary.into(), e))?;
+        let handle =
+            |f: &std::fs::File| f.try_clone().map_err(|e| TargetError::Write(log.into(), e));
         let dir = log.parent().unwrap_or(Path::new("."));
         let mut command = Command::new(binary);
         command
@@ -318,37 +356,36 @@ impl OtpdProcess {
             .env("OTPD_CHANNELS__FILE__PATH", dir.join("outbox.jsonl"))
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+            .stdout(handle(out)?)
+            .stderr(handle(out)?);
         if let Some(n) = worker_threads {
             command.env("TOKIO_WORKER_THREADS", n.to_string());
         }
         let child = command
             .spawn()
             .map_err(|e| TargetError::Spawn(binary.into(), e))?;
-        let process = Self {
+        Ok(Self {
             addr,
             pid: child.id(),
             child,
             log: log.into(),
-        };
-        let http = crate::http::Http::new(addr, 1, 1);
-        let deadline = Instant::now() + ready_within;
-        loop {
-            if let Ok(a) = http.send(hyper::Method::GET, "/healthz", None).await
-                && a.status == 200
-                && serde_json::from_slice::<serde_json::Value>(&a.body)
-                    .ok()
-                    .and_then(|v| v["channels"].as_object().cloned())
-                    .is_some_and(|c| c.values().all(|s| s == "ok"))
-            {
-                return Ok(process);
-            }
-            if Instant::now() > deadline {
-                return Err(TargetError::NotReady(ready_within, process.log_tail()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+    }
+
+    /// Whether `/healthz` answers, within two seconds, that otpd is ready with every
+    /// channel up.
+    async fn ready(&self) -> bool {
+        let http =
+            crate::http::Http::new(self.addr, 1, 1).with_answer_within(Duration::from_secs(2));
+        http.send(hyper::Method::GET, "/healthz", None)
+            .await
+            .is_ok_and(|a| {
+                a.status == 200
+                    && serde_json::from_slice::<serde_json::Value>(&a.body)
+                        .ok()
+                        .and_then(|v| v["channels"].as_object().cloned())
+                        .is_some_and(|c| c.values().all(|s| s == "ok"))
+            })
     }
 
     /// The last lines otpd wrote.
@@ -385,6 +422,33 @@ impl Drop for OtpdProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Whether process `pid` holds a socket listening on loopback `port` (so that what
+/// answers there is that process, not another that took the port), from `/proc`.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    // local address, state 0A (listening), inode
+                    (f.len() > 9 && f[1].ends_with(&wanted) && f[3] == "0A")
+                        .then(|| format!("socket:[{}]", f[9]))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
 /// CPU time (seconds) and resident memory (bytes) of a process, from `/proc`.

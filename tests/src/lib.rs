@@ -345,9 +345,14 @@ impl TestServer {
 }
 
 /// An HTTP client for tests (rustls needs its crypto provider chosen first).
+/// Every request bounded: an otpd that stops answering fails its test instead of
+/// holding the suite.
 pub fn client() -> reqwest::Client {
     otpd_adapters::push::http::install_crypto();
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("a client")
 }
 
 /// The code in a rendered message: its first run of 4 or more digits.

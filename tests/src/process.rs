@@ -243,33 +243,10 @@ impl OtpdProcess {
 /// Whether process `pid` holds the listening socket of `base`'s port (so that what
 /// answers there is this process, not another test's that took the port).
 fn listens(pid: u32, base: &str) -> bool {
-    let Some(port) = base.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else {
-        return false;
-    };
-    let wanted = format!(":{port:04X}");
-    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|t| {
-            t.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    // local address, state 0A (listening), inode
-                    (f.len() > 9 && f[1].ends_with(&wanted) && f[3] == "0A")
-                        .then(|| f[9].to_string())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .any(|target| {
-            let t = target.to_string_lossy();
-            inodes.iter().any(|i| t == format!("socket:[{i}]"))
-        })
+    base.rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .is_some_and(|port| otpd_loadtest::target::listens_on(pid, port))
 }
 
 /// `otpd serve` on `dir`'s `otpd.toml`, in `dir`, on a free loopback port, its
