@@ -185,10 +185,24 @@ fn block_on(
     match runtime.block_on(job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("otpd: {e:#}");
+            eprintln!("otpd: {}", chain_text(&e));
             failure
         }
     }
+}
+
+/// An error and its causes, each once: errors that already end with their cause's
+/// text (`cannot listen on …: Address already in use`) do not repeat it.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn config_json(config: &Config) -> anyhow::Result<String> {

@@ -329,6 +329,12 @@ fn a_taken_port_is_a_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&addr), "{stderr}");
+    // Named once, not once per layer of the error.
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]
