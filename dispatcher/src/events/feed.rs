@@ -1,9 +1,10 @@
 //! The sink that keeps clients' events in their [`EventLog`], for their webhooks and
 //! `GET /v1/events`.
 //!
-//! [`Feed::emit`] runs on the request path, so it only serialises the event and
-//! hands it to a bounded queue; a writer task appends what gathered to the log in
-//! batches (one round trip on Redis, one journal write on the embedded store). A
+//! [`Feed::emit`] runs on the request path, so it only hands a copy of the event
+//! to a bounded queue; a writer task, on the events' own thread, serialises what
+//! gathered and appends it to the log in batches (one round trip on Redis, one
+//! journal write on the embedded store). A
 //! queue that is full — the log cannot keep up — loses the event and counts it
 //! (`otpd_events_dropped_total`) rather than hold a request.
 
@@ -25,7 +26,7 @@ pub struct Feed {
     /// The clients whose events are kept (those with a webhook, or that read
     /// `GET /v1/events`).
     clients: HashSet<Arc<str>>,
-    queue: mpsc::Sender<NewEvent>,
+    queue: mpsc::Sender<(Arc<str>, Event)>,
 }
 
 impl Feed {
@@ -62,13 +63,11 @@ impl EventSink for Feed {
         let Some(client) = event.client.as_ref().filter(|c| self.clients.contains(*c)) else {
             return;
         };
-        let new = NewEvent {
-            client: client.clone(),
-            order: order_key(event),
-            at: event.at,
-            payload: payload(event).into(),
-        };
-        if self.queue.try_send(new).is_err() {
+        if self
+            .queue
+            .try_send((client.clone(), event.clone()))
+            .is_err()
+        {
             metrics::counter!("otpd_events_dropped_total").increment(1);
         }
     }
@@ -78,10 +77,18 @@ impl EventSink for Feed {
     }
 }
 
-async fn write(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<NewEvent>) {
+async fn write(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<(Arc<str>, Event)>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let events = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        let events: Vec<NewEvent> = batch
+            .drain(..)
+            .map(|(client, event)| NewEvent {
+                client,
+                order: order_key(&event),
+                at: event.at,
+                payload: payload(&event).into(),
+            })
+            .collect();
         let n = events.len();
         if let Err(e) = log.append(events).await {
             metrics::counter!("otpd_events_dropped_total").increment(n as u64);

@@ -1,12 +1,17 @@
-//! A thread of its own, at a lower CPU priority, for the work events cause after
-//! the fact: writing clients' event logs and calling their webhooks.
+//! Threads of their own, at a lower CPU priority, for the work events cause after
+//! the fact: writing clients' event logs (`otpd-events`, [`KEEPING`]) and calling
+//! their webhooks (`otpd-webhooks`, [`CALLING`]).
 //!
 //! Why: a webhook is one HTTP request per event, several per verification, and at
 //! the national peak on a busy machine that work competed with the requests and
-//! the carriers for the same cores — the delivered rate fell by a third. Run at
-//! `nice` 10 on a single-threaded runtime, it takes what the requests leave: at
-//! saturation the backlog grows (`otpd_webhook_backlog`) and drains once there is
-//! room, instead of slowing everyone. Nothing on the request path waits for it.
+//! the carriers for the same cores — the delivered rate fell by a third. Each on a
+//! single-threaded runtime at a lower priority, they take what the requests leave.
+//! Keeping the events must keep up (its queue is bounded, and what overflows it is
+//! lost), so it runs at `nice` 10: a share of the cores even when they are busy.
+//! Calling the webhooks may fall behind: the events wait in the log, so it runs at
+//! `nice` 19, the lowest priority an ordinary thread has — at saturation the
+//! backlog grows (`otpd_webhook_backlog`) and drains once there is room, instead of
+//! slowing everyone. Nothing on the request path waits for either.
 
 use std::time::Duration;
 
@@ -15,8 +20,10 @@ use tokio::sync::oneshot;
 
 use super::ServerError;
 
-/// How much lower than the rest of otpd this thread runs (`nice`).
-const NICENESS: i32 = 10;
+/// The priority (`nice`) of the thread that keeps clients' events.
+pub(super) const KEEPING: i32 = 10;
+/// The priority (`nice`) of the thread that calls their webhooks.
+pub(super) const CALLING: i32 = 19;
 /// What is still queued gets this long to be written when otpd stops.
 const GRACE: Duration = Duration::from_millis(200);
 
@@ -27,13 +34,14 @@ pub(super) struct AfterTheFact {
 }
 
 impl AfterTheFact {
-    pub(super) fn start() -> Result<AfterTheFact, ServerError> {
+    /// A thread named `name` at `niceness`, with its runtime.
+    pub(super) fn start(name: &str, niceness: i32) -> Result<AfterTheFact, ServerError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("otpd-events".into())
+            .name(name.into())
             .spawn(move || {
-                lower_priority();
+                lower_priority(niceness);
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -74,10 +82,10 @@ impl AfterTheFact {
     }
 }
 
-/// This thread at `NICENESS` (Linux gives each thread its own nice value).
-fn lower_priority() {
+/// This thread at `niceness` (Linux gives each thread its own nice value).
+fn lower_priority(niceness: i32) {
     let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), NICENESS) {
-        tracing::debug!(error = %e, "the events thread keeps otpd's priority");
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), niceness) {
+        tracing::debug!(error = %e, "an events thread keeps otpd's priority");
     }
 }

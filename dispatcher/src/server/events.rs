@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ServerError;
-use super::after_the_fact::AfterTheFact;
+use super::after_the_fact::{AfterTheFact, CALLING, KEEPING};
 use crate::config::Config;
 use crate::domain::clock::Clock;
 use crate::events::audit::{Audit, AuditSettings};
@@ -31,10 +31,12 @@ pub(super) struct Events {
     runtime: Option<AfterTheFact>,
 }
 
-/// The webhook deliverers, their backlog gauge and the thread they run on.
+/// The webhook deliverers, their backlog gauge and the thread they run on, and the
+/// thread that keeps the events.
 #[derive(Default)]
 pub(super) struct Webhooks {
     tasks: Vec<JoinHandle<()>>,
+    calling: Option<AfterTheFact>,
     runtime: Option<AfterTheFact>,
 }
 
@@ -45,10 +47,13 @@ impl Webhooks {
     }
 
     /// After the stop signal: let the deliverers mark what they delivered, then stop
-    /// their thread.
+    /// their thread, and then the one that keeps the events.
     pub(super) async fn stop(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(r) = self.calling {
+            r.stop().await;
         }
         if let Some(r) = self.runtime {
             r.stop().await;
@@ -97,7 +102,7 @@ impl Events {
         let runtime = if keepers.is_empty() {
             None
         } else {
-            let runtime = AfterTheFact::start()?;
+            let runtime = AfterTheFact::start("otpd-events", KEEPING)?;
             sinks.push(Arc::new(Feed::start(
                 log.clone(),
                 keepers.clone(),
@@ -140,7 +145,15 @@ impl Events {
         let Some(runtime) = self.runtime.take() else {
             return Ok(Webhooks::default());
         };
-        let on = runtime.handle.clone();
+        let calling = if self.targets.is_empty() {
+            None
+        } else {
+            Some(AfterTheFact::start("otpd-webhooks", CALLING)?)
+        };
+        let on = calling
+            .as_ref()
+            .map_or(&runtime.handle, |c| &c.handle)
+            .clone();
         let w = &config.webhooks;
         let settings = WebhookSettings {
             timeout: w.timeout,
@@ -196,6 +209,7 @@ impl Events {
         )));
         Ok(Webhooks {
             tasks,
+            calling,
             runtime: Some(runtime),
         })
     }
