@@ -58,6 +58,10 @@ enum Command {
         /// webhook-events.jsonl).
         #[arg(long)]
         webhooks: bool,
+        /// Call otpd as a configured client without a webhook: the baseline that
+        /// `--webhooks` is compared with (both authenticate every request).
+        #[arg(long, conflicts_with = "webhooks")]
+        client: bool,
         /// Have otpd keep its audit trail (in the output directory's audit/).
         #[arg(long)]
         audit: bool,
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             store,
             quiet,
             webhooks,
+            client,
             audit,
         } => {
             let result = tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
                                 url,
                                 progress: !quiet,
                                 webhooks,
+                                client,
                                 audit,
                             },
                         )

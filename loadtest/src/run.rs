@@ -62,6 +62,8 @@ pub struct Options {
     /// Be a configured client with a webhook: a receiver on loopback takes every
     /// event (see [`crate::webhooks`]).
     pub webhooks: bool,
+    /// Be a configured client without a webhook (the baseline of `webhooks`).
+    pub client: bool,
     /// Have otpd keep its audit trail (in the output directory's `audit/`).
     pub audit: bool,
 }
@@ -939,6 +941,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let (effective, redis_server, redis_addr) = redis_for(&scenario, &options)?;
     let receiver = start_receiver(&options).await?;
     let additions = target::Additions {
+        client: options.client || options.webhooks,
         webhook_url: receiver.as_ref().map(|r| r.url()),
         audit: options.audit,
     };
@@ -999,7 +1002,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     settle(&run, end);
     *slot.lock() = None;
     let (smscs, push) = sims.stats();
-    crate::webhooks::settle(receiver.as_ref(), Duration::from_secs(60)).await;
+    crate::webhooks::settle(receiver.as_ref(), Duration::from_secs(180)).await;
     let exit = match otpd {
         Some(o) => o.stop().await.map(|s| s.to_string()),
         None => None,
@@ -1269,7 +1272,7 @@ async fn set_up(
 ) -> (Arc<Run>, SetUp) {
     let mut http = Http::new(addr, scenario.connections, scenario.pipeline)
         .with_answer_within(scenario.answer_timeout);
-    if options.webhooks {
+    if options.webhooks || options.client {
         http = http.with_key(target::CLIENT_KEY);
     }
     let abuse = scenario.abuse.as_ref().map(|a| a.numbers.clone());

@@ -145,7 +145,9 @@ pub const DATA_DIR: &str = "otpd-data";
 /// What a run adds to otpd's configuration beyond its scenario.
 #[derive(Debug, Clone, Default)]
 pub struct Additions {
-    /// Make the run a configured client whose events go to this webhook.
+    /// Make the run a configured client (with the API key [`CLIENT_KEY`]).
+    pub client: bool,
+    /// The client's events go to this webhook.
     pub webhook_url: Option<String>,
     /// Keep the audit trail in the output directory's `audit/`.
     pub audit: bool,
@@ -159,14 +161,23 @@ pub const AUDIT_DIR: &str = "audit";
 const AUDIT_KEY: &str = "b3RwZC1sb2FkdGVzdC1hdWRpdC1rZXktMDAwMDAwMDA=";
 
 fn additions(c: &mut String, a: &Additions) {
-    if let Some(url) = &a.webhook_url {
+    if a.client {
         let digest = ring::digest::digest(&ring::digest::SHA256, CLIENT_KEY.as_bytes());
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let _ = writeln!(
             c,
-            "[[clients]]\nname = \"loadtest\"\nkey_sha256 = \"{hex}\"\nregistry = \"write\"\nwebhook_url = \"{url}\"\nwebhook_secret = \"{}\"\n\n[webhooks]\nconcurrency = 256\nh2c = true\n",
-            crate::webhooks::SECRET
+            "[[clients]]\nname = \"loadtest\"\nkey_sha256 = \"{hex}\"\nregistry = \"write\""
         );
+        match &a.webhook_url {
+            Some(url) => {
+                let _ = writeln!(
+                    c,
+                    "webhook_url = \"{url}\"\nwebhook_secret = \"{}\"\n\n[webhooks]\nconcurrency = 256\nh2c = true\n",
+                    crate::webhooks::SECRET
+                );
+            }
+            None => c.push('\n'),
+        }
     }
     if a.audit {
         let _ = writeln!(
