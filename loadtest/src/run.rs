@@ -912,14 +912,7 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
     let work =
         tempfile::tempdir().map_err(|e| RunError::Write("a temporary directory".into(), e))?;
     let planned = scenario.planned_arrivals();
-    // The measures' clock starts after set-up; until then a provisional one.
-    let length = scenario.duration
-        + scenario.drain
-        + scenario
-            .check_burst
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.duration)
-        + Duration::from_secs(5);
+    let length = run_length(&scenario);
     let slot: Arc<Mutex<Option<Arc<Run>>>> = Arc::new(Mutex::new(None));
     let sms_tap = {
         let slot = slot.clone();
@@ -1053,6 +1046,16 @@ pub async fn run(scenario: Scenario, options: Options) -> Result<Report, RunErro
         .write(&options.out)
         .map_err(|e| RunError::Write(options.out.clone(), e))?;
     Ok(report)
+}
+
+/// How long the run's measures cover once set-up is done (their clock starts after
+/// it; until then a provisional one): the arrivals, the drain, the check burst.
+fn run_length(scenario: &Scenario) -> Duration {
+    let burst = scenario
+        .check_burst
+        .as_ref()
+        .map_or(Duration::ZERO, |b| b.duration);
+    scenario.duration + scenario.drain + burst + Duration::from_secs(5)
 }
 
 /// The webhook receiver of a run with `--webhooks`.
