@@ -4,8 +4,8 @@
 //! sends a webhook what it had not taken, and `GET /v1/events` still has the day.
 //!
 //! Events are appended without waiting for the disk: the request that caused one
-//! waited for its verification's own record, and the event follows it in the next
-//! batch (a moment later). They are written to the operating system but not flushed
+//! waited for its verification's own record, and the event follows it, gathered
+//! with the others of the next [`LINGER`]. They are written to the operating system but not flushed
 //! to the device (`Sync::Write`, whatever `store.sync` says): they survive otpd
 //! being killed, and a power cut can lose the last moments' events. Flushing them
 //! too doubled the flushes of the verification journal beside them and cost about
@@ -24,6 +24,9 @@ use crate::store::events::{EventDisk, EventId, KeptEvent, MemoryLog, NewEvent};
 
 /// A waiter never waits on this journal; the limit only bounds a shutdown's flush.
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
+/// Events are written together, at most this often: one wake-up of the journal's
+/// writer per batch rather than per event (see [`Journal::open`]).
+const LINGER: Duration = Duration::from_millis(20);
 
 struct JournalEvents {
     journal: Journal,
@@ -67,7 +70,8 @@ pub fn open_event_log(
     keep: usize,
     retention: Duration,
 ) -> Result<MemoryLog, DataDirError> {
-    let (journal, replayed) = Journal::open(&data.join("events"), Sync::Write, now, WAIT_LIMIT)?;
+    let (journal, replayed) =
+        Journal::open(&data.join("events"), Sync::Write, now, WAIT_LIMIT, LINGER)?;
     let log = MemoryLog::new(keep, retention);
     let mut restored = 0usize;
     for record in replayed.events {

@@ -110,7 +110,8 @@ impl DataDir {
             why: why.to_string(),
         };
         let (registry, subscribers) = RegistryFile::open(&registry_path).map_err(unreadable)?;
-        let (journal, replayed) = Journal::open(&path.join("journal"), sync, now, wait_limit)?;
+        let (journal, replayed) =
+            Journal::open(&path.join("journal"), sync, now, wait_limit, Duration::ZERO)?;
         let mut skipped = replayed.damaged;
         let mut verifications = Vec::with_capacity(replayed.records.len());
         for (id, fields) in replayed.records {
