@@ -499,17 +499,20 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
             .await
             .unwrap()
     );
+    let reported = store
+        .record_report(&v.id, 1, SendState::Delivered, None, at(3))
+        .await
+        .unwrap()
+        .expect("the first report is recorded");
+    // What the report left, as its event tells it: no read of its own.
+    assert_eq!(reported.sends()[0].state, SendState::Delivered);
+    assert_eq!(Some(&reported), store.get(&v.id).await.unwrap().as_ref());
     assert!(
         store
-            .record_report(&v.id, 1, SendState::Delivered, None, at(3))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
             .record_report(&v.id, 1, SendState::Undeliverable, Some("x".into()), at(4))
             .await
-            .unwrap(),
+            .unwrap()
+            .is_none(),
         "the first report stands"
     );
     let got = store.get(&v.id).await.unwrap().unwrap();
@@ -533,6 +536,7 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
             )
             .await
             .unwrap()
+            .is_some()
     );
     assert!(
         store
@@ -557,10 +561,11 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
             .unwrap()
     );
     assert!(
-        !store
+        store
             .record_report(&v.id, 1, SendState::Delivered, None, at(2))
             .await
             .unwrap()
+            .is_none()
     );
     let got = store.get(&v.id).await.unwrap().unwrap();
     assert_eq!(got.sends()[0].state, SendState::Failed);
@@ -1311,7 +1316,7 @@ const SEEN: [&str; 16] = [
     "Canceled",
     "AlreadyCanceled",
     "send true",
-    "report true",
+    "report Some",
     "Acknowledged",
     "NotPush",
     "escalate Some",

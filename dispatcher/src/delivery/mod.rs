@@ -21,7 +21,6 @@ pub(crate) mod throttle;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use otpd_adapters::push::{Approval, Notification, Outcome, Pusher};
@@ -39,7 +38,7 @@ use crate::delivery::throttle::ThrottleError;
 use crate::domain::clock::{Clock, UnixMillis};
 use crate::domain::subscriber::{Device, Platform};
 use crate::domain::verification::{
-    EscalationCause, Failover, RequestedChannel, SendDetails, SendResult, SendState,
+    EscalationCause, Failover, RequestedChannel, SendDetails, SendResult, SendState, Verification,
 };
 use crate::metrics::Metrics;
 use crate::secrets::id::VerificationId;
@@ -1029,12 +1028,8 @@ pub async fn apply_reports(
     stores: Stores,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    (events, after_the_fact): (
-        Arc<dyn crate::events::EventSink>,
-        Option<tokio::runtime::Handle>,
-    ),
+    events: Arc<dyn crate::events::EventSink>,
 ) {
-    let telling = Arc::new(AtomicUsize::new(0));
     while let Some(report) = reports.recv().await {
         let state = match report.state {
             ReportState::Delivered => SendState::Delivered,
@@ -1048,33 +1043,14 @@ pub async fn apply_reports(
             tracing::warn!(reference = %report.reference, "delivery report for a malformed verification id");
             continue;
         };
+        let now = clock.now();
         match stores
             .jobs
-            .record_report(&id, report.send, state, report.error, clock.now())
+            .record_report(&id, report.send, state, report.error, now)
             .await
         {
-            Ok(true) if events.listening() => {
-                let now = clock.now();
-                let (stores, events, send) = (stores.clone(), events.clone(), report.send);
-                let tell =
-                    async move { report_event(&stores, &*events, &id, send, state, now).await };
-                // The read the event needs is made off the receipts' path when
-                // events have a runtime of their own — at most `TELLING` at once;
-                // past that the receipts wait for it.
-                match &after_the_fact {
-                    Some(on) if telling.load(Ordering::Relaxed) < TELLING => {
-                        telling.fetch_add(1, Ordering::Relaxed);
-                        let telling = telling.clone();
-                        drop(on.spawn(async move {
-                            tell.await;
-                            telling.fetch_sub(1, Ordering::Relaxed);
-                        }));
-                    }
-                    _ => tell.await,
-                }
-            }
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(v)) => report_event(&*events, &v, report.send, state, now),
+            Ok(None) => {
                 tracing::debug!(%id, send = report.send, reference = %report.reference, "delivery report changed nothing (gone or already reported)")
             }
             Err(e) => tracing::warn!(%id, error = %e, "could not record a delivery report"),
@@ -1082,16 +1058,12 @@ pub async fn apply_reports(
     }
 }
 
-/// Receipts' events being made on the events' runtime at most at once.
-const TELLING: usize = 65_536;
-
 /// `verification.delivered` or `verification.undeliverable` for a report that
-/// changed a send. A report names only the verification, so the event's client,
-/// number and carrier are read from it (one read per final receipt).
-async fn report_event(
-    stores: &Stores,
+/// changed send `send` of `v` (the verification as the report left it: its client,
+/// number and carrier come with the change, no read of their own).
+fn report_event(
     events: &dyn crate::events::EventSink,
-    id: &VerificationId,
+    v: &Verification,
     send: u8,
     state: SendState,
     now: UnixMillis,
@@ -1103,17 +1075,6 @@ async fn report_event(
             (EventKind::Undeliverable, Some(state.as_str()))
         }
         _ => return,
-    };
-    if !events.listening() {
-        return;
-    }
-    let v = match stores.verifications.get(id).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(%id, error = %e, "could not read a verification to tell its delivery");
-            return;
-        }
     };
     let carrier = v
         .sends()
@@ -1130,7 +1091,7 @@ async fn report_event(
             carrier,
             reason,
             subject: v.subject.clone(),
-            ..EventData::of(id, v.to, v.status(now).as_str()).with_channel(ChannelKind::Sms)
+            ..EventData::of(&v.id, v.to, v.status(now).as_str()).with_channel(ChannelKind::Sms)
         },
     });
 }

@@ -41,11 +41,6 @@ pub(super) struct Webhooks {
 }
 
 impl Webhooks {
-    /// The runtime events are worked on after the fact, when there is one.
-    pub(super) fn handle(&self) -> Option<tokio::runtime::Handle> {
-        self.runtime.as_ref().map(|r| r.handle.clone())
-    }
-
     /// After the stop signal: let the deliverers mark what they delivered, then stop
     /// their thread, and then the one that keeps the events.
     pub(super) async fn stop(self) {

@@ -256,7 +256,7 @@ impl Server {
             workers,
             (queue, jobs),
             (&prometheus, &stop_rx),
-            (&deps.clock, webhooks.handle()),
+            &deps.clock,
         );
         background.webhooks = webhooks;
         let state = app_state(&config, &engine, &channels, prometheus, &reloader, &stop_rx);
@@ -319,7 +319,7 @@ impl Background {
             &metrics_exporter_prometheus::PrometheusHandle,
             &watch::Receiver<bool>,
         ),
-        (clock, after_the_fact): (&Arc<dyn Clock>, Option<tokio::runtime::Handle>),
+        clock: &Arc<dyn Clock>,
     ) -> Background {
         let metrics = workers.metrics.clone();
         let (stop_workers, stop_workers_rx) = watch::channel(false);
@@ -337,7 +337,7 @@ impl Background {
                     backend.stores.clone(),
                     clock.clone(),
                     metrics.clone(),
-                    (engine.events().clone(), after_the_fact.clone()),
+                    engine.events().clone(),
                 ))
             })
             .collect();

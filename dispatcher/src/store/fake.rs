@@ -128,7 +128,7 @@ impl JobLedger for Unavailable {
         _: SendState,
         _: Option<String>,
         _: UnixMillis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Verification>, StoreError> {
         down()
     }
 }

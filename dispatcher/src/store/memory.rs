@@ -692,13 +692,11 @@ impl JobLedger for MemoryStore {
         state: SendState,
         error: Option<String>,
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let recorded = self
-            .change(id, false, |v| {
-                v.record_report(send, state, error, now).then_some(())
-            })
-            .await?;
-        Ok(recorded.is_some())
+    ) -> Result<Option<Verification>, StoreError> {
+        self.change(id, false, |v| {
+            v.record_report(send, state, error, now).then(|| v.clone())
+        })
+        .await
     }
 }
 

@@ -422,8 +422,9 @@ pub trait JobLedger: Send + Sync + 'static {
         self.record_send(id, send, result, details, now).await
     }
 
-    /// Record a delivery report for send number `send`. Returns false if the
-    /// verification is gone or the report changes nothing.
+    /// Record a delivery report for send number `send`. Returns the verification
+    /// as the report left it — what its event tells, without a read of its own —
+    /// or `None` if it is gone or the report changes nothing.
     async fn record_report(
         &self,
         id: &VerificationId,
@@ -431,7 +432,7 @@ pub trait JobLedger: Send + Sync + 'static {
         state: SendState,
         error: Option<String>,
         now: UnixMillis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<Verification>, StoreError>;
 }
 
 /// Idempotency records: a retried request with the same key gets the first answer.

@@ -741,14 +741,17 @@ impl JobLedger for RedisStore {
         state: SendState,
         error: Option<String>,
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Verification>, StoreError> {
         let mut inv = SCRIPTS.record_report.prepare_invoke();
         inv.key(self.keys.verification(id))
             .arg(send)
             .arg(state.as_str())
             .arg(error.map_or_else(String::new, |e| format!("={e}")))
             .arg(now.0);
-        Ok(int(self.run(&inv).await?)? == 1)
+        match self.run(&inv).await? {
+            Value::Nil => Ok(None),
+            record => self.verification(*id, record).map(Some),
+        }
     }
 }
 
