@@ -1,6 +1,7 @@
 //! With its store down — the fake whose every call fails, as a Redis that is gone
 //! does — otpd refuses clearly and invents nothing: 503 `store_unavailable` on every
-//! route that needs the store, nothing queued or sent, and `/healthz` says why.
+//! route that needs the store, nothing queued or sent, `/healthz` and `/readyz` say why, and `/livez` is
+//! still 200.
 
 use std::sync::Arc;
 
@@ -28,6 +29,12 @@ async fn a_store_that_is_down_gets_503_everywhere_and_nothing_is_sent() {
     let health = t.get("/healthz").await;
     assert_eq!(health.status, 503, "{}", health.text);
     assert_eq!(health.body["store"], "unavailable");
+    // Not ready — but alive: restarting otpd would not bring its store back.
+    let ready = t.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert_eq!(ready.body["checks"]["store"], "failing", "{}", ready.text);
+    assert_eq!(ready.body["checks"]["delivery"], "ok", "{}", ready.text);
+    assert_eq!(t.get("/livez").await.status, 200);
     t.queue_drained().await;
     assert!(t.outbox_lines().is_empty(), "nothing was sent");
     t.stop().await;

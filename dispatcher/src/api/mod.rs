@@ -240,6 +240,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/limits", get(admin::limits))
         .route("/healthz", get(ops::healthz).layer(open.clone()))
+        .route("/livez", get(ops::livez).layer(open.clone()))
+        .route("/readyz", get(ops::readyz).layer(open.clone()))
         .route("/metrics", get(ops::metrics).layer(open.clone()))
         .route("/openapi.json", get(ops::openapi).layer(open))
         .fallback(not_found)

@@ -56,6 +56,45 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// `GET /livez`: the process serves requests. Nothing else is asked — a store or
+/// a carrier that is down is not cured by restarting otpd, which is what a failed
+/// liveness probe does.
+pub async fn livez() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /readyz`: whether this node should be sent traffic — its store answers,
+/// its delivery queue is taking sends, at least one carrier is live, and it is not
+/// stopping. A standing queue does not make it unready: every node behind the same
+/// carriers would be, and a balancer with no ready node left refuses everything;
+/// the node answers `503 overloaded` itself, with `Retry-After`.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.engine.stores().verifications.ping().await.is_ok();
+    let delivery = !state.engine.queue().is_closed();
+    let live = state.channels.iter().filter(|c| c.healthy()).count();
+    let carriers = state.channels.is_empty() || live > 0;
+    let stopping = *state.stopping.borrow();
+    let ready = store && delivery && carriers && !stopping;
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "checks": {
+            "store": word(store),
+            "delivery": word(delivery),
+            "carriers": word(carriers),
+            "serving": word(!stopping),
+        },
+        "carriers_live": live,
+        "carriers_configured": state.channels.len(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.engine.publish_gauges();
     let text = state
