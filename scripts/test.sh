@@ -12,7 +12,9 @@
 #   drives otpd's h2c with many streams;
 # - the PyPI `standardwebhooks` package, pinned by tests/interop/requirements.txt,
 #   into tests/interop/python: an independent check of the webhooks' signatures
-#   (python3 and pip, Debian's packages, when absent).
+#   (python3 and pip, Debian's packages, when absent);
+# - systemd-analyze (Debian's systemd) when absent: the systemd unit is verified and
+#   its hardening rated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,11 @@ fi
 if ! command -v h2load >/dev/null; then
   echo "installing nghttp2-client (Debian package) for the HTTP/2 load test" >&2
   apt_install nghttp2-client
+fi
+
+if ! command -v systemd-analyze >/dev/null; then
+  echo "installing systemd (Debian package) to verify the systemd unit" >&2
+  apt_install systemd
 fi
 
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
