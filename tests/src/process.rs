@@ -14,6 +14,8 @@ pub struct OtpdProcess {
     child: Child,
     dir: tempfile::TempDir,
     open_files: Option<u32>,
+    /// Over TLS: the client that trusts otpd's certificate (`base` is `https://`).
+    tls_client: Option<reqwest::Client>,
 }
 
 /// The `otpd` binary of this build. `cargo test --workspace` builds it beside the
@@ -61,10 +63,26 @@ impl OtpdProcess {
         Self::start_full(config, None, prepare).await
     }
 
+    /// [`OtpdProcess::start`] for a configuration with `[server.tls]`: `client`
+    /// (one that trusts otpd's certificate) is the one that waits for it, and `base`
+    /// is `https://127.0.0.1:<port>`.
+    pub async fn start_tls(config: &str, client: reqwest::Client) -> Self {
+        Self::start_over(config, None, |_| {}, Some(client)).await
+    }
+
     async fn start_full(
         config: &str,
         open_files: Option<u32>,
         prepare: impl FnOnce(&Path),
+    ) -> Self {
+        Self::start_over(config, open_files, prepare, None).await
+    }
+
+    async fn start_over(
+        config: &str,
+        open_files: Option<u32>,
+        prepare: impl FnOnce(&Path),
+        tls_client: Option<reqwest::Client>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("otpd.toml"), config).expect("config written");
@@ -76,7 +94,9 @@ impl OtpdProcess {
             child,
             dir,
             open_files,
+            tls_client,
         };
+        process.over_tls();
         process.wait_healthy().await;
         process
     }
@@ -90,7 +110,15 @@ impl OtpdProcess {
         self.pid = child.id();
         self.child = child;
         self.base = base;
+        self.over_tls();
         self.wait_healthy().await;
+    }
+
+    /// `base` in the scheme otpd speaks.
+    fn over_tls(&mut self) {
+        if self.tls_client.is_some() {
+            self.base = self.base.replacen("http://", "https://", 1);
+        }
     }
 
     /// The directory otpd runs in (its configuration, log, outbox and, on the
@@ -103,7 +131,7 @@ impl OtpdProcess {
     /// another test between its choice and otpd's bind (and that test's otpd would
     /// answer in its place): when ours exits for it, start again on another port.
     async fn wait_healthy(&mut self) {
-        let client = crate::client();
+        let client = self.tls_client.clone().unwrap_or_else(crate::client);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut tries = 0;
         loop {
@@ -118,6 +146,7 @@ impl OtpdProcess {
                 self.pid = child.id();
                 self.child = child;
                 self.base = base;
+                self.over_tls();
                 continue;
             }
             if listens(self.pid, &self.base)
@@ -160,6 +189,15 @@ impl OtpdProcess {
     /// What the process wrote to stdout and stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("otpd.log")).unwrap_or_default()
+    }
+
+    /// SIGHUP: read the configuration again.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP {}", self.pid);
     }
 
     /// SIGTERM: a graceful shutdown.

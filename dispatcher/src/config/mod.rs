@@ -12,6 +12,7 @@ pub mod network;
 pub mod push;
 pub mod redis;
 pub mod routing;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -134,6 +135,9 @@ pub struct ServerConfig {
     /// caller. From any other peer the header is ignored and the connection's
     /// address is the caller's.
     pub trusted_proxies: Vec<String>,
+    /// The API over TLS (absent: plain HTTP, for a node behind a proxy that ends
+    /// TLS, or on loopback).
+    pub tls: Option<tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -524,6 +528,7 @@ impl Default for ServerConfig {
             http2_max_streams: 128,
             max_header_bytes: 16 * 1024,
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -1113,6 +1118,20 @@ impl Config {
 impl Config {
     fn validate_server(&self) -> Result<(), ConfigError> {
         let s = &self.server;
+        if let Some(t) = &s.tls {
+            tls::server_config(t).map_err(|e| {
+                let (key, path) = match &e {
+                    tls::TlsError::File { path, .. } if *path == t.key_file => {
+                        ("server.tls.key_file", path)
+                    }
+                    tls::TlsError::File { path, .. } if t.client_ca_file.as_ref() == Some(path) => {
+                        ("server.tls.client_ca_file", path)
+                    }
+                    _ => ("server.tls.cert_file", &t.cert_file),
+                };
+                invalid(key, path.display().to_string(), e.to_string())
+            })?;
+        }
         for (key, d) in [
             ("server.header_read_timeout", s.header_read_timeout),
             ("server.body_read_timeout", s.body_read_timeout),

@@ -34,13 +34,15 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
 use crate::server::coalesce::Coalesce;
 use crate::server::connection::{Activity, Deadlines, Guarded, Overstay, watchdog};
+use crate::server::tls::Certificates;
 
 /// The address a request's connection came from (see [`crate::policy::peer`] for who
 /// the caller is when that is a proxy).
@@ -140,12 +142,13 @@ fn open_files_limit() -> Option<usize> {
         .ok()
 }
 
-/// Serve `app` on `listener` within `limits` until `stop` resolves, then wait for the
-/// connections to finish their requests.
+/// Serve `app` on `listener` within `limits` — over TLS with `tls` — until `stop`
+/// resolves, then wait for the connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Certificates>>,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let builder = Arc::new(limits.builder());
@@ -197,8 +200,24 @@ pub async fn serve(
             _slot: slot,
         };
         let open = open.clone();
+        let _ = stream.set_nodelay(true);
+        let tls = tls.as_ref().map(|c| c.acceptor());
+        let handshake_within = limits.header_read_timeout;
         tokio::spawn(async move {
-            task.serve(stream, peer).await;
+            match tls {
+                None => task.serve(stream, peer).await,
+                // The handshake has the request head's time: a peer that opens a
+                // connection and says nothing holds its slot no longer over TLS.
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_within, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => task.serve(stream, peer).await,
+                        Ok(Err(e)) => handshake_failed(&e.to_string()),
+                        Err(_) => {
+                            handshake_failed("no handshake within server.header_read_timeout")
+                        }
+                    }
+                }
+            }
             open.decrement(1.0);
         });
     }
@@ -220,8 +239,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
+    async fn serve<S>(mut self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Activity::new();
         let io = TokioIo::new(Coalesce::new(stream));
         let app = self.app.clone();
@@ -290,6 +311,11 @@ impl Connection {
             }
         }
     }
+}
+
+fn handshake_failed(why: &str) {
+    metrics::counter!("otpd_tls_handshakes_failed_total").increment(1);
+    tracing::debug!(error = why, "TLS handshake failed");
 }
 
 fn overstayed(why: Overstay) {

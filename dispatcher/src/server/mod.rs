@@ -25,6 +25,7 @@ mod events;
 mod reload;
 mod settings;
 mod tasks;
+pub mod tls;
 
 pub use reload::{ReloadError, Reloader};
 pub use settings::Settings;
@@ -103,6 +104,8 @@ pub enum ServerError {
     Audit(String),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("server.tls: {0}")]
+    Tls(#[from] crate::config::tls::TlsError),
 }
 
 /// A running server.
@@ -212,9 +215,14 @@ impl Server {
             .with_events(events.sink.clone())
             .with_event_log(events.log.clone());
         let engine = Arc::new(engine);
+        let tls = match &config.server.tls {
+            Some(t) => Some(Arc::new(tls::Certificates::load(t)?)),
+            None => None,
+        };
         let reloader = Arc::new(Reloader::new(
             router.clone(),
             engine.admission().clone(),
+            tls.clone(),
             deps.config_file.clone(),
         ));
 
@@ -264,7 +272,13 @@ impl Server {
         let limits = accept::Limits::new(&config.server);
         let grace = config.server.shutdown_grace;
         let task = tokio::spawn(serve_then_stop(
-            listener, app, limits, grace, stop_rx, background, channels,
+            (listener, tls),
+            app,
+            limits,
+            grace,
+            stop_rx,
+            background,
+            channels,
         ));
         tracing::info!(%addr, "otpd listening");
         Ok(Server {
@@ -446,7 +460,7 @@ fn push_providers(channels: &Channels) -> Vec<(&'static str, String)> {
 
 /// Serve until the stop signal, then shut down in order.
 async fn serve_then_stop(
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<Arc<tls::Certificates>>),
     app: axum::Router,
     limits: accept::Limits,
     grace: std::time::Duration,
@@ -456,7 +470,7 @@ async fn serve_then_stop(
 ) -> Result<(), ServerError> {
     let mut http_stop = stop.clone();
     let mut deadline_stop = stop;
-    let serve = accept::serve(listener, app, limits, async move {
+    let serve = accept::serve(listener, app, limits, tls, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     });
     // A request stuck inside the server (a store that never answers) must not

@@ -1,11 +1,13 @@
 //! Reloading: read the configuration file again and install what can change while
-//! otpd runs — routes, templates, carriers' caps and breakers, limits and clients.
+//! otpd runs — routes, templates, carriers' caps and breakers, limits and clients,
+//! and the API's TLS certificate.
 //! An invalid configuration is refused with its error, and the one in force stays.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Settings;
+use super::tls::Certificates;
 use crate::delivery::router::Router;
 use crate::policy::admission::{Admission, Rules};
 
@@ -16,21 +18,32 @@ pub enum ReloadError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     NotRunning(#[from] crate::delivery::router::NotRunning),
+    #[error("server.tls: {0}")]
+    Tls(#[from] crate::config::tls::TlsError),
+    #[error("server.tls is read at start only: restart otpd to turn TLS on or off")]
+    TlsSwitched,
 }
 
 /// Reads the configuration again and installs its plan. One reload at a time.
 pub struct Reloader {
     router: Arc<Router>,
     admission: Arc<Admission>,
+    tls: Option<Arc<Certificates>>,
     file: Option<PathBuf>,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
-    pub fn new(router: Arc<Router>, admission: Arc<Admission>, file: Option<PathBuf>) -> Reloader {
+    pub fn new(
+        router: Arc<Router>,
+        admission: Arc<Admission>,
+        tls: Option<Arc<Certificates>>,
+        file: Option<PathBuf>,
+    ) -> Reloader {
         Reloader {
             router,
             admission,
+            tls,
             file,
             lock: tokio::sync::Mutex::new(()),
         }
@@ -41,6 +54,12 @@ impl Reloader {
         let result = (|| {
             let settings = Settings::load(self.file.as_deref(), std::env::vars())?;
             let rules = Rules::new(&settings.config);
+            // The certificate first: files that make no certificate leave all as it was.
+            match (&self.tls, &settings.config.server.tls) {
+                (Some(certificates), Some(files)) => certificates.reload(files)?,
+                (None, None) => {}
+                _ => return Err(ReloadError::TlsSwitched),
+            }
             self.router.install(settings.plan)?;
             self.admission.install(rules);
             Ok::<_, ReloadError>(())
@@ -48,7 +67,7 @@ impl Reloader {
         match &result {
             Ok(()) => {
                 ::metrics::counter!("otpd_config_reloads_total", "result" => "ok").increment(1);
-                tracing::info!(file = ?self.file, "configuration reloaded: routes, templates, carrier caps, limits and clients");
+                tracing::info!(file = ?self.file, "configuration reloaded: routes, templates, carrier caps, limits, clients and the TLS certificate");
             }
             Err(e) => {
                 ::metrics::counter!("otpd_config_reloads_total", "result" => "refused")
