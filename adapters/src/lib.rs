@@ -15,6 +15,7 @@ pub mod hms;
 pub mod push;
 pub mod secret;
 pub mod smpp;
+pub mod tls;
 
 pub use channel::{
     Channel, ChannelError, ChannelKind, DeliveryReport, Message, MessageText, Open, ReportState,

@@ -39,6 +39,7 @@ fn carrier_config(name: &str, address: String) -> CarrierConfig {
         receipt_ids: Default::default(),
         validity: Default::default(),
         receipt_wait: Duration::from_secs(900),
+        tls: None,
     }
 }
 

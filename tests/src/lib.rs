@@ -7,6 +7,7 @@ pub mod providers;
 pub mod proxy;
 pub mod receiver;
 pub mod redis;
+pub mod tls_front;
 
 use std::path::PathBuf;
 use std::sync::Arc;

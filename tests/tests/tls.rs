@@ -267,3 +267,114 @@ fn broken_tls_files_are_refused_by_name() {
         "{said}"
     );
 }
+
+fn smsc_config() -> otpd_simulators::smsc::SmscConfig {
+    otpd_simulators::smsc::SmscConfig {
+        accounts: vec![otpd_simulators::smsc::Account {
+            system_id: "otpd".into(),
+            password: "secret".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// The configuration of a node whose carrier is reached over TLS at `port`,
+/// trusting `ca_file`.
+fn over_tls_to(port: u16, ca_file: &Path) -> String {
+    otpd_e2e::process::with_carrier(
+        port,
+        "",
+        &format!(
+            "tls = true\ntls_ca_file = \"{}\"\nbinds = 1\nreconnect_min = \"50ms\"\nreconnect_max = \"200ms\"",
+            ca_file.display()
+        ),
+    )
+}
+
+/// A carrier that offers SMPP over TLS (the SMSC simulator behind a TLS front):
+/// otpd binds over TLS, checks the SMSC's certificate against the carrier's CA
+/// file, submits, and the receipt comes back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smpp_over_tls_to_a_carrier_that_offers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("carrier CA");
+    std::fs::write(dir.path().join("carrier-ca.crt"), ca.pem()).unwrap();
+    let smsc = otpd_simulators::smsc::Smsc::start(smsc_config())
+        .await
+        .unwrap();
+    let (cert, key) = ca.issue(&["smsc.example", "127.0.0.1"], false);
+    let front = otpd_e2e::tls_front::TlsFront::start(smsc.addr(), &cert, &key).await;
+    let otpd = OtpdProcess::start(&over_tls_to(
+        front.addr.port(),
+        &dir.path().join("carrier-ca.crt"),
+    ))
+    .await;
+    otpd.wait_channels().await;
+
+    let client = otpd_e2e::client();
+    let issued: serde_json::Value = client
+        .post(format!("{}/v1/verifications", otpd.base))
+        .json(&serde_json::json!({"to": "+34600000077"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = issued["id"].as_str().expect("an id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{}/v1/verifications/{id}", otpd.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["delivery"]["state"] == "delivered" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no receipt over TLS: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = smsc.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].destination.addr, "34600000077");
+}
+
+/// A carrier whose certificate does not chain to the configured CA: otpd never
+/// binds (nothing reaches the SMSC), the carrier is not live, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smpp_over_tls_refuses_a_carrier_certificate_from_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trusted, impostor) = (Ca::new("carrier CA"), Ca::new("impostor CA"));
+    std::fs::write(dir.path().join("carrier-ca.crt"), trusted.pem()).unwrap();
+    let smsc = otpd_simulators::smsc::Smsc::start(smsc_config())
+        .await
+        .unwrap();
+    let (cert, key) = impostor.issue(&["127.0.0.1"], false);
+    let front = otpd_e2e::tls_front::TlsFront::start(smsc.addr(), &cert, &key).await;
+    let config = over_tls_to(front.addr.port(), &dir.path().join("carrier-ca.crt"))
+        .replace("level = \"warn\"", "level = \"info\"");
+    let otpd = OtpdProcess::start(&config).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ready = otpd_e2e::client()
+        .get(format!("{}/readyz", otpd.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        smsc.stats()
+            .binds
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a bind reached the SMSC through an untrusted certificate"
+    );
+    let log = otpd.log();
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the log does not say the certificate was refused:\n{log}"
+    );
+}

@@ -27,8 +27,7 @@ use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
 use parking_lot::RwLock;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -95,10 +94,7 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 /// A PING unanswered this long means the connection is gone.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Make rustls use *ring* unless the process chose a provider already. Idempotent.
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::tls::install_crypto;
 
 fn builder(options: &HttpOptions) -> Result<reqwest::ClientBuilder, SetupError> {
     install_crypto();
@@ -140,30 +136,10 @@ pub fn plain_client(options: &HttpOptions) -> Result<reqwest::Client, SetupError
 
 /// TLS for push connections: the given roots or the system's, ALPN `h2`.
 fn tls_connector(options: &HttpOptions) -> Result<TlsConnector, SetupError> {
-    install_crypto();
-    let builder = rustls::ClientConfig::builder();
-    let mut config = match &options.ca_pem {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| SetupError::BadCa(e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| SetupError::BadCa(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(SetupError::BadCa("no certificate in the file".into()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        None => {
-            use rustls_platform_verifier::BuilderVerifierExt;
-            builder
-                .with_platform_verifier()
-                .map_err(|e| SetupError::Client(format!("the system's roots: {e}")))?
-                .with_no_client_auth()
-        }
-    };
+    let mut config = crate::tls::client_config(options.ca_pem.as_deref()).map_err(|e| match e {
+        crate::tls::TlsSetupError::BadCa(e) => SetupError::BadCa(e),
+        e => SetupError::Client(e.to_string()),
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }

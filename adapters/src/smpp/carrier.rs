@@ -67,6 +67,8 @@ pub struct CarrierConfig {
     /// How long past the code's expiry a message waits for its final receipts;
     /// then it is reported [`ReportState::Unconfirmed`].
     pub receipt_wait: Duration,
+    /// SMPP over TLS, when the carrier offers it.
+    pub tls: Option<super::session::TlsTcp>,
 }
 
 /// Counters of a carrier, beside its binds' own.
@@ -174,7 +176,11 @@ impl SmppCarrier {
                     mode,
                     ..config.bind.clone()
                 };
-                (mode, Bind::start(bind, receipts_tx.clone()))
+                let bind = match &config.tls {
+                    Some(tls) => Bind::start_with(bind, receipts_tx.clone(), tls.clone()),
+                    None => Bind::start(bind, receipts_tx.clone()),
+                };
+                (mode, bind)
             })
             .collect();
         let (reports_tx, reports_rx) = mpsc::channel(4096);

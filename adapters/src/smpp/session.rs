@@ -252,6 +252,46 @@ impl Connect for Tcp {
     }
 }
 
+/// Connects over TCP, then TLS: SMPP over TLS, as carriers that offer it run it
+/// (on a port of its own, the whole session inside TLS). The SMSC's certificate is
+/// checked against the carrier's CA file, or the system's roots, for `server_name`.
+#[derive(Clone)]
+pub struct TlsTcp {
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTcp")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsTcp {
+    /// Trusting `ca_pem` (or the system's roots), for the SMSC named `server_name`
+    /// (a host name or an IP address, as its certificate names it).
+    pub fn new(ca_pem: Option<&[u8]>, server_name: &str) -> Result<TlsTcp, String> {
+        let config = crate::tls::client_config(ca_pem).map_err(|e| e.to_string())?;
+        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| format!("{server_name:?} is not a host name or an address: {e}"))?;
+        Ok(TlsTcp {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+impl Connect for TlsTcp {
+    type Io = tokio_rustls::client::TlsStream<TcpStream>;
+
+    async fn connect(&self, address: &str) -> std::io::Result<Self::Io> {
+        let tcp = Tcp.connect(address).await?;
+        self.connector.connect(self.server_name.clone(), tcp).await
+    }
+}
+
 /// A handle on one bind. Cloning shares the bind.
 #[derive(Clone)]
 pub struct Bind {

@@ -432,6 +432,13 @@ pub struct SmppCarrierConfig {
     pub reconnect_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// SMPP over TLS (the carrier's TLS port): the SMSC's certificate is checked
+    /// against `tls_ca_file`, or the system's roots without it.
+    pub tls: bool,
+    /// The CA certificates (PEM) the SMSC's certificate must chain to.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name the SMSC's certificate must carry, when it is not `host`.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for SmppCarrierConfig {
@@ -463,6 +470,9 @@ impl Default for SmppCarrierConfig {
             submit_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(30),
+            tls: false,
+            tls_ca_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -1039,6 +1049,7 @@ impl Config {
             if c.system_id.is_empty() {
                 return Err(invalid(key("system_id"), &c.system_id, "must not be empty"));
             }
+            validate_carrier_tls(name, c)?;
             too_long("system_id", &c.system_id, 15)?;
             too_long("system_type", &c.system_type, 12)?;
             too_long("address_range", &c.address_range, 40)?;
@@ -1234,4 +1245,40 @@ fn describe_figment_error(
     } else {
         format!("`{key}`: {message}{origin}")
     }
+}
+
+/// A carrier's `tls_*` keys: only with `tls = true`, a CA file that holds
+/// certificates, a server name that is one.
+fn validate_carrier_tls(name: &str, c: &SmppCarrierConfig) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("channels.smpp.{name}.{k}");
+    if !c.tls {
+        if let Some(path) = &c.tls_ca_file {
+            return Err(invalid(
+                key("tls_ca_file"),
+                path.display().to_string(),
+                "set without tls = true",
+            ));
+        }
+        return Ok(());
+    }
+    let ca = match &c.tls_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            invalid(
+                key("tls_ca_file"),
+                path.display().to_string(),
+                e.to_string(),
+            )
+        })?),
+        None => None,
+    };
+    let server_name = c.tls_server_name.as_deref().unwrap_or(&c.host);
+    otpd_adapters::smpp::session::TlsTcp::new(ca.as_deref(), server_name).map_err(|e| {
+        let k = if e.contains("PEM") {
+            "tls_ca_file"
+        } else {
+            "tls_server_name"
+        };
+        invalid(key(k), server_name, e)
+    })?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use otpd_adapters::smpp::directory::MessageDirectory;
 use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
 use otpd_adapters::smpp::matcher::{IdForm, IdForms};
 use otpd_adapters::smpp::pdu::Address;
-use otpd_adapters::smpp::session::BindConfig;
+use otpd_adapters::smpp::session::{BindConfig, TlsTcp};
 use otpd_adapters::smpp::validity::ValidityForm;
 
 use super::ServerError;
@@ -54,13 +54,13 @@ pub(super) fn configured_channels(
         .smpp
         .iter()
         .map(|(name, c)| {
-            let config = carrier_config(name, c);
-            Arc::new(match &directory {
+            let config = carrier_config(name, c)?;
+            Ok(Arc::new(match &directory {
                 Some(d) => SmppCarrier::start_shared(config, d.clone()),
                 None => SmppCarrier::start(config),
-            }) as Arc<dyn Channel>
+            }) as Arc<dyn Channel>)
         })
-        .collect();
+        .collect::<Result<_, ServerError>>()?;
     if plan.carriers().contains("file") {
         sms.push(open_outbox()?);
     }
@@ -180,8 +180,29 @@ fn hms_pusher(h: &crate::config::HmsSection) -> Result<HmsPusher, ServerError> {
     .map_err(push_error("hms"))
 }
 
-fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
-    CarrierConfig {
+/// SMPP over TLS for carrier `name`, when its configuration asks for it.
+fn carrier_tls(name: &str, c: &SmppCarrierConfig) -> Result<Option<TlsTcp>, ServerError> {
+    if !c.tls {
+        return Ok(None);
+    }
+    let fail = |reason: String| ServerError::Push {
+        key: format!("channels.smpp.{name}"),
+        reason,
+    };
+    let ca = match &c.tls_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    let server_name = c.tls_server_name.as_deref().unwrap_or(&c.host);
+    TlsTcp::new(ca.as_deref(), server_name)
+        .map(Some)
+        .map_err(fail)
+}
+
+fn carrier_config(name: &str, c: &SmppCarrierConfig) -> Result<CarrierConfig, ServerError> {
+    Ok(CarrierConfig {
         name: name.to_string(),
         bind: BindConfig {
             address: format!("{}:{}", c.host, c.port),
@@ -227,5 +248,6 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> CarrierConfig {
             ValidityConfig::None => ValidityForm::Omitted,
         },
         receipt_wait: c.receipt_wait,
-    }
+        tls: carrier_tls(name, c)?,
+    })
 }
