@@ -148,6 +148,9 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let config = &settings.config;
+        // Before anything takes metric handles — the store's, the carriers' binds' —
+        // so that theirs are live: a handle taken earlier counts into nothing.
+        let prometheus = metrics::install();
         let started = deps.clock.now();
         let data = backend::open_data_dir(&settings, deps.store.is_some(), started)?;
         let keys = CodeKeys::derive(&server_secret(config, data.as_ref().map(|(d, _)| d))?);
@@ -175,8 +178,6 @@ impl Server {
                 channels::configured_channels(config, &settings.plan, backend.directory.clone())?
             }
         };
-        // Before anything takes metric handles, so that theirs are live.
-        let prometheus = metrics::install();
         warn_about(config);
         let Settings {
             config,
