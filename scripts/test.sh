@@ -14,7 +14,10 @@
 #   into tests/interop/python: an independent check of the webhooks' signatures
 #   (python3 and pip, Debian's packages, when absent);
 # - systemd-analyze (Debian's systemd) when absent: the systemd unit is verified and
-#   its hardening rated.
+#   its hardening rated;
+# - prometheus and promtool (Debian's prometheus) when absent: the alert rules are
+#   checked and unit-tested, and a real Prometheus (started by the test on a free
+#   port; the package's own service is not started) sees an alert fire.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +52,15 @@ fi
 if ! command -v systemd-analyze >/dev/null; then
   echo "installing systemd (Debian package) to verify the systemd unit" >&2
   apt_install systemd
+fi
+
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  echo "installing prometheus (Debian package) for the alert rules' tests" >&2
+  # Keep the package from starting its own server on :9090.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt_install --no-install-recommends prometheus
+  $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then

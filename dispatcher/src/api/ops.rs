@@ -97,6 +97,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.engine.publish_gauges();
+    // One ping per scrape: what an alert on an unreachable store (Redis) reads.
+    let store_up = state.engine.stores().verifications.ping().await.is_ok();
+    metrics::gauge!("otpd_store_up").set(f64::from(u8::from(store_up)));
     let text = state
         .prometheus
         .as_ref()
