@@ -63,6 +63,11 @@ async fn openapi_describes_every_route() {
         ("/v1/admin/routes", "get"),
         ("/v1/admin/reload", "post"),
         ("/v1/admin/limits", "get"),
+        ("/v1/admin/carriers", "get"),
+        ("/v1/admin/carriers/{name}/suspend", "post"),
+        ("/v1/admin/carriers/{name}/resume", "post"),
+        ("/livez", "get"),
+        ("/readyz", "get"),
         ("/v1/events", "get"),
     ] {
         assert!(

@@ -508,3 +508,152 @@ async fn a_reload_swaps_routes_and_templates_and_refuses_a_broken_file() {
     );
     t.stop().await;
 }
+
+/// An operator suspends a carrier at the peak: only admin clients may; what waits
+/// in its line under the cap moves on to the route's next carrier at once, new
+/// messages go there too, the delivery history says why, the action is an event
+/// (hence an audit record) naming the admin client; resumed, it is routed to again.
+#[tokio::test]
+async fn an_operator_suspends_a_carrier_and_its_line_drains_to_the_next() {
+    use otpd::config::ClientConfig;
+    use otpd::policy::clients::hash_key;
+    let (a, b) = (
+        smsc(SmscConfig::default()).await,
+        smsc(SmscConfig::default()).await,
+    );
+    let t = two_carriers(&a, &b, |c| {
+        // One a second on `a`: the rest of a burst waits in its line.
+        c.channels.smpp.get_mut("a").unwrap().tps = Some(1);
+        c.channels.smpp.get_mut("a").unwrap().queue_capacity = 100;
+        c.delivery.concurrency = 64;
+        c.clients = vec![
+            ClientConfig {
+                admin: true,
+                ..ClientConfig::new("ops", hash_key("key-of-ops"))
+            },
+            ClientConfig::new("sede", hash_key("key-of-sede")),
+        ];
+    })
+    .await;
+    let post_as = |who: &'static str, path: &str| {
+        t.send(
+            t.client
+                .post(t.url(path))
+                .bearer_auth(format!("key-of-{who}")),
+        )
+    };
+    let refused = post_as("sede", "/v1/admin/carriers/a/suspend").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let unknown = post_as("ops", "/v1/admin/carriers/nope/suspend").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let answer = t
+            .send(
+                t.client
+                    .post(t.url("/v1/verifications"))
+                    .bearer_auth("key-of-sede")
+                    .json(&json!({"to": format!("+3460040000{i}")})),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        ids.push(answer.body["id"].as_str().unwrap().to_string());
+    }
+    // `a` took the first; the others wait their turn, a second each.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.received().is_empty() {
+        assert!(Instant::now() < deadline, "nothing reached a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let suspended = post_as("ops", "/v1/admin/carriers/a/suspend").await;
+    assert_eq!(suspended.status, 200, "{}", suspended.text);
+    assert_eq!(suspended.body["changed"], true);
+    assert_eq!(suspended.body["health"]["suspended"], true);
+    assert_eq!(suspended.body["health"]["available"], false);
+    let suspended_at = Instant::now();
+    // Everything still waiting reaches `b`, long before `a`'s line would have let it.
+    while a.received().len() + b.received().len() < 6 {
+        assert!(
+            suspended_at.elapsed() < Duration::from_secs(2),
+            "the line did not drain: a {} b {}",
+            a.received().len(),
+            b.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(a.received().len() <= 2, "a kept sending while suspended");
+    let view_of = |id: String| {
+        t.send(
+            t.client
+                .get(t.url(&format!("/v1/verifications/{id}")))
+                .bearer_auth("key-of-sede"),
+        )
+    };
+    let mut view = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while view.is_none() {
+        for id in &ids {
+            let v = view_of(id.clone()).await;
+            if v.body["delivery"]["attempts"][0]["carrier"] == "b" {
+                view = Some(v);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no verification recorded on b");
+    }
+    let view = view.unwrap();
+    assert!(
+        view.text.contains("suspended by an operator"),
+        "{}",
+        view.text
+    );
+
+    // The action is an event of the admin client: the audit trail records it.
+    let actions: Vec<_> = t
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == otpd::events::EventKind::CarrierSuspended)
+        .collect();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].client.as_deref(), Some("ops"));
+    assert_eq!(actions[0].data.carrier.as_deref(), Some("a"));
+
+    let listed = t
+        .send(
+            t.client
+                .get(t.url("/v1/admin/carriers"))
+                .bearer_auth("key-of-ops"),
+        )
+        .await;
+    assert_eq!(
+        listed.body["carriers"][0]["carrier"], "a",
+        "{}",
+        listed.text
+    );
+    assert_eq!(listed.body["carriers"][0]["health"]["suspended"], true);
+
+    // Resumed: routed to again.
+    let resumed = post_as("ops", "/v1/admin/carriers/a/resume").await;
+    assert_eq!(resumed.body["changed"], true, "{}", resumed.text);
+    let before = a.received().len();
+    let answer = t
+        .send(
+            t.client
+                .post(t.url("/v1/verifications"))
+                .bearer_auth("key-of-sede")
+                .json(&json!({"to": "+34600400099"})),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.received().len() == before {
+        assert!(
+            Instant::now() < deadline,
+            "a was not routed to after resume"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.stop().await;
+}

@@ -207,3 +207,81 @@ pub async fn reload(
         )),
     }
 }
+
+/// `GET /v1/admin/carriers`: every running carrier with its health — live binds,
+/// suspended, breaker, error rate, cap and what waits under it.
+pub async fn carriers(
+    State(state): State<Arc<AppState>>,
+    _: AdminCaller,
+) -> Result<Response, ApiError> {
+    let now = state.engine.now();
+    let carriers: Vec<serde_json::Value> = state
+        .engine
+        .router()
+        .slots()
+        .map(|slot| json!({"carrier": &*slot.name, "health": slot.health(now)}))
+        .collect();
+    Ok(Json(json!({"carriers": carriers})).into_response())
+}
+
+/// `POST /v1/admin/carriers/{name}/suspend`: routing passes the carrier over, and
+/// the messages waiting in its line move on to their route's next carrier. On this
+/// node, until resumed or restarted (a route change in the configuration is the
+/// lasting way). Recorded as `admin.carrier_suspended`.
+pub async fn suspend(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(caller): AdminCaller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    set_suspended(&state, &caller, &name, true)
+}
+
+/// `POST /v1/admin/carriers/{name}/resume`: the carrier is routed to again.
+/// Recorded as `admin.carrier_resumed`.
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(caller): AdminCaller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    set_suspended(&state, &caller, &name, false)
+}
+
+fn set_suspended(
+    state: &AppState,
+    caller: &crate::policy::clients::Client,
+    name: &str,
+    suspended: bool,
+) -> Result<Response, ApiError> {
+    let router = state.engine.router();
+    let Some(slot) = router.slot(name) else {
+        // Named only when a plain short word: the name is the caller's.
+        let named = super::json::safe_name(name)
+            .map(|n| format!(" `{n}`"))
+            .unwrap_or_default();
+        return Err(ApiError::not_found(format!(
+            "no carrier{named}; GET /v1/admin/carriers lists them"
+        )));
+    };
+    let changed = slot.suspend(suspended);
+    if changed {
+        let kind = if suspended {
+            crate::events::EventKind::CarrierSuspended
+        } else {
+            crate::events::EventKind::CarrierResumed
+        };
+        state.engine.emit(
+            kind,
+            caller.id().cloned(),
+            crate::events::EventData {
+                carrier: Some(slot.name.as_ref().into()),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(Json(json!({
+        "carrier": &*slot.name,
+        "changed": changed,
+        "health": slot.health(state.engine.now()),
+    }))
+    .into_response())
+}

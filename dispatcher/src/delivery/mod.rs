@@ -862,11 +862,19 @@ impl Workers {
             };
         }
         let until_deadline = now.until(deadline);
-        match slot
-            .throttle()
-            .admit(tokio::time::Instant::now() + until_deadline)
-            .await
-        {
+        let throttle = slot.throttle();
+        let turn = tokio::select! {
+            turn = throttle.admit(tokio::time::Instant::now() + until_deadline) => turn,
+            // Suspended while this message waited its turn: it moves on.
+            () = slot.suspension() => {
+                details.failover(slot, router::SUSPENDED);
+                return Tried::Next {
+                    asked: None,
+                    was_up: false,
+                };
+            }
+        };
+        match turn {
             Ok(_) => {}
             Err(ThrottleError::Deadline) => {
                 details.failover(slot, "its throughput cap has no turn before the deadline");

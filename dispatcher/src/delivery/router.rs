@@ -207,12 +207,18 @@ impl Plan {
     }
 }
 
+/// Why a suspended carrier is passed over, as the delivery history says it.
+pub const SUSPENDED: &str = "suspended by an operator";
+
 /// One running carrier: its channel, breaker and throughput cap.
 pub struct CarrierSlot {
     pub name: Arc<str>,
     pub channel: Arc<dyn Channel>,
     breaker: Mutex<Breaker>,
     throttle: RwLock<Arc<Throttle>>,
+    /// Suspended by an operator: passed over like a carrier with no live bind, and
+    /// what waits in its line under the cap moves on to the route's next carrier.
+    suspended: tokio::sync::watch::Sender<bool>,
     /// Taken once: a labelled counter looked up per send costs an allocation.
     pub counters: SlotCounters,
 }
@@ -245,6 +251,9 @@ impl CarrierSlot {
     /// Whether a send may go to this carrier now, and if not why. Taking the
     /// half-open probe happens here.
     pub fn admit(&self, now: UnixMillis) -> Result<(), &'static str> {
+        if self.is_suspended() {
+            return Err(SUSPENDED);
+        }
         if !self.channel.healthy() {
             return Err("no live bind");
         }
@@ -252,6 +261,29 @@ impl CarrierSlot {
             return Err("circuit breaker open");
         }
         Ok(())
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        *self.suspended.borrow()
+    }
+
+    /// Suspend (`true`) or resume the carrier; whether that changed anything.
+    pub fn suspend(&self, suspended: bool) -> bool {
+        let changed = self.suspended.send_if_modified(|s| {
+            let changed = *s != suspended;
+            *s = suspended;
+            changed
+        });
+        if changed {
+            tracing::warn!(carrier = %self.name, suspended, "carrier suspended or resumed by an operator");
+        }
+        changed
+    }
+
+    /// Resolves once the carrier is suspended (at once if it is).
+    pub async fn suspension(&self) {
+        let mut rx = self.suspended.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Count a send's answer for the breaker.
@@ -274,10 +306,12 @@ impl CarrierSlot {
     pub fn health(&self, now: UnixMillis) -> CarrierHealth {
         let b = self.breaker.lock();
         let throttle = self.throttle();
+        let suspended = self.is_suspended();
         CarrierHealth {
             live: self.channel.healthy(),
+            suspended,
             breaker: b.state().as_str(),
-            available: self.channel.healthy() && b.is_available(now),
+            available: !suspended && self.channel.healthy() && b.is_available(now),
             error_rate: b.error_rate(now),
             tps: throttle.tps().map(NonZeroU32::get),
             waiting: throttle.waiting(),
@@ -289,8 +323,10 @@ impl CarrierSlot {
 pub struct CarrierHealth {
     /// The channel can take messages (an SMPP carrier: a live bind).
     pub live: bool,
+    /// An operator suspended it.
+    pub suspended: bool,
     pub breaker: &'static str,
-    /// Live and the breaker lets sends through.
+    /// Live, not suspended, and the breaker lets sends through.
     pub available: bool,
     pub error_rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -328,6 +364,7 @@ impl Router {
                         limits.tps,
                         limits.queue_capacity,
                     ))),
+                    suspended: tokio::sync::watch::Sender::new(false),
                 };
                 (name, Arc::new(slot))
             })
@@ -375,6 +412,13 @@ impl Router {
 
     pub fn slot(&self, name: &str) -> Option<&Arc<CarrierSlot>> {
         self.slots.get(name)
+    }
+
+    /// Every running carrier, by name.
+    pub fn slots(&self) -> impl Iterator<Item = &Arc<CarrierSlot>> {
+        let mut slots: Vec<_> = self.slots.values().collect();
+        slots.sort_by(|a, b| a.name.cmp(&b.name));
+        slots.into_iter()
     }
 
     pub fn channels(&self) -> impl Iterator<Item = &Arc<dyn Channel>> {

@@ -63,10 +63,16 @@ pub enum EventKind {
     /// An admin client had the configuration read again.
     #[serde(rename = "admin.reloaded")]
     ConfigReloaded,
+    /// An admin client suspended a carrier: routing passes it over.
+    #[serde(rename = "admin.carrier_suspended")]
+    CarrierSuspended,
+    /// An admin client resumed a suspended carrier.
+    #[serde(rename = "admin.carrier_resumed")]
+    CarrierResumed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Undeliverable,
@@ -81,6 +87,8 @@ impl EventKind {
         EventKind::SubscriberDeleted,
         EventKind::DeviceAdded,
         EventKind::ConfigReloaded,
+        EventKind::CarrierSuspended,
+        EventKind::CarrierResumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +107,8 @@ impl EventKind {
             EventKind::SubscriberDeleted => "subscriber.deleted",
             EventKind::DeviceAdded => "device.added",
             EventKind::ConfigReloaded => "admin.reloaded",
+            EventKind::CarrierSuspended => "admin.carrier_suspended",
+            EventKind::CarrierResumed => "admin.carrier_resumed",
         }
     }
 }
