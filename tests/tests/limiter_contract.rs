@@ -143,6 +143,28 @@ async fn many_nodes_share_one_budget(l: Arc<dyn Limiter>) {
     assert_eq!(passed, 10);
 }
 
+/// An operator's unlock: the key is back at its full burst; other keys of the
+/// limit, and other limits, keep their charges.
+async fn forget_gives_one_key_its_full_burst(l: &dyn Limiter) {
+    let subject = |key: &'static [u8]| Check {
+        limit: "check_subject",
+        key,
+        quota: q(2, 600),
+    };
+    let (locked, other) = (subject(b"12345678Z"), subject(b"87654321X"));
+    for c in [locked, locked, other, other] {
+        l.check(&[c], NOW).await.unwrap();
+    }
+    refused(l.check(&[locked], NOW).await);
+    l.forget(&locked).await.unwrap();
+    l.check(&[locked], NOW).await.unwrap();
+    l.check(&[locked], NOW).await.unwrap();
+    refused(l.check(&[locked], NOW).await);
+    refused(l.check(&[other], NOW).await);
+    // Forgetting a key never charged is harmless.
+    l.forget(&subject(b"00000000T")).await.unwrap();
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -181,6 +203,7 @@ contract!(
     the_longest_refusal_answers,
     peek_charges_nothing_and_refund_gives_back,
     one_key_twice_in_a_request_counts_twice,
+    forget_gives_one_key_its_full_burst,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

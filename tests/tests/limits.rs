@@ -366,8 +366,30 @@ async fn guessing_across_verifications_is_stopped(on: Backend) {
         )
         .await;
     assert_ne!(late.body["status"], "approved", "{}", late.text);
-    // And no new code for the subject until the limit allows.
+    // And no new code for the subject until the limit allows...
     assert_limited(&issue("+34600000173", "reset").await, "check_subject");
+    // ...or an operator gives the budget back (after the helpdesk's checks).
+    let bad = t
+        .post("/v1/admin/subjects/12345678Z%E2%80%AE/unlock", json!({}))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let unlocked = t
+        .post("/v1/admin/subjects/12345678Z/unlock", json!({}))
+        .await;
+    assert_eq!(unlocked.status, 200, "{}", unlocked.text);
+    assert_eq!(unlocked.body["unlocked"], true);
+    let action = t
+        .events
+        .events()
+        .into_iter()
+        .find(|e| e.kind == otpd::events::EventKind::SubjectUnlocked)
+        .expect("the unlock is an event");
+    assert_eq!(action.data.subject.as_deref(), Some("12345678Z"));
+    let again = issue("+34600000173", "reset").await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    // The locked verification stays locked.
+    let v2_after = t.get(&format!("/v1/verifications/{v2}")).await.body;
+    assert_eq!(v2_after["status"], "locked");
 }
 
 async fn checks_from_one_address_are_limited_before_they_count(on: Backend) {

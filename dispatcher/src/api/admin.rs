@@ -285,3 +285,35 @@ fn set_suspended(
     }))
     .into_response())
 }
+
+/// `POST /v1/admin/subjects/{subject}/unlock`: give the subject its wrong-code
+/// budget back (`limits.check_subject`), after a helpdesk has made sure the person
+/// is who they say. Its verifications already locked stay locked; a new one may be
+/// asked for at once. Recorded as `admin.subject_unlocked`.
+pub async fn unlock(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(caller): AdminCaller,
+    axum::extract::Path(subject): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let subject = super::verifications::validate_subject(&subject)?;
+    let admission = state.engine.admission();
+    let reset = admission
+        .unlock(&admission.rules(), &subject)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "limits_unavailable",
+                format!("the limits cannot be reached: {e}"),
+            )
+        })?;
+    state.engine.emit(
+        crate::events::EventKind::SubjectUnlocked,
+        caller.id().cloned(),
+        crate::events::EventData {
+            subject: Some(subject.as_ref().into()),
+            ..Default::default()
+        },
+    );
+    Ok(Json(json!({"subject": &*subject, "unlocked": reset})).into_response())
+}

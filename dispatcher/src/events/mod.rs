@@ -69,10 +69,13 @@ pub enum EventKind {
     /// An admin client resumed a suspended carrier.
     #[serde(rename = "admin.carrier_resumed")]
     CarrierResumed,
+    /// An admin client gave a subject its wrong-code budget back.
+    #[serde(rename = "admin.subject_unlocked")]
+    SubjectUnlocked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Undeliverable,
@@ -89,6 +92,7 @@ impl EventKind {
         EventKind::ConfigReloaded,
         EventKind::CarrierSuspended,
         EventKind::CarrierResumed,
+        EventKind::SubjectUnlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,7 @@ impl EventKind {
             EventKind::ConfigReloaded => "admin.reloaded",
             EventKind::CarrierSuspended => "admin.carrier_suspended",
             EventKind::CarrierResumed => "admin.carrier_resumed",
+            EventKind::SubjectUnlocked => "admin.subject_unlocked",
         }
     }
 }

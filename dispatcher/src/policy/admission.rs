@@ -329,6 +329,17 @@ impl Admission {
             .map_err(counted)
     }
 
+    /// An operator gives `subject` its wrong-code budget back (the limit that locks
+    /// it out after too many wrong codes or contrast values). Whether there was a
+    /// limit to reset.
+    pub async fn unlock(&self, rules: &Rules, subject: &str) -> Result<bool, Unavailable> {
+        let Some(check) = rules.policy.check_subject(subject) else {
+            return Ok(false);
+        };
+        self.limiter.forget(&check).await?;
+        Ok(true)
+    }
+
     /// A contrast value tried for `subject` (from `ip`) was wrong: charged to the
     /// subject's and the address's guess limits.
     pub async fn guess_failed(

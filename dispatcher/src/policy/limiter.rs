@@ -87,6 +87,10 @@ pub trait Limiter: Send + Sync {
     /// Where one limit's key stands, for explaining decisions.
     async fn standing(&self, check: &Check<'_>, now: u64) -> Result<gcra::Standing, Unavailable>;
 
+    /// Forget one limit's key: back to its full burst. An operator's unlock (a
+    /// subject's wrong-code budget given back).
+    async fn forget(&self, check: &Check<'_>) -> Result<(), Unavailable>;
+
     /// Forget keys back at a full burst; returns how many are left. A limiter whose
     /// keys expire by themselves (Redis) has nothing to do.
     fn reclaim(&self, _now: u64) -> usize {
@@ -314,6 +318,12 @@ impl Limiter for MemoryLimiter {
         Ok(self.standing_now(c, now))
     }
 
+    async fn forget(&self, c: &Check<'_>) -> Result<(), Unavailable> {
+        let id = self.id(c.limit, c.key);
+        self.shards[Self::shard_of(id)].lock().remove(&id);
+        Ok(())
+    }
+
     fn reclaim(&self, now: u64) -> usize {
         MemoryLimiter::reclaim(self, now)
     }
@@ -451,6 +461,10 @@ impl Limiter for FakeLimiter {
     }
 
     async fn refund(&self, _: &[Check<'_>], _: u64) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    async fn forget(&self, _: &Check<'_>) -> Result<(), Unavailable> {
         Ok(())
     }
 

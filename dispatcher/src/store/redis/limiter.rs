@@ -212,4 +212,17 @@ impl Limiter for RedisLimiter {
         .unwrap_or(c.quota);
         Ok(gcra::standing(q, tat.unwrap_or(0) * 1000, now))
     }
+
+    async fn forget(&self, c: &Check<'_>) -> Result<(), Unavailable> {
+        let mut conn = self
+            .redis
+            .conn()
+            .await
+            .map_err(|e| Unavailable(e.to_string()))?;
+        redis::cmd("DEL")
+            .arg(self.key(c))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Unavailable(e.to_string()))
+    }
 }
