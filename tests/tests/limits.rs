@@ -577,6 +577,46 @@ async fn an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not(on: Back
     ] {
         assert!(metrics.contains(series), "{series} missing");
     }
+
+    // The operator learns the traffic is real and lifts the judgement: the scope's
+    // counts start again, and a request goes out at once.
+    let lifted = t
+        .post("/v1/admin/pumping/unblock?to=%2B37120009999", json!({}))
+        .await;
+    assert_eq!(lifted.status, 200, "{}", lifted.text);
+    assert!(
+        lifted.body["cleared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "+371200"),
+        "{}",
+        lifted.text
+    );
+    let view = t.get("/v1/admin/limits?to=%2B37120009999").await;
+    assert_eq!(
+        view.body["pumping"]["judgement"]["decision"], "clear",
+        "{}",
+        view.text
+    );
+    let again = t
+        .post(
+            "/v1/verifications",
+            json!({"to": "+37120009998", "locale": "en"}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert!(
+        t.events
+            .events()
+            .iter()
+            .any(|e| e.kind == otpd::events::EventKind::PumpingUnblocked
+                && e.data
+                    .to
+                    .as_deref()
+                    .is_some_and(|m| m.ends_with("99") && m.contains('*'))),
+        "the unblock is an event, the number masked"
+    );
 }
 
 async fn monitor_mode_refuses_nothing_and_counts_what_it_would_have(on: Backend) {

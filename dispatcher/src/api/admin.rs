@@ -317,3 +317,36 @@ pub async fn unlock(
     );
     Ok(Json(json!({"subject": &*subject, "unlocked": reset})).into_response())
 }
+
+/// `POST /v1/admin/pumping/unblock?to=…`: lift the SMS-pumping defence's judgement
+/// on the number's prefix and country, once the traffic is known to be real (a
+/// campaign, a new operator): their counts start again. On this node (the counts
+/// are each node's). Recorded as `admin.pumping_unblocked`.
+pub async fn unblock(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(caller): AdminCaller,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (_, to) = read_query(query, &["to"])?;
+    let number = super::read_number(&state, &to, "to")?;
+    let admission = state.engine.admission();
+    let scopes = admission
+        .unblock(&admission.rules(), number.e164, number.country)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "limits_unavailable",
+                format!("the limits cannot be reached: {e}"),
+            )
+        })?;
+    state.engine.emit(
+        crate::events::EventKind::PumpingUnblocked,
+        caller.id().cloned(),
+        crate::events::EventData {
+            to: Some(crate::events::masked(number.e164)),
+            ..Default::default()
+        },
+    );
+    Ok(Json(json!({"number": number.e164.to_string(), "cleared": scopes})).into_response())
+}

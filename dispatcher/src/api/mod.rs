@@ -243,6 +243,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/carriers/{name}/suspend", post(admin::suspend))
         .route("/v1/admin/carriers/{name}/resume", post(admin::resume))
         .route("/v1/admin/subjects/{subject}/unlock", post(admin::unlock))
+        .route("/v1/admin/pumping/unblock", post(admin::unblock))
         .route("/healthz", get(ops::healthz).layer(open.clone()))
         .route("/livez", get(ops::livez).layer(open.clone()))
         .route("/readyz", get(ops::readyz).layer(open.clone()))

@@ -72,10 +72,13 @@ pub enum EventKind {
     /// An admin client gave a subject its wrong-code budget back.
     #[serde(rename = "admin.subject_unlocked")]
     SubjectUnlocked,
+    /// An admin client lifted the pumping defence's judgement on a number's scopes.
+    #[serde(rename = "admin.pumping_unblocked")]
+    PumpingUnblocked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Undeliverable,
@@ -93,6 +96,7 @@ impl EventKind {
         EventKind::CarrierSuspended,
         EventKind::CarrierResumed,
         EventKind::SubjectUnlocked,
+        EventKind::PumpingUnblocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +118,7 @@ impl EventKind {
             EventKind::CarrierSuspended => "admin.carrier_suspended",
             EventKind::CarrierResumed => "admin.carrier_resumed",
             EventKind::SubjectUnlocked => "admin.subject_unlocked",
+            EventKind::PumpingUnblocked => "admin.pumping_unblocked",
         }
     }
 }

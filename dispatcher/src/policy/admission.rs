@@ -294,6 +294,28 @@ impl Admission {
         key
     }
 
+    /// An operator lifts the pumping defence's judgement on `to`'s scopes (its
+    /// prefix and its country): their counts start again, and the prefix's throttle
+    /// is back at its full burst. The scopes that were being counted, as text.
+    pub async fn unblock(
+        &self,
+        rules: &Rules,
+        to: E164,
+        country: Option<Region>,
+    ) -> Result<Vec<String>, Unavailable> {
+        let p = &rules.policy;
+        let key = self.scope_key(p, to);
+        if let Some(check) = p.pumping_check(&key) {
+            self.limiter.forget(&check).await?;
+        }
+        Ok(self
+            .pumping
+            .forget(&p.pumping, to, country)
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect())
+    }
+
     /// A code went out to `to`.
     pub fn sent(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
         self.pumping.sent(&rules.policy.pumping, to, country, now);

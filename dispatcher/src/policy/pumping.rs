@@ -302,6 +302,23 @@ impl PumpingTracker {
         [Some(rules.prefix_of(number)), country.map(Scope::Country)]
     }
 
+    /// Forget the counts of `number`'s scopes (its prefix, its country when
+    /// `country` is given): an operator's unblock once the traffic is known to be
+    /// real. They start again from nothing, through the grace before they are
+    /// judged. The scopes that had counts.
+    pub fn forget(
+        &self,
+        rules: &PumpingRules,
+        number: E164,
+        country: Option<Region>,
+    ) -> Vec<Scope> {
+        Self::scopes(rules, number, country)
+            .into_iter()
+            .flatten()
+            .filter(|scope| self.shard(scope).lock().remove(scope).is_some())
+            .collect()
+    }
+
     /// Judge a request to `number`. Deny list first, then allow list, then the counts
     /// of its prefix and of its country (the prefix, narrower, answers first).
     pub fn judge(
