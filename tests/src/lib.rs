@@ -1,6 +1,7 @@
 //! A test harness: an otpd server started for real on `127.0.0.1:0`, with its outbox in
 //! a temporary directory and a manual clock, and a small HTTP client around it.
 
+pub mod browser;
 pub mod interop;
 pub mod process;
 pub mod providers;

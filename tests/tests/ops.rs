@@ -68,6 +68,8 @@ async fn openapi_describes_every_route() {
         ("/v1/admin/carriers/{name}/resume", "post"),
         ("/v1/admin/subjects/{subject}/unlock", "post"),
         ("/v1/admin/pumping/unblock", "post"),
+        ("/v1/admin/overview", "get"),
+        ("/console", "get"),
         ("/livez", "get"),
         ("/readyz", "get"),
         ("/v1/events", "get"),

@@ -350,3 +350,57 @@ pub async fn unblock(
     );
     Ok(Json(json!({"number": number.e164.to_string(), "cleared": scopes})).into_response())
 }
+
+/// Scopes listed in the overview, at most.
+const SUSPECTS_SHOWN: usize = 50;
+
+/// `GET /v1/admin/overview`: what the operator console shows beside the counters
+/// of `/metrics` — every carrier's health, the routes, the delivery queue, the
+/// push providers and the pumping scopes judged suspect now. This node's view.
+pub async fn overview(
+    State(state): State<Arc<AppState>>,
+    _: AdminCaller,
+) -> Result<Response, ApiError> {
+    let engine = &state.engine;
+    let now = engine.now();
+    let router = engine.router();
+    let plan = router.plan();
+    let carriers: Vec<serde_json::Value> = router
+        .slots()
+        .map(|slot| json!({"carrier": &*slot.name, "health": slot.health(now)}))
+        .collect();
+    let routes: Vec<serde_json::Value> = plan
+        .routes()
+        .map(|(prefix, target)| match target {
+            Target::Blocked => json!({"prefix": prefix, "blocked": true, "carriers": []}),
+            Target::Carriers(choices) => json!({
+                "prefix": prefix,
+                "blocked": false,
+                "carriers": choices.iter().map(|c| json!({
+                    "carrier": &*c.carrier,
+                    "priority": c.priority,
+                    "weight": c.weight,
+                })).collect::<Vec<_>>(),
+            }),
+        })
+        .collect();
+    let queue = engine.queue();
+    let admission = engine.admission();
+    Ok(Json(json!({
+        "at": now.0,
+        "carriers": carriers,
+        "routes": routes,
+        "delivery_queue": {
+            "depth": queue.depth(),
+            "capacity": queue.capacity(),
+            "standing_delay_ms": queue.standing_delay(now).map(|d| d.as_millis() as u64),
+        },
+        "push": state
+            .push_providers
+            .iter()
+            .map(|(platform, provider)| json!({"platform": platform, "provider": provider}))
+            .collect::<Vec<_>>(),
+        "pumping_suspects": admission.pumping_suspects(&admission.rules(), now, SUSPECTS_SHOWN),
+    }))
+    .into_response())
+}

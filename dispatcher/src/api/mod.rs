@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod approval;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod json;
@@ -244,6 +245,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/carriers/{name}/resume", post(admin::resume))
         .route("/v1/admin/subjects/{subject}/unlock", post(admin::unlock))
         .route("/v1/admin/pumping/unblock", post(admin::unblock))
+        .route("/v1/admin/overview", get(admin::overview))
+        .route("/console", get(console::page).layer(open.clone()))
         .route("/healthz", get(ops::healthz).layer(open.clone()))
         .route("/livez", get(ops::livez).layer(open.clone()))
         .route("/readyz", get(ops::readyz).layer(open.clone()))

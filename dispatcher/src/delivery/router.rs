@@ -193,6 +193,12 @@ impl Plan {
         })
     }
 
+    /// Every route (and the default, as `default`) with its target, in
+    /// configuration order.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.table.targets()
+    }
+
     /// Every carrier some route names.
     pub fn carriers(&self) -> BTreeSet<Arc<str>> {
         self.table

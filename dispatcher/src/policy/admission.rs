@@ -316,6 +316,11 @@ impl Admission {
             .collect())
     }
 
+    /// The pumping scopes judged suspect now (at most `limit`).
+    pub fn pumping_suspects(&self, rules: &Rules, now: UnixMillis, limit: usize) -> Vec<ScopeView> {
+        self.pumping.suspects(&rules.policy.pumping, now, limit)
+    }
+
     /// A code went out to `to`.
     pub fn sent(&self, rules: &Rules, to: E164, country: Option<Region>, now: UnixMillis) {
         self.pumping.sent(&rules.policy.pumping, to, country, now);

@@ -445,6 +445,29 @@ impl PumpingTracker {
             .collect()
     }
 
+    /// The scopes judged suspect now, the most demanded first, at most `limit` of
+    /// them: for the operator console.
+    pub fn suspects(&self, rules: &PumpingRules, now: UnixMillis, limit: usize) -> Vec<ScopeView> {
+        let mut found: Vec<ScopeView> = Vec::new();
+        for shard in self.shards.iter() {
+            for (scope, window) in shard.lock().iter() {
+                let tally = window.tally(rules, now);
+                if tally.suspect(rules) {
+                    found.push(ScopeView {
+                        scope: scope.to_string(),
+                        kind: scope.kind(),
+                        conversion: tally.conversion(),
+                        suspect: true,
+                        tally,
+                    });
+                }
+            }
+        }
+        found.sort_by_key(|v| std::cmp::Reverse(v.tally.demand()));
+        found.truncate(limit);
+        found
+    }
+
     /// Forget scopes with nothing in their window. Returns how many are left.
     pub fn reclaim(&self, rules: &PumpingRules, now: UnixMillis) -> usize {
         self.shards
