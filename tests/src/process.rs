@@ -328,6 +328,18 @@ impl Drop for OtpdProcess {
     }
 }
 
+/// The SMSC simulator's configuration for [`with_carrier`]: it accepts the account
+/// (otpd/secret) that node binds with.
+pub fn smsc_for_carrier() -> otpd_simulators::smsc::SmscConfig {
+    otpd_simulators::smsc::SmscConfig {
+        accounts: vec![otpd_simulators::smsc::Account {
+            system_id: "otpd".into(),
+            password: "secret".into(),
+        }],
+        ..Default::default()
+    }
+}
+
 /// The configuration of a node that sends SMS to one SMPP carrier, `sim`, at
 /// 127.0.0.1:`port` (account otpd/secret): `sections` adds tables (store, server,
 /// …), `carrier` adds keys to the carrier's table (binds, window, …). Every node

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use otpd_e2e::browser;
-use otpd_e2e::process::{OtpdProcess, with_carrier};
-use otpd_simulators::smsc::{Account, Smsc, SmscConfig};
+use otpd_e2e::process::{OtpdProcess, smsc_for_carrier, with_carrier};
+use otpd_simulators::smsc::Smsc;
 
 const CLIENTS: &str = r#"
 [[clients]]
@@ -32,15 +32,7 @@ fn sent_total(dom: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_goes_live_with_an_admin_key_and_follows_what_happens() {
-    let smsc = Smsc::start(SmscConfig {
-        accounts: vec![Account {
-            system_id: "otpd".into(),
-            password: "secret".into(),
-        }],
-        ..SmscConfig::default()
-    })
-    .await
-    .unwrap();
+    let smsc = Smsc::start(smsc_for_carrier()).await.unwrap();
     let clients = CLIENTS
         .replace("KEY_OPS", &sha256("key-of-ops"))
         .replace("KEY_SEDE", &sha256("key-of-sede"));

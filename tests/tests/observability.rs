@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use otpd_e2e::process::{OtpdProcess, with_carrier};
-use otpd_simulators::smsc::{Account, Smsc, SmscConfig};
+use otpd_e2e::process::{OtpdProcess, smsc_for_carrier, with_carrier};
+use otpd_simulators::smsc::Smsc;
 use serde_json::Value;
 
 fn kit() -> PathBuf {
@@ -216,15 +216,7 @@ impl Drop for Prometheus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_fires_carrier_down_when_the_smsc_goes_away() {
-    let smsc = Smsc::start(SmscConfig {
-        accounts: vec![Account {
-            system_id: "otpd".into(),
-            password: "secret".into(),
-        }],
-        ..SmscConfig::default()
-    })
-    .await
-    .unwrap();
+    let smsc = Smsc::start(smsc_for_carrier()).await.unwrap();
     let otpd = OtpdProcess::start(&with_carrier(
         smsc.addr().port(),
         "",

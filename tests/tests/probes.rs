@@ -8,19 +8,9 @@ use std::time::{Duration, Instant};
 use otpd::config::ClientConfig;
 use otpd::policy::clients::hash_key;
 use otpd_e2e::TestServer;
-use otpd_e2e::process::{OtpdProcess, with_carrier};
-use otpd_simulators::smsc::{Account, Smsc, SmscConfig};
+use otpd_e2e::process::{OtpdProcess, smsc_for_carrier, with_carrier};
+use otpd_simulators::smsc::Smsc;
 use serde_json::Value;
-
-fn smsc_config() -> SmscConfig {
-    SmscConfig {
-        accounts: vec![Account {
-            system_id: "otpd".into(),
-            password: "secret".into(),
-        }],
-        ..SmscConfig::default()
-    }
-}
 
 async fn probe(otpd: &OtpdProcess, path: &str) -> (u16, Value) {
     let answer = otpd_e2e::client()
@@ -47,7 +37,7 @@ async fn ready_becomes(otpd: &OtpdProcess, status: u16, within: Duration) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_carrier_and_liveness_does_not() {
-    let smsc = Smsc::start(smsc_config()).await.unwrap();
+    let smsc = Smsc::start(smsc_for_carrier()).await.unwrap();
     let port = smsc.addr().port();
     let otpd = OtpdProcess::start(&with_carrier(
         port,
@@ -74,7 +64,7 @@ async fn readiness_follows_the_carrier_and_liveness_does_not() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("the carrier's port is free again");
-    let _smsc = Smsc::start_on(listener, smsc_config()).await.unwrap();
+    let _smsc = Smsc::start_on(listener, smsc_for_carrier()).await.unwrap();
     let body = ready_becomes(&otpd, 200, Duration::from_secs(10)).await;
     assert_eq!(body["checks"]["carriers"], "ok", "{body}");
 }

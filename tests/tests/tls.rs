@@ -268,16 +268,6 @@ fn broken_tls_files_are_refused_by_name() {
     );
 }
 
-fn smsc_config() -> otpd_simulators::smsc::SmscConfig {
-    otpd_simulators::smsc::SmscConfig {
-        accounts: vec![otpd_simulators::smsc::Account {
-            system_id: "otpd".into(),
-            password: "secret".into(),
-        }],
-        ..Default::default()
-    }
-}
-
 /// The configuration of a node whose carrier is reached over TLS at `port`,
 /// trusting `ca_file`.
 fn over_tls_to(port: u16, ca_file: &Path) -> String {
@@ -299,7 +289,7 @@ async fn smpp_over_tls_to_a_carrier_that_offers_it() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("carrier CA");
     std::fs::write(dir.path().join("carrier-ca.crt"), ca.pem()).unwrap();
-    let smsc = otpd_simulators::smsc::Smsc::start(smsc_config())
+    let smsc = otpd_simulators::smsc::Smsc::start(otpd_e2e::process::smsc_for_carrier())
         .await
         .unwrap();
     let (cert, key) = ca.issue(&["smsc.example", "127.0.0.1"], false);
@@ -350,7 +340,7 @@ async fn smpp_over_tls_refuses_a_carrier_certificate_from_another_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (trusted, impostor) = (Ca::new("carrier CA"), Ca::new("impostor CA"));
     std::fs::write(dir.path().join("carrier-ca.crt"), trusted.pem()).unwrap();
-    let smsc = otpd_simulators::smsc::Smsc::start(smsc_config())
+    let smsc = otpd_simulators::smsc::Smsc::start(otpd_e2e::process::smsc_for_carrier())
         .await
         .unwrap();
     let (cert, key) = impostor.issue(&["127.0.0.1"], false);

@@ -269,9 +269,10 @@ fn set_suspended(
         } else {
             crate::events::EventKind::CarrierResumed
         };
-        state.engine.emit(
+        record(
+            state,
+            caller,
             kind,
-            caller.id().cloned(),
             crate::events::EventData {
                 carrier: Some(slot.name.as_ref().into()),
                 ..Default::default()
@@ -300,16 +301,11 @@ pub async fn unlock(
     let reset = admission
         .unlock(&admission.rules(), &subject)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "limits_unavailable",
-                format!("the limits cannot be reached: {e}"),
-            )
-        })?;
-    state.engine.emit(
+        .map_err(limits_unavailable)?;
+    record(
+        &state,
+        &caller,
         crate::events::EventKind::SubjectUnlocked,
-        caller.id().cloned(),
         crate::events::EventData {
             subject: Some(subject.as_ref().into()),
             ..Default::default()
@@ -333,16 +329,11 @@ pub async fn unblock(
     let scopes = admission
         .unblock(&admission.rules(), number.e164, number.country)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "limits_unavailable",
-                format!("the limits cannot be reached: {e}"),
-            )
-        })?;
-    state.engine.emit(
+        .map_err(limits_unavailable)?;
+    record(
+        &state,
+        &caller,
         crate::events::EventKind::PumpingUnblocked,
-        caller.id().cloned(),
         crate::events::EventData {
             to: Some(crate::events::masked(number.e164)),
             ..Default::default()
@@ -403,4 +394,23 @@ pub async fn overview(
         "pumping_suspects": admission.pumping_suspects(&admission.rules(), now, SUSPECTS_SHOWN),
     }))
     .into_response())
+}
+
+/// An admin action, as an event of the admin client: the audit trail records it
+/// with the client's name.
+fn record(
+    state: &AppState,
+    caller: &crate::policy::clients::Client,
+    kind: crate::events::EventKind,
+    data: crate::events::EventData,
+) {
+    state.engine.emit(kind, caller.id().cloned(), data);
+}
+
+fn limits_unavailable(e: crate::policy::limiter::Unavailable) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "limits_unavailable",
+        format!("the limits cannot be reached: {e}"),
+    )
 }
