@@ -19,25 +19,30 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The CA certificates in `pem` as roots to trust; at least one.
+pub fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| TlsSetupError::BadCa(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsSetupError::BadCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsSetupError::BadCa("no certificate in the file".into()));
+    }
+    Ok(roots)
+}
+
 /// A client configuration trusting the certificates in `ca_pem`, or the system's
 /// roots without it; no client certificate, no ALPN (the caller adds its own).
 pub fn client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, TlsSetupError> {
     install_crypto();
     let builder = rustls::ClientConfig::builder();
     Ok(match ca_pem {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| TlsSetupError::BadCa(e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsSetupError::BadCa(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(TlsSetupError::BadCa("no certificate in the file".into()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        Some(pem) => builder
+            .with_root_certificates(roots(pem)?)
+            .with_no_client_auth(),
         None => {
             use rustls_platform_verifier::BuilderVerifierExt;
             builder

@@ -266,6 +266,15 @@ fn broken_tls_files_are_refused_by_name() {
         said.contains("server.tls.key_file") && said.contains("no usable private key"),
         "{said}"
     );
+
+    // A carrier's TLS: a CA file that is not there, one without tls = true.
+    let carrier = over_tls_to(2775, &dir.path().join("absent-ca.crt"));
+    let (code, said) = check(&carrier);
+    assert_eq!(code, Some(78), "{said}");
+    assert!(said.contains("channels.smpp.sim.tls_ca_file"), "{said}");
+    let (code, said) = check(&carrier.replace("tls = true", "tls = false"));
+    assert_eq!(code, Some(78), "{said}");
+    assert!(said.contains("set without tls = true"), "{said}");
 }
 
 /// The configuration of a node whose carrier is reached over TLS at `port`,

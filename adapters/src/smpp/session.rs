@@ -269,13 +269,22 @@ impl std::fmt::Debug for TlsTcp {
     }
 }
 
+/// Why an SMPP-over-TLS connector cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsTcpError {
+    #[error(transparent)]
+    Roots(#[from] crate::tls::TlsSetupError),
+    #[error("{0:?} is not a host name or an address")]
+    ServerName(String),
+}
+
 impl TlsTcp {
     /// Trusting `ca_pem` (or the system's roots), for the SMSC named `server_name`
     /// (a host name or an IP address, as its certificate names it).
-    pub fn new(ca_pem: Option<&[u8]>, server_name: &str) -> Result<TlsTcp, String> {
-        let config = crate::tls::client_config(ca_pem).map_err(|e| e.to_string())?;
+    pub fn new(ca_pem: Option<&[u8]>, server_name: &str) -> Result<TlsTcp, TlsTcpError> {
+        let config = crate::tls::client_config(ca_pem)?;
         let server_name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| format!("{server_name:?} is not a host name or an address: {e}"))?;
+            .map_err(|_| TlsTcpError::ServerName(server_name.to_string()))?;
         Ok(TlsTcp {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             server_name,

@@ -1250,35 +1250,54 @@ fn describe_figment_error(
 /// A carrier's `tls_*` keys: only with `tls = true`, a CA file that holds
 /// certificates, a server name that is one.
 fn validate_carrier_tls(name: &str, c: &SmppCarrierConfig) -> Result<(), ConfigError> {
-    let key = |k: &str| format!("channels.smpp.{name}.{k}");
-    if !c.tls {
-        if let Some(path) = &c.tls_ca_file {
-            return Err(invalid(
-                key("tls_ca_file"),
-                path.display().to_string(),
-                "set without tls = true",
-            ));
-        }
-        return Ok(());
+    if !c.tls
+        && let Some(path) = &c.tls_ca_file
+    {
+        return Err(invalid(
+            format!("channels.smpp.{name}.tls_ca_file"),
+            path.display().to_string(),
+            "set without tls = true",
+        ));
     }
-    let ca = match &c.tls_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            invalid(
-                key("tls_ca_file"),
-                path.display().to_string(),
-                e.to_string(),
-            )
-        })?),
-        None => None,
-    };
-    let server_name = c.tls_server_name.as_deref().unwrap_or(&c.host);
-    otpd_adapters::smpp::session::TlsTcp::new(ca.as_deref(), server_name).map_err(|e| {
-        let k = if e.contains("PEM") {
-            "tls_ca_file"
-        } else {
-            "tls_server_name"
+    c.tls_connector(name).map(drop)
+}
+
+impl SmppCarrierConfig {
+    /// The connector of SMPP over TLS when `tls` is set; a refusal names the key.
+    pub fn tls_connector(
+        &self,
+        name: &str,
+    ) -> Result<Option<otpd_adapters::smpp::session::TlsTcp>, ConfigError> {
+        use otpd_adapters::smpp::session::{TlsTcp, TlsTcpError};
+        if !self.tls {
+            return Ok(None);
+        }
+        let key = |k: &str| format!("channels.smpp.{name}.{k}");
+        let ca = match &self.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                invalid(
+                    key("tls_ca_file"),
+                    path.display().to_string(),
+                    e.to_string(),
+                )
+            })?),
+            None => None,
         };
-        invalid(key(k), server_name, e)
-    })?;
-    Ok(())
+        let server_name = self.tls_server_name.as_deref().unwrap_or(&self.host);
+        TlsTcp::new(ca.as_deref(), server_name)
+            .map(Some)
+            .map_err(|e| match e {
+                TlsTcpError::Roots(_) => invalid(
+                    key("tls_ca_file"),
+                    self.tls_ca_file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "the system's roots".into()),
+                    e.to_string(),
+                ),
+                TlsTcpError::ServerName(_) => {
+                    invalid(key("tls_server_name"), server_name, e.to_string())
+                }
+            })
+    }
 }

@@ -59,7 +59,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The rustls configuration the files in `tls` make.
 pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
-    otpd_adapters::push::http::install_crypto();
+    otpd_adapters::tls::install_crypto();
     let chain = certificates(&tls.cert_file)?;
     let key = PrivateKeyDer::from_pem_slice(&read(&tls.key_file)?)
         .map_err(|e| file_error(&tls.key_file, format!("no usable private key: {e}")))?;
@@ -67,10 +67,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> 
     let builder = match &tls.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates(path)? {
-                roots.add(cert).map_err(|e| file_error(path, e))?;
-            }
+            let roots = otpd_adapters::tls::roots(&read(path)?).map_err(|e| file_error(path, e))?;
             let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
                 .build()
                 .map_err(|e| file_error(path, e))?;

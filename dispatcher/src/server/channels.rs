@@ -17,7 +17,7 @@ use otpd_adapters::smpp::directory::MessageDirectory;
 use otpd_adapters::smpp::encoding::{Policy as EncodingPolicy, Preferred};
 use otpd_adapters::smpp::matcher::{IdForm, IdForms};
 use otpd_adapters::smpp::pdu::Address;
-use otpd_adapters::smpp::session::{BindConfig, TlsTcp};
+use otpd_adapters::smpp::session::BindConfig;
 use otpd_adapters::smpp::validity::ValidityForm;
 
 use super::ServerError;
@@ -180,27 +180,6 @@ fn hms_pusher(h: &crate::config::HmsSection) -> Result<HmsPusher, ServerError> {
     .map_err(push_error("hms"))
 }
 
-/// SMPP over TLS for carrier `name`, when its configuration asks for it.
-fn carrier_tls(name: &str, c: &SmppCarrierConfig) -> Result<Option<TlsTcp>, ServerError> {
-    if !c.tls {
-        return Ok(None);
-    }
-    let fail = |reason: String| ServerError::Push {
-        key: format!("channels.smpp.{name}"),
-        reason,
-    };
-    let ca = match &c.tls_ca_file {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?)
-        }
-        None => None,
-    };
-    let server_name = c.tls_server_name.as_deref().unwrap_or(&c.host);
-    TlsTcp::new(ca.as_deref(), server_name)
-        .map(Some)
-        .map_err(fail)
-}
-
 fn carrier_config(name: &str, c: &SmppCarrierConfig) -> Result<CarrierConfig, ServerError> {
     Ok(CarrierConfig {
         name: name.to_string(),
@@ -248,6 +227,6 @@ fn carrier_config(name: &str, c: &SmppCarrierConfig) -> Result<CarrierConfig, Se
             ValidityConfig::None => ValidityForm::Omitted,
         },
         receipt_wait: c.receipt_wait,
-        tls: carrier_tls(name, c)?,
+        tls: c.tls_connector(name)?,
     })
 }

@@ -106,6 +106,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("server.tls: {0}")]
     Tls(#[from] crate::config::tls::TlsError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A running server.
