@@ -214,14 +214,18 @@ pub async fn carriers(
     State(state): State<Arc<AppState>>,
     _: AdminCaller,
 ) -> Result<Response, ApiError> {
+    Ok(Json(json!({"carriers": carriers_now(&state)})).into_response())
+}
+
+/// Every running carrier with its health now.
+fn carriers_now(state: &AppState) -> Vec<serde_json::Value> {
     let now = state.engine.now();
-    let carriers: Vec<serde_json::Value> = state
+    state
         .engine
         .router()
         .slots()
         .map(|slot| json!({"carrier": &*slot.name, "health": slot.health(now)}))
-        .collect();
-    Ok(Json(json!({"carriers": carriers})).into_response())
+        .collect()
 }
 
 /// `POST /v1/admin/carriers/{name}/suspend`: routing passes the carrier over, and
@@ -356,10 +360,7 @@ pub async fn overview(
     let now = engine.now();
     let router = engine.router();
     let plan = router.plan();
-    let carriers: Vec<serde_json::Value> = router
-        .slots()
-        .map(|slot| json!({"carrier": &*slot.name, "health": slot.health(now)}))
-        .collect();
+    let carriers = carriers_now(&state);
     let routes: Vec<serde_json::Value> = plan
         .routes()
         .map(|(prefix, target)| match target {
