@@ -454,6 +454,13 @@ pub mod faults {
         async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
             self.inner.get(id).await
         }
+        async fn of_subject(
+            &self,
+            subject: &str,
+            limit: usize,
+        ) -> Result<Vec<Verification>, StoreError> {
+            self.inner.of_subject(subject, limit).await
+        }
         async fn close(
             &self,
             id: &VerificationId,

@@ -210,6 +210,69 @@ async fn issue_dedupes_by_destination_and_purpose(store: &dyn Store) {
     create(store, candidate(34600000001, "login", 8), at(600)).await;
 }
 
+/// A subject's verifications, for an operator: every client's, newest first,
+/// bounded, never another subject's; a resend adds none.
+async fn a_subjects_verifications_are_found_newest_first(store: &dyn Store) {
+    let subject = "12345678Z";
+    let mut made = Vec::new();
+    // Different numbers (so different shards or partitions), clients and purposes.
+    for (k, (to, purpose, client)) in [
+        (34_600_000_001u64, "login", None),
+        (34_600_000_002, "login", Some("backend-b")),
+        (44_7700_900_003, "sign", None),
+        (34_600_000_001, "sign", Some("backend-b")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut v = candidate(to, purpose, 100 + k as u64);
+        v.client = client.map(Arc::from);
+        v.created_at = at(10 * k as u64);
+        v.expires_at = v.created_at.plus(TTL);
+        made.push(create(store, v, at(10 * k as u64)).await.id);
+    }
+    let mut other = candidate(34_600_000_009, "login", 200);
+    other.subject = Some("X1234567L".into());
+    create(store, other, at(45)).await;
+    // A resend of the first: the same verification, not a new one.
+    match store
+        .issue(
+            &candidate(34_600_000_001, "login", 300),
+            at(50),
+            &IssueLimits::NONE,
+        )
+        .await
+        .unwrap()
+    {
+        IssueOutcome::Resent(v) => assert_eq!(v.id, made[0]),
+        other => panic!("expected a resend, got {other:?}"),
+    }
+
+    let newest_first: Vec<_> = made.iter().rev().copied().collect();
+    let found = store.of_subject(subject, 10).await.unwrap();
+    let ids: Vec<_> = found.iter().map(|v| v.id).collect();
+    assert_eq!(ids, newest_first);
+    assert!(found.iter().all(|v| v.subject.as_deref() == Some(subject)));
+    assert_eq!(
+        found[0],
+        store.get(&found[0].id).await.unwrap().unwrap(),
+        "the records as held"
+    );
+    let two: Vec<_> = store
+        .of_subject(subject, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(two, newest_first[..2]);
+    assert!(store.of_subject("Y0000000Z", 10).await.unwrap().is_empty());
+    assert!(store.of_subject(subject, 0).await.unwrap().is_empty());
+    let other: Vec<_> = store.of_subject("X1234567L", 10).await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].to, E164::from_digits_unchecked(34_600_000_009));
+}
+
 async fn each_client_has_its_own_verification(store: &dyn Store) {
     let mut a = candidate(34600000001, "login", 1);
     a.client = Some(Arc::from("sede"));
@@ -983,6 +1046,7 @@ macro_rules! contract {
 
 contract!(
     issue_dedupes_by_destination_and_purpose,
+    a_subjects_verifications_are_found_newest_first,
     each_client_has_its_own_verification,
     a_final_verification_is_replaced_in_the_dedupe_index,
     check_compares_and_counts,
@@ -1294,6 +1358,11 @@ async fn redis_answers_and_holds_what_memory_does() {
                     "seed {seed}, step {n}: {id}"
                 );
             }
+            assert_eq!(
+                memory.of_subject("12345678Z", 50).await.unwrap(),
+                redis.of_subject("12345678Z", 50).await.unwrap(),
+                "seed {seed}, step {n}: the subject's verifications"
+            );
             now = now.plus(Duration::from_secs(rm.below(90)));
             rr.next();
         }
@@ -1356,8 +1425,14 @@ async fn the_embedded_store_reopened_holds_what_it_held() {
                         due.push(id);
                     }
                 }
+                let of_subject = store.of_subject("12345678Z", 50).await.unwrap();
                 drop(store);
                 store = embedded_store(dir.path(), now);
+                assert_eq!(
+                    store.of_subject("12345678Z", 50).await.unwrap(),
+                    of_subject,
+                    "seed {seed}, step {n}: the subject's verifications"
+                );
                 for ((id, ..), before) in ids.iter().zip(&held) {
                     assert_eq!(
                         &store.get(id).await.unwrap(),

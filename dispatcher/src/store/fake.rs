@@ -58,6 +58,9 @@ impl Verifications for Unavailable {
     async fn get(&self, _: &VerificationId) -> Result<Option<Verification>, StoreError> {
         down()
     }
+    async fn of_subject(&self, _: &str, _: usize) -> Result<Vec<Verification>, StoreError> {
+        down()
+    }
     async fn close(
         &self,
         _: &VerificationId,

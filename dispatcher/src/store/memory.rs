@@ -44,7 +44,7 @@ use super::registry::Registry as RegistryTable;
 use super::{
     CheckResult, CheckedWithin, Fingerprint, Idempotency, IdempotencyBegin, IssueOutcome,
     JobLedger, PutSubscriber, Registry, StoreError, StoredResponse, Verifications, check_charged,
-    issue_charged,
+    issue_charged, newest,
 };
 use crate::domain::clock::UnixMillis;
 use crate::domain::subscriber::{Device, Platform, Subscriber};
@@ -64,7 +64,7 @@ pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
     retention: Duration,
-    dedupe_hasher: DefaultHashBuilder,
+    hasher: DefaultHashBuilder,
     idempotency: IdempotencyTable,
     registry: RegistryTable,
     live: AtomicUsize,
@@ -88,6 +88,9 @@ struct Shard {
     free: Vec<u32>,
     by_id: HashTable<Indexed>,
     by_dest: HashTable<Indexed>,
+    /// Records by subject: many entries may share a subject (a multi-map, read by
+    /// [`Verifications::of_subject`]); records without a subject are not in it.
+    by_subject: HashTable<Indexed>,
     expiry: BinaryHeap<Reverse<(UnixMillis, u32)>>,
 }
 
@@ -122,6 +125,15 @@ fn spread(half: u32) -> u64 {
     (u64::from(half) << 32) | u64::from(half)
 }
 
+/// The hashes a record is indexed under besides its id.
+#[derive(Debug, Clone, Copy)]
+struct Keyed {
+    /// Its number, purpose and client (the dedupe index).
+    dest: u64,
+    /// Its subject, if it has one.
+    subject: Option<u64>,
+}
+
 fn id_hash(id: &VerificationId) -> u64 {
     // Bytes 2.. are uniformly random: they are their own hash.
     let b = id.as_bytes();
@@ -137,7 +149,7 @@ impl MemoryStore {
             shards: (0..n).map(|_| Mutex::default()).collect(),
             mask: n - 1,
             retention,
-            dedupe_hasher: DefaultHashBuilder::default(),
+            hasher: DefaultHashBuilder::default(),
             idempotency: IdempotencyTable::new(n),
             registry: RegistryTable::default(),
             live: AtomicUsize::new(0),
@@ -166,10 +178,10 @@ impl MemoryStore {
             if retain_until <= now {
                 continue;
             }
-            let dest_hash = store.dedupe_hash(v);
+            let keyed = store.keyed(v);
             let mut shard = store.shard_of(&v.id).lock();
-            let previous = shard.find_dest(dest_hash, v);
-            shard.insert(v.clone(), dest_hash, previous, retain_until);
+            let previous = shard.find_dest(keyed.dest, v);
+            shard.insert(v.clone(), keyed, previous, retain_until);
             drop(shard);
             if let Some(due) = v.escalate_at() {
                 store.escalations.lock().arm(*v.id.as_bytes(), due);
@@ -212,14 +224,14 @@ impl MemoryStore {
     /// Take back verification `candidate`, created but not made durable: its caller
     /// is told it failed, so no code may go out for it, now or after a restart.
     fn give_up(&self, candidate: &Verification) {
-        let dest_hash = self.dedupe_hash(candidate);
+        let keyed = self.keyed(candidate);
         let removed = {
             let mut shard = self.shard_of(&candidate.id).lock();
             let slot = shard.find(&candidate.id);
             if let (Some(disk), Some(_)) = (&self.disk, slot) {
                 let _ = disk.journal.give_up(candidate.id.as_bytes());
             }
-            slot.map(|slot| shard.remove(slot, dest_hash)).is_some()
+            slot.map(|slot| shard.remove(slot, keyed)).is_some()
         };
         if removed {
             self.escalations.lock().disarm(candidate.id.as_bytes());
@@ -275,12 +287,21 @@ impl MemoryStore {
         &self.shards[id.shard_tag().0 as usize & self.mask]
     }
 
-    fn dedupe_hash(&self, v: &Verification) -> u64 {
-        let mut h = self.dedupe_hasher.build_hasher();
+    /// The hashes `v` is indexed under. Keyed by this process's random seed, so that
+    /// callers cannot choose numbers or subjects that collide.
+    fn keyed(&self, v: &Verification) -> Keyed {
+        let mut h = self.hasher.build_hasher();
         v.to.hash(&mut h);
         v.purpose.hash(&mut h);
         v.client.hash(&mut h);
-        h.finish()
+        Keyed {
+            dest: h.finish(),
+            subject: v.subject.as_deref().map(|s| self.subject_hash(s)),
+        }
+    }
+
+    fn subject_hash(&self, subject: &str) -> u64 {
+        self.hasher.hash_one(subject)
     }
 
     fn retain_until(&self, v: &Verification) -> UnixMillis {
@@ -321,10 +342,11 @@ impl Shard {
     fn insert(
         &mut self,
         v: Verification,
-        dest_hash: u64,
+        keyed: Keyed,
         previous: Option<u32>,
         retain_until: UnixMillis,
     ) {
+        let dest_hash = keyed.dest;
         let id = id_hash(&v.id);
         let slot = match self.free.pop() {
             Some(s) => {
@@ -349,6 +371,13 @@ impl Shard {
                 );
             }
         }
+        if let Some(subject) = keyed.subject {
+            self.by_subject.insert_unique(
+                table_hash(subject),
+                Indexed::new(slot, subject),
+                Indexed::table_hash,
+            );
+        }
         self.expiry.push(Reverse((retain_until, slot)));
     }
 
@@ -358,7 +387,7 @@ impl Shard {
         now: UnixMillis,
         limit: usize,
         retention: Duration,
-        dedupe_hash: impl Fn(&Verification) -> u64,
+        keyed: impl Fn(&Verification) -> Keyed,
     ) -> usize {
         let mut removed = 0;
         while removed < limit {
@@ -373,16 +402,16 @@ impl Shard {
             if !due {
                 continue; // the slot was reused by a younger record
             }
-            let dest = self.slots[slot as usize].as_ref().map(&dedupe_hash);
-            self.remove(slot, dest.expect("checked"));
+            let keys = self.slots[slot as usize].as_ref().map(&keyed);
+            self.remove(slot, keys.expect("checked"));
             removed += 1;
         }
         removed
     }
 
-    /// Take the record in `slot` out of the slab and both indexes (its heap entry
+    /// Take the record in `slot` out of the slab and the indexes (its heap entry
     /// lapses by itself).
-    fn remove(&mut self, slot: u32, dest_hash: u64) -> Verification {
+    fn remove(&mut self, slot: u32, keyed: Keyed) -> Verification {
         let v = self.slots[slot as usize].take().expect("an occupied slot");
         let by_id = self
             .by_id
@@ -392,8 +421,15 @@ impl Shard {
         }
         let by_dest = self
             .by_dest
-            .find_entry(table_hash(dest_hash), |e| e.slot == slot);
+            .find_entry(table_hash(keyed.dest), |e| e.slot == slot);
         if let Ok(entry) = by_dest {
+            entry.remove();
+        }
+        if let Some(subject) = keyed.subject
+            && let Ok(entry) = self
+                .by_subject
+                .find_entry(table_hash(subject), |e| e.slot == slot)
+        {
             entry.remove();
         }
         self.free.push(slot);
@@ -409,18 +445,16 @@ impl MemoryStore {
         candidate: &Verification,
         now: UnixMillis,
     ) -> (IssueOutcome, Option<Ticket>) {
-        let dest_hash = self.dedupe_hash(candidate);
+        let keyed = self.keyed(candidate);
         let retain_until = self.retain_until(candidate);
         let mut guard = self.shard_of(&candidate.id).lock();
         let shard = &mut *guard;
-        let reclaimed = shard.reclaim(now, RECLAIM_PER_ISSUE, self.retention, |v| {
-            self.dedupe_hash(v)
-        });
+        let reclaimed = shard.reclaim(now, RECLAIM_PER_ISSUE, self.retention, |v| self.keyed(v));
         if reclaimed > 0 {
             self.live.fetch_sub(reclaimed, Ordering::Relaxed);
         }
 
-        let previous = shard.find_dest(dest_hash, candidate);
+        let previous = shard.find_dest(keyed.dest, candidate);
         if let Some(slot) = previous {
             let current = shard.slots[slot as usize].as_mut().expect("indexed slot");
             if current.status(now) == Status::Pending {
@@ -450,7 +484,7 @@ impl MemoryStore {
                 };
             }
         }
-        shard.insert(candidate.clone(), dest_hash, previous, retain_until);
+        shard.insert(candidate.clone(), keyed, previous, retain_until);
         let ticket = self.journal(candidate);
         drop(guard);
         if let Some(due) = candidate.escalate_at() {
@@ -576,6 +610,28 @@ impl Verifications for MemoryStore {
         Ok(shard.get_mut(id).map(|v| v.clone()))
     }
 
+    async fn of_subject(
+        &self,
+        subject: &str,
+        limit: usize,
+    ) -> Result<Vec<Verification>, StoreError> {
+        let hash = self.subject_hash(subject);
+        let mut found = Vec::new();
+        // One shard's lock at a time: requests on the others go on meanwhile.
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            found.extend(
+                shard
+                    .by_subject
+                    .iter_hash(table_hash(hash))
+                    .filter_map(|e| shard.slots[e.slot as usize].as_ref())
+                    .filter(|v| v.subject.as_deref() == Some(subject))
+                    .cloned(),
+            );
+        }
+        Ok(newest(found, limit))
+    }
+
     async fn close(
         &self,
         id: &VerificationId,
@@ -652,7 +708,7 @@ impl Verifications for MemoryStore {
         for shard in self.shards.iter() {
             let n = shard
                 .lock()
-                .reclaim(now, usize::MAX, self.retention, |v| self.dedupe_hash(v));
+                .reclaim(now, usize::MAX, self.retention, |v| self.keyed(v));
             self.live.fetch_sub(n, Ordering::Relaxed);
             removed += n;
         }
@@ -864,11 +920,17 @@ mod tests {
         let store = MemoryStore::new(1, RETENTION);
         let mut old = Vec::new();
         for i in 0..100 {
-            old.push(create(&store, candidate(34600000000 + i, "login", i), T0).await);
+            let mut v = candidate(34600000000 + i, "login", i);
+            v.subject = Some(format!("{i}Z").into());
+            old.push(create(&store, v, T0).await);
         }
+        assert_eq!(store.of_subject("7Z", 10).await.unwrap(), [old[7].clone()]);
         let gone = T0.plus(TTL + RETENTION);
         assert_eq!(store.sweep(gone).await.unwrap(), 100);
         assert_eq!(store.len(), 0);
+        // Out of every index with the record.
+        assert_eq!(store.shards[0].lock().by_subject.len(), 0);
+        assert!(store.of_subject("7Z", 10).await.unwrap().is_empty());
         for v in &old {
             assert!(store.get(&v.id).await.unwrap().is_none(), "reclaimed");
         }

@@ -93,6 +93,16 @@ impl CheckedWithin {
     }
 }
 
+/// `found` newest first (by creation, then id, so that every store answers alike),
+/// at most `limit` and [`MAX_OF_SUBJECT`].
+pub(crate) fn newest(mut found: Vec<Verification>, limit: usize) -> Vec<Verification> {
+    found.sort_unstable_by(|a, b| {
+        (b.created_at, b.id.as_bytes()).cmp(&(a.created_at, a.id.as_bytes()))
+    });
+    found.truncate(limit.min(MAX_OF_SUBJECT));
+    found
+}
+
 /// [`Store::issue`] for a store whose limits live where its own atomic step cannot
 /// reach them (the embedded store's limiter, a Redis Cluster's other slots): the
 /// limits are charged on `limiter` first, then `issue` runs, and the charge is
@@ -284,6 +294,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// How many of one subject's verifications [`Verifications::of_subject`] answers at
+/// most (and the Redis store indexes per partition).
+pub const MAX_OF_SUBJECT: usize = 50;
+
 /// Verifications: issued within their limits, checked, answered in the app,
 /// acknowledged, canceled, escalated, swept. Every read-then-write is one call, so
 /// that each implementation makes it atomic in its own way.
@@ -322,6 +336,16 @@ pub trait Verifications: Send + Sync + 'static {
     fn limiter(&self) -> Arc<dyn Limiter>;
 
     async fn get(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError>;
+
+    /// The verifications of `subject` (in its normal form) still held, whatever
+    /// client asked for them, newest first and at most `limit`
+    /// ([`MAX_OF_SUBJECT`] at most). For an operator's lookup, never on a request's
+    /// path: it may visit every shard or partition.
+    async fn of_subject(
+        &self,
+        subject: &str,
+        limit: usize,
+    ) -> Result<Vec<Verification>, StoreError>;
 
     /// Cancel if pending. `None` if unknown.
     /// Cancel or lock a pending verification of `client` (else not found).

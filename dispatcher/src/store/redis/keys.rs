@@ -94,6 +94,17 @@ impl Keys {
         k
     }
 
+    /// The subject's verifications in partition `partition`: a sorted set of record
+    /// keys scored by when each record goes (see `issue.lua`). Kept in the
+    /// partition of the verifications it names, so that the issue's script writes
+    /// it in the same step; a lookup reads every partition's.
+    pub fn subject_index(&self, partition: u16, subject: &str) -> String {
+        let mut k = self.partition_prefix(partition);
+        let name = self.names.of(b"subject_index", &[subject.as_bytes()]);
+        write!(k, "u:{name}").expect("String");
+        k
+    }
+
     /// The partition's armed escalations, scored by due time.
     pub fn escalations(&self, partition: u16) -> String {
         self.partition_prefix(partition) + "esc"

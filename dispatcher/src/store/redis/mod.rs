@@ -78,7 +78,8 @@ struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     issue: lifecycle(&format!(
-        "{}\n{}",
+        "local SUBJECT_KEPT = {}\n{}\n{}",
+        super::MAX_OF_SUBJECT,
         limiter::GCRA_LIB,
         include_str!("lua/issue.lua")
     )),
@@ -214,6 +215,12 @@ impl RedisStore {
         for check in all() {
             let (emission, tolerance) = limiter::quota_micros(check.quota);
             inv.key(self.keys.limit(check)).arg(emission).arg(tolerance);
+        }
+        if let Some(subject) = &c.subject {
+            inv.key(
+                self.keys
+                    .subject_index(self.keys.partition_of(c.id.shard_tag()), subject),
+            );
         }
         for (k, v) in record::encode(c) {
             inv.arg(k).arg(v);
@@ -553,6 +560,51 @@ impl Verifications for RedisStore {
             return Ok(None);
         }
         record::decode(*id, &f).map(Some)
+    }
+
+    async fn of_subject(
+        &self,
+        subject: &str,
+        limit: usize,
+    ) -> Result<Vec<Verification>, StoreError> {
+        let limit = limit.min(super::MAX_OF_SUBJECT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Every partition's index, then the records they name (those gone since
+        // are skipped).
+        let lists: Vec<redis::Cmd> = (0..self.keys.partitions())
+            .map(|p| {
+                let mut c = redis::cmd("ZREVRANGE");
+                c.arg(self.keys.subject_index(p, subject))
+                    .arg(0)
+                    .arg(limit - 1);
+                c
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for list in self.redis.query_all(&lists).await? {
+            for key in items(list)? {
+                let key = bytes(key)?;
+                ids.push(Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?);
+            }
+        }
+        let reads: Vec<redis::Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut c = redis::cmd("HGETALL");
+                c.arg(self.keys.verification(id));
+                c
+            })
+            .collect();
+        let mut found = Vec::new();
+        for (id, record) in ids.into_iter().zip(self.redis.query_all(&reads).await?) {
+            let f = fields(record)?;
+            if !f.is_empty() {
+                found.push(record::decode(id, &f)?);
+            }
+        }
+        Ok(super::newest(found, limit))
     }
 
     async fn close(

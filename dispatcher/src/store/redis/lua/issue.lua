@@ -1,7 +1,8 @@
 -- Issue or resend, atomically, deciding the request's limits in the same step.
 -- KEYS[1] the dedupe entry of (number, purpose, client); KEYS[2] the candidate's
 -- record; KEYS[3] the partition's escalation index; KEYS[4] its delivery stream;
--- KEYS[5..] the limits' keys: the gate's, the charge's, the fallback's.
+-- KEYS[5..] the limits' keys: the gate's, the charge's, the fallback's; then, when
+-- the candidate has a subject, the subject's index in this partition.
 -- ARGV[1] now; ARGV[2] ms to keep the record; ARGV[3] ms until it expires;
 -- ARGV[4] the channel asked for; ARGV[5] the candidate's first channel;
 -- ARGV[6] when its escalation is due, or ''; ARGV[7] the stream's capacity, or ''
@@ -78,6 +79,18 @@ charge()
 redis.call('HSET', KEYS[2], unpack(ARGV, fields))
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], KEYS[2], 'PX', ARGV[3])
+-- The subject's index: scored by when each record goes, trimmed of the gone and to
+-- the newest SUBJECT_KEPT, living as long as its longest-kept record.
+local index = KEYS[5 + gate + nc + nf]
+if index then
+  local keep = tonumber(ARGV[2])
+  redis.call('ZADD', index, now + keep, KEYS[2])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  redis.call('ZREMRANGEBYRANK', index, 0, -(SUBJECT_KEPT + 1))
+  if redis.call('PTTL', index) < keep then
+    redis.call('PEXPIRE', index, keep)
+  end
+end
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[6], KEYS[2])
 end
