@@ -219,7 +219,7 @@ async fn a_subjects_verifications_are_found_newest_first(store: &dyn Store) {
     for (k, (to, purpose, client)) in [
         (34_600_000_001u64, "login", None),
         (34_600_000_002, "login", Some("backend-b")),
-        (44_7700_900_003, "sign", None),
+        (447_700_900_003, "sign", None),
         (34_600_000_001, "sign", Some("backend-b")),
     ]
     .into_iter()
