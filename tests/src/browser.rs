@@ -28,7 +28,7 @@ fn run(url: &str, extra: &[String], out: &Path, virtual_ms: u64) {
             "--disable-gpu",
             "--no-first-run",
             "--hide-scrollbars",
-            "--window-size=1400,1100",
+            "--window-size=1400,1400",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--virtual-time-budget={virtual_ms}"))

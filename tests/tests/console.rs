@@ -131,10 +131,40 @@ async fn the_console_goes_live_with_an_admin_key_and_follows_what_happens() {
     );
     assert!(after.contains("delivered"), "receipts by outcome shown");
 
+    // A helpdesk's lookup: the subject's verifications, the number masked.
+    let asked = client
+        .post(format!("{}/v1/verifications", otpd.base))
+        .bearer_auth("key-of-sede")
+        .json(&serde_json::json!({"to": "+34600500077", "subject": "12345678Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 201);
+    let id = asked.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let looked = tokio_dom(format!("{console}#key=key-of-ops&subject=12345678z"))
+        .await
+        .unwrap();
+    let row = looked
+        .split(&format!("<tr data-id=\"{id}\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no row for {id}: {}", &looked[..looked.len().min(3000)]))
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(
+        row.contains("+34*******77") && row.contains("sede"),
+        "{row}"
+    );
+    assert!(!looked.contains("600500077"), "a whole number shown");
+
     // A screenshot, for the record.
     let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let shot = png.clone();
-    tokio::task::spawn_blocking(move || browser::screenshot(&admin, &shot, 7_000))
+    let with_lookup = format!("{admin}&subject=12345678Z");
+    tokio::task::spawn_blocking(move || browser::screenshot(&with_lookup, &shot, 7_000))
         .await
         .unwrap();
     println!("console screenshot: {}", png.display());

@@ -707,6 +707,102 @@ async fn a_reload_changes_limits_and_clients_and_keeps_counts() {
     assert_eq!(t.post("/v1/admin/reload", json!({})).await.status, 401);
 }
 
+/// A helpdesk asks what happened to a citizen's codes: admin clients only; every
+/// client's verifications of the subject, newest first, the number masked, no code
+/// and no challenge; the lookup itself on the record.
+async fn a_helpdesk_looks_up_a_subjects_recent_verifications(on: Backend) {
+    let t = TestServer::start_on(
+        on,
+        |c| {
+            with_signup(c);
+            c.clients = vec![
+                client("ops", true),
+                client("sede", false),
+                client("aeat", false),
+            ];
+        },
+        None,
+    )
+    .await;
+    let issue = |who: &'static str, to: &'static str, subject: &'static str| {
+        post_as(
+            &t,
+            who,
+            "/v1/verifications",
+            json!({"to": to, "subject": subject}),
+        )
+    };
+    let first = issue("sede", "+34600000191", "12345678Z").await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    t.clock.advance(Duration::from_secs(5));
+    let second = issue("aeat", "+34600000192", "12345678z").await;
+    assert_eq!(second.status, 201, "{}", second.text);
+    assert_eq!(issue("sede", "+34600000193", "X1234567L").await.status, 201);
+    let ids = [&first, &second].map(|a| a.body["id"].as_str().unwrap().to_string());
+    let code = t.code(&ids[0], 1).await;
+
+    let path = "/v1/admin/subjects/12345678z/verifications";
+    let refused = get_as(&t, "sede", path).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(!refused.text.contains("+346"), "{}", refused.text);
+
+    let a = get_as(&t, "ops", path).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["subject"], "12345678Z");
+    let listed = a.body["verifications"].as_array().unwrap();
+    let listed_ids: Vec<_> = listed.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        listed_ids,
+        [ids[1].as_str(), ids[0].as_str()],
+        "newest first"
+    );
+    assert_eq!(listed[0]["client"], "aeat");
+    assert_eq!(listed[1]["client"], "sede");
+    assert_eq!(listed[1]["to"], "+34*******91");
+    assert_eq!(listed[1]["status"], "pending");
+    assert_eq!(listed[1]["delivery"]["attempts"][0]["channel"], "sms");
+    for v in listed {
+        assert!(
+            v.get("qr").is_none() && v.get("match_code").is_none(),
+            "{v}"
+        );
+    }
+    // Neither a whole number nor the code anywhere in the answer.
+    assert!(!a.text.contains("600000191"), "{}", a.text);
+    assert!(!a.text.contains(&code), "the code in {}", a.text);
+    let looked = t
+        .events
+        .events()
+        .into_iter()
+        .find(|e| e.kind == otpd::events::EventKind::SubjectLookedUp)
+        .expect("the lookup is an event");
+    assert_eq!(looked.data.subject.as_deref(), Some("12345678Z"));
+    assert_eq!(looked.client.as_deref(), Some("ops"));
+
+    let one = get_as(&t, "ops", &format!("{path}?limit=1")).await;
+    assert_eq!(one.body["verifications"].as_array().unwrap().len(), 1);
+    for (bad, error) in [
+        (format!("{path}?limit=0"), "invalid_limit"),
+        (format!("{path}?limit=51"), "invalid_limit"),
+        (format!("{path}?since=1"), "unknown_field"),
+        (
+            "/v1/admin/subjects/12345678A/verifications".into(),
+            "invalid_subject",
+        ),
+    ] {
+        let r = get_as(&t, "ops", &bad).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, error),
+            "{bad}: {}",
+            r.text
+        );
+    }
+    let nobody = get_as(&t, "ops", "/v1/admin/subjects/Y0000000Z/verifications").await;
+    assert_eq!(nobody.status, 200, "{}", nobody.text);
+    assert_eq!(nobody.body["verifications"], json!([]));
+}
+
 // Each behaviour on the memory store (the limiter asked before the store) and on
 // Redis (the store's issue script deciding the limits in the same step).
 otpd_e2e::on_both!(
@@ -721,4 +817,5 @@ otpd_e2e::on_both!(
     deny_listed_ranges_are_refused_with_403,
     an_sms_pumping_attack_is_throttled_and_ordinary_traffic_is_not,
     monitor_mode_refuses_nothing_and_counts_what_it_would_have,
+    a_helpdesk_looks_up_a_subjects_recent_verifications,
 );

@@ -67,6 +67,7 @@ async fn openapi_describes_every_route() {
         ("/v1/admin/carriers/{name}/suspend", "post"),
         ("/v1/admin/carriers/{name}/resume", "post"),
         ("/v1/admin/subjects/{subject}/unlock", "post"),
+        ("/v1/admin/subjects/{subject}/verifications", "get"),
         ("/v1/admin/pumping/unblock", "post"),
         ("/v1/admin/overview", "get"),
         ("/console", "get"),

@@ -144,6 +144,27 @@ pub(super) fn known_params(
     Ok(query)
 }
 
+/// The query's `limit`: `default` when absent, else a whole number from 1 to `max`.
+pub(super) fn limit_param(
+    query: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(t) = query.get("limit") else {
+        return Ok(default);
+    };
+    t.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("`limit` is a whole number from 1 to {max}"),
+            )
+            .field("limit")
+        })
+}
+
 /// `GET /v1/admin/limits?to=…[&subject][&ip][&purpose][&client]`: every limit a
 /// request with these facts would meet now (quota, what is left, when it frees up),
 /// the pumping defence's counts and judgement for the number's prefix and country,
@@ -316,6 +337,40 @@ pub async fn unlock(
         },
     );
     Ok(Json(json!({"subject": &*subject, "unlocked": reset})).into_response())
+}
+
+/// Verifications shown by a subject lookup when the query does not say.
+const SUBJECT_SHOWN: usize = 20;
+
+/// `GET /v1/admin/subjects/{subject}/verifications[?limit=n]`: the subject's
+/// verifications still held (every client's), newest first, for a helpdesk
+/// answering "did my code go out?": status, channel, carrier, receipts, times —
+/// the number masked, no code (never stored), no challenge. Recorded as
+/// `admin.subject_looked_up`: reading a person's history is on the record too.
+pub async fn subject_verifications(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(caller): AdminCaller,
+    axum::extract::Path(subject): axum::extract::Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let subject = super::verifications::validate_subject(&subject)?;
+    let query = known_params(query, &["limit"])?;
+    let limit = limit_param(&query, SUBJECT_SHOWN, crate::store::MAX_OF_SUBJECT)?;
+    let found = state.engine.of_subject(&subject, limit).await?;
+    record(
+        &state,
+        &caller,
+        crate::events::EventKind::SubjectLookedUp,
+        crate::events::EventData {
+            subject: Some(subject.as_ref().into()),
+            ..Default::default()
+        },
+    );
+    let views: Vec<_> = found
+        .iter()
+        .map(|(v, status)| super::verifications::VerificationView::masked(v, *status))
+        .collect();
+    Ok(Json(json!({"subject": &*subject, "verifications": views})).into_response())
 }
 
 /// `POST /v1/admin/pumping/unblock?to=…`: lift the SMS-pumping defence's judgement

@@ -29,20 +29,7 @@ pub async fn list(
             ApiError::bad_request("invalid_event_id", e.to_string()).field("after")
         })?,
     };
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("`limit` is a whole number from 1 to {MAX_LIMIT}"),
-                )
-                .field("limit")
-            })?,
-    };
+    let limit = super::admin::limit_param(&query, DEFAULT_LIMIT, MAX_LIMIT)?;
     // One more than asked tells whether there is more.
     let mut events = state.engine.events_after(&client, after, limit + 1).await?;
     let more = events.len() > limit;

@@ -244,6 +244,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/carriers/{name}/suspend", post(admin::suspend))
         .route("/v1/admin/carriers/{name}/resume", post(admin::resume))
         .route("/v1/admin/subjects/{subject}/unlock", post(admin::unlock))
+        .route(
+            "/v1/admin/subjects/{subject}/verifications",
+            get(admin::subject_verifications),
+        )
         .route("/v1/admin/pumping/unblock", post(admin::unblock))
         .route("/v1/admin/overview", get(admin::overview))
         .route("/console", get(console::page).layer(open.clone()))

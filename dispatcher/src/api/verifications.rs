@@ -82,12 +82,31 @@ fn time(t: crate::domain::clock::UnixMillis) -> Time {
     AsStr(t.rfc3339())
 }
 
+/// A number as a view shows it: whole to the client that asked for the code,
+/// masked (`+34*******22`) to an operator.
+enum Shown {
+    Whole(E164),
+    Masked(String),
+}
+
+impl Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shown::Whole(n) => s.collect_str(n),
+            Shown::Masked(m) => s.serialize_str(m),
+        }
+    }
+}
+
 /// A verification as the API shows it.
 #[derive(Serialize)]
 pub struct VerificationView<'a> {
     id: AsStr<VerificationId>,
     status: &'static str,
-    to: AsStr<E164>,
+    to: Shown,
+    /// The client that asked for it: shown to operators only (a client sees its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
     /// The number's country (ISO 3166-1 alpha-2); absent for non-geographic numbers.
     #[serde(skip_serializing_if = "Option::is_none")]
     country: Option<crate::numbers::reader::Region>,
@@ -219,7 +238,8 @@ impl<'a> VerificationView<'a> {
         Self {
             id: AsStr(v.id),
             status: status.as_str(),
-            to: AsStr(v.to),
+            to: Shown::Whole(v.to),
+            client: None,
             country: v.line.country,
             number_type: v.line.kind.as_str(),
             channel: v.channel.as_str(),
@@ -245,6 +265,20 @@ impl<'a> VerificationView<'a> {
                 channel: last_channel,
                 attempts,
             },
+        }
+    }
+}
+
+impl<'a> VerificationView<'a> {
+    /// For an operator's lookup: the number masked, the client named, and nothing
+    /// that would let its reader act for the person (no QR challenge, no match code).
+    pub fn masked(v: &'a Verification, status: Status) -> Self {
+        Self {
+            to: Shown::Masked(crate::events::masked(v.to)),
+            client: v.client.as_deref(),
+            match_code: None,
+            qr: None,
+            ..Self::of(v, status, "")
         }
     }
 }

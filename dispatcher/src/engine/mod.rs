@@ -329,6 +329,25 @@ impl Engine {
         Ok((v, status))
     }
 
+    /// The recent verifications of `subject` (normal form), every client's, newest
+    /// first, each with its status now: an operator's lookup.
+    pub async fn of_subject(
+        &self,
+        subject: &str,
+        limit: usize,
+    ) -> Result<Vec<(Verification, Status)>, Refused> {
+        let found = self.stores.verifications.of_subject(subject, limit).await?;
+        let now = self.clock.now();
+        Ok(found
+            .into_iter()
+            .map(|mut v| {
+                v.settle(now);
+                let status = v.status(now);
+                (v, status)
+            })
+            .collect())
+    }
+
     /// Cancel `caller`'s pending verification `id`.
     pub async fn cancel(
         &self,

@@ -72,13 +72,17 @@ pub enum EventKind {
     /// An admin client gave a subject its wrong-code budget back.
     #[serde(rename = "admin.subject_unlocked")]
     SubjectUnlocked,
+    /// An admin client read a subject's recent verifications (masked): reading a
+    /// citizen's history is itself on the record.
+    #[serde(rename = "admin.subject_looked_up")]
+    SubjectLookedUp,
     /// An admin client lifted the pumping defence's judgement on a number's scopes.
     #[serde(rename = "admin.pumping_unblocked")]
     PumpingUnblocked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Undeliverable,
@@ -96,6 +100,7 @@ impl EventKind {
         EventKind::CarrierSuspended,
         EventKind::CarrierResumed,
         EventKind::SubjectUnlocked,
+        EventKind::SubjectLookedUp,
         EventKind::PumpingUnblocked,
     ];
 
@@ -118,6 +123,7 @@ impl EventKind {
             EventKind::CarrierSuspended => "admin.carrier_suspended",
             EventKind::CarrierResumed => "admin.carrier_resumed",
             EventKind::SubjectUnlocked => "admin.subject_unlocked",
+            EventKind::SubjectLookedUp => "admin.subject_looked_up",
             EventKind::PumpingUnblocked => "admin.pumping_unblocked",
         }
     }
