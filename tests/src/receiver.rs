@@ -95,18 +95,24 @@ impl Receiver {
         self.requests().into_iter().filter(|r| r.taken).collect()
     }
 
-    /// Wait until `n` requests were taken (at most `within`).
+    /// Wait until `n` distinct events were taken (at most `within`). Distinct: an
+    /// event whose answer reached otpd too late is sent again (at least once), and
+    /// its second delivery is not another event.
     pub async fn wait_taken(&self, n: usize, within: Duration) -> Vec<Request> {
         let deadline = std::time::Instant::now() + within;
         loop {
             let taken = self.taken();
-            if taken.len() >= n {
+            let distinct = taken
+                .iter()
+                .map(|r| &r.id)
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            if distinct >= n {
                 return taken;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "the receiver took {} of {n} events: {:?}",
-                taken.len(),
+                "the receiver took {distinct} of {n} events: {:?}",
                 taken.iter().map(|r| r.json()).collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
