@@ -200,6 +200,17 @@ pub fn request(i: u64) -> IssueRequest {
     }
 }
 
+/// The i-th request with an identity number of its own (a DNI with its right
+/// check letter), as Cl@ve asks: the store indexes it by subject too.
+pub fn request_with_subject(i: u64) -> IssueRequest {
+    const LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let n = i % 100_000_000;
+    IssueRequest {
+        subject: Some(format!("{n:08}{}", LETTERS[(n % 23) as usize] as char).into()),
+        ..request(i)
+    }
+}
+
 /// The caller of an open API (no clients configured): everybody.
 pub fn everybody() -> Arc<Client> {
     Clients::new(&[]).authenticate(None).expect("an open API")
@@ -207,11 +218,20 @@ pub fn everybody() -> Arc<Client> {
 
 /// Issue the i-th request as `caller`, as the API does without an idempotency key.
 pub async fn issue(engine: &Engine, caller: &Client, i: u64) -> Result<Issued, Refused> {
+    issue_request(engine, caller, request(i)).await
+}
+
+/// Issue `request` as `caller`, as the API does without an idempotency key.
+pub async fn issue_request(
+    engine: &Engine,
+    caller: &Client,
+    request: IssueRequest,
+) -> Result<Issued, Refused> {
     let render = |_: &Issued| StoredResponse {
         status: 201,
         body: Default::default(),
     };
-    match engine.issue(caller, request(i), None, render).await? {
+    match engine.issue(caller, request, None, render).await? {
         Issue::Done { issued, .. } => Ok(issued),
         Issue::Replayed(_) => unreachable!("no idempotency key"),
     }

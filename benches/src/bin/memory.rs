@@ -1,16 +1,18 @@
 //! Resident memory per live verification: issue N verifications (default 1,000,000)
 //! through the engine with the embedded store, let every delivery be recorded, and
-//! report the growth of the process's resident set divided by N.
+//! report the growth of the process's resident set divided by N. With `subjects`,
+//! each request carries an identity number of its own (as Cl@ve's do), which the
+//! store indexes too.
 //!
 //! ```sh
-//! cargo run --release -p otpd-benches --bin memory -- 1000000
+//! cargo run --release -p otpd-benches --bin memory -- 1000000 [subjects]
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use otpd::domain::clock::SystemClock;
-use otpd_benches::{engine, everybody, issue, resident_bytes};
+use otpd_benches::{engine, everybody, issue, issue_request, request_with_subject, resident_bytes};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -19,6 +21,11 @@ async fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(1_000_000);
+    let subjects = match std::env::args().nth(2).as_deref() {
+        None => false,
+        Some("subjects") => true,
+        Some(other) => anyhow::bail!("unknown argument {other:?}; expected `subjects`"),
+    };
     let (engine, _keys, store, _stop) = engine(
         Arc::new(SystemClock),
         Duration::from_secs(3600),
@@ -30,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
     let caller = everybody();
     let before = resident_bytes().unwrap_or(0);
     for i in 0..n {
-        issue(&engine, &caller, i).await?;
+        if subjects {
+            issue_request(&engine, &caller, request_with_subject(i)).await?;
+        } else {
+            issue(&engine, &caller, i).await?;
+        }
         if i % 1024 == 1023 {
             while engine.queue().depth() > 0 {
                 tokio::task::yield_now().await;
