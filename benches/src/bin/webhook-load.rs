@@ -21,6 +21,10 @@ use otpd::secrets::webhook::WebhookSecret;
 use otpd::store::events::{EventLog, MemoryLog, NewEvent};
 use otpd_adapters::push::http::{HttpOptions, HttpPool};
 
+/// otpd's allocator, so that the figure is otpd's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MAX_COUNT: u64 = 2_000_000;
 const MAX_RUN: Duration = Duration::from_secs(120);
 const CLIENT: &str = "bench";
