@@ -267,9 +267,7 @@ impl<'a> VerificationView<'a> {
             },
         }
     }
-}
 
-impl<'a> VerificationView<'a> {
     /// For an operator's lookup: the number masked, the client named, and nothing
     /// that would let its reader act for the person (no QR challenge, no match code).
     pub fn masked(v: &'a Verification, status: Status) -> Self {

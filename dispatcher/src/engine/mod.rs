@@ -322,11 +322,7 @@ impl Engine {
             .await?
             .filter(|v| v.client.as_ref() == caller.id())
             .ok_or(Refused::NotFound)?;
-        let now = self.clock.now();
-        let mut v = v;
-        v.settle(now);
-        let status = v.status(now);
-        Ok((v, status))
+        Ok(settled(v, self.clock.now()))
     }
 
     /// The recent verifications of `subject` (normal form), every client's, newest
@@ -338,14 +334,7 @@ impl Engine {
     ) -> Result<Vec<(Verification, Status)>, Refused> {
         let found = self.stores.verifications.of_subject(subject, limit).await?;
         let now = self.clock.now();
-        Ok(found
-            .into_iter()
-            .map(|mut v| {
-                v.settle(now);
-                let status = v.status(now);
-                (v, status)
-            })
-            .collect())
+        Ok(found.into_iter().map(|v| settled(v, now)).collect())
     }
 
     /// Cancel `caller`'s pending verification `id`.
@@ -451,4 +440,11 @@ impl Engine {
         self.escalation_passes
             .load(std::sync::atomic::Ordering::Acquire)
     }
+}
+
+/// `v` as it stands at `now` (what time alone changed, applied), with its status.
+fn settled(mut v: Verification, now: UnixMillis) -> (Verification, Status) {
+    v.settle(now);
+    let status = v.status(now);
+    (v, status)
 }
