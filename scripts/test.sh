@@ -10,6 +10,8 @@
 #   headless to check that it renders;
 # - h2load (Debian's nghttp2-client) when absent: an independent HTTP/2 client
 #   drives otpd's h2c with many streams;
+# - nghttpd (Debian's nghttp2-server) when absent: an independent HTTP/2 server
+#   that the webhooks' own HTTP/2 client posts to;
 # - the PyPI `standardwebhooks` package, pinned by tests/interop/requirements.txt,
 #   into tests/interop/python: an independent check of the webhooks' signatures
 #   (python3 and pip, Debian's packages, when absent);
@@ -47,6 +49,11 @@ fi
 if ! command -v h2load >/dev/null; then
   echo "installing nghttp2-client (Debian package) for the HTTP/2 load test" >&2
   apt_install nghttp2-client
+fi
+
+if ! command -v nghttpd >/dev/null; then
+  echo "installing nghttp2-server (Debian package): the webhooks' HTTP/2 client is tested against nghttpd" >&2
+  apt_install nghttp2-server
 fi
 
 if ! command -v systemd-analyze >/dev/null; then

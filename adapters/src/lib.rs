@@ -11,6 +11,7 @@ pub mod channel;
 pub mod fake;
 pub mod fcm;
 pub mod file;
+pub mod h2post;
 pub mod hms;
 pub mod push;
 pub mod secret;
