@@ -209,12 +209,23 @@ async fn signed_in_order(webhooks: &str) -> Vec<otpd_e2e::receiver::Request> {
 
 #[tokio::test]
 async fn a_receiver_that_fails_hangs_or_restarts_gets_every_event_in_order() {
+    fails_hangs_or_restarts("timeout = \"300ms\"").await;
+}
+
+/// The same over h2c: a 500 answered on a stream, a stream reset at the deadline
+/// while others share its connection, a connection lost and made again.
+#[tokio::test]
+async fn over_cleartext_http2_a_receiver_that_fails_hangs_or_restarts_gets_every_event() {
+    fails_hangs_or_restarts("timeout = \"300ms\"\nh2c = true").await;
+}
+
+async fn fails_hangs_or_restarts(webhooks: &str) {
     let mut receiver = Receiver::start(Behaviour {
         fail_first: 2,
         ..Behaviour::default()
     })
     .await;
-    let otpd = OtpdProcess::start(&config(&receiver, "timeout = \"300ms\"")).await;
+    let otpd = OtpdProcess::start(&config(&receiver, webhooks)).await;
     let api = Api {
         otpd: &otpd,
         key: KEY,

@@ -19,7 +19,6 @@ use otpd::domain::clock::{Clock, SystemClock};
 use otpd::events::webhook::{Deliverer, Target, Transport, WebhookSettings};
 use otpd::secrets::webhook::WebhookSecret;
 use otpd::store::events::{EventLog, MemoryLog, NewEvent};
-use otpd_adapters::push::http::{HttpOptions, HttpPool};
 
 /// otpd's allocator, so that the figure is otpd's.
 #[global_allocator]
@@ -94,22 +93,13 @@ fn main() -> anyhow::Result<()> {
     receiving.block_on(log.append(events))?;
 
     let url = receiver.url();
-    let origin = url.trim_end_matches("/hook").to_string();
     let deliverer = Deliverer {
         target: Target {
             client: CLIENT.into(),
             url: url.parse()?,
             secret: WebhookSecret::parse(otpd_loadtest::webhooks::SECRET)?,
         },
-        http: Transport::H2c(Arc::new(HttpPool::new(
-            &HttpOptions {
-                connections: 2,
-                max_streams: concurrency,
-                timeout: Duration::from_secs(10),
-                ..HttpOptions::default()
-            },
-            &origin,
-        )?)),
+        http: Transport::h2c(&url.parse()?, Duration::from_secs(10), concurrency),
         log: log.clone(),
         settings: WebhookSettings {
             timeout: Duration::from_secs(10),
@@ -123,25 +113,27 @@ fn main() -> anyhow::Result<()> {
 
     // The deliverer, on its own thread, until the log is empty.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let delivering = std::thread::spawn(move || -> anyhow::Result<(Duration, Duration)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let cpu = thread_cpu();
-        let started = Instant::now();
-        rt.block_on(async {
-            let task = tokio::spawn(deliverer.run(stop));
-            while log.backlog(CLIENT).await? > 0 && started.elapsed() < MAX_RUN {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let elapsed = started.elapsed();
-            let _ = stop_tx.send(true);
-            let _ = task.await;
-            Ok::<_, anyhow::Error>(elapsed)
-        })
-        .map(|elapsed| (elapsed, thread_cpu().saturating_sub(cpu)))
-    });
-    let (elapsed, cpu) = delivering
+    let delivering = std::thread::Builder::new()
+        .name("otpd-webhooks".into())
+        .spawn(move || -> anyhow::Result<(Duration, Duration)> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let cpu = thread_cpu();
+            let started = Instant::now();
+            rt.block_on(async {
+                let task = tokio::spawn(deliverer.run(stop));
+                while log.backlog(CLIENT).await? > 0 && started.elapsed() < MAX_RUN {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let elapsed = started.elapsed();
+                let _ = stop_tx.send(true);
+                let _ = task.await;
+                Ok::<_, anyhow::Error>(elapsed)
+            })
+            .map(|elapsed| (elapsed, thread_cpu().saturating_sub(cpu)))
+        });
+    let (elapsed, cpu) = delivering?
         .join()
         .map_err(|_| anyhow::anyhow!("the deliverer's thread panicked"))??;
     let report = receiver.finish();

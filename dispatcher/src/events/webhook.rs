@@ -13,9 +13,11 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
+
+use otpd_adapters::h2post;
 
 use super::lanes::{Held, Lanes};
 use crate::domain::clock::Clock;
@@ -50,10 +52,134 @@ pub struct WebhookSettings {
 pub enum Transport {
     /// reqwest: HTTP/1.1, or HTTP/2 where the receiver's TLS offers it.
     Any(reqwest::Client),
-    /// HTTP/2 without TLS (`webhooks.h2c`) on otpd's lean HTTP/2 client, the push
-    /// providers' (one POST to one known origin needs none of reqwest's general
-    /// machinery, which cost more than the rest of an event's delivery).
-    H2c(Arc<otpd_adapters::push::http::HttpPool>),
+    /// HTTP/2 without TLS (`webhooks.h2c`) on a client made for exactly this: many
+    /// small POSTs to one URL ([`otpd_adapters::h2post`]), a connection per
+    /// deliverer. A general HTTP/2 stack cost more per event than everything else
+    /// otpd does for it.
+    H2c(h2post::ClientOptions),
+}
+
+impl Transport {
+    /// h2c to `url` (`http://host:port/path?query`), `timeout` per request, at
+    /// most `streams` open at once.
+    pub fn h2c(url: &reqwest::Url, timeout: Duration, streams: usize) -> Transport {
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        Transport::H2c(h2post::ClientOptions {
+            host: url
+                .host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: url.port_or_known_default().unwrap_or(80),
+            path,
+            content_type: "application/json".into(),
+            timeout,
+            max_streams: streams,
+        })
+    }
+}
+
+/// The requests a deliverer has out, on its transport.
+enum Posting {
+    Any {
+        client: reqwest::Client,
+        out: FuturesUnordered<futures_util::future::BoxFuture<'static, (Held, Attempt)>>,
+    },
+    /// Boxed: the client holds its whole connection state.
+    H2c(Box<h2post::Client<Held>>),
+}
+
+impl Posting {
+    fn new(transport: &Transport) -> Posting {
+        match transport {
+            Transport::Any(client) => Posting::Any {
+                client: client.clone(),
+                out: FuturesUnordered::new(),
+            },
+            Transport::H2c(options) => Posting::H2c(Box::new(h2post::Client::new(options.clone()))),
+        }
+    }
+
+    fn out(&self) -> usize {
+        match self {
+            Posting::Any { out, .. } => out.len(),
+            Posting::H2c(client) => client.out(),
+        }
+    }
+
+    /// Start POSTing `held`'s event, signed.
+    fn post(&mut self, held: Held, signed: Signed, url: &reqwest::Url, timeout: Duration) {
+        match self {
+            Posting::Any { client, out } => {
+                let mut headers = http::HeaderMap::with_capacity(4);
+                let value = |v: &str| http::HeaderValue::try_from(v).expect("ASCII");
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                headers.insert("webhook-id", value(&signed.id));
+                headers.insert("webhook-timestamp", value(&signed.timestamp));
+                headers.insert("webhook-signature", value(&signed.signature));
+                let request = client
+                    .post(url.clone())
+                    .timeout(timeout)
+                    .headers(headers)
+                    .body(signed.body);
+                out.push(Box::pin(async move { (held, over_reqwest(request).await) }));
+            }
+            Posting::H2c(client) => {
+                let post = h2post::Post::new(signed.body.into())
+                    .header("webhook-id", signed.id.as_bytes())
+                    .header("webhook-timestamp", signed.timestamp.as_bytes())
+                    .secret_header("webhook-signature", signed.signature.as_bytes());
+                client.post(held, post);
+            }
+        }
+    }
+
+    /// An attempt that has ended already, if any (no I/O).
+    fn ended(&mut self) -> Option<(Held, Attempt)> {
+        match self {
+            Posting::Any { out, .. } => out.next().now_or_never().flatten(),
+            Posting::H2c(client) => client
+                .ended()
+                .map(|(held, outcome)| (held, attempt(outcome))),
+        }
+    }
+
+    /// The next attempt that ended; pending while none is out.
+    async fn next(&mut self) -> (Held, Attempt) {
+        match self {
+            Posting::Any { out, .. } => match out.next().await {
+                Some(ended) => ended,
+                None => std::future::pending().await,
+            },
+            Posting::H2c(client) => {
+                let (held, outcome) = client.next().await;
+                (held, attempt(outcome))
+            }
+        }
+    }
+}
+
+fn attempt(outcome: h2post::Outcome) -> Attempt {
+    match outcome {
+        h2post::Outcome::Answered(s) if (200..300).contains(&s) => Attempt::Taken,
+        h2post::Outcome::Answered(s) => Attempt::Failed(format!("answered {s}")),
+        h2post::Outcome::Failed(e) => Attempt::Failed(e),
+    }
+}
+
+/// An event's body and its Standard Webhooks headers' values.
+struct Signed {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: Vec<u8>,
 }
 
 /// Where a client's events go.
@@ -130,7 +256,7 @@ impl Deliverer {
         let jitter = RandomState::new();
         let counters = Counters::new(&self.target.client);
         let mut lanes = Lanes::default();
-        let mut out = FuturesUnordered::new();
+        let mut posting = Posting::new(&self.http);
         let mut done: Vec<EventId> = Vec::new();
         let mut open = true;
         loop {
@@ -138,20 +264,32 @@ impl Deliverer {
                 self.mark_done(&mut done).await;
             }
             let now = self.clock.now();
-            while out.len() < self.settings.concurrency.max(1) {
+            while posting.out() < self.settings.concurrency.max(1) {
                 let Some(held) = lanes.next(now) else { break };
-                out.push(self.attempt(held));
+                let signed = self.sign(&held);
+                posting.post(held, signed, &self.target.url, self.settings.timeout);
             }
             let retry_in = lanes
                 .next_retry()
                 .map(|at| Duration::from_millis(u64::try_from(at.0 - now.0).unwrap_or(0)));
             tokio::select! {
                 got = rx.recv(), if open && lanes.held() < max_held => match got {
-                    Some(event) => lanes.push(event),
+                    Some(event) => {
+                        lanes.push(event);
+                        while lanes.held() < max_held {
+                            let Ok(event) = rx.try_recv() else { break };
+                            lanes.push(event);
+                        }
+                    }
                     None => open = false,
                 },
-                Some((held, attempt)) = out.next() => {
+                (held, attempt) = posting.next(), if posting.out() > 0 => {
                     self.settle(&mut lanes, held, attempt, (&jitter, &counters), &mut done);
+                    // Settle all that have come together before the next round of
+                    // writes and log updates.
+                    while let Some((held, attempt)) = posting.ended() {
+                        self.settle(&mut lanes, held, attempt, (&jitter, &counters), &mut done);
+                    }
                 }
                 () = tokio::time::sleep(retry_in.unwrap_or(Duration::MAX)), if retry_in.is_some() => {}
                 changed = stop.changed() => {
@@ -216,50 +354,17 @@ impl Deliverer {
         done.clear();
     }
 
-    /// One POST of `held`'s event.
-    fn attempt(
-        &self,
-        held: Held,
-    ) -> impl std::future::Future<Output = (Held, Attempt)> + Send + 'static {
+    /// `held`'s event as its next attempt sends it, signed now.
+    fn sign(&self, held: &Held) -> Signed {
         let body = held.event.body();
         let id = held.event.id.to_string();
         let timestamp = self.clock.now().0.div_euclid(1000);
         let signature = self.target.secret.sign(&id, timestamp, &body);
-        let mut headers = http::HeaderMap::with_capacity(4);
-        let value = |v: String| http::HeaderValue::try_from(v).expect("ASCII");
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        headers.insert("webhook-id", value(id));
-        headers.insert("webhook-timestamp", value(timestamp.to_string()));
-        headers.insert("webhook-signature", value(signature));
-        let transport = self.http.clone();
-        let url = self.target.url.clone();
-        let timeout = self.settings.timeout;
-        async move {
-            let attempt = match transport {
-                Transport::Any(client) => {
-                    let request = client
-                        .post(url)
-                        .timeout(timeout)
-                        .headers(headers)
-                        .body(body);
-                    over_reqwest(request).await
-                }
-                Transport::H2c(pool) => {
-                    let path = match url.query() {
-                        Some(q) => format!("{}?{q}", url.path()),
-                        None => url.path().to_string(),
-                    };
-                    match pool.post(&path, headers, body.into()).await {
-                        Ok(a) if (200..300).contains(&a.status) => Attempt::Taken,
-                        Ok(a) => Attempt::Failed(format!("answered {}", a.status)),
-                        Err(e) => Attempt::Failed(e),
-                    }
-                }
-            };
-            (held, attempt)
+        Signed {
+            id,
+            timestamp: timestamp.to_string(),
+            signature,
+            body,
         }
     }
 }

@@ -169,21 +169,7 @@ impl Events {
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
         for target in &self.targets {
             let transport = if w.h2c && target.url.scheme() == "http" {
-                let origin = format!(
-                    "http://{}:{}",
-                    target.url.host_str().unwrap_or_default(),
-                    target.url.port_or_known_default().unwrap_or(80)
-                );
-                let pool = otpd_adapters::push::http::HttpPool::new(
-                    &otpd_adapters::push::http::HttpOptions {
-                        connections: 2,
-                        max_streams: w.concurrency,
-                        ..options.clone()
-                    },
-                    &origin,
-                )
-                .map_err(setup)?;
-                Transport::H2c(Arc::new(pool))
+                Transport::h2c(&target.url, w.timeout, w.concurrency)
             } else {
                 Transport::Any(http.clone())
             };
