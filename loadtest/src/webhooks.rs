@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::ListenerExt;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -70,6 +71,11 @@ impl Receiver {
                 }),
             )
             .into_make_service();
+        // Answers go out at once, as a production receiver's would (Nagle's
+        // algorithm would hold each small answer for the sender's delayed ACK).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
