@@ -2,6 +2,12 @@
 //! otpd POSTs (answering 204 at once), checks its Standard Webhooks signature with
 //! the run's secret, counts events by type, and keeps their bodies in
 //! `webhook-events.jsonl` — the file a test reads to see that no code left otpd.
+//!
+//! It speaks HTTP/2 without TLS only (the tool configures otpd with
+//! `webhooks.h2c`), on the `h2` crate directly: each connection is one task that
+//! answers its streams as they come, with no task, router or service call per
+//! event. The receiver shares the machine with otpd, and through a general web
+//! framework it cost the run more per event than otpd's own delivery did.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,10 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::serve::ListenerExt;
 use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -59,25 +66,16 @@ impl Receiver {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new()
-            .route(
-                "/hook",
-                axum::routing::post({
-                    let state = state.clone();
-                    move |headers: HeaderMap, body: Bytes| {
-                        let state = state.clone();
-                        async move { take(&state, &headers, &body) }
-                    }
-                }),
-            )
-            .into_make_service();
-        // Answers go out at once, as a production receiver's would (Nagle's
-        // algorithm would hold each small answer for the sender's delayed ACK).
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        let task = tokio::spawn({
+            let state = state.clone();
+            async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    // Answers go out at once, as a production receiver's would
+                    // (Nagle's algorithm would hold each for otpd's delayed ACK).
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(serve(tcp, state.clone()));
+                }
+            }
         });
         Ok(Receiver { addr, state, task })
     }
@@ -122,6 +120,62 @@ pub async fn settle(receiver: Option<&Receiver>, within: Duration) {
     if let Some(r) = receiver {
         r.settle(within).await;
     }
+}
+
+/// The largest event body taken; otpd's are under a kilobyte.
+const MAX_BODY: usize = 1 << 20;
+
+/// One HTTP/2 connection: its streams answered in the connection's own task.
+async fn serve(tcp: tokio::net::TcpStream, state: Arc<State>) {
+    let Ok(mut conn) = h2::server::Builder::new()
+        .max_concurrent_streams(4096)
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(1 << 24)
+        .handshake::<_, Bytes>(tcp)
+        .await
+    else {
+        return;
+    };
+    let mut answering = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            got = conn.accept() => match got {
+                Some(Ok((request, respond))) => answering.push(answer(&state, request, respond)),
+                _ => break,
+            },
+            Some(()) = answering.next(), if !answering.is_empty() => {}
+        }
+    }
+}
+
+/// Read one request's body, take it, and answer.
+async fn answer(
+    state: &State,
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = BytesMut::new();
+    let status = loop {
+        match body.data().await {
+            Some(Ok(chunk)) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if bytes.len() + chunk.len() > MAX_BODY {
+                    break StatusCode::PAYLOAD_TOO_LARGE;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Some(Err(_)) => return,
+            None if parts.uri.path() != "/hook" => break StatusCode::NOT_FOUND,
+            None if parts.method != http::Method::POST => break StatusCode::METHOD_NOT_ALLOWED,
+            None => break take(state, &parts.headers, &bytes),
+        }
+    };
+    let answer = http::Response::builder()
+        .status(status)
+        .body(())
+        .expect("a status alone");
+    let _ = respond.send_response(answer, true);
 }
 
 fn take(state: &State, headers: &HeaderMap, body: &[u8]) -> StatusCode {
