@@ -65,14 +65,19 @@ impl Drop for Nghttpd {
 }
 
 fn client(port: u16, path: &str, streams: usize) -> Client<usize> {
-    Client::new(ClientOptions {
+    Client::new(options(port, path, streams))
+}
+
+fn options(port: u16, path: &str, streams: usize) -> ClientOptions {
+    ClientOptions {
         host: "127.0.0.1".into(),
         port,
         path: path.into(),
         content_type: "application/json".into(),
         timeout: Duration::from_secs(5),
         max_streams: streams,
-    })
+        linger: Duration::ZERO,
+    }
 }
 
 fn post(n: usize, size: usize) -> Post {
@@ -117,6 +122,22 @@ async fn many_posts_beyond_the_servers_stream_limit_are_all_answered() {
         assert_eq!(outcome, &Outcome::Answered(200), "request {n}");
     }
     assert_eq!(c.out(), 0);
+}
+
+#[tokio::test]
+async fn lingering_writes_gather_requests_and_still_answer_each() {
+    let server = Nghttpd::start(None, None).await;
+    let mut c = Client::new(ClientOptions {
+        linger: Duration::from_millis(5),
+        ..options(server.port, "/hook", 256)
+    });
+    let started = std::time::Instant::now();
+    let got = run(&mut c, 1000, 200, 256).await;
+    assert!(got.iter().all(|g| g.1 == Outcome::Answered(200)), "{got:?}");
+    // A lone request still goes, after its linger.
+    let got = run(&mut c, 1, 10, 1).await;
+    assert_eq!(got[0].1, Outcome::Answered(200));
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]

@@ -32,6 +32,12 @@ const TAKE: usize = 256;
 /// How long a take waits for an event before looking at the stop signal again.
 const TAKE_WAIT: Duration = Duration::from_millis(500);
 
+/// How long an h2c request may wait to share its write with those that follow. At
+/// the national peak events come every few tens of microseconds, so a write then
+/// carries dozens of them and the receiver answers them together; an event's
+/// delivery is late by at most this.
+const H2C_LINGER: Duration = Duration::from_millis(2);
+
 /// How a client's webhook is called (`[webhooks]`).
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -79,6 +85,7 @@ impl Transport {
             content_type: "application/json".into(),
             timeout,
             max_streams: streams,
+            linger: H2C_LINGER,
         })
     }
 }
