@@ -104,11 +104,42 @@ impl<T: Send + 'static> Client<T> {
     /// Make `post`; its outcome comes back, with `tag`, from [`Client::next`].
     /// Nothing is written until `next` is awaited.
     pub fn post(&mut self, tag: T, post: Post) {
+        if self.out == 0 {
+            self.look_before_reuse();
+        }
         self.out += 1;
         let deadline = (Instant::now() + self.options.timeout).into_std();
         match &mut self.conn {
             Conn::Up(live) if live.session.usable() => live.session.post(tag, post, deadline),
             _ => self.pending.push_back((tag, post, deadline)),
+        }
+    }
+
+    /// A connection nothing was out on may have been closed meanwhile (servers
+    /// close idle ones, with a GOAWAY or without): read what it has before new
+    /// requests are put on it, so that they go on a new one instead of failing.
+    fn look_before_reuse(&mut self) {
+        let Conn::Up(live) = &mut self.conn else {
+            return;
+        };
+        let gone = loop {
+            live.input.reserve(READ_CHUNK);
+            match live.tcp.try_read_buf(&mut live.input) {
+                Ok(0) => break true,
+                Ok(_) => live.session.receive(&mut live.input),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    break live.session.broken().is_some()
+                        || !live.session.usable() && live.session.drained();
+                }
+                Err(_) => break true,
+            }
+        };
+        if gone {
+            requeue(&mut self.pending, live.session.lose("closed while idle"));
+            while let Some(settled) = live.session.settled() {
+                self.done.push_back(settled);
+            }
+            self.conn = Conn::Idle;
         }
     }
 
