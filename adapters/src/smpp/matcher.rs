@@ -932,6 +932,14 @@ mod tests {
             receipts in style(),
             early in proptest::collection::vec(any::<bool>(), 40),
         ) {
+            // Across bases the matcher learns from a letter on one side only (see
+            // `Learning::possible`): ids whose hexadecimal forms are all digits
+            // read as the same decimal number, by design. Such a set, rare (each id
+            // has odds near 1 in 1 900), cannot teach it and is not this property's.
+            prop_assume!(
+                submit.hex == receipts.hex
+                    || ids.iter().any(|n| format!("{n:x}").bytes().any(|b| b.is_ascii_alphabetic()))
+            );
             let mut m = matcher(IdForms::Learn);
             let start = Instant::now();
             let keep = start + Duration::from_secs(900);
