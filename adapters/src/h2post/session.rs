@@ -519,12 +519,14 @@ impl<T> Session<T> {
         self.going_away = true;
         // RFC 9113 §6.8: streams above `last` were not processed; make them again
         // on another connection.
-        let above: Vec<u32> = self
+        let mut above: Vec<u32> = self
             .streams
             .keys()
             .copied()
             .filter(|id| *id > last)
             .collect();
+        // In the order they were made (stream ids grow), not the map's.
+        above.sort_unstable();
         for id in above {
             let stream = self.streams.remove(&id).expect("listed");
             self.unprocessed(
