@@ -122,23 +122,19 @@ impl<T: Send + 'static> Client<T> {
         let Conn::Up(live) = &mut self.conn else {
             return;
         };
-        let gone = loop {
-            live.input.reserve(READ_CHUNK);
-            match live.tcp.try_read_buf(&mut live.input) {
-                Ok(0) => break true,
-                Ok(_) => live.session.receive(&mut live.input),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    break live.session.broken().is_some()
-                        || !live.session.usable() && live.session.drained();
-                }
-                Err(_) => break true,
+        let gone = match live.read() {
+            Ok(_) => {
+                live.session.broken().is_some() || !live.session.usable() && live.session.drained()
             }
+            Err(_) => true,
         };
         if gone {
-            requeue(&mut self.pending, live.session.lose("closed while idle"));
-            while let Some(settled) = live.session.settled() {
-                self.done.push_back(settled);
-            }
+            end(
+                &mut live.session,
+                &mut self.pending,
+                &mut self.done,
+                "closed while idle",
+            );
             self.conn = Conn::Idle;
         }
     }
@@ -225,58 +221,34 @@ impl<T: Send + 'static> Client<T> {
         let Conn::Up(live) = &mut self.conn else {
             return;
         };
-        let Live {
-            tcp,
-            session,
-            input,
-            held_since,
-        } = &mut **live;
         let now = Instant::now();
-        session.expire(now.into_std());
-        let held = session.output().len();
+        live.session.expire(now.into_std());
+        let held = live.session.output().len();
         let flush_at = match held {
             0 => None,
-            _ => Some(*held_since.get_or_insert(now) + self.options.linger),
+            _ => Some(*live.held_since.get_or_insert(now) + self.options.linger),
         };
         let flushing = held >= FLUSH_AT || flush_at.is_some_and(|at| at <= now);
         let mut lost = None;
         if flushing {
-            lost = write(tcp, session.output()).err();
-            if session.output().is_empty() {
-                *held_since = None;
+            lost = write(&live.tcp, live.session.output()).err();
+            if live.session.output().is_empty() {
+                live.held_since = None;
             }
         }
         let mut read = false;
         if lost.is_none() {
-            for _ in 0..READS_PER_TURN {
-                input.reserve(READ_CHUNK);
-                match tcp.try_read_buf(input) {
-                    Ok(0) => {
-                        lost = Some("the receiver closed the connection".to_string());
-                        break;
-                    }
-                    Ok(_) => {
-                        read = true;
-                        session.receive(input);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        lost = Some(format!("the connection failed: {e}"));
-                        break;
-                    }
-                }
+            match live.read() {
+                Ok(any) => read = any,
+                Err(why) => lost = Some(why),
             }
         }
-        while let Some(settled) = session.settled() {
-            self.done.push_back(settled);
-        }
+        let session = &mut live.session;
+        settled_into(session, &mut self.done);
         if let Some(why) = lost.or_else(|| session.broken().map(str::to_string)) {
             // Say why (a GOAWAY) if the socket still takes it, then start afresh.
-            let _ = write(tcp, session.output());
-            requeue(&mut self.pending, session.lose(&why));
-            while let Some(settled) = session.settled() {
-                self.done.push_back(settled);
-            }
+            let _ = write(&live.tcp, session.output());
+            end(session, &mut self.pending, &mut self.done, &why);
             tracing::debug!(receiver = %self.target.authority, error = %why, "webhook connection ended");
             self.conn = Conn::Idle;
             return;
@@ -284,7 +256,7 @@ impl<T: Send + 'static> Client<T> {
         if !session.usable() {
             requeue(&mut self.pending, session.take_waiting());
             if session.drained() {
-                let _ = write(tcp, session.output());
+                let _ = write(&live.tcp, session.output());
                 self.conn = Conn::Idle;
                 return;
             }
@@ -307,7 +279,7 @@ impl<T: Send + 'static> Client<T> {
             .chain(lingering)
             .min();
         tokio::select! {
-            ready = tcp.ready(interest) => {
+            ready = live.tcp.ready(interest) => {
                 if let Err(e) = ready {
                     let why = format!("the connection failed: {e}");
                     requeue(&mut self.pending, session.lose(&why));
@@ -316,6 +288,46 @@ impl<T: Send + 'static> Client<T> {
             () = sleep_until(deadline) => {}
         }
     }
+}
+
+impl<T> Live<T> {
+    /// Read what the socket holds into the session, at most [`READS_PER_TURN`]
+    /// reads: whether anything came, or why the connection is gone.
+    fn read(&mut self) -> Result<bool, String> {
+        let mut any = false;
+        for _ in 0..READS_PER_TURN {
+            self.input.reserve(READ_CHUNK);
+            match self.tcp.try_read_buf(&mut self.input) {
+                Ok(0) => return Err("the receiver closed the connection".into()),
+                Ok(_) => {
+                    any = true;
+                    self.session.receive(&mut self.input);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("the connection failed: {e}")),
+            }
+        }
+        Ok(any)
+    }
+}
+
+/// Hand what `session` has settled to `done`.
+fn settled_into<T>(session: &mut Session<T>, done: &mut VecDeque<(T, Outcome)>) {
+    while let Some(settled) = session.settled() {
+        done.push_back(settled);
+    }
+}
+
+/// `session`'s connection is gone (`why`): what was open fails, what waited goes
+/// back in line for the next connection.
+fn end<T>(
+    session: &mut Session<T>,
+    pending: &mut VecDeque<(T, Post, std::time::Instant)>,
+    done: &mut VecDeque<(T, Outcome)>,
+    why: &str,
+) {
+    requeue(pending, session.lose(why));
+    settled_into(session, done);
 }
 
 /// Put requests back from a connection that is done with them ahead of those
