@@ -222,10 +222,12 @@ pub fn read_fields(mut b: &[u8]) -> Result<Fields, FrameError> {
 }
 
 /// The next whole frame's payload in `buf` from byte `at`, and where the one after
-/// it starts; `Ok(None)` at the end.
+/// it starts; `Ok(None)` at the end, or where only zeros follow (the room a journal
+/// segment is given ahead of its records: no frame starts with a zero length).
 pub fn next_frame(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
     let rest = &buf[at..];
-    if rest.is_empty() {
+    let zero = |b: &[u8]| b.iter().all(|&b| b == 0);
+    if zero(&rest[..rest.len().min(HEADER)]) && zero(rest) {
         return Ok(None);
     }
     if rest.len() < HEADER {
@@ -397,6 +399,26 @@ mod tests {
             assert_eq!(next, whole);
             assert_eq!(next_frame(b, next), Err(FrameError::Torn { at: whole }));
         }
+    }
+
+    #[test]
+    fn zeros_after_the_frames_are_the_end_and_zeros_before_a_frame_are_damage() {
+        let mut buf = Vec::new();
+        put_given_up(&mut buf, &[1; 16]);
+        let whole = buf.len();
+        for room in [1, HEADER - 1, HEADER, 4096] {
+            let mut b = buf.clone();
+            b.resize(whole + room, 0);
+            let (_, next) = next_frame(&b, 0).unwrap().unwrap();
+            assert_eq!(next_frame(&b, next), Ok(None), "{room} zeros ahead");
+        }
+        let mut b = buf.clone();
+        b.resize(whole + 64, 0);
+        put_given_up(&mut b, &[2; 16]);
+        assert!(matches!(
+            next_frame(&b, whole),
+            Err(FrameError::Damaged { .. })
+        ));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -45,6 +45,20 @@ const SEGMENT_AGE: Duration = Duration::from_secs(60);
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// The longest wait between tries to write a batch the disk refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A write starts at least this long after the one before, while fewer than
+/// [`GATHER_ENOUGH`] callers wait: under load a write (and its `fdatasync`) then
+/// carries a millisecond's records rather than the few that came during the last
+/// flush. Measured on `national-peak-sms`-like load at 8 000 verifications a
+/// second, this cut the writer's CPU by more than half (each `fdatasync` is two or
+/// three waits on the device and as many wake-ups). A lone request after a quiet
+/// spell waits for nothing: the last write is long past.
+const GATHER: Duration = Duration::from_millis(1);
+/// Callers waiting at once that make a write go without the rest of [`GATHER`].
+const GATHER_ENOUGH: usize = 32;
+/// Room written ahead in a segment (zeros) with `fsync`: at least this much...
+const AHEAD_MIN: u64 = 256 << 10;
+/// ...and at most this much, an eighth of what the segment holds in between.
+const AHEAD_MAX: u64 = 8 << 20;
 
 /// When a write counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +132,9 @@ struct Pending {
     /// The writer holds back records nobody waits for, until its linger is over:
     /// only an append with a waiter wakes it.
     lingering: bool,
+    /// The writer gathers records someone waits for: only an append that brings
+    /// their number to [`GATHER_ENOUGH`] wakes it.
+    gathering: bool,
 }
 
 impl Journal {
@@ -182,7 +199,7 @@ impl Journal {
         frame::put_verification(&mut p.buf, id, retain_until, fields);
         p.retain = p.retain.max(retain_until.0);
         p.waiters.push(tx);
-        if p.idle || p.lingering {
+        if p.idle || p.lingering || (p.gathering && p.waiters.len() >= GATHER_ENOUGH) {
             self.shared.wake.notify_one();
         }
         Ticket(rx)
@@ -205,7 +222,7 @@ impl Journal {
         let mut p = self.shared.pending.lock();
         frame::put_given_up(&mut p.buf, id);
         p.waiters.push(tx);
-        if p.idle || p.lingering {
+        if p.idle || p.lingering || (p.gathering && p.waiters.len() >= GATHER_ENOUGH) {
             self.shared.wake.notify_one();
         }
         Ticket(rx)
@@ -254,6 +271,38 @@ impl Drop for Journal {
     }
 }
 
+impl Active {
+    /// Make sure the file has room up to `end`: with `fsync`, zeros written ahead
+    /// (flushed with the batch that needed them), an eighth of the segment so far
+    /// within [`AHEAD_MIN`] and [`AHEAD_MAX`]. A disk too full for the room ahead
+    /// refuses the batch: the journal stops accepting a little before the disk has
+    /// no byte left, never after.
+    fn reserve(&mut self, end: u64, sync: Sync) -> std::io::Result<()> {
+        if end <= self.allocated || sync == Sync::Write {
+            return Ok(());
+        }
+        let target = end + (self.len / 8).clamp(AHEAD_MIN, AHEAD_MAX);
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = self.allocated.max(self.len);
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Cut the room written ahead off a segment that takes no more records.
+    fn trim(&self) {
+        if self.allocated > self.len
+            && let Err(e) = self.file.set_len(self.len)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not trim a journal segment's room ahead");
+        }
+    }
+}
+
 /// A closed segment and the latest retention end of its records.
 struct Segment {
     path: PathBuf,
@@ -263,7 +312,14 @@ struct Segment {
 struct Active {
     file: File,
     path: PathBuf,
+    /// Where the records end.
     len: u64,
+    /// The file's size: with `fsync`, zeros written ahead of `len`, so that a batch
+    /// overwrites blocks the file already has and its `fdatasync` flushes the data
+    /// alone. Appending past the end would also write the inode (the new size and
+    /// blocks) on every flush: measured with `dd oflag=dsync` here, 171 µs per 4 KiB
+    /// appended against 85 µs overwritten. Replay takes the zeros as the end.
+    allocated: u64,
     retain: i64,
     opened: Instant,
 }
@@ -313,6 +369,18 @@ impl Writer {
                     self.shared.wake.wait_for(&mut p, left);
                     p.lingering = false;
                 }
+                // Records someone waits for gather until a write is due again.
+                while !p.waiters.is_empty() && p.waiters.len() < GATHER_ENOUGH && !p.closing {
+                    let Some(left) = GATHER.checked_sub(wrote.elapsed()) else {
+                        break;
+                    };
+                    if left.is_zero() {
+                        break;
+                    }
+                    p.gathering = true;
+                    self.shared.wake.wait_for(&mut p, left);
+                    p.gathering = false;
+                }
                 if carry.is_empty() {
                     // Take the buffer whole, leaving this one's allocation behind.
                     std::mem::swap(&mut carry, &mut p.buf);
@@ -355,6 +423,9 @@ impl Writer {
                 }
             }
             if closing && self.shared.pending.lock().buf.is_empty() {
+                if let Some(a) = &self.active {
+                    a.trim();
+                }
                 return;
             }
             self.maybe_rotate();
@@ -369,16 +440,23 @@ impl Writer {
             self.active = Some(self.create()?);
         }
         let a = self.active.as_mut().expect("just made");
-        let written = a.file.write_all(batch).and_then(|()| match self.sync {
-            Sync::Fsync => a.file.sync_data(),
-            Sync::Write => Ok(()),
-        });
+        let end = a.len + batch.len() as u64;
+        let written = a
+            .reserve(end, self.sync)
+            .and_then(|()| a.file.write_all_at(batch, a.len))
+            .and_then(|()| match self.sync {
+                Sync::Fsync => a.file.sync_data(),
+                Sync::Write => Ok(()),
+            });
         if let Err(e) = written {
-            // Cut a partly written batch back to the last whole frame.
+            // Cut a partly written batch (and the room ahead) back to the last
+            // whole frame.
             let _ = a.file.set_len(a.len);
+            a.allocated = a.len;
             return Err(e);
         }
-        a.len += batch.len() as u64;
+        a.len = end;
+        a.allocated = a.allocated.max(end);
         a.retain = a.retain.max(retain);
         Ok(())
     }
@@ -387,7 +465,7 @@ impl Writer {
         let path = self.dir.join(segment_name(self.next));
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
         if self.sync == Sync::Fsync {
             File::open(&self.dir)?.sync_all()?;
@@ -397,6 +475,7 @@ impl Writer {
             file,
             path,
             len: 0,
+            allocated: 0,
             retain: i64::MIN,
             opened: Instant::now(),
         })
@@ -409,6 +488,7 @@ impl Writer {
             .is_some_and(|a| a.len >= SEGMENT_BYTES || a.opened.elapsed() >= SEGMENT_AGE);
         if due {
             let a = self.active.take().expect("checked");
+            a.trim();
             self.closed.push_back(Segment {
                 path: a.path,
                 retain: a.retain,
@@ -466,7 +546,17 @@ fn replay(dir: &Path, now: UnixMillis) -> Result<(VecDeque<Segment>, Replayed, u
         let mut at = 0;
         loop {
             match frame::next_frame(&buf, at) {
-                Ok(None) => break,
+                Ok(None) => {
+                    if at < buf.len() {
+                        // The room a segment was given ahead, left by a stop
+                        // that could not trim it: give it back.
+                        let _ = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(at as u64));
+                    }
+                    break;
+                }
                 Ok(Some((payload, next))) => {
                     at = next;
                     match frame::read_record(payload) {
@@ -529,6 +619,7 @@ fn replay(dir: &Path, now: UnixMillis) -> Result<(VecDeque<Segment>, Replayed, u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     const LIMIT: Duration = Duration::from_secs(5);
 
@@ -665,6 +756,68 @@ mod tests {
             "the cut tail no longer hides what follows"
         );
         assert_eq!(r.damaged, 0);
+    }
+
+    #[tokio::test]
+    async fn with_fsync_a_segment_has_room_ahead_that_replay_reads_as_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let seg = dir.path().join(segment_name(0));
+        let mut records = Vec::new();
+        {
+            let (j, _) = Journal::open(
+                dir.path(),
+                Sync::Fsync,
+                UnixMillis(0),
+                LIMIT,
+                Duration::ZERO,
+            )
+            .unwrap();
+            for n in 1..=3u8 {
+                let t = j.append(&[n; 16], UnixMillis(1_000), &fields(n));
+                j.wait(t).await.unwrap();
+                frame::put_verification(&mut records, &[n; 16], UnixMillis(1_000), &fields(n));
+            }
+            let size = fs::metadata(&seg).unwrap().len();
+            assert!(
+                size > records.len() as u64 && size >= AHEAD_MIN,
+                "{size} bytes for {} of records",
+                records.len()
+            );
+            // What a kill -9 now would leave: the records, then zeros.
+            fs::copy(&seg, crashed.path().join(segment_name(0))).unwrap();
+        }
+        assert_eq!(
+            fs::read(&seg).unwrap(),
+            records,
+            "a closed journal trims its room ahead"
+        );
+        let (j, r) = Journal::open(
+            crashed.path(),
+            Sync::Fsync,
+            UnixMillis(0),
+            LIMIT,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!((r.records.len(), r.damaged), (3, 0));
+        assert_eq!(
+            fs::read(crashed.path().join(segment_name(0))).unwrap(),
+            records,
+            "replay gives the room back"
+        );
+        let t = j.append(&[4; 16], UnixMillis(1_000), &fields(4));
+        j.wait(t).await.unwrap();
+        drop(j);
+        let (_j, r) = Journal::open(
+            crashed.path(),
+            Sync::Fsync,
+            UnixMillis(0),
+            LIMIT,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!((r.records.len(), r.damaged), (4, 0));
     }
 
     #[tokio::test]
