@@ -260,6 +260,29 @@ impl Journal {
     }
 }
 
+impl Shared {
+    /// Hold the writer while `keep` holds, until `span` has passed since `since`,
+    /// with the flag `raised` picks set meanwhile (it tells appends whether to wake
+    /// the writer). A closing journal is never held.
+    fn hold(
+        &self,
+        p: &mut parking_lot::MutexGuard<'_, Pending>,
+        since: Instant,
+        span: Duration,
+        raised: fn(&mut Pending) -> &mut bool,
+        keep: impl Fn(&Pending) -> bool,
+    ) {
+        while keep(p) && !p.closing {
+            let Some(left) = span.checked_sub(since.elapsed()).filter(|l| !l.is_zero()) else {
+                return;
+            };
+            *raised(p) = true;
+            self.wake.wait_for(p, left);
+            *raised(p) = false;
+        }
+    }
+}
+
 impl Drop for Journal {
     /// Write what is pending, then stop the writer.
     fn drop(&mut self) {
@@ -358,29 +381,22 @@ impl Writer {
                 }
                 // Records nobody waits for gather until the linger since the last
                 // write is over.
-                while !p.buf.is_empty() && p.waiters.is_empty() && carry.is_empty() && !p.closing {
-                    let Some(left) = self.linger.checked_sub(wrote.elapsed()) else {
-                        break;
-                    };
-                    if left.is_zero() {
-                        break;
-                    }
-                    p.lingering = true;
-                    self.shared.wake.wait_for(&mut p, left);
-                    p.lingering = false;
-                }
+                let quiet = carry.is_empty();
+                self.shared.hold(
+                    &mut p,
+                    wrote,
+                    self.linger,
+                    |p| &mut p.lingering,
+                    |p| !p.buf.is_empty() && p.waiters.is_empty() && quiet,
+                );
                 // Records someone waits for gather until a write is due again.
-                while !p.waiters.is_empty() && p.waiters.len() < GATHER_ENOUGH && !p.closing {
-                    let Some(left) = GATHER.checked_sub(wrote.elapsed()) else {
-                        break;
-                    };
-                    if left.is_zero() {
-                        break;
-                    }
-                    p.gathering = true;
-                    self.shared.wake.wait_for(&mut p, left);
-                    p.gathering = false;
-                }
+                self.shared.hold(
+                    &mut p,
+                    wrote,
+                    GATHER,
+                    |p| &mut p.gathering,
+                    |p| !p.waiters.is_empty() && p.waiters.len() < GATHER_ENOUGH,
+                );
                 if carry.is_empty() {
                     // Take the buffer whole, leaving this one's allocation behind.
                     std::mem::swap(&mut carry, &mut p.buf);
@@ -627,6 +643,10 @@ mod tests {
         vec![("st", vec![n; 3]), ("to", b"34600000001".to_vec())]
     }
 
+    fn open_fsync(dir: &Path) -> (Journal, Replayed) {
+        Journal::open(dir, Sync::Fsync, UnixMillis(0), LIMIT, Duration::ZERO).unwrap()
+    }
+
     fn value(f: &Fields) -> u8 {
         f[b"st".as_slice()][0]
     }
@@ -765,14 +785,7 @@ mod tests {
         let seg = dir.path().join(segment_name(0));
         let mut records = Vec::new();
         {
-            let (j, _) = Journal::open(
-                dir.path(),
-                Sync::Fsync,
-                UnixMillis(0),
-                LIMIT,
-                Duration::ZERO,
-            )
-            .unwrap();
+            let (j, _) = open_fsync(dir.path());
             for n in 1..=3u8 {
                 let t = j.append(&[n; 16], UnixMillis(1_000), &fields(n));
                 j.wait(t).await.unwrap();
@@ -792,14 +805,7 @@ mod tests {
             records,
             "a closed journal trims its room ahead"
         );
-        let (j, r) = Journal::open(
-            crashed.path(),
-            Sync::Fsync,
-            UnixMillis(0),
-            LIMIT,
-            Duration::ZERO,
-        )
-        .unwrap();
+        let (j, r) = open_fsync(crashed.path());
         assert_eq!((r.records.len(), r.damaged), (3, 0));
         assert_eq!(
             fs::read(crashed.path().join(segment_name(0))).unwrap(),
@@ -809,14 +815,7 @@ mod tests {
         let t = j.append(&[4; 16], UnixMillis(1_000), &fields(4));
         j.wait(t).await.unwrap();
         drop(j);
-        let (_j, r) = Journal::open(
-            crashed.path(),
-            Sync::Fsync,
-            UnixMillis(0),
-            LIMIT,
-            Duration::ZERO,
-        )
-        .unwrap();
+        let (_j, r) = open_fsync(crashed.path());
         assert_eq!((r.records.len(), r.damaged), (4, 0));
     }
 
