@@ -73,7 +73,9 @@ impl Record {
 /// Why a frame or payload could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// Fewer bytes than the header says: the write was cut off.
+    /// Fewer bytes than the header says, or the last frame before the zeros of a
+    /// segment's room ahead with a checksum that does not match: the write was cut
+    /// off (pages of one write may reach the disk in any order).
     #[error("a frame cut short at byte {at}")]
     Torn { at: usize },
     /// The length is impossible or the CRC does not match.
@@ -245,6 +247,9 @@ pub fn next_frame(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, Frame
         return Err(FrameError::Torn { at });
     };
     if crc32fast::hash(payload) != crc {
+        if zero(&rest[HEADER + len..]) && zero(&payload[payload.len().saturating_sub(HEADER)..]) {
+            return Err(FrameError::Torn { at });
+        }
         return Err(FrameError::Damaged {
             at,
             why: "the checksum does not match",
@@ -412,6 +417,13 @@ mod tests {
             let (_, next) = next_frame(&b, 0).unwrap().unwrap();
             assert_eq!(next_frame(&b, next), Ok(None), "{room} zeros ahead");
         }
+        // The last write cut off inside the room ahead: its frame's end is zeros.
+        let mut b = buf.clone();
+        put_verification(&mut b, &[2; 16], UnixMillis(5), &[("a", vec![1; 40])]);
+        let end = b.len();
+        b[end - 20..].fill(0);
+        b.resize(end + 4096, 0);
+        assert_eq!(next_frame(&b, whole), Err(FrameError::Torn { at: whole }));
         let mut b = buf.clone();
         b.resize(whole + 64, 0);
         put_given_up(&mut b, &[2; 16]);
