@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod codes;
+pub mod h2c_server;
 pub mod html;
 pub mod http;
 pub mod measure;

@@ -335,6 +335,9 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            for e in &w.protocol_errors {
+                let _ = writeln!(s, "webhooks: a connection broke HTTP/2: {e}");
+            }
         }
         if let Some(p) = &self.peak {
             let _ = writeln!(
