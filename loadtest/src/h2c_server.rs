@@ -236,20 +236,11 @@ impl Connection {
         payload: &[u8],
         done: &mut Vec<Request>,
     ) -> Result<(), FrameError> {
-        if !self.settings_read && head.kind != frame::SETTINGS {
-            return Err(FrameError::new(
-                frame::PROTOCOL_ERROR,
-                "the preface is not followed by SETTINGS",
-            ));
-        }
-        if let Some(block) = &self.block
-            && (head.kind != frame::CONTINUATION || head.stream != block.stream)
-        {
-            return Err(FrameError::new(
-                frame::PROTOCOL_ERROR,
-                "a header block interrupted before its END_HEADERS",
-            ));
-        }
+        frame::in_order(
+            &head,
+            self.settings_read,
+            self.block.as_ref().map(|b| b.stream),
+        )?;
         match head.kind {
             frame::DATA => self.data(head, payload, done),
             frame::HEADERS => {

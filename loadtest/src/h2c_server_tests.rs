@@ -8,15 +8,9 @@ use super::*;
 
 /// The frames in `bytes`, which hold whole frames only.
 fn frames(bytes: &[u8]) -> Vec<(Head, Vec<u8>)> {
-    let mut at = 0;
-    let mut all = Vec::new();
-    while let Some(h) = Head::read(&bytes[at..]) {
-        let start = at + frame::HEAD_LEN;
-        all.push((h, bytes[start..start + h.len].to_vec()));
-        at = start + h.len;
-    }
-    assert_eq!(at, bytes.len(), "whole frames");
-    all
+    let (all, taken) = frame::whole_frames(bytes);
+    assert_eq!(taken, bytes.len(), "whole frames");
+    all.into_iter().map(|(h, p)| (h, p.to_vec())).collect()
 }
 
 fn written(c: &mut Connection) -> Vec<(Head, Vec<u8>)> {

@@ -344,15 +344,11 @@ mod tests {
         let mut answer = Vec::new();
         tcp.read_to_end(&mut answer).await.unwrap();
         // The SETTINGS and window the receiver opens with, then its GOAWAY.
-        let mut at = 0;
-        let mut goaway = None;
-        while let Some(h) = frame::Head::read(&answer[at..]) {
-            let payload = &answer[at + frame::HEAD_LEN..at + frame::HEAD_LEN + h.len];
-            if h.kind == frame::GOAWAY {
-                goaway = Some(payload[8..].to_vec());
-            }
-            at += frame::HEAD_LEN + h.len;
-        }
+        let goaway = frame::whole_frames(&answer)
+            .0
+            .into_iter()
+            .find(|(h, _)| h.kind == frame::GOAWAY)
+            .map(|(_, payload)| payload[8..].to_vec());
         let goaway = goaway.expect("a GOAWAY");
         assert!(String::from_utf8_lossy(&goaway).contains("preface"));
         let report = receiver.finish();

@@ -238,6 +238,43 @@ pub fn settings_values(
     }))
 }
 
+/// The rules of order both ends keep: the peer's first frame is its SETTINGS
+/// (RFC 9113 §3.4), and a header block in fragments is followed only by its own
+/// CONTINUATION frames (§4.3). `block` is the stream of the block in fragments.
+pub fn in_order(head: &Head, settings_seen: bool, block: Option<u32>) -> Result<(), FrameError> {
+    if !settings_seen && head.kind != SETTINGS {
+        return Err(FrameError::new(
+            PROTOCOL_ERROR,
+            "the peer's first frame is not SETTINGS",
+        ));
+    }
+    if let Some(stream) = block
+        && (head.kind != CONTINUATION || head.stream != stream)
+    {
+        return Err(FrameError::new(
+            PROTOCOL_ERROR,
+            "a header block interrupted by another frame",
+        ));
+    }
+    Ok(())
+}
+
+/// The whole frames at the start of `bytes`, each with its payload, and how many
+/// bytes they take.
+pub fn whole_frames(bytes: &[u8]) -> (Vec<(Head, &[u8])>, usize) {
+    let mut at = 0;
+    let mut all = Vec::new();
+    while let Some(h) = Head::read(&bytes[at..]) {
+        let start = at + HEAD_LEN;
+        let Some(payload) = bytes.get(start..start + h.len) else {
+            break;
+        };
+        all.push((h, payload));
+        at = start + h.len;
+    }
+    (all, at)
+}
+
 /// A 4-byte big-endian value at the start of `payload`.
 pub fn word(payload: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([
@@ -251,6 +288,20 @@ pub fn word(payload: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_frames_stop_before_a_partial_one() {
+        let mut out = BytesMut::new();
+        ping_ack(&mut out, b"12345678");
+        window_update(&mut out, 3, 10);
+        let whole = out.len();
+        settings(&mut out, &[(SETTINGS_ENABLE_PUSH, 0)]);
+        let (frames, taken) = whole_frames(&out[..out.len() - 1]);
+        assert_eq!(taken, whole);
+        let kinds: Vec<_> = frames.iter().map(|(h, p)| (h.kind, p.len())).collect();
+        assert_eq!(kinds, [(PING, 8), (WINDOW_UPDATE, 4)]);
+        assert_eq!(whole_frames(&out[..5]).1, 0, "not even a header");
+    }
 
     #[test]
     fn a_header_reads_back_as_written() {

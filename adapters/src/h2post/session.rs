@@ -322,20 +322,11 @@ impl<T> Session<T> {
     }
 
     fn frame(&mut self, head: Head, payload: &[u8]) -> Result<(), FrameError> {
-        if !self.got_settings && head.kind != frame::SETTINGS {
-            return Err(FrameError::new(
-                frame::PROTOCOL_ERROR,
-                "the server's first frame is not SETTINGS",
-            ));
-        }
-        if let Some(block) = &self.block
-            && (head.kind != frame::CONTINUATION || head.stream != block.stream)
-        {
-            return Err(FrameError::new(
-                frame::PROTOCOL_ERROR,
-                "a header block interrupted by another frame",
-            ));
-        }
+        frame::in_order(
+            &head,
+            self.got_settings,
+            self.block.as_ref().map(|b| b.stream),
+        )?;
         let needs_stream = matches!(
             head.kind,
             frame::DATA

@@ -16,19 +16,10 @@ mod unit {
 
     /// The frames in `bytes` (after the preface, if it starts with one).
     fn frames(bytes: &[u8]) -> Vec<(Head, Vec<u8>)> {
-        let mut at = if bytes.starts_with(frame::PREFACE) {
-            frame::PREFACE.len()
-        } else {
-            0
-        };
-        let mut all = Vec::new();
-        while let Some(h) = Head::read(&bytes[at..]) {
-            let start = at + frame::HEAD_LEN;
-            all.push((h, bytes[start..start + h.len].to_vec()));
-            at = start + h.len;
-        }
-        assert_eq!(at, bytes.len(), "whole frames");
-        all
+        let bytes = bytes.strip_prefix(frame::PREFACE).unwrap_or(bytes);
+        let (all, taken) = frame::whole_frames(bytes);
+        assert_eq!(taken, bytes.len(), "whole frames");
+        all.into_iter().map(|(h, p)| (h, p.to_vec())).collect()
     }
 
     fn written(s: &mut Session<u32>) -> Vec<(Head, Vec<u8>)> {
