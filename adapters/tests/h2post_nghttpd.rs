@@ -15,6 +15,23 @@ struct Nghttpd {
     dir: Option<tempfile::TempDir>,
 }
 
+/// A free loopback port below the ephemeral range (32768 and up on Linux). A port
+/// the kernel hands out for `:0` is free again once the probe closes, and the
+/// next outgoing connection of a test running beside this one may take it as its
+/// source port before nghttpd binds it.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Apart from other test processes', which start elsewhere in the range.
+    let start = (std::process::id() % 1000) as u16 * 12;
+    loop {
+        let port = 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl Nghttpd {
     async fn start(port: Option<u16>, dir: Option<tempfile::TempDir>) -> Nghttpd {
         let dir = dir.unwrap_or_else(|| {
@@ -22,10 +39,7 @@ impl Nghttpd {
             std::fs::write(dir.path().join("hook"), "taken\n").unwrap();
             dir
         });
-        let port = port.unwrap_or_else(|| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        });
+        let port = port.unwrap_or_else(free_port);
         let server = Nghttpd {
             child: Command::new("nghttpd")
                 .args(["--no-tls", "-a", "127.0.0.1", "-d"])
@@ -162,12 +176,8 @@ async fn a_missing_path_is_its_status_not_a_failure() {
 async fn a_server_killed_is_refused_at_once_and_the_next_posts_reconnect() {
     let server = Nghttpd::start(None, None).await;
     let mut c = client(server.port, "/hook", 16);
-    assert!(
-        run(&mut c, 50, 10, 16)
-            .await
-            .iter()
-            .all(|g| g.1 == Outcome::Answered(200))
-    );
+    let got = run(&mut c, 50, 10, 16).await;
+    assert!(got.iter().all(|g| g.1 == Outcome::Answered(200)), "{got:?}");
     let (port, dir) = server.kill();
     // Down: refused quickly, not hung.
     let got = run(&mut c, 5, 10, 5).await;
