@@ -32,6 +32,36 @@ fn free_port() -> u16 {
     }
 }
 
+fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
+    let log = std::fs::File::create(dir.path().join("nghttpd.log")).unwrap();
+    Command::new("nghttpd")
+        .args(["--no-tls", "-a", "127.0.0.1", "-d"])
+        .arg(dir.path())
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("nghttpd (Debian's nghttp2-server; scripts/test.sh installs it)")
+}
+
+/// Whether a server on `port` answers a POST within four seconds.
+async fn answers(port: u16) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            let mut c = client(port, "/hook", 1);
+            if run(&mut c, 1, 10, 1).await[0].1 == Outcome::Answered(200) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 impl Nghttpd {
     async fn start(port: Option<u16>, dir: Option<tempfile::TempDir>) -> Nghttpd {
         let dir = dir.unwrap_or_else(|| {
@@ -40,28 +70,31 @@ impl Nghttpd {
             dir
         });
         let port = port.unwrap_or_else(free_port);
-        let server = Nghttpd {
-            child: Command::new("nghttpd")
-                .args(["--no-tls", "-a", "127.0.0.1", "-d"])
-                .arg(dir.path())
-                .arg(port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nghttpd (Debian's nghttp2-server; scripts/test.sh installs it)"),
+        let log = dir.path().join("nghttpd.log");
+        let mut server = Nghttpd {
+            child: spawn(port, &dir),
             port,
             dir: Some(dir),
         };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+        // Ready once it answers a POST, not merely once it accepts: a server that
+        // took the connection and then went away was seen under a full test run.
+        for attempt in 0..3 {
+            if answers(port).await {
                 return server;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            let dir = server.dir.as_ref().expect("the directory");
+            eprintln!(
+                "nghttpd on {port} did not answer (attempt {attempt}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            server.child = spawn(port, dir);
         }
-        panic!("nghttpd did not listen on {port}");
+        panic!(
+            "nghttpd on {port} never answered: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     fn kill(mut self) -> (u16, tempfile::TempDir) {
