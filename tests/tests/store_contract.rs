@@ -522,10 +522,10 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
     let details = SendDetails {
         carrier: Some("movistar".into()),
         route: Some("+34".into()),
-        failovers: vec![],
+        failovers: Box::default(),
         encoding: Some(otpd_adapters::smpp::encoding::Alphabet::Gsm7),
         segments: 1,
-        receipt_due: Some(T0.plus(TTL + Duration::from_secs(900))),
+        receipt_due: T0.plus(TTL + Duration::from_secs(900)).into(),
     };
     let sent = SendResult::Sent {
         reference: "m-1".into(),

@@ -10,6 +10,64 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct UnixMillis(pub i64);
 
+/// An optional [`UnixMillis`] in 8 bytes, where `Option<UnixMillis>` takes 16: a
+/// verification and its sends keep several such times, and a store keeps millions
+/// of verifications. `i64::MIN` (about 292 million years before 1970) stands for
+/// none; a time that low is kept as the next millisecond.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaybeAt(i64);
+
+impl MaybeAt {
+    pub const NONE: MaybeAt = MaybeAt(i64::MIN);
+
+    pub fn get(self) -> Option<UnixMillis> {
+        (self.0 != i64::MIN).then_some(UnixMillis(self.0))
+    }
+
+    pub fn is_some(self) -> bool {
+        self.0 != i64::MIN
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == i64::MIN
+    }
+
+    /// The time, leaving none in its place.
+    pub fn take(&mut self) -> Option<UnixMillis> {
+        std::mem::take(self).get()
+    }
+}
+
+impl Default for MaybeAt {
+    fn default() -> Self {
+        MaybeAt::NONE
+    }
+}
+
+impl From<UnixMillis> for MaybeAt {
+    fn from(t: UnixMillis) -> Self {
+        MaybeAt(t.0.max(i64::MIN + 1))
+    }
+}
+
+impl From<Option<UnixMillis>> for MaybeAt {
+    fn from(t: Option<UnixMillis>) -> Self {
+        t.map_or(MaybeAt::NONE, MaybeAt::from)
+    }
+}
+
+impl PartialEq<Option<UnixMillis>> for MaybeAt {
+    fn eq(&self, other: &Option<UnixMillis>) -> bool {
+        self.get() == *other
+    }
+}
+
+impl std::fmt::Debug for MaybeAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
 impl UnixMillis {
     pub fn plus(self, d: Duration) -> Self {
         UnixMillis(
@@ -89,6 +147,28 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_time_in_eight_bytes_keeps_every_time_but_the_lowest() {
+        assert_eq!(std::mem::size_of::<MaybeAt>(), 8);
+        assert_eq!(MaybeAt::default().get(), None);
+        for t in [0, 1, -1, 1_795_435_200_000, i64::MAX, i64::MIN + 1] {
+            let mut at = MaybeAt::from(UnixMillis(t));
+            assert_eq!(at.get(), Some(UnixMillis(t)));
+            assert!(at.is_some() && at == Some(UnixMillis(t)));
+            assert_eq!(at.take(), Some(UnixMillis(t)));
+            assert!(at.is_none());
+        }
+        assert_eq!(
+            MaybeAt::from(UnixMillis(i64::MIN)).get(),
+            Some(UnixMillis(i64::MIN + 1))
+        );
+        assert_eq!(MaybeAt::from(None::<UnixMillis>), MaybeAt::NONE);
+        assert_eq!(
+            format!("{:?}", MaybeAt::from(UnixMillis(5))),
+            "Some(UnixMillis(5))"
+        );
+    }
 
     #[test]
     fn rfc3339_is_utc_seconds() {

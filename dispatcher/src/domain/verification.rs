@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use otpd_adapters::ChannelKind;
 
-use crate::domain::clock::UnixMillis;
+use crate::domain::clock::{MaybeAt, UnixMillis};
 use crate::domain::locale::Locale;
 use crate::numbers::e164::E164;
 use crate::numbers::reader::NumberLine;
@@ -292,9 +292,9 @@ pub struct SendAttempt {
     pub state: SendState,
     pub queued_at: UnixMillis,
     /// When the channel answered (sent or failed).
-    pub answered_at: Option<UnixMillis>,
+    pub answered_at: MaybeAt,
     /// When the delivery report arrived (delivered, undeliverable, …).
-    pub reported_at: Option<UnixMillis>,
+    pub reported_at: MaybeAt,
     /// The channel's reference (SMSC message id, outbox position…).
     pub reference: Option<Box<str>>,
     /// Why it failed, as the channel said it.
@@ -312,7 +312,7 @@ pub struct SendDetails {
     /// The route's prefix (`default` for the default route).
     pub route: Option<Arc<str>>,
     /// Carriers passed over before, each with why.
-    pub failovers: Vec<Failover>,
+    pub failovers: Box<[Failover]>,
     /// `gsm7` or `ucs2`.
     pub encoding: Option<otpd_adapters::smpp::encoding::Alphabet>,
     /// SMS the text takes.
@@ -321,7 +321,7 @@ pub struct SendDetails {
     /// carrier's `receipt_wait`), if the carrier sends receipts: a send still `sent`
     /// then reads as `unconfirmed` ([`Verification::settle`]), whichever node reads
     /// it and whether or not the node that sent it is still there.
-    pub receipt_due: Option<UnixMillis>,
+    pub receipt_due: MaybeAt,
 }
 
 /// A carrier a send moved on from.
@@ -444,9 +444,9 @@ pub struct Verification {
     pub match_code: Option<MatchCode>,
     /// When an unacknowledged push escalates to SMS; `None` when no escalation is
     /// pending (none armed, acknowledged, or done).
-    pub(crate) escalate_at: Option<UnixMillis>,
+    pub(crate) escalate_at: MaybeAt,
     /// When the app acknowledged the push.
-    pub(crate) acknowledged_at: Option<UnixMillis>,
+    pub(crate) acknowledged_at: MaybeAt,
     /// Channel `app` only (boxed, so that other verifications stay small).
     pub(crate) approval: Option<Box<ApprovalState>>,
     /// Asked for a registered subject with another number than the subject's, by a
@@ -495,8 +495,8 @@ impl Verification {
             resend_cooldown_ms: p.resend_cooldown.as_millis().min(u32::MAX as u128) as u32,
             sends: vec![SendAttempt::queued(init.first_send, now)],
             match_code: init.match_code,
-            escalate_at,
-            acknowledged_at: None,
+            escalate_at: escalate_at.into(),
+            acknowledged_at: MaybeAt::NONE,
             approval: init.challenge.map(|challenge| {
                 Box::new(ApprovalState {
                     challenge,
@@ -550,17 +550,17 @@ impl Verification {
             crate::secrets::device_key::Decision::Deny => State::Denied,
         };
         self.transition(to, now);
-        self.escalate_at = None;
+        self.escalate_at = MaybeAt::NONE;
         AnswerOutcome::Answered(self.status(now))
     }
 
     /// When a pending escalation to SMS is due.
     pub fn escalate_at(&self) -> Option<UnixMillis> {
-        self.escalate_at
+        self.escalate_at.get()
     }
 
     pub fn acknowledged_at(&self) -> Option<UnixMillis> {
-        self.acknowledged_at
+        self.acknowledged_at.get()
     }
 
     /// The app (or, per configuration, the provider) says the push arrived: the
@@ -580,15 +580,15 @@ impl Verification {
         if self.acknowledged_at.is_some() {
             return AckOutcome::AlreadyAcknowledged;
         }
-        self.acknowledged_at = Some(now);
+        self.acknowledged_at = now.into();
         // An approval request falls back when no *answer* comes, received or not.
         if self.channel != RequestedChannel::App {
-            self.escalate_at = None;
+            self.escalate_at = MaybeAt::NONE;
         }
         let push = &mut self.sends[i];
         if !push.state.is_reported() {
             push.state = SendState::Delivered;
-            push.reported_at = Some(now);
+            push.reported_at = now.into();
         }
         AckOutcome::Acknowledged
     }
@@ -600,11 +600,11 @@ impl Verification {
         if self.status(now) != Status::Pending {
             return None;
         }
-        let due = self.escalate_at?;
+        let due = self.escalate_at.get()?;
         if cause == EscalationCause::Timeout && now < due {
             return None;
         }
-        self.escalate_at = None;
+        self.escalate_at = MaybeAt::NONE;
         let mut send = SendAttempt::queued(ChannelKind::Sms, now);
         send.escalated = Some(cause);
         self.sends.push(send);
@@ -738,7 +738,7 @@ impl Verification {
         if attempt.answered_at.is_some() {
             return false;
         }
-        attempt.answered_at = Some(now);
+        attempt.answered_at = now.into();
         match result {
             SendResult::Sent { reference } => {
                 // A report may have overtaken the channel's answer; it says more.
@@ -777,7 +777,7 @@ impl Verification {
             return false;
         }
         attempt.state = state;
-        attempt.reported_at = Some(now);
+        attempt.reported_at = now.into();
         if error.is_some() {
             attempt.error = error.map(String::into_boxed_str);
         }
@@ -791,13 +791,13 @@ impl Verification {
     /// receipt that still comes later is recorded over it.
     pub fn settle(&mut self, now: UnixMillis) {
         for s in &mut self.sends {
-            let due = s.details.as_ref().and_then(|d| d.receipt_due);
+            let due = s.details.as_ref().and_then(|d| d.receipt_due.get());
             if s.state == SendState::Sent
                 && let Some(due) = due
                 && due <= now
             {
                 s.state = SendState::Unconfirmed;
-                s.reported_at = Some(due);
+                s.reported_at = due.into();
             }
         }
     }
@@ -829,8 +829,8 @@ impl SendAttempt {
             escalated: None,
             state: SendState::Queued,
             queued_at: now,
-            answered_at: None,
-            reported_at: None,
+            answered_at: MaybeAt::NONE,
+            reported_at: MaybeAt::NONE,
             reference: None,
             error: None,
             details: None,
@@ -1035,7 +1035,7 @@ mod tests {
         let mut v = verification();
         let due = T0.plus(secs(900));
         let details = SendDetails {
-            receipt_due: Some(due),
+            receipt_due: due.into(),
             ..SendDetails::default()
         };
         let sent = SendResult::Sent {

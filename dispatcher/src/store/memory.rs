@@ -91,7 +91,10 @@ struct Shard {
     /// Records by subject: many entries may share a subject (a multi-map, read by
     /// [`Verifications::of_subject`]); records without a subject are not in it.
     by_subject: HashTable<Indexed>,
-    expiry: BinaryHeap<Reverse<(UnixMillis, u32)>>,
+    /// Slots by the second their retention ends in (rounded up: a record is
+    /// reclaimed at most a second late), eight bytes an entry where a millisecond
+    /// time and a slot took sixteen.
+    expiry: BinaryHeap<Reverse<(u32, u32)>>,
 }
 
 /// An index bucket: a record's slot and the upper half of its key's hash.
@@ -123,6 +126,12 @@ fn table_hash(hash: u64) -> u64 {
 
 fn spread(half: u32) -> u64 {
     (u64::from(half) << 32) | u64::from(half)
+}
+
+/// The second (since the Unix epoch) `t` falls in, rounded up; 0 before 1970 and
+/// `u32::MAX` after 2106.
+fn due_second(t: UnixMillis) -> u32 {
+    u32::try_from((t.0.max(0) as u64).div_ceil(1000)).unwrap_or(u32::MAX)
 }
 
 /// The hashes a record is indexed under besides its id.
@@ -378,7 +387,7 @@ impl Shard {
                 Indexed::table_hash,
             );
         }
-        self.expiry.push(Reverse((retain_until, slot)));
+        self.expiry.push(Reverse((due_second(retain_until), slot)));
     }
 
     /// Remove due records; returns how many.
@@ -392,7 +401,7 @@ impl Shard {
         let mut removed = 0;
         while removed < limit {
             match self.expiry.peek() {
-                Some(Reverse((at, _))) if *at <= now => {}
+                Some(Reverse((at, _))) if i64::from(*at) * 1000 <= now.0 => {}
                 _ => break,
             }
             let Reverse((_, slot)) = self.expiry.pop().expect("peeked");
@@ -874,6 +883,14 @@ mod tests {
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
     const TTL: Duration = Duration::from_secs(600);
     const RETENTION: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn retention_ends_are_kept_by_the_second_rounded_up() {
+        assert_eq!(due_second(UnixMillis(1_800_000_000_000)), 1_800_000_000);
+        assert_eq!(due_second(UnixMillis(1_800_000_000_001)), 1_800_000_001);
+        assert_eq!(due_second(UnixMillis(-5)), 0);
+        assert_eq!(due_second(UnixMillis(i64::MAX)), u32::MAX);
+    }
 
     fn candidate(to: u64, purpose: &str, n: u64) -> Verification {
         let to = E164::from_digits_unchecked(to);

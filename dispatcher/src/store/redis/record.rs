@@ -79,10 +79,10 @@ pub fn encode(v: &Verification) -> Vec<(&'static str, Vec<u8>)> {
     if let Some(m) = v.match_code {
         put("mc", num(m.value().into()));
     }
-    if let Some(t) = v.escalate_at {
+    if let Some(t) = v.escalate_at.get() {
         put("ea", num(t.0));
     }
-    if let Some(t) = v.acknowledged_at {
+    if let Some(t) = v.acknowledged_at.get() {
         put("ak", num(t.0));
     }
     if let Some(a) = &v.approval {
@@ -113,10 +113,10 @@ fn encode_send(s: &SendAttempt) -> Vec<(char, Vec<u8>)> {
     if let Some(e) = s.escalated {
         out.push(('e', e.as_str().as_bytes().to_vec()));
     }
-    if let Some(t) = s.answered_at {
+    if let Some(t) = s.answered_at.get() {
         out.push(('a', t.0.to_string().into_bytes()));
     }
-    if let Some(t) = s.reported_at {
+    if let Some(t) = s.reported_at.get() {
         out.push(('r', t.0.to_string().into_bytes()));
     }
     if let Some(r) = &s.reference {
@@ -173,7 +173,7 @@ pub fn encode_details(d: &SendDetails) -> Vec<u8> {
             .collect(),
         encoding: d.encoding.map(|a| a.as_str().to_owned()),
         segments: d.segments,
-        receipt_due: d.receipt_due.map(|t| t.0),
+        receipt_due: d.receipt_due.get().map(|t| t.0),
     })
     .expect("plain data serialises")
 }
@@ -198,7 +198,7 @@ fn decode_details(bytes: &[u8]) -> Result<SendDetails, StoreError> {
             Some(other) => return Err(corrupt("d", format!("encoding {other:?}"))),
         },
         segments: d.segments,
-        receipt_due: d.receipt_due.map(UnixMillis),
+        receipt_due: d.receipt_due.map(UnixMillis).into(),
     })
 }
 
@@ -353,8 +353,8 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
             },
             state: parse_with(k('s'), r.str(k('s'))?, &SendState::ALL, SendState::as_str)?,
             queued_at: r.time(k('q'))?,
-            answered_at: r.opt_time(k('a'))?,
-            reported_at: r.opt_time(k('r'))?,
+            answered_at: r.opt_time(k('a'))?.into(),
+            reported_at: r.opt_time(k('r'))?.into(),
             reference: r.opt_str(k('f'))?.map(Box::from),
             error: r.opt_str(k('x'))?.map(Box::from),
             details: r.opt(k('d')).map(decode_details).transpose()?.map(Box::new),
@@ -393,8 +393,8 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
             None => None,
             Some(m) => Some(MatchCode::new(m).ok_or_else(|| corrupt("mc", m))?),
         },
-        escalate_at: r.opt_time("ea")?,
-        acknowledged_at: r.opt_time("ak")?,
+        escalate_at: r.opt_time("ea")?.into(),
+        acknowledged_at: r.opt_time("ak")?.into(),
         approval: match r.opt_str("cg")? {
             None => None,
             Some(c) => Some(Box::new(ApprovalState {
@@ -455,13 +455,13 @@ mod tests {
             Some(Box::new(SendDetails {
                 carrier: Some("movistar".into()),
                 route: Some("+34".into()),
-                failovers: vec![Failover {
+                failovers: Box::new([Failover {
                     carrier: "vodafone".into(),
                     error: "bind lost: \"x\"".into(),
-                }],
+                }]),
                 encoding: Some(Alphabet::Ucs2),
                 segments: 2,
-                receipt_due: Some(t.plus(std::time::Duration::from_secs(1_500))),
+                receipt_due: t.plus(std::time::Duration::from_secs(1_500)).into(),
             })),
             t,
         );
