@@ -225,7 +225,7 @@ impl TestServer {
         self.events
             .events()
             .into_iter()
-            .filter(|e| e.data.verification_id.is_some_and(|v| v.to_string() == id))
+            .filter(|e| e.data.verification_id.as_deref() == Some(id))
             .collect()
     }
 

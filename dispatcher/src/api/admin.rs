@@ -299,7 +299,7 @@ fn set_suspended(
             caller,
             kind,
             crate::events::EventData {
-                carrier: Some(slot.name.clone()),
+                carrier: Some(slot.name.as_ref().into()),
                 ..Default::default()
             },
         );
@@ -394,7 +394,7 @@ pub async fn unblock(
         &caller,
         crate::events::EventKind::PumpingUnblocked,
         crate::events::EventData {
-            to: Some(crate::events::Masked(number.e164)),
+            to: Some(crate::events::masked(number.e164)),
             ..Default::default()
         },
     );

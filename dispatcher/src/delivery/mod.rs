@@ -539,7 +539,7 @@ impl Workers {
             client: job.client.clone(),
             data: EventData {
                 send: Some(job.send),
-                carrier: details.and_then(|d| d.carrier.clone()),
+                carrier: details.and_then(|d| d.carrier.as_deref()).map(Box::from),
                 subject: job.subject.clone(),
                 ..EventData::of(&job.id, job.to, "pending").with_channel(job.kind)
             },
@@ -673,7 +673,7 @@ impl Workers {
                         at: self.clock.now(),
                         client: job.client.clone(),
                         data: EventData {
-                            verification_id: Some(job.id),
+                            verification_id: Some(job.id.to_string()),
                             subject: Some(subject.into()),
                             platform: Some(device.platform.as_str()),
                             reason: Some("token_dead"),
@@ -1097,7 +1097,8 @@ fn report_event(
         .sends()
         .get(usize::from(send).saturating_sub(1))
         .and_then(|s| s.details.as_ref())
-        .and_then(|d| d.carrier.clone());
+        .and_then(|d| d.carrier.as_deref())
+        .map(Box::from);
     events.emit(&Event {
         kind,
         at: now,

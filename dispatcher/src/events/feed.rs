@@ -55,8 +55,7 @@ impl Feed {
 pub fn order_key(event: &Event) -> u64 {
     let mut h = siphasher::sip::SipHasher13::new();
     match (&event.data.verification_id, &event.data.subject) {
-        // Its text, as nodes of every version hash it.
-        (Some(id), _) => h.write(id.text().as_str().as_bytes()),
+        (Some(id), _) => h.write(id.as_bytes()),
         (None, Some(subject)) => h.write(subject.as_bytes()),
         (None, None) => {}
     }

@@ -54,31 +54,12 @@ impl VerificationId {
     }
 }
 
-impl VerificationId {
-    /// The id as text (what [`Display`](fmt::Display) writes), without allocating.
-    pub fn text(&self) -> IdText {
-        let mut text = [0u8; ID_TEXT_LEN];
-        text[..ID_PREFIX.len()].copy_from_slice(ID_PREFIX.as_bytes());
-        hex::encode_to_slice(self.0, &mut text[ID_PREFIX.len()..])
-            .expect("32 hex digits for 16 bytes");
-        IdText(text)
-    }
-}
-
-const ID_TEXT_LEN: usize = ID_PREFIX.len() + 32;
-
-/// A verification id as text, on the stack.
-pub struct IdText([u8; ID_TEXT_LEN]);
-
-impl IdText {
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("the prefix and hex are ASCII")
-    }
-}
-
 impl fmt::Display for VerificationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.text().as_str())
+        let mut buf = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut buf).expect("32 hex digits for 16 bytes");
+        f.write_str(ID_PREFIX)?;
+        f.write_str(std::str::from_utf8(&buf).expect("hex is ASCII"))
     }
 }
 
