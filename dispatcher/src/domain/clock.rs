@@ -27,15 +27,6 @@ impl MaybeAt {
     pub fn is_some(self) -> bool {
         self.0 != i64::MIN
     }
-
-    pub fn is_none(self) -> bool {
-        self.0 == i64::MIN
-    }
-
-    /// The time, leaving none in its place.
-    pub fn take(&mut self) -> Option<UnixMillis> {
-        std::mem::take(self).get()
-    }
 }
 
 impl Default for MaybeAt {
@@ -153,11 +144,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<MaybeAt>(), 8);
         assert_eq!(MaybeAt::default().get(), None);
         for t in [0, 1, -1, 1_795_435_200_000, i64::MAX, i64::MIN + 1] {
-            let mut at = MaybeAt::from(UnixMillis(t));
+            let at = MaybeAt::from(UnixMillis(t));
             assert_eq!(at.get(), Some(UnixMillis(t)));
             assert!(at.is_some() && at == Some(UnixMillis(t)));
-            assert_eq!(at.take(), Some(UnixMillis(t)));
-            assert!(at.is_none());
         }
         assert_eq!(
             MaybeAt::from(UnixMillis(i64::MIN)).get(),
