@@ -3,7 +3,6 @@
 //! for APNs, FCM and HMS. Each counts elements per second; where a simpler way
 //! exists, it runs beside as the baseline.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -39,7 +38,7 @@ fn lifecycle(c: &mut Criterion) {
         resend_cooldown: Duration::from_secs(30),
         escalate_after: Duration::from_secs(60),
     };
-    let purpose: Arc<str> = Arc::from("login");
+    let purpose = otpd::domain::name::Name::new("login");
     let now = UnixMillis(1_795_435_200_000);
     let fresh = || {
         Verification::new(
@@ -47,7 +46,7 @@ fn lifecycle(c: &mut Criterion) {
                 id,
                 to: E164::from_digits_unchecked(34_600_123_456),
                 line: NumberLine::default(),
-                purpose: purpose.clone(),
+                purpose,
                 subject: Some("12345678Z".into()),
                 client: None,
                 locale: Locale::Es,

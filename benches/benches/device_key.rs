@@ -116,7 +116,6 @@ fn judge(c: &mut Criterion) {
     use otpd::domain::verification::{
         Challenge, MatchCode, NewVerification, Policy, RequestedChannel, Verification,
     };
-    use std::sync::Arc;
     use std::time::Duration;
 
     let now = UnixMillis(1_795_435_200_000);
@@ -128,7 +127,7 @@ fn judge(c: &mut Criterion) {
             id,
             to: otpd::numbers::e164::E164::parse_international("+34600123456").unwrap(),
             line: Default::default(),
-            purpose: Arc::from("login"),
+            purpose: otpd::domain::name::Name::new("login"),
             subject: Some("12345678Z".into()),
             client: None,
             locale: otpd::domain::locale::Locale::Es,

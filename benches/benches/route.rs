@@ -1,7 +1,6 @@
 //! Route lookup: the digit trie against a scan of the same 10,000-prefix table.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otpd::delivery::routes::{CarrierChoice, RouteTable, Target};
@@ -33,7 +32,7 @@ fn prefixes() -> Vec<String> {
 
 fn target(name: &str) -> Target {
     Target::Carriers(vec![CarrierChoice {
-        carrier: Arc::from(name),
+        carrier: otpd::domain::name::Name::new(name),
         priority: 1,
         weight: 1,
     }])

@@ -81,7 +81,7 @@ pub const SECRET: &[u8] = b"benchmark secret, long enough for otpd: 0123456789";
 
 pub fn login(ttl: Duration) -> Purpose {
     Purpose {
-        name: Arc::from("login"),
+        name: otpd::domain::name::Name::new("login"),
         policy: Policy {
             ttl,
             code_length: CodeLength::new(6).expect("6 digits"),

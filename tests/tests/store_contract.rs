@@ -13,6 +13,7 @@ use std::time::Duration;
 use otpd::config::RedisConfig;
 use otpd::domain::clock::UnixMillis;
 use otpd::domain::locale::Locale;
+use otpd::domain::name::Name;
 use otpd::domain::subscriber::{Device, MAX_DEVICES, Platform, Subscriber};
 use otpd::domain::verification::{
     AckOutcome, CancelOutcome, CheckOutcome, Closing, EscalationCause, NewVerification, Policy,
@@ -66,7 +67,7 @@ fn candidate_with(
                 country: Region::parse("ES"),
                 kind: NumberKind::Mobile,
             },
-            purpose: Arc::from(purpose),
+            purpose: Name::new(purpose),
             subject: Some("12345678Z".into()),
             client: None,
             locale: Locale::Es,
@@ -226,7 +227,7 @@ async fn a_subjects_verifications_are_found_newest_first(store: &dyn Store) {
     .enumerate()
     {
         let mut v = candidate(to, purpose, 100 + k as u64);
-        v.client = client.map(Arc::from);
+        v.client = client.map(Name::new);
         v.created_at = at(10 * k as u64);
         v.expires_at = v.created_at.plus(TTL);
         made.push(create(store, v, at(10 * k as u64)).await.id);
@@ -275,14 +276,14 @@ async fn a_subjects_verifications_are_found_newest_first(store: &dyn Store) {
 
 async fn each_client_has_its_own_verification(store: &dyn Store) {
     let mut a = candidate(34600000001, "login", 1);
-    a.client = Some(Arc::from("sede"));
+    a.client = Some(Name::new("sede"));
     let mut b = candidate(34600000001, "login", 2);
-    b.client = Some(Arc::from("bank"));
+    b.client = Some(Name::new("bank"));
     create(store, a.clone(), T0).await;
     create(store, b.clone(), T0).await;
     create(store, candidate(34600000001, "login", 3), T0).await;
     let mut again = candidate(34600000001, "login", 4);
-    again.client = Some(Arc::from("sede"));
+    again.client = Some(Name::new("sede"));
     assert!(matches!(
         store.issue(&again, T0, &IssueLimits::NONE).await.unwrap(),
         IssueOutcome::Refused { existing, .. } if existing == a.id
@@ -532,13 +533,7 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
     };
     assert!(
         store
-            .record_send(
-                &v.id,
-                1,
-                sent.clone(),
-                Some(Box::new(details.clone())),
-                at(1)
-            )
+            .record_send(&v.id, 1, sent.clone(), Some(details.clone()), at(1))
             .await
             .unwrap()
     );
@@ -584,7 +579,7 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
     assert_eq!(s.answered_at, Some(at(1)));
     assert_eq!(s.reported_at, Some(at(3)));
     assert_eq!(s.reference.as_deref(), Some("m-1"));
-    assert_eq!(s.details.as_deref(), Some(&details));
+    assert_eq!(s.details.as_ref(), Some(&details));
 
     // A report that overtakes the channel's answer is kept.
     let v = create(store, candidate(34600000002, "login", 2), T0).await;
@@ -1165,11 +1160,11 @@ impl Rng {
 async fn random_op(
     store: &dyn Store,
     rng: &mut Rng,
-    ids: &mut Vec<(VerificationId, CodeMac, Option<Arc<str>>)>,
+    ids: &mut Vec<(VerificationId, CodeMac, Option<Name>)>,
     n: u64,
     now: UnixMillis,
 ) -> String {
-    let pick = |rng: &mut Rng, ids: &Vec<(VerificationId, CodeMac, Option<Arc<str>>)>| {
+    let pick = |rng: &mut Rng, ids: &Vec<(VerificationId, CodeMac, Option<Name>)>| {
         if ids.is_empty() || rng.below(10) == 0 {
             (
                 VerificationId::new(ShardTag(7), [7; 14]),
@@ -1177,7 +1172,7 @@ async fn random_op(
                 None,
             )
         } else {
-            ids[rng.below(ids.len() as u64) as usize].clone()
+            ids[rng.below(ids.len() as u64) as usize]
         }
     };
     match rng.below(9) {
@@ -1199,15 +1194,15 @@ async fn random_op(
                 channel,
                 first,
             );
-            c.client = [None, Some(Arc::from("a"))][rng.below(2) as usize].clone();
+            c.client = [None, Some(Name::new("a"))][rng.below(2) as usize];
             let c = Verification::new(
                 NewVerification {
                     id: c.id,
                     to: c.to,
                     line: c.line,
-                    purpose: c.purpose.clone(),
+                    purpose: c.purpose,
                     subject: c.subject.clone(),
-                    client: c.client.clone(),
+                    client: c.client,
                     locale: c.locale,
                     channel,
                     first_send: first,
@@ -1228,7 +1223,7 @@ async fn random_op(
             );
             let out = store.issue(&c, now, &IssueLimits::NONE).await.unwrap();
             if matches!(out, IssueOutcome::Created) {
-                ids.push((c.id, c.code_mac, c.client.clone()));
+                ids.push((c.id, c.code_mac, c.client));
             }
             format!("issue {out:?}")
         }

@@ -216,7 +216,7 @@ pub async fn reload(
         Ok(()) => {
             state.engine.emit(
                 crate::events::EventKind::ConfigReloaded,
-                caller.id().cloned(),
+                caller.id(),
                 crate::events::EventData::default(),
             );
             Ok(Json(json!({"status": "reloaded"})).into_response())
@@ -460,7 +460,7 @@ fn record(
     kind: crate::events::EventKind,
     data: crate::events::EventData,
 ) {
-    state.engine.emit(kind, caller.id().cloned(), data);
+    state.engine.emit(kind, caller.id(), data);
 }
 
 fn limits_unavailable(e: crate::policy::limiter::Unavailable) -> ApiError {

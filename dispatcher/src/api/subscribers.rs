@@ -131,7 +131,7 @@ fn told(
 ) {
     state.engine.emit(
         kind,
-        client.id().cloned(),
+        client.id(),
         EventData {
             subject: Some(subject.into()),
             platform: platform.map(|p| p.as_str()),

@@ -32,7 +32,7 @@ type SendKey = (VerificationId, u8);
 #[derive(Default)]
 struct State {
     making: HashSet<SendKey>,
-    unrecorded: HashMap<SendKey, (SendResult, Option<Box<SendDetails>>)>,
+    unrecorded: HashMap<SendKey, (SendResult, Option<SendDetails>)>,
     /// Arrival order of `unrecorded`, for its cap.
     order: VecDeque<SendKey>,
     /// Sends whose take failed: no worker handed them to a channel.
@@ -62,7 +62,7 @@ pub enum Orphan {
     /// Another worker is making it.
     Making,
     /// Its answer, kept when recording it failed.
-    Answered(SendResult, Option<Box<SendDetails>>),
+    Answered(SendResult, Option<SendDetails>),
     /// Nothing kept: its outcome is unknown.
     Unknown,
 }
@@ -83,7 +83,7 @@ impl InFlight {
         id: VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
     ) {
         let mut state = self.0.lock();
         let key = (id, send);

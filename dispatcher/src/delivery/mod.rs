@@ -36,6 +36,7 @@ use crate::delivery::router::{CarrierSlot, Router};
 use crate::delivery::routes::Target;
 use crate::delivery::throttle::ThrottleError;
 use crate::domain::clock::{Clock, UnixMillis};
+use crate::domain::name::Name;
 use crate::domain::subscriber::{Device, Platform};
 use crate::domain::verification::{
     EscalationCause, Failover, RequestedChannel, SendDetails, SendResult, SendState, Verification,
@@ -408,7 +409,7 @@ impl Workers {
                     self.events.emit(&crate::events::Event {
                         kind: crate::events::EventKind::Escalated,
                         at: now,
-                        client: v.client.clone(),
+                        client: v.client,
                         data: crate::events::EventData {
                             subject: v.subject.clone(),
                             reason: Some(EscalationCause::PushFailed.as_str()),
@@ -474,12 +475,7 @@ impl Workers {
     /// Record a channel's answer, acknowledging the job in the same step when it came
     /// from the store's queue. A store that fails is asked again a few times; an
     /// answer still not recorded is kept, for when the job comes back to this node.
-    async fn record(
-        &self,
-        job: &DeliveryJob,
-        result: SendResult,
-        details: Option<Box<SendDetails>>,
-    ) {
+    async fn record(&self, job: &DeliveryJob, result: SendResult, details: Option<SendDetails>) {
         let mut pauses = RECORD_RETRIES.iter();
         loop {
             let now = self.clock.now();
@@ -507,7 +503,7 @@ impl Workers {
             let e = match recorded {
                 Ok(changed) => {
                     if changed && let SendResult::Sent { .. } = &result {
-                        self.sent_event(job, details.as_deref());
+                        self.sent_event(job, details.as_ref());
                     }
                     return;
                 }
@@ -536,7 +532,7 @@ impl Workers {
         self.events.emit(&Event {
             kind: EventKind::Sent,
             at: self.clock.now(),
-            client: job.client.clone(),
+            client: job.client,
             data: EventData {
                 send: Some(job.send),
                 carrier: details.and_then(|d| d.carrier.as_deref()).map(Box::from),
@@ -671,7 +667,7 @@ impl Workers {
                     self.events.emit(&Event {
                         kind: EventKind::DeviceRemoved,
                         at: self.clock.now(),
-                        client: job.client.clone(),
+                        client: job.client,
                         data: EventData {
                             verification_id: Some(job.id.to_string()),
                             subject: Some(subject.into()),
@@ -720,7 +716,7 @@ impl Workers {
         &self,
         job: &DeliveryJob,
         gate: &dyn SendGate,
-    ) -> (SendResult, Option<Box<SendDetails>>) {
+    ) -> (SendResult, Option<SendDetails>) {
         let plan = self.router.plan();
         let mut details = SendDetails::default();
         let now = self.clock.now();
@@ -742,7 +738,7 @@ impl Workers {
         details.encoding = Some(sms.measure.alphabet);
         details.segments = sms.measure.segments.min(255) as u8;
         let route = plan.route(job.to);
-        details.route = Some(route.name.clone());
+        details.route = Some(route.name);
         let order = match route.target {
             Target::Blocked => {
                 metrics::counter!("otpd_sms_blocked_total").increment(1);
@@ -750,7 +746,7 @@ impl Workers {
                     SendResult::Failed {
                         error: format!("numbers under +{} are blocked", route.prefix),
                     },
-                    Some(Box::new(details)),
+                    Some(details),
                 );
             }
             target => target.order(self.seed.hash_one((job.id, job.send))),
@@ -775,7 +771,7 @@ impl Workers {
                         humantime::format_duration(plan.min_validity_left())
                     ),
                 },
-                Some(Box::new(details)),
+                Some(details),
             )
         };
         let mut round = 1;
@@ -784,8 +780,8 @@ impl Workers {
             let mut deadline_hit = false;
             // Whether a carrier that was up failed it: only then is it an attempt.
             let mut attempted = false;
-            for name in &order {
-                let Some(slot) = self.router.slot(name) else {
+            for &name in &order {
+                let Some(slot) = self.router.slot(&name) else {
                     continue;
                 };
                 let tried = self
@@ -801,7 +797,7 @@ impl Workers {
                     )
                     .await;
                 match tried {
-                    Tried::Done(result) => return (result, Some(Box::new(details))),
+                    Tried::Done(result) => return (result, Some(details)),
                     Tried::Expired => return expired(details),
                     Tried::Next {
                         asked: more,
@@ -830,7 +826,7 @@ impl Workers {
                     None => "the route has no running carrier".to_string(),
                 };
                 details.carrier = None;
-                return (SendResult::Failed { error }, Some(Box::new(details)));
+                return (SendResult::Failed { error }, Some(details));
             };
             tokio::time::sleep(pause).await;
             if attempted {
@@ -846,7 +842,7 @@ impl Workers {
     async fn try_carrier(
         &self,
         job: &DeliveryJob,
-        name: &Arc<str>,
+        name: Name,
         slot: &CarrierSlot,
         message: &Message,
         gate: &dyn SendGate,
@@ -895,7 +891,7 @@ impl Workers {
         if self.clock.now() >= deadline {
             return Tried::Expired;
         }
-        details.carrier = Some(name.clone());
+        details.carrier = Some(name);
         let was_up = slot.channel.healthy();
         let answer = slot.channel.submit_gated(message, gate).await;
         let now = self.clock.now();
@@ -1030,7 +1026,7 @@ impl SendDetails {
             // smaller than a `Vec` in every send's details.
             let mut failovers = std::mem::take(&mut self.failovers).into_vec();
             failovers.push(Failover {
-                carrier: carrier.clone(),
+                carrier: *carrier,
                 error: error.into(),
             });
             self.failovers = failovers.into_boxed_slice();
@@ -1102,7 +1098,7 @@ fn report_event(
     events.emit(&Event {
         kind,
         at: now,
-        client: v.client.clone(),
+        client: v.client,
         data: EventData {
             send: Some(send),
             carrier,

@@ -24,6 +24,7 @@ use crate::delivery::template::{Entry, TemplateSpec, Templates};
 use crate::delivery::throttle::Throttle;
 use crate::domain::clock::UnixMillis;
 use crate::domain::locale::Locale;
+use crate::domain::name::Name;
 use crate::numbers::e164::E164;
 use crate::numbers::reader::Region;
 
@@ -97,7 +98,7 @@ fn choices(key: &str, carriers: &[RouteCarrier]) -> Result<Vec<CarrierChoice>, C
                 ));
             }
             Ok(CarrierChoice {
-                carrier: Arc::from(name),
+                carrier: Name::new(name),
                 priority,
                 weight,
             })
@@ -200,12 +201,12 @@ impl Plan {
     }
 
     /// Every carrier some route names.
-    pub fn carriers(&self) -> BTreeSet<Arc<str>> {
+    pub fn carriers(&self) -> BTreeSet<Name> {
         self.table
             .targets()
             .map(|(_, t)| t)
             .filter_map(|t| match t {
-                Target::Carriers(cs) => Some(cs.iter().map(|c| c.carrier.clone())),
+                Target::Carriers(cs) => Some(cs.iter().map(|c| c.carrier)),
                 Target::Blocked => None,
             })
             .flatten()
@@ -218,7 +219,7 @@ pub const SUSPENDED: &str = "suspended by an operator";
 
 /// One running carrier: its channel, breaker and throughput cap.
 pub struct CarrierSlot {
-    pub name: Arc<str>,
+    pub name: Name,
     pub channel: Arc<dyn Channel>,
     breaker: Mutex<Breaker>,
     throttle: RwLock<Arc<Throttle>>,
@@ -240,15 +241,15 @@ pub struct SlotCounters {
 }
 
 impl SlotCounters {
-    fn new(carrier: &Arc<str>) -> Self {
-        let outcome = |o: &'static str| metrics::counter!("otpd_sms_carrier_total", "carrier" => carrier.clone(), "outcome" => o);
+    fn new(carrier: Name) -> Self {
+        let outcome = |o: &'static str| metrics::counter!("otpd_sms_carrier_total", "carrier" => carrier.as_str(), "outcome" => o);
         Self {
             sent: outcome("sent"),
             temporary: outcome("temporary"),
             refused: outcome("refused"),
             rejected: outcome("rejected"),
             closed: outcome("closed"),
-            failovers: metrics::counter!("otpd_sms_failovers_total", "from" => carrier.clone()),
+            failovers: metrics::counter!("otpd_sms_failovers_total", "from" => carrier.as_str()),
         }
     }
 }
@@ -348,7 +349,7 @@ pub struct CarrierHealth {
 pub struct NotRunning(pub String);
 
 pub struct Router {
-    slots: HashMap<Arc<str>, Arc<CarrierSlot>>,
+    slots: HashMap<Name, Arc<CarrierSlot>>,
     plan: RwLock<Arc<Plan>>,
 }
 
@@ -358,11 +359,11 @@ impl Router {
         let slots = channels
             .iter()
             .map(|channel| {
-                let name: Arc<str> = Arc::from(channel.name());
+                let name = Name::new(channel.name());
                 let limits = plan.limits(&name);
                 let slot = CarrierSlot {
-                    counters: SlotCounters::new(&name),
-                    name: name.clone(),
+                    counters: SlotCounters::new(name),
+                    name,
                     channel: channel.clone(),
                     breaker: Mutex::new(Breaker::new(plan.breaker)),
                     throttle: RwLock::new(Arc::new(Throttle::new(
@@ -423,7 +424,7 @@ impl Router {
     /// Every running carrier, by name.
     pub fn slots(&self) -> impl Iterator<Item = &Arc<CarrierSlot>> {
         let mut slots: Vec<_> = self.slots.values().collect();
-        slots.sort_by(|a, b| a.name.cmp(&b.name));
+        slots.sort_by_key(|a| a.name);
         slots.into_iter()
     }
 
@@ -448,7 +449,7 @@ fn route_table(config: &Config) -> Result<RouteTable, ConfigError> {
             }
         };
         vec![CarrierChoice {
-            carrier: Arc::from(name.as_str()),
+            carrier: Name::new(name.as_str()),
             priority: 0,
             weight: 1,
         }]

@@ -6,15 +6,14 @@
 //! reads at most 15 nodes whatever the size of the table, and building it once per
 //! configuration load is all the allocation there is. Pure: no I/O, no clock.
 
-use std::sync::Arc;
-
+use crate::domain::name::Name;
 use crate::numbers::e164::E164;
 
 /// One carrier of a route: lower `priority` is tried first; among equal priorities,
 /// `weight` shares the traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarrierChoice {
-    pub carrier: Arc<str>,
+    pub carrier: Name,
     pub priority: u32,
     pub weight: u32,
 }
@@ -33,12 +32,12 @@ impl Target {
     /// weighted random order drawn from `seed` (each carrier leads its group with a
     /// chance proportional to its weight). Zero-weight carriers come last in their
     /// group: standby.
-    pub fn order(&self, mut seed: u64) -> Vec<Arc<str>> {
+    pub fn order(&self, mut seed: u64) -> Vec<Name> {
         let Target::Carriers(carriers) = self else {
             return Vec::new();
         };
         if let [only] = carriers.as_slice() {
-            return vec![only.carrier.clone()];
+            return vec![only.carrier];
         }
         let mut sorted: Vec<&CarrierChoice> = carriers.iter().collect();
         sorted.sort_by_key(|c| c.priority);
@@ -64,7 +63,7 @@ impl Target {
                         })
                         .unwrap_or(0)
                 };
-                out.push(left.remove(pick).carrier.clone());
+                out.push(left.remove(pick).carrier);
             }
         }
         out
@@ -86,7 +85,7 @@ fn splitmix(x: u64) -> u64 {
 pub struct Matched<'a> {
     pub prefix: &'a str,
     /// The prefix, or `default`, shared: what the delivery history records.
-    pub name: &'a Arc<str>,
+    pub name: Name,
     pub target: &'a Target,
 }
 
@@ -123,8 +122,8 @@ pub struct RouteTable {
     nodes: Vec<Node>,
     routes: Vec<(Box<str>, Target)>,
     /// [`Matched::name`] of each route, and of the default.
-    names: Vec<Arc<str>>,
-    default_name: Arc<str>,
+    names: Vec<Name>,
+    default_name: Name,
     default: Option<Target>,
 }
 
@@ -165,7 +164,7 @@ impl RouteTable {
             nodes: vec![Node::empty()],
             routes: Vec::new(),
             names: Vec::new(),
-            default_name: Arc::from("default"),
+            default_name: Name::new("default"),
             default,
         };
         for (prefix, target) in routes {
@@ -193,7 +192,7 @@ impl RouteTable {
                 return Err(RouteError::Duplicate(prefix));
             }
             table.nodes[node].route = table.routes.len() as u32;
-            table.names.push(Arc::from(prefix.as_str()));
+            table.names.push(Name::new(prefix.as_str()));
             table.routes.push((prefix.into_boxed_str(), target));
         }
         Ok(table)
@@ -218,13 +217,13 @@ impl RouteTable {
             let (prefix, target) = &self.routes[best as usize];
             return Some(Matched {
                 prefix,
-                name: &self.names[best as usize],
+                name: self.names[best as usize],
                 target,
             });
         }
         self.default.as_ref().map(|target| Matched {
             prefix: "",
-            name: &self.default_name,
+            name: self.default_name,
             target,
         })
     }
@@ -259,7 +258,7 @@ mod tests {
             names
                 .iter()
                 .map(|(n, p, w)| CarrierChoice {
-                    carrier: Arc::from(*n),
+                    carrier: Name::new(n),
                     priority: *p,
                     weight: *w,
                 })

@@ -140,7 +140,6 @@ mod tests {
     use ed25519_dalek::Signer as _;
     use ed25519_dalek::pkcs8::EncodePublicKey as _;
     use otpd_adapters::ChannelKind;
-    use std::sync::Arc;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
 
@@ -150,7 +149,7 @@ mod tests {
                 id: VerificationId::new(ShardTag(3), [4; 14]),
                 to: E164::parse_international("+34600123456").unwrap(),
                 line: NumberLine::default(),
-                purpose: Arc::from("login"),
+                purpose: crate::domain::name::Name::new("login"),
                 subject: Some("12345678Z".into()),
                 client: None,
                 locale: Locale::Es,

@@ -17,13 +17,14 @@
 //! anything. Every transition returns what happened, and the caller turns that into
 //! an answer; the store persists the mutated value.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use otpd_adapters::ChannelKind;
+use smallvec::{SmallVec, smallvec};
 
 use crate::domain::clock::{MaybeAt, UnixMillis};
 use crate::domain::locale::Locale;
+use crate::domain::name::Name;
 use crate::numbers::e164::E164;
 use crate::numbers::reader::NumberLine;
 use crate::secrets::code::{CodeLength, CodeMac, SealedCode};
@@ -299,18 +300,20 @@ pub struct SendAttempt {
     pub reference: Option<Box<str>>,
     /// Why it failed, as the channel said it.
     pub error: Option<Box<str>>,
-    /// For SMS: the carrier, the carriers tried before it, the encoding. Boxed and
-    /// absent for pushes, so a verification stays small.
-    pub details: Option<Box<SendDetails>>,
+    /// For SMS: the carrier, the carriers tried before it, the encoding; absent for
+    /// pushes. Inline: nearly every verification has an SMS send, and a block of its
+    /// own cost more (its pointer, the allocator's rounding) than the bytes a push
+    /// send leaves unused.
+    pub details: Option<SendDetails>,
 }
 
 /// How an SMS send was routed and encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SendDetails {
     /// The carrier that took it (or the last one tried).
-    pub carrier: Option<Arc<str>>,
+    pub carrier: Option<Name>,
     /// The route's prefix (`default` for the default route).
-    pub route: Option<Arc<str>>,
+    pub route: Option<Name>,
     /// Carriers passed over before, each with why.
     pub failovers: Box<[Failover]>,
     /// `gsm7` or `ucs2`.
@@ -327,7 +330,7 @@ pub struct SendDetails {
 /// A carrier a send moved on from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failover {
-    pub carrier: Arc<str>,
+    pub carrier: Name,
     pub error: Box<str>,
 }
 
@@ -402,11 +405,11 @@ pub struct NewVerification {
     pub to: E164,
     /// The number's country and kind of line.
     pub line: NumberLine,
-    pub purpose: Arc<str>,
+    pub purpose: Name,
     pub subject: Option<Box<str>>,
     /// The API client that asked for it (`None` when the API is open): only it sees,
     /// checks or cancels it.
-    pub client: Option<Arc<str>>,
+    pub client: Option<Name>,
     pub locale: Locale,
     pub channel: RequestedChannel,
     pub first_send: ChannelKind,
@@ -424,9 +427,9 @@ pub struct Verification {
     pub id: VerificationId,
     pub to: E164,
     pub line: NumberLine,
-    pub purpose: Arc<str>,
+    pub purpose: Name,
     pub subject: Option<Box<str>>,
-    pub client: Option<Arc<str>>,
+    pub client: Option<Name>,
     pub locale: Locale,
     pub channel: RequestedChannel,
     pub code_length: CodeLength,
@@ -440,7 +443,9 @@ pub struct Verification {
     pub(crate) max_attempts: u8,
     pub(crate) max_sends: u8,
     pub(crate) resend_cooldown_ms: u32,
-    pub(crate) sends: Vec<SendAttempt>,
+    /// Inline while there is one send, as nearly always: a block of its own per
+    /// verification cost a pointer, a capacity and the allocator's rounding.
+    pub(crate) sends: SmallVec<[SendAttempt; 1]>,
     pub match_code: Option<MatchCode>,
     /// When an unacknowledged push escalates to SMS; `None` when no escalation is
     /// pending (none armed, acknowledged, or done).
@@ -493,7 +498,7 @@ impl Verification {
             max_attempts: p.max_attempts.max(1),
             max_sends: p.max_sends.max(1),
             resend_cooldown_ms: p.resend_cooldown.as_millis().min(u32::MAX as u128) as u32,
-            sends: vec![SendAttempt::queued(init.first_send, now)],
+            sends: smallvec![SendAttempt::queued(init.first_send, now)],
             match_code: init.match_code,
             escalate_at: escalate_at.into(),
             acknowledged_at: MaybeAt::NONE,
@@ -729,7 +734,7 @@ impl Verification {
         &mut self,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
     ) -> bool {
         let Some(attempt) = self.attempt_mut(send) else {
@@ -863,7 +868,7 @@ mod tests {
                 id: VerificationId::new(ShardTag(1), [1; 14]),
                 to: E164::parse_international("+34600123456").unwrap(),
                 line: NumberLine::default(),
-                purpose: Arc::from("login"),
+                purpose: Name::new("login"),
                 subject: None,
                 client: None,
                 locale: Locale::Es,
@@ -1041,7 +1046,7 @@ mod tests {
         let sent = SendResult::Sent {
             reference: "c:1".into(),
         };
-        assert!(v.record_send_with(1, sent, Some(Box::new(details)), T0));
+        assert!(v.record_send_with(1, sent, Some(details), T0));
         let mut read = v.clone();
         read.settle(due.plus(Duration::from_millis(999)).min(T0.plus(secs(899))));
         assert_eq!(read.delivery_state(), SendState::Sent, "not yet due");
@@ -1164,7 +1169,7 @@ mod escalation_tests {
                 id: VerificationId::new(ShardTag(1), [2; 14]),
                 to: E164::parse_international("+34600123456").unwrap(),
                 line: NumberLine::default(),
-                purpose: Arc::from("login"),
+                purpose: Name::new("login"),
                 subject: Some("12345678Z".into()),
                 client: None,
                 locale: Locale::Es,

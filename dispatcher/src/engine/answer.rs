@@ -109,7 +109,7 @@ impl Engine {
                 };
                 self.emit(
                     kind,
-                    v.client.clone(),
+                    v.client,
                     crate::events::EventData {
                         subject: v.subject.clone(),
                         reason: Some("app"),

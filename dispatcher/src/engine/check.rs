@@ -42,7 +42,7 @@ impl Engine {
             wrong_per_subject: rules.policy.check_subject_quota(),
             now: nanos(now),
         };
-        let owner = caller.id().map(|n| &**n);
+        let owner = caller.id().map(|n| n.as_str());
         let candidate = self.keys.mac(id, code);
         let checked = self
             .stores
@@ -62,7 +62,7 @@ impl Engine {
         if let Some(r) = subject_refused {
             self.emit(
                 crate::events::EventKind::Locked,
-                caller.id().cloned(),
+                caller.id(),
                 crate::events::EventData {
                     subject: result.subject.clone(),
                     reason: Some("subject_guessing"),
@@ -76,7 +76,7 @@ impl Engine {
         if result.locked_now {
             self.emit(
                 crate::events::EventKind::Locked,
-                caller.id().cloned(),
+                caller.id(),
                 crate::events::EventData {
                     subject: result.subject.clone(),
                     reason: Some("too_many_attempts"),
@@ -89,7 +89,7 @@ impl Engine {
                 .converted(&rules, result.to, result.country, now);
             self.emit(
                 crate::events::EventKind::Approved,
-                caller.id().cloned(),
+                caller.id(),
                 crate::events::EventData {
                     subject: result.subject.clone(),
                     reason: Some("code"),

@@ -100,7 +100,7 @@ impl Engine {
             }
             self.emit(
                 EventKind::Expired,
-                v.client.clone(),
+                v.client,
                 EventData {
                     subject: v.subject.clone(),
                     ..EventData::of(&v.id, v.to, "expired")

@@ -340,7 +340,7 @@ impl Engine {
         let now = self.clock.now();
         let (to, country) = (planned.number.e164, planned.number.country);
         let subject = planned.subject.clone();
-        let purpose = planned.purpose.name.clone();
+        let purpose = planned.purpose.name;
         let facts = IssueFacts {
             to,
             country,
@@ -419,7 +419,7 @@ impl Engine {
                 self.metrics.resent();
                 // Same verification, same code: recover it from its sealed form.
                 let code = self.keys.unseal(&v.id, v.sealed_code, v.code_length);
-                (Issued::Resent(v), code)
+                (Issued::Resent(*v), code)
             }
             IssueOutcome::Refused {
                 refusal,
@@ -442,13 +442,13 @@ impl Engine {
             to: v.to,
             kind: last.channel,
             locale: v.locale,
-            purpose: v.purpose.clone(),
+            purpose: v.purpose,
             code,
             expires_at: v.expires_at,
             subject: v.subject.clone(),
             match_code: v.match_code,
             challenge: v.challenge(),
-            client: v.client.clone(),
+            client: v.client,
             provider_ack: planned.purpose.provider_ack,
             receipt: None,
             queued_at: now,
@@ -493,9 +493,9 @@ impl Engine {
                 id,
                 to: p.number.e164,
                 line: p.number.line(),
-                purpose: p.purpose.name.clone(),
+                purpose: p.purpose.name,
                 subject: p.subject.clone(),
-                client: caller.id().cloned(),
+                client: caller.id(),
                 locale: p.locale,
                 channel: p.channel,
                 first_send: kind,

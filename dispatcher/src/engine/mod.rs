@@ -31,6 +31,7 @@ use crate::delivery::router::Router;
 use crate::delivery::{DeliveryJob, DeliveryQueue};
 use crate::domain::clock::{Clock, UnixMillis};
 use crate::domain::locale::Locale;
+use crate::domain::name::Name;
 use crate::domain::verification::{
     CancelOutcome, Closing, EscalationCause, Policy, SendResult, Status, Verification,
 };
@@ -46,7 +47,7 @@ use otpd_adapters::ChannelKind;
 /// A purpose (`login`, `signup`, …) and the policy its verifications get.
 #[derive(Debug, Clone)]
 pub struct Purpose {
-    pub name: Arc<str>,
+    pub name: Name,
     pub policy: Policy,
     /// The push provider's acceptance counts as the app's acknowledgement (else only
     /// `POST …/ack` from the app does).
@@ -185,7 +186,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<crate::store::events::KeptEvent>, Refused> {
         match (caller.id(), &self.event_log) {
-            (Some(name), Some(log)) => Ok(log.after(name, after, limit).await?),
+            (Some(name), Some(log)) => Ok(log.after(&name, after, limit).await?),
             _ => Ok(Vec::new()),
         }
     }
@@ -199,7 +200,7 @@ impl Engine {
     pub(crate) fn emit(
         &self,
         kind: crate::events::EventKind,
-        client: Option<Arc<str>>,
+        client: Option<Name>,
         data: crate::events::EventData,
     ) {
         self.events.emit(&crate::events::Event {
@@ -320,7 +321,7 @@ impl Engine {
             .verifications
             .get(id)
             .await?
-            .filter(|v| v.client.as_ref() == caller.id())
+            .filter(|v| v.client == caller.id())
             .ok_or(Refused::NotFound)?;
         Ok(settled(v, self.clock.now()))
     }
@@ -343,7 +344,7 @@ impl Engine {
         caller: &Client,
         id: &VerificationId,
     ) -> Result<(CancelOutcome, Verification), Refused> {
-        let owner = caller.id().map(|n| &**n);
+        let owner = caller.id().map(|n| n.as_str());
         let (outcome, v) = self
             .stores
             .verifications
@@ -353,7 +354,7 @@ impl Engine {
         if outcome == CancelOutcome::Canceled {
             self.emit(
                 crate::events::EventKind::Canceled,
-                v.client.clone(),
+                v.client,
                 crate::events::EventData {
                     subject: v.subject.clone(),
                     ..crate::events::EventData::of(&v.id, v.to, "canceled")
@@ -388,7 +389,7 @@ impl Engine {
             self.metrics.escalated(EscalationCause::Timeout);
             self.emit(
                 crate::events::EventKind::Escalated,
-                v.client.clone(),
+                v.client,
                 crate::events::EventData {
                     subject: v.subject.clone(),
                     reason: Some(EscalationCause::Timeout.as_str()),
@@ -408,13 +409,13 @@ impl Engine {
                 to: v.to,
                 kind: ChannelKind::Sms,
                 locale: v.locale,
-                purpose: v.purpose.clone(),
+                purpose: v.purpose,
                 code: self.keys.unseal(&v.id, v.sealed_code, v.code_length),
                 expires_at: v.expires_at,
                 subject: None,
                 match_code: None,
                 challenge: None,
-                client: v.client.clone(),
+                client: v.client,
                 provider_ack: false,
                 receipt: None,
                 queued_at: now,

@@ -34,13 +34,13 @@ impl Engine {
                     to: v.to,
                     kind: s.channel,
                     locale: v.locale,
-                    purpose: v.purpose.clone(),
+                    purpose: v.purpose,
                     code: self.keys.unseal(&v.id, v.sealed_code, v.code_length),
                     expires_at: v.expires_at,
                     subject: v.subject.clone().filter(|_| !escalated),
                     match_code: v.match_code.filter(|_| !escalated),
                     challenge: v.challenge().filter(|_| !escalated),
-                    client: v.client.clone(),
+                    client: v.client,
                     provider_ack: !escalated
                         && self
                             .purposes

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Event, EventSink, payload};
+use crate::domain::name::Name;
 use crate::store::events::{EventLog, NewEvent};
 
 /// Events waiting for the writer, at most.
@@ -29,8 +30,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 pub struct Feed {
     /// The clients whose events are kept (those with a webhook, or that read
     /// `GET /v1/events`).
-    clients: HashSet<Arc<str>>,
-    queue: mpsc::Sender<(Arc<str>, Event)>,
+    clients: HashSet<Name>,
+    queue: mpsc::Sender<(Name, Event)>,
 }
 
 impl Feed {
@@ -38,7 +39,7 @@ impl Feed {
     /// the feed is dropped and what was queued is written).
     pub fn start(
         log: Arc<dyn EventLog>,
-        clients: impl IntoIterator<Item = Arc<str>>,
+        clients: impl IntoIterator<Item = Name>,
         on: &tokio::runtime::Handle,
     ) -> Feed {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -64,14 +65,10 @@ pub fn order_key(event: &Event) -> u64 {
 
 impl EventSink for Feed {
     fn emit(&self, event: &Event) {
-        let Some(client) = event.client.as_ref().filter(|c| self.clients.contains(*c)) else {
+        let Some(client) = event.client.filter(|c| self.clients.contains(c)) else {
             return;
         };
-        if self
-            .queue
-            .try_send((client.clone(), event.clone()))
-            .is_err()
-        {
+        if self.queue.try_send((client, event.clone())).is_err() {
             metrics::counter!("otpd_events_dropped_total").increment(1);
         }
     }
@@ -81,7 +78,7 @@ impl EventSink for Feed {
     }
 }
 
-async fn write(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<(Arc<str>, Event)>) {
+async fn write(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<(Name, Event)>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let events: Vec<NewEvent> = batch

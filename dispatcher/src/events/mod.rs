@@ -15,11 +15,10 @@ pub mod lanes;
 pub mod sink;
 pub mod webhook;
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use crate::domain::clock::UnixMillis;
+use crate::domain::name::Name;
 use crate::numbers::e164::E164;
 use crate::secrets::id::VerificationId;
 use otpd_adapters::ChannelKind;
@@ -135,7 +134,7 @@ impl EventKind {
 pub struct Event {
     pub kind: EventKind,
     pub at: UnixMillis,
-    pub client: Option<Arc<str>>,
+    pub client: Option<Name>,
     pub data: EventData,
 }
 

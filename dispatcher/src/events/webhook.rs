@@ -21,6 +21,7 @@ use otpd_adapters::h2post;
 
 use super::lanes::{Held, Lanes};
 use crate::domain::clock::Clock;
+use crate::domain::name::Name;
 use crate::secrets::webhook::WebhookSecret;
 use crate::store::events::{EventId, EventLog, KeptEvent};
 
@@ -430,7 +431,7 @@ async fn take(
 /// stopped.
 pub async fn report_backlog(
     log: Arc<dyn EventLog>,
-    clients: Vec<Arc<str>>,
+    clients: Vec<Name>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {

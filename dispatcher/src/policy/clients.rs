@@ -12,6 +12,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClientConfig, KeyDigest, RegistryAccess};
+use crate::domain::name::Name;
 use crate::numbers::reader::Region;
 use crate::policy::gcra::Quota;
 use crate::secrets::code::RandomSource;
@@ -19,7 +20,7 @@ use crate::secrets::code::RandomSource;
 /// An authenticated caller and what it may do.
 #[derive(Debug)]
 pub struct Client {
-    pub name: Arc<str>,
+    pub name: Name,
     /// Its own rate (`None`: only the shared limits apply).
     pub quota: Option<Quota>,
     purposes: Option<HashSet<Box<str>>>,
@@ -39,8 +40,8 @@ pub struct Client {
 
 impl Client {
     /// The name its verifications carry; `None` for everybody on an open API.
-    pub fn id(&self) -> Option<&Arc<str>> {
-        (!self.open).then_some(&self.name)
+    pub fn id(&self) -> Option<Name> {
+        (!self.open).then_some(self.name)
     }
 
     pub fn may_use(&self, purpose: &str) -> bool {
@@ -96,7 +97,7 @@ impl Clients {
             return Clients {
                 by_digest: HashMap::new(),
                 open: Some(Arc::new(Client {
-                    name: Arc::from("open"),
+                    name: Name::new("open"),
                     quota: None,
                     purposes: None,
                     countries: None,
@@ -116,7 +117,7 @@ impl Clients {
             .map(|c| {
                 let digest = *c.key_sha256.bytes();
                 let client = Client {
-                    name: Arc::from(c.name.as_str()),
+                    name: Name::new(c.name.as_str()),
                     quota: crate::policy::limits::quota(c.rate),
                     purposes: (!c.purposes.is_empty())
                         .then(|| c.purposes.iter().map(|p| p.as_str().into()).collect()),
@@ -271,7 +272,7 @@ mod tests {
             c.authenticate(Some(b"Bearer  k1 "))
                 .unwrap()
                 .id()
-                .map(|n| &**n),
+                .map(|n| n.as_str()),
             Some("sede")
         );
         assert_eq!(c.authenticate(None).unwrap_err(), AuthError::Missing);

@@ -16,6 +16,7 @@ use arrayvec::ArrayVec;
 use crate::config::LimitsConfig;
 use crate::config::Rate;
 use crate::config::limits::parse_prefix;
+use crate::domain::name::Name;
 use crate::numbers::e164::E164;
 use crate::numbers::prefix_map::PrefixMap;
 use crate::numbers::reader::Region;
@@ -55,7 +56,7 @@ pub mod name {
 struct Capacity {
     whole: Quota,
     shared: Option<Quota>,
-    reserved: HashMap<Arc<str>, Quota>,
+    reserved: HashMap<Name, Quota>,
 }
 
 /// Which part of a purpose's capacity a request draws on.
@@ -162,7 +163,7 @@ impl LimitPolicy {
                 let whole = quota(*rate)?;
                 let reserved = reserving
                     .iter()
-                    .filter_map(|cl| Some((cl.name.clone(), share_of(whole, cl.reserved)?)))
+                    .filter_map(|cl| Some((cl.name, share_of(whole, cl.reserved)?)))
                     .collect();
                 let shared = share_of(whole, 1.0 - taken);
                 Some((

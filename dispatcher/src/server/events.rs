@@ -12,6 +12,7 @@ use super::ServerError;
 use super::after_the_fact::{AfterTheFact, CALLING, KEEPING};
 use crate::config::Config;
 use crate::domain::clock::Clock;
+use crate::domain::name::Name;
 use crate::events::audit::{Audit, AuditSettings};
 use crate::events::feed::Feed;
 use crate::events::webhook::{Deliverer, Target, Transport, WebhookSettings, report_backlog};
@@ -26,7 +27,7 @@ pub(super) struct Events {
     pub sink: Arc<dyn EventSink>,
     pub log: Arc<dyn EventLog>,
     targets: Vec<Target>,
-    keepers: Vec<Arc<str>>,
+    keepers: Vec<Name>,
     /// Where the clients' logs are written and their webhooks called.
     runtime: Option<AfterTheFact>,
 }
@@ -67,11 +68,11 @@ impl Events {
         clock: &Arc<dyn Clock>,
         node: &str,
     ) -> Result<Events, ServerError> {
-        let keepers: Vec<Arc<str>> = config
+        let keepers: Vec<Name> = config
             .clients
             .iter()
             .filter(|c| c.keeps_events())
-            .map(|c| Arc::from(c.name.as_str()))
+            .map(|c| Name::new(c.name.as_str()))
             .collect();
         let targets = config
             .clients

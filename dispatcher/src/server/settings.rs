@@ -5,10 +5,10 @@
 //! nothing downstream checks again.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, PushAck};
 use crate::delivery::router::Plan;
+use crate::domain::name::Name;
 use crate::domain::verification::Policy;
 use crate::engine::{Options, Purpose};
 use crate::numbers::reader::NumberRules;
@@ -57,7 +57,7 @@ impl Settings {
                     )
                 })?;
                 Ok(Purpose {
-                    name: Arc::from(name.as_str()),
+                    name: Name::new(name.as_str()),
                     policy: Policy {
                         ttl: p.ttl,
                         code_length,

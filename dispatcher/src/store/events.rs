@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 
 use super::StoreError;
 use crate::domain::clock::UnixMillis;
+use crate::domain::name::Name;
 
 /// An event's place in its client's log: the millisecond it was appended at and a
 /// sequence within it, written `evt_<ms>-<seq>` (Redis streams' ids, prefixed).
@@ -89,7 +90,7 @@ impl FromStr for EventId {
 /// An event to keep for `client`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
-    pub client: Arc<str>,
+    pub client: Name,
     /// Events with the same key are delivered in order (a verification's id hashed).
     pub order: u64,
     pub at: UnixMillis,
@@ -170,7 +171,7 @@ pub trait EventDisk: Send + Sync + 'static {
 
 /// The logs in memory: a bounded deque per client.
 pub struct MemoryLog {
-    clients: Mutex<HashMap<Arc<str>, ClientLog>>,
+    clients: Mutex<HashMap<Name, ClientLog>>,
     /// At most this many events per client; past it the oldest go.
     keep: usize,
     retention: Duration,
@@ -280,7 +281,7 @@ impl EventLog for MemoryLog {
     async fn append(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
         let mut clients = self.clients.lock();
         for event in events {
-            let log = clients.entry(event.client.clone()).or_default();
+            let log = clients.entry(event.client).or_default();
             let id = log.last.next(event.at);
             log.last = id;
             if let Some(disk) = &self.disk {

@@ -119,7 +119,7 @@ impl JobLedger for Unavailable {
         _: &VerificationId,
         _: u8,
         _: SendResult,
-        _: Option<Box<SendDetails>>,
+        _: Option<SendDetails>,
         _: UnixMillis,
     ) -> Result<bool, StoreError> {
         down()

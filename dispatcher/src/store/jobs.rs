@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::JobReceipt;
 use crate::domain::clock::UnixMillis;
 use crate::domain::locale::Locale;
+use crate::domain::name::Name;
 use crate::domain::verification::{Challenge, MatchCode};
 use crate::numbers::e164::E164;
 use crate::policy::sojourn::Sojourn;
@@ -29,7 +30,7 @@ pub struct DeliveryJob {
     pub to: E164,
     pub kind: ChannelKind,
     pub locale: Locale,
-    pub purpose: Arc<str>,
+    pub purpose: Name,
     pub code: Code,
     pub expires_at: UnixMillis,
     /// Whose devices a push goes to.
@@ -39,7 +40,7 @@ pub struct DeliveryJob {
     pub challenge: Option<Challenge>,
     /// The API client that asked: its display name is shown in an approval push,
     /// and the send's events are its own.
-    pub client: Option<Arc<str>>,
+    pub client: Option<Name>,
     /// The provider's acceptance counts as the app's acknowledgement.
     pub provider_ack: bool,
     /// Where to acknowledge the job, when it came from the store's queue.

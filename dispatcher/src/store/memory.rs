@@ -480,7 +480,7 @@ impl MemoryStore {
                     Ok(_) => {
                         let current = current.clone();
                         let ticket = self.journal(&current);
-                        (IssueOutcome::Resent(current), ticket)
+                        (IssueOutcome::Resent(Box::new(current)), ticket)
                     }
                     Err(refusal) => (
                         IssueOutcome::Refused {
@@ -739,7 +739,7 @@ impl JobLedger for MemoryStore {
         id: &VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let recorded = self
@@ -878,7 +878,6 @@ mod tests {
     use crate::numbers::e164::E164;
     use crate::secrets::code::{CodeLength, SealedCode};
     use crate::secrets::id::ShardTag;
-    use std::sync::Arc;
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
     const TTL: Duration = Duration::from_secs(600);
@@ -902,7 +901,7 @@ mod tests {
                 id: VerificationId::new(ShardTag::of(to), random),
                 to,
                 line: crate::numbers::reader::NumberLine::default(),
-                purpose: Arc::from(purpose),
+                purpose: crate::domain::name::Name::new(purpose),
                 subject: None,
                 client: None,
                 locale: Locale::Es,

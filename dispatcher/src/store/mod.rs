@@ -49,7 +49,7 @@ pub enum IssueOutcome {
     Created,
     /// A pending one existed: another send of its code was queued on it. The
     /// candidate was discarded.
-    Resent(Verification),
+    Resent(Box<Verification>),
     /// The store queues deliveries itself (Redis streams) and that queue is full:
     /// nothing was written.
     Overloaded,
@@ -428,7 +428,7 @@ pub trait JobLedger: Send + Sync + 'static {
         id: &VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
     ) -> Result<bool, StoreError>;
 
@@ -439,7 +439,7 @@ pub trait JobLedger: Send + Sync + 'static {
         id: &VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
         _receipt: &JobReceipt,
     ) -> Result<bool, StoreError> {

@@ -259,7 +259,7 @@ impl RedisStore {
                 let key = bytes(reply.next().ok_or_else(|| corrupt("no key"))?)?;
                 let id = Keys::id_of(&key).ok_or_else(|| corrupt("a key without an id"))?;
                 let v = self.verification(id, reply.next().ok_or_else(|| corrupt("no record"))?)?;
-                IssueOutcome::Resent(v)
+                IssueOutcome::Resent(Box::new(v))
             }
             "refused" => {
                 let mut next = || reply.next().ok_or_else(|| corrupt("short refusal"));
@@ -473,7 +473,7 @@ impl RedisStore {
         id: &VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
         receipt: Option<&JobReceipt>,
     ) -> Result<bool, StoreError> {
@@ -490,7 +490,7 @@ impl RedisStore {
             .arg(text)
             .arg(
                 details
-                    .as_deref()
+                    .as_ref()
                     .map(record::encode_details)
                     .unwrap_or_default(),
             )
@@ -766,7 +766,7 @@ impl JobLedger for RedisStore {
         id: &VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         self.record_answer(id, send, result, details, now, None)
@@ -778,7 +778,7 @@ impl JobLedger for RedisStore {
         id: &VerificationId,
         send: u8,
         result: SendResult,
-        details: Option<Box<SendDetails>>,
+        details: Option<SendDetails>,
         now: UnixMillis,
         receipt: &JobReceipt,
     ) -> Result<bool, StoreError> {

@@ -34,6 +34,7 @@ use super::keys::Keys;
 use super::record::{channel_kind, text};
 use crate::domain::clock::UnixMillis;
 use crate::domain::locale::Locale;
+use crate::domain::name::Name;
 use crate::domain::verification::{Challenge, MatchCode};
 use crate::numbers::e164::E164;
 use crate::secrets::code::{CodeKeys, CodeLength, SealedCode};
@@ -337,7 +338,7 @@ impl JobReader {
             to: E164::from_digits_unchecked(num("to")? as u64),
             kind: channel_kind("k", get("k")?)?,
             locale: Locale::parse(get("lo")?).ok_or_else(|| corrupt("lo"))?,
-            purpose: Arc::from(purpose),
+            purpose: Name::new(purpose),
             code: self.codes.unseal(&id, sealed, len),
             expires_at: UnixMillis(num("ex")?),
             subject: f.get("su").map(|s| s.as_str().into()),
@@ -346,7 +347,7 @@ impl JobReader {
                 .and_then(|m| m.parse().ok())
                 .and_then(MatchCode::new),
             challenge: f.get("cg").and_then(|c| Challenge::parse(c)),
-            client: f.get("cl").map(|c| Arc::from(c.as_str())),
+            client: f.get("cl").map(|c| Name::new(c)),
             provider_ack: self.provider_ack.get(purpose).copied().unwrap_or(false),
             queued_at: queued_at(&entry),
             receipt: Some(JobReceipt {

@@ -25,7 +25,6 @@
 //! 287,000).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use otpd_adapters::ChannelKind;
 use otpd_adapters::smpp::encoding::Alphabet;
@@ -34,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::clock::UnixMillis;
 use crate::domain::locale::Locale;
+use crate::domain::name::Name;
 use crate::domain::verification::{
     ApprovalState, Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendAttempt,
     SendDetails, SendState, State, Verification,
@@ -181,13 +181,13 @@ pub fn encode_details(d: &SendDetails) -> Vec<u8> {
 fn decode_details(bytes: &[u8]) -> Result<SendDetails, StoreError> {
     let d: DetailsJson = serde_json::from_slice(bytes).map_err(|e| corrupt("d", e))?;
     Ok(SendDetails {
-        carrier: d.carrier.map(Arc::from),
-        route: d.route.map(Arc::from),
+        carrier: d.carrier.as_deref().map(Name::new),
+        route: d.route.as_deref().map(Name::new),
         failovers: d
             .failovers
             .into_iter()
             .map(|(carrier, error)| Failover {
-                carrier: carrier.into(),
+                carrier: Name::new(&carrier),
                 error: error.into(),
             })
             .collect(),
@@ -337,7 +337,7 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
     if !(1..=MAX_SENDS).contains(&n) {
         return Err(corrupt("n", n));
     }
-    let mut sends = Vec::with_capacity(n);
+    let mut sends = smallvec::SmallVec::with_capacity(n);
     for i in 1..=n {
         let k = |l| send_field(i, l);
         sends.push(SendAttempt {
@@ -357,7 +357,7 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
             reported_at: r.opt_time(k('r'))?.into(),
             reference: r.opt_str(k('f'))?.map(Box::from),
             error: r.opt_str(k('x'))?.map(Box::from),
-            details: r.opt(k('d')).map(decode_details).transpose()?.map(Box::new),
+            details: r.opt(k('d')).map(decode_details).transpose()?,
         });
     }
     Ok(Verification {
@@ -367,9 +367,9 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
             country,
             kind: parse_with("lk", r.str("lk")?, &NumberKind::ALL, NumberKind::as_str)?,
         },
-        purpose: r.str("pu")?.into(),
+        purpose: Name::new(r.str("pu")?),
         subject: r.opt_str("su")?.map(Box::from),
-        client: r.opt_str("cl")?.map(Arc::from),
+        client: r.opt_str("cl")?.map(Name::new),
         locale: parse_with("lo", r.str("lo")?, &Locale::ALL, Locale::as_str)?,
         channel: parse_with(
             "ch",
@@ -452,7 +452,7 @@ mod tests {
             SendResult::Sent {
                 reference: "msg-1".into(),
             },
-            Some(Box::new(SendDetails {
+            Some(SendDetails {
                 carrier: Some("movistar".into()),
                 route: Some("+34".into()),
                 failovers: Box::new([Failover {
@@ -462,7 +462,7 @@ mod tests {
                 encoding: Some(Alphabet::Ucs2),
                 segments: 2,
                 receipt_due: t.plus(std::time::Duration::from_secs(1_500)).into(),
-            })),
+            }),
             t,
         );
         v.record_send(
