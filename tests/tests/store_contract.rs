@@ -523,7 +523,7 @@ async fn sends_and_reports_are_recorded_once(store: &dyn Store) {
     let details = SendDetails {
         carrier: Some("movistar".into()),
         route: Some("+34".into()),
-        failovers: Box::default(),
+        failovers: Default::default(),
         encoding: Some(otpd_adapters::smpp::encoding::Alphabet::Gsm7),
         segments: 1,
         receipt_due: T0.plus(TTL + Duration::from_secs(900)).into(),

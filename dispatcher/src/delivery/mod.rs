@@ -411,7 +411,7 @@ impl Workers {
                         at: now,
                         client: v.client,
                         data: crate::events::EventData {
-                            subject: v.subject.clone(),
+                            subject: v.subject.as_deref().map(Into::into),
                             reason: Some(EscalationCause::PushFailed.as_str()),
                             send: Some(v.sends().len() as u8),
                             ..crate::events::EventData::of(&v.id, v.to, "pending")
@@ -1019,17 +1019,12 @@ impl SendGate for TakeGate<'_> {
 impl SendDetails {
     fn failover(&mut self, slot: &CarrierSlot, error: &str) {
         slot.counters.failovers.increment(1);
-        let carrier = &slot.name;
         // A long outage over many rounds would grow the history without end.
         if self.failovers.len() < 16 {
-            // Rare (a carrier passed over), so kept as a boxed slice, eight bytes
-            // smaller than a `Vec` in every send's details.
-            let mut failovers = std::mem::take(&mut self.failovers).into_vec();
-            failovers.push(Failover {
-                carrier: *carrier,
+            self.failovers.push(Failover {
+                carrier: slot.name,
                 error: error.into(),
             });
-            self.failovers = failovers.into_boxed_slice();
         }
     }
 }
@@ -1103,7 +1098,7 @@ fn report_event(
             send: Some(send),
             carrier,
             reason,
-            subject: v.subject.clone(),
+            subject: v.subject.as_deref().map(Into::into),
             ..EventData::of(&v.id, v.to, v.status(now).as_str()).with_channel(ChannelKind::Sms)
         },
     });

@@ -19,12 +19,15 @@
 
 use std::time::Duration;
 
+use compact_str::CompactString;
 use otpd_adapters::ChannelKind;
 use smallvec::{SmallVec, smallvec};
+use thin_vec::ThinVec;
 
 use crate::domain::clock::{MaybeAt, UnixMillis};
 use crate::domain::locale::Locale;
 use crate::domain::name::Name;
+use crate::domain::thin_str::ThinStr;
 use crate::numbers::e164::E164;
 use crate::numbers::reader::NumberLine;
 use crate::secrets::code::{CodeLength, CodeMac, SealedCode};
@@ -296,10 +299,11 @@ pub struct SendAttempt {
     pub answered_at: MaybeAt,
     /// When the delivery report arrived (delivered, undeliverable, …).
     pub reported_at: MaybeAt,
-    /// The channel's reference (SMSC message id, outbox position…).
-    pub reference: Option<Box<str>>,
-    /// Why it failed, as the channel said it.
-    pub error: Option<Box<str>>,
+    /// The channel's reference (SMSC message id, outbox position…). Inline up to
+    /// 24 bytes, as most carriers' message ids are: a block of its own cost more.
+    pub reference: Option<CompactString>,
+    /// Why it failed, as the channel said it (rare: one pointer when absent).
+    pub error: Option<ThinStr>,
     /// For SMS: the carrier, the carriers tried before it, the encoding; absent for
     /// pushes. Inline: nearly every verification has an SMS send, and a block of its
     /// own cost more (its pointer, the allocator's rounding) than the bytes a push
@@ -314,8 +318,10 @@ pub struct SendDetails {
     pub carrier: Option<Name>,
     /// The route's prefix (`default` for the default route).
     pub route: Option<Name>,
-    /// Carriers passed over before, each with why.
-    pub failovers: Box<[Failover]>,
+    /// Carriers passed over before, each with why. Rare, so a `ThinVec`: one
+    /// pointer (to a shared empty header when there are none) where a `Vec` or a
+    /// boxed slice take two or three.
+    pub failovers: ThinVec<Failover>,
     /// `gsm7` or `ucs2`.
     pub encoding: Option<otpd_adapters::smpp::encoding::Alphabet>,
     /// SMS the text takes.
@@ -406,7 +412,7 @@ pub struct NewVerification {
     /// The number's country and kind of line.
     pub line: NumberLine,
     pub purpose: Name,
-    pub subject: Option<Box<str>>,
+    pub subject: Option<ThinStr>,
     /// The API client that asked for it (`None` when the API is open): only it sees,
     /// checks or cancels it.
     pub client: Option<Name>,
@@ -428,7 +434,7 @@ pub struct Verification {
     pub to: E164,
     pub line: NumberLine,
     pub purpose: Name,
-    pub subject: Option<Box<str>>,
+    pub subject: Option<ThinStr>,
     pub client: Option<Name>,
     pub locale: Locale,
     pub channel: RequestedChannel,
@@ -750,15 +756,15 @@ impl Verification {
                 if !attempt.state.is_reported() {
                     attempt.state = SendState::Sent;
                 }
-                attempt.reference = Some(reference.into_boxed_str());
+                attempt.reference = Some(CompactString::new(&reference));
             }
             SendResult::Failed { error } => {
                 attempt.state = SendState::Failed;
-                attempt.error = Some(error.into_boxed_str());
+                attempt.error = Some(ThinStr::new(&error));
             }
             SendResult::Expired { error } => {
                 attempt.state = SendState::Expired;
-                attempt.error = Some(error.into_boxed_str());
+                attempt.error = Some(ThinStr::new(&error));
             }
         }
         attempt.details = details;
@@ -784,7 +790,7 @@ impl Verification {
         attempt.state = state;
         attempt.reported_at = now.into();
         if error.is_some() {
-            attempt.error = error.map(String::into_boxed_str);
+            attempt.error = error.map(ThinStr::from);
         }
         true
     }

@@ -111,7 +111,7 @@ impl Engine {
                     kind,
                     v.client,
                     crate::events::EventData {
-                        subject: v.subject.clone(),
+                        subject: v.subject.as_deref().map(Into::into),
                         reason: Some("app"),
                         ..crate::events::EventData::of(&v.id, v.to, status.as_str())
                     },

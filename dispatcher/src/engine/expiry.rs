@@ -102,7 +102,7 @@ impl Engine {
                 EventKind::Expired,
                 v.client,
                 EventData {
-                    subject: v.subject.clone(),
+                    subject: v.subject.as_deref().map(Into::into),
                     ..EventData::of(&v.id, v.to, "expired")
                 },
             );

@@ -14,6 +14,7 @@ use super::{Engine, Purpose, Refused};
 use crate::delivery::{self, DeliveryJob};
 use crate::domain::locale::Locale;
 use crate::domain::subscriber::Subscriber;
+use crate::domain::thin_str::ThinStr;
 use crate::domain::verification::{
     Challenge, MatchCode, NewVerification, RequestedChannel, ResendRefusal, Verification,
 };
@@ -445,7 +446,7 @@ impl Engine {
             purpose: v.purpose,
             code,
             expires_at: v.expires_at,
-            subject: v.subject.clone(),
+            subject: v.subject.as_deref().map(Into::into),
             match_code: v.match_code,
             challenge: v.challenge(),
             client: v.client,
@@ -494,7 +495,7 @@ impl Engine {
                 to: p.number.e164,
                 line: p.number.line(),
                 purpose: p.purpose.name,
-                subject: p.subject.clone(),
+                subject: p.subject.as_deref().map(ThinStr::new),
                 client: caller.id(),
                 locale: p.locale,
                 channel: p.channel,

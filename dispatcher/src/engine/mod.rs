@@ -356,7 +356,7 @@ impl Engine {
                 crate::events::EventKind::Canceled,
                 v.client,
                 crate::events::EventData {
-                    subject: v.subject.clone(),
+                    subject: v.subject.as_deref().map(Into::into),
                     ..crate::events::EventData::of(&v.id, v.to, "canceled")
                 },
             );
@@ -391,7 +391,7 @@ impl Engine {
                 crate::events::EventKind::Escalated,
                 v.client,
                 crate::events::EventData {
-                    subject: v.subject.clone(),
+                    subject: v.subject.as_deref().map(Into::into),
                     reason: Some(EscalationCause::Timeout.as_str()),
                     send: Some(v.sends().len() as u8),
                     ..crate::events::EventData::of(&v.id, v.to, "pending")

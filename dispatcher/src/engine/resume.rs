@@ -37,7 +37,7 @@ impl Engine {
                     purpose: v.purpose,
                     code: self.keys.unseal(&v.id, v.sealed_code, v.code_length),
                     expires_at: v.expires_at,
-                    subject: v.subject.clone().filter(|_| !escalated),
+                    subject: v.subject.as_deref().map(Into::into).filter(|_| !escalated),
                     match_code: v.match_code.filter(|_| !escalated),
                     challenge: v.challenge().filter(|_| !escalated),
                     client: v.client,

@@ -543,7 +543,7 @@ impl MemoryStore {
                     attempts_left: v.attempts_left(),
                     to: v.to,
                     country: v.line.country,
-                    subject: v.subject.clone(),
+                    subject: v.subject.as_deref().map(Into::into),
                     locked_now: outcome == CheckOutcome::Locked && !was_locked,
                 }
             });

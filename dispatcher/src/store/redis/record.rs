@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::clock::UnixMillis;
 use crate::domain::locale::Locale;
 use crate::domain::name::Name;
+use crate::domain::thin_str::ThinStr;
 use crate::domain::verification::{
     ApprovalState, Challenge, EscalationCause, Failover, MatchCode, RequestedChannel, SendAttempt,
     SendDetails, SendState, State, Verification,
@@ -355,8 +356,8 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
             queued_at: r.time(k('q'))?,
             answered_at: r.opt_time(k('a'))?.into(),
             reported_at: r.opt_time(k('r'))?.into(),
-            reference: r.opt_str(k('f'))?.map(Box::from),
-            error: r.opt_str(k('x'))?.map(Box::from),
+            reference: r.opt_str(k('f'))?.map(compact_str::CompactString::new),
+            error: r.opt_str(k('x'))?.map(ThinStr::new),
             details: r.opt(k('d')).map(decode_details).transpose()?,
         });
     }
@@ -368,7 +369,7 @@ pub fn decode(id: VerificationId, f: &Fields) -> Result<Verification, StoreError
             kind: parse_with("lk", r.str("lk")?, &NumberKind::ALL, NumberKind::as_str)?,
         },
         purpose: Name::new(r.str("pu")?),
-        subject: r.opt_str("su")?.map(Box::from),
+        subject: r.opt_str("su")?.map(ThinStr::new),
         client: r.opt_str("cl")?.map(Name::new),
         locale: parse_with("lo", r.str("lo")?, &Locale::ALL, Locale::as_str)?,
         channel: parse_with(
@@ -455,10 +456,10 @@ mod tests {
             Some(SendDetails {
                 carrier: Some("movistar".into()),
                 route: Some("+34".into()),
-                failovers: Box::new([Failover {
+                failovers: thin_vec::thin_vec![Failover {
                     carrier: "vodafone".into(),
                     error: "bind lost: \"x\"".into(),
-                }]),
+                }],
                 encoding: Some(Alphabet::Ucs2),
                 segments: 2,
                 receipt_due: t.plus(std::time::Duration::from_secs(1_500)).into(),
