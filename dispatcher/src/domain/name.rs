@@ -136,18 +136,6 @@ impl PartialEq for Name {
 
 impl Eq for Name {}
 
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        *self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        *self.0 == *other
-    }
-}
-
 /// Hashed as its text, as [`Borrow<str>`] requires.
 impl Hash for Name {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -182,24 +170,6 @@ impl fmt::Display for Name {
 impl From<&str> for Name {
     fn from(name: &str) -> Name {
         Name::new(name)
-    }
-}
-
-impl From<&String> for Name {
-    fn from(name: &String) -> Name {
-        Name::new(name)
-    }
-}
-
-impl From<String> for Name {
-    fn from(name: String) -> Name {
-        Name::new(&name)
-    }
-}
-
-impl serde::Serialize for Name {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
     }
 }
 

@@ -56,12 +56,6 @@ impl fmt::Debug for ThinStr {
     }
 }
 
-impl fmt::Display for ThinStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
